@@ -1,0 +1,188 @@
+"""Settings from the environment: the only module that reads ``os.environ``.
+
+Every setting has an embedded default so that a fresh checkout runs with no
+configuration at all (SQLite in ``var/``, an embedded broker, the file outbox).
+Production sets ``DATABASE_URL``, ``REDIS_URL``, ``SECRET_KEYS`` and a transport.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting in the environment has a value we cannot use."""
+
+
+def _int(env: dict, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+
+
+def _float(env: dict, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number") from None
+
+
+def _bool(env: dict, name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where state lives when nothing else is configured.
+    data_dir: Path = PROJECT_ROOT / "var"
+    templates_dir: Path = PROJECT_ROOT / "templates"
+    # The system of record. Default: a SQLite file in data_dir.
+    database_url: str = ""
+    # Broker and shared rate limiter. Empty: embedded broker, local limiter.
+    redis_url: str = ""
+    # Signing keys for links (newest first; older ones still verify).
+    secret_keys: tuple[str, ...] = ()
+    # Where the web app is served; links in emails point here.
+    base_url: str = "http://127.0.0.1:8000"
+
+    # Transport: "outbox" (a folder of .eml files) or "smtp".
+    transport: str = "outbox"
+    outbox_dir: Path = PROJECT_ROOT / "var" / "outbox"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_security: str = "starttls"  # starttls | tls | none
+    smtp_verify_certificates: bool = True
+    smtp_timeout: float = 30.0
+    smtp_connections: int = 4  # connections in flight per worker process
+    smtp_messages_per_connection: int = 500
+
+    # Sending.
+    batch_size: int = 200
+    rate_limit_per_second: float = 0.0  # 0: unlimited
+    retry_attempts: int = 8
+    retry_window_seconds: int = 6 * 3600
+    retry_base_delay_seconds: float = 30.0
+    error_budget_ratio: float = 0.2  # pause a send when this share of attempts fail
+    error_budget_minimum: int = 50  # ...after at least this many attempts
+    claim_timeout_seconds: int = 600  # rows claimed longer than this are stale
+    beat_interval_seconds: float = 5.0
+
+    # Tests and CI: a missing PostgreSQL or Redis is a failure, not a skip.
+    require_services: bool = False
+
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Platform URLs say postgres://; SQLAlchemy wants a driver name.
+            if url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url[len("postgres://"):]
+            elif url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://"):]
+            return url
+        return f"sqlite:///{self.data_dir / 'newsletter.db'}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: embedded broker, local limiter."""
+        return not self.redis_url
+
+    @property
+    def signing_keys(self) -> tuple[str, ...]:
+        if self.secret_keys:
+            return self.secret_keys
+        # The embedded default keeps a generated key in data_dir, so links stay
+        # valid across restarts of the demo. Production must set SECRET_KEYS.
+        return (_local_secret(self.data_dir),)
+
+
+def _local_secret(data_dir: Path) -> str:
+    path = data_dir / "secret-key"
+    if path.exists():
+        return path.read_text().strip()
+    import secrets
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def settings_from(env: dict) -> Settings:
+    """Build Settings from a mapping shaped like ``os.environ``."""
+    data_dir = Path(env.get("NEWSLETTER_DATA_DIR") or Settings.data_dir)
+    keys = tuple(k.strip() for k in env.get("SECRET_KEYS", "").split(",") if k.strip())
+    s = Settings(
+        data_dir=data_dir,
+        templates_dir=Path(env.get("NEWSLETTER_TEMPLATES_DIR") or Settings.templates_dir),
+        database_url=env.get("DATABASE_URL", ""),
+        redis_url=env.get("REDIS_URL", ""),
+        secret_keys=keys,
+        base_url=(env.get("BASE_URL") or Settings.base_url).rstrip("/"),
+        transport=env.get("TRANSPORT", Settings.transport),
+        outbox_dir=Path(env.get("OUTBOX_DIR") or data_dir / "outbox"),
+        smtp_host=env.get("SMTP_HOST", Settings.smtp_host),
+        smtp_port=_int(env, "SMTP_PORT", Settings.smtp_port),
+        smtp_username=env.get("SMTP_USERNAME", ""),
+        smtp_password=env.get("SMTP_PASSWORD", ""),
+        smtp_security=env.get("SMTP_SECURITY", Settings.smtp_security),
+        smtp_verify_certificates=_bool(env, "SMTP_VERIFY_CERTIFICATES", True),
+        smtp_timeout=_float(env, "SMTP_TIMEOUT", Settings.smtp_timeout),
+        smtp_connections=_int(env, "SMTP_CONNECTIONS", Settings.smtp_connections),
+        smtp_messages_per_connection=_int(
+            env, "SMTP_MESSAGES_PER_CONNECTION", Settings.smtp_messages_per_connection
+        ),
+        batch_size=_int(env, "BATCH_SIZE", Settings.batch_size),
+        rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),
+        retry_attempts=_int(env, "RETRY_ATTEMPTS", Settings.retry_attempts),
+        retry_window_seconds=_int(env, "RETRY_WINDOW_SECONDS", Settings.retry_window_seconds),
+        retry_base_delay_seconds=_float(
+            env, "RETRY_BASE_DELAY_SECONDS", Settings.retry_base_delay_seconds
+        ),
+        error_budget_ratio=_float(env, "ERROR_BUDGET_RATIO", Settings.error_budget_ratio),
+        error_budget_minimum=_int(env, "ERROR_BUDGET_MINIMUM", Settings.error_budget_minimum),
+        claim_timeout_seconds=_int(env, "CLAIM_TIMEOUT_SECONDS", Settings.claim_timeout_seconds),
+        beat_interval_seconds=_float(env, "BEAT_INTERVAL_SECONDS", Settings.beat_interval_seconds),
+        require_services=_bool(env, "NEWSLETTER_REQUIRE_SERVICES", False),
+    )
+    if s.transport not in ("outbox", "smtp"):
+        raise ConfigError(f"TRANSPORT={s.transport!r}: expected one of outbox, smtp")
+    if s.smtp_security not in ("starttls", "tls", "none"):
+        raise ConfigError(f"SMTP_SECURITY={s.smtp_security!r}: expected starttls, tls or none")
+    if s.batch_size < 1:
+        raise ConfigError(f"BATCH_SIZE={s.batch_size}: must be at least 1")
+    return s
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return settings_from(dict(os.environ))
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(Settings)]

@@ -1,0 +1,260 @@
+"""The system of record: SQLAlchemy 2 models.
+
+Schema changes go through Alembic (``newsletter/store/migrations``); tests
+check that the migrations and these models agree.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+# BigInteger ids on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
+Id = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PublicationRow(Base):
+    __tablename__ = "publications"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    from_name: Mapped[str] = mapped_column(String(200))
+    from_email: Mapped[str] = mapped_column(String(320))
+    reply_to: Mapped[str] = mapped_column(String(320))
+    postal_address: Mapped[str] = mapped_column(Text)
+    web_base_url: Mapped[str] = mapped_column(String(500))
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/London")
+    language: Mapped[str] = mapped_column(String(35), default="en-GB")
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)  # colours, logo, why_receiving
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MailingList(Base):
+    __tablename__ = "lists"
+    __table_args__ = (UniqueConstraint("publication_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id"))
+    slug: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Subscriber(Base):
+    """A person, once per address across the whole install.
+
+    ``status``: active | unsubscribed (left everything) | erased.
+    """
+
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised
+    name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    attributes: Mapped[dict] = mapped_column(JSON, default=dict)
+    source: Mapped[str] = mapped_column(String(40), default="cli")  # cli | import | signup
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Membership(Base):
+    """A subscriber on a list. ``status``: unconfirmed | confirmed | unsubscribed."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (
+        UniqueConstraint("list_id", "subscriber_id"),
+        Index("ix_memberships_list_status_subscriber", "list_id", "status", "subscriber_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20), default="confirmed")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Suppression(Base):
+    """An address that must never be sent to again, whatever its lists say.
+
+    ``reason``: hard_bounce | complaint | soft_bounce | manual | erased.
+    ``email`` holds the normalised address, or a SHA-256 of it after erasure.
+    """
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IssueRow(Base):
+    """A built issue: what every recipient's message is made from."""
+
+    __tablename__ = "issues"
+    __table_args__ = (UniqueConstraint("publication_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id"))
+    slug: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str] = mapped_column(String(300))
+    subject: Mapped[str] = mapped_column(String(300))
+    preheader: Mapped[str] = mapped_column(String(300), default="")
+    issue_date: Mapped[date] = mapped_column(Date)
+    html: Mapped[str] = mapped_column(Text)  # compiled, with per-recipient placeholders
+    text: Mapped[str] = mapped_column(Text)  # with per-recipient placeholders
+    mjml: Mapped[str] = mapped_column(Text, default="")
+    web_html: Mapped[str] = mapped_column(Text, default="")  # the public copy, no personal data
+    articles: Mapped[dict] = mapped_column(JSON, default=dict)  # slug -> public article HTML
+    content_hash: Mapped[str] = mapped_column(String(64))
+    source_folder: Mapped[str] = mapped_column(Text, default="")
+    built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+SEND_STATES = ("scheduled", "sending", "paused", "finished", "cancelled")
+
+
+class Send(Base):
+    """An issue going to a list at a time.
+
+    scheduled -> sending -> finished, with paused and cancelled on the way.
+    A beat tick claims a due send by moving it from scheduled to sending in one
+    conditional UPDATE, so two beats never start the same send.
+    """
+
+    __tablename__ = "sends"
+    __table_args__ = (Index("ix_sends_state_scheduled_at", "state", "scheduled_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id"))
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id"))
+    state: Mapped[str] = mapped_column(String(20), default="scheduled")
+    scheduled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    audience_size: Mapped[int] = mapped_column(Integer, default=0)
+    batch_size: Mapped[int] = mapped_column(Integer, default=200)
+    paused_reason: Mapped[str] = mapped_column(Text, default="")
+    last_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Batch(Base):
+    """A keyset page of a send's ledger: deliveries with first_id <= id <= last_id.
+
+    A batch task carries only the batch id. ``state``: queued | done.
+    ``enqueued_at`` lets the beat tick re-enqueue a batch whose task was lost
+    (a broker restart) or whose rows wait for a retry.
+    """
+
+    __tablename__ = "batches"
+    __table_args__ = (UniqueConstraint("send_id", "first_delivery_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id"), index=True)
+    first_delivery_id: Mapped[int] = mapped_column(Id)
+    last_delivery_id: Mapped[int] = mapped_column(Id)
+    size: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    times_enqueued: Mapped[int] = mapped_column(Integer, default=1)
+
+
+DELIVERY_STATES = ("pending", "claimed", "sending", "retry", "sent", "failed", "skipped", "cancelled")
+FINAL_DELIVERY_STATES = ("sent", "failed", "skipped", "cancelled")
+
+
+class Delivery(Base):
+    """The ledger: one row per send and subscriber. It alone decides who was sent.
+
+    pending -> claimed -> sending -> sent | failed | retry (-> claimed ...);
+    skipped when the address was suppressed or unsubscribed at claim time;
+    cancelled when the send was cancelled first. ``possible_duplicate`` marks a
+    row that was handed to the transport by a worker that died before it could
+    record the answer, and was then sent again.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("send_id", "subscriber_id"),
+        Index("ix_deliveries_send_state", "send_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True)
+    email: Mapped[str] = mapped_column(String(320))  # frozen with the audience
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str] = mapped_column(String(300), default="")
+    provider_message_id: Mapped[str] = mapped_column(String(300), default="")
+    claimed_by: Mapped[str] = mapped_column(String(200), default="")
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class SendEvent(Base):
+    """What happened to a send, for people: started, paused (and why), resumed..."""
+
+    __tablename__ = "send_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

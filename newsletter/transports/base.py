@@ -1,0 +1,62 @@
+"""The one interface every way of handing over mail implements.
+
+A transport takes a chunk of ready-made messages and answers, for each one,
+whether it was accepted, failed for now (worth a retry) or failed for good.
+It never raises for a single recipient's failure; whether a failure is worth
+a retry is said by the status, not left to the caller to guess.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+SENT = "sent"
+TEMPORARY = "temporary"  # 4xx, throttling, connection trouble: retry later
+PERMANENT = "permanent"  # 5xx: never retry
+
+
+@dataclass(frozen=True)
+class Envelope:
+    delivery_id: int  # the ledger row this message is for
+    sender: str  # the envelope sender (MAIL FROM / return path)
+    recipient: str
+    message: bytes  # the complete RFC 5322 message, CRLF line endings
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    delivery_id: int
+    status: str  # SENT | TEMPORARY | PERMANENT
+    provider_message_id: str = ""
+    code: int | None = None  # SMTP reply code or HTTP status
+    enhanced_code: str = ""  # "5.1.1"
+    error: str = ""
+
+    @property
+    def hard_bounce(self) -> bool:
+        """A permanent failure that says the address does not exist (5.1.x)."""
+        return self.status == PERMANENT and self.enhanced_code.startswith("5.1.")
+
+
+class TransportError(Exception):
+    """The transport as a whole cannot work (bad configuration, bad credentials)."""
+
+
+class Transport(ABC):
+    name: str = "transport"
+
+    @abstractmethod
+    def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:
+        """Hand over every envelope; return one Result per envelope, in order."""
+
+    def close(self) -> None:
+        """Release connections. The transport may be used again afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
