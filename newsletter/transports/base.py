@@ -34,6 +34,10 @@ class Result:
     code: int | None = None  # SMTP reply code or HTTP status
     enhanced_code: str = ""  # "5.1.1"
     error: str = ""
+    # True when the server may have taken the message although we saw no
+    # answer (the connection broke after the data went out). A retry of such a
+    # row is recorded as a possible duplicate.
+    uncertain: bool = False
 
     @property
     def hard_bounce(self) -> bool:
