@@ -1,11 +1,61 @@
-"""Bring a database's schema up to date."""
+"""Bring a database's schema up to date with Alembic.
+
+The migration scripts ship inside the package (``store/migrations``), so an
+installed copy can migrate without an alembic.ini or a checkout.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
 from newsletter.store.db import engine_for
-from newsletter.store.models import Base
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(url: str, connection=None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    # "%" is Alembic's interpolation character; URLs may contain it (%3D).
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
 
 
 def upgrade(url: str) -> None:
-    # Replaced by Alembic's upgrade to head once the first migration exists.
-    Base.metadata.create_all(engine_for(url))
+    """Apply every migration the database lacks; nothing happens when it is current."""
+    if current_revision(url) == head_revision():
+        return
+    with engine_for(url).begin() as connection:
+        command.upgrade(alembic_config(url, connection), "head")
+
+
+def current_revision(url: str) -> str | None:
+    with engine_for(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+
+
+def make_revision(url: str, message: str) -> str:
+    """Write a new migration script by comparing ``url``'s schema with the models.
+
+    For developers: upgrade a scratch database first, change the models, then
+    run this and read (and correct) the script it writes.
+    """
+    upgrade(url)
+    head = head_revision()
+    next_id = f"{int(head) + 1:04d}" if head and head.isdigit() else None
+    with engine_for(url).begin() as connection:
+        config = alembic_config(url, connection)
+        config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+        script = command.revision(config, message=message, autogenerate=True, rev_id=next_id)
+    return script.path
