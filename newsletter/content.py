@@ -1,0 +1,691 @@
+"""Load and validate an issue folder: a manifest plus one Markdown file per section.
+
+Every value keeps the file and line it was written on, so a problem found
+now or later (by ``checks``) points the editor at the exact place. Loading
+collects every problem in the folder and raises them together as one
+``InputError``: an editor fixes them all in one pass instead of one per run.
+
+Markdown files in the folder that ``issue.yaml`` does not list are ignored
+without a warning, so drafts and notes can live beside the issue.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from email_validator import EmailNotValidError, validate_email
+
+from newsletter.errors import InputError, Problem
+from newsletter.issue import (
+    SECTION_KINDS,
+    Colours,
+    Figure,
+    Image,
+    Issue,
+    Item,
+    Publication,
+    Section,
+    Source,
+)
+
+PUBLICATION_FILE = "publication.yaml"
+MANIFEST_FILE = "issue.yaml"
+# Formats every common mail client shows; SVG and WebP are not among them.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
+
+# The fields each section kind reads, beyond kind, id and title.
+KIND_FIELDS = {
+    "letter": ("author", "role", "signoff", "image"),
+    "teasers": ("items",),
+    "news": ("items",),
+    "figures": ("figures",),
+    "image": ("src", "alt", "decorative", "caption", "link", "width"),
+    "text": (),
+}
+COMMON_FIELDS = ("kind", "id", "title")
+ITEM_FIELDS = ("heading", "summary", "url", "article", "link_text", "image", "slug")
+IMAGE_FIELDS = ("src", "alt", "decorative", "caption", "link", "width")
+
+
+# --- YAML that remembers where each value was written ---------------------------
+
+
+class _Map(dict):
+    """A YAML mapping with the 1-based file line of itself and of each key."""
+
+    line: int = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_lines: dict = {}
+
+
+class _List(list):
+    """A YAML sequence with the 1-based file line of itself and of each entry."""
+
+    line: int = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.item_lines: list[int] = []
+
+
+_YAML_FIX = (
+    "check the indentation and quoting on this line and the one before; "
+    "text containing ': ' or starting with a quote, '-', '[' or '{' needs quotes"
+)
+
+
+def _parse_yaml(text: str, path: Path, first_line: int, problems: list[Problem]):
+    """Parse YAML text that starts at ``first_line`` of ``path``; None if unreadable."""
+    try:
+        # compose keeps the node marks that yaml.safe_load throws away.
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = first_line + mark.line if mark else first_line
+        problems.append(Problem(_where(path, line), f"the YAML cannot be read: {exc.problem}", _YAML_FIX))
+        return None
+    except yaml.YAMLError as exc:
+        problems.append(Problem(_where(path, first_line), f"the YAML cannot be read: {exc}", _YAML_FIX))
+        return None
+    if node is None:
+        empty = _Map()
+        empty.line = first_line
+        return empty
+    return _build(node, first_line, yaml.constructor.SafeConstructor())
+
+
+def _build(node: yaml.Node, first_line: int, constructor: yaml.constructor.SafeConstructor):
+    line = first_line + node.start_mark.line
+    if isinstance(node, yaml.MappingNode):
+        result = _Map()
+        result.line = line
+        for key_node, value_node in node.value:
+            key = _build(key_node, first_line, constructor)
+            key = key if isinstance(key, (str, int, float, bool, date)) or key is None else str(key)
+            result[key] = _build(value_node, first_line, constructor)
+            result.key_lines[key] = first_line + key_node.start_mark.line
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        result = _List()
+        result.line = line
+        for entry in node.value:
+            result.append(_build(entry, first_line, constructor))
+            result.item_lines.append(first_line + entry.start_mark.line)
+        return result
+    try:
+        return constructor.construct_object(node, deep=True)
+    except (ValueError, yaml.YAMLError):
+        # "2021-09-31" looks like a date to YAML but is not one: keep the
+        # text, and let the field's own check say what is wrong with it.
+        return node.value
+
+
+def _split_front_matter(text: str) -> tuple[str, int, str, int] | None:
+    """(YAML, its first line, Markdown body, the body's first line), all 1-based."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
+        return None
+    for index in range(1, len(lines)):
+        if lines[index].rstrip() in ("---", "..."):
+            body_lines = lines[index + 1:]
+            skipped = 0
+            while skipped < len(body_lines) and not body_lines[skipped].strip():
+                skipped += 1
+            body = "".join(body_lines[skipped:]).rstrip()
+            return "".join(lines[1:index]), 2, body, index + 2 + skipped
+    return None
+
+
+def _where(path: Path, line: int = 0) -> str:
+    """A path the editor can open from where they ran the command."""
+    try:
+        shown = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = path
+    return f"{shown}:{line}" if line else str(shown)
+
+
+def _read_text(path: Path, problems: list[Problem]) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(_where(path), f"the file is not UTF-8 text ({exc.reason})",
+                                "save it as UTF-8 (most editors offer this under 'Save with encoding')"))
+    except OSError as exc:
+        problems.append(Problem(_where(path), f"the file cannot be read: {exc.strerror}",
+                                "check that the file exists and can be read"))
+    return None
+
+
+# --- reading fields -------------------------------------------------------------
+
+
+@dataclass
+class _Fields:
+    """One YAML mapping being read: reports problems at the line of each key."""
+
+    values: _Map
+    path: Path
+    what: str  # "a letter section", "item 2", for messages
+    problems: list[Problem]
+    known: tuple[str, ...] = ()
+    used: set = field(default_factory=set)
+
+    def line(self, key: str | None = None) -> int:
+        return self.values.key_lines.get(key, self.values.line) if key else self.values.line
+
+    def source(self, key: str | None = None) -> Source:
+        return Source(self.path, self.line(key))
+
+    def problem(self, key: str | None, message: str, fix: str) -> None:
+        self.problems.append(Problem(_where(self.path, self.line(key)), message, fix))
+
+    def has(self, key: str) -> bool:
+        return self.values.get(key) not in (None, "")
+
+    def text(self, key: str, required: bool = False, default: str = "") -> str:
+        value = self.values.get(key)
+        if value is None or value == "":
+            if required:
+                self.problem(None, f"{self.what} has no `{key}`", f"add a line `{key}: ...`")
+            return default
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            self.problem(key, f"`{key}` should be text, not {_describe(value)}",
+                         "write it as text on one line, or as a block after `|`; put it in quotes if it contains ': '")
+            return default
+        return str(value).strip()
+
+    def flag(self, key: str) -> bool:
+        value = self.values.get(key, False)
+        if not isinstance(value, bool):
+            self.problem(key, f"`{key}` should be true or false, not {_describe(value)}", f"write `{key}: true` or leave it out")
+            return False
+        return value
+
+    def number(self, key: str) -> int | None:
+        value = self.values.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            self.problem(key, f"`{key}` should be a whole number of pixels, not {_describe(value)}", f"write e.g. `{key}: 600`")
+            return None
+        return value
+
+    def mapping(self, key: str) -> _Map | None:
+        value = self.values.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, _Map):
+            self.problem(key, f"`{key}` should be a group of fields, not {_describe(value)}",
+                         f"put its fields on the lines below `{key}:`, indented")
+            return None
+        return value
+
+    def entries(self, key: str, required: bool = False) -> list[tuple[object, int]]:
+        """(entry, line) for each entry of a list field."""
+        value = self.values.get(key)
+        if value is None or value == []:
+            if required:
+                self.problem(key if key in self.values else None, f"{self.what} has no `{key}`",
+                             f"add `{key}:` followed by its entries, one per line starting with '- '")
+            return []
+        if not isinstance(value, _List):
+            self.problem(key, f"`{key}` should be a list, not {_describe(value)}", "start each entry on its own line with '- '")
+            return []
+        return list(zip(value, value.item_lines))
+
+    def check_unknown(self) -> None:
+        for key in self.values:
+            if key not in self.known:
+                self.problem(key, f"{self.what} has an unknown field `{key}`",
+                             f"check the spelling; the fields it can have are: {', '.join(self.known)}")
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a group of fields"
+    if isinstance(value, (date, datetime)):
+        return "a date"
+    return f"{value!r}"
+
+
+def _https_url(fields: _Fields, key: str, required: bool = False) -> str | None:
+    url = fields.text(key, required=required)
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.netloc:
+        fields.problem(key, f"`{key}` should be a full https:// address, not {url!r}",
+                       "copy the address from the browser's address bar; it starts with https://")
+        return None
+    return url
+
+
+def slugify(text: str, limit: int = 60) -> str:
+    """'Innovative trial aims to save ...' -> 'innovative-trial-aims-to-save'."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    if len(slug) > limit:
+        slug = slug[:limit].rsplit("-", 1)[0]
+    return slug
+
+
+# --- the publication ----------------------------------------------------------
+
+PUBLICATION_FIELDS = (
+    "slug", "name", "from_name", "from_email", "reply_to", "postal_address", "web_base_url",
+    "timezone", "language", "logo", "logo_alt", "colours", "why_receiving",
+)
+
+
+def load_publication(path: Path) -> Publication:
+    """Read a ``publication.yaml``; raise InputError listing every problem."""
+    problems: list[Problem] = []
+    publication = _read_publication(Path(path), problems)
+    if publication is None or any(p.is_error for p in problems):
+        raise InputError(problems)
+    return publication
+
+
+def find_publication_file(folder: Path) -> Path | None:
+    """The nearest publication.yaml in ``folder`` or one of its parents."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / PUBLICATION_FILE).is_file():
+            return candidate / PUBLICATION_FILE
+    return None
+
+
+def _read_publication(path: Path, problems: list[Problem]) -> Publication | None:
+    text = _read_text(path, problems)
+    values = _parse_yaml(text, path, 1, problems) if text is not None else None
+    if values is None:
+        return None
+    if not isinstance(values, _Map):
+        problems.append(Problem(_where(path, 1), "the file should be a list of `field: value` lines",
+                                "start with `name: ...`; see docs/writing-an-issue.md"))
+        return None
+    fields = _Fields(values, path, "the publication", problems, PUBLICATION_FIELDS)
+    fields.check_unknown()
+    name = fields.text("name", required=True)
+    from_email = _email(fields, "from_email", required=True)
+    publication = Publication(
+        slug=_slug(fields, "slug", default=path.parent.name),
+        name=name,
+        from_name=fields.text("from_name", default=name),
+        from_email=from_email,
+        reply_to=_email(fields, "reply_to") or from_email,
+        postal_address=fields.text("postal_address", required=True),
+        web_base_url=_web_base_url(fields),
+        timezone=_timezone(fields),
+        language=_language(fields),
+        logo=_image_file(fields, "logo", path.parent),
+        logo_alt=fields.text("logo_alt", default=name),
+        colours=_colours(fields),
+        why_receiving=fields.text("why_receiving"),
+        source=Source(path, 1),
+    )
+    return publication
+
+
+def _email(fields: _Fields, key: str, required: bool = False) -> str:
+    address = fields.text(key, required=required)
+    if not address:
+        return ""
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        fields.problem(key, f"`{key}` is not an email address we can send from: {exc}", "write it like news@example.org")
+        return address
+
+
+def _slug(fields: _Fields, key: str, default: str) -> str:
+    slug = fields.text(key) or default
+    if not SLUG.match(slug):
+        where = key if fields.has(key) else None
+        fields.problem(where, f"{slug!r} cannot be used in web addresses",
+                       f"set `{key}:` to lower-case letters, digits and hyphens, like 2021-09")
+    return slug
+
+
+def _web_base_url(fields: _Fields) -> str:
+    url = _https_url(fields, "web_base_url", required=True) or ""
+    return url if not url or url.endswith("/") else url + "/"
+
+
+def _timezone(fields: _Fields) -> str:
+    name = fields.text("timezone", default="Europe/London")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        fields.problem("timezone", f"{name!r} is not a time zone we know", "use a name like Europe/London")
+    return name
+
+
+def _language(fields: _Fields) -> str:
+    language = fields.text("language", default="en-GB")
+    if not re.match(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$", language):
+        fields.problem("language", f"{language!r} is not a language tag", "use a tag like en-GB or cy")
+    return language
+
+
+def _colours(fields: _Fields) -> Colours:
+    values = fields.mapping("colours")
+    if values is None:
+        return Colours()
+    known = ("primary", "accent", "text", "background")
+    colours = _Fields(values, fields.path, "`colours`", fields.problems, known)
+    colours.check_unknown()
+    chosen = {}
+    for key in known:
+        value = colours.text(key)
+        if value and not COLOUR.match(value):
+            colours.problem(key, f"colour `{key}` should be a hex colour, not {value!r}",
+                            "write it like \"#005eb8\", in quotes because of the #")
+        elif value:
+            chosen[key] = value
+    return Colours(**chosen)
+
+
+# --- images ---------------------------------------------------------------------
+
+
+def _image_file(fields: _Fields, key: str, base: Path) -> Path | None:
+    name = fields.text(key)
+    if not name:
+        return None
+    path = base / name
+    if not path.is_file():
+        fields.problem(key, f"the image {name!r} does not exist (looked for {_where(path)})",
+                       f"put the file there, or correct the name; it is relative to {_where(base)}")
+        return None
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        fields.problem(key, f"{name!r} is not a format email clients show",
+                       f"save it as {', '.join(IMAGE_SUFFIXES)}")
+        return None
+    return path
+
+
+def _image(fields: _Fields, folder: Path) -> Image | None:
+    """An image from the fields src, alt or decorative, caption, link, width."""
+    path = _image_file(fields, "src", folder)
+    if not fields.has("src"):
+        fields.problem(None, f"{fields.what} has no `src`", "add `src:` with the image file name, relative to the issue folder")
+    decorative = fields.flag("decorative")
+    alt = fields.text("alt")
+    if decorative and alt:
+        fields.problem("decorative", "an image is either described by `alt` or `decorative: true`, not both",
+                       "keep `alt` if the picture says something; keep `decorative` if it is only ornament")
+    elif not decorative and not alt and "alt" not in fields.values:
+        fields.problem(None, f"{fields.what} has no `alt` text",
+                       "add `alt:` saying what the picture shows, for people who cannot see it; "
+                       "or `decorative: true` if it is only ornament")
+    elif not decorative and not alt:
+        fields.problem("alt", "`alt` is empty", "say what the picture shows, or write `decorative: true` instead")
+    link = _https_url(fields, "link")
+    width = fields.number("width")
+    if path is None:
+        return None
+    return Image(path=path, alt="" if decorative else alt, decorative=decorative, caption=fields.text("caption"),
+                 link=link, width=width, source=fields.source("src"))
+
+
+def _nested_image(parent: _Fields, key: str, folder: Path) -> Image | None:
+    values = parent.mapping(key)
+    if values is None:
+        return None
+    fields = _Fields(values, parent.path, f"`{key}`", parent.problems, IMAGE_FIELDS)
+    fields.check_unknown()
+    return _image(fields, folder)
+
+
+# --- items and figures ------------------------------------------------------------
+
+
+def _item(values: object, line: int, number: int, parent: _Fields, folder: Path) -> Item | None:
+    what = f"item {number} of `items`"
+    if not isinstance(values, _Map):
+        parent.problems.append(Problem(_where(parent.path, line), f"{what} should be a group of fields",
+                                       "start it with '- heading: ...' and indent its other fields under it"))
+        return None
+    fields = _Fields(values, parent.path, what, parent.problems, ITEM_FIELDS)
+    fields.check_unknown()
+    heading = fields.text("heading", required=True)
+    summary = fields.text("summary", required=True)
+    url = _https_url(fields, "url")
+    article = fields.text("article")
+    if fields.has("url") == fields.has("article"):
+        both = fields.has("url")
+        fields.problem(None, f"{what} has {'both `url` and `article`' if both else 'neither `url` nor `article`'}",
+                       "give exactly one: `url:` for a page elsewhere, or `article:` with the full text to publish")
+    image = _nested_image(fields, "image", folder)
+    slug = _slug(fields, "slug", default=slugify(heading) or f"item-{number}")
+    return Item(heading=heading, summary=summary, slug=slug, url=url, article=article or None,
+                link_text=fields.text("link_text", default="Read more"), image=image, source=Source(parent.path, line))
+
+
+def _items(fields: _Fields, folder: Path) -> dict:
+    items = [_item(values, line, n, fields, folder)
+             for n, (values, line) in enumerate(fields.entries("items", required=True), start=1)]
+    return {"items": tuple(item for item in items if item is not None)}
+
+
+def _figures(fields: _Fields, folder: Path) -> dict:
+    figures = []
+    for n, (values, line) in enumerate(fields.entries("figures", required=True), start=1):
+        if not isinstance(values, _Map):
+            fields.problems.append(Problem(_where(fields.path, line), f"figure {n} should have a `value` and a `label`",
+                                           "write it as '- value: \"835,002\"' with 'label: first doses' below it"))
+            continue
+        figure = _Fields(values, fields.path, f"figure {n}", fields.problems, ("value", "label"))
+        figure.check_unknown()
+        figures.append(Figure(value=figure.text("value", required=True), label=figure.text("label", required=True)))
+    return {"figures": tuple(figures)}
+
+
+# --- sections ----------------------------------------------------------------------
+
+
+def _letter(fields: _Fields, folder: Path) -> dict:
+    return {
+        "author": fields.text("author", required=True),
+        "role": fields.text("role"),
+        "signoff": fields.text("signoff"),
+        "image": _nested_image(fields, "image", folder),
+    }
+
+
+def _image_section(fields: _Fields, folder: Path) -> dict:
+    return {"image": _image(fields, folder)}
+
+
+_KIND_READERS = {
+    "letter": _letter,
+    "teasers": _items,
+    "news": _items,
+    "figures": _figures,
+    "image": _image_section,
+    "text": lambda fields, folder: {},
+}
+
+
+def _default_id(path: Path) -> str:
+    """'02-core-priorities.md' -> 'core-priorities': the number only orders files."""
+    return slugify(re.sub(r"^\d+[-_. ]*", "", path.stem)) or slugify(path.stem) or "section"
+
+
+def _front_matter(path: Path, problems: list[Problem]) -> tuple[_Map, str, int] | None:
+    text = _read_text(path, problems)
+    if text is None:
+        return None
+    split = _split_front_matter(text)
+    if split is None:
+        problems.append(Problem(_where(path, 1), "the file does not start with a front matter block",
+                                "begin it with a line '---', then 'kind: text' (or another kind), then '---'"))
+        return None
+    yaml_text, yaml_line, body, body_line = split
+    values = _parse_yaml(yaml_text, path, yaml_line, problems)
+    if values is None:
+        return None
+    if not isinstance(values, _Map):
+        problems.append(Problem(_where(path, yaml_line), "the front matter should be `field: value` lines",
+                                "start it with 'kind: ...'"))
+        return None
+    return values, body, body_line
+
+
+def _check_body(fields: _Fields, kind: str, body: str, body_line: int) -> None:
+    where = _where(fields.path, body_line)
+    if kind == "letter" and not body:
+        fields.problems.append(Problem(where, "the letter has no text", "write the letter below the closing '---'"))
+    elif kind == "text" and not body and not fields.has("title"):
+        fields.problems.append(Problem(where, "this text section is empty", "write its text below the closing '---'"))
+    elif kind == "image" and body:
+        fields.problems.append(Problem(where, "an image section has no text of its own",
+                                       "put the words in `caption:`, or move them to a text section"))
+
+
+def _read_section(path: Path, folder: Path, problems: list[Problem]) -> Section | None:
+    parsed = _front_matter(path, problems)
+    if parsed is None:
+        return None
+    values, body, body_line = parsed
+    fields = _Fields(values, path, "the section", problems)
+    kind = fields.text("kind", required=True)
+    if kind and kind not in SECTION_KINDS:
+        fields.problem("kind", f"there is no section kind {kind!r}", f"use one of: {', '.join(SECTION_KINDS)}")
+    if kind not in SECTION_KINDS:
+        return None
+    fields.what, fields.known = f"this {kind} section", COMMON_FIELDS + KIND_FIELDS[kind]
+    fields.check_unknown()
+    _check_body(fields, kind, body, body_line)
+    return Section(kind=kind, id=_slug(fields, "id", default=_default_id(path)), title=fields.text("title"),
+                   body=body, source=fields.source("kind"), body_line=body_line, **_KIND_READERS[kind](fields, folder))
+
+
+# --- the issue -------------------------------------------------------------------
+
+MANIFEST_FIELDS = ("title", "subject", "preheader", "date", "slug", "sections")
+
+
+def load_issue(folder: Path) -> Issue:
+    """Load the issue in ``folder``; raise one InputError listing every problem."""
+    folder = Path(folder)
+    if not (folder / MANIFEST_FILE).is_file():
+        raise InputError(Problem(_where(folder), f"there is no {MANIFEST_FILE} in this folder",
+                                 f"give the issue's folder, the one holding {MANIFEST_FILE}; "
+                                 "see docs/writing-an-issue.md"))
+    problems: list[Problem] = []
+    publication = _issue_publication(folder, problems)
+    manifest = _parse_yaml(_read_text(folder / MANIFEST_FILE, problems) or "", folder / MANIFEST_FILE, 1, problems)
+    if not isinstance(manifest, _Map):
+        if manifest is not None:
+            problems.append(Problem(_where(folder / MANIFEST_FILE, 1), f"{MANIFEST_FILE} should be `field: value` lines",
+                                    "start it with 'title: ...'"))
+        raise InputError(problems)
+    fields = _Fields(manifest, folder / MANIFEST_FILE, MANIFEST_FILE, problems, MANIFEST_FIELDS)
+    fields.check_unknown()
+    issue = Issue(
+        publication=publication,
+        slug=_slug(fields, "slug", default=folder.name),
+        title=fields.text("title", required=True),
+        subject=fields.text("subject", required=True),
+        preheader=fields.text("preheader"),
+        issue_date=_issue_date(fields),
+        sections=tuple(_sections(fields, folder)),
+        folder=folder,
+        source=Source(folder / MANIFEST_FILE, 1),
+    )
+    _check_unique_ids(issue.sections, problems)
+    if publication is None or any(problem.is_error for problem in problems):
+        raise InputError(problems)
+    return issue
+
+
+def _issue_publication(folder: Path, problems: list[Problem]) -> Publication | None:
+    path = find_publication_file(folder.resolve())
+    if path is None:
+        problems.append(Problem(_where(folder), f"there is no {PUBLICATION_FILE} here or in a folder above",
+                                f"create {PUBLICATION_FILE} in the publication's folder; see docs/writing-an-issue.md"))
+        return None
+    return _read_publication(path, problems)
+
+
+def _issue_date(fields: _Fields) -> date:
+    value = fields.values.get("date")
+    if value is None:
+        fields.problem(None, f"{MANIFEST_FILE} has no `date`", "add a line like `date: 2021-09-01`")
+        return date.min
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        fields.problem("date", f"`date` should be a date that exists, like 2021-09-01, not {str(value)!r}",
+                       "write the date as YYYY-MM-DD")
+        return date.min
+
+
+def _sections(fields: _Fields, folder: Path) -> list[Section]:
+    sections, seen = [], set()
+    for name, line in fields.entries("sections", required=True):
+        path = _section_path(name, line, fields, folder)
+        if path is None:
+            continue
+        if name in seen:
+            fields.problems.append(Problem(_where(fields.path, line), f"{name} is listed twice",
+                                           "list each section file once"))
+            continue
+        seen.add(name)
+        section = _read_section(path, folder, fields.problems)
+        if section is not None:
+            sections.append(section)
+    return sections
+
+
+def _section_path(name: object, line: int, fields: _Fields, folder: Path) -> Path | None:
+    where = _where(fields.path, line)
+    if not isinstance(name, str) or not name.endswith(".md") or "/" in name or "\\" in name:
+        fields.problems.append(Problem(where, f"{name!r} is not a section file name",
+                                       "list the names of .md files in this folder, like '- 01-letter.md'"))
+        return None
+    path = folder / name
+    if not path.is_file():
+        fields.problems.append(Problem(where, f"the section file {name} does not exist",
+                                       f"create {_where(path)}, or correct the name in {MANIFEST_FILE}"))
+        return None
+    return path
+
+
+def _check_unique_ids(sections: tuple[Section, ...], problems: list[Problem]) -> None:
+    """Section ids become anchors and item slugs become page names: no repeats."""
+    first_section: dict[str, Section] = {}
+    first_item: dict[str, Item] = {}
+    for section in sections:
+        if section.id in first_section:
+            other = first_section[section.id].source
+            problems.append(Problem(_where(section.source.path, section.source.line),
+                                    f"the section id {section.id!r} is also used by {_where(other.path)}",
+                                    "give one of them a different `id:`"))
+        first_section.setdefault(section.id, section)
+        for item in section.items:
+            if item.slug in first_item:
+                other = first_item[item.slug].source
+                problems.append(Problem(_where(item.source.path, item.source.line),
+                                        f"the item slug {item.slug!r} is also used at {_where(other.path, other.line)}",
+                                        "give one of them a different `slug:` (or a different heading)"))
+            first_item.setdefault(item.slug, item)
