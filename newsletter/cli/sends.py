@@ -1,0 +1,178 @@
+"""Commands that put issues on the calendar and steer sends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from newsletter import scheduling, sending
+from newsletter.cli import main
+from newsletter.config import get_settings
+from newsletter.errors import InputError, Problem
+from newsletter.store.db import session_scope
+from newsletter.store.migrate import upgrade
+
+console = Console()
+
+
+def _session():
+    settings = get_settings()
+    upgrade(settings.effective_database_url)
+    return settings, session_scope(settings)
+
+
+def prepared_issue(folder: Path, settings):
+    """Load, render and check an issue folder; refuse it if a check fails."""
+    from newsletter.publishing import checked_render
+
+    rendered, warnings = checked_render(folder, settings.templates_dir)
+    for problem in warnings:
+        console.print(f"[yellow]{problem}[/]", highlight=False)
+    return rendered
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--list", "list_slug", required=True, help="The list to send to (its slug).")
+@click.option("--at", "at_text", help='Local time in the publication\'s time zone, "YYYY-MM-DD HH:MM".')
+@click.option("--now", "now_", is_flag=True, help="Send as soon as a worker picks it up.")
+@click.option("--batch-size", type=click.IntRange(1, 10000), help="Recipients per batch task.")
+def schedule(folder: Path, list_slug: str, at_text: str | None, now_: bool, batch_size: int | None):
+    """Check an issue, store it, and schedule it for a list."""
+    from newsletter.store.issues import store_issue
+    from newsletter.subscribers import get_list
+
+    if bool(at_text) == now_:
+        raise InputError(Problem("--at / --now", "say when to send", 'give --at "YYYY-MM-DD HH:MM" or --now'))
+    settings, scope = _session()
+    rendered = prepared_issue(folder, settings)
+    publication = rendered.issue.publication
+    when = scheduling.parse_local_time(at_text, publication.timezone) if at_text else None
+    with scope as session:
+        mailing_list = get_list(session, publication.slug, list_slug)
+        issue_row = store_issue(session, rendered)
+        send = scheduling.schedule_send(
+            session, issue_row, mailing_list, when.utc if when else None, batch_size=batch_size or settings.batch_size
+        )
+        shown = scheduling.when_from_utc(send.scheduled_at, publication.timezone)
+        console.print(
+            f"Scheduled send [bold]{send.id}[/]: {publication.name} {rendered.issue.slug} "
+            f"to list [bold]{mailing_list.slug}[/] at {shown.describe()}."
+        )
+        console.print("Workers and beat must be running (see the Procfile) for it to go out.")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--to", "addresses", multiple=True, required=True, help="An address to send the proof to (repeatable).")
+def proof(folder: Path, addresses: tuple[str, ...]):
+    """Send a copy marked as a proof to given addresses; no subscriber is touched."""
+    from newsletter.proofs import send_proof
+    from newsletter.transports import make_transport
+
+    settings = get_settings()
+    rendered = prepared_issue(folder, settings)
+    with make_transport(settings) as transport:
+        results = send_proof(settings, rendered, addresses, transport)
+    for address, result in zip(addresses, results):
+        colour = "green" if result.status == "sent" else "red"
+        console.print(f"[{colour}]{address}: {result.status}[/] {result.error}", highlight=False)
+    if any(r.status != "sent" for r in results):
+        raise SystemExit(1)
+
+
+@main.group()
+def sends():
+    """See and steer sends."""
+
+
+@sends.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include finished and cancelled sends.")
+def list_sends(show_all: bool):
+    """Sends, newest first, with their progress."""
+    from newsletter.reports import send_overview
+
+    settings, scope = _session()
+    with scope as session:
+        rows = send_overview(session, include_finished=show_all)
+    table = Table("id", "issue", "list", "state", "when", "sent", "failed", "pending", "dup?")
+    for r in rows:
+        table.add_row(
+            str(r.send_id), r.issue, r.list, r.state, r.when.describe(), str(r.progress.counts.get("sent", 0)),
+            str(r.progress.counts.get("failed", 0)), str(r.progress.pending), str(r.progress.possible_duplicates),
+        )
+    console.print(table)
+
+
+@sends.command("show")
+@click.argument("send_id", type=int)
+def show_send(send_id: int):
+    """One send's progress, in full."""
+    settings, scope = _session()
+    with scope as session:
+        p = sending.progress(session, send_id)
+    console.print(f"Send {send_id}: [bold]{p.state}[/] — {p.audience} recipients")
+    console.print(sending.summary_line(p))
+    if p.paused_reason:
+        console.print(f"[yellow]Paused: {p.paused_reason}[/]", highlight=False)
+
+
+def _steer(action, send_id: int, *args):
+    settings, scope = _session()
+    with scope as session:
+        send = action(session, send_id, *args)
+        console.print(f"Send {send_id} is now [bold]{send.state}[/].")
+
+
+@sends.command("pause")
+@click.argument("send_id", type=int)
+@click.option("--reason", default="paused by an operator")
+def pause_send(send_id: int, reason: str):
+    """Stop handing out messages; workers stop within one chunk."""
+    _steer(scheduling.pause, send_id, reason)
+
+
+@sends.command("resume")
+@click.argument("send_id", type=int)
+def resume_send(send_id: int):
+    """Carry on with a paused send."""
+    _steer(scheduling.resume, send_id)
+
+
+@sends.command("cancel")
+@click.argument("send_id", type=int)
+@click.confirmation_option(prompt="Cancel this send? Recipients not yet sent to will not get it.")
+def cancel_send(send_id: int):
+    """End a send for good."""
+    _steer(scheduling.cancel, send_id)
+
+
+@sends.command("unschedule")
+@click.argument("send_id", type=int)
+def unschedule_send(send_id: int):
+    """Take a scheduled send off the calendar."""
+    _steer(scheduling.unschedule, send_id)
+
+
+@sends.command("now")
+@click.argument("send_id", type=int)
+def send_now(send_id: int):
+    """Start a scheduled send at once."""
+    _steer(scheduling.send_now, send_id)
+
+
+@sends.command("reschedule")
+@click.argument("send_id", type=int)
+@click.option("--at", "at_text", required=True, help='Local time, "YYYY-MM-DD HH:MM".')
+def reschedule_send(send_id: int, at_text: str):
+    """Move a scheduled send to another time."""
+    settings, scope = _session()
+    with scope as session:
+        send = scheduling.get_send(session, send_id)
+        tz = scheduling.publication_of(session, send).timezone
+        when = scheduling.parse_local_time(at_text, tz)
+        scheduling.reschedule(session, send_id, when.utc)
+        console.print(f"Send {send_id} now goes at {when.describe()}.")

@@ -1,0 +1,54 @@
+"""Proofs: a copy marked as a proof, to a few people, outside the ledger."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from newsletter.config import Settings
+from newsletter.message import PROOF_PREFIX, MessageTemplate, Recipient, make_list_id
+from newsletter.subscribers import checked_address
+from newsletter.transports.base import Result, Transport
+
+PROOF_LINK = "#proof-link-not-active"
+
+
+def proof_template(rendered) -> MessageTemplate:
+    publication = rendered.issue.publication
+    domain = publication.domain
+    return MessageTemplate(
+        subject=rendered.issue.subject,
+        html=rendered.html,
+        text=rendered.text,
+        from_name=publication.from_name,
+        from_email=publication.from_email,
+        reply_to=publication.reply_to,
+        domain=domain,
+        list_id=make_list_id(publication.name, publication.slug, domain),
+        feedback_id="",
+        return_path=publication.from_email,
+        subject_prefix=PROOF_PREFIX,
+    )
+
+
+def send_proof(settings: Settings, rendered, addresses: Sequence[str], transport: Transport) -> list[Result]:
+    """Send the rendered issue to each address, marked "[PROOF]" in the subject.
+
+    No subscriber, send or ledger row is created or touched; the unsubscribe
+    and preferences links of a proof lead nowhere.
+    """
+    import secrets
+
+    template = proof_template(rendered)
+    checked = [checked_address(a, where="--to") for a in addresses]
+    envelopes = []
+    for number, address in enumerate(checked, start=1):
+        recipient = Recipient(
+            email=address,
+            name="",
+            message_id=f"<proof.{secrets.token_hex(8)}@{template.domain}>",
+            unsubscribe_url=f"{settings.base_url}/{PROOF_LINK}",
+            preferences_url=f"{settings.base_url}/{PROOF_LINK}",
+            web_url=rendered.issue.web_url,
+        )
+        envelopes.append(template.envelope(-number, recipient))
+    return transport.send_many(envelopes)

@@ -1,0 +1,225 @@
+"""Putting a send on the calendar: local times, DST, and the send's life cycle.
+
+A send is a row; a beat tick polls for due ones (see ``sending.claim_due_sends``).
+Nothing here talks to Celery or to a transport.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from newsletter.errors import InputError, NotFound, Problem
+from newsletter.store.models import (
+    FINAL_DELIVERY_STATES,
+    Delivery,
+    IssueRow,
+    MailingList,
+    PublicationRow,
+    Send,
+    SendEvent,
+    utcnow,
+)
+
+TIME_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
+
+
+@dataclass(frozen=True)
+class When:
+    """A moment as the user meant it, with both clocks people ask for."""
+
+    utc: datetime
+    local: datetime
+
+    def describe(self) -> str:
+        return (
+            f"{self.local:%A %d %B %Y %H:%M} {self.local.tzname()} "
+            f"({self.utc:%Y-%m-%d %H:%M} UTC)"
+        )
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(
+            Problem("publication timezone", f"unknown time zone {name!r}", "use an IANA name such as Europe/London")
+        ) from None
+
+
+def parse_local_time(text: str, tz_name: str) -> When:
+    """Read "2026-12-01 09:00" as a wall-clock time in tz_name, DST-correct.
+
+    A time that does not exist (clocks go forward) is refused; a time that
+    happens twice (clocks go back) is the first of the two, and is said so.
+    """
+    tz = zone(tz_name)
+    naive = None
+    for fmt in TIME_FORMATS:
+        try:
+            naive = datetime.strptime(text.strip(), fmt)
+            break
+        except ValueError:
+            continue
+    if naive is None:
+        raise InputError(
+            Problem("--at", f"cannot read {text!r} as a date and time", 'write it as "YYYY-MM-DD HH:MM", e.g. "2026-12-01 09:00"')
+        )
+    first = naive.replace(tzinfo=tz, fold=0)
+    # A wall time in the spring-forward gap does not survive a round trip.
+    if first.astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None) != naive:
+        raise InputError(
+            Problem(
+                "--at",
+                f"{naive:%Y-%m-%d %H:%M} does not exist in {tz_name}: the clocks go forward then",
+                "choose a time an hour later or earlier",
+            )
+        )
+    # In the autumn overlap fold=0 is the earlier moment; describe() shows its zone.
+    return When(utc=first.astimezone(timezone.utc), local=first)
+
+
+def when_from_utc(moment: datetime, tz_name: str) -> When:
+    return When(utc=moment.astimezone(timezone.utc), local=moment.astimezone(zone(tz_name)))
+
+
+def _record(session: Session, send_id: int, kind: str, detail: str = "") -> None:
+    session.add(SendEvent(send_id=send_id, kind=kind, detail=detail))
+
+
+def get_send(session: Session, send_id: int, *, lock: bool = False) -> Send:
+    query = select(Send).where(Send.id == send_id)
+    if lock:
+        query = query.with_for_update()
+    send = session.scalars(query).one_or_none()
+    if send is None:
+        raise NotFound(f"there is no send {send_id}; `newsletter sends list` shows them")
+    return send
+
+
+def schedule_send(
+    session: Session,
+    issue: IssueRow,
+    mailing_list: MailingList,
+    at: datetime | None,
+    *,
+    now: datetime | None = None,
+    batch_size: int = 200,
+) -> Send:
+    """Put an issue on the calendar for a list. ``at=None`` means now.
+
+    A time in the past is refused: the caller asks for "now" explicitly.
+    """
+    now = now or utcnow()
+    if issue.publication_id != mailing_list.publication_id:
+        raise InputError(
+            Problem("--list", f"list {mailing_list.slug!r} belongs to another publication than issue {issue.slug!r}",
+                    "choose a list of the issue's publication")
+        )
+    if at is not None and at < now - timedelta(seconds=1):
+        raise InputError(
+            Problem("--at", f"{at:%Y-%m-%d %H:%M} UTC is in the past", "give a later time, or use --now to send at once")
+        )
+    send = Send(
+        issue_id=issue.id,
+        list_id=mailing_list.id,
+        state="scheduled",
+        scheduled_at=at or now,
+        batch_size=batch_size,
+    )
+    session.add(send)
+    session.flush()
+    _record(session, send.id, "scheduled", f"for {send.scheduled_at:%Y-%m-%d %H:%M:%S} UTC")
+    return send
+
+
+def reschedule(session: Session, send_id: int, at: datetime, *, now: datetime | None = None) -> Send:
+    now = now or utcnow()
+    if at < now - timedelta(seconds=1):
+        raise InputError(Problem("--at", f"{at:%Y-%m-%d %H:%M} UTC is in the past", "give a later time"))
+    return _move_scheduled(session, send_id, at, "rescheduled")
+
+
+def send_now(session: Session, send_id: int, *, now: datetime | None = None) -> Send:
+    return _move_scheduled(session, send_id, now or utcnow(), "send now")
+
+
+def _move_scheduled(session: Session, send_id: int, at: datetime, kind: str) -> Send:
+    result = session.execute(
+        update(Send).where(Send.id == send_id, Send.state == "scheduled").values(scheduled_at=at, updated_at=utcnow())
+    )
+    send = get_send(session, send_id)
+    if result.rowcount != 1:
+        raise InputError(Problem(f"send {send_id}", f"it is {send.state}, not scheduled", "only a scheduled send can be moved"))
+    _record(session, send_id, kind, f"for {at:%Y-%m-%d %H:%M:%S} UTC")
+    return send
+
+
+def unschedule(session: Session, send_id: int) -> Send:
+    """Take a send off the calendar before it starts (it is kept, cancelled)."""
+    result = session.execute(
+        update(Send).where(Send.id == send_id, Send.state == "scheduled").values(state="cancelled", updated_at=utcnow())
+    )
+    send = get_send(session, send_id)
+    if result.rowcount != 1:
+        raise InputError(
+            Problem(f"send {send_id}", f"it is {send.state}, not scheduled", "a started send is paused or cancelled instead")
+        )
+    _record(session, send_id, "unscheduled")
+    return send
+
+
+def pause(session: Session, send_id: int, reason: str = "paused by an operator") -> Send:
+    """Stop handing out messages; workers notice before their next chunk."""
+    return _transition(session, send_id, ("sending",), "paused", "paused", reason)
+
+
+def resume(session: Session, send_id: int) -> Send:
+    return _transition(session, send_id, ("paused",), "sending", "resumed", "")
+
+
+def cancel(session: Session, send_id: int) -> Send:
+    """End a send for good; recipients not yet sent to are marked cancelled."""
+    send = _transition(session, send_id, ("scheduled", "sending", "paused"), "cancelled", "cancelled", "")
+    session.execute(
+        update(Delivery)
+        .where(Delivery.send_id == send_id, Delivery.state.in_(("pending", "retry")))
+        .values(state="cancelled", updated_at=utcnow())
+    )
+    return send
+
+
+def _transition(session, send_id, from_states, to_state, kind, reason) -> Send:
+    values = {"state": to_state, "updated_at": utcnow()}
+    if to_state == "paused":
+        values["paused_reason"] = reason
+    elif to_state == "sending":
+        values["paused_reason"] = ""
+        values["last_progress_at"] = utcnow()  # a resumed send is not "stalled"
+    if to_state == "cancelled":
+        values["finished_at"] = utcnow()
+    result = session.execute(update(Send).where(Send.id == send_id, Send.state.in_(from_states)).values(**values))
+    send = get_send(session, send_id)
+    if result.rowcount != 1:
+        raise InputError(
+            Problem(f"send {send_id}", f"it is {send.state}", f"only a send that is {' or '.join(from_states)} can be {kind}")
+        )
+    _record(session, send_id, kind, reason)
+    session.refresh(send)
+    return send
+
+
+def publication_of(session: Session, send: Send) -> PublicationRow:
+    return session.scalars(
+        select(PublicationRow).join(IssueRow, IssueRow.publication_id == PublicationRow.id).where(IssueRow.id == send.issue_id)
+    ).one()
+
+
+def unfinished_states() -> tuple[str, ...]:
+    from newsletter.store.models import DELIVERY_STATES
+
+    return tuple(s for s in DELIVERY_STATES if s not in FINAL_DELIVERY_STATES)

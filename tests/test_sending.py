@@ -1,0 +1,329 @@
+"""The ledger decides who is sent: none lost, none twice, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from newsletter import scheduling, sending
+from newsletter.errors import InputError
+from newsletter.store.db import session_scope
+from newsletter.store.models import (
+    Batch,
+    Delivery,
+    IssueRow,
+    MailingList,
+    Membership,
+    PublicationRow,
+    Send,
+    Subscriber,
+    Suppression,
+    utcnow,
+)
+from tests.memory_transport import MemoryTransport
+
+HTML = (
+    '<html><body><p>Hello %%name%%</p><a href="%%web_url%%">web</a>'
+    '<a href="%%unsubscribe_url%%">unsubscribe</a><a href="%%preferences_url%%">prefs</a></body></html>'
+)
+TEXT = "Hello %%name%%\nWeb: %%web_url%%\nUnsubscribe: %%unsubscribe_url%%\nPreferences: %%preferences_url%%\n"
+
+
+@pytest.fixture
+def fast(settings):
+    """Settings with retries that come round quickly and no error budget."""
+    return replace(
+        settings, retry_base_delay_seconds=0.0, error_budget_ratio=2.0, batch_size=7, smtp_connections=1
+    )
+
+
+def make_world(session, count=20):
+    pub = PublicationRow(
+        slug="gazette", name="The Gazette", from_name="The Gazette", from_email="news@gazette.example.org",
+        reply_to="editor@gazette.example.org", postal_address="1 High Street, Exampleton",
+        web_base_url="https://gazette.example.org/", timezone="Europe/London", language="en-GB", settings={},
+    )
+    session.add(pub)
+    session.flush()
+    lst = MailingList(publication_id=pub.id, slug="all", name="Everyone", description="")
+    session.add(lst)
+    session.flush()
+    for i in range(count):
+        sub = Subscriber(email=f"reader{i:03d}@example.com", name=f"Reader {i}", status="active", attributes={})
+        session.add(sub)
+        session.flush()
+        session.add(Membership(list_id=lst.id, subscriber_id=sub.id, status="confirmed"))
+    issue = IssueRow(
+        publication_id=pub.id, slug="2026-12", title="December", subject="The Gazette: December",
+        preheader="News", issue_date=date(2026, 12, 1), html=HTML, text=TEXT, mjml="", content_hash="x",
+    )
+    session.add(issue)
+    session.commit()
+    return pub, lst, issue
+
+
+def run_send(session, settings, transport, send_id, *, now=None, rounds=20):
+    """Drive ticks and batches the way beat and workers would, until finished."""
+    deliverer = sending.Deliverer(settings, transport)
+    now = now or utcnow()
+    for _ in range(rounds):
+        batch_ids = sending.tick(session, settings, now)
+        for batch_id in batch_ids:
+            deliverer.deliver_batch(session, batch_id)
+        session.expire_all()
+        if session.get(Send, send_id).state in ("finished", "cancelled", "paused"):
+            return
+        now = utcnow()
+    raise AssertionError(f"send {send_id} did not finish: {sending.summary_line(sending.progress(session, send_id))}")
+
+
+def states(session, send_id):
+    return dict(
+        session.execute(
+            select(Delivery.state, func.count()).where(Delivery.send_id == send_id).group_by(Delivery.state)
+        ).all()
+    )
+
+
+def test_every_subscriber_gets_the_issue_exactly_once(session, fast):
+    _, lst, issue = make_world(session, 20)
+    send = scheduling.schedule_send(session, issue, lst, utcnow() + timedelta(minutes=5), batch_size=fast.batch_size)
+    session.commit()
+    transport = MemoryTransport()
+
+    assert sending.tick(session, fast) == []  # not due yet
+    run_send(session, fast, transport, send.id, now=utcnow() + timedelta(minutes=6))
+
+    assert sorted(transport.recipients()) == [f"reader{i:03d}@example.com" for i in range(20)]
+    assert session.get(Send, send.id).state == "finished"
+    assert states(session, send.id) == {"sent": 20}
+    messages = transport.parsed()
+    assert len({m["Message-ID"] for m in messages}) == 20
+    first = next(m for m in messages if m["To"].addresses[0].addr_spec == "reader003@example.com")
+    text = first.get_body(("plain",)).get_content()
+    assert "Hello Reader 3" in text
+    assert "https://gazette.example.org/2026-12/" in text
+    assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_audience_is_frozen_and_later_unsubscribes_are_honoured(session, fast):
+    _, lst, issue = make_world(session, 10)
+    session.add(Suppression(email="reader001@example.com", reason="complaint", source="test"))
+    session.execute(update(Subscriber).where(Subscriber.email == "reader002@example.com").values(status="unsubscribed"))
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    session.commit()
+    batch_ids = sending.claim_due_sends(session, fast)
+    # After the freeze: a new subscriber is not added; an unsubscribe is honoured.
+    late = Subscriber(email="late@example.com", name="Late", status="active", attributes={})
+    session.add(late)
+    session.flush()
+    session.add(Membership(list_id=lst.id, subscriber_id=late.id, status="confirmed"))
+    session.execute(
+        update(Membership)
+        .where(Membership.subscriber_id == select(Subscriber.id).where(Subscriber.email == "reader005@example.com").scalar_subquery())
+        .values(status="unsubscribed")
+    )
+    session.commit()
+    transport = MemoryTransport()
+    for batch_id in batch_ids:
+        sending.Deliverer(fast, transport).deliver_batch(session, batch_id)
+    run_send(session, fast, transport, send.id)
+
+    got = set(transport.recipients())
+    assert "late@example.com" not in got
+    assert not {"reader001@example.com", "reader002@example.com", "reader005@example.com"} & got
+    assert len(got) == 7
+    assert states(session, send.id) == {"sent": 7, "skipped": 1}
+
+
+def test_a_batch_delivered_twice_sends_nothing_twice(session, fast):
+    _, lst, issue = make_world(session, 10)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    session.commit()
+    batch_ids = sending.tick(session, fast)
+    transport = MemoryTransport()
+    deliverer = sending.Deliverer(fast, transport)
+    for batch_id in batch_ids + batch_ids:
+        deliverer.deliver_batch(session, batch_id)
+    other = sending.Deliverer(fast, transport, identity="elsewhere:1:abc")
+    for batch_id in batch_ids:
+        assert other.deliver_batch(session, batch_id).claimed == 0
+    assert len(transport.recipients()) == 10 == len(set(transport.recipients()))
+
+
+def test_two_ticks_start_a_send_once(settings, fast):
+    with session_scope(fast) as session:
+        _, lst, issue = make_world(session, 10)
+        send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+        send_id = send.id
+    now = utcnow()
+    with session_scope(fast) as a, session_scope(fast) as b:
+        first = sending.claim_due_sends(a, fast, now)
+        second = sending.claim_due_sends(b, fast, now)
+    assert len(first) == 2 and second == []
+    with session_scope(fast) as session:
+        assert session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send_id)) == 10
+        assert session.scalar(select(func.count()).select_from(Batch).where(Batch.send_id == send_id)) == 2
+
+
+def test_temporary_failures_retry_only_the_failed_recipients(session, fast):
+    _, lst, issue = make_world(session, 10)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    session.commit()
+    transport = MemoryTransport()
+    transport.temporary = {"reader004@example.com": 2, "reader008@example.com": 1}
+    run_send(session, fast, transport, send.id)
+
+    got = transport.recipients()
+    assert sorted(got) == sorted(set(got)) and len(got) == 10
+    attempts = dict(session.execute(select(Delivery.email, Delivery.attempts).where(Delivery.send_id == send.id)).all())
+    assert attempts["reader004@example.com"] == 3
+    assert attempts["reader008@example.com"] == 2
+    assert attempts["reader000@example.com"] == 1
+
+
+def test_retries_give_up_after_the_configured_attempts(session, fast):
+    _, lst, issue = make_world(session, 3)
+    settings = replace(fast, retry_attempts=2)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    session.commit()
+    transport = MemoryTransport()
+    transport.temporary = {"reader001@example.com": 99}
+    run_send(session, settings, transport, send.id)
+    row = session.scalars(select(Delivery).where(Delivery.email == "reader001@example.com")).one()
+    assert row.state == "failed" and row.attempts == 2
+    assert "gave up after 2 attempts" in row.last_error
+
+
+def test_hard_bounce_fails_and_suppresses_the_address(session, fast):
+    _, lst, issue = make_world(session, 5)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    session.commit()
+    transport = MemoryTransport()
+    transport.permanent = {"reader002@example.com": (550, "5.1.1", "no such user")}
+    run_send(session, fast, transport, send.id)
+    assert states(session, send.id) == {"sent": 4, "failed": 1}
+    suppression = session.scalars(select(Suppression).where(Suppression.email == "reader002@example.com")).one()
+    assert suppression.reason == "hard_bounce"
+    assert "5.1.1" in suppression.source
+
+
+def test_rows_left_sending_by_a_dead_worker_are_resent_and_counted(session, fast):
+    _, lst, issue = make_world(session, 10)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    session.commit()
+    batch_ids = sending.tick(session, fast)
+    # A worker on this host claimed the first batch, handed three rows to the
+    # server, and was killed (its pid no longer exists).
+    dead = f"{sending.socket.gethostname()}:999999999:dead"
+    batch = session.get(Batch, batch_ids[0])
+    ids = list(range(batch.first_delivery_id, batch.last_delivery_id + 1))
+    session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(state="claimed", claimed_by=dead, claimed_at=utcnow()))
+    session.execute(update(Delivery).where(Delivery.id.in_(ids[:3])).values(state="sending"))
+    session.commit()
+
+    transport = MemoryTransport()
+    deliverer = sending.Deliverer(fast, transport)
+    for batch_id in batch_ids:  # the task is redelivered
+        deliverer.deliver_batch(session, batch_id)
+    run_send(session, fast, transport, send.id)
+
+    assert len(transport.recipients()) == 10
+    progress = sending.progress(session, send.id)
+    assert progress.counts == {"sent": 10}
+    assert progress.possible_duplicates == 3
+    assert "3 possibly duplicated" in sending.summary_line(progress)
+
+
+def test_claims_of_a_live_worker_elsewhere_wait_for_the_timeout(session, fast):
+    _, lst, issue = make_world(session, 7)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    session.commit()
+    [batch_id] = sending.tick(session, fast)
+    session.execute(update(Delivery).where(Delivery.send_id == send.id).values(
+        state="claimed", claimed_by="otherhost:42:abc", claimed_at=utcnow()))
+    session.commit()
+    transport = MemoryTransport()
+    assert sending.Deliverer(fast, transport).deliver_batch(session, batch_id).claimed == 0
+    later = utcnow() + timedelta(seconds=fast.claim_timeout_seconds + 1)
+    assert sending.Deliverer(fast, transport).deliver_batch(session, batch_id, now=later).claimed == 7
+
+
+def test_uncertain_outcome_is_retried_and_counted(session, fast):
+    _, lst, issue = make_world(session, 4)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    session.commit()
+    transport = MemoryTransport()
+    transport.uncertain = {"reader001@example.com"}
+    run_send(session, fast, transport, send.id)
+    assert transport.recipients().count("reader001@example.com") == 2
+    assert sending.progress(session, send.id).possible_duplicates == 1
+
+
+def test_pause_stops_within_the_batch_and_resume_finishes_without_repeats(session, fast):
+    _, lst, issue = make_world(session, 30)
+    settings = replace(fast, batch_size=30)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=30)
+    session.commit()
+    [batch_id] = sending.tick(session, settings)
+    transport = MemoryTransport()
+
+    def pause_after_first_chunk(_chunk):
+        if transport.calls == 1:
+            with session_scope(settings) as other:
+                scheduling.pause(other, send.id)
+
+    transport.on_send = pause_after_first_chunk
+    report = sending.Deliverer(settings, transport).deliver_batch(session, batch_id)
+    assert report.stopped == "paused"
+    sent_while_running = len(transport.recipients())
+    assert 0 < sent_while_running < 30
+    assert sending.tick(session, settings) == []  # a paused send is left alone
+
+    transport.on_send = None
+    scheduling.resume(session, send.id)
+    session.commit()
+    sending.Deliverer(settings, transport).deliver_batch(session, batch_id)
+    run_send(session, settings, transport, send.id)
+    assert sorted(transport.recipients()) == sorted(set(transport.recipients()))
+    assert len(transport.recipients()) == 30
+
+
+def test_cancel_marks_the_rest_cancelled(session, fast):
+    _, lst, issue = make_world(session, 14)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=7)
+    session.commit()
+    batch_ids = sending.tick(session, fast)
+    sending.Deliverer(fast, MemoryTransport()).deliver_batch(session, batch_ids[0])
+    scheduling.cancel(session, send.id)
+    session.commit()
+    transport = MemoryTransport()
+    report = sending.Deliverer(fast, transport).deliver_batch(session, batch_ids[1])
+    assert report.stopped == "cancelled" and transport.recipients() == []
+    assert states(session, send.id) == {"sent": 7, "cancelled": 7}
+
+
+def test_error_budget_pauses_a_failing_send_with_the_reason(session, settings):
+    _, lst, issue = make_world(session, 20)
+    settings = replace(settings, error_budget_ratio=0.5, error_budget_minimum=10, batch_size=20)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=20)
+    session.commit()
+    transport = MemoryTransport()
+    transport.permanent = {f"reader{i:03d}@example.com": (554, "5.7.1", "policy rejection") for i in range(15)}
+    [batch_id] = sending.tick(session, settings)
+    sending.Deliverer(settings, transport).deliver_batch(session, batch_id)
+    session.expire_all()
+    paused = session.get(Send, send.id)
+    assert paused.state == "paused"
+    assert "15 of 20" in paused.paused_reason and "policy rejection" in paused.paused_reason
+
+
+def test_schedule_in_the_past_is_refused(session):
+    _, lst, issue = make_world(session, 1)
+    with pytest.raises(InputError) as err:
+        scheduling.schedule_send(session, issue, lst, utcnow() - timedelta(hours=1))
+    assert "in the past" in str(err.value) and "--now" in str(err.value)
+    assert session.scalar(select(func.count()).select_from(Send)) == 0

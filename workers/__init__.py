@@ -1,0 +1,1 @@
+"""The Celery shell around the newsletter library: one app, thin tasks."""
