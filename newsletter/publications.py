@@ -1,0 +1,68 @@
+"""Publications in the database, kept in step with their publication files.
+
+The publication file is the source of truth; ``sync_publication`` records it
+so that lists, issues and sends can refer to it by id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter.errors import NotFound
+from newsletter.issue import Publication
+from newsletter.store.models import PublicationRow
+
+
+def sync_publication(session: Session, publication: Publication) -> PublicationRow:
+    """Insert or update the row for ``publication.slug``; returns it."""
+    row = session.scalars(select(PublicationRow).where(PublicationRow.slug == publication.slug)).first()
+    if row is None:
+        row = PublicationRow(slug=publication.slug)
+        session.add(row)
+    row.name = publication.name
+    row.from_name = publication.from_name
+    row.from_email = publication.from_email
+    row.reply_to = publication.reply_to
+    row.postal_address = publication.postal_address
+    row.web_base_url = publication.web_base_url
+    row.timezone = publication.timezone
+    row.language = publication.language
+    row.settings = publication_settings(publication)
+    session.flush()
+    return row
+
+
+def publication_settings(publication: Publication) -> dict:
+    """What the settings JSON holds: presentation, not identity."""
+    return {
+        "colours": asdict(publication.colours),
+        # The file name only: the folder it sits in differs between machines.
+        "logo": publication.logo.name if publication.logo else "",
+        "logo_alt": publication.logo_alt,
+        "why_receiving": publication.why_receiving,
+    }
+
+
+def get_publication(session: Session, slug: str) -> PublicationRow:
+    row = session.scalars(select(PublicationRow).where(PublicationRow.slug == slug)).first()
+    if row is None:
+        raise NotFound(f"no publication {slug!r}; {known_publications(session)}")
+    return row
+
+
+def list_publications(session: Session) -> list[PublicationRow]:
+    return list(session.scalars(select(PublicationRow).order_by(PublicationRow.slug)))
+
+
+def known_publications(session: Session) -> str:
+    """A sentence for error messages: which publications exist, or how to add one."""
+    slugs = [row.slug for row in list_publications(session)]
+    if not slugs:
+        return (
+            "there are no publications yet: a publication is recorded when one of "
+            "its issues is built"
+        )
+    return "known publications: " + ", ".join(slugs)
