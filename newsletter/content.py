@@ -354,7 +354,7 @@ def _email(fields: _Fields, key: str, required: bool = False) -> str:
 
 
 def _slug(fields: _Fields, key: str, default: str) -> str:
-    slug = fields.text(key) or default
+    slug = fields.text(key) or slugify(default)
     if not SLUG.match(slug):
         where = key if fields.has(key) else None
         fields.problem(where, f"{slug!r} cannot be used in web addresses",
