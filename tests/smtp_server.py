@@ -35,6 +35,7 @@ Knobs, callable while the server runs:
   connection instead of answering (the message is recorded with
   ``answered=False``).
 - ``reply_delay``: seconds to wait before answering the end of DATA.
+- ``hang_up()``: close every open session at once, without a reply.
 
 What it saw: ``messages`` (list of ``ReceivedMessage``), ``connections`` (how
 many sessions said EHLO or HELO), ``max_open_connections`` (most sessions open
@@ -115,6 +116,7 @@ class _RecordingHandler:
         self.drops_left = 0
         self.reply_delay = 0.0
         self._numbers: dict[int, int] = {}  # id(session object) -> connection number
+        self._sessions: dict[int, SMTP] = {}  # the sessions open now, by id
 
     # -- connections -----------------------------------------------------
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -134,6 +136,7 @@ class _RecordingHandler:
                 return
             self.connections += 1
             self._numbers[id(server)] = self.connections
+            self._sessions[id(server)] = server
             self.open_connections += 1
             self.max_open_connections = max(self.max_open_connections, self.open_connections)
 
@@ -141,6 +144,16 @@ class _RecordingHandler:
         with self.lock:
             if self._numbers.pop(id(server), None) is not None:
                 self.open_connections -= 1
+            self._sessions.pop(id(server), None)
+
+    async def hang_up(self) -> None:
+        with self.lock:
+            sessions = list(self._sessions.values())
+        for server in sessions:
+            if server.transport is not None:
+                server.transport.close()
+        while self.open_connections:  # connection_lost runs on a later turn of the loop
+            await asyncio.sleep(0.001)
 
     def authenticate(self, server, session, envelope, mechanism, auth_data):
         login = auth_data.login.decode()
@@ -291,6 +304,11 @@ class SmtpTestServer:
     def drop_after_data(self, count: int = 1) -> None:
         with self._handler.lock:
             self._handler.drops_left += count
+
+    def hang_up(self) -> None:
+        """Close every open session without a word, as servers do to idle ones."""
+        done = asyncio.run_coroutine_threadsafe(self._handler.hang_up(), self._controller.loop)
+        done.result(timeout=10)
 
     @property
     def reply_delay(self) -> float:

@@ -1,0 +1,277 @@
+from __future__ import annotations
+
+import pytest
+
+from newsletter.config import settings_from
+from newsletter.transports import make_transport
+from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, TransportError
+from newsletter.transports.smtp import SmtpTransport
+from tests.smtp_server import SmtpTestServer, free_loopback_port, smtp_server  # noqa: F401 (a fixture)
+
+
+def message_bytes(recipient: str) -> bytes:
+    return (
+        "From: Together We're Better <news@example.org>\r\n"
+        f"To: {recipient}\r\n"
+        "Subject: Together We're Better - September 2021\r\n"
+        f"Message-ID: <{recipient.replace('@', '.')}@news.example.org>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: text/plain; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: 8bit\r\n"
+        "\r\n"
+        "Welcome to the September issue.\r\n"
+        ".This line starts with a dot and must arrive with exactly one.\r\n"
+        "..And this one with two.\r\n"
+        ".\r\n"
+        "Vaccination clinics at the Café in the Park.\r\n"
+    ).encode("utf-8")
+
+
+def envelopes(count: int, start: int = 1) -> list[Envelope]:
+    return [
+        Envelope(
+            delivery_id=i,
+            sender="bounces@example.org",
+            recipient=f"reader{i}@example.com",
+            message=message_bytes(f"reader{i}@example.com"),
+        )
+        for i in range(start, start + count)
+    ]
+
+
+def plain_transport(server, **options) -> SmtpTransport:
+    options.setdefault("security", "none")
+    options.setdefault("timeout", 10)
+    return SmtpTransport(server.host, server.port, local_hostname="sender.example.org", **options)
+
+
+def statuses(results) -> list[str]:
+    return [r.status for r in results]
+
+
+def test_messages_arrive_byte_for_byte_with_their_envelope(smtp_server):
+    sent = envelopes(3)
+    with plain_transport(smtp_server) as transport:
+        results = transport.send_many(sent)
+
+    assert statuses(results) == [SENT] * 3
+    received = {m.recipients[0]: m for m in smtp_server.messages}
+    for envelope, result in zip(sent, results):
+        message = received[envelope.recipient]
+        assert message.data == envelope.message
+        assert message.mail_from == "bounces@example.org"
+        assert message.recipients == [envelope.recipient]
+        assert result.delivery_id == envelope.delivery_id
+        assert result.provider_message_id == message.queue_id
+
+
+def test_one_connection_carries_many_messages_across_calls(smtp_server):
+    with plain_transport(smtp_server, connections=1) as transport:
+        first = transport.send_many(envelopes(3))
+        second = transport.send_many(envelopes(3, start=4))
+
+    assert statuses(first + second) == [SENT] * 6
+    assert smtp_server.connections == 1
+    assert len(smtp_server.messages) == 6
+
+
+def test_reconnects_after_the_messages_per_connection_limit(smtp_server):
+    with plain_transport(smtp_server, connections=1, messages_per_connection=3) as transport:
+        results = transport.send_many(envelopes(7))
+
+    assert statuses(results) == [SENT] * 7
+    assert [m.connection for m in smtp_server.messages] == [1, 1, 1, 2, 2, 2, 3]
+
+
+def test_a_large_chunk_is_spread_over_parallel_connections(smtp_server):
+    smtp_server.reply_delay = 0.005  # like a server a little way off
+    sent = envelopes(200)
+    with plain_transport(smtp_server, connections=4) as transport:
+        results = transport.send_many(sent)
+
+    assert [r.delivery_id for r in results] == [e.delivery_id for e in sent]
+    assert statuses(results) == [SENT] * 200
+    assert sorted(m.recipients[0] for m in smtp_server.messages) == sorted(e.recipient for e in sent)
+    assert smtp_server.max_open_connections == 4
+    assert {m.connection for m in smtp_server.messages} == {1, 2, 3, 4}
+
+
+def test_421_fails_for_now_and_the_next_messages_go_on_a_new_connection(smtp_server):
+    smtp_server.fail_next(2, "421 4.7.0 Too many messages, closing connection", at="mail")
+    with plain_transport(smtp_server, connections=1) as transport:
+        results = transport.send_many(envelopes(5))
+
+    assert statuses(results) == [TEMPORARY, TEMPORARY, SENT, SENT, SENT]
+    assert results[0].code == 421
+    assert len(smtp_server.messages) == 3
+    assert smtp_server.connections == 3  # one per 421, then one that works
+
+
+def test_451_is_a_temporary_failure_and_the_connection_carries_on(smtp_server):
+    smtp_server.fail_next(1, "451 4.3.0 Mail server temporarily rejected message")
+    with plain_transport(smtp_server, connections=1) as transport:
+        results = transport.send_many(envelopes(2))
+
+    assert statuses(results) == [TEMPORARY, SENT]
+    assert results[0].code == 451
+    assert results[0].enhanced_code == "4.3.0"
+    assert not results[0].hard_bounce
+    assert [m.recipients for m in smtp_server.messages] == [["reader2@example.com"]]
+    assert smtp_server.connections == 1
+
+
+def test_an_unknown_recipient_is_a_hard_bounce_for_that_recipient_only(smtp_server):
+    smtp_server.reject_recipients("reader2@example.com")
+    with plain_transport(smtp_server, connections=1) as transport:
+        results = transport.send_many(envelopes(3))
+
+    assert statuses(results) == [SENT, PERMANENT, SENT]
+    bounced = results[1]
+    assert bounced.code == 550
+    assert bounced.enhanced_code == "5.1.1"
+    assert bounced.hard_bounce
+    assert "reader2@example.com" in bounced.error
+    assert sorted(m.recipients[0] for m in smtp_server.messages) == ["reader1@example.com", "reader3@example.com"]
+
+
+def test_a_refused_sender_is_not_blamed_on_the_subscriber(smtp_server):
+    smtp_server.fail_next(1, "553 5.1.8 Sender address rejected: Domain not found", at="mail")
+    with plain_transport(smtp_server, connections=1) as transport:
+        [result] = transport.send_many(envelopes(1))
+
+    assert result.status == TEMPORARY
+    assert not result.hard_bounce
+    assert "bounces@example.org" in result.error
+
+
+def test_a_line_dropped_after_the_data_makes_the_outcome_uncertain(smtp_server):
+    smtp_server.drop_after_data(1)
+    with plain_transport(smtp_server, connections=1) as transport:
+        results = transport.send_many(envelopes(2))
+
+    assert statuses(results) == [TEMPORARY, SENT]
+    assert results[0].uncertain
+    assert not results[1].uncertain
+    # The server did take the first message: a retry would be a duplicate.
+    assert [m.answered for m in smtp_server.messages] == [False, True]
+
+
+def test_an_idle_connection_closed_by_the_server_is_replaced_without_a_failure(smtp_server):
+    with plain_transport(smtp_server, connections=1) as transport:
+        transport.send_many(envelopes(1))
+        smtp_server.hang_up()
+        results = transport.send_many(envelopes(2, start=2))
+
+    assert statuses(results) == [SENT, SENT]
+    assert len(smtp_server.messages) == 3
+    assert smtp_server.connections == 2
+
+
+def test_starttls_with_a_trusted_certificate(tmp_path):
+    with SmtpTestServer(tls="starttls") as server:
+        with plain_transport(server, security="starttls", ssl_context=server.client_ssl_context()) as transport:
+            results = transport.send_many(envelopes(2))
+
+    assert statuses(results) == [SENT, SENT]
+    assert all(m.tls for m in server.messages)
+
+
+def test_implicit_tls_with_a_trusted_certificate():
+    with SmtpTestServer(tls="implicit") as server:
+        with plain_transport(server, security="tls", ssl_context=server.client_ssl_context()) as transport:
+            results = transport.send_many(envelopes(2))
+
+    assert statuses(results) == [SENT, SENT]
+    assert all(m.tls for m in server.messages)
+
+
+def test_an_untrusted_certificate_stops_everything_and_sends_nothing_in_plain_text():
+    with SmtpTestServer(tls="starttls") as server:
+        with plain_transport(server, security="starttls") as transport:  # verification on, system CAs only
+            results = transport.send_many(envelopes(3))
+
+    assert statuses(results) == [TEMPORARY] * 3
+    assert all("certificate" in r.error and "SMTP_VERIFY_CERTIFICATES" in r.error for r in results)
+    assert server.messages == []
+
+
+def test_a_server_without_starttls_gets_nothing_when_starttls_is_configured(smtp_server):
+    with plain_transport(smtp_server, security="starttls", connections=2) as transport:
+        results = transport.send_many(envelopes(4))
+
+    assert statuses(results) == [TEMPORARY] * 4
+    assert all("does not offer STARTTLS" in r.error and "SMTP_SECURITY" in r.error for r in results)
+    assert smtp_server.messages == []
+
+
+def test_login_with_the_right_password():
+    with SmtpTestServer(tls="starttls", users={"newsletter": "correct horse"}) as server:
+        options = dict(security="starttls", ssl_context=server.client_ssl_context())
+        with plain_transport(server, username="newsletter", password="correct horse", **options) as transport:
+            results = transport.send_many(envelopes(2))
+
+    assert statuses(results) == [SENT, SENT]
+    assert [m.login for m in server.messages] == ["newsletter", "newsletter"]
+
+
+def test_a_refused_login_fails_every_message_for_now_and_says_what_to_check():
+    with SmtpTestServer(tls="starttls", users={"newsletter": "correct horse"}) as server:
+        options = dict(security="starttls", ssl_context=server.client_ssl_context())
+        with plain_transport(server, username="newsletter", password="wrong", **options) as transport:
+            results = transport.send_many(envelopes(3))
+
+    assert statuses(results) == [TEMPORARY] * 3
+    assert all("SMTP_PASSWORD" in r.error and "wrong" not in r.error for r in results)
+    assert results[0].code == 535
+    assert server.messages == []
+
+
+def test_an_unreachable_server_fails_every_message_for_now():
+    transport = SmtpTransport("127.0.0.1", free_loopback_port(), security="none", timeout=5, connections=3)
+    with transport:
+        results = transport.send_many(envelopes(5))
+
+    assert statuses(results) == [TEMPORARY] * 5
+    assert all("cannot connect" in r.error for r in results)
+
+
+def test_an_empty_chunk_sends_nothing(smtp_server):
+    with plain_transport(smtp_server) as transport:
+        assert transport.send_many([]) == []
+    assert smtp_server.connections == 0
+
+
+def test_the_transport_can_be_used_again_after_close(smtp_server):
+    transport = plain_transport(smtp_server, connections=2)
+    transport.send_many(envelopes(4))
+    transport.close()
+    results = transport.send_many(envelopes(4, start=5))
+    transport.close()
+
+    assert statuses(results) == [SENT] * 4
+    assert len(smtp_server.messages) == 8
+
+
+def test_make_transport_reads_the_smtp_settings(smtp_server):
+    settings = settings_from({
+        "TRANSPORT": "smtp",
+        "SMTP_HOST": smtp_server.host,
+        "SMTP_PORT": str(smtp_server.port),
+        "SMTP_SECURITY": "none",
+        "SMTP_CONNECTIONS": "1",
+        "SMTP_MESSAGES_PER_CONNECTION": "2",
+    })
+    with make_transport(settings) as transport:
+        results = transport.send_many(envelopes(3))
+
+    assert statuses(results) == [SENT] * 3
+    assert [m.connection for m in smtp_server.messages] == [1, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"security": "ssl"}, {"connections": 0}, {"messages_per_connection": 0}, {"timeout": 0}],
+)
+def test_unusable_settings_are_refused_up_front(options):
+    with pytest.raises(TransportError):
+        SmtpTransport("127.0.0.1", 25, **options)
