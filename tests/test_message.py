@@ -6,6 +6,7 @@ import re
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from newsletter.message import (
     make_message_id,
 )
 
+SAMPLE_ISSUE = Path(__file__).resolve().parent.parent / "examples" / "together-were-better" / "issues" / "2021-09"
 DOMAIN = "example.org"
 PARAGRAPH = (
     '<p style="margin:0 0 16px;font-family:Arial,sans-serif">Since being formally established as an '
@@ -332,3 +334,20 @@ def test_template_is_unchanged_by_building():
     # Only the Date line may differ between the two builds of the same message.
     strip_date = lambda raw: re.sub(rb"^Date: [^\r]*\r\n", b"", raw, flags=re.M)  # noqa: E731
     assert strip_date(first) == strip_date(again)
+
+
+def test_the_sample_issue_reads_the_same_as_the_reference():
+    from newsletter.content import load_issue
+    from newsletter.render import render_issue
+
+    rendered = render_issue(load_issue(SAMPLE_ISSUE))
+    template = make_template(subject=rendered.issue.subject, html=rendered.html, text=rendered.text)
+    recipient = make_recipient("Siobhán O'Brien")
+    fast, reference = parse(template.build(recipient)), parse(build_reference(template, recipient))
+
+    assert headers_but_date_and_boundary(fast) == headers_but_date_and_boundary(reference)
+    for fast_part, reference_part in zip(fast.iter_parts(), reference.iter_parts(), strict=True):
+        assert fast_part.get_content() == reference_part.get_content()
+    body_html = fast.get_body("html").get_content()
+    assert html.escape(recipient.unsubscribe_url) in body_html
+    assert placeholders.find(body_html) == []
