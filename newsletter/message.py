@@ -52,6 +52,7 @@ _URL = re.compile(r"[!#-;=?-~]+")
 _MAX_URL_LENGTH = 600  # keeps List-Unsubscribe under the 998-octet line limit
 _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 # A display name that needs neither quotes nor encoding: atext words.
+_MAX_UNFOLDED_NAME = 200  # longer names are folded, to keep To under 998 octets
 _PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/?^_`{|}~-]+)*")
 
 
@@ -77,7 +78,7 @@ def make_list_id(list_name: str, list_slug: str, domain: str) -> str:
     return f"{list_name} <{list_slug}.{domain}>"
 
 
-@dataclass
+@dataclass(frozen=True)
 class MessageTemplate:
     """One send's messages: everything but the recipient, encoded once."""
 
@@ -94,24 +95,12 @@ class MessageTemplate:
     subject_prefix: str = ""  # PROOF_PREFIX on proofs
     unsubscribe_mailto: str = ""  # also offer unsubscribing by email to this address
 
-    _from_line: bytes = field(init=False, repr=False)
-    _reply_to_and_subject: bytes = field(init=False, repr=False)
-    _tail_headers: bytes = field(init=False, repr=False)
-    _boundary: bytes = field(init=False, repr=False)
-    _text_part: _EncodedPart = field(init=False, repr=False)
-    _html_part: _EncodedPart = field(init=False, repr=False)
+    _encoded: _EncodedTemplate = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_template(self)
-        self.text = _canonical_body(self.text)
-        self.html = _canonical_body(self.html)
-        self._text_part = _EncodedPart.compile(self.text, "text")
-        self._html_part = _EncodedPart.compile(self.html, "html")
-        # "=_" never occurs in quoted-printable, so one boundary serves every message.
-        self._boundary = b"=_nl_" + secrets.token_hex(12).encode()
-        self._from_line = _header_line("From", str(Address(self.from_name, addr_spec=self.from_email)))
-        self._reply_to_and_subject = _reply_to_and_subject(self)
-        self._tail_headers = _static_tail(self, self._boundary)
+        # Frozen, so the encoded pieces can never drift from the fields they came from.
+        object.__setattr__(self, "_encoded", _EncodedTemplate.of(self))
 
     @property
     def full_subject(self) -> str:
@@ -127,21 +116,21 @@ class MessageTemplate:
         """The recipient's complete message: CRLF line endings, ready for SMTP."""
         name = _check_recipient(recipient)
         values = _placeholder_values(recipient, name)
-        boundary = self._boundary
+        e = self._encoded
         return b"".join((
-            self._from_line,
+            e.from_line,
             _to_line(name, recipient.email),
-            self._reply_to_and_subject,
+            e.reply_to_and_subject,
             _DATE_LINE(),
             b"Message-ID: ", recipient.message_id.encode("ascii"), CRLF,
             b"MIME-Version: 1.0\r\n",
             b"List-Unsubscribe: ", self.list_unsubscribe(recipient.unsubscribe_url).encode("ascii"), CRLF,
-            self._tail_headers,
-            b"--", boundary, CRLF, _TEXT_PART_HEADERS,
-            self._text_part.fill(values, escape_html=False),
-            CRLF, b"--", boundary, CRLF, _HTML_PART_HEADERS,
-            self._html_part.fill(values, escape_html=True),
-            CRLF, b"--", boundary, b"--", CRLF,
+            e.tail_headers,
+            b"--", e.boundary, CRLF, _TEXT_PART_HEADERS,
+            e.text.fill(values, escape_html=False),
+            CRLF, b"--", e.boundary, CRLF, _HTML_PART_HEADERS,
+            e.html.fill(values, escape_html=True),
+            CRLF, b"--", e.boundary, b"--", CRLF,
         ))
 
     def envelope(self, delivery_id: int, recipient: Recipient) -> Envelope:
@@ -182,6 +171,32 @@ def build_reference(template: MessageTemplate, recipient: Recipient) -> bytes:
     html_body = placeholders.fill(template.html, values, escape_html=True)
     msg.add_alternative(html_body, subtype="html", charset="utf-8", cte="quoted-printable")
     return bytes(msg)
+
+
+@dataclass(frozen=True)
+class _EncodedTemplate:
+    """What every message of a template shares, as bytes ready to join."""
+
+    from_line: bytes
+    reply_to_and_subject: bytes
+    tail_headers: bytes  # List-Unsubscribe-Post ... Content-Type and the blank line
+    boundary: bytes
+    text: _EncodedPart
+    html: _EncodedPart
+
+    @classmethod
+    def of(cls, t: MessageTemplate) -> _EncodedTemplate:
+        # "=_" never occurs in quoted-printable, so one boundary serves every message.
+        boundary = b"=_nl_" + secrets.token_hex(12).encode()
+        reply_to = _header_line("Reply-To", t.reply_to) if t.reply_to else b""
+        return cls(
+            from_line=_header_line("From", str(Address(t.from_name, addr_spec=t.from_email))),
+            reply_to_and_subject=reply_to + _header_line("Subject", t.full_subject),
+            tail_headers=_static_tail(t, boundary),
+            boundary=boundary,
+            text=_EncodedPart.compile(_canonical_body(t.text), "text"),
+            html=_EncodedPart.compile(_canonical_body(t.html), "html"),
+        )
 
 
 # --- bodies ---------------------------------------------------------------
@@ -266,11 +281,6 @@ def _header_line(name: str, value: str) -> bytes:
     return _POLICY.header_factory(name, value).fold(policy=_POLICY).encode("ascii")
 
 
-def _reply_to_and_subject(t: MessageTemplate) -> bytes:
-    reply_to = _header_line("Reply-To", t.reply_to) if t.reply_to else b""
-    return reply_to + _header_line("Subject", t.full_subject)
-
-
 def _static_tail(t: MessageTemplate, boundary: bytes) -> bytes:
     lines = [
         b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
@@ -288,12 +298,15 @@ def _static_tail(t: MessageTemplate, boundary: bytes) -> bytes:
 def _to_line(name: str, email: str) -> bytes:
     if not name:
         return b"To: " + email.encode("ascii") + CRLF
+    if len(name) > _MAX_UNFOLDED_NAME:
+        # Rare enough to take the slow road: email.message folds it properly.
+        return _header_line("To", str(Address(name, addr_spec=email)))
     if _PLAIN_PHRASE.fullmatch(name):
         phrase = name
     elif name.isascii() and "=?" not in name:
         phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     else:
-        # Not ASCII, or text that a reader would take for an encoded word:
+        # Not ASCII, or text a reader would take for an encoded word:
         # encode it, so it reads back exactly as written.
         phrase = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")
     return f"To: {phrase} <{email}>\r\n".encode("ascii")

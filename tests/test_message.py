@@ -61,6 +61,8 @@ NAMES = [
     "=" * 120,
     "Ann Lee " * 30,
     "Zoë " * 40,
+    '"Lee, Ann" ' * 25,
+    "Zoë Müller, ‘Nan’ " * 25,
 ]
 
 
