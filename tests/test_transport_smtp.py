@@ -167,7 +167,7 @@ def test_an_idle_connection_closed_by_the_server_is_replaced_without_a_failure(s
     assert smtp_server.connections == 2
 
 
-def test_starttls_with_a_trusted_certificate(tmp_path):
+def test_starttls_with_a_trusted_certificate():
     with SmtpTestServer(tls="starttls") as server:
         with plain_transport(server, security="starttls", ssl_context=server.client_ssl_context()) as transport:
             results = transport.send_many(envelopes(2))

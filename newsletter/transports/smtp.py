@@ -149,8 +149,8 @@ class SmtpTransport(Transport):
             ) from exc
         except smtplib.SMTPResponseException as exc:
             _close_quietly(smtp)
-            raise _SetupFailed(f"the server at {self.where} answered {_reply_text(exc.smtp_code, exc.smtp_error)}",
-                               exc.smtp_code) from exc
+            answer = _reply_text(exc.smtp_code, exc.smtp_error)
+            raise _SetupFailed(f"the server at {self.where} answered {answer}", exc.smtp_code) from exc
         except (smtplib.SMTPException, OSError) as exc:
             _close_quietly(smtp)
             raise _SetupFailed(f"cannot connect to {self.where}: {exc or type(exc).__name__}") from exc
