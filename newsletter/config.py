@@ -106,6 +106,13 @@ class Settings:
         return f"sqlite:///{self.data_dir / 'newsletter.db'}"
 
     @property
+    def install_tag(self) -> str:
+        """A short, stable, non-secret tag of this install (from its signing key)."""
+        import hashlib
+
+        return hashlib.sha256(self.signing_keys[-1].encode()).hexdigest()[:8]
+
+    @property
     def embedded(self) -> bool:
         """True when no Redis is configured: embedded broker, local limiter."""
         return not self.redis_url
@@ -119,6 +126,7 @@ class Settings:
         return (_local_secret(self.data_dir),)
 
 
+@lru_cache(maxsize=8)
 def _local_secret(data_dir: Path) -> str:
     path = data_dir / "secret-key"
     if path.exists():
@@ -186,3 +194,11 @@ def get_settings() -> Settings:
 
 def field_names() -> list[str]:
     return [f.name for f in fields(Settings)]
+
+
+def environment_with(overrides: dict[str, str]) -> dict[str, str]:
+    """This process's environment with some settings replaced: for the
+    processes a command starts (the demo's beat and worker)."""
+    env = dict(os.environ)
+    env.update(overrides)
+    return env

@@ -68,9 +68,15 @@ class Recipient:
     web_url: str = ""
 
 
-def make_message_id(domain: str, send_id: int, delivery_id: int) -> str:
-    """The Message-ID of one ledger row: unique per delivery, the same on retry."""
-    return f"<nl.{send_id}.{delivery_id}@{domain}>"
+def make_message_id(domain: str, send_id: int, delivery_id: int, install: str = "") -> str:
+    """The Message-ID of one ledger row: unique per delivery, the same on retry.
+
+    ``install`` tells apart installs that send from the same domain (staging
+    and production, say), whose send and delivery numbers repeat: a mailbox
+    provider may silently drop a message whose Message-ID it already holds.
+    """
+    tag = f".{install}" if install else ""
+    return f"<nl.{send_id}.{delivery_id}{tag}@{domain}>"
 
 
 def make_list_id(list_name: str, list_slug: str, domain: str) -> str:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.message import MessageTemplate, Recipient, make_list_id, make_message_id
-from newsletter.ratelimit import NullRateLimiter
+from newsletter.ratelimit import NullRateLimiter, RateLimiterUnavailable
 from newsletter.scheduling import _record, get_send
 from newsletter.store.models import (
     Batch,
@@ -45,7 +45,8 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.tokens import preferences_url, unsubscribe_url
-from newsletter.transports.base import SENT, TEMPORARY, Envelope, Transport
+from newsletter.errors import InputError
+from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +323,15 @@ class Deliverer:
                 report.released += self._release(session, send.id, claimed[start:], state)
                 session.commit()
                 break
-            self._deliver_chunk(session, send, template, chunk, report)
+            try:
+                self._deliver_chunk(session, send, template, chunk, report)
+            except RateLimiterUnavailable:
+                # Nothing of this chunk went out: give the rows back at once
+                # rather than leave them claimed until the claim goes stale.
+                session.rollback()
+                self._release(session, send.id, claimed[start:], "paused")
+                session.commit()
+                raise
             session.commit()
         self._close_batch(session, batch)
         self._check_error_budget(session, send, report)
@@ -405,30 +414,36 @@ class Deliverer:
         return [c for c in claimed if c.delivery_id in wanted]
 
     def _deliver_chunk(self, session: Session, send: Send, template, chunk: list[Claimed], report: BatchReport):
-        self.limiter.acquire(len(chunk))
+        envelopes, unbuildable = [], []
+        for row in chunk:
+            try:
+                envelopes.append(template.envelope(send, row))
+            except InputError as exc:  # e.g. a stored name that would break a header
+                unbuildable.append(Result(row.delivery_id, PERMANENT, error=f"cannot build the message: {exc}"))
+        self.limiter.acquire(len(envelopes))
         now = utcnow()
         session.execute(
             update(Delivery)
-            .where(Delivery.id.in_([c.delivery_id for c in chunk]), Delivery.claimed_by == self.identity)
+            .where(Delivery.id.in_([e.delivery_id for e in envelopes]), Delivery.claimed_by == self.identity)
             .values(state="sending", claimed_at=now, updated_at=now)
         )
         session.commit()  # from here on, a crash leaves these rows in doubt
-        envelopes = [template.envelope(send, c) for c in chunk]
-        results = self.transport.send_many(envelopes)
-        self._record_results(session, send, chunk, envelopes, results, report)
+        results = self.transport.send_many(envelopes) if envelopes else []
+        self._record_results(session, send, chunk, envelopes, results, unbuildable, report)
 
-    def _record_results(self, session, send, chunk, envelopes, results, report):
+    def _record_results(self, session, send, chunk, envelopes, results, unbuildable, report):
         now = utcnow()
         by_id = {c.delivery_id: c for c in chunk}
+        message_ids = {e.delivery_id: e.message_id for e in envelopes}
         updates, suppress = [], []
         window_end = (send.started_at or now) + timedelta(seconds=self.settings.retry_window_seconds)
-        for envelope, result in zip(envelopes, results):
+        for result in list(results) + unbuildable:
             row = by_id[result.delivery_id]
             attempts = row.attempts + 1
             values = {
                 "id": row.delivery_id,
                 "attempts": attempts,
-                "message_id": envelope.message_id,
+                "message_id": message_ids.get(row.delivery_id, ""),
                 "last_error": result.error[:2000],
                 "claimed_by": "",
                 "possible_duplicate": row.possible_duplicate,
@@ -546,7 +561,7 @@ class SendTemplate:
         recipient = Recipient(
             email=row.email,
             name=row.name,
-            message_id=make_message_id(self.domain, send.id, row.delivery_id),
+            message_id=make_message_id(self.domain, send.id, row.delivery_id, self.settings.install_tag),
             unsubscribe_url=unsubscribe_url(self.settings, send.id, row.subscriber_id or 0),
             preferences_url=preferences_url(self.settings, row.subscriber_id or 0),
             web_url=self.web_url,

@@ -327,3 +327,17 @@ def test_schedule_in_the_past_is_refused(session):
         scheduling.schedule_send(session, issue, lst, utcnow() - timedelta(hours=1))
     assert "in the past" in str(err.value) and "--now" in str(err.value)
     assert session.scalar(select(func.count()).select_from(Send)) == 0
+
+
+def test_a_message_that_cannot_be_built_fails_alone(session, fast):
+    _, lst, issue = make_world(session, 5)
+    # A name that would add a header if it were written into To:.
+    session.execute(update(Subscriber).where(Subscriber.email == "reader002@example.com").values(name="Eve\r\nBcc: x@example.net"))
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    session.commit()
+    transport = MemoryTransport()
+    run_send(session, fast, transport, send.id)
+    assert "reader002@example.com" not in transport.recipients() and len(transport.recipients()) == 4
+    row = session.scalars(select(Delivery).where(Delivery.email == "reader002@example.com")).one()
+    assert row.state == "failed" and "cannot build the message" in row.last_error
+    assert all(b"Bcc" not in e.message for e in transport.accepted)

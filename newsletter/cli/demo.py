@@ -1,0 +1,164 @@
+"""`newsletter demo`: the sample issue, end to end, on the embedded defaults.
+
+It builds the sample issue, makes a list of made-up subscribers, schedules the
+issue a few seconds ahead, and starts the same beat and worker processes that
+production runs (Procfile), delivering to a mail sink on loopback.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from newsletter.cli import main
+from newsletter.config import PROJECT_ROOT, environment_with, settings_from
+
+console = Console()
+SAMPLE = PROJECT_ROOT / "examples" / "together-were-better" / "issues" / "2021-09"
+LIST_SLUG = "demo-readers"
+
+
+@main.command()
+@click.option("--subscribers", "count", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--delay", default=5, show_default=True, type=click.IntRange(0, 3600), help="Seconds until the send starts.")
+@click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=PROJECT_ROOT / "var" / "demo",
+              show_default="var/demo", help="Where the demo keeps everything; emptied first.")
+@click.option("--timeout", default=300, show_default=True, help="Give up after this many seconds.")
+def demo(count: int, delay: int, folder: Path, timeout: int):
+    """Send the sample issue to made-up subscribers, start to finish."""
+    from newsletter.devsmtp import MailSink
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    sink = MailSink(folder / "received").start()
+    overrides = {
+        "NEWSLETTER_DATA_DIR": str(folder),
+        "TRANSPORT": "smtp",
+        "SMTP_HOST": sink.host,
+        "SMTP_PORT": str(sink.port),
+        "SMTP_SECURITY": "none",  # a sink on loopback; never for a real server
+        "BEAT_INTERVAL_SECONDS": "1",
+        "BASE_URL": "http://127.0.0.1:8000",
+    }
+    env = environment_with(overrides)
+    settings = settings_from(env)
+    processes = []
+    try:
+        send_id, site = _prepare(settings, folder, count, delay)
+        processes = _start_processes(env, folder)
+        _watch(settings, send_id, timeout, processes)
+        _summary(settings, send_id, sink, folder, site)
+    finally:
+        _stop(processes)
+        sink.stop()
+
+
+def _prepare(settings, folder: Path, count: int, delay: int):
+    from newsletter import scheduling
+    from newsletter.build import build_issue
+    from newsletter.store.db import session_scope
+    from newsletter.store.issues import store_issue
+    from newsletter.store.migrate import upgrade
+    from newsletter.store.models import utcnow
+    from newsletter.subscribers import create_list, get_list, import_csv
+
+    console.print(f"[bold]1.[/] Building the sample issue from {SAMPLE.relative_to(PROJECT_ROOT)}")
+    result = build_issue(SAMPLE, folder / "build", settings.templates_dir)
+    rendered = result.rendered
+    publication = rendered.issue.publication
+    upgrade(settings.effective_database_url)
+    csv_path = folder / "subscribers.csv"
+    _write_subscribers(csv_path, count)
+    with session_scope(settings) as session:
+        issue_row = store_issue(session, rendered)
+        create_list(session, publication.slug, LIST_SLUG, "Demo readers", "Made-up subscribers for the demo")
+        report = import_csv(session, csv_path, [LIST_SLUG], publication_slug=publication.slug)
+        console.print(f"[bold]2.[/] Imported {report.added} made-up subscribers from {csv_path.name}")
+        mailing_list = get_list(session, publication.slug, LIST_SLUG)
+        at = utcnow() + timedelta(seconds=delay)
+        send = scheduling.schedule_send(session, issue_row, mailing_list, at, batch_size=settings.batch_size)
+        when = scheduling.when_from_utc(send.scheduled_at, publication.timezone)
+        console.print(f"[bold]3.[/] Scheduled send {send.id} for {when.describe()}")
+        send_id = send.id
+    return send_id, result
+
+
+def _write_subscribers(path: Path, count: int) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["email", "name", "team"])
+        for n in range(1, count + 1):
+            writer.writerow([f"reader{n:06d}@example.com", f"Reader {n}", ("staff", "partner", "resident")[n % 3]])
+
+
+def _start_processes(env: dict, folder: Path) -> list[subprocess.Popen]:
+    """The same worker and beat the Procfile starts, on the embedded broker."""
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True)
+    commands = {
+        "worker": [sys.executable, "-m", "celery", "-A", "workers.celery", "worker", "--queues", "send,control",
+                   "--concurrency", "2", "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
+                   "--loglevel", "INFO", "--hostname", "demo@%h"],
+        "beat": [sys.executable, "-m", "celery", "-A", "workers.celery", "beat", "--loglevel", "INFO"],
+    }
+    console.print("[bold]4.[/] Starting a Celery worker and beat (logs in " f"{logs})")
+    processes = []
+    for name, command in commands.items():
+        out = (logs / f"{name}.log").open("w")
+        processes.append(subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT))
+    return processes
+
+
+def _watch(settings, send_id: int, timeout: int, processes) -> None:
+    from newsletter.sending import progress
+    from newsletter.store.db import session_scope
+
+    deadline = time.monotonic() + timeout
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("waiting for the scheduled time", total=None)
+        while time.monotonic() < deadline:
+            with session_scope(settings) as session:
+                p = progress(session, send_id)
+            if p.state != "scheduled":
+                bar.update(task, description=f"send {send_id}: {p.state}", total=p.audience or None, completed=p.done)
+            if p.state in ("finished", "cancelled", "paused"):
+                return
+            for process in processes:
+                if process.poll() is not None:
+                    raise click.ClickException(f"a demo process stopped early (exit {process.returncode}); see the logs")
+            time.sleep(0.3)
+    raise click.ClickException(f"the send did not finish within {timeout} seconds; see the logs")
+
+
+def _summary(settings, send_id: int, sink, folder: Path, build) -> None:
+    from newsletter.sending import progress, summary_line
+    from newsletter.store.db import session_scope
+
+    with session_scope(settings) as session:
+        p = progress(session, send_id)
+    console.print(f"\n[bold green]Send {send_id} {p.state}:[/] {summary_line(p)}")
+    console.print(f"The mail sink received {sink.received} messages, one .eml file each, in {sink.folder}")
+    for label, path in build.files.items():
+        console.print(f"  {label}: {path}")
+
+
+def _stop(processes) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
