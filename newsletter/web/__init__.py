@@ -1,0 +1,42 @@
+"""The web app: public pages, unsubscribe, webhooks, the ops dashboard.
+
+``create_app`` wires one blueprint per area; each lives in its own module
+and exposes ``blueprint``. Served by gunicorn from the Procfile's web line.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from flask import Flask
+
+from newsletter.config import Settings, get_settings
+
+# module -> URL prefix; each module defines ``blueprint``.
+BLUEPRINTS = {
+    "newsletter.web.public": "",
+    "newsletter.web.webhooks": "/webhooks",
+    "newsletter.web.ops": "/ops",
+    "newsletter.web.health": "",
+}
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
+    app = Flask(__name__, template_folder=str(settings.templates_dir / "site"))
+    app.config["SETTINGS"] = settings
+    app.config["SECRET_KEY"] = settings.signing_keys[0]
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # no form or webhook needs more
+    for module_name, prefix in BLUEPRINTS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # an area not built yet
+            if exc.name != module_name:
+                raise
+            continue
+        app.register_blueprint(module.blueprint, url_prefix=prefix or None)
+    return app
+
+
+def settings_of(app: Flask) -> Settings:
+    return app.config["SETTINGS"]
