@@ -131,3 +131,27 @@ def redis_url(redis_server):
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path, database_url):
+    """Run ``newsletter ARGS...`` against this test's own database and data folder."""
+    from click.testing import CliRunner
+
+    from newsletter.cli import main
+    from newsletter.config import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("NEWSLETTER_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("OUTBOX_DIR", str(tmp_path / "outbox"))
+    monkeypatch.setenv("TRANSPORT", "outbox")
+    monkeypatch.setenv("SECRET_KEYS", "cli-test-key")
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough that tables never cut a value
+    get_settings.cache_clear()
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    yield invoke
+    get_settings.cache_clear()

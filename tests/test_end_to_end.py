@@ -134,3 +134,81 @@ def test_rejected_recipients_fail_and_are_suppressed_the_rest_arrive(pipeline, s
     with session_scope(pipeline.settings) as session:
         assert is_suppressed(session, pipeline.address(7))
         assert not is_suppressed(session, pipeline.address(9))
+
+
+class OwnRedis:
+    """A redis-server of this test's own, so it can be stopped and started."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        import shutil
+        import subprocess
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                import time
+
+                time.sleep(0.05)
+        raise AssertionError("own redis-server did not start")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def test_redis_restarted_mid_send_loses_nothing(tmp_path, postgres_url, smtp):
+    from tests.conftest import free_port
+
+    own = OwnRedis(free_port()).start()
+    smtp.reply_delay = 0.03
+    pipeline = Pipeline(tmp_path, postgres_url, own.url, smtp)
+    try:
+        send_id = pipeline.prepare(100, delay=0.5)
+        pipeline.start_worker()
+        pipeline.start_beat()
+        pipeline.wait_for(lambda: len(smtp.messages) >= 15, what="the send to be under way")
+        own.stop()  # every queued task is gone with it: it keeps nothing on disk
+        own.start()
+        progress = pipeline.wait_finished(send_id, timeout=180)
+        requeued = requeued_batches(pipeline, send_id)
+    finally:
+        pipeline.stop_all()
+        own.stop()
+    counts = received_counts(smtp)
+    assert set(counts) == {pipeline.address(n) for n in range(100)}
+    assert sum(c - 1 for c in counts.values()) <= progress.possible_duplicates
+    assert progress.counts == {"sent": 100}
+    assert requeued, "the lost batch tasks should have been enqueued again"
+
+
+def requeued_batches(pipeline, send_id) -> int:
+    from sqlalchemy import func, select
+
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import Batch
+
+    with session_scope(pipeline.settings) as session:
+        return session.scalar(
+            select(func.count()).select_from(Batch).where(Batch.send_id == send_id, Batch.times_enqueued > 1)
+        )

@@ -1,0 +1,96 @@
+"""Scheduling and steering sends from the command line, as a comms editor does."""
+
+from __future__ import annotations
+
+import shutil
+from email import message_from_bytes, policy
+
+import pytest
+from sqlalchemy import func, select
+
+from newsletter.config import get_settings
+from newsletter.store.db import session_scope
+from newsletter.store.models import Delivery, IssueRow, Send
+from tests.conftest import SAMPLE_ISSUE
+
+
+@pytest.fixture
+def staff(cli):
+    assert cli("subscribers", "add", "reader1@example.com", "--name", "Reader One").exit_code == 0
+    result = cli("build", SAMPLE_ISSUE, "--out", get_settings().data_dir / "build")
+    assert result.exit_code == 0, result.output
+    # The publication exists once an issue of it was stored or synced.
+    from newsletter.content import load_issue
+    from newsletter.publications import sync_publication
+
+    with session_scope(get_settings()) as session:
+        sync_publication(session, load_issue(SAMPLE_ISSUE).publication)
+    result = cli("lists", "create", "staff", "--name", "Staff")
+    assert result.exit_code == 0, result.output
+    assert cli("subscribers", "add", "reader1@example.com", "--list", "staff").exit_code == 0
+    return "staff"
+
+
+def count(model) -> int:
+    with session_scope(get_settings()) as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_schedule_shows_local_time_and_utc(cli, staff):
+    result = cli("schedule", SAMPLE_ISSUE, "--list", staff, "--at", "2099-07-01 09:30")
+    assert result.exit_code == 0, result.output
+    assert "09:30 BST" in result.output and "08:30 UTC" in result.output
+    assert count(Send) == 1 and count(IssueRow) == 1
+
+
+def test_schedule_in_the_past_is_refused_and_nothing_is_stored(cli, staff):
+    result = cli("schedule", SAMPLE_ISSUE, "--list", staff, "--at", "2001-01-01 09:00")
+    assert result.exit_code == 2
+    assert "in the past" in result.output and "--now" in result.output
+    assert count(Send) == 0 and count(IssueRow) == 0
+
+
+def test_schedule_to_an_unknown_list_names_it_and_stores_nothing(cli, staff):
+    result = cli("schedule", SAMPLE_ISSUE, "--list", "nobody", "--now")
+    assert result.exit_code == 2
+    assert "nobody" in result.output
+    assert count(Send) == 0 and count(IssueRow) == 0
+
+
+def test_schedule_of_a_corrupt_issue_names_the_file_and_line(cli, staff, tmp_path):
+    broken = tmp_path / "issue-copy"
+    shutil.copytree(SAMPLE_ISSUE.parent.parent, broken)
+    section = broken / "issues" / "2021-09" / "01-chair.md"
+    section.write_text(section.read_text().replace("kind: letter", "kind: letter\n  bad: [indent", 1))
+    result = cli("schedule", broken / "issues" / "2021-09", "--list", staff, "--now")
+    assert result.exit_code == 2
+    assert "01-chair.md:" in result.output
+    assert "Traceback" not in result.output
+    assert count(Send) == 0 and count(IssueRow) == 0
+
+
+def test_neither_at_nor_now_is_a_clear_error(cli, staff):
+    result = cli("schedule", SAMPLE_ISSUE, "--list", staff)
+    assert result.exit_code == 2 and "--now" in result.output
+
+
+def test_pause_resume_cancel_and_list(cli, staff):
+    assert cli("schedule", SAMPLE_ISSUE, "--list", staff, "--at", "2099-07-01 09:30").exit_code == 0
+    listed = cli("sends", "list")
+    assert "2021-09" in listed.output and "scheduled" in listed.output
+    paused = cli("sends", "pause", "1")
+    assert paused.exit_code == 2 and "scheduled" in paused.output  # nothing to pause yet
+    assert cli("sends", "now", "1").exit_code == 0
+    assert "cancelled" in cli("sends", "cancel", "1", "--yes").output
+    assert cli("sends", "resume", "1").exit_code == 2
+
+
+def test_proof_goes_to_the_given_addresses_only_and_touches_no_ledger(cli, staff, tmp_path):
+    result = cli("proof", SAMPLE_ISSUE, "--to", "editor@example.org", "--to", "checker@example.org")
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "outbox").glob("*.eml"))
+    assert len(files) == 2
+    message = message_from_bytes(files[0].read_bytes(), policy=policy.default)
+    assert message["Subject"].startswith("[PROOF] ")
+    assert message["To"].addresses[0].addr_spec in ("editor@example.org", "checker@example.org")
+    assert count(Delivery) == 0 and count(Send) == 0
