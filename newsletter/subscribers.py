@@ -522,20 +522,22 @@ def _apply_chunk(session: Session, rows: list[CsvRow], status: str, report: Impo
         )
     }
     suppressed = set(session.scalars(select(Suppression.email).where(Suppression.email.in_(emails))))
-    memberships = _memberships(session, [row.id for row in existing.values()])
+    list_ids = {list_id for row in rows for list_id in row.list_ids}
+    memberships = _memberships(session, [row.id for row in existing.values()], list_ids)
     writes, now = _Writes(), utcnow()
     for row in rows:
         _plan_row(row, existing.get(row.email), row.email in suppressed, memberships, status, now, writes, report)
     _write(session, writes, status, now)
 
 
-def _memberships(session: Session, subscriber_ids: list[int]) -> dict[tuple[int, int], tuple[int, str]]:
-    """(subscriber id, list id) -> (membership id, status)."""
+def _memberships(session: Session, subscriber_ids: list[int], list_ids: set[int]) -> dict[tuple[int, int], tuple[int, str]]:
+    """(subscriber id, list id) -> (membership id, status), for the lists a chunk names."""
     return {
         (subscriber_id, list_id): (membership_id, status)
         for membership_id, subscriber_id, list_id, status in session.execute(
             select(Membership.id, Membership.subscriber_id, Membership.list_id, Membership.status)
-            .where(Membership.subscriber_id.in_(subscriber_ids))
+            # list_id first: the (list_id, subscriber_id) unique index serves this.
+            .where(Membership.list_id.in_(list_ids), Membership.subscriber_id.in_(subscriber_ids))
         )
     }
 
@@ -707,15 +709,17 @@ def _export_pages(session: Session, list_ids: list[int], status: str, attributes
             yield row.id, row.email, row.name, row.attributes or {}, slugs.get(row.id, [])
 
 
-def _export_slugs(session: Session, subscriber_ids: list[int], list_ids: list[int], status: str) -> dict[int, list[str]]:
+def _export_slugs(session: Session, page_ids: list[int], list_ids: list[int], status: str) -> dict[int, list[str]]:
+    """Each subscriber's list slugs, for one page. An id range, not IN (ids), so the
+    (list, status, subscriber) index answers it without a plan that depends on statistics."""
+    slug_of = {list_id: slug for list_id, slug in session.execute(select(MailingList.id, MailingList.slug))}
     found: dict[int, list[str]] = {}
-    for ids in chunks(subscriber_ids, CHUNK):
-        rows = session.execute(
-            select(Membership.subscriber_id, MailingList.slug)
-            .join(MailingList)
-            .where(Membership.subscriber_id.in_(ids), Membership.status == status, Membership.list_id.in_(list_ids))
-            .order_by(MailingList.slug)
+    rows = session.execute(
+        select(Membership.subscriber_id, Membership.list_id).where(
+            Membership.list_id.in_(list_ids), Membership.status == status,
+            Membership.subscriber_id.between(page_ids[0], page_ids[-1]),
         )
-        for subscriber_id, slug in rows:
-            found.setdefault(subscriber_id, []).append(slug)
-    return found
+    )
+    for subscriber_id, list_id in rows:
+        found.setdefault(subscriber_id, []).append(slug_of[list_id])
+    return {subscriber_id: sorted(slugs) for subscriber_id, slugs in found.items()}
