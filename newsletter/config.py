@@ -88,6 +88,15 @@ class Settings:
     claim_timeout_seconds: int = 600  # rows claimed longer than this are stale
     beat_interval_seconds: float = 5.0
 
+    # Operations: worker heartbeats, problem thresholds, metrics, logs.
+    worker_heartbeat_seconds: float = 5.0  # a worker 3 beats late is gone
+    stall_warning_seconds: int = 300  # a sending send with no progress this long
+    bounce_rate_warning: float = 0.02
+    complaint_rate_warning: float = 0.001  # 0.3% is where mailbox providers act
+    metrics_token: str = ""  # bearer token for /metrics; empty: open
+    log_format: str = "text"  # text | json
+    log_level: str = "INFO"
+
     # Tests and CI: a missing PostgreSQL or Redis is a failure, not a skip.
     require_services: bool = False
 
@@ -175,12 +184,21 @@ def settings_from(env: dict) -> Settings:
         error_budget_minimum=_int(env, "ERROR_BUDGET_MINIMUM", Settings.error_budget_minimum),
         claim_timeout_seconds=_int(env, "CLAIM_TIMEOUT_SECONDS", Settings.claim_timeout_seconds),
         beat_interval_seconds=_float(env, "BEAT_INTERVAL_SECONDS", Settings.beat_interval_seconds),
+        worker_heartbeat_seconds=_float(env, "WORKER_HEARTBEAT_SECONDS", Settings.worker_heartbeat_seconds),
+        stall_warning_seconds=_int(env, "STALL_WARNING_SECONDS", Settings.stall_warning_seconds),
+        bounce_rate_warning=_float(env, "BOUNCE_RATE_WARNING", Settings.bounce_rate_warning),
+        complaint_rate_warning=_float(env, "COMPLAINT_RATE_WARNING", Settings.complaint_rate_warning),
+        metrics_token=env.get("METRICS_TOKEN", ""),
+        log_format=(env.get("LOG_FORMAT") or Settings.log_format).lower(),
+        log_level=(env.get("LOG_LEVEL") or Settings.log_level).upper(),
         require_services=_bool(env, "NEWSLETTER_REQUIRE_SERVICES", False),
     )
     if s.transport not in ("outbox", "smtp"):
         raise ConfigError(f"TRANSPORT={s.transport!r}: expected one of outbox, smtp")
     if s.smtp_security not in ("starttls", "tls", "none"):
         raise ConfigError(f"SMTP_SECURITY={s.smtp_security!r}: expected starttls, tls or none")
+    if s.log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT={s.log_format!r}: expected text or json")
     if s.batch_size < 1:
         raise ConfigError(f"BATCH_SIZE={s.batch_size}: must be at least 1")
     return s
