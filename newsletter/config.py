@@ -97,6 +97,14 @@ class Settings:
     log_format: str = "text"  # text | json
     log_level: str = "INFO"
 
+    # Public web app: sign-up, confirm, unsubscribe, preferences, web copy.
+    confirm_max_age_seconds: int = 7 * 24 * 3600  # how long a confirm link works
+    signup_email_window_seconds: int = 900  # at most one confirm email per address per window
+    signup_requests_per_client: int = 10  # sign-up posts per client address...
+    signup_client_window_seconds: int = 600  # ...per this many seconds
+    web_copy_dir: Path = PROJECT_ROOT / "var" / "web"  # a build's web/ folder: images of issues
+    web_proxy_count: int = 0  # proxies in front of the app whose X-Forwarded-* to trust
+
     # Tests and CI: a missing PostgreSQL or Redis is a failure, not a skip.
     require_services: bool = False
 
@@ -191,6 +199,14 @@ def settings_from(env: dict) -> Settings:
         metrics_token=env.get("METRICS_TOKEN", ""),
         log_format=(env.get("LOG_FORMAT") or Settings.log_format).lower(),
         log_level=(env.get("LOG_LEVEL") or Settings.log_level).upper(),
+        confirm_max_age_seconds=_int(env, "CONFIRM_MAX_AGE_SECONDS", Settings.confirm_max_age_seconds),
+        signup_email_window_seconds=_int(env, "SIGNUP_EMAIL_WINDOW_SECONDS", Settings.signup_email_window_seconds),
+        signup_requests_per_client=_int(env, "SIGNUP_REQUESTS_PER_CLIENT", Settings.signup_requests_per_client),
+        signup_client_window_seconds=_int(
+            env, "SIGNUP_CLIENT_WINDOW_SECONDS", Settings.signup_client_window_seconds
+        ),
+        web_copy_dir=Path(env.get("WEB_COPY_DIR") or data_dir / "web"),
+        web_proxy_count=_int(env, "WEB_PROXY_COUNT", 0),
         require_services=_bool(env, "NEWSLETTER_REQUIRE_SERVICES", False),
     )
     if s.transport not in ("outbox", "smtp"):
