@@ -62,7 +62,7 @@ def known_publications(session: Session) -> str:
     slugs = [row.slug for row in list_publications(session)]
     if not slugs:
         return (
-            "there are no publications yet: a publication is recorded when one of "
-            "its issues is built"
+            "there are no publications yet: record one with "
+            "`newsletter publications add FOLDER` (the folder holding publication.yaml)"
         )
     return "known publications: " + ", ".join(slugs)

@@ -19,12 +19,9 @@ def staff(cli):
     assert cli("subscribers", "add", "reader1@example.com", "--name", "Reader One").exit_code == 0
     result = cli("build", SAMPLE_ISSUE, "--out", get_settings().data_dir / "build")
     assert result.exit_code == 0, result.output
-    # The publication exists once an issue of it was stored or synced.
-    from newsletter.content import load_issue
-    from newsletter.publications import sync_publication
-
-    with session_scope(get_settings()) as session:
-        sync_publication(session, load_issue(SAMPLE_ISSUE).publication)
+    result = cli("publications", "add", SAMPLE_ISSUE.parent.parent)
+    assert result.exit_code == 0 and "together-were-better" in result.output, result.output
+    assert "together-were-better" in cli("publications", "list").output
     result = cli("lists", "create", "staff", "--name", "Staff")
     assert result.exit_code == 0, result.output
     assert cli("subscribers", "add", "reader1@example.com", "--list", "staff").exit_code == 0

@@ -20,6 +20,7 @@ err_console = Console(stderr=True)
 # Modules that add commands to ``main``; one per area.
 COMMAND_MODULES = (
     "newsletter.cli.content",
+    "newsletter.cli.publications",
     "newsletter.cli.subscribers",
     "newsletter.cli.sends",
     "newsletter.cli.demo",

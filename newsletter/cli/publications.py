@@ -1,0 +1,54 @@
+"""Commands for publications: record one from its folder, list them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from newsletter.cli import main
+from newsletter.config import get_settings
+from newsletter.errors import InputError, Problem
+from newsletter.store.db import session_scope
+from newsletter.store.migrate import upgrade
+
+console = Console()
+
+
+@main.group()
+def publications():
+    """The publications this install sends."""
+
+
+@publications.command("add")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+def add_publication(path: Path):
+    """Record (or update) a publication from its folder or its publication.yaml."""
+    from newsletter.content import PUBLICATION_FILE, load_publication
+    from newsletter.publications import sync_publication
+
+    file = path / PUBLICATION_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise InputError(Problem(str(path), f"no {PUBLICATION_FILE} here", "give the folder that holds publication.yaml"))
+    publication = load_publication(file)
+    settings = get_settings()
+    upgrade(settings.effective_database_url)
+    with session_scope(settings) as session:
+        sync_publication(session, publication)
+    console.print(f"Publication [bold]{publication.slug}[/] ({publication.name}) recorded.")
+
+
+@publications.command("list")
+def list_publications_command():
+    """Every recorded publication."""
+    from newsletter.publications import list_publications
+
+    settings = get_settings()
+    upgrade(settings.effective_database_url)
+    table = Table("slug", "name", "from", "time zone", "web copies")
+    with session_scope(settings) as session:
+        for row in list_publications(session):
+            table.add_row(row.slug, row.name, f"{row.from_name} <{row.from_email}>", row.timezone, row.web_base_url)
+    console.print(table)
