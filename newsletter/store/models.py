@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -258,3 +259,68 @@ class SendEvent(Base):
     kind: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- Ops: what workers report about themselves, for `newsletter ops` and /metrics ---
+
+
+class WorkerHeartbeat(Base):
+    """A worker process's latest word about itself, written every few seconds.
+
+    Workers write here rather than being asked: reading a table is fast and
+    works the same with Redis or the embedded broker. ``state``: running |
+    stopped (a clean shutdown); a running row whose ``last_seen_at`` is old
+    belongs to a worker that is gone.
+    """
+
+    __tablename__ = "worker_heartbeats"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    node: Mapped[str] = mapped_column(String(200), unique=True)  # Celery's name@host
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[str] = mapped_column(String(500))  # comma-separated
+    concurrency: Mapped[int] = mapped_column(Integer, default=1)
+    active_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(20), default="running")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BatchRun(Base):
+    """One run of a batch task: how long it took and what it did."""
+
+    __tablename__ = "batch_runs"
+    __table_args__ = (Index("ix_batch_runs_finished_at", "finished_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(Id, index=True)
+    send_id: Mapped[int] = mapped_column(Id, index=True)
+    worker: Mapped[str] = mapped_column(String(200), default="")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    retry: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    stopped: Mapped[str] = mapped_column(String(40), default="")
+
+
+# --- Sign-up ---------------------------------------------------------------------
+
+
+class ConfirmationEmail(Base):
+    """When an address was last sent a link to confirm a subscription.
+
+    One row per subscriber, so at most one confirmation email goes to an
+    address per ``signup_email_window_seconds`` however often the sign-up form
+    is posted with it (by the person, or by someone else trying to flood them).
+    """
+
+    __tablename__ = "confirmation_emails"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), unique=True)
+    last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    emails_sent: Mapped[int] = mapped_column(Integer, default=0)
