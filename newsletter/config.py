@@ -108,6 +108,23 @@ class Settings:
     # Tests and CI: a missing PostgreSQL or Redis is a failure, not a skip.
     require_services: bool = False
 
+    # Events: provider webhooks, bounces, complaints, suppression.
+    sns_topic_arns: tuple[str, ...] = ()  # SES notifications are accepted only from these topics
+    sendgrid_webhook_public_key: str = ""  # the signed event webhook's verification key (base64 DER or PEM)
+    mailgun_webhook_signing_key: str = ""
+    postmark_webhook_username: str = ""
+    postmark_webhook_password: str = ""
+    # A signed webhook older than this is refused. Mailgun retries a failed
+    # webhook for 8 hours, and SendGrid for 24, with the original timestamp.
+    webhook_max_age_seconds: int = 25 * 3600
+    soft_bounce_threshold: int = 3  # soft bounces of different messages ...
+    soft_bounce_window_days: int = 30  # ... within this many days suppress an address
+    raw_event_retention_days: int = 30  # provider payloads are kept this long, for debugging
+    bounce_domain: str = ""  # set: envelope sender bounces+<signed delivery id>@bounce_domain (VERP)
+    dkim_private_key_path: str = ""  # set: sign every message (PEM RSA key)
+    dkim_selector: str = ""
+    dkim_domain: str = ""  # empty: the domain of the publication's From address
+
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -208,6 +225,19 @@ def settings_from(env: dict) -> Settings:
         web_copy_dir=Path(env.get("WEB_COPY_DIR") or data_dir / "web"),
         web_proxy_count=_int(env, "WEB_PROXY_COUNT", 0),
         require_services=_bool(env, "NEWSLETTER_REQUIRE_SERVICES", False),
+        sns_topic_arns=tuple(a.strip() for a in env.get("SNS_TOPIC_ARN", "").split(",") if a.strip()),
+        sendgrid_webhook_public_key=env.get("SENDGRID_WEBHOOK_PUBLIC_KEY", ""),
+        mailgun_webhook_signing_key=env.get("MAILGUN_WEBHOOK_SIGNING_KEY", ""),
+        postmark_webhook_username=env.get("POSTMARK_WEBHOOK_USERNAME", ""),
+        postmark_webhook_password=env.get("POSTMARK_WEBHOOK_PASSWORD", ""),
+        webhook_max_age_seconds=_int(env, "WEBHOOK_MAX_AGE_SECONDS", Settings.webhook_max_age_seconds),
+        soft_bounce_threshold=_int(env, "SOFT_BOUNCE_THRESHOLD", Settings.soft_bounce_threshold),
+        soft_bounce_window_days=_int(env, "SOFT_BOUNCE_WINDOW_DAYS", Settings.soft_bounce_window_days),
+        raw_event_retention_days=_int(env, "RAW_EVENT_RETENTION_DAYS", Settings.raw_event_retention_days),
+        bounce_domain=env.get("BOUNCE_DOMAIN", "").strip().lower(),
+        dkim_private_key_path=env.get("DKIM_PRIVATE_KEY_PATH", ""),
+        dkim_selector=env.get("DKIM_SELECTOR", ""),
+        dkim_domain=env.get("DKIM_DOMAIN", "").strip().lower(),
     )
     if s.transport not in ("outbox", "smtp"):
         raise ConfigError(f"TRANSPORT={s.transport!r}: expected one of outbox, smtp")
@@ -215,6 +245,8 @@ def settings_from(env: dict) -> Settings:
         raise ConfigError(f"SMTP_SECURITY={s.smtp_security!r}: expected starttls, tls or none")
     if s.log_format not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT={s.log_format!r}: expected text or json")
+    if s.dkim_private_key_path and not s.dkim_selector:
+        raise ConfigError("DKIM_PRIVATE_KEY_PATH is set but DKIM_SELECTOR is not: set the selector your DNS publishes the key under")
     if s.batch_size < 1:
         raise ConfigError(f"BATCH_SIZE={s.batch_size}: must be at least 1")
     return s

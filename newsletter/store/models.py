@@ -324,3 +324,51 @@ class ConfirmationEmail(Base):
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), unique=True)
     last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
     emails_sent: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- Events ----------------------------------------------------------------------
+
+
+class ProviderEvent(Base):
+    """One thing a provider or a bounce mailbox told us about one message.
+
+    ``kind``: delivered | bounced | complained | unsubscribed; ``bounce``: hard
+    or soft for bounced. ``(source, key)`` is unique: the same event arriving
+    twice is recorded once. ``raw`` (the payload, for debugging) is emptied
+    after ``raw_event_retention_days``; the normalised fields are kept.
+    """
+
+    __tablename__ = "provider_events"
+    __table_args__ = (
+        UniqueConstraint("source", "key"),
+        Index("ix_provider_events_email_kind", "email", "kind", "occurred_at"),
+        Index("ix_provider_events_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    source: Mapped[str] = mapped_column(String(40))  # ses | sendgrid | mailgun | postmark | mailbox
+    key: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(20))
+    bounce: Mapped[str] = mapped_column(String(10), default="")
+    email: Mapped[str] = mapped_column(String(320))
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    message_ref: Mapped[str] = mapped_column(String(300), default="")  # the message, to count soft bounces
+    detail: Mapped[str] = mapped_column(Text, default="")
+    raw: Mapped[str | None] = mapped_column(Text, nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookNonce(Base):
+    """A signed webhook's one-time token, kept while its signature is still fresh,
+    so a captured request replayed within that time is refused."""
+
+    __tablename__ = "webhook_nonces"
+    __table_args__ = (UniqueConstraint("source", "nonce"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    source: Mapped[str] = mapped_column(String(40))
+    nonce: Mapped[str] = mapped_column(String(200))
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
