@@ -76,6 +76,27 @@ class Settings:
     smtp_timeout: float = 30.0
     smtp_connections: int = 4  # connections in flight per worker process
     smtp_messages_per_connection: int = 500
+    # Email provider APIs (docs/providers.md). API URLs are settings so tests can
+    # point them at local servers; keys are secrets.
+    http_connect_timeout: float = 10.0
+    http_read_timeout: float = 60.0
+    ses_region: str = ""
+    ses_access_key_id: str = ""  # empty: boto3's own chain (instance role, profile)
+    ses_secret_access_key: str = ""
+    ses_endpoint_url: str = ""
+    ses_configuration_set: str = ""
+    ses_connections: int = 8  # SendEmail calls in flight per worker process
+    sendgrid_api_key: str = ""
+    sendgrid_api_url: str = "https://api.sendgrid.com"
+    sendgrid_batch_size: int = 1000
+    postmark_server_token: str = ""
+    postmark_api_url: str = "https://api.postmarkapp.com"
+    postmark_message_stream: str = "broadcast"
+    postmark_batch_size: int = 500
+    mailgun_api_key: str = ""
+    mailgun_domain: str = ""
+    mailgun_api_url: str = "https://api.mailgun.net"
+    mailgun_batch_size: int = 1000
 
     # Sending.
     batch_size: int = 200
@@ -198,6 +219,7 @@ def settings_from(env: dict) -> Settings:
         smtp_messages_per_connection=_int(
             env, "SMTP_MESSAGES_PER_CONNECTION", Settings.smtp_messages_per_connection
         ),
+        **_provider_settings(env),
         batch_size=_int(env, "BATCH_SIZE", Settings.batch_size),
         rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", Settings.retry_attempts),
@@ -239,8 +261,8 @@ def settings_from(env: dict) -> Settings:
         dkim_selector=env.get("DKIM_SELECTOR", ""),
         dkim_domain=env.get("DKIM_DOMAIN", "").strip().lower(),
     )
-    if s.transport not in ("outbox", "smtp"):
-        raise ConfigError(f"TRANSPORT={s.transport!r}: expected one of outbox, smtp")
+    if s.transport not in TRANSPORTS:
+        raise ConfigError(f"TRANSPORT={s.transport!r}: expected one of {', '.join(TRANSPORTS)}")
     if s.smtp_security not in ("starttls", "tls", "none"):
         raise ConfigError(f"SMTP_SECURITY={s.smtp_security!r}: expected starttls, tls or none")
     if s.log_format not in ("text", "json"):
@@ -250,6 +272,34 @@ def settings_from(env: dict) -> Settings:
     if s.batch_size < 1:
         raise ConfigError(f"BATCH_SIZE={s.batch_size}: must be at least 1")
     return s
+
+
+TRANSPORTS = ("outbox", "smtp", "ses", "sendgrid", "postmark", "mailgun")
+
+
+def _provider_settings(env: dict) -> dict:
+    d = Settings
+    return dict(
+        http_connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", d.http_connect_timeout),
+        http_read_timeout=_float(env, "HTTP_READ_TIMEOUT", d.http_read_timeout),
+        ses_region=env.get("SES_REGION", ""),
+        ses_access_key_id=env.get("SES_ACCESS_KEY_ID", ""),
+        ses_secret_access_key=env.get("SES_SECRET_ACCESS_KEY", ""),
+        ses_endpoint_url=env.get("SES_ENDPOINT_URL", ""),
+        ses_configuration_set=env.get("SES_CONFIGURATION_SET", ""),
+        ses_connections=_int(env, "SES_CONNECTIONS", d.ses_connections),
+        sendgrid_api_key=env.get("SENDGRID_API_KEY", ""),
+        sendgrid_api_url=(env.get("SENDGRID_API_URL") or d.sendgrid_api_url).rstrip("/"),
+        sendgrid_batch_size=_int(env, "SENDGRID_BATCH_SIZE", d.sendgrid_batch_size),
+        postmark_server_token=env.get("POSTMARK_SERVER_TOKEN", ""),
+        postmark_api_url=(env.get("POSTMARK_API_URL") or d.postmark_api_url).rstrip("/"),
+        postmark_message_stream=env.get("POSTMARK_MESSAGE_STREAM") or d.postmark_message_stream,
+        postmark_batch_size=_int(env, "POSTMARK_BATCH_SIZE", d.postmark_batch_size),
+        mailgun_api_key=env.get("MAILGUN_API_KEY", ""),
+        mailgun_domain=env.get("MAILGUN_DOMAIN", ""),
+        mailgun_api_url=(env.get("MAILGUN_API_URL") or d.mailgun_api_url).rstrip("/"),
+        mailgun_batch_size=_int(env, "MAILGUN_BATCH_SIZE", d.mailgun_batch_size),
+    )
 
 
 @lru_cache(maxsize=1)

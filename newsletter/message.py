@@ -147,7 +147,19 @@ class MessageTemplate:
             recipient=recipient.email,
             message=self.build(recipient),
             message_id=recipient.message_id,
+            template=self,
+            person=recipient,
         )
+
+    # For provider APIs that personalise a batch themselves (transports/http.py).
+    def bodies(self) -> tuple[str, str]:
+        """The text and HTML with their placeholders, line endings as every message has them."""
+        return _canonical_body(self.text), _canonical_body(self.html)
+
+    def values_for(self, recipient: Recipient) -> tuple[str, dict[str, str]]:
+        """The recipient's name as shown and placeholder values, checked as build checks them."""
+        name = _check_recipient(recipient)
+        return name, _placeholder_values(recipient, name)
 
 
 def build_reference(template: MessageTemplate, recipient: Recipient) -> bytes:

@@ -9,8 +9,11 @@ a retry is said by the status, not left to the caller to guess.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from newsletter.message import MessageTemplate, Recipient
 
 SENT = "sent"
 TEMPORARY = "temporary"  # 4xx, throttling, connection trouble: retry later
@@ -24,6 +27,11 @@ class Envelope:
     recipient: str
     message: bytes  # the complete RFC 5322 message, CRLF line endings
     message_id: str = ""
+    # What the message was built from, for provider APIs that take the issue
+    # once per call and each recipient's values (SendGrid, Mailgun, Postmark).
+    # Set by MessageTemplate.envelope; transports that send the bytes ignore them.
+    template: MessageTemplate | None = field(default=None, compare=False, repr=False)
+    person: Recipient | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
