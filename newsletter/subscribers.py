@@ -25,6 +25,7 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from newsletter.erasure import suppression_keys
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.publications import get_publication
 from newsletter.store.models import (
@@ -64,7 +65,8 @@ def checked_address(raw: str, where: str = "field email") -> str:
 
 
 def is_suppressed(session: Session, email: str) -> bool:
-    return session.scalar(select(exists().where(Suppression.email == email)))
+    """True for a suppressed address, also one erased on request (kept only as a hash)."""
+    return session.scalar(select(exists().where(Suppression.email.in_(suppression_keys(email)))))
 
 
 # -- lists -------------------------------------------------------------------
@@ -521,7 +523,8 @@ def _apply_chunk(session: Session, rows: list[CsvRow], status: str, report: Impo
             .where(Subscriber.email.in_(emails))
         )
     }
-    suppressed = set(session.scalars(select(Suppression.email).where(Suppression.email.in_(emails))))
+    keys = {key: email for email in emails for key in suppression_keys(email)}
+    suppressed = {keys[key] for key in session.scalars(select(Suppression.email).where(Suppression.email.in_(keys)))}
     list_ids = {list_id for row in rows for list_id in row.list_ids}
     memberships = _memberships(session, [row.id for row in existing.values()], list_ids)
     writes, now = _Writes(), utcnow()

@@ -361,6 +361,10 @@ class ProviderEvent(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# Provider events name a message by the id the provider gave when it took it.
+Index("ix_deliveries_provider_message_id", Delivery.provider_message_id)
+
+
 class WebhookNonce(Base):
     """A signed webhook's one-time token, kept while its signature is still fresh,
     so a captured request replayed within that time is refused."""

@@ -41,6 +41,7 @@ def upgrade() -> None:
     op.create_index("ix_provider_events_email_kind", "provider_events", ["email", "kind", "occurred_at"])
     op.create_index("ix_provider_events_received_at", "provider_events", ["received_at"])
     op.create_index("ix_provider_events_delivery_id", "provider_events", ["delivery_id"])
+    op.create_index("ix_deliveries_provider_message_id", "deliveries", ["provider_message_id"])
     op.create_table(
         "webhook_nonces",
         sa.Column("id", ID, nullable=False),
@@ -55,4 +56,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("webhook_nonces")
+    op.drop_index("ix_deliveries_provider_message_id", table_name="deliveries")
     op.drop_table("provider_events")

@@ -1,0 +1,106 @@
+"""Provider webhooks: verify first, then parse into ``events.Event`` values.
+
+Each provider has a module with ``SOURCE`` and ``receive(session, settings,
+inbound, now=None, **options) -> list[Event]``. ``receive`` raises
+``Refused`` (a 4xx) before anything is parsed when a request is not provably
+from the provider, is stale, or was seen before; and ``Malformed`` (a 400)
+when a verified body is not what the provider documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterator, Mapping
+
+from sqlalchemy.orm import Session
+
+from newsletter.config import Settings
+from newsletter.store.models import WebhookNonce, utcnow
+from newsletter.store.upsert import insert_ignore
+
+# How far ahead of our clock a provider's timestamp may be.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class Refused(Exception):
+    """The request is not accepted; nothing was changed."""
+
+    def __init__(self, reason: str, status: int = 403):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class Malformed(Refused):
+    def __init__(self, reason: str):
+        super().__init__(f"malformed body: {reason}", 400)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A webhook request as it arrived: the exact body bytes and the headers."""
+
+    body: bytes
+    headers: Mapping[str, str]
+
+    @classmethod
+    def of(cls, body: bytes, headers) -> "Inbound":
+        return cls(body, {name.lower(): value for name, value in dict(headers).items()})
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+
+def json_body(body: bytes, shape: type = dict):
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise Malformed("not JSON") from None
+    if not isinstance(value, shape):
+        raise Malformed(f"expected a JSON {'object' if shape is dict else 'array'}")
+    return value
+
+
+@contextmanager
+def parsing(what: str) -> Iterator[None]:
+    """A verified body that lacks a field or has one of the wrong type is a 400, not a 500."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise Malformed(f"{what}: {type(exc).__name__} {exc}"[:200]) from None
+
+
+def check_fresh(settings: Settings, signed_at: datetime, now: datetime | None = None) -> None:
+    now = now or utcnow()
+    if signed_at < now - timedelta(seconds=settings.webhook_max_age_seconds) or signed_at > now + CLOCK_SKEW:
+        raise Refused("stale or future timestamp")
+
+
+def unix_time(value) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(value), timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise Malformed("timestamp is not a number of seconds") from None
+
+
+def remember_nonce(session: Session, source: str, nonce: str, now: datetime | None = None) -> None:
+    """Refuse a one-time token seen before (a replayed request)."""
+    row = {"source": source, "nonce": nonce[:200], "seen_at": now or utcnow()}
+    if not session.execute(insert_ignore(session, WebhookNonce, [row], ["source", "nonce"])).rowcount:
+        # 406 also tells Mailgun not to send it again.
+        raise Refused("replayed request", 406)
+
+
+def fingerprint(item) -> str:
+    """A stable key for an event the provider gave no id to."""
+    return hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest()
+
+
+def providers() -> dict:
+    from newsletter.webhooks import mailgun, postmark, sendgrid, ses_sns
+
+    return {module.SOURCE: module for module in (ses_sns, sendgrid, mailgun, postmark)}
