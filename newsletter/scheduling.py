@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError, NotFound, Problem
@@ -22,6 +22,7 @@ from newsletter.store.models import (
     PublicationRow,
     Send,
     SendEvent,
+    Suppression,
     utcnow,
 )
 
@@ -211,6 +212,40 @@ def _transition(session, send_id, from_states, to_state, kind, reason) -> Send:
     _record(session, send_id, kind, reason)
     session.refresh(send)
     return send
+
+
+def retry_failed(session: Session, send_id: int, *, now: datetime | None = None) -> int:
+    """Send again to the recipients whose delivery failed, and to no one else.
+
+    Suppressed addresses (hard bounces, complaints, ...) and hard bounces
+    (5.1.x) stay failed. The rows wait as "retry", due now; the beat tick hands
+    their batches out again (``sending.batches_to_requeue``). A finished send
+    is sending again until they are done. Returns how many rows will be retried.
+    """
+    now = now or utcnow()
+    send = get_send(session, send_id)
+    if send.state not in ("sending", "paused", "finished"):
+        raise InputError(
+            Problem(f"send {send_id}", f"it is {send.state}", "only a send that is sending, paused or finished can retry its failures")
+        )
+    retried = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.send_id == send_id,
+            Delivery.state == "failed",
+            ~exists().where(Suppression.email == Delivery.email),
+            ~or_(Delivery.last_error.like("5.1.%"), Delivery.last_error.like("% 5.1.%")),
+        )
+        .values(state="retry", next_attempt_at=now, claimed_by="", updated_at=now)
+    ).rowcount
+    if retried and send.state == "finished":
+        session.execute(
+            update(Send).where(Send.id == send_id, Send.state == "finished")
+            .values(state="sending", finished_at=None, last_progress_at=now, updated_at=now)
+        )
+    _record(session, send_id, "retry failed", f"{retried} failed recipient(s) to be sent again")
+    session.refresh(send)
+    return retried
 
 
 def publication_of(session: Session, send: Send) -> PublicationRow:

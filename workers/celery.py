@@ -11,10 +11,16 @@ are not kept: the database is the record of what happened.
 
 from __future__ import annotations
 
-from celery import Celery
+import time
+
+from celery import Celery, signals
 from kombu import Queue
 
 from newsletter.config import Settings, get_settings
+from newsletter.logs import configure_logging
+from newsletter.ops.broker import PUBLISHED_AT_HEADER
+from newsletter.ops.heartbeats import HeartbeatThread
+from newsletter.store.db import get_engine
 from workers import queues
 
 
@@ -72,3 +78,50 @@ def make_app(settings: Settings | None = None) -> Celery:
 
 
 app = make_app()
+
+
+# --- what ops sees: logs, message age, worker heartbeats (newsletter.ops) ------------
+
+
+@signals.setup_logging.connect
+def _configure_logging(**_kwargs):
+    # Replaces Celery's own setup: LOG_FORMAT and LOG_LEVEL decide.
+    configure_logging(get_settings())
+
+
+@signals.before_task_publish.connect
+def _stamp_published_at(headers=None, **_kwargs):
+    # Lets `newsletter ops status` tell how long the oldest message has waited.
+    if headers is not None:
+        headers.setdefault(PUBLISHED_AT_HEADER, time.time())
+
+
+_heartbeat: HeartbeatThread | None = None
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender, **_kwargs):
+    global _heartbeat
+    from celery.worker import state
+
+    _heartbeat = HeartbeatThread(
+        get_settings(),
+        node=sender.hostname,
+        queues=tuple(q.name for q in sender.task_consumer.queues),
+        concurrency=sender.controller.concurrency,
+        active_tasks=lambda: len(state.active_requests),
+    )
+    _heartbeat.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_kwargs):
+    if _heartbeat is not None:
+        _heartbeat.stop()
+
+
+@signals.worker_process_init.connect
+def _own_database_connections(**_kwargs):
+    # A pool process forked after the heartbeat connected must not share its
+    # parent's connections.
+    get_engine().dispose(close=False)

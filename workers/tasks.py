@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import worker_process_shutdown
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown
+from sqlalchemy import select
 
 from newsletter import sending
 from newsletter.config import get_settings
+from newsletter.logs import bind_log_context, reset_log_context
+from newsletter.ops.heartbeats import record_batch_run
 from newsletter.ratelimit import make_rate_limiter
 from newsletter.store.db import session_scope
+from newsletter.store.models import Batch, utcnow
 from newsletter.transports import make_transport
 from workers.celery import app
 
@@ -48,11 +52,34 @@ def tick() -> None:
 
 @app.task(ignore_result=True)
 def deliver_batch(batch_id: int) -> None:
+    started = utcnow()
     with session_scope() as session:
         report = deliverer().deliver_batch(session, batch_id)
+        send_id = session.scalar(select(Batch.send_id).where(Batch.id == batch_id))
+        if send_id is not None:
+            record_batch_run(session, report, send_id=send_id, worker=deliverer().identity, started_at=started)
     log.info(
         "batch %s: %s sent, %s failed, %s retry, %s skipped%s",
         batch_id, report.sent, report.failed, report.retry, report.skipped,
         f", stopped: {report.stopped}" if report.stopped else "",
         extra={"batch_id": batch_id},
     )
+
+
+# Every log line of a batch task, Celery's own included, carries its send and batch.
+_log_tokens: dict = {}
+
+
+@task_prerun.connect(sender=deliver_batch)
+def _bind_batch_to_logs(task_id=None, args=(), **_kwargs):
+    batch_id = args[0] if args else None
+    with session_scope() as session:
+        send_id = session.scalar(select(Batch.send_id).where(Batch.id == batch_id))
+    _log_tokens[task_id] = bind_log_context(send_id=send_id, batch_id=batch_id)
+
+
+@task_postrun.connect(sender=deliver_batch)
+def _unbind_batch_from_logs(task_id=None, **_kwargs):
+    token = _log_tokens.pop(task_id, None)
+    if token is not None:
+        reset_log_context(token)

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "newsletter.cli.subscribers",
     "newsletter.cli.sends",
     "newsletter.cli.demo",
+    "newsletter.cli.ops",
 )
 
 

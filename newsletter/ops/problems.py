@@ -1,0 +1,111 @@
+"""What needs an operator's attention, said plainly, with what to do about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from newsletter.config import Settings
+from newsletter.ops.broker import QueueStats
+from newsletter.ops.heartbeats import WorkerStatus
+from newsletter.ops.sends import SendStatus
+
+# Mailbox providers start filtering or blocking senders above this complaint rate.
+COMPLAINT_RATE_PROVIDERS_ACT = 0.003
+
+WARNING = "warning"
+CRITICAL = "critical"
+
+
+@dataclass(frozen=True)
+class OpsProblem:
+    kind: str  # stalled_send | orphaned_claims | worker_gone | queue_without_consumer | ...
+    severity: str  # warning | critical
+    subject: str  # "send 12", "queue send", "worker send@host"
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.message}" + (f" ({self.fix})" if self.fix else "")
+
+
+def find_problems(
+    settings: Settings, queues: list[QueueStats], workers: list[WorkerStatus], sends: list[SendStatus], now: datetime
+) -> list[OpsProblem]:
+    problems = queue_problems(queues, workers) + worker_problems(workers)
+    for send in sends:
+        problems += send_problems(settings, send, now)
+    return problems
+
+
+def queue_problems(queues: list[QueueStats], workers: list[WorkerStatus]) -> list[OpsProblem]:
+    consumed = {q for w in workers if w.alive for q in w.queues}
+    return [
+        OpsProblem(
+            "queue_without_consumer", CRITICAL, f"queue {q.name}",
+            f"{q.depth} message(s) waiting and no running worker consumes this queue",
+            f"start a worker with --queues {q.name} (see the Procfile)",
+        )
+        for q in queues
+        if q.depth and q.name not in consumed
+    ]
+
+
+def worker_problems(workers: list[WorkerStatus]) -> list[OpsProblem]:
+    return [
+        OpsProblem(
+            "worker_gone", WARNING, f"worker {w.node}",
+            f"no heartbeat for {w.seconds_since_seen:.0f}s (pid {w.pid} on {w.hostname})",
+            "check the process manager's log for it; its claimed rows are taken over once stale",
+        )
+        for w in workers
+        if w.state == "gone"
+    ]
+
+
+def send_problems(settings: Settings, send: SendStatus, now: datetime) -> list[OpsProblem]:
+    subject = f"send {send.send_id}"
+    problems = []
+    if send.state == "sending" and send.pending and send.last_progress_at:
+        idle = (now - send.last_progress_at).total_seconds()
+        if idle > settings.stall_warning_seconds:
+            problems.append(OpsProblem(
+                "stalled_send", CRITICAL, subject, f"no progress for {idle:.0f}s with {send.pending} recipient(s) to go",
+                "check that send workers are running and the transport answers (newsletter ops status)",
+            ))
+    if send.orphaned_claims:
+        problems.append(OpsProblem(
+            "orphaned_claims", WARNING, subject,
+            f"{send.orphaned_claims} recipient row(s) claimed by a worker that is gone or has held them too long",
+            "they are released when the batch is handed out again; keep a send worker running",
+        ))
+    if send.state == "paused" and send.paused_reason.startswith("error budget"):
+        problems.append(OpsProblem(
+            "paused_by_error_budget", CRITICAL, subject, send.paused_reason,
+            f"fix the cause, then `newsletter sends resume {send.send_id}`",
+        ))
+    return problems + rate_problems(settings, send)
+
+
+def rate_problems(settings: Settings, send: SendStatus) -> list[OpsProblem]:
+    subject = f"send {send.send_id}"
+    problems = []
+    if send.bounce_rate > settings.bounce_rate_warning:
+        problems.append(OpsProblem(
+            "bounce_rate", WARNING, subject,
+            f"bounce rate {send.bounce_rate:.2%} ({send.bounces} bounces) is above {settings.bounce_rate_warning:.2%}",
+            "clean the list: remove addresses that bounce, confirm old sign-ups",
+        ))
+    if send.complaint_rate >= COMPLAINT_RATE_PROVIDERS_ACT:
+        severity, limit = CRITICAL, COMPLAINT_RATE_PROVIDERS_ACT
+    elif send.complaint_rate > settings.complaint_rate_warning:
+        severity, limit = WARNING, settings.complaint_rate_warning
+    else:
+        return problems
+    problems.append(OpsProblem(
+        "complaint_rate", severity, subject,
+        f"complaint rate {send.complaint_rate:.2%} ({send.complaints} complaints) is at or above {limit:.2%}"
+        + ("; mailbox providers act at this level" if severity == CRITICAL else ""),
+        "consider pausing; check the list's consent and the unsubscribe link",
+    ))
+    return problems

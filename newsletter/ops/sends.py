@@ -1,0 +1,199 @@
+"""Every active or recent send as an operator sees it: counts, rate, finish
+time, errors grouped by reason, bounces and complaints. All from the ledger."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from newsletter.sending import ACTIVE_ROW_STATES, claimer_is_gone, progress
+from newsletter.store.models import Delivery, IssueRow, MailingList, PublicationRow, Send, Suppression
+
+RATE_WINDOW = timedelta(seconds=60)
+RECENT = timedelta(hours=6)  # finished sends stay on the board this long
+SCHEDULED_SHOWN = 5
+_GAVE_UP = re.compile(r"^gave up after \d+ attempts: ")
+_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
+_PERMANENT_CODE = re.compile(r"(^|\s)(5\d\d(\s|$)|5\.\d{1,3}\.\d{1,3}\b)")
+
+
+@dataclass(frozen=True)
+class ErrorGroup:
+    reason: str
+    count: int
+
+
+@dataclass
+class SendStatus:
+    send_id: int
+    publication: str
+    issue: str
+    list: str
+    state: str
+    audience: int
+    sent: int
+    failed: int
+    skipped: int
+    cancelled: int
+    pending: int
+    possible_duplicates: int
+    orphaned_claims: int  # rows held by a worker that is gone, or for too long
+    rate_per_second: float
+    expected_finish_at: datetime | None
+    scheduled_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_progress_at: datetime | None
+    paused_reason: str
+    bounces: int
+    complaints: int
+    errors: list[ErrorGroup] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed + self.skipped + self.cancelled
+
+    @property
+    def bounce_rate(self) -> float:
+        attempted = self.sent + self.failed
+        return self.bounces / attempted if attempted else 0.0
+
+    @property
+    def complaint_rate(self) -> float:
+        return self.complaints / self.sent if self.sent else 0.0
+
+
+@dataclass(frozen=True)
+class ScheduledSend:
+    send_id: int
+    publication: str
+    issue: str
+    list: str
+    scheduled_at: datetime
+
+
+def _labelled(query):
+    return (
+        query.join(IssueRow, IssueRow.id == Send.issue_id)
+        .join(MailingList, MailingList.id == Send.list_id)
+        .join(PublicationRow, PublicationRow.id == IssueRow.publication_id)
+    )
+
+
+def send_statuses(session: Session, claim_timeout_seconds: int, now: datetime, limit: int = 20) -> list[SendStatus]:
+    """Sends that are sending or paused, and those that ended in the last hours."""
+    query = _labelled(select(Send, PublicationRow.slug, IssueRow.slug, MailingList.slug)).where(
+        or_(Send.state.in_(("sending", "paused")), and_(Send.state.in_(("finished", "cancelled")), Send.finished_at >= now - RECENT))
+    ).order_by(Send.id.desc()).limit(limit)
+    return [
+        send_status(session, send, (publication, issue, list_slug), claim_timeout_seconds, now)
+        for send, publication, issue, list_slug in session.execute(query).all()
+    ]
+
+
+def scheduled_sends(session: Session, limit: int = SCHEDULED_SHOWN) -> list[ScheduledSend]:
+    query = _labelled(select(Send.id, PublicationRow.slug, IssueRow.slug, MailingList.slug, Send.scheduled_at))
+    query = query.where(Send.state == "scheduled").order_by(Send.scheduled_at, Send.id).limit(limit)
+    return [ScheduledSend(*row) for row in session.execute(query).all()]
+
+
+def send_status(session: Session, send: Send, labels: tuple[str, str, str], claim_timeout_seconds: int,
+                now: datetime) -> SendStatus:
+    p = progress(session, send.id)
+    rate = sending_rate(session, send, now)
+    pending = p.pending
+    finish = now + timedelta(seconds=pending / rate) if send.state == "sending" and rate > 0 and pending else None
+    errors = error_groups(session, send.id)
+    return SendStatus(
+        send_id=send.id, publication=labels[0], issue=labels[1], list=labels[2], state=send.state,
+        audience=send.audience_size, sent=p.counts.get("sent", 0), failed=p.counts.get("failed", 0),
+        skipped=p.counts.get("skipped", 0), cancelled=p.counts.get("cancelled", 0), pending=pending,
+        possible_duplicates=p.possible_duplicates,
+        orphaned_claims=orphaned_claims(session, send.id, claim_timeout_seconds, now),
+        rate_per_second=rate, expected_finish_at=finish, scheduled_at=send.scheduled_at,
+        started_at=send.started_at, finished_at=send.finished_at, last_progress_at=send.last_progress_at,
+        paused_reason=send.paused_reason, bounces=bounces(session, send),
+        complaints=suppressed_since_start(session, send, ("complaint",)),
+        errors=errors,
+    )
+
+
+def sending_rate(session: Session, send: Send, now: datetime) -> float:
+    """Messages per second over the last minute (or since the start, if sooner)."""
+    if send.started_at is None:
+        return 0.0
+    since = max(now - RATE_WINDOW, send.started_at)
+    seconds = max((now - since).total_seconds(), 1.0)
+    sent = session.scalar(
+        select(func.count()).select_from(Delivery)
+        .where(Delivery.send_id == send.id, Delivery.state == "sent", Delivery.sent_at > since)
+    )
+    return (sent or 0) / seconds
+
+
+def orphaned_claims(session: Session, send_id: int, claim_timeout_seconds: int, now: datetime) -> int:
+    """Rows claimed by a worker that is gone, or claimed for longer than the claim timeout.
+
+    They are released when a worker claims their batch again (the beat
+    re-enqueues a batch once its send has made no progress for the timeout).
+    """
+    held = session.execute(
+        select(Delivery.claimed_by, Delivery.claimed_at)
+        .where(Delivery.send_id == send_id, Delivery.state.in_(ACTIVE_ROW_STATES))
+    ).all()
+    stale = now - timedelta(seconds=claim_timeout_seconds)
+    gone = {holder for holder in {h for h, _ in held} if claimer_is_gone(holder)}
+    return sum(1 for holder, claimed_at in held if holder in gone or (claimed_at and claimed_at < stale))
+
+
+def error_groups(session: Session, send_id: int, shown: int = 5) -> list[ErrorGroup]:
+    """Why rows failed or wait for a retry, most common reason first."""
+    counts = Counter()
+    for text, count in _error_texts(session, send_id, ("failed", "retry")):
+        counts[error_reason(text)] += count
+    return [ErrorGroup(reason, count) for reason, count in counts.most_common(shown)]
+
+
+def _error_texts(session: Session, send_id: int, states: tuple[str, ...]):
+    return session.execute(
+        select(Delivery.last_error, func.count())
+        .where(Delivery.send_id == send_id, Delivery.state.in_(states), Delivery.last_error != "")
+        .group_by(Delivery.last_error)
+    ).all()
+
+
+def error_reason(text: str) -> str:
+    """One reason for many rows: the attempt count and the address taken out."""
+    reason = _ADDRESS.sub("<address>", _GAVE_UP.sub("", text.strip()))
+    return reason[:160]
+
+
+def is_permanent_failure(text: str) -> bool:
+    return bool(_PERMANENT_CODE.search(_GAVE_UP.sub("", text)))
+
+
+def bounces(session: Session, send: Send) -> int:
+    """Failed rows the server refused for good (5xx / 5.x.x), plus hard bounces
+    reported later for this send's recipients."""
+    failed = sum(count for text, count in _error_texts(session, send.id, ("failed",)) if is_permanent_failure(text))
+    # A hard bounce found at sending time is both a failed row and a suppression.
+    later = suppressed_since_start(session, send, ("hard_bounce",), exclude_failed=True)
+    return failed + later
+
+
+def suppressed_since_start(session: Session, send: Send, reasons: tuple[str, ...], exclude_failed: bool = False) -> int:
+    if send.started_at is None:
+        return 0
+    query = (
+        select(func.count()).select_from(Suppression)
+        .join(Delivery, and_(Delivery.email == Suppression.email, Delivery.send_id == send.id))
+        .where(Suppression.reason.in_(reasons), Suppression.created_at >= send.started_at)
+    )
+    if exclude_failed:
+        query = query.where(Delivery.state != "failed")
+    return session.scalar(query) or 0
