@@ -15,9 +15,12 @@ from newsletter.config import Settings, get_settings
 # module -> URL prefix; each module defines ``blueprint``.
 BLUEPRINTS = {
     "newsletter.web.public": "",
+    "newsletter.web.unsubscribe": "",
     "newsletter.web.webhooks": "/webhooks",
     "newsletter.web.ops": "/ops",
     "newsletter.web.health": "",
+    "newsletter.web.metrics": "",
+    "newsletter.web.archive": "",  # the web copy: /<publication>/...
 }
 
 
