@@ -36,7 +36,7 @@ from newsletter.store.models import (
     WebhookNonce,
     utcnow,
 )
-from newsletter.store.upsert import insert_ignore
+from newsletter.store.upsert import dialect_insert
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,12 @@ def _record(session: Session, settings: Settings, event: Event, now: datetime, r
     from newsletter import erasure
 
     email = normalised(event.email)
+    delivery = find_delivery(session, event)
+    if delivery is not None and delivery.email.lower() == email.lower():
+        email = delivery.email  # as we sent it, whatever case a provider reports
     if erasure.is_erased(session, email):
         # Do not write an erased address back into the database.
         email = erasure.hashed_address(email)
-    delivery = find_delivery(session, event)
     row = {
         "source": event.source, "key": event.key[:300], "kind": event.kind, "bounce": event.bounce,
         "email": email, "delivery_id": delivery.id if delivery else None,
@@ -115,8 +117,7 @@ def _record(session: Session, settings: Settings, event: Event, now: datetime, r
         "detail": event.detail[:2000], "raw": event.raw or None,
         "occurred_at": event.occurred_at, "received_at": now,
     }
-    inserted = session.execute(insert_ignore(session, ProviderEvent, [row], ["source", "key"])).rowcount
-    if not inserted:
+    if not insert_once(session, ProviderEvent, row, ["source", "key"]):
         report.duplicates += 1  # providers send events twice; the first copy counted
         return
     report.recorded += 1
@@ -197,6 +198,15 @@ def find_delivery(session: Session, event: Event) -> Delivery | None:
             select(Delivery).where(Delivery.provider_message_id == event.provider_message_id).limit(1)
         ).first()
     return None
+
+
+def insert_once(session: Session, model, row: dict, unique: list[str]) -> bool:
+    """Insert ``row`` unless one with the same unique columns exists; True if inserted.
+
+    (RETURNING, because a driver may not count rows an ON CONFLICT skipped.)
+    """
+    statement = dialect_insert(session, model).values(row).on_conflict_do_nothing(index_elements=unique)
+    return session.execute(statement.returning(model.id)).scalar() is not None
 
 
 def delivery_id_from_message_id(message_id: str) -> int | None:

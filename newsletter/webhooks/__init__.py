@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.store.models import WebhookNonce, utcnow
-from newsletter.store.upsert import insert_ignore
 
 # How far ahead of our clock a provider's timestamp may be.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -89,8 +88,10 @@ def unix_time(value) -> datetime:
 
 def remember_nonce(session: Session, source: str, nonce: str, now: datetime | None = None) -> None:
     """Refuse a one-time token seen before (a replayed request)."""
+    from newsletter.events import insert_once
+
     row = {"source": source, "nonce": nonce[:200], "seen_at": now or utcnow()}
-    if not session.execute(insert_ignore(session, WebhookNonce, [row], ["source", "nonce"])).rowcount:
+    if not insert_once(session, WebhookNonce, row, ["source", "nonce"]):
         # 406 also tells Mailgun not to send it again.
         raise Refused("replayed request", 406)
 
