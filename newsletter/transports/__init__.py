@@ -1,6 +1,16 @@
 """Ways of handing messages over: one interface, a small module per provider."""
 
+import importlib
+
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport, TransportError
+
+# TRANSPORT value -> module and class; imported only when chosen (SES needs boto3).
+PROVIDERS = {
+    "ses": ("ses", "SesTransport"),
+    "sendgrid": ("sendgrid", "SendGridTransport"),
+    "postmark": ("postmark", "PostmarkTransport"),
+    "mailgun": ("mailgun", "MailgunTransport"),
+}
 
 __all__ = ["Envelope", "Result", "Transport", "TransportError", "SENT", "TEMPORARY", "PERMANENT", "make_transport"]
 
@@ -15,4 +25,8 @@ def make_transport(settings) -> Transport:
         from newsletter.transports.smtp import SmtpTransport
 
         return SmtpTransport.from_settings(settings)
+    if settings.transport in PROVIDERS:
+        module_name, class_name = PROVIDERS[settings.transport]
+        module = importlib.import_module(f"newsletter.transports.{module_name}")
+        return getattr(module, class_name).from_settings(settings)
     raise TransportError(f"unknown transport {settings.transport!r}")
