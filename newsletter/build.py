@@ -20,11 +20,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from newsletter.checks import check_issue
 from newsletter.content import MANIFEST_FILE, load_issue
 from newsletter.errors import InputError, Problem
 from newsletter.issue import Issue
 from newsletter.message import MessageTemplate, Recipient, make_list_id, make_message_id
+from newsletter.publishing import checked_render
 from newsletter.render import RenderedIssue, render_issue
 from newsletter.webcopy import write_site
 
@@ -50,11 +50,8 @@ class BuildResult:
 def build_issue(folder: Path, out_dir: Path, templates_dir: Path | None = None) -> BuildResult:
     """Load, render, check and write an issue; raise InputError if any check finds an error."""
     folder, out_dir = Path(folder), Path(out_dir)
-    issue = load_issue(folder)
-    rendered = render_issue(issue, templates_dir)
-    problems = check_issue(issue, rendered)
-    if any(p.is_error for p in problems):
-        raise InputError(problems)
+    rendered, problems = checked_render(folder, templates_dir)
+    issue = rendered.issue
     archive, skipped = _archive_issues(issue, rendered, templates_dir)
     result = BuildResult(out_dir, issue, rendered, warnings=problems + skipped)
     _write_atomically(out_dir, lambda staging: _write_outputs(staging, result, archive, templates_dir))

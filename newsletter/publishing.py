@@ -14,7 +14,7 @@ def checked_render(folder: Path, templates_dir: Path | None = None) -> tuple[Ren
     """Load, render and check; raise InputError on any error, return the warnings."""
     issue = load_issue(folder)
     rendered = render_issue(issue, templates_dir)
-    problems = list(rendered.problems) + check_issue(issue, rendered)
+    problems = check_issue(issue, rendered)
     errors = [p for p in problems if p.is_error]
     if errors:
         raise InputError(errors + [p for p in problems if not p.is_error])

@@ -15,7 +15,21 @@ from rich.console import Console
 from newsletter.config import ConfigError
 from newsletter.errors import InputError, NewsletterError
 
-err_console = Console(stderr=True)
+
+
+class LazyConsole:
+    """A rich Console made at the moment it prints, so it sees the terminal
+    (and COLUMNS) of that moment rather than of import time."""
+
+    def __init__(self, **options):
+        self._options = options
+
+    def __getattr__(self, name):
+        return getattr(Console(**self._options), name)
+
+
+console = LazyConsole()
+err_console = LazyConsole(stderr=True)
 
 # Modules that add commands to ``main``; one per area.
 COMMAND_MODULES = (

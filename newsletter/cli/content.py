@@ -10,17 +10,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from newsletter import placeholders
 from newsletter.build import SAMPLE_READER, build_issue
 from newsletter.checks import check_issue
-from newsletter.cli import main
+from newsletter.cli import LazyConsole, main
 from newsletter.content import load_issue
 from newsletter.errors import InputError, Problem
 from newsletter.render import RenderedIssue, render_issue
 
-console = Console(highlight=False, soft_wrap=True)
+console = LazyConsole(highlight=False, soft_wrap=True)
 
 folder_argument = click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 templates_option = click.option(

@@ -5,17 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from newsletter import scheduling, sending
-from newsletter.cli import main
+from newsletter.cli import LazyConsole, main
 from newsletter.config import get_settings
 from newsletter.errors import InputError, Problem
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
 
-console = Console()
+console = LazyConsole()
 
 
 def _session():

@@ -12,19 +12,18 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import click
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
 from newsletter import subscribers as subs
-from newsletter.cli import err_console, main
+from newsletter.cli import LazyConsole, err_console, main
 from newsletter.config import get_settings
 from newsletter.errors import InputError, Problem
 from newsletter.publications import known_publications, list_publications
 from newsletter.store import migrate
 from newsletter.store.db import session_scope
 
-console = Console()
+console = LazyConsole()
 PROBLEMS_SHOWN = 50  # an import of a wrong file could otherwise print a line per row
 
 
