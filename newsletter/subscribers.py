@@ -22,12 +22,12 @@ from typing import Iterable, Iterator, TextIO
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.erasure import suppression_keys
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.publications import get_publication
+from newsletter.store.upsert import insert_ignoring
 from newsletter.store.models import (
     MailingList,
     Membership,
@@ -597,7 +597,7 @@ def _plan_subscriber_update(row: CsvRow, current, now, writes: _Writes) -> bool:
 
 def _write(session: Session, writes: _Writes, status: str, now) -> None:
     if writes.new_subscribers:
-        session.execute(_insert_ignoring(session, Subscriber, ["email"]), writes.new_subscribers)
+        session.execute(insert_ignoring(session, Subscriber, ["email"]), writes.new_subscribers)
     if writes.subscriber_updates:
         session.execute(update(Subscriber), writes.subscriber_updates)
     if writes.membership_updates:
@@ -608,22 +608,12 @@ def _write(session: Session, writes: _Writes, status: str, now) -> None:
             {"list_id": list_id, "subscriber_id": ids[email], "status": status, "created_at": now, "updated_at": now}
             for email, list_id in writes.new_memberships
         ]
-        session.execute(_insert_ignoring(session, Membership, ["list_id", "subscriber_id"]), rows)
+        session.execute(insert_ignoring(session, Membership, ["list_id", "subscriber_id"]), rows)
 
 
 def _subscriber_ids(session: Session, emails: set[str]) -> dict[str, int]:
     found = session.execute(select(Subscriber.email, Subscriber.id).where(Subscriber.email.in_(emails)))
     return {email: subscriber_id for email, subscriber_id in found}
-
-
-def _insert_ignoring(session: Session, model, unique_columns: list[str]):
-    """INSERT .. ON CONFLICT DO NOTHING: a row added meanwhile by someone else is kept."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(model).on_conflict_do_nothing(index_elements=unique_columns)
-    if dialect == "sqlite":
-        return sqlite.insert(model).on_conflict_do_nothing(index_elements=unique_columns)
-    raise NotImplementedError(f"imports support SQLite and PostgreSQL, not {dialect}")
 
 
 # -- CSV export --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""INSERT .. ON CONFLICT for the two databases we run on."""
+"""INSERT .. ON CONFLICT DO NOTHING for the two databases we run on."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 
-def dialect_insert(session: Session, model):
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(model)
-    if name == "sqlite":
-        return sqlite.insert(model)
-    raise NotImplementedError(f"no INSERT .. ON CONFLICT for {name}")
+def insert_ignoring(session: Session, model, unique_columns: list[str]):
+    """An INSERT that keeps a row already there (by the unique columns), e.g. one
+    added meanwhile by someone else. Execute it with a list of row dicts."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing(index_elements=unique_columns)
+    if dialect == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing(index_elements=unique_columns)
+    raise NotImplementedError(f"SQLite and PostgreSQL are supported, not {dialect}")
 
 
 def insert_ignore(session: Session, model, rows: list[dict], conflict_columns: list[str]):
-    """An INSERT that leaves existing rows (by the unique columns) untouched."""
-    return dialect_insert(session, model).values(rows).on_conflict_do_nothing(index_elements=conflict_columns)
+    """``insert_ignoring`` with its rows bound, for a single statement."""
+    return insert_ignoring(session, model, conflict_columns).values(rows)
