@@ -36,7 +36,7 @@ from newsletter.store.models import (
     WebhookNonce,
     utcnow,
 )
-from newsletter.store.upsert import dialect_insert
+from newsletter.store.upsert import insert_ignore
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,8 @@ def insert_once(session: Session, model, row: dict, unique: list[str]) -> bool:
 
     (RETURNING, because a driver may not count rows an ON CONFLICT skipped.)
     """
-    statement = dialect_insert(session, model).values(row).on_conflict_do_nothing(index_elements=unique)
-    return session.execute(statement.returning(model.id)).scalar() is not None
+    statement = insert_ignore(session, model, [row], unique).returning(model.id)
+    return session.execute(statement).scalar() is not None
 
 
 def delivery_id_from_message_id(message_id: str) -> int | None:
