@@ -196,9 +196,11 @@ def _claim_email_slot(session: Session, subscriber_id: int, now: datetime, windo
     """The previous send time (None if never) when we may email now; False if not."""
     row = session.scalars(select(ConfirmationEmail).where(ConfirmationEmail.subscriber_id == subscriber_id)).first()
     if row is None:
+        # RETURNING, not rowcount: PostgreSQL reports no count for this INSERT.
         inserted = session.execute(insert_ignore(session, ConfirmationEmail, [
-            {"subscriber_id": subscriber_id, "last_sent_at": now, "emails_sent": 1}], ["subscriber_id"])).rowcount
-        return None if inserted == 1 else False  # someone else claimed it just now
+            {"subscriber_id": subscriber_id, "last_sent_at": now, "emails_sent": 1}], ["subscriber_id"])
+            .returning(ConfirmationEmail.id)).first()
+        return None if inserted is not None else False  # else someone claimed it just now
     previous = row.last_sent_at
     claimed = session.execute(
         update(ConfirmationEmail)
