@@ -70,7 +70,7 @@ def _prepare(settings, folder: Path, count: int, delay: int):
     from newsletter.store.issues import store_issue
     from newsletter.store.migrate import upgrade
     from newsletter.store.models import utcnow
-    from newsletter.subscribers import create_list, get_list, import_csv
+    from newsletter.subscribers import create_list, get_list, import_csv, list_lists
 
     console.print(f"[bold]1.[/] Building the sample issue from {SAMPLE.relative_to(PROJECT_ROOT)}")
     result = build_issue(SAMPLE, folder / "build", settings.templates_dir)
@@ -81,9 +81,14 @@ def _prepare(settings, folder: Path, count: int, delay: int):
     _write_subscribers(csv_path, count)
     with session_scope(settings) as session:
         issue_row = store_issue(session, rendered)
-        create_list(session, publication.slug, LIST_SLUG, "Demo readers", "Made-up subscribers for the demo")
+        if not any(row.slug == LIST_SLUG for row in list_lists(session, publication.slug)):
+            # On a database of its own (DATABASE_URL) a second demo reuses the list.
+            create_list(session, publication.slug, LIST_SLUG, "Demo readers", "Made-up subscribers for the demo")
         report = import_csv(session, csv_path, [LIST_SLUG], publication_slug=publication.slug)
-        console.print(f"[bold]2.[/] Imported {report.added} made-up subscribers from {csv_path.name}")
+        console.print(
+            f"[bold]2.[/] Imported {report.added + report.unchanged + report.updated} made-up subscribers "
+            f"from {csv_path.name}"
+        )
         mailing_list = get_list(session, publication.slug, LIST_SLUG)
         at = utcnow() + timedelta(seconds=delay)
         send = scheduling.schedule_send(session, issue_row, mailing_list, at, batch_size=settings.batch_size)
