@@ -16,6 +16,7 @@ import json
 import re
 import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections import deque
 from dataclasses import dataclass, field
 from email import policy
@@ -23,7 +24,7 @@ from email.parser import BytesParser
 
 import pytest
 import requests
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 SENDGRID_KEY = "SG.test-key"
@@ -70,7 +71,7 @@ def parse_address(value: str) -> tuple[str, str]:
 
 
 class FakeProvider:
-    """A WSGI app on a loopback port that records calls and answers like a provider."""
+    """A server on a loopback port that records calls and answers like a provider."""
 
     def __init__(self):
         self.calls: list[Request] = []
@@ -98,7 +99,9 @@ class FakeProvider:
 
     # serving
     def start(self) -> FakeProvider:
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_KeepAlive)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
+        self._server.daemon_threads = True
+        self._server.provider = self
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
@@ -112,15 +115,12 @@ class FakeProvider:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_port}"
 
-    def _wsgi(self, environ, start_response):
-        request = Request(environ)
+    def respond(self, request: Request) -> Response:
         request.get_data(cache=True)
         with self._lock:
             self.calls.append(request)
             response = self._scripted.popleft() if self._scripted else None
-        if response is None:
-            response = self.handle(request)
-        return response(environ, start_response)
+        return response if response is not None else self.handle(request)
 
     def handle(self, request: Request) -> Response:
         raise NotImplementedError
@@ -130,9 +130,33 @@ class FakeProvider:
             self.delivered.append(delivered)
 
 
-class _KeepAlive(WSGIRequestHandler):
-    # HTTP/1.1 keeps connections open between calls, as providers' servers do.
+class _KeepAlive(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive, as providers' servers speak it (werkzeug's own
+    development server closes every connection)."""
+
     protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        path, _, query = self.path.partition("?")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        builder = EnvironBuilder(
+            path=path, query_string=query, method=self.command, headers=list(self.headers.items()), data=body,
+            environ_overrides={"REMOTE_ADDR": self.client_address[0], "REMOTE_PORT": self.client_address[1]},
+        )
+        response = self.server.provider.respond(Request(builder.get_environ()))
+        data = response.get_data()
+        self.send_response(response.status_code)
+        for name, value in response.headers.items():
+            if name.lower() != "content-length":
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PUT = do_DELETE = do_POST
+
+    def log_message(self, *args):
+        pass
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
