@@ -1,0 +1,240 @@
+"""Bounces for SMTP setups: VERP return paths and a bounce mailbox reader.
+
+Each message's envelope sender is ``bounces+<delivery id>-<tag>@<bounce
+domain>``; the tag is an HMAC of the id, so a bounce names its ledger row
+and nobody can forge one that names another. The mailbox that receives those
+addresses is read from a Maildir folder or over IMAP:
+
+- delivery status notifications (RFC 3464): Action failed with Status 5.x.x
+  is a hard bounce, 4.x.x a soft one; "delayed" is only a notice, not a bounce;
+- feedback reports (RFC 5965, ARF): a complaint.
+
+Anything else in the mailbox (auto-replies, people writing back) is left
+alone, marked as read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import imaplib
+import mailbox
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email import message_from_bytes, policy
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy.orm import Session
+
+from newsletter.config import Settings
+from newsletter.errors import InputError, Problem
+from newsletter.events import BOUNCED, COMPLAINED, HARD, SOFT, Event, EventReport, record_events
+
+SOURCE = "mailbox"
+_VERP = re.compile(r"bounces\+(\d+)-([0-9a-f]{12})@", re.IGNORECASE)
+_STATUS = re.compile(r"([245])\.\d{1,3}\.\d{1,3}")
+_RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To")
+
+
+# --- VERP ---------------------------------------------------------------------------
+
+
+def verp_address(settings: Settings, delivery_id: int) -> str:
+    return f"bounces+{delivery_id}-{_tag(settings.signing_keys[0], delivery_id)}@{settings.bounce_domain}"
+
+
+def delivery_from_verp(settings: Settings, address: str) -> int | None:
+    """The delivery id a VERP address names, if its tag is ours (any current key)."""
+    match = _VERP.search(address or "")
+    if not match:
+        return None
+    delivery_id, tag = int(match.group(1)), match.group(2).lower()
+    if any(hmac.compare_digest(tag, _tag(key, delivery_id)) for key in settings.signing_keys):
+        return delivery_id
+    return None
+
+
+def _tag(key: str, delivery_id: int) -> str:
+    # Lower-case hex: some servers change the case of local parts.
+    return hmac.new(key.encode(), f"verp:{delivery_id}".encode(), hashlib.sha256).hexdigest()[:12]
+
+
+# --- reading one message --------------------------------------------------------------
+
+
+def events_in(settings: Settings, raw: bytes) -> list[Event]:
+    """The bounce or complaint events one received message reports (often none)."""
+    message = message_from_bytes(raw, policy=policy.compat32)
+    if message.get_content_type() != "multipart/report":
+        return []
+    report_type = (message.get_param("report-type") or "").lower()
+    delivery_id = _verp_delivery(settings, message)
+    key_base = message.get("Message-ID") or hashlib.sha256(raw).hexdigest()
+    common = {"source": SOURCE, "delivery_id": delivery_id, "message_id": _original_message_id(message),
+              "occurred_at": _date(message), "raw": raw.decode("utf-8", "replace")}
+    if report_type == "delivery-status":
+        return _dsn_events(message, key_base, common)
+    if report_type == "feedback-report":
+        return _arf_events(settings, message, key_base, common)
+    return []
+
+
+def _dsn_events(message: Message, key_base: str, common: dict) -> list[Event]:
+    status_part = _part(message, "message/delivery-status")
+    if status_part is None:
+        return []
+    # The first block is about the message; each further one about a recipient.
+    blocks = status_part.get_payload()[1:] if status_part.is_multipart() else []
+    found = []
+    for block in blocks:
+        action = (block.get("Action") or "").strip().lower()
+        status = _STATUS.search(block.get("Status") or "")
+        recipient = _address_of(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
+        if action != "failed" or not status or not recipient or status.group(1) == "2":
+            continue  # delayed, delivered, relayed, expanded: not bounces
+        diagnostic = " ".join((block.get("Diagnostic-Code") or "").split())
+        found.append(Event(key=f"{key_base}:{recipient}", kind=BOUNCED, bounce=HARD if status.group(1) == "5" else SOFT,
+                           email=recipient, detail=f"{status.group(0)} {diagnostic}".strip(), **common))
+    return found
+
+
+def _arf_events(settings: Settings, message: Message, key_base: str, common: dict) -> list[Event]:
+    report = _part(message, "message/feedback-report")
+    if report is None:
+        return []
+    # The report's fields are parsed as a message of their own.
+    fields = report.get_payload()[0] if report.is_multipart() else report
+    feedback_type = (fields.get("Feedback-Type") or "").strip().lower()
+    if feedback_type not in ("abuse", "fraud", "virus", "other", ""):
+        return []  # auth-failure, not-spam: not a person's complaint
+    recipient = _address_of(fields.get("Original-Rcpt-To") or "") or _original_to(message)
+    if not recipient:
+        return []
+    if common["delivery_id"] is None:
+        # Feedback loops send to their own address; the original sender still names the row.
+        common = {**common, "delivery_id": delivery_from_verp(settings, fields.get("Original-Mail-From") or "")}
+    return [Event(key=f"{key_base}:{recipient}", kind=COMPLAINED, email=recipient, detail=feedback_type or "abuse", **common)]
+
+
+def _verp_delivery(settings: Settings, message: Message) -> int | None:
+    for header in _RECIPIENT_HEADERS:
+        for value in message.get_all(header) or ():
+            found = delivery_from_verp(settings, value)
+            if found is not None:
+                return found
+    return None
+
+
+def _part(message: Message, content_type: str) -> Message | None:
+    return next((p for p in message.walk() if p.get_content_type() == content_type), None)
+
+
+def _original(message: Message) -> Message | None:
+    part = _part(message, "message/rfc822")
+    if part is not None and part.is_multipart():
+        return part.get_payload()[0]
+    headers = _part(message, "text/rfc822-headers")
+    if headers is not None:
+        return message_from_bytes(headers.get_payload(decode=True) or b"", policy=policy.compat32)
+    return None
+
+
+def _original_message_id(message: Message) -> str:
+    original = _original(message)
+    return (original.get("Message-ID") or "").strip() if original is not None else ""
+
+
+def _original_to(message: Message) -> str:
+    original = _original(message)
+    addresses = getaddresses(original.get_all("To") or []) if original is not None else []
+    return addresses[0][1] if len(addresses) == 1 else ""
+
+
+def _address_of(field: str) -> str:
+    # "rfc822; someone@example.com"
+    _, _, address = field.partition(";")
+    return (address or field).strip().strip("<>")
+
+
+def _date(message: Message) -> datetime:
+    try:
+        parsed = parsedate_to_datetime(message.get("Date") or "")
+    except (TypeError, ValueError):
+        return datetime.now(timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+# --- reading a mailbox ------------------------------------------------------------------
+
+
+@dataclass
+class MailboxReport:
+    messages: int = 0
+    reports: int = 0  # DSNs and feedback reports among them
+    events: EventReport | None = None
+
+
+def read_maildir(session: Session, settings: Settings, path: Path) -> MailboxReport:
+    """Process every unread message in a Maildir, then mark it read ("S")."""
+    if not (path / "cur").is_dir() or not (path / "new").is_dir():
+        raise InputError(Problem(str(path), "is not a Maildir folder (no cur/ and new/ in it)", "give the folder the bounces are delivered to"))
+    folder = mailbox.Maildir(path, factory=None, create=False)
+    report = MailboxReport(events=EventReport())
+    seen = []
+    for key, message in list(folder.iteritems()):
+        if "S" in message.get_flags():
+            continue
+        _process(session, settings, message.as_bytes(), report)
+        seen.append(key)
+    session.commit()  # the events are safe before the messages are marked read
+    for key in seen:
+        message = folder[key]
+        message.set_subdir("cur")
+        message.add_flag("S")
+        folder[key] = message
+    return report
+
+
+def read_imap(session: Session, settings: Settings, url: str, connect=None) -> MailboxReport:
+    """Process unseen messages of ``imaps://user:password@host[:port]/FOLDER``, then flag them seen."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("imaps", "imap") or not parts.hostname or not parts.username:
+        raise InputError(Problem("--imap", f"{url!r} is not an IMAP URL", "use imaps://user:password@host/INBOX"))
+    connection = (connect or _connect)(parts)
+    report = MailboxReport(events=EventReport())
+    try:
+        connection.login(unquote(parts.username), unquote(parts.password or ""))
+        connection.select(unquote(parts.path.lstrip("/")) or "INBOX")
+        _, found = connection.uid("SEARCH", None, "UNSEEN")
+        uids = found[0].split() if found and found[0] else []
+        for uid in uids:
+            _, data = connection.uid("FETCH", uid, "(BODY.PEEK[])")
+            raw = next((item[1] for item in data if isinstance(item, tuple)), b"")
+            _process(session, settings, raw, report)
+        session.commit()
+        for uid in uids:
+            connection.uid("STORE", uid, "+FLAGS", r"(\Seen)")
+    finally:
+        connection.logout()
+    return report
+
+
+def _connect(parts):
+    if parts.scheme == "imaps":
+        return imaplib.IMAP4_SSL(parts.hostname, parts.port or 993)
+    connection = imaplib.IMAP4(parts.hostname, parts.port or 143)
+    connection.starttls()  # never a password in clear
+    return connection
+
+
+def _process(session: Session, settings: Settings, raw: bytes, report: MailboxReport) -> None:
+    report.messages += 1
+    found = events_in(settings, raw)
+    if found:
+        report.reports += 1
+        report.events.add(record_events(session, settings, found))
