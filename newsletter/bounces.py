@@ -9,8 +9,11 @@ addresses is read from a Maildir folder or over IMAP:
   is a hard bounce, 4.x.x a soft one; "delayed" is only a notice, not a bounce;
 - feedback reports (RFC 5965, ARF): a complaint.
 
-Anything else in the mailbox (auto-replies, people writing back) is left
-alone, marked as read.
+Anyone can send mail to the bounce mailbox, so a report counts only when a
+valid VERP tag ties it to a ledger row, and it is applied to the address that
+row was sent to, whatever the report says. Anything else in the mailbox
+(auto-replies, people writing back, reports we cannot tie) is left alone,
+marked as read.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import hmac
 import imaplib
 import mailbox
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email import message_from_bytes, policy
 from email.message import Message
@@ -33,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.errors import InputError, Problem
+from newsletter.store.models import Delivery
 from newsletter.events import BOUNCED, COMPLAINED, HARD, SOFT, Event, EventReport, record_events
 
 SOURCE = "mailbox"
@@ -78,10 +82,12 @@ def events_in(settings: Settings, raw: bytes) -> list[Event]:
     common = {"source": SOURCE, "delivery_id": delivery_id, "message_id": _original_message_id(message),
               "occurred_at": _date(message), "raw": raw.decode("utf-8", "replace")}
     if report_type == "delivery-status":
-        return _dsn_events(message, key_base, common)
-    if report_type == "feedback-report":
-        return _arf_events(settings, message, key_base, common)
-    return []
+        found = _dsn_events(message, key_base, common)
+    elif report_type == "feedback-report":
+        found = _arf_events(settings, message, key_base, common)
+    else:
+        found = []
+    return [event for event in found if event.delivery_id is not None]  # see the module's notes
 
 
 def _dsn_events(message: Message, key_base: str, common: dict) -> list[Event]:
@@ -234,7 +240,11 @@ def _connect(parts):
 
 def _process(session: Session, settings: Settings, raw: bytes, report: MailboxReport) -> None:
     report.messages += 1
-    found = events_in(settings, raw)
+    found = []
+    for event in events_in(settings, raw):
+        delivery = session.get(Delivery, event.delivery_id)
+        if delivery is not None:
+            found.append(replace(event, email=delivery.email))
     if found:
         report.reports += 1
         report.events.add(record_events(session, settings, found))

@@ -1,0 +1,178 @@
+"""VERP return paths and the bounce mailbox: DSNs (RFC 3464) and feedback reports (RFC 5965)."""
+
+from __future__ import annotations
+
+import mailbox
+from dataclasses import replace
+from email.message import Message
+from email.mime.base import MIMEBase
+from email.mime.message import MIMEMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formatdate, make_msgid
+
+import pytest
+from sqlalchemy import select
+
+from newsletter import bounces, scheduling
+from newsletter.errors import InputError
+from newsletter.store.models import Delivery, ProviderEvent, Suppression
+from tests.memory_transport import MemoryTransport
+from tests.test_sending import make_world, run_send
+
+BOUNCE_DOMAIN = "bounces.example.org"
+
+
+@pytest.fixture
+def verp(settings):
+    return replace(settings, bounce_domain=BOUNCE_DOMAIN, retry_base_delay_seconds=0.0, error_budget_ratio=2.0, batch_size=50)
+
+
+@pytest.fixture
+def sent(session, verp):
+    """A finished send with VERP: {recipient: (envelope sender, original message bytes)}."""
+    _, lst, issue = make_world(session, 3)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=50)
+    session.commit()
+    transport = MemoryTransport()
+    run_send(session, verp, transport, send.id)
+    return {e.recipient: (e.sender, e.message) for e in transport.accepted}
+
+
+def original_headers(message: bytes) -> Message:
+    headers = Message()
+    for line in message.split(b"\r\n\r\n", 1)[0].decode().split("\r\n"):
+        if ":" in line and not line.startswith((" ", "\t")):
+            name, value = line.split(":", 1)
+            headers[name] = value.strip()
+    return headers
+
+
+def dsn(to: str, recipient: str, original: bytes, action: str = "failed", status: str = "5.1.1") -> bytes:
+    """A delivery status notification as a receiving MTA writes one."""
+    report = MIMEMultipart("report", report_type="delivery-status")
+    report["From"] = "MAILER-DAEMON@mx.example.net"
+    report["To"] = to
+    report["Subject"] = "Undelivered Mail Returned to Sender"
+    report["Date"] = formatdate()
+    report["Message-ID"] = make_msgid(domain="mx.example.net")
+    report.attach(MIMEText("I'm sorry to have to inform you that your message could not be delivered.\n"))
+    per_message, per_recipient = Message(), Message()
+    per_message["Reporting-MTA"] = "dns; mx.example.net"
+    per_recipient["Final-Recipient"] = f"rfc822; {recipient}"
+    per_recipient["Action"] = action
+    per_recipient["Status"] = status
+    per_recipient["Diagnostic-Code"] = f"smtp; 550 {status} <{recipient}>: Recipient address rejected"
+    status_part = MIMEBase("message", "delivery-status")
+    status_part.set_payload([per_message, per_recipient])
+    report.attach(status_part)
+    report.attach(MIMEMessage(original_headers(original)))
+    return report.as_bytes()
+
+
+def arf(original: bytes, recipient: str, mail_from: str) -> bytes:
+    """A feedback report (ARF) as a mailbox provider's feedback loop sends one."""
+    report = MIMEMultipart("report", report_type="feedback-report")
+    report["From"] = "fbl@mailbox.example.net"
+    report["To"] = "fbl-reports@example.org"
+    report["Subject"] = "Abuse report"
+    report["Date"] = formatdate()
+    report["Message-ID"] = make_msgid(domain="mailbox.example.net")
+    report.attach(MIMEText("This is an email abuse report.\n"))
+    fields = Message()
+    fields["Feedback-Type"] = "abuse"
+    fields["User-Agent"] = "ExampleFBL/1.0"
+    fields["Version"] = "1"
+    fields["Original-Mail-From"] = f"<{mail_from}>"
+    fields["Original-Rcpt-To"] = f"<{recipient}>"
+    feedback = MIMEBase("message", "feedback-report")
+    feedback.set_payload([fields])
+    report.attach(feedback)
+    headers = MIMEText(original.split(b"\r\n\r\n", 1)[0].decode(), "rfc822-headers")
+    report.attach(headers)
+    return report.as_bytes()
+
+
+@pytest.fixture
+def maildir(tmp_path):
+    return mailbox.Maildir(tmp_path / "bounces", create=True), tmp_path / "bounces"
+
+
+def suppressions(session) -> dict:
+    return dict(session.execute(select(Suppression.email, Suppression.reason)).all())
+
+
+def test_every_message_goes_out_with_a_verp_return_path_naming_its_row(session, verp, sent):
+    rows = dict(session.execute(select(Delivery.email, Delivery.id)).all())
+    for recipient, (sender, _) in sent.items():
+        assert sender.endswith("@" + BOUNCE_DOMAIN)
+        assert bounces.delivery_from_verp(verp, sender) == rows[recipient]
+
+
+def test_a_forged_or_altered_verp_address_names_nothing(verp):
+    address = bounces.verp_address(verp, 42)
+    assert bounces.delivery_from_verp(verp, address) == 42
+    assert bounces.delivery_from_verp(verp, address.replace("bounces+42-", "bounces+43-")) is None
+    assert bounces.delivery_from_verp(verp, f"bounces+42-{'0' * 12}@{BOUNCE_DOMAIN}") is None
+    # After a key rotation, bounces of mail sent with the old key still count.
+    rotated = replace(verp, secret_keys=("new-key",) + verp.signing_keys)
+    assert bounces.delivery_from_verp(rotated, address) == 42
+
+
+def test_a_hard_bounce_in_the_maildir_suppresses_the_address_and_is_read_once(session, verp, sent, maildir):
+    folder, path = maildir
+    sender, original = sent["reader001@example.com"]
+    folder.add(dsn(sender, "reader001@example.com", original))
+
+    report = bounces.read_maildir(session, verp, path)
+    again = bounces.read_maildir(session, verp, path)
+
+    assert (report.messages, report.reports, report.events.recorded) == (1, 1, 1)
+    assert suppressions(session) == {"reader001@example.com": "hard_bounce"}
+    event = session.scalars(select(ProviderEvent)).one()
+    assert (event.kind, event.bounce, event.email) == ("bounced", "hard", "reader001@example.com")
+    assert event.delivery_id == bounces.delivery_from_verp(verp, sender)
+    assert again.messages == 0
+    assert all("S" in m.get_flags() for m in folder)
+
+
+def test_a_delay_notice_is_not_a_bounce_and_a_4xx_failure_is_soft(session, verp, sent, maildir):
+    folder, path = maildir
+    sender, original = sent["reader002@example.com"]
+    folder.add(dsn(sender, "reader002@example.com", original, action="delayed", status="4.4.7"))
+    folder.add(dsn(sender, "reader002@example.com", original, action="failed", status="4.2.2"))
+
+    report = bounces.read_maildir(session, verp, path)
+
+    assert (report.messages, report.reports) == (2, 1)
+    assert [(e.kind, e.bounce) for e in session.scalars(select(ProviderEvent))] == [("bounced", "soft")]
+    assert suppressions(session) == {}
+
+
+def test_a_feedback_report_is_a_complaint(session, verp, sent, maildir):
+    folder, path = maildir
+    sender, original = sent["reader000@example.com"]
+    folder.add(arf(original, "reader000@example.com", sender))
+
+    bounces.read_maildir(session, verp, path)
+
+    assert suppressions(session) == {"reader000@example.com": "complaint"}
+
+
+def test_reports_that_no_verp_tag_ties_to_a_row_change_nothing(session, verp, sent, maildir):
+    folder, path = maildir
+    _, original = sent["reader001@example.com"]
+    # Anyone can mail the bounce address: a report naming someone else must not suppress them.
+    folder.add(dsn(f"bounces@{BOUNCE_DOMAIN}", "reader001@example.com", original))
+    folder.add(dsn(f"bounces+1-{'a' * 12}@{BOUNCE_DOMAIN}", "reader001@example.com", original))
+    folder.add(b"From: someone@example.net\r\nTo: bounces@" + BOUNCE_DOMAIN.encode() + b"\r\nSubject: Out of office\r\n\r\nAway.\r\n")
+
+    report = bounces.read_maildir(session, verp, path)
+
+    assert (report.messages, report.reports) == (3, 0)
+    assert suppressions(session) == {}
+
+
+def test_a_folder_that_is_not_a_maildir_is_a_problem_to_fix(session, verp, tmp_path):
+    with pytest.raises(InputError, match="not a Maildir"):
+        bounces.read_maildir(session, verp, tmp_path)
