@@ -21,12 +21,14 @@ import os
 import random
 import socket
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
+from newsletter import dkim
+from newsletter.bounces import verp_address
 from newsletter.config import Settings
 from newsletter.message import MessageTemplate, Recipient, make_list_id, make_message_id
 from newsletter.ratelimit import NullRateLimiter, RateLimiterUnavailable
@@ -548,6 +550,7 @@ class SendTemplate:
         self.template = template
         self.web_url = f"{publication.web_base_url.rstrip('/')}/{issue.slug}/"
         self.domain = template.domain
+        self.signer = dkim.signer_for(settings)  # None unless DKIM is configured; the key is read once
 
     @classmethod
     def load(cls, session: Session, settings: Settings, send: Send, *, subject_prefix: str = "") -> "SendTemplate":
@@ -566,7 +569,12 @@ class SendTemplate:
             preferences_url=preferences_url(self.settings, row.subscriber_id or 0),
             web_url=self.web_url,
         )
-        return self.template.envelope(row.delivery_id, recipient)
+        envelope = self.template.envelope(row.delivery_id, recipient)
+        if self.settings.bounce_domain:  # VERP: a bounce names its ledger row
+            envelope = replace(envelope, sender=verp_address(self.settings, row.delivery_id))
+        if self.signer is not None:
+            envelope = replace(envelope, message=self.signer.sign(envelope.message, self.domain))
+        return envelope
 
 
 def message_template(
