@@ -1,0 +1,95 @@
+"""Erasure: nothing personal is left but a hash that keeps the address from being mailed again."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import select
+
+from newsletter import erasure, events, scheduling
+from newsletter.errors import InputError
+from newsletter.store.models import Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow
+from newsletter.subscribers import add_subscriber, import_csv
+from tests.memory_transport import MemoryTransport
+from tests.test_sending import make_world, run_send
+
+ADDRESS = "reader001@example.com"
+
+
+@pytest.fixture
+def fast(settings):
+    return replace(settings, retry_base_delay_seconds=0.0, error_budget_ratio=2.0, batch_size=50)
+
+
+@pytest.fixture
+def world(session, fast):
+    _, lst, issue = make_world(session, 3)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=50)
+    session.commit()
+    run_send(session, fast, MemoryTransport(), send.id)
+    events.record_events(session, fast, [events.Event(
+        source="test", key="b1", kind="bounced", bounce="soft", email=ADDRESS, occurred_at=utcnow(),
+        detail=f"452 mailbox of {ADDRESS} full", raw=f'{{"email": "{ADDRESS}"}}')])
+    session.commit()
+    return lst, issue
+
+
+def everything_stored(session) -> str:
+    rows = []
+    for model in (Subscriber, Membership, Delivery, ProviderEvent, Suppression):
+        rows += [repr([getattr(r, c.name) for c in model.__table__.columns]) for r in session.scalars(select(model))]
+    return "\n".join(rows)
+
+
+def test_erasure_leaves_only_a_hash_of_the_address(session, world):
+    report = erasure.erase_subscriber(session, ADDRESS)
+    session.commit()
+
+    assert report.subscriber_deleted and report.memberships_deleted == 1
+    assert report.ledger_rows_anonymised == 1 and report.events_anonymised == 1
+    stored = everything_stored(session)
+    assert ADDRESS not in stored and "Reader 1" not in stored
+    digest = hashlib.sha256(ADDRESS.encode()).hexdigest()
+    assert session.scalars(select(Suppression.email)).all() == [f"sha256:{digest}"]
+    assert session.scalar(select(Subscriber.id).where(Subscriber.email == "reader002@example.com"))
+
+
+def test_an_erased_address_cannot_be_added_or_imported_again(session, world, tmp_path):
+    lst, _ = world
+    erasure.erase_subscriber(session, ADDRESS)
+    session.commit()
+
+    with pytest.raises(InputError, match="suppression list"):
+        add_subscriber(session, ADDRESS, lists=[lst])
+    csv = tmp_path / "people.csv"
+    csv.write_text(f"email,name\n{ADDRESS},Someone\nnew@example.com,New\n")
+    report = import_csv(session, csv, [lst.slug])
+    session.commit()
+
+    assert report.not_resubscribed == 1
+    emails = set(session.scalars(select(Subscriber.email)))
+    assert ADDRESS not in emails and "new@example.com" in emails
+
+
+def test_a_later_event_for_an_erased_address_does_not_bring_it_back(session, world, fast):
+    erasure.erase_subscriber(session, ADDRESS)
+    events.record_events(session, fast, [events.Event(
+        source="test", key="c1", kind="complained", email=ADDRESS, occurred_at=utcnow())])
+    session.commit()
+
+    assert ADDRESS not in everything_stored(session)
+    assert len(session.scalars(select(Suppression)).all()) == 1
+
+
+def test_erasing_twice_is_harmless_and_a_previous_suppression_reason_is_noted(session, world, fast):
+    events.suppress_manually(session, ADDRESS)
+    erasure.erase_subscriber(session, ADDRESS)
+    again = erasure.erase_subscriber(session, ADDRESS)
+
+    assert not again.subscriber_deleted
+    (row,) = session.scalars(select(Suppression)).all()
+    assert (row.reason, row.source) == ("erased", "erased on request (was suppressed: manual)")
+    with pytest.raises(InputError, match="erased"):
+        events.remove_suppression(session, ADDRESS)
