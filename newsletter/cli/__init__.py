@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "newsletter.cli.sends",
     "newsletter.cli.demo",
     "newsletter.cli.ops",
+    "newsletter.cli.events",
 )
 
 
