@@ -25,7 +25,7 @@ def smtp():
 
 @pytest.fixture
 def pipeline(tmp_path, postgres_url, redis_url, smtp):
-    p = Pipeline(tmp_path, postgres_url, redis_url, smtp, WORKER_HEARTBEAT_SECONDS=1)
+    p = Pipeline(tmp_path, postgres_url, redis_url, smtp, WORKER_HEARTBEAT_SECONDS=1, LOG_FORMAT="json")
     p.env["COLUMNS"] = "200"  # a wide terminal: table cells are not wrapped
     yield p
     p.stop_all()
@@ -90,6 +90,20 @@ def test_status_shows_a_send_in_progress_with_its_live_counts(pipeline, smtp):
     pipeline.wait_finished(send_id)
     send = send_in(status(pipeline), send_id)
     assert (send["state"], send["sent"], send["pending"], send["possible_duplicates"]) == ("finished", 100, 0, 0)
+
+    # Every log line a batch task wrote, Celery's own included, names its send and batch.
+    batch_lines = [line for line in worker_log_lines(pipeline) if "deliver_batch" in line["message"]
+                   and "succeeded" in line["message"] or line["logger"] == "workers.tasks"]
+    assert len(batch_lines) >= 10  # 100 recipients in batches of 20: a summary and a Celery line each
+    assert all(line["send_id"] == send_id and isinstance(line["batch_id"], int) for line in batch_lines)
+
+
+def worker_log_lines(pipeline) -> list[dict]:
+    lines = []
+    for text in (pipeline.logs / "worker.log").read_text().splitlines():
+        if text.startswith("{"):
+            lines.append(json.loads(text))
+    return lines
 
 
 def test_pausing_stops_messages_within_seconds_and_resuming_finishes_with_nothing_lost_or_repeated(pipeline, smtp):
