@@ -14,14 +14,14 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from newsletter import scheduling
-from newsletter.cli import main
+from newsletter.cli import LazyConsole, main
 from newsletter.cli.sends import sends
 from newsletter.config import get_settings
 from newsletter.ops.status import Status, collect_status
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
 
-console = Console()
+console = LazyConsole()
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
 
 
@@ -53,13 +53,15 @@ def status(as_json: bool):
               help="Seconds between refreshes.")
 def watch(interval: float):
     """The same as status, refreshed live, with a progress bar per send. Ctrl-C stops."""
-    with Live(render(current_status(), bars=True), console=console, screen=False, auto_refresh=False) as live:
-        try:
+    # Live keeps state on its console: one real Console, not a lazy one.
+    live = Live(render(current_status(), bars=True), console=Console(), auto_refresh=False)
+    try:
+        with live:
             while True:
                 time.sleep(interval)
                 live.update(render(current_status(), bars=True), refresh=True)
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
 
 
 @ops.command()
