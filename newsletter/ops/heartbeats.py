@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import case, delete, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.sending import BatchReport
 from newsletter.store.db import session_scope
 from newsletter.store.models import BatchRun, UTCDateTime, WorkerHeartbeat, utcnow
+from newsletter.store.upsert import dialect_insert
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,7 @@ def record_heartbeat(
         "node": node, "hostname": socket.gethostname(), "pid": os.getpid(), "queues": ",".join(queues),
         "concurrency": concurrency, "active_tasks": active_tasks, "state": "running", "last_seen_at": now,
     }
-    # Both dialects' INSERT .. ON CONFLICT DO UPDATE look alike.
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(WorkerHeartbeat).values(started_at=now, **values)
+    statement = dialect_insert(session, WorkerHeartbeat).values(started_at=now, **values)
     # A restarted worker keeps its node name: its row is taken over.
     restarted = statement.excluded.pid != WorkerHeartbeat.pid
     session.execute(
