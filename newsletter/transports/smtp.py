@@ -334,7 +334,11 @@ def _mail_options(smtp: smtplib.SMTP, envelope: Envelope) -> list[str] | None:
 
 def _dot_stuffed(message: bytes) -> bytes:
     """The DATA payload: leading dots doubled, ended by a lone dot (RFC 5321 4.5.2)."""
-    data = re.sub(rb"(?m)^\.", b"..", message)
+    # Not re.sub(rb"(?m)^\.", ...): the same result, but the regex walked all
+    # 60 KB of a newsletter and cost a third of a worker's time.
+    data = message.replace(b"\n.", b"\n..")
+    if data.startswith(b"."):
+        data = b"." + data
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"
