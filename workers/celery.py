@@ -59,6 +59,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_queues=[Queue(name) for name in queues.ALL],
         task_routes={
             "workers.tasks.tick": {"queue": queues.CONTROL},
+            "workers.tasks.purge_event_payloads": {"queue": queues.CONTROL},
             "workers.tasks.deliver_batch": {"queue": queues.SEND},
         },
         beat_schedule={
@@ -67,7 +68,12 @@ def make_app(settings: Settings | None = None) -> Celery:
                 "schedule": settings.beat_interval_seconds,
                 # A tick nobody ran in time is worthless: the next one comes.
                 "options": {"expires": max(settings.beat_interval_seconds * 3, 10)},
-            }
+            },
+            "purge-event-payloads": {
+                "task": "workers.tasks.purge_event_payloads",
+                "schedule": 6 * 3600,  # retention is counted in days; a few runs a day keep it tight
+                "options": {"expires": 3600},
+            },
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         worker_hijack_root_logger=False,

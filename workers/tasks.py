@@ -51,6 +51,15 @@ def tick() -> None:
 
 
 @app.task(ignore_result=True)
+def purge_event_payloads() -> None:
+    """Forget raw provider payloads and webhook nonces past their retention."""
+    from newsletter.events import purge_old_payloads
+
+    with session_scope() as session:
+        purge_old_payloads(session, get_settings())
+
+
+@app.task(ignore_result=True)
 def deliver_batch(batch_id: int) -> None:
     started = utcnow()
     with session_scope() as session:

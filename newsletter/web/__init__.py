@@ -11,6 +11,7 @@ import importlib
 from flask import Flask
 
 from newsletter.config import Settings, get_settings
+from newsletter.logs import configure_logging
 
 # module -> URL prefix; each module defines ``blueprint``.
 BLUEPRINTS = {
@@ -26,6 +27,7 @@ BLUEPRINTS = {
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
+    configure_logging(settings)
     app = Flask(__name__, template_folder=str(settings.templates_dir / "site"))
     app.config["SETTINGS"] = settings
     app.config["SECRET_KEY"] = settings.signing_keys[0]
