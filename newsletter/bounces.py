@@ -29,7 +29,6 @@ from email import message_from_bytes, policy
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.orm import Session

@@ -19,7 +19,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import InputError, Problem
@@ -34,6 +33,7 @@ from newsletter.issue import (
     Section,
     Source,
 )
+from newsletter.yamlsource import LineList, LineMap, parse_yaml, split_front_matter, location
 
 PUBLICATION_FILE = "publication.yaml"
 MANIFEST_FILE = "issue.yaml"
@@ -56,114 +56,14 @@ ITEM_FIELDS = ("heading", "summary", "url", "article", "link_text", "image", "sl
 IMAGE_FIELDS = ("src", "alt", "decorative", "caption", "link", "width")
 
 
-# --- YAML that remembers where each value was written ---------------------------
-
-
-class _Map(dict):
-    """A YAML mapping with the 1-based file line of itself and of each key."""
-
-    line: int = 0
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.key_lines: dict = {}
-
-
-class _List(list):
-    """A YAML sequence with the 1-based file line of itself and of each entry."""
-
-    line: int = 0
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.item_lines: list[int] = []
-
-
-_YAML_FIX = (
-    "check the indentation and quoting on this line and the one before; "
-    "text containing ': ' or starting with a quote, '-', '[' or '{' needs quotes"
-)
-
-
-def _parse_yaml(text: str, path: Path, first_line: int, problems: list[Problem]):
-    """Parse YAML text that starts at ``first_line`` of ``path``; None if unreadable."""
-    try:
-        # compose keeps the node marks that yaml.safe_load throws away.
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = first_line + mark.line if mark else first_line
-        problems.append(Problem(_where(path, line), f"the YAML cannot be read: {exc.problem}", _YAML_FIX))
-        return None
-    except yaml.YAMLError as exc:
-        problems.append(Problem(_where(path, first_line), f"the YAML cannot be read: {exc}", _YAML_FIX))
-        return None
-    if node is None:
-        empty = _Map()
-        empty.line = first_line
-        return empty
-    return _build(node, first_line, yaml.constructor.SafeConstructor())
-
-
-def _build(node: yaml.Node, first_line: int, constructor: yaml.constructor.SafeConstructor):
-    line = first_line + node.start_mark.line
-    if isinstance(node, yaml.MappingNode):
-        result = _Map()
-        result.line = line
-        for key_node, value_node in node.value:
-            key = _build(key_node, first_line, constructor)
-            key = key if isinstance(key, (str, int, float, bool, date)) or key is None else str(key)
-            result[key] = _build(value_node, first_line, constructor)
-            result.key_lines[key] = first_line + key_node.start_mark.line
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        result = _List()
-        result.line = line
-        for entry in node.value:
-            result.append(_build(entry, first_line, constructor))
-            result.item_lines.append(first_line + entry.start_mark.line)
-        return result
-    try:
-        return constructor.construct_object(node, deep=True)
-    except (ValueError, yaml.YAMLError):
-        # "2021-09-31" looks like a date to YAML but is not one: keep the
-        # text, and let the field's own check say what is wrong with it.
-        return node.value
-
-
-def _split_front_matter(text: str) -> tuple[str, int, str, int] | None:
-    """(YAML, its first line, Markdown body, the body's first line), all 1-based."""
-    lines = text.splitlines(keepends=True)
-    if not lines or lines[0].strip() != "---":
-        return None
-    for index in range(1, len(lines)):
-        if lines[index].rstrip() in ("---", "..."):
-            body_lines = lines[index + 1:]
-            skipped = 0
-            while skipped < len(body_lines) and not body_lines[skipped].strip():
-                skipped += 1
-            body = "".join(body_lines[skipped:]).rstrip()
-            return "".join(lines[1:index]), 2, body, index + 2 + skipped
-    return None
-
-
-def _where(path: Path, line: int = 0) -> str:
-    """A path the editor can open from where they ran the command."""
-    try:
-        shown = path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        shown = path
-    return f"{shown}:{line}" if line else str(shown)
-
-
 def _read_text(path: Path, problems: list[Problem]) -> str | None:
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        problems.append(Problem(_where(path), f"the file is not UTF-8 text ({exc.reason})",
+        problems.append(Problem(location(path), f"the file is not UTF-8 text ({exc.reason})",
                                 "save it as UTF-8 (most editors offer this under 'Save with encoding')"))
     except OSError as exc:
-        problems.append(Problem(_where(path), f"the file cannot be read: {exc.strerror}",
+        problems.append(Problem(location(path), f"the file cannot be read: {exc.strerror}",
                                 "check that the file exists and can be read"))
     return None
 
@@ -175,7 +75,7 @@ def _read_text(path: Path, problems: list[Problem]) -> str | None:
 class _Fields:
     """One YAML mapping being read: reports problems at the line of each key."""
 
-    values: _Map
+    values: LineMap
     path: Path
     what: str  # "a letter section", "item 2", for messages
     problems: list[Problem]
@@ -189,7 +89,7 @@ class _Fields:
         return Source(self.path, self.line(key))
 
     def problem(self, key: str | None, message: str, fix: str) -> None:
-        self.problems.append(Problem(_where(self.path, self.line(key)), message, fix))
+        self.problems.append(Problem(location(self.path, self.line(key)), message, fix))
 
     def has(self, key: str) -> bool:
         return self.values.get(key) not in (None, "")
@@ -222,11 +122,11 @@ class _Fields:
             return None
         return value
 
-    def mapping(self, key: str) -> _Map | None:
+    def mapping(self, key: str) -> LineMap | None:
         value = self.values.get(key)
         if value is None:
             return None
-        if not isinstance(value, _Map):
+        if not isinstance(value, LineMap):
             self.problem(key, f"`{key}` should be a group of fields, not {_describe(value)}",
                          f"put its fields on the lines below `{key}:`, indented")
             return None
@@ -240,7 +140,7 @@ class _Fields:
                 self.problem(key if key in self.values else None, f"{self.what} has no `{key}`",
                              f"add `{key}:` followed by its entries, one per line starting with '- '")
             return []
-        if not isinstance(value, _List):
+        if not isinstance(value, LineList):
             self.problem(key, f"`{key}` should be a list, not {_describe(value)}", "start each entry on its own line with '- '")
             return []
         return list(zip(value, value.item_lines))
@@ -312,11 +212,11 @@ def find_publication_file(folder: Path) -> Path | None:
 
 def _read_publication(path: Path, problems: list[Problem]) -> Publication | None:
     text = _read_text(path, problems)
-    values = _parse_yaml(text, path, 1, problems) if text is not None else None
+    values = parse_yaml(text, path, 1, problems) if text is not None else None
     if values is None:
         return None
-    if not isinstance(values, _Map):
-        problems.append(Problem(_where(path, 1), "the file should be a list of `field: value` lines",
+    if not isinstance(values, LineMap):
+        problems.append(Problem(location(path, 1), "the file should be a list of `field: value` lines",
                                 "start with `name: ...`; see docs/writing-an-issue.md"))
         return None
     fields = _Fields(values, path, "the publication", problems, PUBLICATION_FIELDS)
@@ -410,8 +310,8 @@ def _image_file(fields: _Fields, key: str, base: Path) -> Path | None:
         return None
     path = base / name
     if not path.is_file():
-        fields.problem(key, f"the image {name!r} does not exist (looked for {_where(path)})",
-                       f"put the file there, or correct the name; it is relative to {_where(base)}")
+        fields.problem(key, f"the image {name!r} does not exist (looked for {location(path)})",
+                       f"put the file there, or correct the name; it is relative to {location(base)}")
         return None
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         fields.problem(key, f"{name!r} is not a format email clients show",
@@ -458,8 +358,8 @@ def _nested_image(parent: _Fields, key: str, folder: Path) -> Image | None:
 
 def _item(values: object, line: int, number: int, parent: _Fields, folder: Path) -> Item | None:
     what = f"item {number} of `items`"
-    if not isinstance(values, _Map):
-        parent.problems.append(Problem(_where(parent.path, line), f"{what} should be a group of fields",
+    if not isinstance(values, LineMap):
+        parent.problems.append(Problem(location(parent.path, line), f"{what} should be a group of fields",
                                        "start it with '- heading: ...' and indent its other fields under it"))
         return None
     fields = _Fields(values, parent.path, what, parent.problems, ITEM_FIELDS)
@@ -487,8 +387,8 @@ def _items(fields: _Fields, folder: Path) -> dict:
 def _figures(fields: _Fields, folder: Path) -> dict:
     figures = []
     for n, (values, line) in enumerate(fields.entries("figures", required=True), start=1):
-        if not isinstance(values, _Map):
-            fields.problems.append(Problem(_where(fields.path, line), f"figure {n} should have a `value` and a `label`",
+        if not isinstance(values, LineMap):
+            fields.problems.append(Problem(location(fields.path, line), f"figure {n} should have a `value` and a `label`",
                                            "write it as '- value: \"835,002\"' with 'label: first doses' below it"))
             continue
         figure = _Fields(values, fields.path, f"figure {n}", fields.problems, ("value", "label"))
@@ -528,28 +428,28 @@ def _default_id(path: Path) -> str:
     return slugify(re.sub(r"^\d+[-_. ]*", "", path.stem)) or slugify(path.stem) or "section"
 
 
-def _front_matter(path: Path, problems: list[Problem]) -> tuple[_Map, str, int] | None:
+def _front_matter(path: Path, problems: list[Problem]) -> tuple[LineMap, str, int] | None:
     text = _read_text(path, problems)
     if text is None:
         return None
-    split = _split_front_matter(text)
+    split = split_front_matter(text)
     if split is None:
-        problems.append(Problem(_where(path, 1), "the file does not start with a front matter block",
+        problems.append(Problem(location(path, 1), "the file does not start with a front matter block",
                                 "begin it with a line '---', then 'kind: text' (or another kind), then '---'"))
         return None
     yaml_text, yaml_line, body, body_line = split
-    values = _parse_yaml(yaml_text, path, yaml_line, problems)
+    values = parse_yaml(yaml_text, path, yaml_line, problems)
     if values is None:
         return None
-    if not isinstance(values, _Map):
-        problems.append(Problem(_where(path, yaml_line), "the front matter should be `field: value` lines",
+    if not isinstance(values, LineMap):
+        problems.append(Problem(location(path, yaml_line), "the front matter should be `field: value` lines",
                                 "start it with 'kind: ...'"))
         return None
     return values, body, body_line
 
 
 def _check_body(fields: _Fields, kind: str, body: str, body_line: int) -> None:
-    where = _where(fields.path, body_line)
+    where = location(fields.path, body_line)
     if kind == "letter" and not body:
         fields.problems.append(Problem(where, "the letter has no text", "write the letter below the closing '---'"))
     elif kind == "text" and not body and not fields.has("title"):
@@ -586,15 +486,15 @@ def load_issue(folder: Path) -> Issue:
     """Load the issue in ``folder``; raise one InputError listing every problem."""
     folder = Path(folder)
     if not (folder / MANIFEST_FILE).is_file():
-        raise InputError(Problem(_where(folder), f"there is no {MANIFEST_FILE} in this folder",
+        raise InputError(Problem(location(folder), f"there is no {MANIFEST_FILE} in this folder",
                                  f"give the issue's folder, the one holding {MANIFEST_FILE}; "
                                  "see docs/writing-an-issue.md"))
     problems: list[Problem] = []
     publication = _issue_publication(folder, problems)
-    manifest = _parse_yaml(_read_text(folder / MANIFEST_FILE, problems) or "", folder / MANIFEST_FILE, 1, problems)
-    if not isinstance(manifest, _Map):
+    manifest = parse_yaml(_read_text(folder / MANIFEST_FILE, problems) or "", folder / MANIFEST_FILE, 1, problems)
+    if not isinstance(manifest, LineMap):
         if manifest is not None:
-            problems.append(Problem(_where(folder / MANIFEST_FILE, 1), f"{MANIFEST_FILE} should be `field: value` lines",
+            problems.append(Problem(location(folder / MANIFEST_FILE, 1), f"{MANIFEST_FILE} should be `field: value` lines",
                                     "start it with 'title: ...'"))
         raise InputError(problems)
     fields = _Fields(manifest, folder / MANIFEST_FILE, MANIFEST_FILE, problems, MANIFEST_FIELDS)
@@ -619,7 +519,7 @@ def load_issue(folder: Path) -> Issue:
 def _issue_publication(folder: Path, problems: list[Problem]) -> Publication | None:
     path = find_publication_file(folder.resolve())
     if path is None:
-        problems.append(Problem(_where(folder), f"there is no {PUBLICATION_FILE} here or in a folder above",
+        problems.append(Problem(location(folder), f"there is no {PUBLICATION_FILE} here or in a folder above",
                                 f"create {PUBLICATION_FILE} in the publication's folder; see docs/writing-an-issue.md"))
         return None
     return _read_publication(path, problems)
@@ -647,7 +547,7 @@ def _sections(fields: _Fields, folder: Path) -> list[Section]:
         if path is None:
             continue
         if name in seen:
-            fields.problems.append(Problem(_where(fields.path, line), f"{name} is listed twice",
+            fields.problems.append(Problem(location(fields.path, line), f"{name} is listed twice",
                                            "list each section file once"))
             continue
         seen.add(name)
@@ -658,7 +558,7 @@ def _sections(fields: _Fields, folder: Path) -> list[Section]:
 
 
 def _section_path(name: object, line: int, fields: _Fields, folder: Path) -> Path | None:
-    where = _where(fields.path, line)
+    where = location(fields.path, line)
     if not isinstance(name, str) or not name.endswith(".md") or "/" in name or "\\" in name:
         fields.problems.append(Problem(where, f"{name!r} is not a section file name",
                                        "list the names of .md files in this folder, like '- 01-letter.md'"))
@@ -666,7 +566,7 @@ def _section_path(name: object, line: int, fields: _Fields, folder: Path) -> Pat
     path = folder / name
     if not path.is_file():
         fields.problems.append(Problem(where, f"the section file {name} does not exist",
-                                       f"create {_where(path)}, or correct the name in {MANIFEST_FILE}"))
+                                       f"create {location(path)}, or correct the name in {MANIFEST_FILE}"))
         return None
     return path
 
@@ -678,14 +578,14 @@ def _check_unique_ids(sections: tuple[Section, ...], problems: list[Problem]) ->
     for section in sections:
         if section.id in first_section:
             other = first_section[section.id].source
-            problems.append(Problem(_where(section.source.path, section.source.line),
-                                    f"the section id {section.id!r} is also used by {_where(other.path)}",
+            problems.append(Problem(location(section.source.path, section.source.line),
+                                    f"the section id {section.id!r} is also used by {location(other.path)}",
                                     "give one of them a different `id:`"))
         first_section.setdefault(section.id, section)
         for item in section.items:
             if item.slug in first_item:
                 other = first_item[item.slug].source
-                problems.append(Problem(_where(item.source.path, item.source.line),
-                                        f"the item slug {item.slug!r} is also used at {_where(other.path, other.line)}",
+                problems.append(Problem(location(item.source.path, item.source.line),
+                                        f"the item slug {item.slug!r} is also used at {location(other.path, other.line)}",
                                         "give one of them a different `slug:` (or a different heading)"))
             first_item.setdefault(item.slug, item)

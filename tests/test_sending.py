@@ -141,7 +141,7 @@ def test_audience_is_frozen_and_later_unsubscribes_are_honoured(session, fast):
 
 def test_a_batch_delivered_twice_sends_nothing_twice(session, fast):
     _, lst, issue = make_world(session, 10)
-    send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
     session.commit()
     batch_ids = sending.tick(session, fast)
     transport = MemoryTransport()

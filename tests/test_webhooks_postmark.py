@@ -7,11 +7,7 @@ import json
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import select
 
-from newsletter.events import record_events
-from newsletter.store.db import session_scope
-from newsletter.store.models import ProviderEvent
 from newsletter.web import create_app
 from tests.test_webhooks_ses import event_count, suppressed
 
