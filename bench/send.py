@@ -481,14 +481,22 @@ def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str
         start(stack, [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(port), f"127.0.0.1:{sink.port}",
                       "--delay-ms", str(args.delay_ms / 2)], folder / "delay-proxy.log")
         wait_for_port(port)
+        print(f"server {args.delay_ms:g} ms away (round trip); the pipeline with SMTP_CONNECTIONS={args.delay_connections}")
+        # What the connections buy: the same yardstick at the default number of them.
+        default_sessions = settings_from(env).smtp_connections * send_workers(env)
+        few = smtp_source(source_binary, port, 1_000, size, default_sessions)
+        print(f"  {'smtp-source, ' + str(default_sessions) + ' reused connections':<34} {few:>7,.0f} messages/s")
         far_env = dict(env, SMTP_PORT=str(port), SMTP_CONNECTIONS=str(args.delay_connections))
-        sessions = args.delay_connections * int(far_env.get("SEND_CONCURRENCY", "2"))
+        sessions = args.delay_connections * send_workers(far_env)
         source_rate = smtp_source(source_binary, port, min(args.source_messages, 10_000), size, sessions)
-        print(f"server {args.delay_ms:g} ms away (round trip), SMTP_CONNECTIONS={args.delay_connections}")
         print(f"  {'smtp-source, ' + str(sessions) + ' reused connections':<34} {source_rate:>7,.0f} messages/s")
         result = run_send(far_env, folder, sink, slugs, "everyone", args.subscribers,
                           f"{args.delay_ms:g} ms away, {args.subscribers:,} subscribers")
         print_result(result, source_rate)
+
+
+def send_workers(env: dict) -> int:
+    return int(env.get("SEND_CONCURRENCY", "2"))  # the Procfile's default
 
 
 def _machine() -> str:
