@@ -63,11 +63,15 @@ def postfix_tools() -> tuple[str, str]:
         return found[0], found[1]
     print("installing Postfix's smtp-sink and smtp-source (Debian package postfix)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["debconf-set-selections"], input=b"postfix postfix/main_mailer_type select No configuration\n",
-                   check=True)
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postfix"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    try:
+        subprocess.run(["debconf-set-selections"], check=True,
+                       input=b"postfix postfix/main_mailer_type select No configuration\n")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postfix"], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"cannot install postfix ({exc}): install the Debian package postfix as root, "
+                         "choosing 'No configuration', then run this again") from None
     # "No configuration" leaves no daemon running; stop one should a package script have started it.
     subprocess.run(["postfix", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return "/usr/sbin/smtp-sink", "/usr/sbin/smtp-source"
