@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from newsletter.config import Settings  # noqa: E402
 from newsletter.content import load_issue  # noqa: E402
 from newsletter.issue import Issue  # noqa: E402
-from newsletter.message import MessageTemplate, Recipient, build_reference, make_list_id, make_message_id  # noqa: E402
+from newsletter.message import MessageTemplate, Recipient, build_reference, make_message_id, publication_template  # noqa: E402
 from newsletter.render import RenderedIssue, render_issue  # noqa: E402
 from newsletter.tokens import preferences_url, unsubscribe_url  # noqa: E402
 
@@ -57,19 +57,10 @@ def four_times_as_long(issue: Issue) -> Issue:
 
 
 def template_for(rendered: RenderedIssue) -> MessageTemplate:
-    publication = rendered.issue.publication
-    domain = publication.domain
-    return MessageTemplate(
-        subject=rendered.issue.subject,
-        html=rendered.html,
-        text=rendered.text,
-        from_name=publication.from_name,
-        from_email=publication.from_email,
-        reply_to=publication.reply_to,
-        domain=domain,
-        list_id=make_list_id(publication.name, publication.slug, domain),
-        feedback_id=f"1:{publication.slug}:newsletter",
-        return_path=publication.from_email,
+    issue = rendered.issue
+    return publication_template(
+        issue.publication, subject=issue.subject, html=rendered.html, text=rendered.text,
+        feedback_id=f"1:{issue.publication.slug}:newsletter",
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from newsletter.content import MANIFEST_FILE, load_issue
 from newsletter.errors import InputError, Problem
 from newsletter.issue import Issue
-from newsletter.message import MessageTemplate, Recipient, make_list_id, make_message_id
+from newsletter.message import Recipient, make_message_id, publication_template
 from newsletter.publishing import checked_render
 from newsletter.render import RenderedIssue, render_issue
 from newsletter.webcopy import write_site
@@ -62,18 +62,7 @@ def build_issue(folder: Path, out_dir: Path, templates_dir: Path | None = None) 
 def sample_message(issue: Issue, rendered: RenderedIssue) -> bytes:
     """The complete message SAMPLE_READER would receive, as .eml bytes."""
     pub = issue.publication
-    template = MessageTemplate(
-        subject=issue.subject,
-        html=rendered.html,
-        text=rendered.text,
-        from_name=pub.from_name,
-        from_email=pub.from_email,
-        reply_to=pub.reply_to,
-        domain=pub.domain,
-        list_id=make_list_id(pub.name, pub.slug, pub.domain),
-        feedback_id="",
-        return_path=pub.from_email,
-    )
+    template = publication_template(pub, subject=issue.subject, html=rendered.html, text=rendered.text)
     recipient = Recipient(
         email=SAMPLE_READER.email,
         name=SAMPLE_READER.name,

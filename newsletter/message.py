@@ -84,6 +84,29 @@ def make_list_id(list_name: str, list_slug: str, domain: str) -> str:
     return f"{list_name} <{list_slug}.{domain}>"
 
 
+def publication_template(
+    publication, *, subject: str, html: str, text: str, list_name: str = "", list_slug: str = "",
+    feedback_id: str = "", subject_prefix: str = "",
+) -> "MessageTemplate":
+    """A MessageTemplate for an issue of ``publication``: an ``issue.Publication``
+    or a stored ``PublicationRow`` (they share these fields). The list defaults
+    to the publication itself."""
+    domain = publication.from_email.rsplit("@", 1)[-1].lower()
+    return MessageTemplate(
+        subject=subject,
+        html=html,
+        text=text,
+        from_name=publication.from_name,
+        from_email=publication.from_email,
+        reply_to=publication.reply_to,
+        domain=domain,
+        list_id=make_list_id(list_name or publication.name, list_slug or publication.slug, domain),
+        feedback_id=feedback_id,
+        return_path=publication.from_email,
+        subject_prefix=subject_prefix,
+    )
+
+
 @dataclass(frozen=True)
 class MessageTemplate:
     """One send's messages: everything but the recipient, encoded once."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from newsletter.config import Settings
-from newsletter.message import PROOF_PREFIX, MessageTemplate, Recipient, make_list_id
+from newsletter.message import PROOF_PREFIX, MessageTemplate, Recipient, publication_template
 from newsletter.subscribers import checked_address
 from newsletter.transports.base import Result, Transport
 
@@ -13,20 +13,9 @@ PROOF_LINK = "#proof-link-not-active"
 
 
 def proof_template(rendered) -> MessageTemplate:
-    publication = rendered.issue.publication
-    domain = publication.domain
-    return MessageTemplate(
-        subject=rendered.issue.subject,
-        html=rendered.html,
-        text=rendered.text,
-        from_name=publication.from_name,
-        from_email=publication.from_email,
-        reply_to=publication.reply_to,
-        domain=domain,
-        list_id=make_list_id(publication.name, publication.slug, domain),
-        feedback_id="",
-        return_path=publication.from_email,
-        subject_prefix=PROOF_PREFIX,
+    issue = rendered.issue
+    return publication_template(
+        issue.publication, subject=issue.subject, html=rendered.html, text=rendered.text, subject_prefix=PROOF_PREFIX
     )
 
 

@@ -59,6 +59,9 @@ class TransportError(Exception):
 
 class Transport(ABC):
     name: str = "transport"
+    # How many envelopes one send_many call is best given (a provider's batch
+    # size); 0: no preference, the sender decides.
+    preferred_chunk: int = 0
 
     @abstractmethod
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:

@@ -198,6 +198,10 @@ class HttpTransport(Transport):
     def __init__(self, api: HttpApi):
         self.api = api
 
+    @property
+    def preferred_chunk(self) -> int:
+        return self.batch_size
+
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:
         results: list[Result] = []
         for batch in batches(envelopes, self.batch_size):

@@ -1,6 +1,6 @@
 """What a DKIM signature costs per message, two ways.
 
-    python bench/dkim.py [--messages 300] [--key-bits 2048]
+    python bench/dkim_signing.py [--messages 300] [--key-bits 2048]
 
 Builds real messages of the sample issue (``bench/render.py``'s template),
 then signs them with ``DkimSigner.sign`` (dkimpy canonicalises and hashes,
@@ -18,9 +18,6 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# This file is named dkim.py: take its folder off the path so that
-# "import dkim" finds dkimpy, not this script.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
