@@ -341,3 +341,16 @@ def test_a_message_that_cannot_be_built_fails_alone(session, fast):
     row = session.scalars(select(Delivery).where(Delivery.email == "reader002@example.com")).one()
     assert row.state == "failed" and "cannot build the message" in row.last_error
     assert all(b"Bcc" not in e.message for e in transport.accepted)
+
+
+def test_a_provider_gets_chunks_of_its_own_batch_size(session, fast):
+    _, lst, issue = make_world(session, 30)
+    settings = replace(fast, batch_size=30)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=30)
+    session.commit()
+    chunks = []
+    transport = MemoryTransport()
+    transport.preferred_chunk = 12
+    transport.on_send = lambda envelopes: chunks.append(len(envelopes))
+    run_send(session, settings, transport, send.id)
+    assert chunks == [12, 12, 6]
