@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from feedgen.feed import FeedGenerator
 
-from newsletter.issue import Publication
+from newsletter.issue import Issue, Publication
 from newsletter.render import RenderedIssue, render_template, template_environment
 
 
@@ -43,7 +43,7 @@ def write_site(out_dir: Path, publication: Publication, rendered_issues: Iterabl
     for rendered in newest_first:
         write_issue_pages(site / rendered.issue.slug, rendered)
     (site / "index.html").write_text(archive_page(publication, newest_first, templates_dir), encoding="utf-8")
-    (site / "feed.xml").write_bytes(atom_feed(publication, newest_first))
+    (site / "feed.xml").write_bytes(atom_feed(publication, [feed_entry(r.issue) for r in newest_first]))
     return site
 
 
@@ -71,8 +71,26 @@ def archive_page(publication: Publication, newest_first: list[RenderedIssue],
     return render_template(env, "web/archive.html.j2", context)
 
 
-def atom_feed(publication: Publication, newest_first: list[RenderedIssue]) -> bytes:
-    """An Atom feed with one entry per issue, linking to its public page."""
+@dataclass(frozen=True)
+class FeedEntry:
+    """One issue in the Atom feed: what a feed reader shows and where it leads."""
+
+    url: str
+    title: str
+    summary: str
+    issue_date: date
+
+
+def feed_entry(issue: Issue) -> FeedEntry:
+    return FeedEntry(issue.web_url, issue.title, issue.preheader or issue.subject, issue.issue_date)
+
+
+def atom_feed(publication, newest_first: list[FeedEntry]) -> bytes:
+    """An Atom feed with one entry per issue, linking to its public page.
+
+    ``publication`` is an ``issue.Publication`` or a stored ``PublicationRow``
+    (the built site and the web app make the same feed).
+    """
     base = publication.web_base_url.rstrip("/") + "/"
     feed = FeedGenerator()
     feed.id(base)
@@ -81,19 +99,18 @@ def atom_feed(publication: Publication, newest_first: list[RenderedIssue]) -> by
     feed.link(href=base + "feed.xml", rel="self")
     feed.language(publication.language)
     feed.author(name=publication.from_name)
-    feed.updated(_published(publication, newest_first[0].issue.issue_date) if newest_first else datetime.now(timezone.utc))
-    for rendered in reversed(newest_first):  # feedgen puts the last added first
-        issue = rendered.issue
+    feed.updated(_published(publication, newest_first[0].issue_date) if newest_first else datetime.now(timezone.utc))
+    for item in reversed(newest_first):  # feedgen puts the last added first
         entry = feed.add_entry()
-        entry.id(issue.web_url)
-        entry.title(issue.title)
-        entry.link(href=issue.web_url, rel="alternate")
-        entry.summary(issue.preheader or issue.subject)
-        entry.published(_published(publication, issue.issue_date))
-        entry.updated(_published(publication, issue.issue_date))
+        entry.id(item.url)
+        entry.title(item.title)
+        entry.link(href=item.url, rel="alternate")
+        entry.summary(item.summary)
+        entry.published(_published(publication, item.issue_date))
+        entry.updated(_published(publication, item.issue_date))
     return feed.atom_str(pretty=True)
 
 
-def _published(publication: Publication, day: date) -> datetime:
+def _published(publication, day: date) -> datetime:
     """Issues carry a date only; Atom wants a moment: midnight where the publication lives."""
     return datetime.combine(day, time(0), tzinfo=ZoneInfo(publication.timezone))

@@ -18,11 +18,8 @@ personal data). Image files are not in the database: they are served from
 from __future__ import annotations
 
 from dataclasses import fields
-from datetime import datetime, time, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
-from feedgen.feed import FeedGenerator
 from flask import Blueprint, Response, send_from_directory
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -30,7 +27,7 @@ from sqlalchemy.orm import Session
 from newsletter.issue import Colours, Publication
 from newsletter.render import render_template, template_environment
 from newsletter.store.models import IssueRow, PublicationRow
-from newsletter.webcopy import ArchiveEntry
+from newsletter.webcopy import ArchiveEntry, FeedEntry, atom_feed
 from newsletter.web.pages import database, install, not_found, settings
 
 blueprint = Blueprint("archive", __name__)
@@ -64,7 +61,8 @@ def feed(publication_slug: str):
         row = _publication(session, publication_slug)
         if row is None:
             return not_found()
-        return _public(atom_feed(row, _issues_newest_first(session, row)), "application/atom+xml")
+        entries = feed_entries(row, _issues_newest_first(session, row))
+        return _public(atom_feed(row, entries), "application/atom+xml")
 
 
 @blueprint.get("/<publication_slug>/<issue_slug>/")
@@ -97,26 +95,13 @@ def image(publication_slug: str, issue_slug: str, name: str):
     return send_from_directory(folder, name, max_age=86400)
 
 
-def atom_feed(publication: PublicationRow, newest_first: list[IssueRow]) -> bytes:
-    """One entry per issue, linking to its public page (ids match the built feed's)."""
+def feed_entries(publication: PublicationRow, newest_first: list[IssueRow]) -> list[FeedEntry]:
+    """The stored issues as feed entries (ids and links match the built feed's)."""
     base = publication.web_base_url.rstrip("/") + "/"
-    feed = FeedGenerator()
-    feed.id(base)
-    feed.title(publication.name)
-    feed.link(href=base, rel="alternate")
-    feed.link(href=base + "feed.xml", rel="self")
-    feed.language(publication.language)
-    feed.author(name=publication.from_name)
-    feed.updated(_midnight(publication, newest_first[0].issue_date) if newest_first else datetime.now(timezone.utc))
-    for issue in reversed(newest_first):  # feedgen puts the last added first
-        entry = feed.add_entry()
-        entry.id(f"{base}{issue.slug}/")
-        entry.title(issue.title)
-        entry.link(href=f"{base}{issue.slug}/", rel="alternate")
-        entry.summary(issue.preheader or issue.subject)
-        entry.published(_midnight(publication, issue.issue_date))
-        entry.updated(_midnight(publication, issue.issue_date))
-    return feed.atom_str(pretty=True)
+    return [
+        FeedEntry(f"{base}{issue.slug}/", issue.title, issue.preheader or issue.subject, issue.issue_date)
+        for issue in newest_first
+    ]
 
 
 def publication_of(row: PublicationRow) -> Publication:
@@ -154,8 +139,3 @@ def _issues_newest_first(session: Session, publication: PublicationRow) -> list[
         select(IssueRow).where(IssueRow.publication_id == publication.id)
         .order_by(IssueRow.issue_date.desc(), IssueRow.slug.desc())
     ))
-
-
-def _midnight(publication: PublicationRow, day) -> datetime:
-    """Issues carry a date only; Atom wants a moment: midnight where the publication lives."""
-    return datetime.combine(day, time(0), tzinfo=ZoneInfo(publication.timezone))
