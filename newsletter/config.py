@@ -126,6 +126,11 @@ class Settings:
     web_copy_dir: Path = PROJECT_ROOT / "var" / "web"  # a build's web/ folder: images of issues
     web_proxy_count: int = 0  # proxies in front of the app whose X-Forwarded-* to trust
 
+    # Ops dashboard (/ops): how long an operator stays logged in, and the login limit.
+    ops_session_seconds: int = 12 * 3600
+    ops_login_attempts: int = 10  # login attempts per client address and per account...
+    ops_login_window_seconds: int = 900  # ...per this many seconds
+
     # Tests and CI: a missing PostgreSQL or Redis is a failure, not a skip.
     require_services: bool = False
 
@@ -246,6 +251,9 @@ def settings_from(env: dict) -> Settings:
         ),
         web_copy_dir=Path(env.get("WEB_COPY_DIR") or data_dir / "web"),
         web_proxy_count=_int(env, "WEB_PROXY_COUNT", 0),
+        ops_session_seconds=_int(env, "OPS_SESSION_SECONDS", Settings.ops_session_seconds),
+        ops_login_attempts=_int(env, "OPS_LOGIN_ATTEMPTS", Settings.ops_login_attempts),
+        ops_login_window_seconds=_int(env, "OPS_LOGIN_WINDOW_SECONDS", Settings.ops_login_window_seconds),
         require_services=_bool(env, "NEWSLETTER_REQUIRE_SERVICES", False),
         sns_topic_arns=tuple(a.strip() for a in env.get("SNS_TOPIC_ARN", "").split(",") if a.strip()),
         sendgrid_webhook_public_key=env.get("SENDGRID_WEBHOOK_PUBLIC_KEY", ""),

@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "newsletter.cli.demo",
     "newsletter.cli.ops",
     "newsletter.cli.events",
+    "newsletter.cli.admins",
 )
 
 

@@ -376,3 +376,22 @@ class WebhookNonce(Base):
     source: Mapped[str] = mapped_column(String(40))
     nonce: Mapped[str] = mapped_column(String(200))
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+# --- Operators -------------------------------------------------------------------
+
+
+class Admin(Base):
+    """An operator who may log in to the ops dashboard (created with `newsletter admins`).
+
+    ``password_hash`` is werkzeug's salted scrypt; the password itself is never kept.
+    """
+
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
