@@ -1,0 +1,380 @@
+"""/ops: the operators' dashboard. Queues, workers, every send, and buttons to steer them.
+
+Everything here needs a logged-in operator (``newsletter admins create``):
+pages redirect to the login, JSON answers 401. The numbers come from
+``newsletter.ops.status``, the code behind ``newsletter ops status``; the
+buttons act through ``newsletter.scheduling``, as the CLI does, after a
+confirmation page that works without JavaScript, and every action is logged
+with the operator's address and recorded in the send's history.
+
+The page refreshes itself: a small script of the app's own polls
+``status.json``; without JavaScript a meta refresh reloads the page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from flask import (Blueprint, Response, current_app, flash, g, get_flashed_messages, jsonify, redirect,
+                   render_template, request, session, url_for)
+from sqlalchemy import Integer, cast, func, select
+from sqlalchemy.orm import Session
+
+from newsletter import admins, scheduling
+from newsletter.errors import InputError
+from newsletter.errors import NotFound as NoSuchThing
+from newsletter.ops.status import Status, collect_status
+from newsletter.store.models import BatchRun, Delivery, SendEvent
+from newsletter.web import security
+from newsletter.web.pages import database, settings
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static" / "ops"
+blueprint = Blueprint("ops", __name__, static_folder=str(STATIC), static_url_path="/static")
+
+OPEN_ENDPOINTS = {"ops.login_form", "ops.login", "ops.static"}
+SESSION_KEY = "operator"
+POLL_SECONDS = 5
+NO_SCRIPT_REFRESH_SECONDS = 30
+CHART_HOURS = 6
+CHART_BUCKET = timedelta(minutes=10)
+# The dashboard's own script and its polling, on top of the site's policy.
+EXTRA_POLICY = "; script-src 'self'; connect-src 'self'"
+
+
+def install(state) -> None:
+    from newsletter.web.pages import install as install_pages
+
+    install_pages(state)  # security headers, CSRF tokens in templates
+    app = state.app
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=app.config["SETTINGS"].ops_session_seconds)
+    app.extensions["newsletter.login_limit"] = admins.LoginLimit(app.config["SETTINGS"])
+
+
+blueprint.record_once(install)
+
+
+@blueprint.after_request
+def dashboard_policy(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = security.content_security_policy(response) + EXTRA_POLICY
+    return response
+
+
+# --- who is asking ------------------------------------------------------------------
+
+
+@blueprint.before_request
+def require_operator():
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    g.operator = current_operator()
+    if g.operator is not None:
+        return None
+    if request.path.endswith(".json"):
+        return jsonify(error="log in first", login=url_for("ops.login_form")), 401
+    return redirect(url_for("ops.login_form", next=request.full_path.rstrip("?")))
+
+
+def current_operator() -> admins.Operator | None:
+    held = session.get(SESSION_KEY)
+    if not isinstance(held, dict):
+        return None
+    with database() as db:
+        return admins.operator_by_id(db, int(held.get("id", 0)), str(held.get("stamp", "")))
+
+
+def safe_next(target: str | None) -> str:
+    """Back to the dashboard page asked for, never to another site."""
+    parts = urlsplit(target or "")
+    if parts.scheme or parts.netloc or not parts.path.startswith(blueprint_root()):
+        return url_for("ops.dashboard")
+    return target
+
+
+def blueprint_root() -> str:
+    return url_for("ops.dashboard")
+
+
+# --- logging in and out ----------------------------------------------------------------
+
+
+@blueprint.get("/login")
+def login_form():
+    return ops_page("ops/login.html", next=safe_next(request.args.get("next")), email="", problem="")
+
+
+@blueprint.post("/login")
+def login():
+    email, password = request.form.get("email", ""), request.form.get("password", "")
+    target = safe_next(request.form.get("next"))
+
+    def again(problem: str, status: int):
+        return ops_page("ops/login.html", status, next=target, email=email, problem=problem)
+
+    if security.csrf_problem():
+        return again("The form had expired. Please log in again.", 400)
+    limit = current_app.extensions["newsletter.login_limit"]
+    if not limit.allow(request.remote_addr or "unknown", email):
+        log.warning("login refused: too many attempts (client %s)", request.remote_addr)
+        return again("Too many attempts to log in. Wait a few minutes, then try again.", 429)
+    with database() as db:
+        operator = admins.authenticate(db, email, password)
+    if operator is None:
+        log.info("failed login to the ops dashboard (client %s)", request.remote_addr)
+        return again("The email address or the password is not right.", 401)
+    session.clear()
+    session.permanent = True
+    session[SESSION_KEY] = {"id": operator.id, "stamp": operator.password_stamp}
+    log.info("operator %s logged in", operator.email)
+    return redirect(target, code=303)
+
+
+@blueprint.post("/logout")
+def logout():
+    if security.csrf_problem():
+        return message_page("Not logged out", "The form had expired.", "Reload the page and try again.", status=400)
+    session.clear()
+    log.info("operator %s logged out", g.operator.email)
+    flash("You are logged out.")
+    return redirect(url_for("ops.login_form"), code=303)
+
+
+# --- the dashboard ---------------------------------------------------------------------
+
+
+@blueprint.get("/")
+def dashboard():
+    with database() as db:
+        status = collect_status(db, settings())
+        charts = build_charts(db, status, status.generated_at)
+    return ops_page("ops/dashboard.html", status=status, charts=charts, layout=layout_key(status),
+                    actions=ACTIONS, actions_for=actions_for, poll_seconds=POLL_SECONDS,
+                    refresh_seconds=NO_SCRIPT_REFRESH_SECONDS)
+
+
+@blueprint.get("/status.json")
+def status_json():
+    """What ``newsletter ops status --json`` prints, and the page's layout key."""
+    with database() as db:
+        status = collect_status(db, settings())
+    return jsonify(status.to_dict() | {"layout": layout_key(status)})
+
+
+def layout_key(status: Status) -> str:
+    """What decides the page's rows: when it changes the script reloads the page
+    rather than patch numbers into rows that no longer fit."""
+    return json.dumps([
+        [(s.send_id, s.state, bool(s.failed)) for s in status.sends],
+        [(p.kind, p.subject) for p in status.problems],
+        [s.send_id for s in status.scheduled],
+        [(w.node, w.state) for w in status.workers],
+    ], separators=(",", ":"))
+
+
+# --- steering a send -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    verb: str  # the button
+    explanation: str  # what the confirmation page says will happen
+    from_states: tuple[str, ...]
+    run: Callable[[Session, int, admins.Operator], str]  # does it; says what was done
+
+
+def _pause(db: Session, send_id: int, operator: admins.Operator) -> str:
+    scheduling.pause(db, send_id, reason=f"paused by {operator.email} from the dashboard")
+    return f"Send {send_id} is paused."
+
+
+def _resume(db: Session, send_id: int, operator: admins.Operator) -> str:
+    scheduling.resume(db, send_id)
+    return f"Send {send_id} is sending again."
+
+
+def _cancel(db: Session, send_id: int, operator: admins.Operator) -> str:
+    scheduling.cancel(db, send_id)
+    return f"Send {send_id} is cancelled."
+
+
+def _retry_failed(db: Session, send_id: int, operator: admins.Operator) -> str:
+    count = scheduling.retry_failed(db, send_id)
+    if not count:
+        return f"Send {send_id} has no failed recipient to retry (suppressed and hard-bounced ones stay failed)."
+    return f"{count} failed recipient(s) of send {send_id} will be sent again."
+
+
+ACTIONS = {
+    "pause": Action("Pause", "Workers stop before their next chunk of messages. Nobody is sent to twice; "
+                    "you can resume later.", ("sending",), _pause),
+    "resume": Action("Resume", "Workers pick the send up again where it stopped.", ("paused",), _resume),
+    "cancel": Action("Cancel", "The send ends for good: recipients not yet sent to are marked cancelled "
+                     "and will not get this issue. This cannot be undone.", ("scheduled", "sending", "paused"), _cancel),
+    "retry-failed": Action("Retry failed", "The recipients whose delivery failed are sent to again, and "
+                           "nobody else. Suppressed addresses and hard bounces stay failed.",
+                           ("sending", "paused", "finished"), _retry_failed),
+}
+
+
+def actions_for(state: str, failed: int = 0) -> list[str]:
+    return [name for name, action in ACTIONS.items()
+            if state in action.from_states and (name != "retry-failed" or failed)]
+
+
+@blueprint.get("/sends/<int:send_id>/<action_name>")
+def confirm_action(send_id: int, action_name: str):
+    action = ACTIONS.get(action_name)
+    if action is None:
+        return message_page("No such action", "Go back to the dashboard.", status=404)
+    with database() as db:
+        try:
+            send = scheduling.get_send(db, send_id)
+        except NoSuchThing as exc:
+            return message_page("No such send", str(exc), status=404)
+        return ops_page("ops/confirm.html", send=send, action=action, action_name=action_name)
+
+
+@blueprint.post("/sends/<int:send_id>/<action_name>")
+def run_action(send_id: int, action_name: str):
+    action = ACTIONS.get(action_name)
+    if action is None:
+        return message_page("No such action", "Nothing was changed.", status=404)
+    if security.csrf_problem():
+        return message_page("Nothing was changed", "The form had expired.",
+                            "Go back to the dashboard and press the button again.", status=400)
+    operator = g.operator
+    try:
+        with database() as db:
+            done = action.run(db, send_id, operator)
+            db.add(SendEvent(send_id=send_id, kind="operator", detail=f"{action_name} by {operator.email} (dashboard)"))
+    except NoSuchThing as exc:
+        return message_page("No such send", str(exc), status=404)
+    except InputError as exc:
+        return message_page(f"Send {send_id} was not changed", *(str(p) for p in exc.problems), status=409)
+    log.info("operator %s: %s send %s from the dashboard", operator.email, action_name, send_id)
+    flash(done)
+    return redirect(url_for("ops.dashboard"), code=303)
+
+
+# --- charts: send rate and errors over the last hours, from the ledger and batch_runs ---------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Chart:
+    title: str
+    unit: str
+    total: int
+    peak: int
+    bars: list[Bar]
+    start_label: str
+    end_label: str
+
+
+CHART_WIDTH, CHART_HEIGHT = 600, 120
+
+
+def build_charts(db: Session, status: Status, now: datetime) -> list[Chart]:
+    # Buckets on the clock's ten minutes, the last one holding now.
+    step = int(CHART_BUCKET.total_seconds())
+    end = datetime.fromtimestamp((int(now.timestamp()) // step + 1) * step, now.tzinfo)
+    since = end - timedelta(hours=CHART_HOURS)
+    buckets = int(timedelta(hours=CHART_HOURS) / CHART_BUCKET)
+    sent = bucket_sums(db, Delivery.sent_at, func.count(), since, buckets, Delivery.state == "sent")
+    errors = bucket_sums(db, BatchRun.finished_at, func.sum(BatchRun.failed + BatchRun.retry), since, buckets)
+    minutes = int(CHART_BUCKET.total_seconds() // 60)
+    return [
+        chart("Messages sent", f"sent per {minutes} minutes", sent, since),
+        chart("Errors", f"failed or to be retried per {minutes} minutes", errors, since),
+        queue_chart(status),
+    ]
+
+
+def bucket_sums(db: Session, column, value, since: datetime, buckets: int, *where) -> list[int]:
+    """``value`` summed per CHART_BUCKET from ``since``, grouped by the database."""
+    index = _bucket_index(db, column, since)
+    query = select(index, value).where(column >= since, *where).group_by(index)
+    sums = [0] * buckets
+    for i, total in db.execute(query).all():
+        if i is not None and 0 <= int(i) < buckets:
+            sums[int(i)] += int(total or 0)
+    return sums
+
+
+def _bucket_index(db: Session, column, since: datetime):
+    seconds = int(CHART_BUCKET.total_seconds())
+    start = int(since.timestamp())
+    if db.get_bind().dialect.name == "postgresql":
+        epoch = func.extract("epoch", column)
+    else:  # SQLite keeps UTC text, which strftime reads as UTC
+        epoch = cast(func.strftime("%s", column), Integer)
+    return cast(func.floor((epoch - start) / seconds), Integer)
+
+
+def chart(title: str, unit: str, values: list[int], since: datetime) -> Chart:
+    peak = max(values) if values else 0
+    width = CHART_WIDTH / max(1, len(values))
+    bars = []
+    for i, value in enumerate(values):
+        height = CHART_HEIGHT * value / peak if peak else 0
+        start = since + CHART_BUCKET * i
+        bars.append(Bar(i * width, CHART_HEIGHT - height, max(width - 1, 1), height,
+                        f"{start:%H:%M}-{start + CHART_BUCKET:%H:%M} UTC: {value}"))
+    end = since + CHART_BUCKET * len(values)
+    return Chart(title, unit, sum(values), peak, bars, f"{since:%H:%M} UTC", f"{end:%H:%M} UTC")
+
+
+def queue_chart(status: Status) -> Chart:
+    """Depth of each queue now: the broker keeps no history of it."""
+    peak = max((q.depth for q in status.queues), default=0)
+    slot = CHART_WIDTH / max(1, len(status.queues))
+    bars = [
+        Bar(i * slot, CHART_HEIGHT - (CHART_HEIGHT * q.depth / peak if peak else 0), slot * 0.6,
+            CHART_HEIGHT * q.depth / peak if peak else 0, f"queue {q.name}: {q.depth} waiting")
+        for i, q in enumerate(status.queues)
+    ]
+    names = " / ".join(q.name for q in status.queues)
+    return Chart("Queue depth now", "messages waiting per queue (no history is kept)",
+                 sum(q.depth for q in status.queues), peak, bars, names, "")
+
+
+# --- pages ------------------------------------------------------------------------------
+
+
+def ops_page(template: str, http_status: int = 200, **context):
+    html = render_template(template, operator=g.get("operator"), notices=get_flashed_messages(), **context)
+    return html, http_status
+
+
+def message_page(title: str, *paragraphs: str, status: int = 200):
+    return ops_page("ops/message.html", status, title=title, paragraphs=paragraphs)
+
+
+def utc_time(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "-"
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60:02d}s"
+
+
+blueprint.add_app_template_filter(utc_time, "ops_time")
+blueprint.add_app_template_filter(age, "ops_age")

@@ -1,0 +1,280 @@
+"""The ops dashboard as an operator uses it: behind a login, the numbers of
+`newsletter ops status`, and buttons that pause, resume, cancel and retry a send."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import select
+
+from newsletter import admins, scheduling
+from newsletter.sending import Deliverer, claim_due_sends
+from newsletter.store.db import session_scope
+from newsletter.store.models import Batch, Delivery, Send, SendEvent
+from newsletter.web import create_app
+from tests.conftest import SAMPLE_ISSUE
+from tests.memory_transport import MemoryTransport
+
+PASSWORD = "correct horse battery staple"
+OPERATOR = "ops@example.org"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    from newsletter.publishing import checked_render
+
+    return checked_render(SAMPLE_ISSUE)[0]
+
+
+def address(n: int) -> str:
+    return f"reader{n:03d}@example.com"
+
+
+def start_send(settings, rendered, subscribers: int, batch_size: int = 10) -> int:
+    """A send that is sending, its audience frozen and cut into batches, nothing sent yet."""
+    from newsletter.store.issues import store_issue
+    from newsletter.subscribers import add_subscriber, create_list
+
+    slug = rendered.issue.publication.slug
+    with session_scope(settings) as session:
+        issue = store_issue(session, rendered)
+        mailing_list = create_list(session, slug, "everyone", "Everyone")
+        for n in range(subscribers):
+            add_subscriber(session, address(n), lists=["everyone"], publication_slug=slug)
+        send = scheduling.schedule_send(session, issue, mailing_list, None, batch_size=batch_size)
+        session.commit()
+        claim_due_sends(session, settings)
+        return send.id
+
+
+def deliver_batches(settings, transport, send_id: int, count: int | None = None) -> list:
+    """Deliver the send's first ``count`` batches (all when None), as workers would."""
+    with session_scope(settings) as session:
+        batch_ids = session.scalars(select(Batch.id).where(Batch.send_id == send_id).order_by(Batch.id)).all()
+        deliverer = Deliverer(settings, transport)
+        return [deliverer.deliver_batch(session, b) for b in batch_ids[:count]]
+
+
+def send_state(settings, send_id: int) -> str:
+    with session_scope(settings) as session:
+        return session.get(Send, send_id).state
+
+
+@pytest.fixture
+def app(settings):
+    with session_scope(settings) as session:
+        admins.create_admin(session, OPERATOR, PASSWORD)
+    return create_app(settings)
+
+
+def csrf_of(client, path: str) -> str:
+    return CSRF.search(client.get(path).get_data(as_text=True)).group(1)
+
+
+def log_in(client, email: str = OPERATOR, password: str = PASSWORD, **environ):
+    token = csrf_of(client, "/ops/login")
+    return client.post("/ops/login", data={"email": email, "password": password, "csrf_token": token,
+                                           "next": "/ops/"}, environ_base=environ)
+
+
+@pytest.fixture
+def operator(app):
+    client = app.test_client()
+    assert log_in(client).status_code == 303
+    return client
+
+
+def press(client, send_id: int, action: str):
+    """The button, then the confirmation page's button."""
+    page = client.get(f"/ops/sends/{send_id}/{action}")
+    assert page.status_code == 200 and "<form method=\"post\"" in page.get_data(as_text=True)
+    return client.post(f"/ops/sends/{send_id}/{action}", data={"csrf_token": csrf_of(client, f"/ops/sends/{send_id}/{action}")})
+
+
+# --- the login ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/ops/", "/ops/sends/1/pause", "/ops/sends/1/cancel", "/ops/sends/1/retry-failed"])
+def test_anonymous_pages_redirect_to_the_login(app, path):
+    response = app.test_client().get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/ops/login?next=")
+
+
+def test_anonymous_json_gets_401_and_anonymous_posts_change_nothing(app, settings, rendered):
+    send_id = start_send(settings, rendered, 5)
+    client = app.test_client()
+    response = client.get("/ops/status.json")
+    assert response.status_code == 401 and response.get_json()["login"] == "/ops/login"
+    token = csrf_of(client, "/ops/login")  # a real token, but no login
+    for action in ("pause", "cancel"):
+        assert client.post(f"/ops/sends/{send_id}/{action}", data={"csrf_token": token}).status_code == 302
+    assert send_state(settings, send_id) == "sending"
+
+
+def test_a_wrong_password_and_an_unknown_account_get_the_same_page(app):
+    wrong = log_in(app.test_client(), password="not the password at all")
+    unknown = log_in(app.test_client(), email="nobody@example.org")
+    assert wrong.status_code == unknown.status_code == 401
+    text = wrong.get_data(as_text=True)
+    assert "The email address or the password is not right." in text
+    assert _without_tokens(text).replace(OPERATOR, "") == \
+        _without_tokens(unknown.get_data(as_text=True)).replace("nobody@example.org", "")
+    assert "Set-Cookie" not in wrong.headers or "operator" not in wrong.headers.get("Set-Cookie", "")
+
+
+def _without_tokens(html: str) -> str:
+    return re.sub(r'(value="|sha256-)[^"\']*', "", html)
+
+
+def test_log_in_see_the_dashboard_and_log_out(app):
+    client = app.test_client()
+    response = log_in(client)
+    assert response.status_code == 303 and response.headers["Location"] == "/ops/"
+    page = client.get("/ops/")
+    assert page.status_code == 200 and OPERATOR in page.get_data(as_text=True)
+    cookie = page.request.headers.get("Cookie", "")
+    assert cookie  # the signed session
+    set_cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie and "Secure" in set_cookie  # base_url is https
+    client.post("/ops/logout", data={"csrf_token": csrf_of(client, "/ops/")})
+    assert client.get("/ops/").status_code == 302
+
+
+def test_a_login_without_a_csrf_token_does_not_log_in(app):
+    client = app.test_client()
+    response = client.post("/ops/login", data={"email": OPERATOR, "password": PASSWORD})
+    assert response.status_code == 400
+    assert client.get("/ops/").status_code == 302
+
+
+@pytest.mark.parametrize("shared", ["local", "redis"])
+def test_logins_are_limited_per_client_and_per_account(settings, shared, request):
+    if shared == "redis":
+        settings = replace(settings, redis_url=request.getfixturevalue("redis_url"))
+    settings = replace(settings, ops_login_attempts=3)
+    with session_scope(settings) as session:
+        admins.create_admin(session, OPERATOR, PASSWORD)
+    app = create_app(settings)
+    for _ in range(3):
+        assert log_in(app.test_client(), password="wrong guess number n", REMOTE_ADDR="192.0.2.1").status_code == 401
+    # The same client, even with the right password now, and another account from it.
+    assert log_in(app.test_client(), REMOTE_ADDR="192.0.2.1").status_code == 429
+    # The same account from many clients.
+    assert log_in(app.test_client(), REMOTE_ADDR="192.0.2.2").status_code == 429
+    # Someone else, from elsewhere, is not held up.
+    with session_scope(settings) as session:
+        admins.create_admin(session, "other@example.org", PASSWORD)
+    assert log_in(app.test_client(), email="other@example.org", REMOTE_ADDR="192.0.2.3").status_code == 303
+
+
+def test_a_password_reset_ends_an_open_session(app, settings, operator):
+    assert operator.get("/ops/").status_code == 200
+    with session_scope(settings) as session:
+        admins.reset_password(session, OPERATOR, "a brand new long passphrase")
+    assert operator.get("/ops/").status_code == 302
+
+
+# --- what it shows --------------------------------------------------------------------------
+
+
+def test_the_numbers_on_the_dashboard_are_those_of_ops_status(app, settings, rendered, operator, cli):
+    transport = MemoryTransport()
+    transport.permanent[address(2)] = (550, "5.1.1", "<reader002@example.com>: user unknown")
+    transport.temporary[address(13)] = 5
+    send_id = start_send(settings, rendered, 35)
+    deliver_batches(settings, transport, send_id, 2)  # 20 of 35 tried
+
+    expected = json.loads(cli("ops", "status", "--json").output)
+    shown = operator.get("/ops/status.json").get_json()
+    html = operator.get("/ops/").get_data(as_text=True)
+
+    [cli_send] = expected["sends"]
+    assert (cli_send["sent"], cli_send["failed"], cli_send["pending"]) == (18, 1, 16)  # one waits for a retry
+    counted = ("state", "audience", "sent", "failed", "pending", "possible_duplicates", "skipped", "cancelled",
+               "bounces", "complaints", "errors")
+    assert {k: shown["sends"][0][k] for k in counted} == {k: cli_send[k] for k in counted}
+    assert shown["queues"] == expected["queues"] and shown["problems"] == expected["problems"]
+    row = re.search(rf'<tr data-send="{send_id}">(.*?)</tr>', html, re.DOTALL).group(1)
+    cells = dict(re.findall(r'data-field="(\w+)">([^<]*)<', row))
+    for field in ("sent", "failed", "pending", "possible_duplicates", "skipped", "cancelled", "audience"):
+        assert int(cells[field]) == cli_send[field], field
+    assert cells["state"].strip() == "sending"
+    for error in cli_send["errors"]:
+        assert f"<td>{error['reason'].replace('<', '&lt;').replace('>', '&gt;')}</td><td class=\"n\">{error['count']}</td>" in html
+
+
+def test_the_dashboard_charts_what_was_sent_and_polls_with_its_own_script(app, settings, rendered, operator):
+    send_id = start_send(settings, rendered, 12)
+    deliver_batches(settings, MemoryTransport(), send_id)
+    response = operator.get("/ops/")
+    html = response.get_data(as_text=True)
+    assert "<figcaption>Messages sent: 12</figcaption>" in html
+    assert html.count("<svg") == 3 and "<rect" in html
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy and "unsafe-inline" not in policy
+    assert '<noscript><meta http-equiv="refresh"' in html
+    script = re.search(r'<script src="([^"]+)"', html).group(1)
+    served = operator.get(script)
+    assert served.status_code == 200 and "status.json" not in script and b"fetch(" in served.data
+
+
+# --- the buttons ----------------------------------------------------------------------------
+
+
+def test_pause_stops_the_workers_and_resume_starts_them_again(app, settings, rendered, operator, caplog):
+    send_id = start_send(settings, rendered, 30)
+    transport = MemoryTransport()
+    deliver_batches(settings, transport, send_id, 1)
+
+    caplog.set_level(logging.INFO, logger="newsletter.web.ops")
+    response = press(operator, send_id, "pause")
+    assert response.status_code == 303
+    assert send_state(settings, send_id) == "paused"
+    assert f"Send {send_id} is paused." in operator.get("/ops/").get_data(as_text=True)
+    assert any(OPERATOR in r.getMessage() and "pause" in r.getMessage() for r in caplog.records)
+    with session_scope(settings) as session:
+        details = session.scalars(select(SendEvent.detail).where(SendEvent.send_id == send_id)).all()
+    assert f"pause by {OPERATOR} (dashboard)" in details
+
+    reports = deliver_batches(settings, transport, send_id)
+    assert len(transport.accepted) == 10 and {r.stopped for r in reports[1:]} == {"paused"}
+
+    press(operator, send_id, "resume")
+    assert send_state(settings, send_id) == "sending"
+    deliver_batches(settings, transport, send_id)
+    assert sorted(transport.recipients()) == [address(n) for n in range(30)]
+
+
+def test_cancel_and_retry_failed(app, settings, rendered, operator):
+    transport = MemoryTransport()
+    transport.permanent[address(1)] = (554, "5.7.1", "refused by policy")
+    send_id = start_send(settings, rendered, 20)
+    deliver_batches(settings, transport, send_id, 1)
+
+    transport.permanent.clear()
+    press(operator, send_id, "retry-failed")
+    with session_scope(settings) as session:
+        assert session.scalar(select(Delivery.state).where(Delivery.email == address(1))) == "retry"
+
+    press(operator, send_id, "cancel")
+    assert send_state(settings, send_id) == "cancelled"
+    with session_scope(settings) as session:
+        states = session.scalars(select(Delivery.state).where(Delivery.send_id == send_id)).all()
+    assert states.count("cancelled") == 11 and states.count("sent") == 9
+    # A cancelled send cannot be paused; the page says why and nothing changes.
+    refused = operator.post(f"/ops/sends/{send_id}/pause", data={"csrf_token": csrf_of(operator, "/ops/")})
+    assert refused.status_code == 409 and "it is cancelled" in refused.get_data(as_text=True)
+
+
+def test_a_post_without_a_csrf_token_changes_nothing(app, settings, rendered, operator):
+    send_id = start_send(settings, rendered, 5)
+    for action in ("pause", "cancel"):
+        response = operator.post(f"/ops/sends/{send_id}/{action}", data={})
+        assert response.status_code == 400 and "Nothing was changed" in response.get_data(as_text=True)
+    assert send_state(settings, send_id) == "sending"
