@@ -18,11 +18,13 @@ marked as read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import imaplib
 import mailbox
 import re
+import ssl
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email import message_from_bytes, policy
@@ -34,7 +36,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.errors import InputError, Problem
+from newsletter.errors import InputError, NewsletterError, Problem
 from newsletter.store.models import Delivery
 from newsletter.events import BOUNCED, COMPLAINED, HARD, SOFT, Event, EventReport, record_events
 
@@ -205,23 +207,27 @@ def read_maildir(session: Session, settings: Settings, path: Path) -> MailboxRep
     return report
 
 
-def read_imap(session: Session, settings: Settings, url: str, connect=None) -> MailboxReport:
-    """Process unseen messages of ``imaps://user:password@host[:port]/FOLDER``, then flag them seen."""
+def read_imap(session: Session, settings: Settings, url: str,
+              ssl_context: ssl.SSLContext | None = None) -> MailboxReport:
+    """Process unseen messages of ``imaps://user:password@host[:port]/FOLDER``, then flag them seen.
+
+    The server's certificate is verified against the system's trusted CAs
+    (or ``ssl_context``'s) before the password is sent.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("imaps", "imap") or not parts.hostname or not parts.username:
         raise InputError(Problem("--imap", f"{url!r} is not an IMAP URL", "use imaps://user:password@host/INBOX"))
-    connection = (connect or _connect)(parts)
+    connection = _connect(parts, ssl_context or ssl.create_default_context())
     report = MailboxReport(events=EventReport())
     try:
-        connection.login(unquote(parts.username), unquote(parts.password or ""))
-        connection.select(unquote(parts.path.lstrip("/")) or "INBOX")
+        _open_folder(connection, parts)
         _, found = connection.uid("SEARCH", None, "UNSEEN")
         uids = found[0].split() if found and found[0] else []
         for uid in uids:
             _, data = connection.uid("FETCH", uid, "(BODY.PEEK[])")
             raw = next((item[1] for item in data if isinstance(item, tuple)), b"")
             _process(session, settings, raw, report)
-        session.commit()
+        session.commit()  # the events are safe before the messages are flagged seen
         for uid in uids:
             connection.uid("STORE", uid, "+FLAGS", r"(\Seen)")
     finally:
@@ -229,12 +235,42 @@ def read_imap(session: Session, settings: Settings, url: str, connect=None) -> M
     return report
 
 
-def _connect(parts):
-    if parts.scheme == "imaps":
-        return imaplib.IMAP4_SSL(parts.hostname, parts.port or 993)
-    connection = imaplib.IMAP4(parts.hostname, parts.port or 143)
-    connection.starttls()  # never a password in clear
-    return connection
+def _connect(parts, context: ssl.SSLContext) -> imaplib.IMAP4:
+    where = f"{parts.hostname}:{parts.port or (993 if parts.scheme == 'imaps' else 143)}"
+    try:
+        if parts.scheme == "imaps":
+            return imaplib.IMAP4_SSL(parts.hostname, parts.port or 993, ssl_context=context, timeout=30)
+        connection = imaplib.IMAP4(parts.hostname, parts.port or 143, timeout=30)
+        try:
+            connection.starttls(ssl_context=context)  # never a password in clear
+        except BaseException:
+            with contextlib.suppress(OSError):  # the failed handshake may have closed it
+                connection.shutdown()
+            raise
+        return connection
+    except ssl.SSLCertVerificationError as exc:
+        raise NewsletterError(f"the IMAP server {where} has a certificate we cannot trust ({exc.verify_message}); "
+                              "nothing was sent to it") from None
+    except (OSError, imaplib.IMAP4.error) as exc:
+        raise NewsletterError(f"could not open a TLS connection to the IMAP server {where}: {exc}") from None
+
+
+def _open_folder(connection: imaplib.IMAP4, parts) -> None:
+    try:
+        connection.login(unquote(parts.username), unquote(parts.password or ""))
+    except imaplib.IMAP4.error:
+        raise InputError(Problem("--imap", f"the IMAP server refused user {unquote(parts.username)!r} and its password",
+                                 "check the user name and password in the URL")) from None
+    folder = unquote(parts.path.lstrip("/")) or "INBOX"
+    status, _ = connection.select(_quoted(folder))
+    if status != "OK":
+        raise InputError(Problem("--imap", f"there is no folder {folder!r} on the IMAP server",
+                                 "give the folder the bounces are delivered to, e.g. /INBOX"))
+
+
+def _quoted(folder: str) -> str:
+    # imaplib sends a mailbox name as it is: one with a space needs quotes.
+    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _process(session: Session, settings: Settings, raw: bytes, report: MailboxReport) -> None:
