@@ -25,7 +25,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
-from newsletter.ratelimit import LocalRateLimiter, RateLimiterUnavailable, RedisRateLimiter
+from newsletter.ratelimit import (
+    LocalRateLimiter,
+    RateLimiterUnavailable,
+    RedisRateLimiter,
+)
 from newsletter.store.models import Admin, utcnow
 from newsletter.subscribers import checked_address
 

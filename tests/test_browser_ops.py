@@ -22,7 +22,14 @@ from newsletter.web import create_app
 from tests.conftest import free_port
 from tests.memory_transport import MemoryTransport
 from tests.test_browser import browser  # noqa: F401 - the fixture: skips or fails without Chromium
-from tests.test_web_ops import OPERATOR, PASSWORD, deliver_batches, rendered, send_state, start_send  # noqa: F401
+from tests.test_web_ops import (  # noqa: F401
+    OPERATOR,
+    PASSWORD,
+    deliver_batches,
+    rendered,
+    send_state,
+    start_send,
+)
 
 
 @pytest.fixture
@@ -41,10 +48,10 @@ def dashboard(tmp_path, sqlite_url):
     thread.join(timeout=10)
 
 
-def cell(browser, send_id: int, field: str) -> str:
+def cell(driver, send_id: int, field: str) -> str:
     from selenium.webdriver.common.by import By
 
-    return browser.find_element(By.CSS_SELECTOR, f'tr[data-send="{send_id}"] [data-field="{field}"]').text
+    return driver.find_element(By.CSS_SELECTOR, f'tr[data-send="{send_id}"] [data-field="{field}"]').text
 
 
 def test_log_in_see_a_send_pause_it_and_see_it_paused(browser, dashboard, rendered):  # noqa: F811
