@@ -7,6 +7,7 @@ import json
 import logging
 import re
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from sqlalchemy import select
 from newsletter import admins, scheduling
 from newsletter.sending import Deliverer, claim_due_sends
 from newsletter.store.db import session_scope
-from newsletter.store.models import Batch, Delivery, Send, SendEvent
+from newsletter.store.models import Batch, Delivery, Send, SendEvent, utcnow
 from newsletter.web import create_app
 from tests.conftest import SAMPLE_ISSUE
 from tests.memory_transport import MemoryTransport
@@ -214,7 +215,8 @@ def test_the_dashboard_charts_what_was_sent_and_polls_with_its_own_script(app, s
     deliver_batches(settings, MemoryTransport(), send_id)
     response = operator.get("/ops/")
     html = response.get_data(as_text=True)
-    assert "<figcaption>Messages sent: 12</figcaption>" in html
+    assert "<figcaption>Messages sent: 12 in all</figcaption>" in html
+    assert "<figcaption>Queue depth: 0 waiting now</figcaption>" in html
     assert html.count("<svg") == 3 and "<rect" in html
     policy = response.headers["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "connect-src 'self'" in policy and "unsafe-inline" not in policy
@@ -278,3 +280,14 @@ def test_a_post_without_a_csrf_token_changes_nothing(app, settings, rendered, op
         response = operator.post(f"/ops/sends/{send_id}/{action}", data={})
         assert response.status_code == 400 and "Nothing was changed" in response.get_data(as_text=True)
     assert send_state(settings, send_id) == "sending"
+
+
+def test_the_queue_chart_shows_the_beats_samples(app, settings, operator):
+    from newsletter.ops.queue_history import record_queue_depths
+    from tests.test_queue_history import Broker
+
+    with session_scope(settings) as db:
+        record_queue_depths(db, settings, utcnow() - timedelta(minutes=30), broker=Broker(send=57))
+        record_queue_depths(db, settings, utcnow(), broker=Broker(send=3))
+    html = operator.get("/ops/").get_data(as_text=True)
+    assert 'aria-label="Queue depth, most messages waiting at once: 0 waiting now, at most 57"' in html

@@ -11,6 +11,7 @@ from newsletter import sending
 from newsletter.config import get_settings
 from newsletter.logs import bind_log_context, reset_log_context
 from newsletter.ops.heartbeats import record_batch_run
+from newsletter.ops.queue_history import record_queue_depths
 from newsletter.ratelimit import make_rate_limiter
 from newsletter.store.db import session_scope
 from newsletter.store.models import Batch, utcnow
@@ -48,6 +49,8 @@ def tick() -> None:
         batch_ids = sending.tick(session, get_settings())
     for batch_id in batch_ids:
         deliver_batch.delay(batch_id)
+    with session_scope() as session:
+        record_queue_depths(session, get_settings())  # for the dashboard's chart
 
 
 @app.task(ignore_result=True)
@@ -57,6 +60,15 @@ def purge_event_payloads() -> None:
 
     with session_scope() as session:
         purge_old_payloads(session, get_settings())
+
+
+@app.task(ignore_result=True)
+def purge_unconfirmed_signups() -> None:
+    """Forget sign-ups never confirmed within their retention."""
+    from newsletter.signup import purge_unconfirmed
+
+    with session_scope() as session:
+        purge_unconfirmed(session, get_settings())
 
 
 @app.task(ignore_result=True)

@@ -395,3 +395,21 @@ class Admin(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# --- Ops: queue depth over time ----------------------------------------------------
+
+
+class QueueSample(Base):
+    """How many messages waited in the broker's queues at one moment.
+
+    The broker keeps no history, so the beat tick samples it about once a
+    minute for the dashboard's chart; samples older than a day are dropped.
+    """
+
+    __tablename__ = "queue_samples"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    depth: Mapped[int] = mapped_column(Integer)  # all queues together
+    depths: Mapped[dict] = mapped_column(JSON, default=dict)  # queue name -> depth

@@ -42,7 +42,7 @@ from newsletter import admins, scheduling
 from newsletter.errors import InputError
 from newsletter.errors import NotFound as NoSuchThing
 from newsletter.ops.status import Status, collect_status
-from newsletter.store.models import BatchRun, Delivery, SendEvent
+from newsletter.store.models import BatchRun, Delivery, QueueSample, SendEvent
 from newsletter.web import security
 from newsletter.web.pages import database, settings
 
@@ -291,7 +291,7 @@ class Bar:
 class Chart:
     title: str
     unit: str
-    total: int
+    headline: str  # "1,234 in all", "3 waiting now"
     peak: int
     bars: list[Bar]
     start_label: str
@@ -313,7 +313,7 @@ def build_charts(db: Session, status: Status, now: datetime) -> list[Chart]:
     return [
         chart("Messages sent", f"sent per {minutes} minutes", sent, since),
         chart("Errors", f"failed or to be retried per {minutes} minutes", errors, since),
-        queue_chart(status),
+        queue_chart(db, status, since, buckets),
     ]
 
 
@@ -338,7 +338,7 @@ def _bucket_index(db: Session, column, since: datetime):
     return cast(func.floor((epoch - start) / seconds), Integer)
 
 
-def chart(title: str, unit: str, values: list[int], since: datetime) -> Chart:
+def chart(title: str, unit: str, values: list[int], since: datetime, headline: str = "") -> Chart:
     peak = max(values) if values else 0
     width = CHART_WIDTH / max(1, len(values))
     bars = []
@@ -348,21 +348,15 @@ def chart(title: str, unit: str, values: list[int], since: datetime) -> Chart:
         bars.append(Bar(i * width, CHART_HEIGHT - height, max(width - 1, 1), height,
                         f"{start:%H:%M}-{start + CHART_BUCKET:%H:%M} UTC: {value}"))
     end = since + CHART_BUCKET * len(values)
-    return Chart(title, unit, sum(values), peak, bars, f"{since:%H:%M} UTC", f"{end:%H:%M} UTC")
+    headline = headline or f"{sum(values):,} in all"
+    return Chart(title, unit, headline, peak, bars, f"{since:%H:%M} UTC", f"{end:%H:%M} UTC")
 
 
-def queue_chart(status: Status) -> Chart:
-    """Depth of each queue now: the broker keeps no history of it."""
-    peak = max((q.depth for q in status.queues), default=0)
-    slot = CHART_WIDTH / max(1, len(status.queues))
-    bars = [
-        Bar(i * slot, CHART_HEIGHT - (CHART_HEIGHT * q.depth / peak if peak else 0), slot * 0.6,
-            CHART_HEIGHT * q.depth / peak if peak else 0, f"queue {q.name}: {q.depth} waiting")
-        for i, q in enumerate(status.queues)
-    ]
-    names = " / ".join(q.name for q in status.queues)
-    return Chart("Queue depth now", "messages waiting per queue (no history is kept)",
-                 sum(q.depth for q in status.queues), peak, bars, names, "")
+def queue_chart(db: Session, status: Status, since: datetime, buckets: int) -> Chart:
+    """The most messages waiting at once in each bucket, from the beat's samples."""
+    depths = bucket_sums(db, QueueSample.at, func.max(QueueSample.depth), since, buckets)
+    now = sum(q.depth for q in status.queues)
+    return chart("Queue depth", "most messages waiting at once", depths, since, headline=f"{now:,} waiting now")
 
 
 # --- pages ------------------------------------------------------------------------------
