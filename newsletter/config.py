@@ -146,6 +146,7 @@ class Settings:
     soft_bounce_threshold: int = 3  # soft bounces of different messages ...
     soft_bounce_window_days: int = 30  # ... within this many days suppress an address
     raw_event_retention_days: int = 30  # provider payloads are kept this long, for debugging
+    unconfirmed_retention_days: int = 30  # sign-ups never confirmed are forgotten after this long
     bounce_domain: str = ""  # set: envelope sender bounces+<signed delivery id>@bounce_domain (VERP)
     dkim_private_key_path: str = ""  # set: sign every message (PEM RSA key)
     dkim_selector: str = ""
@@ -264,6 +265,7 @@ def settings_from(env: dict) -> Settings:
         soft_bounce_threshold=_int(env, "SOFT_BOUNCE_THRESHOLD", Settings.soft_bounce_threshold),
         soft_bounce_window_days=_int(env, "SOFT_BOUNCE_WINDOW_DAYS", Settings.soft_bounce_window_days),
         raw_event_retention_days=_int(env, "RAW_EVENT_RETENTION_DAYS", Settings.raw_event_retention_days),
+        unconfirmed_retention_days=_int(env, "UNCONFIRMED_RETENTION_DAYS", Settings.unconfirmed_retention_days),
         bounce_domain=env.get("BOUNCE_DOMAIN", "").strip().lower(),
         dkim_private_key_path=env.get("DKIM_PRIVATE_KEY_PATH", ""),
         dkim_selector=env.get("DKIM_SELECTOR", ""),

@@ -31,13 +31,14 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 import redis
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.errors import InputError, NewsletterError, NotFound, Problem
 from newsletter.store.models import (
     ConfirmationEmail,
+    Delivery,
     MailingList,
     Membership,
     PublicationRow,
@@ -319,6 +320,47 @@ def confirmation_target(session: Session, settings: Settings, token: str, max_ag
         raise BadToken("this link is not valid")  # the person or list was removed since
     issued_at = datetime.fromtimestamp(issued / 1000, tz=timezone.utc)
     return subscriber, mailing_list, membership, issued_at
+
+
+# --- forgetting sign-ups that were never confirmed ---------------------------------
+
+
+@dataclass(frozen=True)
+class UnconfirmedPurge:
+    memberships_deleted: int
+    subscribers_deleted: int
+
+
+def purge_unconfirmed(session: Session, settings: Settings, now: datetime | None = None) -> UnconfirmedPurge:
+    """Delete unconfirmed memberships older than ``unconfirmed_retention_days``. Commits.
+
+    An address someone typed into the form and never confirmed is not ours to
+    keep. Its subscriber row goes too when nothing else is left: no other
+    membership and no ledger row. Suppressions are kept by address and stay.
+    Meant for the beat or ``newsletter subscribers purge-unconfirmed``; safe to repeat.
+    """
+    now = now or utcnow()
+    # Never sooner than a confirm link lives: a link that still works finds its membership.
+    cutoff = now - max(timedelta(days=settings.unconfirmed_retention_days),
+                       timedelta(seconds=settings.confirm_max_age_seconds))
+    recently_asked = select(ConfirmationEmail.subscriber_id).where(ConfirmationEmail.last_sent_at >= cutoff)
+    stale = (Membership.status == "unconfirmed") & (Membership.created_at < cutoff) \
+        & Membership.subscriber_id.not_in(recently_asked)
+    candidates = list(session.scalars(select(Membership.subscriber_id).where(stale).distinct()))
+    memberships = session.execute(delete(Membership).where(stale)).rowcount
+    subscribers = sum(_delete_if_nothing_left(session, candidates[i:i + 500]) for i in range(0, len(candidates), 500))
+    session.commit()
+    return UnconfirmedPurge(memberships, subscribers)
+
+
+def _delete_if_nothing_left(session: Session, subscriber_ids: list[int]) -> int:
+    # One statement, so a sign-up arriving meanwhile keeps its subscriber;
+    # the row in confirmation_emails goes with it (ON DELETE CASCADE).
+    return session.execute(delete(Subscriber).where(
+        Subscriber.id.in_(subscriber_ids),
+        ~exists().where(Membership.subscriber_id == Subscriber.id),
+        ~exists().where(Delivery.subscriber_id == Subscriber.id),
+    ).execution_options(synchronize_session=False)).rowcount
 
 
 # --- sign-up posts per client address ---------------------------------------------

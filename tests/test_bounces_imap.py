@@ -12,9 +12,12 @@ from sqlalchemy import func, select
 from newsletter import bounces
 from newsletter.errors import InputError, NewsletterError
 from newsletter.store.models import ProviderEvent
-from tests import imap_server
+from tests import imap_server, test_bounces
 from tests.conftest import _missing
-from tests.test_bounces import BOUNCE_DOMAIN, arf, dsn, sent, suppressions, verp  # noqa: F401 - fixtures
+from tests.test_bounces import BOUNCE_DOMAIN, arf, dsn, suppressions
+
+# The Maildir tests' fixtures: a finished send with VERP return paths.
+verp, sent = test_bounces.verp, test_bounces.sent
 
 AUTO_REPLY = (b"From: someone@example.net\r\nTo: bounces@" + BOUNCE_DOMAIN.encode()
               + b"\r\nSubject: Out of office\r\n\r\nAway until Monday.\r\n")

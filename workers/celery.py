@@ -60,6 +60,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_routes={
             "workers.tasks.tick": {"queue": queues.CONTROL},
             "workers.tasks.purge_event_payloads": {"queue": queues.CONTROL},
+            "workers.tasks.purge_unconfirmed_signups": {"queue": queues.CONTROL},
             "workers.tasks.deliver_batch": {"queue": queues.SEND},
         },
         beat_schedule={
@@ -72,6 +73,11 @@ def make_app(settings: Settings | None = None) -> Celery:
             "purge-event-payloads": {
                 "task": "workers.tasks.purge_event_payloads",
                 "schedule": 6 * 3600,  # retention is counted in days; a few runs a day keep it tight
+                "options": {"expires": 3600},
+            },
+            "purge-unconfirmed-signups": {
+                "task": "workers.tasks.purge_unconfirmed_signups",
+                "schedule": 6 * 3600,
                 "options": {"expires": 3600},
             },
         },

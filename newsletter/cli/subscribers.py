@@ -182,6 +182,19 @@ def subscribers_unsubscribe(email, list_slug, publication) -> None:
     console.print(f"unsubscribed {address} {where}", highlight=False)
 
 
+@subscribers.command("purge-unconfirmed")
+def subscribers_purge_unconfirmed() -> None:
+    """Forget sign-ups not confirmed within UNCONFIRMED_RETENTION_DAYS (the beat does this too)."""
+    from newsletter.signup import purge_unconfirmed
+
+    settings = get_settings()
+    with database() as session:
+        report = purge_unconfirmed(session, settings)
+    console.print(f"{report.memberships_deleted} unconfirmed memberships older than "
+                  f"{settings.unconfirmed_retention_days} days deleted, "
+                  f"{report.subscribers_deleted} subscribers with nothing else left deleted")
+
+
 def paging_options(command):
     command = click.option("--after", type=int, default=None, metavar="ID", help="Show those after this id (the next page).")(command)
     command = click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)(command)
