@@ -89,7 +89,36 @@ class _Gcra:
         return 0.0
 
 
-class LocalRateLimiter:
+class _BlockingLimiter:
+    """acquire/try_acquire on top of ``_take``, which each limiter implements:
+    (seconds to wait, or 0 when n permits were granted; the clock at that time)."""
+
+    burst: int
+    _sleep: Callable[[float], None] = staticmethod(time.sleep)
+
+    def acquire(self, n: int = 1) -> float:
+        """Block until n permits are granted; return the limiter's clock at the grant."""
+        granted_at = 0.0
+        for part in _parts(n, self.burst):
+            granted_at = self._acquire_part(part)
+        return granted_at
+
+    def try_acquire(self, n: int = 1) -> bool:
+        """Take n permits if they are free now, without waiting."""
+        return n <= self.burst and self._take(n)[0] == 0
+
+    def _acquire_part(self, n: int) -> float:
+        while True:
+            wait, now = self._take(n)
+            if wait == 0:
+                return now
+            self._sleep(wait)
+
+    def _take(self, n: int) -> tuple[float, float]:
+        raise NotImplementedError
+
+
+class LocalRateLimiter(_BlockingLimiter):
     """A limit shared by the threads of one process (the embedded mode)."""
 
     def __init__(
@@ -107,22 +136,6 @@ class LocalRateLimiter:
         self._clock = clock
         self._sleep = sleep
 
-    def acquire(self, n: int = 1) -> float:
-        granted_at = self._clock()
-        for part in _parts(n, self.burst):
-            granted_at = self._acquire_part(part)
-        return granted_at
-
-    def try_acquire(self, n: int = 1) -> bool:
-        return n <= self.burst and self._take(n)[0] == 0
-
-    def _acquire_part(self, n: int) -> float:
-        while True:
-            wait, now = self._take(n)
-            if wait == 0:
-                return now
-            self._sleep(wait)
-
     def _take(self, n: int) -> tuple[float, float]:
         with self._lock:
             now = self._clock()
@@ -132,7 +145,7 @@ class LocalRateLimiter:
             return wait, now
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(_BlockingLimiter):
     """A limit shared through Redis by every worker on every host."""
 
     def __init__(self, redis_client_or_url: redis.Redis | str, key: str, rate_per_second: float,
@@ -145,24 +158,6 @@ class RedisRateLimiter:
         self._script = self._client.register_script(_GCRA_SCRIPT)
         self._interval_us = repr(1_000_000 / rate_per_second)
         self._count_lock = threading.Lock()
-
-    def acquire(self, n: int = 1) -> float:
-        """Block until n permits are granted; return Redis' clock at the grant, in seconds."""
-        granted_at = 0.0
-        for part in _parts(n, self.burst):
-            granted_at = self._acquire_part(part)
-        return granted_at
-
-    def try_acquire(self, n: int = 1) -> bool:
-        """Take n permits if they are free now, without waiting."""
-        return n <= self.burst and self._take(n)[0] == 0
-
-    def _acquire_part(self, n: int) -> float:
-        while True:
-            wait, now = self._take(n)
-            if wait == 0:
-                return now
-            time.sleep(wait)
 
     def _take(self, n: int) -> tuple[float, float]:
         """(seconds to wait, or 0 when granted; Redis' clock in seconds)."""
