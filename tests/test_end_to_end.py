@@ -212,3 +212,33 @@ def requeued_batches(pipeline, send_id) -> int:
         return session.scalar(
             select(func.count()).select_from(Batch).where(Batch.send_id == send_id, Batch.times_enqueued > 1)
         )
+
+
+def test_batch_tasks_delivered_again_through_the_broker_send_nothing_twice(pipeline, smtp):
+    from sqlalchemy import func, select
+
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import Batch, BatchRun
+    from workers.celery import make_app
+
+    smtp.reply_delay = 0.02
+    send_id = pipeline.prepare(60, delay=0.5)
+    pipeline.start_worker()
+    pipeline.start_beat()
+    pipeline.wait_for(lambda: len(smtp.messages) >= 5, what="the send to be under way")
+
+    def runs() -> int:
+        with session_scope(pipeline.settings) as session:
+            return session.scalar(select(func.count()).select_from(BatchRun).where(BatchRun.send_id == send_id))
+
+    with session_scope(pipeline.settings) as session:
+        batch_ids = session.scalars(select(Batch.id).where(Batch.send_id == send_id)).all()
+    # Every batch task once more while the send runs, as a broker may redeliver it.
+    app = make_app(pipeline.settings)
+    for batch_id in batch_ids:
+        app.send_task("workers.tasks.deliver_batch", args=[batch_id], queue="send")
+    pipeline.wait_finished(send_id)
+    pipeline.wait_for(lambda: runs() >= 2 * len(batch_ids), what="the repeated tasks to run")
+
+    counts = received_counts(smtp)
+    assert len(counts) == 60 and set(counts.values()) == {1}
