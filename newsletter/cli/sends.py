@@ -97,11 +97,12 @@ def list_sends(show_all: bool):
     settings, scope = _session()
     with scope as session:
         rows = send_overview(session, include_finished=show_all)
-    table = Table("id", "issue", "list", "state", "when", "sent", "failed", "pending", "dup?")
+    table = Table("id", "issue", "list", "state", "when (local)", "sent", "failed", "pending", "possible dup.")
     for r in rows:
         table.add_row(
-            str(r.send_id), r.issue, r.list, r.state, r.when.describe(), str(r.progress.counts.get("sent", 0)),
-            str(r.progress.counts.get("failed", 0)), str(r.progress.pending), str(r.progress.possible_duplicates),
+            str(r.send_id), r.issue, r.list, r.state, f"{r.when.local:%Y-%m-%d %H:%M %Z}",
+            str(r.progress.counts.get("sent", 0)), str(r.progress.counts.get("failed", 0)),
+            str(r.progress.pending), str(r.progress.possible_duplicates),
         )
     console.print(table)
 
