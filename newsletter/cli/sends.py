@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich import box
 from rich.table import Table
 
 from newsletter import scheduling, sending
@@ -97,7 +98,7 @@ def list_sends(show_all: bool):
     settings, scope = _session()
     with scope as session:
         rows = send_overview(session, include_finished=show_all)
-    table = Table("id", "issue", "list", "state", "when (local)", "sent", "failed", "pending", "possible dup.")
+    table = Table("id", "issue", "list", "state", "when (local)", "sent", "failed", "pending", "dup?", box=box.SIMPLE_HEAD)
     for r in rows:
         table.add_row(
             str(r.send_id), r.issue, r.list, r.state, f"{r.when.local:%Y-%m-%d %H:%M %Z}",
