@@ -98,7 +98,9 @@ def list_sends(show_all: bool):
     settings, scope = _session()
     with scope as session:
         rows = send_overview(session, include_finished=show_all)
-    table = Table("id", "issue", "list", "state", "when (local)", "sent", "failed", "pending", "dup?", box=box.SIMPLE_HEAD)
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in ("id", "issue", "list", "state", "when (local)", "sent", "failed", "pending", "dup?"):
+        table.add_column(name, no_wrap=name in ("state", "when (local)"))
     for r in rows:
         table.add_row(
             str(r.send_id), r.issue, r.list, r.state, f"{r.when.local:%Y-%m-%d %H:%M %Z}",
