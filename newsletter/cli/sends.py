@@ -99,13 +99,13 @@ def list_sends(show_all: bool):
     with scope as session:
         rows = send_overview(session, include_finished=show_all)
     table = Table(box=box.SIMPLE_HEAD)
-    for name in ("id", "issue", "list", "state", "when (local)", "sent", "failed", "pending", "dup?"):
-        table.add_column(name, no_wrap=name in ("state", "when (local)"))
+    for name in ("id", "issue → list", "state", "when (local)", "sent", "failed", "dup?"):
+        table.add_column(name, no_wrap=True)
     for r in rows:
+        counts = r.progress.counts
         table.add_row(
-            str(r.send_id), r.issue, r.list, r.state, f"{r.when.local:%Y-%m-%d %H:%M %Z}",
-            str(r.progress.counts.get("sent", 0)), str(r.progress.counts.get("failed", 0)),
-            str(r.progress.pending), str(r.progress.possible_duplicates),
+            str(r.send_id), f"{r.issue} → {r.list}", r.state, f"{r.when.local:%Y-%m-%d %H:%M %Z}",
+            str(counts.get("sent", 0)), str(counts.get("failed", 0)), str(r.progress.possible_duplicates),
         )
     console.print(table)
 
