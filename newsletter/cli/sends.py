@@ -98,7 +98,7 @@ def list_sends(show_all: bool):
     settings, scope = _session()
     with scope as session:
         rows = send_overview(session, include_finished=show_all)
-    table = Table(box=box.SIMPLE_HEAD)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("id", "issue → list", "state", "when (local)", "sent", "failed", "dup?"):
         table.add_column(name, no_wrap=True)
     for r in rows:
