@@ -80,6 +80,11 @@ def test_pause_resume_cancel_and_list(cli, staff):
     assert cli("sends", "now", "1").exit_code == 0
     assert "cancelled" in cli("sends", "cancel", "1", "--yes").output
     assert cli("sends", "resume", "1").exit_code == 2
+    shown = cli("sends", "show", "1").output
+    assert "cancelled, scheduled for" in shown and "for 2099-07-01 08:30:00 UTC" in shown  # the first time
+    assert [line.split()[3] for line in shown.splitlines() if line.startswith("  20")] == ["scheduled", "send", "cancelled"]
+    unknown = cli("sends", "show", "99")
+    assert unknown.exit_code == 2 and "no send 99" in unknown.output
 
 
 def test_proof_goes_to_the_given_addresses_only_and_touches_no_ledger(cli, staff, tmp_path):

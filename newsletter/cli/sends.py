@@ -113,14 +113,28 @@ def list_sends(show_all: bool):
 @sends.command("show")
 @click.argument("send_id", type=int)
 def show_send(send_id: int):
-    """One send's progress, in full."""
+    """One send: when, to whom, its progress and its history."""
+    from sqlalchemy import select
+
+    from newsletter.store.models import SendEvent
+
     settings, scope = _session()
     with scope as session:
+        send = scheduling.get_send(session, send_id)
+        tz = scheduling.publication_of(session, send).timezone
         p = sending.progress(session, send_id)
-    console.print(f"Send {send_id}: [bold]{p.state}[/] — {p.audience} recipients")
-    console.print(sending.summary_line(p))
-    if p.paused_reason:
-        console.print(f"[yellow]Paused: {p.paused_reason}[/]", highlight=False)
+        history = session.scalars(select(SendEvent).where(SendEvent.send_id == send_id).order_by(SendEvent.id)).all()
+        when = scheduling.when_from_utc(send.scheduled_at, tz)
+        console.print(f"Send {send_id}: [bold]{p.state}[/], scheduled for {when.describe()}")
+        if send.started_at is None:
+            console.print("The audience is frozen when the send starts.")
+        else:
+            console.print(f"{p.audience} recipients: {sending.summary_line(p)}")
+        if p.paused_reason:
+            console.print(f"[yellow]Paused: {p.paused_reason}[/]", highlight=False)
+        for event in history:
+            shown = scheduling.when_from_utc(event.created_at, tz).local
+            console.print(f"  {shown:%Y-%m-%d %H:%M:%S %Z}  {event.kind}  {event.detail}", highlight=False)
 
 
 def _steer(action, send_id: int, *args):
