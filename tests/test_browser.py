@@ -117,7 +117,7 @@ def test_sign_up_confirm_receive_read_unsubscribe_and_receive_nothing_more(brows
     browser.find_element(By.ID, "email").send_keys("ann@example.com")
     browser.find_element(By.ID, "name").send_keys("Ann")
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Check your inbox"
+    wait_for_heading(browser, "Check your inbox")
 
     # Confirm from the link in the email.
     [confirmation] = [message_from_bytes(p.read_bytes(), policy=policy.default)
@@ -126,7 +126,7 @@ def test_sign_up_confirm_receive_read_unsubscribe_and_receive_nothing_more(brows
     link = re.search(r"http://\S+/confirm/\S+", confirmation.get_body(("plain",)).get_content()).group(0)
     browser.get(link)
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    assert browser.find_element(By.TAG_NAME, "h1").text == "You are subscribed"
+    wait_for_heading(browser, "You are subscribed")
 
     # Receive the issue, and read its web copy from the email's link, pictures and all.
     first = send_issue(settings, publication_slug, issue_slug)
@@ -152,3 +152,18 @@ def test_sign_up_confirm_receive_read_unsubscribe_and_receive_nothing_more(brows
     # The next send reaches Bob and not Ann.
     second = send_issue(settings, publication_slug, issue_slug)
     assert second.recipients() == ["bob@example.com"]
+
+
+def wait_for_heading(browser, text: str) -> None:
+    """After a click the old page may still be there: wait for the new one's heading."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shows(b) -> bool:
+        try:
+            return b.find_element(By.TAG_NAME, "h1").text == text
+        except StaleElementReferenceException:
+            return False
+
+    WebDriverWait(browser, 20).until(shows, f"the page headed {text!r}")

@@ -21,7 +21,7 @@ from newsletter.store.migrate import upgrade
 from newsletter.web import create_app
 from tests.conftest import free_port
 from tests.memory_transport import MemoryTransport
-from tests.test_browser import browser  # noqa: F401 - the fixture: skips or fails without Chromium
+from tests.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
 from tests.test_web_ops import (  # noqa: F401
     OPERATOR,
     PASSWORD,
@@ -68,7 +68,7 @@ def test_log_in_see_a_send_pause_it_and_see_it_paused(browser, dashboard, render
     browser.find_element(By.ID, "email").send_keys(OPERATOR)
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Queues, workers and sends"
+    wait_for_heading(browser, "Queues, workers and sends")
     assert (cell(browser, send_id, "sent"), cell(browser, send_id, "pending")) == ("10", "20")
 
     # The page's script polls status.json and writes new numbers in place.
@@ -78,7 +78,7 @@ def test_log_in_see_a_send_pause_it_and_see_it_paused(browser, dashboard, render
 
     row = browser.find_element(By.CSS_SELECTOR, f'tr[data-send="{send_id}"]')
     row.find_element(By.LINK_TEXT, "Pause").click()
-    assert browser.find_element(By.TAG_NAME, "h1").text == f"Pause send {send_id}?"
+    wait_for_heading(browser, f"Pause send {send_id}?")
     assert send_state(settings, send_id) == "sending"  # nothing happens before the confirmation
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]:not(header button)").click()
 
@@ -90,3 +90,4 @@ def test_log_in_see_a_send_pause_it_and_see_it_paused(browser, dashboard, render
     assert [a.text for a in row.find_elements(By.CSS_SELECTOR, "a.button")] == ["Resume", "Cancel"]
     # No script error and nothing refused by the Content-Security-Policy (a missing favicon is not ours).
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
+
