@@ -189,7 +189,7 @@ def slugify(text: str, limit: int = 60) -> str:
 
 PUBLICATION_FIELDS = (
     "slug", "name", "from_name", "from_email", "reply_to", "postal_address", "web_base_url",
-    "timezone", "language", "logo", "logo_alt", "colours", "why_receiving",
+    "timezone", "language", "logo", "logo_alt", "colours", "why_receiving", "signup_url",
 )
 
 
@@ -237,6 +237,7 @@ def _read_publication(path: Path, problems: list[Problem]) -> Publication | None
         logo_alt=fields.text("logo_alt", default=name),
         colours=_colours(fields),
         why_receiving=fields.text("why_receiving"),
+        signup_url=_https_url(fields, "signup_url") or "",
         source=Source(path, 1),
     )
     return publication

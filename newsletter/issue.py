@@ -49,6 +49,7 @@ class Publication:
     logo_alt: str = ""
     colours: Colours = field(default_factory=Colours)
     why_receiving: str = ""  # "You receive this because ..."
+    signup_url: str = ""  # where the public pages send a reader who wants the newsletter
     source: Source | None = None
 
     @property

@@ -43,6 +43,7 @@ def publication_settings(publication: Publication) -> dict:
         "logo": publication.logo.name if publication.logo else "",
         "logo_alt": publication.logo_alt,
         "why_receiving": publication.why_receiving,
+        "signup_url": publication.signup_url,
     }
 
 

@@ -383,3 +383,19 @@ def test_error_message_lists_every_problem_one_per_line(issue_dir):
     assert len(lines) == 2
     assert "issue.yaml:6: error: the section file 01-a.md does not exist" in lines[0]
     assert "issue.yaml:7: error: the section file 02-b.md does not exist" in lines[1]
+
+
+def test_a_sign_up_address_must_be_https(tmp_path):
+    from newsletter.content import load_publication
+    from newsletter.errors import InputError
+
+    publication = tmp_path / "publication.yaml"
+    publication.write_text(
+        "name: Example\nfrom_email: news@example.org\npostal_address: 1 Example Street\n"
+        "web_base_url: https://news.example.org/\nsignup_url: http://news.example.org/subscribe\n"
+    )
+    with pytest.raises(InputError) as error:
+        load_publication(publication)
+    assert "publication.yaml:5" in str(error.value) and "signup_url" in str(error.value)
+    publication.write_text(publication.read_text().replace("http://", "https://"))
+    assert load_publication(publication).signup_url == "https://news.example.org/subscribe"

@@ -84,3 +84,18 @@ def test_pages_link_to_the_archive_and_articles_back_to_the_issue(site):
     assert '<a href="../">All issues of Example News</a>' in issue_page
     assert '<a href="healthy-ageing/">Read more' in issue_page
     assert '<a href="../">Back to Example Monthly</a>' in article
+
+
+def test_the_public_pages_point_readers_to_the_sign_up_page(tmp_path, two_issues):
+    signup = "https://news.example.org/subscribe/example/monthly"
+    publication = replace(two_issues[0].issue.publication, signup_url=signup)
+    rendered = [render_issue(replace(r.issue, publication=publication)) for r in two_issues]
+    site = write_site(tmp_path / "with-signup", publication, rendered)
+    archive = (site / "index.html").read_text()
+    assert f'<a href="{signup}">Sign up here</a>' in archive
+
+
+def test_without_a_sign_up_page_they_suggest_an_email(site, two_issues):
+    reply_to = two_issues[0].issue.publication.reply_to
+    archive = (site / "index.html").read_text()
+    assert f"mailto:{reply_to}?subject=Subscribe" in archive and "Sign up here" not in archive

@@ -114,6 +114,7 @@ def publication_of(row: PublicationRow) -> Publication:
         timezone=row.timezone, language=row.language,
         logo=Path(stored["logo"]) if stored.get("logo") else None, logo_alt=stored.get("logo_alt", ""),
         colours=Colours(**colours), why_receiving=stored.get("why_receiving", ""),
+        signup_url=stored.get("signup_url", ""),
     )
 
 
