@@ -41,6 +41,11 @@ MANIFEST_FILE = "issue.yaml"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
+# The web app's own top-level paths: a publication's pages are served at
+# /<publication slug>/, so no publication may take one of these names.
+RESERVED_PUBLICATION_SLUGS = frozenset(
+    {"confirm", "healthz", "metrics", "ops", "p", "static", "subscribe", "u", "webhooks"}
+)
 
 # The fields each section kind reads, beyond kind, id and title.
 KIND_FIELDS = {
@@ -223,8 +228,12 @@ def _read_publication(path: Path, problems: list[Problem]) -> Publication | None
     fields.check_unknown()
     name = fields.text("name", required=True)
     from_email = _email(fields, "from_email", required=True)
+    slug = _slug(fields, "slug", default=path.parent.name)
+    if slug in RESERVED_PUBLICATION_SLUGS:
+        fields.problem("slug" if fields.has("slug") else None, f"{slug!r} is a path of the web app itself",
+                       "set `slug:` to another name, e.g. the publication's name in lower case")
     publication = Publication(
-        slug=_slug(fields, "slug", default=path.parent.name),
+        slug=slug,
         name=name,
         from_name=fields.text("from_name", default=name),
         from_email=from_email,

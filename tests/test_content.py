@@ -399,3 +399,17 @@ def test_a_sign_up_address_must_be_https(tmp_path):
     assert "publication.yaml:5" in str(error.value) and "signup_url" in str(error.value)
     publication.write_text(publication.read_text().replace("http://", "https://"))
     assert load_publication(publication).signup_url == "https://news.example.org/subscribe"
+
+
+def test_a_publication_cannot_take_a_path_of_the_web_app(tmp_path):
+    from newsletter.content import load_publication
+    from newsletter.errors import InputError
+
+    publication = tmp_path / "publication.yaml"
+    publication.write_text(
+        "slug: ops\nname: Example\nfrom_email: news@example.org\npostal_address: 1 Example Street\n"
+        "web_base_url: https://news.example.org/\n"
+    )
+    with pytest.raises(InputError) as error:
+        load_publication(publication)
+    assert "publication.yaml:1" in str(error.value) and "'ops' is a path of the web app" in str(error.value)

@@ -118,3 +118,14 @@ def test_anything_else_is_a_404_page(site, path):
     response = client.get(path)
     assert response.status_code == 404
     assert "Page not found" in response.get_data(as_text=True)
+
+
+def test_every_top_level_path_of_the_app_is_reserved_from_publications(settings):
+    from newsletter.content import RESERVED_PUBLICATION_SLUGS
+    from newsletter.web import create_app
+
+    app = create_app(settings)
+    first_segments = {
+        rule.rule.strip("/").split("/")[0] for rule in app.url_map.iter_rules() if not rule.rule.startswith("/<")
+    }
+    assert first_segments - {""} <= RESERVED_PUBLICATION_SLUGS
