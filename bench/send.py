@@ -172,7 +172,8 @@ def prepare(settings, folder: Path, count: int, small: int) -> tuple[str, str]:
     from newsletter.publishing import checked_render
     from newsletter.store.issues import store_issue
     from newsletter.store.migrate import upgrade
-    from newsletter.subscribers import create_list, import_csv
+    from newsletter.subscriber_csv import import_csv
+    from newsletter.subscribers import create_list
 
     upgrade(settings.effective_database_url)
     rendered, _ = checked_render(SAMPLE)

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from newsletter import erasure, events, scheduling
 from newsletter.errors import InputError
 from newsletter.store.models import Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow
-from newsletter.subscribers import add_subscriber, import_csv
+from newsletter.subscriber_csv import import_csv
+from newsletter.subscribers import add_subscriber
 from tests.memory_transport import MemoryTransport
 from tests.test_sending import make_world, run_send
 

@@ -70,7 +70,8 @@ def _prepare(settings, folder: Path, count: int, delay: int):
     from newsletter.store.issues import store_issue
     from newsletter.store.migrate import upgrade
     from newsletter.store.models import utcnow
-    from newsletter.subscribers import create_list, get_list, import_csv, list_lists
+    from newsletter.subscriber_csv import import_csv
+    from newsletter.subscribers import create_list, get_list, list_lists
 
     console.print(f"[bold]1.[/] Building the sample issue from {SAMPLE.relative_to(PROJECT_ROOT)}")
     result = build_issue(SAMPLE, folder / "build", settings.templates_dir)

@@ -15,6 +15,7 @@ import click
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from newsletter import subscriber_csv
 from newsletter import subscribers as subs
 from newsletter.cli import LazyConsole, err_console, main
 from newsletter.config import get_settings
@@ -252,13 +253,13 @@ def subscribers_import(path, list_slugs, unconfirmed, publication) -> None:
     """
     status = "unconfirmed" if unconfirmed else "confirmed"
     with database() as session:
-        report = subs.import_csv(session, path, list_slugs, publication, status)
+        report = subscriber_csv.import_csv(session, path, list_slugs, publication, status)
     show_report(report)
     if report.rejected:
         sys.exit(1)
 
 
-def show_report(report: subs.ImportReport) -> None:
+def show_report(report: subscriber_csv.ImportReport) -> None:
     for problem in report.problems[:PROBLEMS_SHOWN]:
         style = "red" if problem.is_error else "yellow"
         err_console.print(f"[{style}]{problem}[/]", highlight=False, soft_wrap=True, markup=True)
@@ -279,7 +280,7 @@ def subscribers_export(path, list_slug, unconfirmed, publication) -> None:
     status = "unconfirmed" if unconfirmed else "confirmed"
     with database() as session:
         if path == "-":
-            subs.export_csv(session, sys.stdout, list_slug, publication_slug=publication, status=status)
+            subscriber_csv.export_csv(session, sys.stdout, list_slug, publication_slug=publication, status=status)
             return
-        count = subs.export_csv(session, path, list_slug, publication_slug=publication, status=status)
+        count = subscriber_csv.export_csv(session, path, list_slug, publication_slug=publication, status=status)
     err_console.print(f"wrote {count} subscribers to {path}", highlight=False)
