@@ -209,7 +209,7 @@ def message_size(settings, slugs: tuple[str, str]) -> int:
     """Bytes of one subscriber's complete message, as the workers build it."""
     from types import SimpleNamespace
 
-    from newsletter.sending import Claimed, SendTemplate
+    from newsletter.delivery import Claimed, SendTemplate
     from newsletter.store.issues import get_issue
     from newsletter.subscribers import get_list
 

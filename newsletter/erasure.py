@@ -73,7 +73,7 @@ def erase_subscriber(session: Session, email: str) -> ErasureReport:
 
 
 def _replace_suppression(session: Session, address: str, hashed: str) -> None:
-    from newsletter.sending import add_suppression
+    from newsletter.suppressions import add_suppression
 
     previous = session.scalar(select(Suppression.reason).where(Suppression.email == address))
     session.execute(delete(Suppression).where(Suppression.email == address))

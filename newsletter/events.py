@@ -153,7 +153,7 @@ def soft_bounces(session: Session, settings: Settings, email: str, now: datetime
 
 
 def _suppress(session: Session, email: str, reason: str, source: str, report: EventReport) -> None:
-    from newsletter.sending import add_suppression
+    from newsletter.suppressions import add_suppression
 
     if session.scalar(select(Suppression.id).where(Suppression.email == email)) is None:
         report.suppressed.append(email)
@@ -272,7 +272,7 @@ def list_suppressions(session: Session, reason: str | None = None, limit: int = 
 
 def suppress_manually(session: Session, email: str, note: str = "") -> bool:
     """Add an address by hand; False when it was suppressed already."""
-    from newsletter.sending import add_suppression
+    from newsletter.suppressions import add_suppression
     from newsletter.subscribers import checked_address, is_suppressed
 
     address = checked_address(email)

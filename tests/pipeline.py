@@ -106,7 +106,7 @@ class Pipeline:
         """Store the sample issue, a list of subscribers, and schedule a send."""
         from newsletter import scheduling
         from newsletter.publishing import checked_render
-        from newsletter.sending import add_suppression
+        from newsletter.suppressions import add_suppression
         from newsletter.store.issues import store_issue
         from newsletter.store.migrate import upgrade
         from newsletter.store.models import utcnow

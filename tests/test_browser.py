@@ -25,7 +25,8 @@ from newsletter.config import settings_from
 from newsletter.content import load_issue
 from newsletter.render import render_issue
 from newsletter.scheduling import schedule_send
-from newsletter.sending import Deliverer, claim_due_sends
+from newsletter.delivery import Deliverer
+from newsletter.sending import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.issues import store_issue
 from newsletter.store.migrate import upgrade

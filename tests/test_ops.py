@@ -16,7 +16,9 @@ from newsletter.logs import configure_logging, log_context
 from newsletter.ops.broker import FolderBroker
 from newsletter.ops.heartbeats import record_heartbeat, record_stopped, worker_statuses
 from newsletter.ops.status import collect_status
-from newsletter.sending import Deliverer, add_suppression, batches_to_requeue, claim_due_sends, finish_sends
+from newsletter.delivery import Deliverer
+from newsletter.sending import batches_to_requeue, claim_due_sends, finish_sends
+from newsletter.suppressions import add_suppression
 from newsletter.store.models import Delivery, Send, utcnow
 from tests.conftest import SAMPLE_ISSUE
 from tests.memory_transport import MemoryTransport

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from newsletter import scheduling, sending
+from newsletter import delivery, scheduling, sending
 from newsletter.errors import InputError
 from newsletter.store.db import session_scope
 from newsletter.store.models import (
@@ -67,7 +67,7 @@ def make_world(session, count=20):
 
 def run_send(session, settings, transport, send_id, *, now=None, rounds=20):
     """Drive ticks and batches the way beat and workers would, until finished."""
-    deliverer = sending.Deliverer(settings, transport)
+    deliverer = delivery.Deliverer(settings, transport)
     now = now or utcnow()
     for _ in range(rounds):
         batch_ids = sending.tick(session, settings, now)
@@ -129,7 +129,7 @@ def test_audience_is_frozen_and_later_unsubscribes_are_honoured(session, fast):
     session.commit()
     transport = MemoryTransport()
     for batch_id in batch_ids:
-        sending.Deliverer(fast, transport).deliver_batch(session, batch_id)
+        delivery.Deliverer(fast, transport).deliver_batch(session, batch_id)
     run_send(session, fast, transport, send.id)
 
     got = set(transport.recipients())
@@ -145,10 +145,10 @@ def test_a_batch_delivered_twice_sends_nothing_twice(session, fast):
     session.commit()
     batch_ids = sending.tick(session, fast)
     transport = MemoryTransport()
-    deliverer = sending.Deliverer(fast, transport)
+    deliverer = delivery.Deliverer(fast, transport)
     for batch_id in batch_ids + batch_ids:
         deliverer.deliver_batch(session, batch_id)
-    other = sending.Deliverer(fast, transport, identity="elsewhere:1:abc")
+    other = delivery.Deliverer(fast, transport, identity="elsewhere:1:abc")
     for batch_id in batch_ids:
         assert other.deliver_batch(session, batch_id).claimed == 0
     assert len(transport.recipients()) == 10 == len(set(transport.recipients()))
@@ -218,7 +218,7 @@ def test_rows_left_sending_by_a_dead_worker_are_resent_and_counted(session, fast
     batch_ids = sending.tick(session, fast)
     # A worker on this host claimed the first batch, handed three rows to the
     # server, and was killed (its pid no longer exists).
-    dead = f"{sending.socket.gethostname()}:999999999:dead"
+    dead = f"{delivery.socket.gethostname()}:999999999:dead"
     batch = session.get(Batch, batch_ids[0])
     ids = list(range(batch.first_delivery_id, batch.last_delivery_id + 1))
     session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(state="claimed", claimed_by=dead, claimed_at=utcnow()))
@@ -226,7 +226,7 @@ def test_rows_left_sending_by_a_dead_worker_are_resent_and_counted(session, fast
     session.commit()
 
     transport = MemoryTransport()
-    deliverer = sending.Deliverer(fast, transport)
+    deliverer = delivery.Deliverer(fast, transport)
     for batch_id in batch_ids:  # the task is redelivered
         deliverer.deliver_batch(session, batch_id)
     run_send(session, fast, transport, send.id)
@@ -247,9 +247,9 @@ def test_claims_of_a_live_worker_elsewhere_wait_for_the_timeout(session, fast):
         state="claimed", claimed_by="otherhost:42:abc", claimed_at=utcnow()))
     session.commit()
     transport = MemoryTransport()
-    assert sending.Deliverer(fast, transport).deliver_batch(session, batch_id).claimed == 0
+    assert delivery.Deliverer(fast, transport).deliver_batch(session, batch_id).claimed == 0
     later = utcnow() + timedelta(seconds=fast.claim_timeout_seconds + 1)
-    assert sending.Deliverer(fast, transport).deliver_batch(session, batch_id, now=later).claimed == 7
+    assert delivery.Deliverer(fast, transport).deliver_batch(session, batch_id, now=later).claimed == 7
 
 
 def test_uncertain_outcome_is_retried_and_counted(session, fast):
@@ -277,7 +277,7 @@ def test_pause_stops_within_the_batch_and_resume_finishes_without_repeats(sessio
                 scheduling.pause(other, send.id)
 
     transport.on_send = pause_after_first_chunk
-    report = sending.Deliverer(settings, transport).deliver_batch(session, batch_id)
+    report = delivery.Deliverer(settings, transport).deliver_batch(session, batch_id)
     assert report.stopped == "paused"
     sent_while_running = len(transport.recipients())
     assert 0 < sent_while_running < 30
@@ -286,7 +286,7 @@ def test_pause_stops_within_the_batch_and_resume_finishes_without_repeats(sessio
     transport.on_send = None
     scheduling.resume(session, send.id)
     session.commit()
-    sending.Deliverer(settings, transport).deliver_batch(session, batch_id)
+    delivery.Deliverer(settings, transport).deliver_batch(session, batch_id)
     run_send(session, settings, transport, send.id)
     assert sorted(transport.recipients()) == sorted(set(transport.recipients()))
     assert len(transport.recipients()) == 30
@@ -297,11 +297,11 @@ def test_cancel_marks_the_rest_cancelled(session, fast):
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=7)
     session.commit()
     batch_ids = sending.tick(session, fast)
-    sending.Deliverer(fast, MemoryTransport()).deliver_batch(session, batch_ids[0])
+    delivery.Deliverer(fast, MemoryTransport()).deliver_batch(session, batch_ids[0])
     scheduling.cancel(session, send.id)
     session.commit()
     transport = MemoryTransport()
-    report = sending.Deliverer(fast, transport).deliver_batch(session, batch_ids[1])
+    report = delivery.Deliverer(fast, transport).deliver_batch(session, batch_ids[1])
     assert report.stopped == "cancelled" and transport.recipients() == []
     assert states(session, send.id) == {"sent": 7, "cancelled": 7}
 
@@ -314,7 +314,7 @@ def test_error_budget_pauses_a_failing_send_with_the_reason(session, settings):
     transport = MemoryTransport()
     transport.permanent = {f"reader{i:03d}@example.com": (554, "5.7.1", "policy rejection") for i in range(15)}
     [batch_id] = sending.tick(session, settings)
-    sending.Deliverer(settings, transport).deliver_batch(session, batch_id)
+    delivery.Deliverer(settings, transport).deliver_batch(session, batch_id)
     session.expire_all()
     paused = session.get(Send, send.id)
     assert paused.state == "paused"

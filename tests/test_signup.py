@@ -144,7 +144,7 @@ def test_a_name_that_could_add_a_header_is_refused_and_nothing_is_written(world,
 
 
 def test_a_suppressed_address_gets_no_email(world, settings, mail):
-    from newsletter.sending import add_suppression
+    from newsletter.suppressions import add_suppression
 
     add_suppression(world, "ann@example.com", "complaint", "test")
     world.commit()

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from newsletter import signup
-from newsletter.sending import add_suppression
+from newsletter.suppressions import add_suppression
 from newsletter.store.models import (
     ConfirmationEmail,
     MailingList,

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from newsletter import admins, scheduling
-from newsletter.sending import Deliverer, claim_due_sends
+from newsletter.delivery import Deliverer
+from newsletter.sending import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.models import Batch, Delivery, Send, SendEvent, utcnow
 from newsletter.web import create_app

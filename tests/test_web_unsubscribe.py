@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.scheduling import schedule_send
-from newsletter.sending import Deliverer, claim_due_sends
+from newsletter.delivery import Deliverer
+from newsletter.sending import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, MailingList, Membership, PublicationRow, Subscriber
 from newsletter.subscribers import add_subscriber, create_list, get_list

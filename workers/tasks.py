@@ -7,7 +7,7 @@ import logging
 from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 from sqlalchemy import select
 
-from newsletter import sending
+from newsletter import delivery, sending
 from newsletter.config import get_settings
 from newsletter.logs import bind_log_context, reset_log_context
 from newsletter.ops.heartbeats import record_batch_run
@@ -20,15 +20,15 @@ from workers.celery import app
 
 log = logging.getLogger(__name__)
 
-_deliverer: sending.Deliverer | None = None
+_deliverer: delivery.Deliverer | None = None
 
 
-def deliverer() -> sending.Deliverer:
+def deliverer() -> delivery.Deliverer:
     """One transport (its connections reused) and one limiter per worker process."""
     global _deliverer
     if _deliverer is None:
         settings = get_settings()
-        _deliverer = sending.Deliverer(
+        _deliverer = delivery.Deliverer(
             settings,
             make_transport(settings),
             make_rate_limiter(settings, settings.transport),

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from newsletter.sending import ACTIVE_ROW_STATES, claimer_is_gone, progress
+from newsletter.delivery import claimer_is_gone
+from newsletter.sending import ACTIVE_ROW_STATES, progress
 from newsletter.store.models import Delivery, IssueRow, MailingList, PublicationRow, Send, Suppression
 
 RATE_WINDOW = timedelta(seconds=60)
