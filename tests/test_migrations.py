@@ -47,7 +47,7 @@ def test_upgrading_twice_changes_nothing_and_keeps_the_data(database_url):
 
 
 def test_the_migration_history_has_a_single_head():
-    # Two engineers adding a revision on the same parent would give two heads,
+    # Two branches each adding a revision on the same parent would give two heads,
     # and "upgrade head" would refuse to run.
     scripts = ScriptDirectory.from_config(alembic_config(""))
     assert len(scripts.get_heads()) == 1
