@@ -34,7 +34,6 @@ from newsletter.store.models import (
     PublicationRow,
     Send,
     Subscriber,
-    Suppression,
     utcnow,
 )
 from newsletter.tokens import preferences_url, unsubscribe_url
@@ -42,7 +41,7 @@ from newsletter.errors import InputError
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport
 
 from newsletter.sending import ACTIVE_ROW_STATES
-from newsletter.suppressions import add_suppression
+from newsletter.suppressions import add_suppression, suppressed_addresses
 
 log = logging.getLogger(__name__)
 
@@ -213,23 +212,25 @@ class Deliverer:
         return [Claimed(r[0], r[1], r[2], r[3] or "", r[4], bool(r[5])) for r in found]
 
     def _skip_unwanted(self, session: Session, send: Send, claimed: list[Claimed], report: BatchReport):
-        """Honour unsubscribes and suppressions that happened after the freeze."""
+        """Honour unsubscribes and suppressions that happened after the freeze.
+
+        Suppression is checked in Python, by every key that can stop the
+        address (suppressions.lookup_keys): SQL cannot match the hashed entry
+        an erasure of another case of the same address left.
+        """
         if not claimed:
             return claimed
         ids = [c.delivery_id for c in claimed]
-        wanted = set(
+        still_members = set(
             session.scalars(
                 select(Delivery.id)
                 .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
                 .join(Membership, and_(Membership.subscriber_id == Subscriber.id, Membership.list_id == send.list_id))
-                .where(
-                    Delivery.id.in_(ids),
-                    Subscriber.status == "active",
-                    Membership.status == "confirmed",
-                    ~exists().where(Suppression.email == Delivery.email),
-                )
+                .where(Delivery.id.in_(ids), Subscriber.status == "active", Membership.status == "confirmed")
             ).all()
         )
+        suppressed = suppressed_addresses(session, [c.email for c in claimed])
+        wanted = {c.delivery_id for c in claimed if c.delivery_id in still_members and c.email not in suppressed}
         unwanted = [i for i in ids if i not in wanted]
         if unwanted:
             session.execute(

@@ -3,15 +3,14 @@
 What goes: the subscriber (name, attributes), their memberships, their
 address in the send ledger and in provider events (and those events' raw
 payloads and details, which quote it). What stays: one suppression entry
-holding a SHA-256 of the normalised address, so the address is never mailed
-again and an import or sign-up with it is refused, without keeping the
-address itself. The ledger rows stay too, anonymised, so a send's counts
+holding a SHA-256 of the address's suppression key (see suppressions.py), so
+the address, in any case of its local part, is never mailed again and an
+import or sign-up with it is refused, without keeping the address itself. The ledger rows stay too, anonymised, so a send's counts
 still add up.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError
@@ -19,24 +18,14 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.store.models import Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow
+from newsletter.suppressions import add_suppression, erased_keys, find_suppression, hashed_address
 
-HASH_PREFIX = "sha256:"
 # What an erased recipient's ledger rows say instead of the address.
 ERASED_ADDRESS = "erased@erased.invalid"
 
 
-def hashed_address(address: str) -> str:
-    """The suppression entry of an erased (normalised) address."""
-    return HASH_PREFIX + hashlib.sha256(address.encode("utf-8")).hexdigest()
-
-
-def suppression_keys(address: str) -> tuple[str, str]:
-    """Both forms a normalised address can take on the suppression list."""
-    return address, hashed_address(address)
-
-
 def is_erased(session: Session, address: str) -> bool:
-    return bool(session.scalar(select(exists().where(Suppression.email == hashed_address(address)))))
+    return bool(session.scalar(select(exists().where(Suppression.email.in_(erased_keys(address))))))
 
 
 @dataclass(frozen=True)
@@ -73,11 +62,12 @@ def erase_subscriber(session: Session, email: str) -> ErasureReport:
 
 
 def _replace_suppression(session: Session, address: str, hashed: str) -> None:
-    from newsletter.suppressions import add_suppression
-
-    previous = session.scalar(select(Suppression.reason).where(Suppression.email == address))
-    session.execute(delete(Suppression).where(Suppression.email == address))
-    source = "erased on request" + (f" (was suppressed: {previous})" if previous else "")
+    # The plain entry, by its (lower-cased) key, gives way to the hash of that key.
+    previous = find_suppression(session, address)
+    if previous is not None:
+        session.delete(previous)
+        session.flush()
+    source = "erased on request" + (f" (was suppressed: {previous.reason})" if previous else "")
     add_suppression(session, hashed, "erased", source)
 
 

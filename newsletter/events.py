@@ -11,7 +11,9 @@ send an event twice and out of order, so:
 
 Suppression rules: a hard bounce or a complaint suppresses the address at
 once, for every list; soft bounces of ``soft_bounce_threshold`` different
-messages within ``soft_bounce_window_days`` do too.
+messages within ``soft_bounce_window_days`` do too. The entry is keyed by
+``suppressions.suppression_key``, so it stops mail to the address whatever
+the case of its local part.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.store.upsert import insert_ignore
+from newsletter.suppressions import HASH_PREFIX, add_suppression, find_suppression, hashed_address, is_suppressed
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def _record(session: Session, settings: Settings, event: Event, now: datetime, r
         email = delivery.email  # as we sent it, whatever case a provider reports
     if erasure.is_erased(session, email):
         # Do not write an erased address back into the database.
-        email = erasure.hashed_address(email)
+        email = hashed_address(email)
     row = {
         "source": event.source, "key": event.key[:300], "kind": event.kind, "bounce": event.bounce,
         "email": email, "delivery_id": delivery.id if delivery else None,
@@ -121,7 +124,7 @@ def _record(session: Session, settings: Settings, event: Event, now: datetime, r
         report.duplicates += 1  # providers send events twice; the first copy counted
         return
     report.recorded += 1
-    if email.startswith(erasure.HASH_PREFIX):
+    if email.startswith(HASH_PREFIX):
         return  # already suppressed for good by the erasure
     _apply(session, settings, event, email, delivery, now, report)
 
@@ -153,9 +156,7 @@ def soft_bounces(session: Session, settings: Settings, email: str, now: datetime
 
 
 def _suppress(session: Session, email: str, reason: str, source: str, report: EventReport) -> None:
-    from newsletter.suppressions import add_suppression
-
-    if session.scalar(select(Suppression.id).where(Suppression.email == email)) is None:
+    if find_suppression(session, email) is None:
         report.suppressed.append(email)
         log.info("address suppressed", extra={"reason": reason})
     add_suppression(session, email, reason, source)
@@ -272,8 +273,7 @@ def list_suppressions(session: Session, reason: str | None = None, limit: int = 
 
 def suppress_manually(session: Session, email: str, note: str = "") -> bool:
     """Add an address by hand; False when it was suppressed already."""
-    from newsletter.suppressions import add_suppression
-    from newsletter.subscribers import checked_address, is_suppressed
+    from newsletter.subscribers import checked_address
 
     address = checked_address(email)
     if is_suppressed(session, address):
@@ -291,7 +291,7 @@ def remove_suppression(session: Session, email: str) -> Suppression:
     if erasure.is_erased(session, address):
         raise InputError(Problem("field email", f"{address} was erased on request",
                                  "an erased address stays suppressed for good"))
-    row = session.scalars(select(Suppression).where(Suppression.email == address)).first()
+    row = find_suppression(session, address)
     if row is None:
         raise NotFound(f"{address} is not on the suppression list")
     session.delete(row)

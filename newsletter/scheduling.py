@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError, NotFound, Problem
@@ -22,9 +22,9 @@ from newsletter.store.models import (
     PublicationRow,
     Send,
     SendEvent,
-    Suppression,
     utcnow,
 )
+from newsletter.suppressions import suppressed_in_sql
 
 TIME_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 
@@ -233,7 +233,7 @@ def retry_failed(session: Session, send_id: int, *, now: datetime | None = None)
         .where(
             Delivery.send_id == send_id,
             Delivery.state == "failed",
-            ~exists().where(Suppression.email == Delivery.email),
+            ~suppressed_in_sql(Delivery.email),
             ~or_(Delivery.last_error.like("5.1.%"), Delivery.last_error.like("% 5.1.%")),
         )
         .values(state="retry", next_attempt_at=now, claimed_by="", updated_at=now)

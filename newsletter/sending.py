@@ -30,10 +30,10 @@ from newsletter.store.models import (
     Membership,
     Send,
     Subscriber,
-    Suppression,
     UTCDateTime,
     utcnow,
 )
+from newsletter.suppressions import suppressed_in_sql
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,6 @@ def freeze_audience(session: Session, send_id: int) -> int:
     row is claimed.
     """
     send = get_send(session, send_id)
-    suppressed = select(Suppression.id).where(Suppression.email == Subscriber.email)
     # INSERT .. SELECT skips Python-side defaults, so every column is given.
     columns = {
         "send_id": literal(send_id),
@@ -101,7 +100,7 @@ def freeze_audience(session: Session, send_id: int) -> int:
             Membership.list_id == send.list_id,
             Membership.status == "confirmed",
             Subscriber.status == "active",
-            ~exists(suppressed),
+            ~suppressed_in_sql(Subscriber.email),
         )
         .order_by(Subscriber.id)
     )

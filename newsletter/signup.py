@@ -46,7 +46,8 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.store.upsert import insert_ignore
-from newsletter.subscribers import NAME_MAX, checked_address, is_suppressed
+from newsletter.subscribers import NAME_MAX, checked_address
+from newsletter.suppressions import is_suppressed
 from newsletter.tokens import CONFIRM, BadToken, make_token, read_token
 from newsletter.transports import SENT, Envelope, Transport, make_transport
 

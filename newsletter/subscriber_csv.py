@@ -19,14 +19,12 @@ from email_validator import EmailNotValidError
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.erasure import suppression_keys
 from newsletter.errors import InputError, Problem
 from newsletter.publications import get_publication
 from newsletter.store.models import (
     MailingList,
     Membership,
     Subscriber,
-    Suppression,
     utcnow,
 )
 from newsletter.store.upsert import insert_ignoring
@@ -40,6 +38,7 @@ from newsletter.subscribers import (
     normalise_address,
     resolve_list,
 )
+from newsletter.suppressions import suppressed_addresses
 
 CSV_COLUMNS = ("email", "name", "lists")
 
@@ -230,8 +229,7 @@ def _apply_chunk(session: Session, rows: list[CsvRow], status: str, report: Impo
             .where(Subscriber.email.in_(emails))
         )
     }
-    keys = {key: email for email in emails for key in suppression_keys(email)}
-    suppressed = {keys[key] for key in session.scalars(select(Suppression.email).where(Suppression.email.in_(keys)))}
+    suppressed = suppressed_addresses(session, emails)
     list_ids = {list_id for row in rows for list_id in row.list_ids}
     memberships = _memberships(session, [row.id for row in existing.values()], list_ids)
     writes, now = _Writes(), utcnow()

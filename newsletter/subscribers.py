@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.erasure import suppression_keys
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.publications import get_publication
 from newsletter.store.models import (
@@ -28,9 +27,9 @@ from newsletter.store.models import (
     PublicationRow,
     Send,
     Subscriber,
-    Suppression,
     utcnow,
 )
+from newsletter.suppressions import is_suppressed
 
 LIST_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 JOIN_STATUSES = ("confirmed", "unconfirmed")  # what an add or an import may set
@@ -55,11 +54,6 @@ def checked_address(raw: str, where: str = "field email") -> str:
         return normalise_address(raw)
     except EmailNotValidError as exc:
         raise InputError(Problem(where, f"{raw!r} is not an email address: {exc}", "correct the address")) from None
-
-
-def is_suppressed(session: Session, email: str) -> bool:
-    """True for a suppressed address, also one erased on request (kept only as a hash)."""
-    return session.scalar(select(exists().where(Suppression.email.in_(suppression_keys(email)))))
 
 
 # -- lists -------------------------------------------------------------------

@@ -192,7 +192,7 @@ def suppressed_since_start(session: Session, send: Send, reasons: tuple[str, ...
         return 0
     query = (
         select(func.count()).select_from(Suppression)
-        .join(Delivery, and_(Delivery.email == Suppression.email, Delivery.send_id == send.id))
+        .join(Delivery, and_(Suppression.email == func.lower(Delivery.email), Delivery.send_id == send.id))
         .where(Suppression.reason.in_(reasons), Suppression.created_at >= send.started_at)
     )
     if exclude_failed:
