@@ -129,7 +129,7 @@ def test_rejected_recipients_fail_and_are_suppressed_the_rest_arrive(pipeline, s
     assert pipeline.address(7) not in counts and len(counts) == 28
 
     from newsletter.store.db import session_scope
-    from newsletter.subscribers import is_suppressed
+    from newsletter.suppressions import is_suppressed
 
     with session_scope(pipeline.settings) as session:
         assert is_suppressed(session, pipeline.address(7))
