@@ -19,10 +19,16 @@ from newsletter.subscriber_csv import import_csv
 from newsletter.subscribers import add_subscriber
 from newsletter.suppressions import is_suppressed
 from tests.memory_transport import MemoryTransport
-from tests.test_sending import fast, make_world, run_send, states  # noqa: F401 (fast is a fixture)
+from tests.test_sending import make_world, run_send, states
 
 STORED = "reader001@example.com"  # as make_world stores the subscriber
 SHOUTED = "Reader001@example.com"  # the same mailbox, as a provider or a person may write it
+
+
+@pytest.fixture
+def fast(settings):
+    """Retries that come round at once, and no error budget to pause a send."""
+    return replace(settings, retry_base_delay_seconds=0.0, error_budget_ratio=2.0, batch_size=7)
 
 
 def complaint(session, settings, address: str, key: str = "c1") -> None:
