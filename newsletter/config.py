@@ -8,7 +8,7 @@ Production sets ``DATABASE_URL``, ``REDIS_URL``, ``SECRET_KEYS`` and a transport
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -151,8 +151,6 @@ class Settings:
     dkim_private_key_path: str = ""  # set: sign every message (PEM RSA key)
     dkim_selector: str = ""
     dkim_domain: str = ""  # empty: the domain of the publication's From address
-
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def effective_database_url(self) -> str:
@@ -316,10 +314,6 @@ def _provider_settings(env: dict) -> dict:
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return settings_from(dict(os.environ))
-
-
-def field_names() -> list[str]:
-    return [f.name for f in fields(Settings)]
 
 
 def environment_with(overrides: dict[str, str]) -> dict[str, str]:

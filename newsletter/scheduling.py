@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.models import (
-    FINAL_DELIVERY_STATES,
     Delivery,
     IssueRow,
     MailingList,
@@ -252,9 +251,3 @@ def publication_of(session: Session, send: Send) -> PublicationRow:
     return session.scalars(
         select(PublicationRow).join(IssueRow, IssueRow.publication_id == PublicationRow.id).where(IssueRow.id == send.issue_id)
     ).one()
-
-
-def unfinished_states() -> tuple[str, ...]:
-    from newsletter.store.models import DELIVERY_STATES
-
-    return tuple(s for s in DELIVERY_STATES if s not in FINAL_DELIVERY_STATES)
