@@ -117,20 +117,45 @@ def redis_server() -> str:
     return REDIS_URL
 
 
+REDIS_TEST_DATABASES = range(1, 16)  # 0 is left to people
+REDIS_LEASE_SECONDS = 900
+
+
 @pytest.fixture
 def redis_url(redis_server):
-    """A Redis database number of this test's own, flushed before and after."""
+    """A Redis database number of this test's own, flushed before and after.
+
+    Databases 1-15 are leased through a key in database 0 (SET NX with an
+    expiry), so several test runs on one machine, and their xdist workers,
+    never share a database at the same time.
+    """
+    import time
+
     import redis
 
-    # Databases 1-15 are spread across xdist workers; 0 is left to people.
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    db = 1 + int(worker.removeprefix("gw") or 0) % 15
+    lessor = redis.Redis.from_url(f"{redis_server}/0")
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + REDIS_LEASE_SECONDS
+    db = None
+    while db is None:
+        for candidate in REDIS_TEST_DATABASES:
+            if lessor.set(f"newsletter-tests:db:{candidate}", token, nx=True, ex=REDIS_LEASE_SECONDS):
+                db = candidate
+                break
+        else:
+            if time.monotonic() > deadline:
+                pytest.fail("no free Redis test database (1-15) in 15 minutes", pytrace=False)
+            time.sleep(0.2)
     url = f"{redis_server}/{db}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url
     client.flushdb()
     client.close()
+    # Give the lease back only if it is still ours.
+    if lessor.get(f"newsletter-tests:db:{db}") == token.encode():
+        lessor.delete(f"newsletter-tests:db:{db}")
+    lessor.close()
 
 
 @pytest.fixture
