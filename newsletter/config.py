@@ -12,11 +12,38 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _shipped(name: str) -> Path:
+    """A folder the package reads at run time: inside an installed wheel it is
+    ``newsletter/<name>``; in a checkout (``pip install -e .``) it is the
+    repository's top-level ``<name>``."""
+    inside = PACKAGE_DIR / name
+    return inside if inside.is_dir() else PACKAGE_DIR.parent / name
+
+
+TEMPLATES_DIR = _shipped("templates")
+SAMPLE_PUBLICATION = _shipped("examples") / "together-were-better"
+# State lives in var/ of the folder a process starts in (a deployment's app
+# folder, a checkout's top level), unless NEWSLETTER_DATA_DIR says otherwise.
+DEFAULT_DATA_DIR = Path("var")
 
 
 class ConfigError(ValueError):
     """A setting in the environment has a value we cannot use."""
+
+
+def make_folder(path: Path, setting: str) -> Path:
+    """Create a folder this process writes to, or say which setting to change."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the folder {path} ({exc.strerror or exc}): "
+            f"set {setting} to a folder this process may write to"
+        ) from None
+    return path
 
 
 def _int(env: dict, name: str, default: int) -> int:
@@ -53,8 +80,8 @@ def _bool(env: dict, name: str, default: bool) -> bool:
 @dataclass(frozen=True)
 class Settings:
     # Where state lives when nothing else is configured.
-    data_dir: Path = PROJECT_ROOT / "var"
-    templates_dir: Path = PROJECT_ROOT / "templates"
+    data_dir: Path = DEFAULT_DATA_DIR
+    templates_dir: Path = TEMPLATES_DIR
     # The system of record. Default: a SQLite file in data_dir.
     database_url: str = ""
     # Broker and shared rate limiter. Empty: embedded broker, local limiter.
@@ -66,7 +93,7 @@ class Settings:
 
     # Transport: "outbox" (a folder of .eml files) or "smtp".
     transport: str = "outbox"
-    outbox_dir: Path = PROJECT_ROOT / "var" / "outbox"
+    outbox_dir: Path = DEFAULT_DATA_DIR / "outbox"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_username: str = ""
@@ -123,7 +150,7 @@ class Settings:
     signup_email_window_seconds: int = 900  # at most one confirm email per address per window
     signup_requests_per_client: int = 10  # sign-up posts per client address...
     signup_client_window_seconds: int = 600  # ...per this many seconds
-    web_copy_dir: Path = PROJECT_ROOT / "var" / "web"  # a build's web/ folder: images of issues
+    web_copy_dir: Path = DEFAULT_DATA_DIR / "web"  # a build's web/ folder: images of issues
     web_proxy_count: int = 0  # proxies in front of the app whose X-Forwarded-* to trust
 
     # Ops dashboard (/ops): how long an operator stays logged in, and the login limit.
@@ -192,7 +219,7 @@ def _local_secret(data_dir: Path) -> str:
         return path.read_text().strip()
     import secrets
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(data_dir, "NEWSLETTER_DATA_DIR (or SECRET_KEYS)")
     key = secrets.token_urlsafe(32)
     path.write_text(key + "\n")
     path.chmod(0o600)
@@ -201,7 +228,7 @@ def _local_secret(data_dir: Path) -> str:
 
 def settings_from(env: dict) -> Settings:
     """Build Settings from a mapping shaped like ``os.environ``."""
-    data_dir = Path(env.get("NEWSLETTER_DATA_DIR") or Settings.data_dir)
+    data_dir = Path(env.get("NEWSLETTER_DATA_DIR") or Settings.data_dir).absolute()
     keys = tuple(k.strip() for k in env.get("SECRET_KEYS", "").split(",") if k.strip())
     s = Settings(
         data_dir=data_dir,

@@ -20,23 +20,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from newsletter.cli import main
-from newsletter.config import PROJECT_ROOT, environment_with, settings_from
+from newsletter.config import DEFAULT_DATA_DIR, SAMPLE_PUBLICATION, environment_with, settings_from
 
 console = Console()
-SAMPLE = PROJECT_ROOT / "examples" / "together-were-better" / "issues" / "2021-09"
+SAMPLE = SAMPLE_PUBLICATION / "issues" / "2021-09"
 LIST_SLUG = "demo-readers"
 
 
 @main.command()
 @click.option("--subscribers", "count", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--delay", default=5, show_default=True, type=click.IntRange(0, 3600), help="Seconds until the send starts.")
-@click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=PROJECT_ROOT / "var" / "demo",
+@click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_DIR / "demo",
               show_default="var/demo", help="Where the demo keeps everything; emptied first.")
 @click.option("--timeout", default=300, show_default=True, help="Give up after this many seconds.")
 def demo(count: int, delay: int, folder: Path, timeout: int):
     """Send the sample issue to made-up subscribers, start to finish."""
     from newsletter.devsmtp import MailSink
 
+    folder = folder.absolute()
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -73,7 +74,7 @@ def _prepare(settings, folder: Path, count: int, delay: int):
     from newsletter.subscriber_csv import import_csv
     from newsletter.subscribers import create_list, get_list, list_lists
 
-    console.print(f"[bold]1.[/] Building the sample issue from {SAMPLE.relative_to(PROJECT_ROOT)}")
+    console.print(f"[bold]1.[/] Building the sample issue from {_shown(SAMPLE)}")
     result = build_issue(SAMPLE, folder / "build", settings.templates_dir)
     rendered = result.rendered
     publication = rendered.issue.publication
@@ -99,6 +100,14 @@ def _prepare(settings, folder: Path, count: int, delay: int):
     return send_id, result
 
 
+def _shown(path: Path) -> Path:
+    """A path as short as it can be said: from here when it is below here."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def _write_subscribers(path: Path, count: int) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -121,7 +130,7 @@ def _start_processes(env: dict, folder: Path) -> list[subprocess.Popen]:
     processes = []
     for name, command in commands.items():
         out = (logs / f"{name}.log").open("w")
-        processes.append(subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT))
+        processes.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
     return processes
 
 
