@@ -11,12 +11,15 @@ are not kept: the database is the record of what happened.
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 from celery import Celery, signals
+from celery.beat import PersistentScheduler
 from kombu import Queue
 
-from newsletter.config import Settings, get_settings
+from newsletter.config import ConfigError, Settings, get_settings, make_folder
 from newsletter.logs import configure_logging
 from newsletter.ops.broker import PUBLISHED_AT_HEADER
 from newsletter.ops.heartbeats import HeartbeatThread
@@ -31,7 +34,7 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
         return settings.redis_url, {"visibility_timeout": settings.claim_timeout_seconds * 2}
     folder = settings.data_dir / "broker"
     for sub in ("queue", "processed", "control"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
+        make_folder(folder / sub, "NEWSLETTER_DATA_DIR (or REDIS_URL, for a Redis broker)")
     return "filesystem://", {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
@@ -82,6 +85,7 @@ def make_app(settings: Settings | None = None) -> Celery:
             },
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        beat_scheduler="workers.celery:BeatScheduler",
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -89,7 +93,23 @@ def make_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-app = make_app()
+class BeatScheduler(PersistentScheduler):
+    """Celery's file-backed schedule, in a data folder beat creates itself."""
+
+    def setup_schedule(self):
+        try:
+            make_folder(Path(self.schedule_filename).parent, "NEWSLETTER_DATA_DIR")
+        except ConfigError as exc:
+            sys.exit(f"error: beat's schedule file: {exc}")
+        super().setup_schedule()
+
+
+try:
+    app = make_app()
+except ConfigError as exc:
+    # Every process loads this module first: a setting it cannot use is a
+    # message saying which one, not a traceback.
+    sys.exit(f"error: {exc}")
 
 
 # --- what ops sees: logs, message age, worker heartbeats (newsletter.ops) ------------

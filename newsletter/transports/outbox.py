@@ -51,7 +51,7 @@ class OutboxTransport(Transport):
             path = _publish(self.folder, _stored_bytes(envelope), _base_name(envelope))
         except OSError as exc:
             # A full disk or a folder we may not write to: nothing was delivered.
-            return Result(envelope.delivery_id, TEMPORARY, error=f"cannot write to the outbox {self.folder}: {exc}")
+            return Result(envelope.delivery_id, TEMPORARY, error=f"cannot write to the outbox {self.folder} ({exc.strerror or exc}): check OUTBOX_DIR")
         return Result(envelope.delivery_id, SENT, provider_message_id=path.name)
 
 
