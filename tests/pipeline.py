@@ -140,6 +140,11 @@ class Pipeline:
         with session_scope(self.settings) as session:
             return progress(session, send_id)
 
+    def in_flight(self, send_id: int) -> int:
+        """Rows a worker has claimed or is sending now."""
+        counts = self.progress(send_id).counts
+        return counts.get("claimed", 0) + counts.get("sending", 0)
+
     def wait_for(self, predicate, timeout: float = 90, what: str = "condition"):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

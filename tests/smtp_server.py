@@ -35,6 +35,10 @@ Knobs, callable while the server runs:
   connection instead of answering (the message is recorded with
   ``answered=False``).
 - ``reply_delay``: seconds to wait before answering the end of DATA.
+- ``hold_after(count)`` / ``release()``: once ``count`` messages have been
+  taken, every further one waits at the end of DATA, unanswered and
+  unrecorded, until ``release()``: a send cannot finish while a test looks at
+  it, however fast the machine is.
 - ``hang_up()``: close every open session at once, without a reply.
 
 What it saw: ``messages`` (list of ``ReceivedMessage``), ``connections`` (how
@@ -115,6 +119,9 @@ class _RecordingHandler:
         self.rejected: dict[str, str] = {}
         self.drops_left = 0
         self.reply_delay = 0.0
+        self.gate = asyncio.Event()  # set: answer; clear: hold every reply
+        self.gate.set()
+        self.hold_at: int | None = None
         self._numbers: dict[int, int] = {}  # id(session object) -> connection number
         self._sessions: dict[int, SMTP] = {}  # the sessions open now, by id
 
@@ -187,6 +194,11 @@ class _RecordingHandler:
     async def handle_DATA(self, server, session, envelope):
         if self.reply_delay:
             await asyncio.sleep(self.reply_delay)
+        # Runs on the server's one event loop: no other message is counted
+        # between this check and the wait.
+        if self.hold_at is not None and len(self.messages) >= self.hold_at:
+            self.gate.clear()
+        await self.gate.wait()
         failure = self._failure("data", server)
         if failure:
             return failure
@@ -309,6 +321,26 @@ class SmtpTestServer:
         """Close every open session without a word, as servers do to idle ones."""
         done = asyncio.run_coroutine_threadsafe(self._handler.hang_up(), self._controller.loop)
         done.result(timeout=10)
+
+    def hold_after(self, count: int) -> None:
+        """Take ``count`` messages, then keep every further one waiting, until ``release()``."""
+        def hold():
+            self._handler.hold_at = count
+
+        self._in_loop(hold)
+
+    def release(self) -> None:
+        def release():
+            self._handler.hold_at = None
+            self._handler.gate.set()
+
+        self._in_loop(release)
+
+    def _in_loop(self, action) -> None:
+        async def run():
+            action()
+
+        asyncio.run_coroutine_threadsafe(run(), self._controller.loop).result(timeout=10)
 
     @property
     def reply_delay(self) -> float:

@@ -79,12 +79,13 @@ def test_a_scheduled_issue_reaches_each_subscriber_exactly_once(pipeline, smtp):
 
 
 def test_a_worker_killed_mid_send_loses_nothing_and_counts_doubts(pipeline, smtp):
-    smtp.reply_delay = 0.05  # slow enough to kill the worker in the middle
+    smtp.hold_after(20)  # the rest wait at the server: the kill lands mid-send
     send_id = pipeline.prepare(120, delay=0.5)
     pipeline.start_worker("worker-1")
     pipeline.start_beat()
     pipeline.wait_for(lambda: len(smtp.messages) >= 20, what="the send to be under way")
     pipeline.kill("worker-1")
+    smtp.release()
     pipeline.start_worker("worker-2")
     progress = pipeline.wait_finished(send_id, timeout=180)
 
@@ -181,8 +182,8 @@ def test_redis_restarted_mid_send_loses_nothing(tmp_path, postgres_url, smtp):
     from tests.conftest import free_port
 
     own = OwnRedis(free_port()).start()
-    smtp.reply_delay = 0.03
-    pipeline = Pipeline(tmp_path, postgres_url, own.url, smtp)
+    smtp.hold_after(15)  # the rest wait at the server: Redis goes mid-send
+    pipeline = Pipeline(tmp_path, postgres_url, own.url, smtp, SMTP_TIMEOUT="600")
     try:
         send_id = pipeline.prepare(100, delay=0.5)
         pipeline.start_worker()
@@ -190,6 +191,7 @@ def test_redis_restarted_mid_send_loses_nothing(tmp_path, postgres_url, smtp):
         pipeline.wait_for(lambda: len(smtp.messages) >= 15, what="the send to be under way")
         own.stop()  # every queued task is gone with it: it keeps nothing on disk
         own.start()
+        smtp.release()
         progress = pipeline.wait_finished(send_id, timeout=180)
         requeued = requeued_batches(pipeline, send_id)
     finally:
@@ -221,7 +223,8 @@ def test_batch_tasks_delivered_again_through_the_broker_send_nothing_twice(pipel
     from newsletter.store.models import Batch, BatchRun
     from workers.celery import make_app
 
-    smtp.reply_delay = 0.02
+    smtp.hold_after(5)  # the rest wait at the server until every task is sent again
+    pipeline.env["SMTP_TIMEOUT"] = "600"  # a held reply is a slow server, not a lost line
     send_id = pipeline.prepare(60, delay=0.5)
     pipeline.start_worker()
     pipeline.start_beat()
@@ -237,6 +240,7 @@ def test_batch_tasks_delivered_again_through_the_broker_send_nothing_twice(pipel
     app = make_app(pipeline.settings)
     for batch_id in batch_ids:
         app.send_task("workers.tasks.deliver_batch", args=[batch_id], queue="send")
+    smtp.release()
     pipeline.wait_finished(send_id)
     pipeline.wait_for(lambda: runs() >= 2 * len(batch_ids), what="the repeated tasks to run")
 
