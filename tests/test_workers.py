@@ -60,3 +60,55 @@ def test_without_redis_the_broker_is_embedded_in_the_data_folder(tmp_path):
 def test_with_redis_the_broker_is_redis(tmp_path):
     app = make_app(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:6379/0"}))
     assert re.match(r"redis://", app.conf.broker_url)
+
+
+def _run_in(tmp_path, command: list[str], **env: str):
+    import os
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    environment.update(env)
+    return subprocess.run([sys.executable, "-m", *command], cwd=tmp_path, env=environment,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_beat_creates_its_data_folder_and_schedule_file(tmp_path, redis_url):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "fresh" / "var"
+    env = {**os.environ, "NEWSLETTER_DATA_DIR": str(data), "REDIS_URL": redis_url}
+    beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery", "beat"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(data.glob("celerybeat-schedule*")) and time.monotonic() < deadline:
+            assert beat.poll() is None, "beat stopped"
+            time.sleep(0.2)
+        assert list(data.glob("celerybeat-schedule*")), "beat made no schedule file in its data folder"
+    finally:
+        beat.send_signal(signal.SIGTERM)
+        beat.wait(timeout=30)
+
+
+def test_a_data_folder_that_cannot_be_made_names_the_setting_without_a_traceback(tmp_path, redis_url):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    impossible = str(blocker / "var")
+
+    beat = _run_in(tmp_path, ["celery", "-A", "workers.celery", "beat"], NEWSLETTER_DATA_DIR=impossible,
+                   REDIS_URL=redis_url)
+    assert beat.returncode != 0
+    assert "set NEWSLETTER_DATA_DIR" in beat.stderr and "Traceback" not in beat.stderr
+
+    worker = _run_in(tmp_path, ["celery", "-A", "workers.celery", "worker"], NEWSLETTER_DATA_DIR=impossible)
+    assert worker.returncode != 0
+    assert "set NEWSLETTER_DATA_DIR" in worker.stderr and "Traceback" not in worker.stderr
+
+    cli = _run_in(tmp_path, ["newsletter", "lists", "list"], NEWSLETTER_DATA_DIR=impossible)
+    assert cli.returncode == 2
+    assert "set NEWSLETTER_DATA_DIR" in cli.stderr and "Traceback" not in cli.stderr
