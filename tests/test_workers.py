@@ -112,3 +112,12 @@ def test_a_data_folder_that_cannot_be_made_names_the_setting_without_a_traceback
     cli = _run_in(tmp_path, ["newsletter", "lists", "list"], NEWSLETTER_DATA_DIR=impossible)
     assert cli.returncode == 2
     assert "set NEWSLETTER_DATA_DIR" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_a_database_that_cannot_be_reached_is_a_message_not_a_traceback(tmp_path):
+    from tests.conftest import free_port
+
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/newsletter"
+    cli = _run_in(tmp_path, ["newsletter", "lists", "list"], DATABASE_URL=unreachable)
+    assert cli.returncode == 2
+    assert "check DATABASE_URL" in cli.stderr and "Traceback" not in cli.stderr

@@ -11,6 +11,7 @@ import sys
 
 import click
 from rich.console import Console
+from sqlalchemy.exc import OperationalError
 
 from newsletter.config import ConfigError
 from newsletter.errors import InputError, NewsletterError
@@ -55,6 +56,12 @@ class Group(click.Group):
             sys.exit(2)
         except (NewsletterError, ConfigError) as exc:
             err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except OperationalError as exc:
+            # The database is down, full or refuses us: say so, not a traceback.
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            err_console.print(f"[red]error:[/] the database could not be used ({reason}); "
+                              "check DATABASE_URL and that the server is running", highlight=False, soft_wrap=True)
             sys.exit(2)
 
 
