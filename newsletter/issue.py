@@ -8,6 +8,7 @@ HTML and to plain text both start from the same source.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -51,6 +52,11 @@ class Publication:
     why_receiving: str = ""  # "You receive this because ..."
     signup_url: str = ""  # where the public pages send a reader who wants the newsletter
     source: Source | None = None
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False)  # field -> line in the file
+
+    def where(self, name: str) -> Source | None:
+        """Where field ``name`` was written (the file's first line if it was left out)."""
+        return Source(self.source.path, self.lines.get(name, 1)) if self.source else None
 
     @property
     def domain(self) -> str:
@@ -124,6 +130,11 @@ class Issue:
     sections: tuple[Section, ...]
     folder: Path
     source: Source | None = None
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False)  # manifest field -> line
+
+    def where(self, name: str) -> Source | None:
+        """Where manifest field ``name`` was written (line 1 if it was left out)."""
+        return Source(self.source.path, self.lines.get(name, 1)) if self.source else None
 
     @property
     def web_url(self) -> str:

@@ -22,7 +22,7 @@ from newsletter import placeholders
 from newsletter.build import SAMPLE_READER
 from newsletter.checks import check_issue
 from newsletter.content import load_issue
-from newsletter.errors import InputError, Problem
+from newsletter.errors import InputError, Problem, in_reading_order
 from newsletter.render import RenderedIssue, render_issue
 
 
@@ -82,7 +82,7 @@ class PreviewState:
         except Exception as exc:  # noqa: BLE001 - the preview shows it rather than dying
             rendered, rendered_problems = None, [Problem(str(self.folder), f"{type(exc).__name__}: {exc}")]
         with self.lock:
-            self.rendered, self.problems = rendered, rendered_problems
+            self.rendered, self.problems = rendered, in_reading_order(rendered_problems)
             self.version += 1
 
     def watch(self, stop: threading.Event) -> None:

@@ -25,7 +25,7 @@ from markupsafe import Markup, escape
 
 from newsletter import markup, placeholders
 from newsletter.config import Settings
-from newsletter.errors import InputError, Problem
+from newsletter.errors import ContentError, Problem
 from newsletter.issue import Image, Issue, Item, Publication
 
 DEFAULT_TEMPLATES = Settings.templates_dir
@@ -58,7 +58,7 @@ class RenderedIssue:
 
 
 def render_issue(issue: Issue, templates_dir: Path | None = None) -> RenderedIssue:
-    """Render every part of an issue; raise InputError on a template or MJML error."""
+    """Render every part of an issue; raise ContentError on a template or MJML error."""
     env = template_environment(issue.publication, templates_dir)
     image_names = _image_names(issue)
     email_context = _email_context(issue, image_names)
@@ -215,15 +215,15 @@ def render_template(env: jinja2.Environment, name: str, context: dict) -> str:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as exc:
         where = f"{exc.filename or exc.name or name}:{exc.lineno}"
-        raise InputError(Problem(where, f"template syntax error: {exc.message}", "fix the template")) from None
+        raise ContentError(Problem(where, f"template syntax error: {exc.message}", "fix the template")) from None
     except jinja2.TemplateNotFound as exc:
-        raise InputError(Problem(
+        raise ContentError(Problem(
             f"template {exc.name}", "template not found",
             "check the section kind, or add the template to the publication's templates/ folder",
         )) from None
     except (jinja2.UndefinedError, KeyError) as exc:
         # StrictUndefined, or a helper given a bad name: the template is at fault.
-        raise InputError(Problem(_template_line(exc) or f"template {name}", str(exc).strip("'\""),
+        raise ContentError(Problem(_template_line(exc) or f"template {name}", str(exc).strip("'\""),
                                  "fix the template: use only the variables it is given")) from None
 
 
@@ -234,11 +234,11 @@ def _template_line(exc: BaseException) -> str:
 
 
 def compile_mjml(source: str) -> str:
-    """The one call to the MJML compiler; its errors become an InputError."""
+    """The one call to the MJML compiler; its errors become a ContentError."""
     try:
         return mjml.mjml2html(source, disable_comments=True)
     except Exception as exc:  # noqa: BLE001 - mrml raises plain ValueErrors with a message
-        raise InputError(Problem("email.mjml", f"MJML does not compile: {exc}",
+        raise ContentError(Problem("email.mjml", f"MJML does not compile: {exc}",
                                  "fix the email templates (see email.mjml from `newsletter build`)")) from None
 
 

@@ -36,9 +36,11 @@ class When:
     local: datetime
 
     def describe(self) -> str:
+        # Seconds only when there are some: "--at 09:30:15" is shown as it was stored.
+        clock = "%H:%M:%S" if self.utc.second else "%H:%M"
         return (
-            f"{self.local:%A %d %B %Y %H:%M} {self.local.tzname()} "
-            f"({self.utc:%Y-%m-%d %H:%M} UTC)"
+            f"{self.local.strftime('%A %d %B %Y ' + clock)} {self.local.tzname()} "
+            f"({self.utc.strftime('%Y-%m-%d ' + clock)} UTC)"
         )
 
 

@@ -11,11 +11,18 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from newsletter.config import ConfigError
-from newsletter.errors import InputError, NewsletterError
-
-
+from newsletter.errors import (
+    CONTENT_ERRORS,
+    USAGE_ERROR,
+    ContentError,
+    InputError,
+    NewsletterError,
+    Problem,
+    in_reading_order,
+)
 
 class LazyConsole:
     """A rich Console made at the moment it prints, so it sees the terminal
@@ -44,18 +51,24 @@ COMMAND_MODULES = (
 )
 
 
+def print_problems(problems: list[Problem]) -> None:
+    """Every problem on standard error, one a line, in file and line order: the one format
+    of loader and check problems (errors.Problem.__str__)."""
+    for problem in in_reading_order(problems):
+        style = "red" if problem.is_error else "yellow"
+        err_console.print(f"[{style}]{escape(str(problem))}[/]", highlight=False, markup=True, soft_wrap=True)
+
+
 class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except InputError as exc:
-            for problem in exc.problems:
-                style = "red" if problem.is_error else "yellow"
-                err_console.print(f"[{style}]{problem}[/]", highlight=False, markup=True, soft_wrap=True)
-            sys.exit(2)
+            print_problems(exc.problems)
+            sys.exit(CONTENT_ERRORS if isinstance(exc, ContentError) else USAGE_ERROR)
         except (NewsletterError, ConfigError) as exc:
-            err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            sys.exit(USAGE_ERROR)
 
 
 @click.group(cls=Group)
