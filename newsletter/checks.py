@@ -13,9 +13,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from newsletter import markup, placeholders
+from newsletter.colours import low_contrast
 from newsletter.errors import Problem
-from newsletter.issue import Image, Issue, Section
-from newsletter.render import RenderedIssue
+from newsletter.issue import Image, Issue, Publication, Section
+from newsletter.render import RenderedIssue, logo_width, pixel_size
 
 # Gmail shows "[Message clipped]" and hides the rest, footer and unsubscribe
 # link included, once the HTML passes about 102 KB.
@@ -50,6 +51,8 @@ def check_issue(issue: Issue, rendered: RenderedIssue) -> list[Problem]:
     return [
         *rendered.problems,  # MJML validation
         *check_subject(issue),
+        *check_colours(issue.publication),
+        *check_logo(issue.publication),
         *check_size(rendered.html),
         *check_images(issue, links),
         *check_links(issue, links),
@@ -103,6 +106,43 @@ def check_subject(issue: Issue) -> list[Problem]:
         problems.append(Problem(_field(issue, "preheader"), f"the preheader is {len(preheader)} characters; inboxes show about {PREHEADER_WARN_LENGTH}",
                                 "shorten it", "warning"))
     return problems
+
+
+def check_colours(publication: Publication) -> list[Problem]:
+    """Text and background pairs that miss WCAG AA in the light or the dark scheme."""
+    problems = []
+    for found in low_contrast(publication):
+        keys = [key for key in (found.pair.foreground, found.pair.background) if key != "white"]
+        where = _publication_where(publication, f"{found.group}.{keys[0]}", found.group)
+        problems.append(Problem(where, found.describe(),
+                                f"choose another {' or '.join(f'`{key}`' for key in keys)} under `{found.group}:`; "
+                                "a contrast checker shows the ratio as you try colours"))
+    return problems
+
+
+def check_logo(publication: Publication) -> list[Problem]:
+    """A logo with fewer than two pixels per point shown looks soft on high-density screens."""
+    problems = []
+    shown = logo_width(publication)
+    for key, path in (("logo", publication.logo), ("logo_dark", publication.logo_dark)):
+        size = pixel_size(path) if path else None
+        if path and size is None:
+            problems.append(Problem(_publication_where(publication, key), f"{path.name} cannot be read as a picture",
+                                    "save it again as PNG, JPEG or GIF"))
+        elif size and size[0] < 2 * shown:
+            problems.append(Problem(
+                _publication_where(publication, key),
+                f"{path.name} is {size[0]} pixels wide and shown {shown} wide; it will look soft on high-density screens",
+                f"use a file at least {2 * shown} pixels wide, or set `logo_width: {size[0] // 2}`", "warning"))
+    return problems
+
+
+def _publication_where(publication: Publication, key: str, fallback: str = "") -> str:
+    """"publication.yaml:LINE" of ``key`` (or of ``fallback``, or line 1)."""
+    if publication.source is None:
+        return f"field {key}"
+    line = publication.lines.get(key) or publication.lines.get(fallback) or 1
+    return f"{publication.source.path}:{line}"
 
 
 def check_images(issue: Issue, links: list[tuple[str, str, dict]]) -> list[Problem]:

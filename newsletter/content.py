@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import ContentError, InputError, Problem
 from newsletter.issue import (
+    DARK_COLOURS,
     SECTION_KINDS,
     Colours,
     Figure,
@@ -210,7 +212,8 @@ def slugify(text: str, limit: int = 60) -> str:
 
 PUBLICATION_FIELDS = (
     "slug", "name", "from_name", "from_email", "reply_to", "postal_address", "web_base_url",
-    "timezone", "language", "logo", "logo_alt", "colours", "why_receiving", "signup_url",
+    "timezone", "language", "logo", "logo_alt", "logo_dark", "logo_width", "colours", "dark_colours",
+    "why_receiving", "signup_url",
 )
 
 
@@ -261,13 +264,25 @@ def _read_publication(path: Path, problems: list[Problem]) -> Publication | None
         language=_language(fields),
         logo=_image_file(fields, "logo", path.parent),
         logo_alt=fields.text("logo_alt", default=name),
-        colours=_colours(fields),
+        logo_dark=_image_file(fields, "logo_dark", path.parent),
+        logo_width=fields.number("logo_width"),
+        colours=_colours(fields, "colours", Colours()),
+        dark_colours=_colours(fields, "dark_colours", DARK_COLOURS),
         why_receiving=fields.text("why_receiving"),
         signup_url=_https_url(fields, "signup_url") or "",
         source=Source(path, 1),
-        lines=dict(values.key_lines),
+        lines=_lines_with_colours(values),
     )
     return publication
+
+
+def _lines_with_colours(values: LineMap) -> dict[str, int]:
+    """Field -> line, with "colours.text"-style entries, so a contrast check can name the colour's line."""
+    lines = dict(values.key_lines)
+    for group in ("colours", "dark_colours"):
+        if isinstance(values.get(group), LineMap):
+            lines |= {f"{group}.{key}": line for key, line in values[group].key_lines.items()}
+    return lines
 
 
 def _email(fields: _Fields, key: str, required: bool = False) -> str:
@@ -314,12 +329,12 @@ def _language(fields: _Fields) -> str:
     return language
 
 
-def _colours(fields: _Fields) -> Colours:
-    values = fields.mapping("colours")
+def _colours(fields: _Fields, name: str, defaults: Colours) -> Colours:
+    values = fields.mapping(name)
     if values is None:
-        return Colours()
-    known = ("primary", "accent", "text", "background")
-    colours = _Fields(values, fields.path, "`colours`", fields.problems, known)
+        return defaults
+    known = tuple(f.name for f in dataclass_fields(Colours))
+    colours = _Fields(values, fields.path, f"`{name}`", fields.problems, known)
     colours.check_unknown()
     chosen = {}
     for key in known:
@@ -329,7 +344,7 @@ def _colours(fields: _Fields) -> Colours:
                             "write it like \"#005eb8\", in quotes because of the #")
         elif value:
             chosen[key] = value
-    return Colours(**chosen)
+    return replace(defaults, **chosen)
 
 
 # --- images ---------------------------------------------------------------------
