@@ -247,3 +247,29 @@ def test_publications_list_never_cuts_a_slug(cli, issue_folder, monkeypatch):
     assert result.exit_code == 0
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
     assert slug in result.stdout
+
+
+def test_a_list_name_that_could_add_a_header_is_refused(cli, issue_folder):
+    assert cli("publications", "add", issue_folder.parent.parent).exit_code == 0
+    result = cli("lists", "create", "staff", "--name", "Staff\r\nBcc: someone@example.net")
+    assert result.exit_code == 2
+    assert "list name: error: contains a line break or control character" in result.stderr
+
+
+def test_schedule_refuses_what_the_send_would_refuse_and_stores_nothing(cli, issue_folder):
+    """A list stored before names were checked: schedule builds the send's headers as the workers would."""
+    from sqlalchemy import update
+
+    from newsletter.config import get_settings
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import IssueRow, MailingList, Send
+    from tests.test_cli_sends import count
+
+    assert cli("publications", "add", issue_folder.parent.parent).exit_code == 0
+    assert cli("lists", "create", "staff", "--name", "Staff").exit_code == 0
+    with session_scope(get_settings()) as session:
+        session.execute(update(MailingList).values(name="Staff\r\nBcc: someone@example.net"))
+    result = cli("schedule", issue_folder, "--list", "staff", "--now")
+    assert result.exit_code == 2
+    assert "list staff: field list_id: error: contains a line break or control character" in result.stderr
+    assert count(Send) == 0 and count(IssueRow) == 0
