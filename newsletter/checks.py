@@ -13,9 +13,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from newsletter import markup, placeholders
+from newsletter.colours import low_contrast
 from newsletter.errors import Problem
-from newsletter.issue import Image, Issue, Section
-from newsletter.render import RenderedIssue
+from newsletter.issue import Image, Issue, Publication, Section
+from newsletter.render import RenderedIssue, logo_width, pixel_size
 
 # Gmail shows "[Message clipped]" and hides the rest, footer and unsubscribe
 # link included, once the HTML passes about 102 KB.
@@ -50,6 +51,8 @@ def check_issue(issue: Issue, rendered: RenderedIssue) -> list[Problem]:
     return [
         *rendered.problems,  # MJML validation
         *check_subject(issue),
+        *check_colours(issue.publication),
+        *check_logo(issue.publication),
         *check_size(rendered.html),
         *check_images(issue, links),
         *check_links(issue, links),
@@ -105,6 +108,43 @@ def check_subject(issue: Issue) -> list[Problem]:
     return problems
 
 
+def check_colours(publication: Publication) -> list[Problem]:
+    """Text and background pairs that miss WCAG AA in the light or the dark scheme."""
+    problems = []
+    for found in low_contrast(publication):
+        keys = [key for key in (found.pair.foreground, found.pair.background) if key != "white"]
+        where = _publication_where(publication, f"{found.group}.{keys[0]}", found.group)
+        problems.append(Problem(where, found.describe(),
+                                f"choose another {' or '.join(f'`{key}`' for key in keys)} under `{found.group}:`; "
+                                "a contrast checker shows the ratio as you try colours"))
+    return problems
+
+
+def check_logo(publication: Publication) -> list[Problem]:
+    """A logo with fewer than two pixels per point shown looks soft on high-density screens."""
+    problems = []
+    shown = logo_width(publication)
+    for key, path in (("logo", publication.logo), ("logo_dark", publication.logo_dark)):
+        size = pixel_size(path) if path else None
+        if path and size is None:
+            problems.append(Problem(_publication_where(publication, key), f"{path.name} cannot be read as a picture",
+                                    "save it again as PNG, JPEG or GIF"))
+        elif size and size[0] < 2 * shown:
+            problems.append(Problem(
+                _publication_where(publication, key),
+                f"{path.name} is {size[0]} pixels wide and shown {shown} wide; it will look soft on high-density screens",
+                f"use a file at least {2 * shown} pixels wide, or set `logo_width: {size[0] // 2}`", "warning"))
+    return problems
+
+
+def _publication_where(publication: Publication, key: str, fallback: str = "") -> str:
+    """"publication.yaml:LINE" of ``key`` (or of ``fallback``, or line 1)."""
+    if publication.source is None:
+        return f"field {key}"
+    line = publication.lines.get(key) or publication.lines.get(fallback) or 1
+    return f"{publication.source.path}:{line}"
+
+
 def check_images(issue: Issue, links: list[tuple[str, str, dict]]) -> list[Problem]:
     problems = []
     for image, where in _images_with_places(issue):
@@ -114,11 +154,15 @@ def check_images(issue: Issue, links: list[tuple[str, str, dict]]) -> list[Probl
                                     "describe it for readers who cannot see it, or mark it decorative"))
         if not Path(image.path).is_file():
             problems.append(Problem(where, f"picture {name} not found at {image.path}", "check the file name"))
-    for tag, _url, attrs in links:
+    fix = "give it alt text, or alt=\"\" if it is decorative"
+    written = _references(issue)
+    for where, tag, url, attrs in written:
         if tag == "img" and "alt" not in attrs:
-            where = _locate(issue, attrs.get("src") or "") or "email templates"
-            problems.append(Problem(where, f"a picture ({attrs.get('src')}) has no alt attribute",
-                                    "give it alt text, or alt=\"\" if it is decorative"))
+            problems.append(Problem(where, f"a picture ({url}) has no alt attribute", fix))
+    in_content = {url for _where, tag, url, _attrs in written if tag == "img"}
+    for tag, url, attrs in links:
+        if tag == "img" and "alt" not in attrs and url not in in_content:
+            problems.append(Problem("email templates", f"a picture ({url}) has no alt attribute", fix))
     for section in issue.sections:
         for offset, line in enumerate(section.body.splitlines()):
             if re.search(r"!\[\s*\]\(", line):
@@ -128,24 +172,31 @@ def check_images(issue: Issue, links: list[tuple[str, str, dict]]) -> list[Probl
 
 
 def check_links(issue: Issue, links: list[tuple[str, str, dict]]) -> list[Problem]:
-    problems, seen = [], set()
-    for tag, url, _attrs in links:
-        if url in seen or placeholders.PATTERN.fullmatch(url):
-            continue  # placeholders become https links per recipient
-        seen.add(url)
-        parts = urlsplit(url.strip())
-        if parts.scheme in ALLOWED_NON_HTTPS or (parts.scheme == "https" and parts.netloc):
-            continue
-        where = _locate(issue, url) or "email templates"
-        what = "picture" if tag == "img" else "link"
-        if parts.scheme == "http":
-            problems.append(Problem(where, f"{what} {url} is not secure (http)", "use the https:// address"))
-        elif not parts.scheme:
-            problems.append(Problem(where, f"{what} {url or '(empty)'} is relative; it goes nowhere from an inbox",
-                                    "use a full https:// address"))
-        else:
-            problems.append(Problem(where, f"{what} {url} uses {parts.scheme}:", "use an https:// or mailto: link"))
+    """Each link and picture the email carries, reported everywhere the editor wrote it."""
+    in_email = {(tag, url) for tag, url, _attrs in links}
+    written = [(where, tag, url) for where, tag, url, _attrs in _references(issue) if (tag, url) in in_email]
+    placed = {(tag, url) for _where, tag, url in written}
+    # What the templates add (or what the content wrote but rendering changed) is found in the HTML.
+    written += [("email templates", tag, url) for tag, url in dict.fromkeys(in_email - placed)]
+    problems = []
+    for where, tag, url in dict.fromkeys(written):
+        problem = _link_problem(where, "picture" if tag == "img" else "link", url)
+        problems += [problem] if problem else []
     return problems
+
+
+def _link_problem(where: str, what: str, url: str) -> Problem | None:
+    if placeholders.PATTERN.fullmatch(url):
+        return None  # placeholders become https links per recipient
+    parts = urlsplit(url.strip())
+    if parts.scheme in ALLOWED_NON_HTTPS or (parts.scheme == "https" and parts.netloc):
+        return None
+    if parts.scheme == "http":
+        return Problem(where, f"{what} {url} is not secure (http)", "use the https:// address")
+    if not parts.scheme:
+        return Problem(where, f"{what} {url or '(empty)'} is relative; it goes nowhere from an inbox",
+                       "use a full https:// address")
+    return Problem(where, f"{what} {url} uses {parts.scheme}:", "use an https:// or mailto: link")
 
 
 def check_placeholders(issue: Issue, rendered: RenderedIssue) -> list[Problem]:
@@ -223,7 +274,26 @@ def _loose_placeholders(text: str) -> list[str]:
 
 
 def _field(issue: Issue, name: str) -> str:
-    return f"{issue.source.path}: field {name}" if issue.source else f"field {name}"
+    where = issue.where(name)
+    return str(where) if where else f"field {name}"
+
+
+def _references(issue: Issue) -> list[tuple[str, str, str, dict]]:
+    """(where, "a" or "img", URL, attributes) for every link and picture the editor wrote."""
+    found = []
+    for section in issue.sections:
+        here = str(section.source or section.id)
+        found += [(_body_where(section, line), tag, url, attrs)
+                  for line, tag, url, attrs in markup.references(section.body)]
+        for item in section.items:
+            at = str(item.source or here)
+            found += [(at, "a", item.url, {"href": item.url})] if item.url else []
+            for text in (item.summary, item.article or ""):
+                found += [(at, tag, url, attrs) for _line, tag, url, attrs in markup.references(text)]
+        for image in [section.image, *(i.image for i in section.items)]:
+            if image and image.link:
+                found.append((str(image.source or here), "a", image.link, {"href": image.link}))
+    return found
 
 
 def _body_where(section: Section, offset: int) -> str:
@@ -236,7 +306,8 @@ def _images_with_places(issue: Issue) -> list[tuple[Image, str]]:
     pub = issue.publication
     if pub.logo:
         logo = Image(path=pub.logo, alt=pub.logo_alt)
-        found.append((logo, f"{pub.source.path}: field logo_alt" if pub.source else "field logo_alt"))
+        where = pub.where("logo_alt" if "logo_alt" in pub.lines else "logo")
+        found.append((logo, str(where) if where else "field logo_alt"))
     for section in issue.sections:
         here = str(section.source or section.id)
         if section.image:
@@ -246,7 +317,7 @@ def _images_with_places(issue: Issue) -> list[tuple[Image, str]]:
 
 
 def _locate(issue: Issue, needle: str) -> str:
-    """Where the editor wrote ``needle`` (a URL, a token): "file:line", or "" if not in the content."""
+    """Where the editor wrote ``needle`` (a placeholder): "file:line", or "" if not in the content."""
     if not needle:
         return ""
     for section in issue.sections:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,8 +22,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-from newsletter.errors import InputError, Problem
+from newsletter.errors import ContentError, InputError, Problem
 from newsletter.issue import (
+    DARK_COLOURS,
     SECTION_KINDS,
     Colours,
     Figure,
@@ -33,6 +35,7 @@ from newsletter.issue import (
     Section,
     Source,
 )
+from newsletter.message import header_field_problems
 from newsletter.yamlsource import LineList, LineMap, parse_yaml, split_front_matter, location
 
 PUBLICATION_FILE = "publication.yaml"
@@ -63,13 +66,20 @@ IMAGE_FIELDS = ("src", "alt", "decorative", "caption", "link", "width")
 
 def _read_text(path: Path, problems: list[Problem]) -> str | None:
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        problems.append(Problem(location(path), f"the file is not UTF-8 text ({exc.reason})",
-                                "save it as UTF-8 (most editors offer this under 'Save with encoding')"))
+        data = path.read_bytes()
     except OSError as exc:
         problems.append(Problem(location(path), f"the file cannot be read: {exc.strerror}",
                                 "check that the file exists and can be read"))
+        return None
+    try:
+        # Universal newlines, as read_text gives: a file saved with CRLF reads the same.
+        return data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        problems.append(Problem(location(path, line), f"the file is not UTF-8 text ({exc.reason} at byte "
+                                f"{data[exc.start]:#04x})",
+                                "save it as UTF-8 (most editors offer this under 'Save with encoding'), "
+                                "or retype the character on this line"))
     return None
 
 
@@ -150,6 +160,14 @@ class _Fields:
             return []
         return list(zip(value, value.item_lines))
 
+    def header_text(self, key: str, required: bool = False, default: str = "") -> str:
+        """Text that goes into a message header: refused here if the send would refuse it."""
+        value = self.text(key, required=required, default=default)
+        if self.has(key):
+            for problem in header_field_problems(key, value):
+                self.problem(key, f"`{key}` {problem.message}", problem.fix)
+        return value
+
     def check_unknown(self) -> None:
         for key in self.values:
             if key not in self.known:
@@ -194,7 +212,8 @@ def slugify(text: str, limit: int = 60) -> str:
 
 PUBLICATION_FIELDS = (
     "slug", "name", "from_name", "from_email", "reply_to", "postal_address", "web_base_url",
-    "timezone", "language", "logo", "logo_alt", "colours", "why_receiving", "signup_url",
+    "timezone", "language", "logo", "logo_alt", "logo_dark", "logo_width", "colours", "dark_colours",
+    "why_receiving", "signup_url",
 )
 
 
@@ -203,7 +222,7 @@ def load_publication(path: Path) -> Publication:
     problems: list[Problem] = []
     publication = _read_publication(Path(path), problems)
     if publication is None or any(p.is_error for p in problems):
-        raise InputError(problems)
+        raise ContentError(problems)
     return publication
 
 
@@ -226,16 +245,17 @@ def _read_publication(path: Path, problems: list[Problem]) -> Publication | None
         return None
     fields = _Fields(values, path, "the publication", problems, PUBLICATION_FIELDS)
     fields.check_unknown()
-    name = fields.text("name", required=True)
+    name = fields.header_text("name", required=True)  # the List-Id header's phrase
     from_email = _email(fields, "from_email", required=True)
-    slug = _slug(fields, "slug", default=path.parent.name)
+    # Resolved: "publication.yaml" given as is has a parent named "".
+    slug = _slug(fields, "slug", default=path.resolve().parent.name)
     if slug in RESERVED_PUBLICATION_SLUGS:
         fields.problem("slug" if fields.has("slug") else None, f"{slug!r} is a path of the web app itself",
                        "set `slug:` to another name, e.g. the publication's name in lower case")
     publication = Publication(
         slug=slug,
         name=name,
-        from_name=fields.text("from_name", default=name),
+        from_name=fields.header_text("from_name", default=name),
         from_email=from_email,
         reply_to=_email(fields, "reply_to") or from_email,
         postal_address=fields.text("postal_address", required=True),
@@ -244,12 +264,25 @@ def _read_publication(path: Path, problems: list[Problem]) -> Publication | None
         language=_language(fields),
         logo=_image_file(fields, "logo", path.parent),
         logo_alt=fields.text("logo_alt", default=name),
-        colours=_colours(fields),
+        logo_dark=_image_file(fields, "logo_dark", path.parent),
+        logo_width=fields.number("logo_width"),
+        colours=_colours(fields, "colours", Colours()),
+        dark_colours=_colours(fields, "dark_colours", DARK_COLOURS),
         why_receiving=fields.text("why_receiving"),
         signup_url=_https_url(fields, "signup_url") or "",
         source=Source(path, 1),
+        lines=_lines_with_colours(values),
     )
     return publication
+
+
+def _lines_with_colours(values: LineMap) -> dict[str, int]:
+    """Field -> line, with "colours.text"-style entries, so a contrast check can name the colour's line."""
+    lines = dict(values.key_lines)
+    for group in ("colours", "dark_colours"):
+        if isinstance(values.get(group), LineMap):
+            lines |= {f"{group}.{key}": line for key, line in values[group].key_lines.items()}
+    return lines
 
 
 def _email(fields: _Fields, key: str, required: bool = False) -> str:
@@ -257,10 +290,13 @@ def _email(fields: _Fields, key: str, required: bool = False) -> str:
     if not address:
         return ""
     try:
-        return validate_email(address, check_deliverability=False).normalized
+        address = validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         fields.problem(key, f"`{key}` is not an email address we can send from: {exc}", "write it like news@example.org")
         return address
+    for problem in header_field_problems(key, address, address=True):  # what every message will check
+        fields.problem(key, f"`{key}` {problem.message.removeprefix(repr(address) + ' ')}", problem.fix)
+    return address
 
 
 def _slug(fields: _Fields, key: str, default: str) -> str:
@@ -293,12 +329,12 @@ def _language(fields: _Fields) -> str:
     return language
 
 
-def _colours(fields: _Fields) -> Colours:
-    values = fields.mapping("colours")
+def _colours(fields: _Fields, name: str, defaults: Colours) -> Colours:
+    values = fields.mapping(name)
     if values is None:
-        return Colours()
-    known = ("primary", "accent", "text", "background")
-    colours = _Fields(values, fields.path, "`colours`", fields.problems, known)
+        return defaults
+    known = tuple(f.name for f in dataclass_fields(Colours))
+    colours = _Fields(values, fields.path, f"`{name}`", fields.problems, known)
     colours.check_unknown()
     chosen = {}
     for key in known:
@@ -308,7 +344,7 @@ def _colours(fields: _Fields) -> Colours:
                             "write it like \"#005eb8\", in quotes because of the #")
         elif value:
             chosen[key] = value
-    return Colours(**chosen)
+    return replace(defaults, **chosen)
 
 
 # --- images ---------------------------------------------------------------------
@@ -506,23 +542,26 @@ def load_issue(folder: Path) -> Issue:
         if manifest is not None:
             problems.append(Problem(location(folder / MANIFEST_FILE, 1), f"{MANIFEST_FILE} should be `field: value` lines",
                                     "start it with 'title: ...'"))
-        raise InputError(problems)
+        raise ContentError(problems)
     fields = _Fields(manifest, folder / MANIFEST_FILE, MANIFEST_FILE, problems, MANIFEST_FIELDS)
     fields.check_unknown()
     issue = Issue(
         publication=publication,
-        slug=_slug(fields, "slug", default=folder.name),
+        # Resolved: `newsletter check .` gives a folder named "".
+        slug=_slug(fields, "slug", default=folder.resolve().name),
         title=fields.text("title", required=True),
-        subject=fields.text("subject", required=True),
-        preheader=fields.text("preheader"),
+        subject=fields.header_text("subject", required=True),
+        # Not a header, but one line of the inbox like one: the same rule.
+        preheader=fields.header_text("preheader"),
         issue_date=_issue_date(fields),
         sections=tuple(_sections(fields, folder)),
         folder=folder,
         source=Source(folder / MANIFEST_FILE, 1),
+        lines=dict(manifest.key_lines),
     )
     _check_unique_ids(issue.sections, problems)
     if publication is None or any(problem.is_error for problem in problems):
-        raise InputError(problems)
+        raise ContentError(problems)
     return issue
 
 

@@ -6,7 +6,11 @@ a field) and what to do about it. Commands print these instead of tracebacks.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# "path/to/file.md:14" at the start of a Problem's ``where``.
+_FILE_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,18 @@ class Problem:
     def is_error(self) -> bool:
         return self.severity == "error"
 
+    def sort_key(self) -> tuple[str, int, str]:
+        """File, then line, then the message: the order an editor works through them."""
+        match = _FILE_LINE.match(self.where)
+        if match:
+            return match["file"], int(match["line"]), self.message
+        return self.where, 0, self.message
+
+
+def in_reading_order(problems: list[Problem]) -> list[Problem]:
+    """Problems sorted by file and line, each listed once."""
+    return sorted(dict.fromkeys(problems), key=Problem.sort_key)
+
 
 class NewsletterError(Exception):
     """Base for errors a command reports to its user without a traceback."""
@@ -35,6 +51,7 @@ class InputError(NewsletterError):
     """Something a person wrote or asked for cannot be used.
 
     Carries one or more problems; ``str()`` lists them one per line.
+    Commands exit with USAGE_ERROR for it (see ContentError for the other code).
     """
 
     def __init__(self, problems: list[Problem] | Problem | str, where: str = "", fix: str = ""):
@@ -48,3 +65,19 @@ class InputError(NewsletterError):
 
 class NotFound(NewsletterError):
     """A named thing (list, issue, send, subscriber) does not exist."""
+
+
+class ContentError(InputError):
+    """An issue or publication, as written, has errors: commands exit with CONTENT_ERRORS."""
+
+
+# The exit codes of check, build, preview, schedule and proof; see EXIT_CODES_HELP.
+CONTENT_ERRORS = 1
+USAGE_ERROR = 2
+EXIT_CODES_HELP = (
+    "Problems are printed to standard error, one a line, in file and line order, "
+    "as FILE:LINE: error: what is wrong (what to do); warnings the same way with 'warning'. "
+    f"Exit codes: 0 no errors (there may be warnings); {CONTENT_ERRORS} the issue or its publication "
+    f"has errors, every one listed; {USAGE_ERROR} the command could not run as asked (a folder that is "
+    "not an issue, a bad option, an unknown list, the configuration)."
+)

@@ -8,6 +8,7 @@ HTML and to plain text both start from the same source.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -28,10 +29,17 @@ class Source:
 
 @dataclass(frozen=True)
 class Colours:
-    primary: str = "#005eb8"  # headings, buttons, header band
+    primary: str = "#005eb8"  # headings, links, header band
     accent: str = "#41b6e6"
     text: str = "#212b32"
-    background: str = "#f0f4f5"
+    background: str = "#f0f4f5"  # around the email, and the footer
+    surface: str = "#ffffff"  # behind the sections
+
+
+# What readers with a dark colour scheme see, where their mail client asks
+# (Apple Mail, iOS, Outlook apps): light text on dark grey, lighter links.
+# The header band keeps the light scheme's primary colour: it is the brand.
+DARK_COLOURS = Colours(primary="#8fc3f0", accent="#41b6e6", text="#e8edee", background="#0b0c0c", surface="#1d2023")
 
 
 @dataclass(frozen=True)
@@ -47,10 +55,18 @@ class Publication:
     language: str = "en-GB"
     logo: Path | None = None  # an image file on disk
     logo_alt: str = ""
+    logo_dark: Path | None = None  # shown instead of logo where the reader's scheme is dark
+    logo_width: int | None = None  # pixels shown; the file's own width if not set
     colours: Colours = field(default_factory=Colours)
+    dark_colours: Colours = DARK_COLOURS
     why_receiving: str = ""  # "You receive this because ..."
     signup_url: str = ""  # where the public pages send a reader who wants the newsletter
     source: Source | None = None
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False)  # field -> line in the file
+
+    def where(self, name: str) -> Source | None:
+        """Where field ``name`` was written (the file's first line if it was left out)."""
+        return Source(self.source.path, self.lines.get(name, 1)) if self.source else None
 
     @property
     def domain(self) -> str:
@@ -124,6 +140,11 @@ class Issue:
     sections: tuple[Section, ...]
     folder: Path
     source: Source | None = None
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False)  # manifest field -> line
+
+    def where(self, name: str) -> Source | None:
+        """Where manifest field ``name`` was written (line 1 if it was left out)."""
+        return Source(self.source.path, self.lines.get(name, 1)) if self.source else None
 
     @property
     def web_url(self) -> str:

@@ -119,43 +119,57 @@ def _unsafe_tag(tag: str, attrs: list[tuple[str, str | None]]) -> list[str]:
 
 
 class _TagScanner(HTMLParser):
-    """Collects (line within the fragment, description) for each unsafe tag."""
+    """Collects (line within the fragment, tag, attributes) for each start tag."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.found: list[tuple[int, str]] = []
+        self.found: list[tuple[int, str, list[tuple[str, str | None]]]] = []
 
     def handle_starttag(self, tag, attrs):
-        line = self.getpos()[0] - 1
-        self.found.extend((line, what) for what in _unsafe_tag(tag, attrs))
+        self.found.append((self.getpos()[0] - 1, tag, attrs))
 
     handle_startendtag = handle_starttag
 
 
-def _scan_html(fragment: str, first_line: int) -> list[tuple[int, str]]:
+def _tags(fragment: str, first_line: int) -> list[tuple[int, str, list[tuple[str, str | None]]]]:
     scanner = _TagScanner()
     scanner.feed(fragment)
     scanner.close()
-    return [(first_line + line, what) for line, what in scanner.found]
+    return [(first_line + line, tag, attrs) for line, tag, attrs in scanner.found]
 
 
-def _scan_inline(inline: Token) -> list[tuple[int, str]]:
-    found = []
+def _inline_pieces(inline: Token) -> list[tuple[int, Token]]:
+    pieces = []
     line = inline.map[0] if inline.map else 0
     for child in inline.children or []:
-        if child.type == "html_inline":
-            found.extend(_scan_html(child.content, line))
-        elif child.type == "link_open":
-            problem = _unsafe_url("a", "href", child.attrGet("href"))
-            found.extend([(line, problem)] if problem else [])
-        elif child.type == "image":
-            problem = _unsafe_url("img", "src", child.attrGet("src"))
-            found.extend([(line, problem)] if problem else [])
+        if child.type in ("html_inline", "link_open", "image"):
+            pieces.append((line, child))
         # Inline tokens carry no line numbers of their own: count the breaks.
         if child.type in ("softbreak", "hardbreak"):
             line += 1
         elif child.type == "html_inline":
             line += child.content.count("\n")
+    return pieces
+
+
+def _tags_by_line(markdown: str) -> list[tuple[int, str, list[tuple[str, str | None]], bool]]:
+    """(0-based line, tag, attributes, written as HTML) for every tag, link and picture in ``markdown``.
+
+    A Markdown link is an <a href>, a Markdown picture an <img src alt>: the
+    tags they become, on the line they were written.
+    """
+    found = []
+    for token in _tokens(markdown):
+        if token.type == "html_block" and token.map:
+            found += [(line, tag, attrs, True) for line, tag, attrs in _tags(token.content, token.map[0])]
+        elif token.type == "inline":
+            for line, child in _inline_pieces(token):
+                if child.type == "html_inline":
+                    found += [(at, tag, attrs, True) for at, tag, attrs in _tags(child.content, line)]
+                elif child.type == "link_open":
+                    found.append((line, "a", [("href", child.attrGet("href"))], False))
+                else:
+                    found.append((line, "img", [("src", child.attrGet("src")), ("alt", child.content)], False))
     return found
 
 
@@ -167,12 +181,31 @@ def unsafe_markup(markdown: str) -> list[tuple[int, str]]:
     they are the editor's own notes.
     """
     found: list[tuple[int, str]] = []
-    for token in _tokens(markdown):
-        if token.type == "html_block" and token.map:
-            found.extend(_scan_html(token.content, token.map[0]))
-        elif token.type == "inline":
-            found.extend(_scan_inline(token))
+    for line, tag, attrs, raw in _tags_by_line(markdown):
+        if raw:
+            found += [(line, what) for what in _unsafe_tag(tag, attrs)]
+        else:
+            attribute = "src" if tag == "img" else "href"
+            problem = _unsafe_url(tag, attribute, dict(attrs).get(attribute))
+            found += [(line, problem)] if problem else []
     return sorted(found, key=lambda pair: pair[0])
+
+
+def references(markdown: str) -> list[tuple[int, str, str, dict[str, str]]]:
+    """(0-based line, "a" or "img", URL, attributes) for each link and picture, in order.
+
+    What the checks use to name the line of a link or a picture that the
+    email would carry: the exact tag, not the first line that happens to
+    contain the same text.
+    """
+    found = []
+    for line, tag, attrs, _raw in _tags_by_line(markdown):
+        attributes = {name: value or "" for name, value in attrs}
+        if tag == "a" and "href" in attributes:
+            found.append((line, "a", attributes["href"], attributes))
+        elif tag == "img":
+            found.append((line, "img", attributes.get("src", ""), attributes))
+    return found
 
 
 # --- plain text ----------------------------------------------------------------

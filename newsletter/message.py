@@ -412,6 +412,13 @@ def _check_recipient(r: Recipient) -> str:
     return " ".join(r.name.split())
 
 
+def header_field_problems(label: str, value: str, *, address: bool = False) -> list[Problem]:
+    """The one rule for a value bound for a header (a line break, raw or encoded,
+    or an address we cannot send from), shared by the loader, and so by check,
+    build, proof and schedule, and by every message a send builds."""
+    return _address_problems(label, value) if address else _header_text_problems(label, value)
+
+
 def _header_text_problems(label: str, value: str, recipient: str = "") -> list[Problem]:
     whose = f" (recipient {recipient!r})" if recipient else ""
     if _LINE_BREAKING.search(value) or _hides_line_break(value):

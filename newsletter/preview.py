@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import mimetypes
+import shutil
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +23,7 @@ from newsletter import placeholders
 from newsletter.build import SAMPLE_READER
 from newsletter.checks import check_issue
 from newsletter.content import load_issue
-from newsletter.errors import InputError, Problem
+from newsletter.errors import InputError, Problem, in_reading_order
 from newsletter.render import RenderedIssue, render_issue
 
 
@@ -82,7 +83,7 @@ class PreviewState:
         except Exception as exc:  # noqa: BLE001 - the preview shows it rather than dying
             rendered, rendered_problems = None, [Problem(str(self.folder), f"{type(exc).__name__}: {exc}")]
         with self.lock:
-            self.rendered, self.problems = rendered, rendered_problems
+            self.rendered, self.problems = rendered, in_reading_order(rendered_problems)
             self.version += 1
 
     def watch(self, stop: threading.Event) -> None:
@@ -96,12 +97,17 @@ class PreviewState:
 
     def email_html(self) -> str:
         """The email as the sample reader sees it, pictures taken from the local web copy."""
-        rendered = self.rendered
-        values = {"name": SAMPLE_READER.name, "email": SAMPLE_READER.email, "web_url": "/web/",
-                  "unsubscribe_url": SAMPLE_READER.unsubscribe_url,
-                  "preferences_url": SAMPLE_READER.preferences_url}
-        filled = placeholders.fill(rendered.html, values, escape_html=True)
-        return filled.replace(rendered.issue.web_url, "/web/")
+        return sample_email_html(self.rendered, "/web/")
+
+
+def sample_email_html(rendered: RenderedIssue, web_url: str) -> str:
+    """The email as the sample reader gets it, with the issue's web address (where its
+    pictures are) replaced by ``web_url``: the preview's, or a folder's file:// URL."""
+    values = {"name": SAMPLE_READER.name, "email": SAMPLE_READER.email, "web_url": web_url,
+              "unsubscribe_url": SAMPLE_READER.unsubscribe_url,
+              "preferences_url": SAMPLE_READER.preferences_url}
+    filled = placeholders.fill(rendered.html, values, escape_html=True)
+    return filled.replace(rendered.issue.web_url, web_url)
 
 
 def preview_handler(state: PreviewState) -> type[BaseHTTPRequestHandler]:
@@ -196,3 +202,15 @@ def _problems_list(problems: list[Problem]) -> str:
 def _problems_page(problems: list[Problem]) -> str:
     return f"<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Problems</title>" \
            f"<p>The issue could not be rendered:</p>{_problems_list(problems)}</html>"
+
+
+def write_sample_email(rendered: RenderedIssue, folder: Path) -> Path:
+    """The sample reader's email as ``folder``/email.html with its pictures beside it,
+    for a browser to open from disk (screenshots, accessibility tests)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path in rendered.images.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, folder / name)
+    page = folder / "email.html"
+    page.write_text(sample_email_html(rendered, "./"), encoding="utf-8")
+    return page

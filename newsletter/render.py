@@ -21,15 +21,21 @@ from pathlib import Path
 
 import jinja2
 import mjml
+import PIL.Image
 from markupsafe import Markup, escape
 
 from newsletter import markup, placeholders
 from newsletter.config import Settings
-from newsletter.errors import InputError, Problem
+from newsletter.errors import ContentError, Problem
 from newsletter.issue import Image, Issue, Item, Publication
 
 DEFAULT_TEMPLATES = Settings.templates_dir
 TEXT_WIDTH = 72
+# The email's content column; a logo is never shown wider than this.
+CONTENT_WIDTH = 552
+# After the preheader: zero-width joiners and spaces, so an inbox's preview
+# line ends with the preheader instead of running on into the email's first words.
+PREHEADER_FILLER = Markup("&#847;&zwnj;&nbsp;" * 60)
 
 # The MJML 4 elements mjml-python (mrml) understands. mrml passes an unknown
 # <mj-foo> through into the HTML untouched instead of warning like the JS
@@ -58,13 +64,13 @@ class RenderedIssue:
 
 
 def render_issue(issue: Issue, templates_dir: Path | None = None) -> RenderedIssue:
-    """Render every part of an issue; raise InputError on a template or MJML error."""
+    """Render every part of an issue; raise ContentError on a template or MJML error."""
     env = template_environment(issue.publication, templates_dir)
     image_names = _image_names(issue)
     email_context = _email_context(issue, image_names)
     mjml_source = render_template(env, "email/layout.mjml.j2", email_context)
     problems = validate_mjml(mjml_source)
-    html = compile_mjml(mjml_source)
+    html = main_landmark(compile_mjml(mjml_source))
     text = tidy_text(render_template(env, "text/issue.txt.j2", email_context))
     return RenderedIssue(
         issue=issue,
@@ -102,8 +108,48 @@ def template_environment(publication: Publication, templates_dir: Path | None = 
         long_date=long_date,
         lines_br=lines_br,
         wrap_text=lambda text: textwrap.fill(text, TEXT_WIDTH),
+        sender_address=sender_address,
     )
     return env
+
+
+def sender_address(publication: Publication) -> str:
+    """The name and postal address for a footer, the name once even when the address starts with it."""
+    address = publication.postal_address.strip()
+    if address.casefold().startswith(publication.name.casefold()):
+        return address
+    return f"{publication.name}\n{address}"
+
+
+def pixel_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of a picture file in pixels, or None if it cannot be read as one."""
+    try:
+        with PIL.Image.open(path) as picture:
+            return picture.size
+    except (OSError, PIL.UnidentifiedImageError):
+        return None
+
+
+def logo_width(publication: Publication) -> int:
+    """The logo's width in the email: the publication's logo_width, or the file's own width."""
+    if publication.logo_width:
+        return min(publication.logo_width, CONTENT_WIDTH)
+    size = pixel_size(publication.logo) if publication.logo else None
+    return min(size[0], CONTENT_WIDTH) if size else 200
+
+
+def main_landmark(html: str) -> str:
+    """Put the email's article (which MJML labels with the subject) inside a main landmark.
+
+    Screen readers jump to "main"; without it axe reports landmark-one-main
+    and region for an email opened on its own (a download, the web view).
+    """
+    opening = re.search(r'<div[^>]*\brole="article"', html)
+    closing = html.rfind("</body>")
+    if not opening or closing < 0:
+        return html
+    return (html[:opening.start()] + '<div role="main">' + html[opening.start():closing]
+            + "</div>" + html[closing:])
 
 
 def public_text(markdown_source: str, web_url: str) -> str:
@@ -148,6 +194,9 @@ def _email_context(issue: Issue, image_names: dict[Path, str]) -> dict:
 
     return {
         **_common_context(issue),
+        "dark": issue.publication.dark_colours,
+        "logo_width": logo_width(issue.publication),
+        "preheader_filler": PREHEADER_FILLER,
         "placeholder": lambda name: Markup(placeholders.token(name)),
         "image_url": image_url,
         "item_url": lambda item: item.url or issue.article_url(item),
@@ -194,8 +243,8 @@ def _issue_images(issue: Issue) -> list[Image]:
 def _image_names(issue: Issue) -> dict[Path, str]:
     """Each image file (and the logo) -> "images/<name>", unique within the issue."""
     paths = [image.path for image in _issue_images(issue)]
-    if issue.publication.logo:
-        paths.insert(0, issue.publication.logo)
+    logos = [issue.publication.logo, issue.publication.logo_dark]
+    paths[:0] = [logo for logo in logos if logo]
     names: dict[Path, str] = {}
     taken: set[str] = set()
     for path in map(Path, paths):
@@ -215,15 +264,15 @@ def render_template(env: jinja2.Environment, name: str, context: dict) -> str:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as exc:
         where = f"{exc.filename or exc.name or name}:{exc.lineno}"
-        raise InputError(Problem(where, f"template syntax error: {exc.message}", "fix the template")) from None
+        raise ContentError(Problem(where, f"template syntax error: {exc.message}", "fix the template")) from None
     except jinja2.TemplateNotFound as exc:
-        raise InputError(Problem(
+        raise ContentError(Problem(
             f"template {exc.name}", "template not found",
             "check the section kind, or add the template to the publication's templates/ folder",
         )) from None
     except (jinja2.UndefinedError, KeyError) as exc:
         # StrictUndefined, or a helper given a bad name: the template is at fault.
-        raise InputError(Problem(_template_line(exc) or f"template {name}", str(exc).strip("'\""),
+        raise ContentError(Problem(_template_line(exc) or f"template {name}", str(exc).strip("'\""),
                                  "fix the template: use only the variables it is given")) from None
 
 
@@ -234,11 +283,11 @@ def _template_line(exc: BaseException) -> str:
 
 
 def compile_mjml(source: str) -> str:
-    """The one call to the MJML compiler; its errors become an InputError."""
+    """The one call to the MJML compiler; its errors become a ContentError."""
     try:
         return mjml.mjml2html(source, disable_comments=True)
     except Exception as exc:  # noqa: BLE001 - mrml raises plain ValueErrors with a message
-        raise InputError(Problem("email.mjml", f"MJML does not compile: {exc}",
+        raise ContentError(Problem("email.mjml", f"MJML does not compile: {exc}",
                                  "fix the email templates (see email.mjml from `newsletter build`)")) from None
 
 

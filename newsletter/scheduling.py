@@ -36,9 +36,11 @@ class When:
     local: datetime
 
     def describe(self) -> str:
+        # Seconds only when there are some: "--at 09:30:15" is shown as it was stored.
+        clock = "%H:%M:%S" if self.utc.second else "%H:%M"
         return (
-            f"{self.local:%A %d %B %Y %H:%M} {self.local.tzname()} "
-            f"({self.utc:%Y-%m-%d %H:%M} UTC)"
+            f"{self.local.strftime('%A %d %B %Y ' + clock)} {self.local.tzname()} "
+            f"({self.utc.strftime('%Y-%m-%d ' + clock)} UTC)"
         )
 
 
@@ -133,8 +135,20 @@ def schedule_send(
     )
     session.add(send)
     session.flush()
+    _check_headers(session, send, issue, mailing_list)
     _record(session, send.id, "scheduled", f"for {send.scheduled_at:%Y-%m-%d %H:%M:%S} UTC")
     return send
+
+
+def _check_headers(session: Session, send: Send, issue: IssueRow, mailing_list: MailingList) -> None:
+    """Build the send's message template now, as the workers will: whatever they would
+    refuse (a list name that could add a header, say) is refused here, before anything is stored."""
+    from newsletter.delivery import message_template  # delivery imports this module
+
+    try:
+        message_template(issue, publication_of(session, send), mailing_list, send.id)
+    except InputError as exc:
+        raise InputError([Problem(f"list {mailing_list.slug}: {p.where}", p.message, p.fix) for p in exc.problems]) from None
 
 
 def reschedule(session: Session, send_id: int, at: datetime, *, now: datetime | None = None) -> Send:

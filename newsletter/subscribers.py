@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError, NotFound, Problem
+from newsletter.message import header_field_problems
 from newsletter.publications import get_publication
 from newsletter.store.models import (
     MailingList,
@@ -79,6 +80,9 @@ def create_list(session: Session, publication_slug: str, slug: str, name: str, d
         )
     if not name.strip():
         raise InputError(Problem("list name", "a list needs a name people will recognise", "give --name"))
+    # The name goes into the List-Id header of every message sent to the list.
+    if problems := header_field_problems("list name", name.strip()):
+        raise InputError(Problem("list name", problems[0].message, "write the name on one line"))
     taken = select(MailingList.id).where(MailingList.publication_id == publication.id, MailingList.slug == slug)
     if session.scalar(taken) is not None:
         raise InputError(Problem("list slug", f"{publication_slug} already has a list {slug!r}", "choose another slug"))

@@ -41,24 +41,53 @@ _YAML_FIX = (
 )
 
 
+# At most this many YAML errors are reported from one file.
+MAX_YAML_ERRORS = 20
+
+
 def parse_yaml(text: str, path: Path, first_line: int, problems: list[Problem]):
-    """Parse YAML text that starts at ``first_line`` of ``path``; None if unreadable."""
-    try:
-        # compose keeps the node marks that yaml.safe_load throws away.
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = first_line + mark.line if mark else first_line
-        problems.append(Problem(location(path, line), f"the YAML cannot be read: {exc.problem}", _YAML_FIX))
-        return None
-    except yaml.YAMLError as exc:
-        problems.append(Problem(location(path, first_line), f"the YAML cannot be read: {exc}", _YAML_FIX))
+    """Parse YAML text that starts at ``first_line`` of ``path``; None if unreadable.
+
+    YAML stops at its first error. To report the others in the same pass,
+    the line at fault is blanked and the text read again, until it reads or
+    the errors stop moving down the file.
+    """
+    node, errors = None, []
+    lines = text.splitlines(keepends=True)
+    while len(errors) < MAX_YAML_ERRORS:
+        try:
+            # compose keeps the node marks that yaml.safe_load throws away.
+            node = yaml.compose("".join(lines), Loader=yaml.SafeLoader)
+            break
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            at = mark.line if mark else 0
+            message = f"the YAML cannot be read: {exc.problem}"
+            opened = exc.context_mark.line if exc.context_mark and exc.context else at
+            if opened < at:
+                # A quote or bracket left open: the cause is where it opened,
+                # and everything after it is part of the same error.
+                message += f" on line {first_line + at} ({exc.context} that starts here)"
+            errors.append(Problem(location(path, first_line + min(opened, at)), message, _YAML_FIX))
+            if opened < at or at >= len(lines) or (len(errors) > 1 and at <= _line_of(errors[-2], path, first_line)):
+                break  # nothing more to learn by reading on
+            lines[at] = "\n"
+        except yaml.YAMLError as exc:
+            errors.append(Problem(location(path, first_line), f"the YAML cannot be read: {exc}", _YAML_FIX))
+            break
+    if errors:
+        problems.extend(errors)
         return None
     if node is None:
         empty = LineMap()
         empty.line = first_line
         return empty
     return _build(node, first_line, yaml.constructor.SafeConstructor())
+
+
+def _line_of(problem: Problem, path: Path, first_line: int) -> int:
+    """The 0-based line within the YAML text of a problem made by parse_yaml."""
+    return int(problem.where.rsplit(":", 1)[1]) - first_line
 
 
 def _build(node: yaml.Node, first_line: int, constructor: yaml.constructor.SafeConstructor):

@@ -233,11 +233,27 @@ def test_markdown_files_not_in_the_manifest_are_ignored(issue_dir):
 # --- mistakes ---------------------------------------------------------------------
 
 
-def test_malformed_yaml_names_the_line_yaml_reports(issue_dir):
+def test_malformed_yaml_names_the_line_where_the_open_bracket_starts(issue_dir):
     write(issue_dir, "issue.yaml", manifest("01-text.md"))
     write(issue_dir, "01-text.md", "---\nkind: text\ntitle: [unclosed\nid: x\n---\nHello\n")
-    problem = problem_at(problems_of(issue_dir), "01-text.md:4")
+    problem = problem_at(problems_of(issue_dir), "01-text.md:3")
     assert "YAML cannot be read" in problem.message
+    assert "on line 4 (while parsing a flow sequence that starts here)" in problem.message
+
+
+def test_every_yaml_error_in_a_file_is_reported_in_one_pass(issue_dir):
+    write(issue_dir, "issue.yaml", "title: News: September\nsubject: Hello\npreheader: Read: this\n"
+                                   "date: 2021-09-01\nsections:\n  - 01-text.md\n")
+    problems = problems_of(issue_dir)
+    assert [p.where.rsplit("/", 1)[-1] for p in problems] == ["issue.yaml:1", "issue.yaml:3"]
+    assert all("mapping values are not allowed here" in p.message for p in problems)
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens(issue_dir):
+    write(issue_dir, "issue.yaml", 'title: "September\nsubject: Hello\ndate: 2021-09-01\nsections:\n  - 01-text.md\n')
+    [problem] = problems_of(issue_dir)
+    assert problem.where.endswith("issue.yaml:1")
+    assert "quoted scalar that starts here" in problem.message
 
 
 def test_unknown_kind_lists_the_kinds_that_exist(issue_dir):

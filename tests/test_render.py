@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
+import PIL.Image
 import pytest
 
 from newsletter import placeholders
@@ -24,14 +25,16 @@ PNG = base64.b64decode(
 def make_issue(folder: Path, *sections: Section, **changes) -> Issue:
     """An issue with one section of every kind (or the sections given), pictures on disk."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("logo.png", "chair.png", "chart.png", "divider.png"):
+    for name in ("chair.png", "chart.png", "divider.png"):
         (folder / name).write_bytes(PNG)
+    # The logo is shown 120 px wide: a 240 px file is sharp on high-density screens.
+    PIL.Image.new("RGB", (240, 80), "#005eb8").save(folder / "logo.png")
     (folder / "publication.yaml").write_text("slug: example\n")
     publication = Publication(
         slug="example-news", name="Example News", from_name="Example News", from_email="news@example.org",
         reply_to="team@example.org", postal_address="Example News, 1 Example Street\nExampleton EX1 1AA",
         web_base_url="https://news.example.org/example-news/", logo=folder / "logo.png",
-        logo_alt="Example News logo", why_receiving="You receive this because you signed up at example.org.",
+        logo_alt="Example News logo", logo_width=120, why_receiving="You receive this because you signed up at example.org.",
         source=Source(folder / "publication.yaml", 1),
     )
     fields = dict(

@@ -49,7 +49,7 @@ def logo_pixel(x: int, y: int, size: int) -> tuple[int, int, int]:
 
 
 def main() -> None:
-    size = 96
+    size = 192  # shown at 96 px (logo_width): two pixels per point, sharp on high-density screens
     pixels = [[logo_pixel(x, y, size) for x in range(size)] for y in range(size)]
     target = Path(__file__).with_name("logo.png")
     write_png(target, pixels)

@@ -11,12 +11,19 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 
 from newsletter.config import ConfigError
-from newsletter.errors import InputError, NewsletterError
-
-
+from newsletter.errors import (
+    CONTENT_ERRORS,
+    USAGE_ERROR,
+    ContentError,
+    InputError,
+    NewsletterError,
+    Problem,
+    in_reading_order,
+)
 
 class LazyConsole:
     """A rich Console made at the moment it prints, so it sees the terminal
@@ -45,24 +52,30 @@ COMMAND_MODULES = (
 )
 
 
+def print_problems(problems: list[Problem]) -> None:
+    """Every problem on standard error, one a line, in file and line order: the one format
+    of loader and check problems (errors.Problem.__str__)."""
+    for problem in in_reading_order(problems):
+        style = "red" if problem.is_error else "yellow"
+        err_console.print(f"[{style}]{escape(str(problem))}[/]", highlight=False, markup=True, soft_wrap=True)
+
+
 class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except InputError as exc:
-            for problem in exc.problems:
-                style = "red" if problem.is_error else "yellow"
-                err_console.print(f"[{style}]{problem}[/]", highlight=False, markup=True, soft_wrap=True)
-            sys.exit(2)
+            print_problems(exc.problems)
+            sys.exit(CONTENT_ERRORS if isinstance(exc, ContentError) else USAGE_ERROR)
         except (NewsletterError, ConfigError) as exc:
-            err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            sys.exit(USAGE_ERROR)
         except OperationalError as exc:
             # The database is down, full or refuses us: say so, not a traceback.
             reason = str(exc.orig or exc).strip().splitlines()[0]
-            err_console.print(f"[red]error:[/] the database could not be used ({reason}); "
+            err_console.print(f"[red]error:[/] the database could not be used ({escape(reason)}); "
                               "check DATABASE_URL and that the server is running", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            sys.exit(USAGE_ERROR)
 
 
 @click.group(cls=Group)

@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from newsletter.build import build_issue
 from newsletter.checks import check_issue
-from newsletter.cli import LazyConsole, main
+from newsletter.cli import LazyConsole, main, print_problems
 from newsletter.content import load_issue
-from newsletter.errors import Problem
+from newsletter.errors import CONTENT_ERRORS, EXIT_CODES_HELP
 from newsletter.preview import PreviewServer
 from newsletter.render import render_issue
 
@@ -24,11 +25,11 @@ templates_option = click.option(
 )
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @folder_argument
 @templates_option
 def check(folder: Path, templates_dir: Path | None) -> None:
-    """Check an issue before it is sent; exit 1 if any check finds an error."""
+    """Check an issue before it is sent: every error and warning, in file and line order."""
     issue = load_issue(folder)
     problems = check_issue(issue, render_issue(issue, templates_dir))
     print_problems(problems)
@@ -36,40 +37,39 @@ def check(folder: Path, templates_dir: Path | None) -> None:
     warnings = len(problems) - errors
     if errors:
         console.print(f"[red]{errors} error(s)[/], {warnings} warning(s): fix the errors before sending.")
-        sys.exit(1)
-    console.print(f"[green]No errors[/] in {issue.title!r}, {warnings} warning(s).")
+        sys.exit(CONTENT_ERRORS)
+    console.print(f"[green]No errors[/] in {escape(repr(issue.title))}, {warnings} warning(s).")
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @folder_argument
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where to write the output (default: build/<issue folder name>).")
 @templates_option
 def build(folder: Path, out_dir: Path | None, templates_dir: Path | None) -> None:
-    """Check an issue and write its email, sample message and web copy."""
+    """Check an issue and, if it has no errors, write its email, sample message and web copy."""
     result = build_issue(folder, out_dir or Path("build") / folder.resolve().name, templates_dir)
     print_problems(result.warnings)
-    console.print(f"[green]Built[/] {result.issue.title!r} into {result.out_dir}")
+    console.print(f"[green]Built[/] {escape(repr(result.issue.title))} into {result.out_dir}")
     for what, path in result.files.items():
         console.print(f"  {what:<15} {path}")
 
 
-def print_problems(problems: list[Problem]) -> None:
-    for problem in problems:
-        style = "red" if problem.is_error else "yellow"
-        console.print(f"[{style}]{problem.severity}[/] {problem.where}: {problem.message}", markup=True)
-        if problem.fix:
-            console.print(f"    {problem.fix}", style="dim")
-
-
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @folder_argument
 @click.option("--port", default=8025, show_default=True, help="Port on 127.0.0.1 to serve the preview on.")
 @templates_option
 def preview(folder: Path, port: int, templates_dir: Path | None) -> None:
-    """Serve the email and the web copy side by side; refresh when a file in FOLDER changes."""
-    server = PreviewServer(folder, templates_dir, port,
-                           on_refresh=lambda state: console.print(f"re-rendered ({len(state.problems)} problem(s))"))
+    """Serve the email and the web copy side by side; refresh when a file in FOLDER changes.
+
+    Problems are shown on the page, and printed here after each refresh.
+    """
+    def on_refresh(state) -> None:
+        print_problems(state.problems)
+        console.print(f"re-rendered ({len(state.problems)} problem(s))")
+
+    server = PreviewServer(folder, templates_dir, port, on_refresh=on_refresh)
+    print_problems(server.state.problems)
     console.print(f"Previewing {folder} at {server.url} (Ctrl-C to stop)")
     try:
         server.serve_forever()

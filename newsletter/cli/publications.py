@@ -46,8 +46,15 @@ def list_publications_command():
 
     settings = get_settings()
     upgrade(settings.effective_database_url)
-    table = Table("slug", "name", "from", "time zone", "web copies")
     with session_scope(settings) as session:
-        for row in list_publications(session):
-            table.add_row(row.slug, row.name, f"{row.from_name} <{row.from_email}>", row.timezone, row.web_base_url)
+        rows = [(row.slug, row.name, f"{row.from_name} <{row.from_email}>", row.timezone, row.web_base_url)
+                for row in list_publications(session)]
+    # The slug is typed into other commands: its column is never cut or
+    # wrapped; the others wrap to make room for it.
+    table = Table()
+    table.add_column("slug", no_wrap=True, min_width=max((len(r[0]) for r in rows), default=4))
+    for name in ("name", "from", "time zone", "web copies"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)

@@ -9,9 +9,9 @@ from rich import box
 from rich.table import Table
 
 from newsletter import scheduling, sending
-from newsletter.cli import LazyConsole, main
+from newsletter.cli import LazyConsole, main, print_problems
 from newsletter.config import get_settings
-from newsletter.errors import InputError, Problem
+from newsletter.errors import EXIT_CODES_HELP, InputError, Problem
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
 
@@ -29,15 +29,14 @@ def prepared_issue(folder: Path, settings):
     from newsletter.publishing import checked_render
 
     rendered, warnings = checked_render(folder, settings.templates_dir)
-    for problem in warnings:
-        console.print(f"[yellow]{problem}[/]", highlight=False)
+    print_problems(warnings)
     return rendered
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--list", "list_slug", required=True, help="The list to send to (its slug).")
-@click.option("--at", "at_text", help='Local time in the publication\'s time zone, "YYYY-MM-DD HH:MM".')
+@click.option("--at", "at_text", help='Local time in the publication\'s time zone, "YYYY-MM-DD HH:MM[:SS]".')
 @click.option("--now", "now_", is_flag=True, help="Send as soon as a worker picks it up.")
 @click.option("--batch-size", type=click.IntRange(1, 10000), help="Recipients per batch task.")
 def schedule(folder: Path, list_slug: str, at_text: str | None, now_: bool, batch_size: int | None):
@@ -65,7 +64,7 @@ def schedule(folder: Path, list_slug: str, at_text: str | None, now_: bool, batc
         console.print("Workers and beat must be running (see the Procfile) for it to go out.")
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--to", "addresses", multiple=True, required=True, help="An address to send the proof to (repeatable).")
 def proof(folder: Path, addresses: tuple[str, ...]):
