@@ -15,6 +15,8 @@ replies until the group ends). Options, fixed when it is made:
   recipients" (as Postfix's smtpd_recipient_limit, here per session);
 - ``drop_after_dot``: numbers of messages (1 = the first received) after whose
   final dot the line is dropped without a reply;
+- ``mail_421``: numbers of MAIL commands (1 = the first received) answered
+  "421", then the line is closed;
 - ``final_421``: numbers of messages answered "421" after their final dot,
   then the line is closed (the message is not taken);
 - ``out_of_turn``: a group that arrives in one read (MAIL, RCPT and DATA
@@ -51,12 +53,13 @@ class _Session:
     recipients: list[str] = field(default_factory=list)
     accepted_recipients: int = 0  # over the whole session, for rcpt_limit
     held: list[bytes] = field(default_factory=list)
+    closing: bool = False  # a 421 went out: no more commands are read
 
 
 class ScriptedSmtpServer:
     def __init__(self, *, pipelining: bool = True, hold_replies: bool = False, expected: int = 0,
                  reject: tuple[str, ...] = (), rcpt_limit: int | None = None, drop_after_dot: tuple[int, ...] = (),
-                 final_421: tuple[int, ...] = (), out_of_turn: bool = False):
+                 mail_421: tuple[int, ...] = (), final_421: tuple[int, ...] = (), out_of_turn: bool = False):
         self.host = "127.0.0.1"
         self.pipelining = pipelining
         self.hold_replies = hold_replies
@@ -64,7 +67,9 @@ class ScriptedSmtpServer:
         self.reject = {a.lower() for a in reject}
         self.rcpt_limit = rcpt_limit
         self.drop_after_dot = set(drop_after_dot)
+        self.mail_421 = set(mail_421)
         self.final_421 = set(final_421)
+        self.mail_commands = 0
         self.out_of_turn = out_of_turn
         self.messages: list[ScriptedMessage] = []
         self.groups: list[list[str]] = []
@@ -116,7 +121,12 @@ class ScriptedSmtpServer:
                 if len(lines) > 1:
                     with self._lock:
                         self.groups.append(verbs)
-                replies = [self._command(session, line, verb) for line, verb in zip(lines, verbs)]
+                replies = []
+                for line, verb in zip(lines, verbs):
+                    replies.append(self._command(session, line, verb))
+                    if session.closing:
+                        conn.sendall(b"".join(session.held + replies))
+                        return
                 if self.out_of_turn and verbs[-3:] == ["MAIL", "RCPT", "DATA"]:
                     replies[-3:] = reversed(replies[-3:])
                     conn.sendall(b"".join(replies))
@@ -148,6 +158,12 @@ class ScriptedSmtpServer:
             session.mail_from, session.recipients = None, []
             return b"250 2.0.0 Ok\r\n"
         if verb == "MAIL":
+            with self._lock:
+                self.mail_commands += 1
+                closing = self.mail_commands in self.mail_421
+            if closing:
+                session.closing = True
+                return b"421 4.7.0 scripted.example.net Error: too many messages, closing connection\r\n"
             if session.mail_from is not None:
                 return b"503 5.5.1 Error: nested MAIL command\r\n"
             session.mail_from = argument.split(" ")[0].strip("<>")

@@ -110,6 +110,18 @@ def test_421_after_a_dot_fails_that_message_and_retries_only_the_group_behind_it
     assert server.connections == 2
 
 
+def test_421_to_mail_inside_a_group_fails_that_message_for_now_and_the_rest_go_on_a_new_connection():
+    with ScriptedSmtpServer(mail_421=(2,)) as server:
+        with plain_transport(server, connections=1) as transport:
+            results = transport.send_many(envelopes(4))
+
+    assert statuses(results) == [SENT, TEMPORARY, SENT, SENT]
+    assert results[1].code == 421 and not results[1].uncertain
+    assert [(m.recipients, m.connection) for m in server.messages] == [
+        (["reader1@example.com"], 1), (["reader3@example.com"], 2), (["reader4@example.com"], 2),
+    ]
+
+
 def test_a_server_that_answers_a_group_out_of_turn_gets_one_command_at_a_time(caplog):
     with ScriptedSmtpServer(out_of_turn=True) as server:
         with plain_transport(server, connections=1) as transport:

@@ -253,7 +253,12 @@ class Lane:
                     chunk.finish(current.index, _closing_result(current.envelope))
                 return
         if current is not None:
-            self._finish_group(chunk, current, [_read(smtp, kind) for kind in current.kinds])
+            replies = []
+            for kind in current.kinds:
+                replies.append(_read(smtp, kind))
+                if replies[-1][0] == 421:
+                    break  # the server closes: no more replies will come
+            self._finish_group(chunk, current, replies)
 
     def _lockstep_step(self, smtp, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None) -> None:
         """Each command waits for its reply; a refusal ends the group."""
