@@ -19,6 +19,7 @@ replies until the group ends). Options, fixed when it is made:
   "421", then the line is closed;
 - ``final_421``: numbers of messages answered "421" after their final dot,
   then the line is closed (the message is not taken);
+- ``ssl_context``: a server context for TLS from the first byte (implicit TLS);
 - ``out_of_turn``: a group that arrives in one read (MAIL, RCPT and DATA
   together) is answered in reverse order, 354 first; commands sent one at a
   time are answered properly.
@@ -31,6 +32,7 @@ more than one).
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 
@@ -59,7 +61,8 @@ class _Session:
 class ScriptedSmtpServer:
     def __init__(self, *, pipelining: bool = True, hold_replies: bool = False, expected: int = 0,
                  reject: tuple[str, ...] = (), rcpt_limit: int | None = None, drop_after_dot: tuple[int, ...] = (),
-                 mail_421: tuple[int, ...] = (), final_421: tuple[int, ...] = (), out_of_turn: bool = False):
+                 mail_421: tuple[int, ...] = (), final_421: tuple[int, ...] = (), out_of_turn: bool = False,
+                 ssl_context: ssl.SSLContext | None = None):
         self.host = "127.0.0.1"
         self.pipelining = pipelining
         self.hold_replies = hold_replies
@@ -71,6 +74,7 @@ class ScriptedSmtpServer:
         self.final_421 = set(final_421)
         self.mail_commands = 0
         self.out_of_turn = out_of_turn
+        self.ssl_context = ssl_context
         self.messages: list[ScriptedMessage] = []
         self.groups: list[list[str]] = []
         self.connections = 0
@@ -110,8 +114,10 @@ class ScriptedSmtpServer:
     # -- one session ---------------------------------------------------------
     def _serve(self, conn: socket.socket, number: int) -> None:
         session = _Session(number)
-        reader = _Lines(conn)
         try:
+            if self.ssl_context is not None:
+                conn = self.ssl_context.wrap_socket(conn, server_side=True)
+            reader = _Lines(conn)
             conn.sendall(b"220 scripted.example.net ESMTP\r\n")
             while True:
                 lines = reader.read_commands()

@@ -6,8 +6,10 @@ tests are the one-command-at-a-time path."""
 from __future__ import annotations
 
 import logging
+import ssl
 
 import pytest
+import trustme
 
 from newsletter.config import settings_from
 from newsletter.transports import make_transport
@@ -44,6 +46,22 @@ def test_each_message_is_one_group_and_the_next_group_follows_the_final_dot():
     assert [m.recipients for m in server.messages] == [[e.recipient] for e in sent]
     assert server.groups == [["MAIL", "RCPT", "DATA"]] * 5
     assert server.connections == 1
+
+
+def test_pipelining_over_verified_tls():
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    sent = envelopes(3)
+    with ScriptedSmtpServer(hold_replies=True, expected=3, ssl_context=server_context) as server:
+        with plain_transport(server, security="tls", ssl_context=client_context, connections=1) as transport:
+            results = transport.send_many(sent)
+
+    assert statuses(results) == [SENT] * 3
+    assert [m.data for m in server.messages] == [e.message for e in sent]
+    assert server.groups == [["MAIL", "RCPT", "DATA"]] * 3
 
 
 def test_a_refused_recipient_inside_a_group_fails_that_recipient_only():

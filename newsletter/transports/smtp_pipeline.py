@@ -133,11 +133,11 @@ class _InFlight:
 
 
 class _Broken(Exception):
-    """The line broke; ``sent`` bytes of the last write had gone out."""
+    """The line broke; ``after_dot``: once the waiting message's final dot had gone out."""
 
-    def __init__(self, cause: Exception, sent: int = 0):
+    def __init__(self, cause: Exception, after_dot: bool = False):
         super().__init__(str(cause) or type(cause).__name__)
-        self.sent = sent
+        self.after_dot = after_dot
 
 
 class _OutOfTurn(Exception):
@@ -229,7 +229,7 @@ class Lane:
                 if pipelined:
                     self._pipelining.distrust(str(wrong))
                 # Replies are read only after the writes: a waiting message's data went out.
-                self._settle_broken(chunk, waiting, current, _Broken(wrong, sent=0))
+                self._settle_broken(chunk, waiting, current, _Broken(wrong, after_dot=True))
                 self._discard()
                 return
             if self._smtp is None:  # a 421: the server closed the session
@@ -242,11 +242,7 @@ class Lane:
     def _pipelined_step(self, smtp, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None) -> None:
         """One write: the waiting message's data and the next group; then their replies."""
         data = waiting.data if waiting else b""
-        try:
-            _write(smtp, data + (b"".join(current.commands) if current else b""))
-        except _Broken as broken:
-            # Only a write that got past the final dot may have delivered the message.
-            raise _Broken(broken, sent=broken.sent - len(data) if waiting else -1) from None
+        _write(smtp, data + (b"".join(current.commands) if current else b""), dot_end=len(data))
         if waiting is not None:
             if not self._finish_data(smtp, chunk, waiting):
                 if current is not None and not self._try_again(chunk, current.index):
@@ -263,10 +259,7 @@ class Lane:
     def _lockstep_step(self, smtp, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None) -> None:
         """Each command waits for its reply; a refusal ends the group."""
         if waiting is not None:
-            try:
-                _write(smtp, waiting.data)
-            except _Broken as broken:
-                raise _Broken(broken, sent=-1) from None  # the final dot did not go out
+            _write(smtp, waiting.data, dot_end=len(waiting.data))
             if not self._finish_data(smtp, chunk, waiting):
                 if current is not None:
                     chunk.put_back(current.index)  # none of its commands went out
@@ -286,7 +279,7 @@ class Lane:
         try:
             code, text = _read(smtp, "the message")
         except _Broken as broken:
-            raise _Broken(broken, sent=0) from None  # after the dot: uncertain
+            raise _Broken(broken, after_dot=True) from None
         if message.verdict is not None:
             chunk.finish(message.index, message.verdict)
         elif 200 <= code < 300:
@@ -329,9 +322,9 @@ class Lane:
 
     def _settle_broken(self, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None,
                        broken: _Broken) -> None:
-        """The line broke (``broken.sent`` >= 0: after the waiting message's final dot went out)."""
+        """The line broke: the waiting message is uncertain if its final dot went out."""
         if waiting is not None and chunk.results[waiting.index] is None:
-            if broken.sent >= 0:
+            if broken.after_dot:
                 chunk.finish(waiting.index, _uncertain(waiting.envelope, broken))
             else:
                 chunk.finish(waiting.index, _broke(waiting.envelope, broken))
@@ -387,8 +380,12 @@ def _address_problem(smtp: smtplib.SMTP, envelope: Envelope) -> str | None:
     return None
 
 
-def _write(smtp: smtplib.SMTP, data: bytes) -> None:
-    """Send all of ``data``; _Broken says how much went out when the line breaks."""
+def _write(smtp: smtplib.SMTP, data: bytes, dot_end: int = 0) -> None:
+    """Send all of ``data``, whose first ``dot_end`` bytes end with a message's final dot.
+
+    Not sendall(): when the line breaks, what went out decides whether the
+    server can have taken the message.
+    """
     sock = smtp.sock
     if sock is None:
         raise _Broken(ConnectionError("not connected"))
@@ -397,7 +394,7 @@ def _write(smtp: smtplib.SMTP, data: bytes) -> None:
         while sent < len(view):
             sent += sock.send(view[sent:])
     except OSError as exc:
-        raise _Broken(exc, sent) from exc
+        raise _Broken(exc, after_dot=0 < dot_end <= sent) from exc
 
 
 def _read(smtp: smtplib.SMTP, kind: str) -> tuple[int, bytes]:
