@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from newsletter.transports.base import Envelope, Result, Transport, TransportError
-from newsletter.transports.smtp_pipeline import Chunk, Lane, Pipelining, SetupFailed, _reply_text
+from newsletter.transports.smtp_pipeline import Chunk, Lane, Pipelining, SetupFailed, reply_text
 
 SECURITY_MODES = ("starttls", "tls", "none")
 
@@ -130,7 +130,7 @@ class SmtpTransport(Transport):
             ) from exc
         except smtplib.SMTPResponseException as exc:
             _close_quietly(smtp)
-            answer = _reply_text(exc.smtp_code, exc.smtp_error)
+            answer = reply_text(exc.smtp_code, exc.smtp_error)
             raise SetupFailed(f"the server at {self.where} answered {answer}", exc.smtp_code) from exc
         except (smtplib.SMTPException, OSError) as exc:
             _close_quietly(smtp)
@@ -168,7 +168,7 @@ class SmtpTransport(Transport):
         except smtplib.SMTPAuthenticationError as exc:
             raise SetupFailed(
                 f"the server at {self.where} refused the login for {self.username!r} "
-                f"({_reply_text(exc.smtp_code, exc.smtp_error)}): check SMTP_USERNAME and SMTP_PASSWORD",
+                f"({reply_text(exc.smtp_code, exc.smtp_error)}): check SMTP_USERNAME and SMTP_PASSWORD",
                 exc.smtp_code,
             ) from exc
         except smtplib.SMTPNotSupportedError as exc:

@@ -142,7 +142,7 @@ class _Broken(Exception):
 
 class _OutOfTurn(Exception):
     def __init__(self, kind: str, code: int, text: bytes):
-        super().__init__(f"answers out of turn ({_reply_text(code, text)} to {kind})")
+        super().__init__(f"answers out of turn ({reply_text(code, text)} to {kind})")
 
 
 class Lane:
@@ -435,7 +435,7 @@ def _dot_stuffed(message: bytes) -> bytes:
 def _refused(envelope: Envelope, code: int, reply: bytes, blame_recipient: bool = True) -> Result:
     text = _decode(reply)
     enhanced = _enhanced_code(code, text)
-    error = _reply_text(code, reply)
+    error = reply_text(code, reply)
     if not blame_recipient:
         # A refused sender is our configuration, not the subscriber's address.
         return Result(envelope.delivery_id, TEMPORARY, code=code, enhanced_code=enhanced,
@@ -475,7 +475,7 @@ def _enhanced_code(code: int, text: str) -> str:
     return ""
 
 
-def _reply_text(code: int, reply: bytes | str) -> str:
+def reply_text(code: int, reply: bytes | str) -> str:
     text = reply if isinstance(reply, str) else _decode(reply)
     return f"{code} {' '.join(text.split())}"
 
