@@ -25,8 +25,9 @@ replies until the group ends). Options, fixed when it is made:
   time are answered properly.
 
 What it saw: ``messages`` (accepted or not, with ``answered`` and
-``accepted``), ``connections``, ``groups`` (the commands of each read that held
-more than one).
+``accepted``), ``connections``, ``groups`` (the commands answered together,
+when more than one: those of one read, or with ``hold_replies`` those of one
+group however they arrived).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class _Session:
     mail_from: str | None = None
     recipients: list[str] = field(default_factory=list)
     accepted_recipients: int = 0  # over the whole session, for rcpt_limit
-    held: list[bytes] = field(default_factory=list)
+    held: list[bytes] = field(default_factory=list)  # replies not sent yet (hold_replies) ...
+    held_verbs: list[str] = field(default_factory=list)  # ... and the commands they answer
     closing: bool = False  # a 421 went out: no more commands are read
 
 
@@ -124,9 +126,6 @@ class ScriptedSmtpServer:
                 if lines is None:
                     return
                 verbs = [line.split(b" ", 1)[0].split(b":", 1)[0].upper().decode(errors="replace") for line in lines]
-                if len(lines) > 1:
-                    with self._lock:
-                        self.groups.append(verbs)
                 replies = []
                 for line, verb in zip(lines, verbs):
                     replies.append(self._command(session, line, verb))
@@ -135,15 +134,14 @@ class ScriptedSmtpServer:
                         return
                 if self.out_of_turn and verbs[-3:] == ["MAIL", "RCPT", "DATA"]:
                     replies[-3:] = reversed(replies[-3:])
-                    conn.sendall(b"".join(replies))
-                    session.held.clear()
+                    self._answer(conn, session, verbs, replies)
                     self._receive_data(session, reader, conn)
                     continue
                 if self.hold_replies and verbs[-1] not in ("DATA", "QUIT", "EHLO", "HELO"):
                     session.held.extend(replies)
+                    session.held_verbs.extend(verbs)
                     continue
-                conn.sendall(b"".join(session.held + replies))
-                session.held.clear()
+                self._answer(conn, session, verbs, replies)
                 if verbs[-1] == "DATA" and replies[-1].startswith(b"354"):
                     if not self._receive_data(session, reader, conn):
                         return
@@ -153,6 +151,16 @@ class ScriptedSmtpServer:
             return
         finally:
             _close(conn)
+
+    def _answer(self, conn: socket.socket, session: _Session, verbs: list[str], replies: list[bytes]) -> None:
+        """Send the held replies and these; note the commands answered together."""
+        answered = session.held_verbs + verbs
+        if len(answered) > 1:
+            with self._lock:
+                self.groups.append(answered)
+        conn.sendall(b"".join(session.held + replies))
+        session.held.clear()
+        session.held_verbs.clear()
 
     def _command(self, session: _Session, line: bytes, verb: str) -> bytes:
         argument = line.partition(b":")[2].strip().decode("utf-8", errors="replace")
