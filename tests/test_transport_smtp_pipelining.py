@@ -6,6 +6,7 @@ tests are the one-command-at-a-time path."""
 from __future__ import annotations
 
 import logging
+import smtplib
 import ssl
 
 import pytest
@@ -14,7 +15,7 @@ import trustme
 from newsletter.config import settings_from
 from newsletter.transports import make_transport
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY
-from tests import smtp_sink
+from tests import postfix_server, smtp_sink
 from tests.conftest import _missing
 from tests.scripted_smtp import ScriptedSmtpServer
 from tests.test_transport_smtp import envelopes, plain_transport, statuses
@@ -221,3 +222,30 @@ def test_smtp_sink_refusing_every_recipient_fails_each_for_good(sink):
     assert all(500 <= r.code < 600 for r in results)
     # (the sink may leave an empty file for a transaction that took no recipient)
     assert [m for m in sink.messages() if m.recipients or m.data] == []
+
+
+# -- Postfix's own smtpd, passing what it accepts on to smtp-sink ----------------------
+
+
+def test_a_real_postfix_takes_pipelined_messages_and_refuses_one_recipient_only(sink):
+    why_not = postfix_server.usable()
+    if why_not:
+        _missing("Postfix", why_not)
+    sent = envelopes(12)
+    with postfix_server.PostfixServer(sink.port, reject=("reader5@example.com",)) as postfix:
+        with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as probe:
+            probe.ehlo()
+            offered = set(probe.esmtp_features)
+        with plain_transport(postfix, connections=2) as transport:
+            results = transport.send_many(sent)
+
+    assert {"pipelining", "chunking"} <= offered  # CHUNKING too, which the transport does not use yet
+
+    assert statuses(results) == [SENT] * 4 + [PERMANENT] + [SENT] * 7
+    assert results[4].code == 550 and results[4].hard_bounce
+    received = {m.recipients[0]: m for m in sink.messages()}
+    assert sorted(received) == sorted(e.recipient for e in sent if e.recipient != "reader5@example.com")
+    for envelope in sent:
+        if envelope.recipient in received:
+            # Postfix adds its Received line on top; the rest arrives as sent.
+            assert received[envelope.recipient].data.endswith(as_sunk(envelope.message))
