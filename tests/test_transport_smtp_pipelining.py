@@ -1,7 +1,8 @@
-"""SMTP PIPELINING (RFC 2920): against Postfix's smtp-sink, a real server that
-announces it, and a scripted server for the faults inside a pipelined group.
-The aiosmtpd server of tests/test_transport_smtp.py does not announce it: those
-tests are the one-command-at-a-time path."""
+"""SMTP PIPELINING (RFC 2920): against real servers that announce it (Postfix's
+smtp-sink, and Postfix's smtpd in front of one), and a scripted server for the
+faults inside a pipelined group. The aiosmtpd server of
+tests/test_transport_smtp.py does not announce it: those tests are the
+one-command-at-a-time path."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def addresses(numbers) -> list[str]:
     return sorted(f"reader{n}@example.com" for n in numbers)
 
 
-# -- the scripted server: it answers a group only once the group is complete ----------
+# -- the scripted server: proof of grouping, and faults inside a group -----------------
 
 
 def test_each_message_is_one_group_and_the_next_group_follows_the_final_dot():
