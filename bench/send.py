@@ -13,8 +13,9 @@ recipient sent exactly once and that the sink counted as many messages.
 
 Runs: smtp-source (Postfix's load generator, same message size, reused
 connections) as the limit of this machine; the pipeline on loopback for the
-small and the full list; and the full list again with the server 20 ms away
-through bench/delay_proxy.py. Each prints messages per second, CPU
+small and the full list; the full list again with the server 20 ms away
+through bench/delay_proxy.py, and the small list there with
+SMTP_PIPELINING=false, for what pipelining buys. Each prints messages per second, CPU
 milliseconds per message of the sending workers, and each worker process's
 peak memory.
 """
@@ -427,7 +428,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-delay", action="store_true", help="no run with the server 20 ms away")
     parser.add_argument("--delay-ms", type=float, default=20.0, help="round trip to the server in the delayed run")
     parser.add_argument("--connections", type=int, default=None, help="SMTP_CONNECTIONS on loopback (default: the setting's)")
-    parser.add_argument("--delay-connections", type=int, default=32, help="SMTP_CONNECTIONS with the server far away")
+    parser.add_argument("--delay-connections", type=int, default=10,
+                        help="SMTP_CONNECTIONS with the server far away (x the send workers: at most 20 a host)")
+    parser.add_argument("--skip-lockstep", action="store_true",
+                        help="no run far away with SMTP_PIPELINING=false")
     parser.add_argument("--concurrency", type=int, default=None, help="SEND_CONCURRENCY (default: the Procfile's)")
     parser.add_argument("--batch-size", type=int, default=None, help="BATCH_SIZE (default: the setting's)")
     parser.add_argument("--source-messages", type=int, default=20_000)
@@ -470,7 +474,7 @@ def main() -> None:
         size = message_size(settings, slugs)
         sessions = max(8, settings.smtp_connections * 2)
         source_rate = smtp_source(source_binary, sink.port, args.source_messages, size, sessions)
-        print(f"message size {size / 1024:.1f} KiB; {_machine()}")
+        print(f"message size {size / 1024:.1f} KiB; {_machine()}; {_load()}")
         print(f"  {'smtp-source, ' + str(sessions) + ' reused connections':<34} {source_rate:>7,.0f} messages/s")
         runs = [("sample", args.small, f"loopback, {args.small:,} subscribers"),
                 ("everyone", args.subscribers, f"loopback, {args.subscribers:,} subscribers")]
@@ -478,6 +482,7 @@ def main() -> None:
             print_result(run_send(env, folder, sink, slugs, list_slug, count, label), source_rate)
         if not args.skip_delay:
             run_delayed(args, env, folder, sink, slugs, source_binary, size)
+        print(f"at the end: {_load()}")
 
 
 def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], source_binary: str, size: int) -> None:
@@ -498,10 +503,25 @@ def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str
         result = run_send(far_env, folder, sink, slugs, "everyone", args.subscribers,
                           f"{args.delay_ms:g} ms away, {args.subscribers:,} subscribers")
         print_result(result, source_rate)
+        print(f"  {'':<34} {result.rate / sessions:.1f} messages/s per connection")
+        if args.skip_lockstep:
+            return
+        # What pipelining buys: the same connections, one command at a time (the smaller list: it is slow).
+        lockstep = run_send(dict(far_env, SMTP_PIPELINING="false"), folder, sink, slugs, "sample", args.small,
+                            f"{args.delay_ms:g} ms away, SMTP_PIPELINING=false")
+        print_result(lockstep, source_rate)
+        print(f"  {'':<34} {lockstep.rate / sessions:.1f} messages/s per connection;"
+              f" pipelined / one command at a time: {result.rate / lockstep.rate:.2f} x")
 
 
 def send_workers(env: dict) -> int:
     return int(env.get("SEND_CONCURRENCY", "2"))  # the Procfile's default
+
+
+def _load() -> str:
+    # The machine may be shared: the figures only compare within one run.
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min)"
 
 
 def _machine() -> str:

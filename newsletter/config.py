@@ -103,6 +103,7 @@ class Settings:
     smtp_timeout: float = 30.0
     smtp_connections: int = 4  # connections in flight per worker process
     smtp_messages_per_connection: int = 500
+    smtp_pipelining: bool = True  # use PIPELINING (RFC 2920) when the server offers it
     # Email provider APIs (docs/providers.md). API URLs are settings so tests can
     # point them at local servers; keys are secrets.
     http_connect_timeout: float = 10.0
@@ -250,6 +251,7 @@ def settings_from(env: dict) -> Settings:
         smtp_messages_per_connection=_int(
             env, "SMTP_MESSAGES_PER_CONNECTION", Settings.smtp_messages_per_connection
         ),
+        smtp_pipelining=_bool(env, "SMTP_PIPELINING", Settings.smtp_pipelining),
         **_provider_settings(env),
         batch_size=_int(env, "BATCH_SIZE", Settings.batch_size),
         rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),

@@ -1,0 +1,484 @@
+"""The mail transactions of one SMTP session, pipelined when the server offers it.
+
+One command at a time, a message costs four round trips: MAIL, RCPT, DATA
+and the message each wait for their reply. With PIPELINING (RFC 2920) MAIL,
+RCPT and DATA go out as one group, and the next message's group goes out in
+the same write as the previous message's final dot, so a message costs one
+round trip: the wait for DATA's 354 before its data may follow. That wait
+also bounds what is in flight: at most one message whose data went out and
+whose final reply has not come back, per session.
+
+Replies come back in the order of the commands and are matched by position.
+A reply that cannot answer its command (a 354 to RCPT, a 250 to DATA) means
+the server answers out of turn: the session is dropped and the transport
+sends one command at a time from then on.
+
+Each message's outcome stays exact:
+
+- a refused MAIL, RCPT or DATA fails that message only; the next group starts
+  with RSET;
+- the line breaking after the final dot went out, before its reply came: the
+  message is uncertain (the server may have taken it);
+- the line breaking before any of a message's data went out, a 421 answering
+  the message ahead of it, or "452 too many recipients": nothing of it was
+  taken, so it goes back to the chunk for one more try on a new session;
+- a 421 answering a message's own command fails that message for now.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import smtplib
+import threading
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result
+
+log = logging.getLogger(__name__)
+
+# Where common servers put their queue id in the final 250 reply.
+_QUEUE_ID_PATTERNS = (
+    re.compile(r"queued as ([\w.@-]+)", re.IGNORECASE),  # Postfix and many more
+    re.compile(r"\bid=([\w.-]+)", re.IGNORECASE),  # Exim
+    re.compile(r"^(?:\d\.\d{1,3}\.\d{1,3}\s+)?([\w.-]+) Message accepted", re.IGNORECASE),  # Sendmail
+    re.compile(r"^(?:\d\.\d{1,3}\.\d{1,3}\s+)?OK\s+\d+\s+([\w.-]+) - gsmtp"),  # Gmail
+    re.compile(r"^Ok\s+([\w-]{20,})$"),  # Amazon SES
+)
+_ENHANCED_CODE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+# A line break or angle bracket in an address would end or bend the command.
+_UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
+
+
+class SetupFailed(Exception):
+    """A session could not be opened, secured or logged in to: nothing was sent."""
+
+    def __init__(self, error: str, code: int | None = None):
+        super().__init__(error)
+        self.error = error
+        self.code = code
+
+    def result_for(self, envelope: Envelope) -> Result:
+        return Result(envelope.delivery_id, TEMPORARY, code=self.code, error=self.error)
+
+
+class Pipelining:
+    """Whether sessions may pipeline; shared by the lanes of one transport."""
+
+    def __init__(self, enabled: bool, where: str):
+        self.enabled = enabled
+        self.where = where
+
+    def use(self, smtp: smtplib.SMTP) -> bool:
+        return self.enabled and smtp.has_extn("pipelining")
+
+    def distrust(self, reason: str) -> None:
+        if self.enabled:
+            self.enabled = False
+            log.warning("the SMTP server at %s announces PIPELINING but %s: sending one command at a time "
+                        "from now on (set SMTP_PIPELINING=false to start that way)", self.where, reason)
+
+
+class Chunk:
+    """The envelopes of one ``send_many`` call, shared by the lanes that send them."""
+
+    def __init__(self, envelopes: Sequence[Envelope]):
+        self.envelopes = list(envelopes)
+        self.results: list[Result | None] = [None] * len(self.envelopes)
+        self._pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(len(self.envelopes)):
+            self._pending.put(index)
+        self._tried_again: set[int] = set()
+        self._lock = threading.Lock()
+
+    def take(self) -> int | None:
+        try:
+            return self._pending.get_nowait()
+        except queue.Empty:
+            return None
+
+    def put_back(self, index: int) -> None:
+        """For another lane: this one could not open a session."""
+        self._pending.put(index)
+
+    def may_try_again(self, index: int) -> bool:
+        """True the first time a message nothing of which was taken asks for another try."""
+        with self._lock:
+            if index in self._tried_again:
+                return False
+            self._tried_again.add(index)
+        return True
+
+    def finish(self, index: int, result: Result) -> None:
+        self.results[index] = result
+
+    def outcomes(self, failures: list[SetupFailed | None]) -> list[Result]:
+        """One result per envelope; those no lane could take fail for now, with a lane's reason."""
+        failure = next((f for f in failures if f is not None), None)
+        return [r if r is not None else failure.result_for(e) for e, r in zip(self.envelopes, self.results)]
+
+
+@dataclass
+class _InFlight:
+    """A message whose commands went out."""
+
+    index: int
+    envelope: Envelope
+    kinds: tuple[str, ...]  # the commands of its group: ("RSET",) "MAIL", "RCPT", "DATA"
+    commands: tuple[bytes, ...]
+    data: bytes = b""  # what follows a 354: the message and its final dot
+    verdict: Result | None = None  # decided before the final reply (a server that said 354 anyway)
+
+
+class _Broken(Exception):
+    """The line broke; ``after_dot``: once the waiting message's final dot had gone out."""
+
+    def __init__(self, cause: Exception, after_dot: bool = False):
+        super().__init__(str(cause) or type(cause).__name__)
+        self.after_dot = after_dot
+
+
+class _OutOfTurn(Exception):
+    def __init__(self, kind: str, code: int, text: bytes):
+        super().__init__(f"answers out of turn ({reply_text(code, text)} to {kind})")
+
+
+class Lane:
+    """One SMTP session at a time, opened when needed and reused for up to ``limit`` messages.
+
+    Used by one thread at a time: ``send_many`` gives each lane to one worker.
+    """
+
+    def __init__(self, open_session: Callable[[], smtplib.SMTP], limit: int, pipelining: Pipelining):
+        self._open_session = open_session
+        self._limit = limit
+        self._pipelining = pipelining
+        self._smtp: smtplib.SMTP | None = None
+        self._used = 0
+        self._needs_reset = False  # the last transaction was refused before its data
+        self._ending = False  # the server wants no more on this session
+        self._again: list[int] = []  # messages of the chunk to start the next session with
+
+    def drain(self, chunk: Chunk) -> SetupFailed | None:
+        """Send from ``chunk`` until it is empty; a lane that cannot open a session
+        gives its message back for the other lanes and stops, rather than wait out
+        a connect timeout per message."""
+        while True:
+            index = self._again.pop(0) if self._again else chunk.take()
+            if index is None:
+                return None
+            try:
+                smtp = self._session()
+            except SetupFailed as failure:
+                log.warning("SMTP session failed: %s", failure.error)
+                for waiting in [index, *self._again]:
+                    chunk.put_back(waiting)
+                self._again.clear()
+                return failure
+            self._run(smtp, chunk, index)
+
+    def _try_again(self, chunk: Chunk, index: int) -> bool:
+        """Send a message nothing of which was taken first on the next session, once."""
+        if not chunk.may_try_again(index):
+            return False
+        self._again.append(index)
+        return True
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+        self._discard()
+
+    def _session(self) -> smtplib.SMTP:
+        if self._smtp is None:
+            self._smtp = self._open_session()
+            self._used, self._needs_reset, self._ending = 0, False, False
+        return self._smtp
+
+    def _discard(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.close()
+            except OSError:
+                pass
+        self._smtp = None
+
+    # -- the transactions of one session ---------------------------------------
+    def _run(self, smtp: smtplib.SMTP, chunk: Chunk, index: int) -> None:
+        """Carry messages from ``chunk`` over this session, starting with ``index``,
+        until the chunk is empty, the session is used up or it ends."""
+        pipelined = self._pipelining.use(smtp)
+        current = self._start(smtp, chunk, index)
+        waiting: _InFlight | None = None  # data ready, to go out with the next write
+        while current is not None or waiting is not None:
+            try:
+                if pipelined:
+                    self._pipelined_step(smtp, chunk, waiting, current)
+                else:
+                    self._lockstep_step(smtp, chunk, waiting, current)
+            except _Broken as broken:
+                self._settle_broken(chunk, waiting, current, broken)
+                self._discard()
+                return
+            except _OutOfTurn as wrong:
+                if pipelined:
+                    self._pipelining.distrust(str(wrong))
+                # Replies are read only after the writes: a waiting message's data went out.
+                self._settle_broken(chunk, waiting, current, _Broken(wrong, after_dot=True))
+                self._discard()
+                return
+            if self._smtp is None:  # a 421: the server closed the session
+                return
+            waiting = current if current is not None and current.data else None
+            current = self._next(smtp, chunk)
+        if self._used >= self._limit or self._ending:
+            self.close()
+
+    def _pipelined_step(self, smtp, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None) -> None:
+        """One write: the waiting message's data and the next group; then their replies."""
+        data = waiting.data if waiting else b""
+        _write(smtp, data + (b"".join(current.commands) if current else b""), dot_end=len(data))
+        if waiting is not None:
+            if not self._finish_data(smtp, chunk, waiting):
+                if current is not None and not self._try_again(chunk, current.index):
+                    chunk.finish(current.index, _closing_result(current.envelope))
+                return
+        if current is not None:
+            replies = []
+            for kind in current.kinds:
+                replies.append(_read(smtp, kind))
+                if replies[-1][0] == 421:
+                    break  # the server closes: no more replies will come
+            self._finish_group(chunk, current, replies)
+
+    def _lockstep_step(self, smtp, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None) -> None:
+        """Each command waits for its reply; a refusal ends the group."""
+        if waiting is not None:
+            _write(smtp, waiting.data, dot_end=len(waiting.data))
+            if not self._finish_data(smtp, chunk, waiting):
+                if current is not None:
+                    chunk.put_back(current.index)  # none of its commands went out
+                return
+        if current is None:
+            return
+        replies = []
+        for kind, command in zip(current.kinds, current.commands):
+            _write(smtp, command)
+            replies.append(_read(smtp, kind))
+            if not _goes_on(kind, replies[-1][0]):
+                break
+        self._finish_group(chunk, current, replies)
+
+    def _finish_data(self, smtp, chunk: Chunk, message: _InFlight) -> bool:
+        """Read the reply to a message's final dot; False when the server closes the session."""
+        try:
+            code, text = _read(smtp, "the message")
+        except _Broken as broken:
+            raise _Broken(broken, after_dot=True) from None
+        if message.verdict is not None:
+            chunk.finish(message.index, message.verdict)
+        elif 200 <= code < 300:
+            chunk.finish(message.index, Result(message.envelope.delivery_id, SENT,
+                                               provider_message_id=_queue_id(text), code=code))
+        else:
+            chunk.finish(message.index, _refused(message.envelope, code, text))
+        if code == 421:
+            self._discard()
+            return False
+        return True
+
+    def _finish_group(self, chunk: Chunk, message: _InFlight, replies: list[tuple[int, bytes]]) -> None:
+        """Decide what a group's replies mean for its message."""
+        refusal, go_ahead, too_many = None, False, False
+        for kind, (code, text) in zip(message.kinds, replies):
+            if kind == "RSET" and code != 421:
+                continue
+            if kind == "DATA" and code == 354:
+                go_ahead = True
+            elif code // 100 != 2 and refusal is None:
+                too_many = kind == "RCPT" and _too_many_recipients(code, text)
+                refusal = _refused(message.envelope, code, text, blame_recipient=kind != "MAIL")
+            if code == 421:
+                break
+        if go_ahead:
+            # A server that said 354 despite a refusal gets an empty message, ended at once.
+            message.data = b".\r\n" if refusal else _dot_stuffed(message.envelope.message)
+            message.verdict = refusal
+            return
+        self._needs_reset = True
+        if any(code == 421 for code, _ in replies):
+            self._discard()
+        if too_many:
+            # RFC 5321 4.5.3.1.10: the rest in a new transaction; here, a new session.
+            self._ending = True
+            if self._try_again(chunk, message.index):
+                return
+        chunk.finish(message.index, refusal)
+
+    def _settle_broken(self, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None,
+                       broken: _Broken) -> None:
+        """The line broke: the waiting message is uncertain if its final dot went out."""
+        if waiting is not None and chunk.results[waiting.index] is None:
+            if broken.after_dot:
+                chunk.finish(waiting.index, _uncertain(waiting.envelope, broken))
+            else:
+                chunk.finish(waiting.index, _broke(waiting.envelope, broken))
+        if current is not None and chunk.results[current.index] is None:
+            if not self._try_again(chunk, current.index):
+                chunk.finish(current.index, _broke(current.envelope, broken))
+
+    # -- which message next --------------------------------------------------------
+    def _next(self, smtp, chunk: Chunk) -> _InFlight | None:
+        if self._used >= self._limit or self._ending:
+            return None
+        index = chunk.take()
+        return self._start(smtp, chunk, index) if index is not None else None
+
+    def _start(self, smtp, chunk: Chunk, index: int | None) -> _InFlight | None:
+        """The commands for message ``index`` (or the next one that can be sent at all)."""
+        while index is not None:
+            envelope = chunk.envelopes[index]
+            problem = _address_problem(smtp, envelope)
+            if problem is None:
+                break
+            chunk.finish(index, Result(envelope.delivery_id, PERMANENT, enhanced_code="5.6.7", error=problem))
+            index = chunk.take()
+        if index is None:
+            return None
+        kinds, commands = ("MAIL", "RCPT", "DATA"), _group(smtp, envelope)
+        if self._needs_reset:
+            kinds, commands = ("RSET",) + kinds, (b"RSET\r\n",) + commands
+            self._needs_reset = False
+        self._used += 1
+        return _InFlight(index, envelope, kinds, commands)
+
+
+def _group(smtp: smtplib.SMTP, envelope: Envelope) -> tuple[bytes, ...]:
+    """MAIL, RCPT and DATA for one message, with the parameters the server takes."""
+    options = []
+    if smtp.has_extn("size"):
+        options.append(f"SIZE={len(envelope.message)}")
+    if smtp.has_extn("8bitmime") and not envelope.message.isascii():
+        options.append("BODY=8BITMIME")
+    if not (envelope.sender + envelope.recipient).isascii():
+        options.append("SMTPUTF8")
+    mail = " ".join([f"MAIL FROM:<{envelope.sender}>"] + options)
+    return f"{mail}\r\n".encode(), f"RCPT TO:<{envelope.recipient}>\r\n".encode(), b"DATA\r\n"
+
+
+def _address_problem(smtp: smtplib.SMTP, envelope: Envelope) -> str | None:
+    addresses = envelope.sender + envelope.recipient
+    if _UNSAFE_IN_ADDRESS.search(addresses):
+        return "the address holds a line break, a control character or an angle bracket"
+    if not addresses.isascii() and not smtp.has_extn("smtputf8"):
+        return "the address is not plain ASCII and the server does not offer SMTPUTF8"
+    return None
+
+
+def _write(smtp: smtplib.SMTP, data: bytes, dot_end: int = 0) -> None:
+    """Send all of ``data``, whose first ``dot_end`` bytes end with a message's final dot.
+
+    Not sendall(): when the line breaks, what went out decides whether the
+    server can have taken the message.
+    """
+    sock = smtp.sock
+    if sock is None:
+        raise _Broken(ConnectionError("not connected"))
+    view, sent = memoryview(data), 0
+    try:
+        while sent < len(view):
+            sent += sock.send(view[sent:])
+    except OSError as exc:
+        raise _Broken(exc, after_dot=0 < dot_end <= sent) from exc
+
+
+def _read(smtp: smtplib.SMTP, kind: str) -> tuple[int, bytes]:
+    """The next reply, which must be one that can answer ``kind``."""
+    try:
+        code, text = smtp.getreply()
+    except (smtplib.SMTPException, OSError) as exc:
+        raise _Broken(exc) from exc
+    fits = code == 354 or code // 100 in (4, 5) if kind == "DATA" else code // 100 in (2, 4, 5)
+    if not fits:
+        raise _OutOfTurn(kind, code, text)
+    return code, text
+
+
+def _goes_on(kind: str, code: int) -> bool:
+    """Whether the next command of the group may follow this reply."""
+    if code == 421:
+        return False
+    return code == 354 if kind == "DATA" else code // 100 == 2 or kind == "RSET"
+
+
+def _too_many_recipients(code: int, text: bytes) -> bool:
+    return code == 452 and (b"4.5.3" in text or b"too many recipients" in text.lower())
+
+
+def _dot_stuffed(message: bytes) -> bytes:
+    """The DATA payload: leading dots doubled, ended by a lone dot (RFC 5321 4.5.2)."""
+    # Not re.sub(rb"(?m)^\.", ...): the same result, but the regex walked all
+    # 60 KB of a newsletter and cost a third of a worker's time.
+    data = message.replace(b"\n.", b"\n..")
+    if data.startswith(b"."):
+        data = b"." + data
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+def _refused(envelope: Envelope, code: int, reply: bytes, blame_recipient: bool = True) -> Result:
+    text = _decode(reply)
+    enhanced = _enhanced_code(code, text)
+    error = reply_text(code, reply)
+    if not blame_recipient:
+        # A refused sender is our configuration, not the subscriber's address.
+        return Result(envelope.delivery_id, TEMPORARY, code=code, enhanced_code=enhanced,
+                      error=f"the server refused the sender {envelope.sender}: {error}")
+    status = PERMANENT if 500 <= code < 600 else TEMPORARY
+    return Result(envelope.delivery_id, status, code=code, enhanced_code=enhanced, error=error)
+
+
+def _uncertain(envelope: Envelope, cause: Exception) -> Result:
+    return Result(envelope.delivery_id, TEMPORARY, uncertain=True,
+                  error=f"the connection broke after the message was sent, before the server answered; "
+                        f"it may have been delivered ({cause})")
+
+
+def _broke(envelope: Envelope, cause: Exception) -> Result:
+    return Result(envelope.delivery_id, TEMPORARY, error=f"the connection broke: {cause}")
+
+
+def _closing_result(envelope: Envelope) -> Result:
+    return Result(envelope.delivery_id, TEMPORARY, code=421,
+                  error="the server closed the session before this message (421), twice")
+
+
+def _queue_id(reply: bytes) -> str:
+    text = _decode(reply).strip()
+    for pattern in _QUEUE_ID_PATTERNS:
+        match = pattern.search(text)
+        if match:
+            return match.group(1)
+    return ""
+
+
+def _enhanced_code(code: int, text: str) -> str:
+    match = _ENHANCED_CODE.match(text)
+    if match and match.group(1) == str(code)[0]:
+        return match.group(0)
+    return ""
+
+
+def reply_text(code: int, reply: bytes | str) -> str:
+    text = reply if isinstance(reply, str) else _decode(reply)
+    return f"{code} {' '.join(text.split())}"
+
+
+def _decode(reply: bytes) -> str:
+    return reply.decode("utf-8", errors="replace")

@@ -1,0 +1,252 @@
+"""SMTP PIPELINING (RFC 2920): against real servers that announce it (Postfix's
+smtp-sink, and Postfix's smtpd in front of one), and a scripted server for the
+faults inside a pipelined group. The aiosmtpd server of
+tests/test_transport_smtp.py does not announce it: those tests are the
+one-command-at-a-time path."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+
+import pytest
+import trustme
+
+from newsletter.config import settings_from
+from newsletter.transports import make_transport
+from newsletter.transports.base import PERMANENT, SENT, TEMPORARY
+from tests import postfix_server, smtp_sink
+from tests.conftest import _missing
+from tests.scripted_smtp import ScriptedSmtpServer
+from tests.test_transport_smtp import envelopes, plain_transport, statuses
+
+
+def recipients(server) -> list[str]:
+    return sorted(r for m in server.messages for r in m.recipients)
+
+
+def addresses(numbers) -> list[str]:
+    return sorted(f"reader{n}@example.com" for n in numbers)
+
+
+# -- the scripted server: proof of grouping, and faults inside a group -----------------
+
+
+def test_each_message_is_one_group_and_the_next_group_follows_the_final_dot():
+    # The server holds its replies until a group's DATA, and the reply to a
+    # message until the next group has come: a client that waited for each
+    # reply would wait out its timeout and fail every message.
+    sent = envelopes(5)
+    with ScriptedSmtpServer(hold_replies=True, expected=5) as server:
+        with plain_transport(server, connections=1) as transport:
+            results = transport.send_many(sent)
+
+    assert statuses(results) == [SENT] * 5
+    assert [r.provider_message_id for r in results] == [f"S{n:05d}" for n in range(1, 6)]
+    assert [m.data for m in server.messages] == [e.message for e in sent]
+    assert [m.recipients for m in server.messages] == [[e.recipient] for e in sent]
+    assert server.groups == [["MAIL", "RCPT", "DATA"]] * 5
+    assert server.connections == 1
+
+
+def test_pipelining_over_verified_tls():
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    sent = envelopes(3)
+    with ScriptedSmtpServer(hold_replies=True, expected=3, ssl_context=server_context) as server:
+        with plain_transport(server, security="tls", ssl_context=client_context, connections=1) as transport:
+            results = transport.send_many(sent)
+
+    assert statuses(results) == [SENT] * 3
+    assert [m.data for m in server.messages] == [e.message for e in sent]
+    assert server.groups == [["MAIL", "RCPT", "DATA"]] * 3
+
+
+def test_a_refused_recipient_inside_a_group_fails_that_recipient_only():
+    with ScriptedSmtpServer(hold_replies=True, expected=3, reject=("reader2@example.com",)) as server:
+        with plain_transport(server, connections=1) as transport:
+            results = transport.send_many(envelopes(4))
+
+    assert statuses(results) == [SENT, PERMANENT, SENT, SENT]
+    assert results[1].code == 550 and results[1].hard_bounce
+    assert "reader2@example.com" in results[1].error
+    assert recipients(server) == addresses([1, 3, 4])
+    # The refused transaction is reset before the next group, on the same connection.
+    assert server.groups[2] == ["RSET", "MAIL", "RCPT", "DATA"]
+    assert server.connections == 1
+
+
+def test_452_after_n_recipients_sends_the_rest_on_new_connections_once_each():
+    with ScriptedSmtpServer(rcpt_limit=2) as server:
+        with plain_transport(server, connections=1) as transport:
+            results = transport.send_many(envelopes(5))
+
+    assert statuses(results) == [SENT] * 5
+    assert recipients(server) == addresses(range(1, 6))
+    assert [m.connection for m in server.messages] == [1, 1, 2, 2, 3]
+
+
+def test_452_twice_for_the_same_message_fails_it_for_now():
+    with ScriptedSmtpServer(rcpt_limit=0) as server:  # every session is full at once
+        with plain_transport(server, connections=1) as transport:
+            results = transport.send_many(envelopes(2))
+
+    assert statuses(results) == [TEMPORARY, TEMPORARY]
+    assert [r.code for r in results] == [452, 452]
+    assert server.messages == []
+
+
+def test_a_line_dropped_after_the_dot_leaves_that_message_uncertain_and_the_next_unharmed():
+    with ScriptedSmtpServer(drop_after_dot=(2,)) as server:
+        with plain_transport(server, connections=1) as transport:
+            results = transport.send_many(envelopes(4))
+
+    assert statuses(results) == [SENT, TEMPORARY, SENT, SENT]
+    assert results[1].uncertain
+    assert not any(r.uncertain for r in results[:1] + results[2:])
+    # Message 3's group went out behind message 2's dot: it is sent once, on a new connection.
+    assert [(m.recipients, m.answered) for m in server.messages] == [
+        (["reader1@example.com"], True), (["reader2@example.com"], False),
+        (["reader3@example.com"], True), (["reader4@example.com"], True),
+    ]
+    assert [m.connection for m in server.messages] == [1, 1, 2, 2]
+
+
+def test_421_after_a_dot_fails_that_message_and_retries_only_the_group_behind_it():
+    with ScriptedSmtpServer(final_421=(2,)) as server:
+        with plain_transport(server, connections=1) as transport:
+            results = transport.send_many(envelopes(4))
+
+    assert statuses(results) == [SENT, TEMPORARY, SENT, SENT]
+    assert results[1].code == 421 and not results[1].uncertain
+    assert [(m.recipients, m.accepted) for m in server.messages] == [
+        (["reader1@example.com"], True), (["reader2@example.com"], False),
+        (["reader3@example.com"], True), (["reader4@example.com"], True),
+    ]
+    assert server.connections == 2
+
+
+def test_421_to_mail_inside_a_group_fails_that_message_for_now_and_the_rest_go_on_a_new_connection():
+    with ScriptedSmtpServer(mail_421=(2,)) as server:
+        with plain_transport(server, connections=1) as transport:
+            results = transport.send_many(envelopes(4))
+
+    assert statuses(results) == [SENT, TEMPORARY, SENT, SENT]
+    assert results[1].code == 421 and not results[1].uncertain
+    assert [(m.recipients, m.connection) for m in server.messages] == [
+        (["reader1@example.com"], 1), (["reader3@example.com"], 2), (["reader4@example.com"], 2),
+    ]
+
+
+def test_a_server_that_answers_a_group_out_of_turn_gets_one_command_at_a_time(caplog):
+    with ScriptedSmtpServer(out_of_turn=True) as server:
+        with plain_transport(server, connections=1) as transport:
+            with caplog.at_level(logging.WARNING):
+                first = transport.send_many(envelopes(3))
+            second = transport.send_many(envelopes(2, start=4))
+
+    assert statuses(first + second) == [SENT] * 5
+    assert recipients(server) == addresses(range(1, 6))  # each once: nothing went out before the bad replies
+    assert server.groups == [["MAIL", "RCPT", "DATA"]]  # the one group answered out of turn
+    assert "answers out of turn (354 End data" in caplog.text
+    assert "SMTP_PIPELINING=false" in caplog.text
+
+
+def test_pipelining_can_be_turned_off():
+    with ScriptedSmtpServer() as server:
+        settings = settings_from({
+            "TRANSPORT": "smtp", "SMTP_HOST": server.host, "SMTP_PORT": str(server.port),
+            "SMTP_SECURITY": "none", "SMTP_PIPELINING": "false", "SMTP_CONNECTIONS": "1",
+        })
+        with make_transport(settings) as transport:
+            results = transport.send_many(envelopes(3))
+
+    assert statuses(results) == [SENT] * 3
+    assert server.groups == []  # every read held one command: each waited for its reply
+    assert recipients(server) == addresses([1, 2, 3])
+
+
+# -- Postfix's smtp-sink --------------------------------------------------------------
+
+
+@pytest.fixture
+def sink_options():
+    return ()
+
+
+@pytest.fixture
+def sink(sink_options):
+    if not smtp_sink.installed():
+        _missing("smtp-sink", "Postfix is not installed; scripts/install-test-services installs it")
+    with smtp_sink.SmtpSink(*sink_options) as server:
+        yield server
+
+
+def as_sunk(message: bytes) -> bytes:
+    return message.replace(b"\r\n", b"\n")
+
+
+@pytest.mark.parametrize("sink_options", [(), ("-p",)], ids=["pipelining", "without-pipelining"])
+def test_many_messages_reach_smtp_sink_byte_for_byte_once_each(sink, sink_options):
+    sent = envelopes(60)
+    with plain_transport(sink, connections=3, messages_per_connection=7) as transport:
+        results = transport.send_many(sent[:30]) + transport.send_many(sent[30:])
+
+    assert statuses(results) == [SENT] * 60
+    received = {m.recipients[0]: m for m in sink.messages()}
+    assert sorted(received) == sorted(e.recipient for e in sent)
+    for envelope in sent:
+        assert received[envelope.recipient].data == as_sunk(envelope.message)
+        assert received[envelope.recipient].mail_from == envelope.sender
+
+
+@pytest.mark.parametrize("sink_options", [("-q", ".")])
+def test_smtp_sink_hanging_up_after_each_dot_leaves_each_message_uncertain_and_sent_once(sink):
+    with plain_transport(sink, connections=2) as transport:
+        results = transport.send_many(envelopes(6))
+
+    assert statuses(results) == [TEMPORARY] * 6
+    assert all(r.uncertain for r in results)
+    assert sorted(m.recipients[0] for m in sink.messages()) == addresses(range(1, 7))
+
+
+@pytest.mark.parametrize("sink_options", [("-f", "rcpt")])
+def test_smtp_sink_refusing_every_recipient_fails_each_for_good(sink):
+    with plain_transport(sink, connections=1) as transport:
+        results = transport.send_many(envelopes(4))
+
+    assert statuses(results) == [PERMANENT] * 4
+    assert all(500 <= r.code < 600 for r in results)
+    # (the sink may leave an empty file for a transaction that took no recipient)
+    assert [m for m in sink.messages() if m.recipients or m.data] == []
+
+
+# -- Postfix's own smtpd, passing what it accepts on to smtp-sink ----------------------
+
+
+def test_a_real_postfix_takes_pipelined_messages_and_refuses_one_recipient_only(sink):
+    why_not = postfix_server.usable()
+    if why_not:
+        _missing("Postfix", why_not)
+    sent = envelopes(12)
+    with postfix_server.PostfixServer(sink.port, reject=("reader5@example.com",)) as postfix:
+        with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as probe:
+            probe.ehlo()
+            offered = set(probe.esmtp_features)
+        with plain_transport(postfix, connections=2) as transport:
+            results = transport.send_many(sent)
+
+    assert {"pipelining", "chunking"} <= offered  # CHUNKING too, which the transport does not use yet
+
+    assert statuses(results) == [SENT] * 4 + [PERMANENT] + [SENT] * 7
+    assert results[4].code == 550 and results[4].hard_bounce
+    received = {m.recipients[0]: m for m in sink.messages()}
+    assert sorted(received) == sorted(e.recipient for e in sent if e.recipient != "reader5@example.com")
+    for envelope in sent:
+        if envelope.recipient in received:
+            # Postfix adds its Received line on top; the rest arrives as sent.
+            assert received[envelope.recipient].data.endswith(as_sunk(envelope.message))
