@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -11,8 +12,10 @@ from sqlalchemy import func, select, update
 from newsletter import delivery, scheduling, sending
 from newsletter.errors import InputError
 from newsletter.store.db import session_scope
+from newsletter.ops.sends import orphaned_claims
 from newsletter.store.models import (
     Batch,
+    ClaimLease,
     Delivery,
     IssueRow,
     MailingList,
@@ -218,7 +221,7 @@ def test_rows_left_sending_by_a_dead_worker_are_resent_and_counted(session, fast
     batch_ids = sending.tick(session, fast)
     # A worker on this host claimed the first batch, handed three rows to the
     # server, and was killed (its pid no longer exists).
-    dead = f"{delivery.socket.gethostname()}:999999999:dead"
+    dead = f"{socket.gethostname()}:999999999:dead/1"
     batch = session.get(Batch, batch_ids[0])
     ids = list(range(batch.first_delivery_id, batch.last_delivery_id + 1))
     session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(state="claimed", claimed_by=dead, claimed_at=utcnow()))
@@ -238,18 +241,36 @@ def test_rows_left_sending_by_a_dead_worker_are_resent_and_counted(session, fast
     assert "3 possibly duplicated" in sending.summary_line(progress)
 
 
-def test_claims_of_a_live_worker_elsewhere_wait_for_the_timeout(session, fast):
+def test_rows_of_a_worker_on_another_host_are_taken_over_once_its_lease_lapses(session, fast):
     _, lst, issue = make_world(session, 7)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
     session.commit()
     [batch_id] = sending.tick(session, fast)
+    # A run on another host claimed the batch and handed three rows to its server.
+    holder, now = "otherhost:42:abcd1234/1", utcnow()
+    expires = now + timedelta(seconds=fast.claim_lease_seconds)
+    session.add(ClaimLease(holder=holder, hostname="otherhost", pid=42, batch_id=batch_id, taken_at=now, expires_at=expires))
+    ids = session.scalars(select(Delivery.id).where(Delivery.send_id == send.id).order_by(Delivery.id)).all()
     session.execute(update(Delivery).where(Delivery.send_id == send.id).values(
-        state="claimed", claimed_by="otherhost:42:abc", claimed_at=utcnow()))
+        state="claimed", claimed_by=holder, claimed_at=now))
+    session.execute(update(Delivery).where(Delivery.id.in_(ids[:3])).values(state="sending"))
     session.commit()
     transport = MemoryTransport()
+
+    # While its lease is valid, its rows are its own: no one else claims them,
+    # and the beat does not hand the batch out again.
     assert delivery.Deliverer(fast, transport).deliver_batch(session, batch_id).claimed == 0
-    later = utcnow() + timedelta(seconds=fast.claim_timeout_seconds + 1)
+    assert sending.batches_to_requeue(session, fast, expires) == []
+    assert orphaned_claims(session, send.id, expires) == 0
+
+    # Its heartbeat stopped: one lease later the beat hands the batch out and
+    # another worker takes the rows over, counting those in doubt.
+    later = expires + timedelta(seconds=1)
+    assert orphaned_claims(session, send.id, later) == 7
+    assert sending.batches_to_requeue(session, fast, later) == [batch_id]
     assert delivery.Deliverer(fast, transport).deliver_batch(session, batch_id, now=later).claimed == 7
+    assert states(session, send.id) == {"sent": 7}
+    assert sending.progress(session, send.id).possible_duplicates == 3
 
 
 def test_uncertain_outcome_is_retried_and_counted(session, fast):
