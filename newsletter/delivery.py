@@ -75,9 +75,11 @@ class Claimed:
 
 
 # Failures that pass: the database or the shared limiter was away for a moment.
-# The run gives its rows back and the beat hands the batch out again. Anything
-# else would fail the same way on every worker: the send is paused instead.
-TRANSIENT_FAILURES = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout, RateLimiterUnavailable)
+# The run gives its rows back and the batch is handed out again (by the beat,
+# or, when the database was away, by the task retrying itself). Anything else
+# would fail the same way on every worker: the send is paused instead.
+DATABASE_AWAY = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+TRANSIENT_FAILURES = (*DATABASE_AWAY, RateLimiterUnavailable)
 SEND_TIME_FAILURE = "stopped at send time"
 
 

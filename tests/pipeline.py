@@ -44,6 +44,7 @@ class Pipeline:
                 "BASE_URL": "https://newsletter.example.org",
                 "BEAT_INTERVAL_SECONDS": "0.5",
                 "CLAIM_TIMEOUT_SECONDS": "4",
+                "CLAIM_LEASE_SECONDS": "3",
                 "RETRY_BASE_DELAY_SECONDS": "0.3",
                 "ERROR_BUDGET_RATIO": "2",
                 "BATCH_SIZE": "20",

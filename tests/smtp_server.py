@@ -35,6 +35,10 @@ Knobs, callable while the server runs:
   connection instead of answering (the message is recorded with
   ``answered=False``).
 - ``reply_delay``: seconds to wait before answering the end of DATA.
+- ``hold(count)``: keep the next ``count`` messages waiting at the end of
+  DATA, unanswered and not yet recorded, until ``release()``; ``held`` says
+  how many wait now. A server that stops answering, for as long as a test
+  needs, with no clock involved. A held client that hangs up is forgotten.
 - ``hang_up()``: close every open session at once, without a reply.
 
 What it saw: ``messages`` (list of ``ReceivedMessage``), ``connections`` (how
@@ -115,6 +119,9 @@ class _RecordingHandler:
         self.rejected: dict[str, str] = {}
         self.drops_left = 0
         self.reply_delay = 0.0
+        self.holds_left = 0
+        self.held = 0
+        self.gate: asyncio.Event | None = None  # made and opened on the server's loop
         self._numbers: dict[int, int] = {}  # id(session object) -> connection number
         self._sessions: dict[int, SMTP] = {}  # the sessions open now, by id
 
@@ -187,6 +194,7 @@ class _RecordingHandler:
     async def handle_DATA(self, server, session, envelope):
         if self.reply_delay:
             await asyncio.sleep(self.reply_delay)
+        await self._wait_if_held()
         failure = self._failure("data", server)
         if failure:
             return failure
@@ -198,6 +206,30 @@ class _RecordingHandler:
             server.transport.abort()
             await asyncio.Event().wait()  # connection_lost cancels this task
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    async def _wait_if_held(self) -> None:
+        with self.lock:
+            hold = self.holds_left > 0
+            self.holds_left -= hold
+        if not hold:
+            return
+        if self.gate is None:
+            self.gate = asyncio.Event()
+        gate = self.gate
+        with self.lock:
+            self.held += 1
+        try:
+            await gate.wait()  # a client that hangs up cancels this task
+        finally:
+            with self.lock:
+                self.held -= 1
+
+    def open_gate(self) -> None:
+        with self.lock:
+            self.holds_left = 0
+        if self.gate is not None:
+            self.gate.set()
+            self.gate = None
 
     def _failure(self, stage: str, server) -> str | None:
         with self.lock:
@@ -304,6 +336,19 @@ class SmtpTestServer:
     def drop_after_data(self, count: int = 1) -> None:
         with self._handler.lock:
             self._handler.drops_left += count
+
+    def hold(self, count: int = 1) -> None:
+        with self._handler.lock:
+            self._handler.holds_left += count
+
+    def release(self) -> None:
+        """Answer every held message (and hold no more)."""
+        self._controller.loop.call_soon_threadsafe(self._handler.open_gate)
+
+    @property
+    def held(self) -> int:
+        with self._handler.lock:
+            return self._handler.held
 
     def hang_up(self) -> None:
         """Close every open session without a word, as servers do to idle ones."""

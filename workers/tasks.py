@@ -79,7 +79,12 @@ def purge_unconfirmed_signups() -> None:
         purge_unconfirmed(session, get_settings())
 
 
-@app.task(ignore_result=True)
+# Without its database a batch task can neither send nor say it failed: it
+# tries again, backing off to every half minute, until the database is back.
+# (A task that dies that way has given back what it could; the rest of its
+# rows are taken over when its lease lapses.)
+@app.task(ignore_result=True, autoretry_for=delivery.DATABASE_AWAY, retry_backoff=True, retry_backoff_max=30,
+          retry_jitter=True, max_retries=None)
 def deliver_batch(batch_id: int) -> None:
     started = utcnow()
     with session_scope() as session:
