@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,6 +140,36 @@ def test_a_killed_pool_child_costs_a_stall_and_nothing_stays_stuck(tmp_path, pos
         assert_none_lost_and_every_duplicate_counted(pipeline, smtp, send_id, 100)
     finally:
         pipeline.stop_all()
+
+
+# --- a worker host lost -------------------------------------------------------------------
+
+
+def test_rows_of_a_worker_host_that_died_are_taken_over_by_another_host_within_a_lease(
+    tmp_path, postgres_url, redis_url, smtp
+):
+    # Two "hosts" on this machine: a worker in a UTS namespace of its own is
+    # another host to the ledger, so only its lease can tell it is gone.
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("a second hostname needs root and unshare")
+    pipeline = Pipeline(tmp_path, postgres_url, redis_url, smtp, SMTP_CONNECTIONS=1, BATCH_SIZE=20,
+                        CLAIM_TIMEOUT_SECONDS=NEVER, CLAIM_LEASE_SECONDS=3)
+    try:
+        smtp.hold(1)
+        send_id = pipeline.prepare(60, delay=0.5)
+        pipeline.start_worker("far", concurrency=1, host="far-host.example.net")
+        pipeline.start_beat()
+        pipeline.wait_for(lambda: smtp.held == 1, what="the far host's worker to be mid-send")
+        [holder] = holders_sending(pipeline, send_id)
+        assert holder.startswith("far-host.example.net:")
+        pipeline.kill("far")  # the whole host goes, its worker and pool with it
+        smtp.release()
+        pipeline.start_worker("near", concurrency=1)
+        pipeline.wait_finished(send_id, timeout=180)
+        twice = assert_none_lost_and_every_duplicate_counted(pipeline, smtp, send_id, 60)
+    finally:
+        pipeline.stop_all()
+    assert twice <= {pipeline.address(n) for n in range(20)}  # only the far host's chunk was in doubt
 
 
 # --- PostgreSQL restarted mid-send -------------------------------------------------------
