@@ -1,9 +1,10 @@
 """Delivering one batch: claim its ledger rows, personalise each message, hand
 it to the transport, record each recipient's result.
 
-A row left in ``sending`` by a worker that died may or may not have reached
-the server. It is sent again (none lost) and flagged ``possible_duplicate``
-(counted, never hidden).
+A run holds the rows it claims under a lease (newsletter/leases.py) and
+changes only rows it still holds. A row left in ``sending`` by a run that
+died, or lost its lease, may or may not have reached the server. It is sent
+again (none lost) and flagged ``possible_duplicate`` (counted, never hidden).
 """
 
 from __future__ import annotations

@@ -224,8 +224,8 @@ class Delivery(Base):
     pending -> claimed -> sending -> sent | failed | retry (-> claimed ...);
     skipped when the address was suppressed or unsubscribed at claim time;
     cancelled when the send was cancelled first. ``possible_duplicate`` marks a
-    row that was handed to the transport by a worker that died before it could
-    record the answer, and was then sent again.
+    row that was handed to the transport by a worker that died (or lost its
+    claim) before it could record the answer, and was then sent again.
     """
 
     __tablename__ = "deliveries"
