@@ -134,7 +134,8 @@ class Settings:
     retry_base_delay_seconds: float = 30.0
     error_budget_ratio: float = 0.2  # pause a send when this share of attempts fail
     error_budget_minimum: int = 50  # ...after at least this many attempts
-    claim_timeout_seconds: int = 600  # rows claimed longer than this are stale
+    claim_timeout_seconds: int = 600  # a batch run that made no progress this long loses its claim
+    claim_lease_seconds: int = 30  # a claim not renewed this long is taken over (the holder renews it)
     beat_interval_seconds: float = 5.0
 
     # Operations: worker heartbeats, problem thresholds, metrics, logs.
@@ -263,6 +264,7 @@ def settings_from(env: dict) -> Settings:
         error_budget_ratio=_float(env, "ERROR_BUDGET_RATIO", Settings.error_budget_ratio),
         error_budget_minimum=_int(env, "ERROR_BUDGET_MINIMUM", Settings.error_budget_minimum),
         claim_timeout_seconds=_int(env, "CLAIM_TIMEOUT_SECONDS", Settings.claim_timeout_seconds),
+        claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", Settings.claim_lease_seconds),
         beat_interval_seconds=_float(env, "BEAT_INTERVAL_SECONDS", Settings.beat_interval_seconds),
         worker_heartbeat_seconds=_float(env, "WORKER_HEARTBEAT_SECONDS", Settings.worker_heartbeat_seconds),
         stall_warning_seconds=_int(env, "STALL_WARNING_SECONDS", Settings.stall_warning_seconds),
@@ -308,6 +310,8 @@ def settings_from(env: dict) -> Settings:
         raise ConfigError("DKIM_PRIVATE_KEY_PATH is set but DKIM_SELECTOR is not: set the selector your DNS publishes the key under")
     if s.batch_size < 1:
         raise ConfigError(f"BATCH_SIZE={s.batch_size}: must be at least 1")
+    if s.claim_lease_seconds < 1:
+        raise ConfigError(f"CLAIM_LEASE_SECONDS={s.claim_lease_seconds}: must be at least 1")
     return s
 
 

@@ -1,27 +1,28 @@
 """Delivering one batch: claim its ledger rows, personalise each message, hand
 it to the transport, record each recipient's result.
 
-A row left in ``sending`` by a worker that died may or may not have reached
-the server. It is sent again (none lost) and flagged ``possible_duplicate``
-(counted, never hidden).
+A run holds the rows it claims under a lease (newsletter/leases.py) and
+changes only rows it still holds. A row left in ``sending`` by a run that
+died, or lost its lease, may or may not have reached the server. It is sent
+again (none lost) and flagged ``possible_duplicate`` (counted, never hidden).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from newsletter import dkim
 from newsletter.bounces import verp_address
 from newsletter.config import Settings
+from newsletter.leases import Lease, holder_is_gone, process_identity, unheld
 from newsletter.message import MessageTemplate, Recipient, make_message_id, publication_template
 from newsletter.ratelimit import NullRateLimiter, RateLimiterUnavailable
 from newsletter.scheduling import _record
@@ -46,49 +47,21 @@ from newsletter.suppressions import add_suppression, suppressed_addresses
 log = logging.getLogger(__name__)
 
 
-def worker_identity() -> str:
-    """host:pid:nonce; the nonce tells a restarted process from its predecessor."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def claimer_is_gone(claimed_by: str) -> bool:
-    """True when the claiming process ran on this host and no longer exists.
-
-    Claims from other hosts are only taken over once they are stale.
-    """
-    try:
-        host, pid, _nonce = claimed_by.split(":")
-    except ValueError:
-        return False
-    if host != socket.gethostname():
-        return False
-    if int(pid) == os.getpid():
-        return claimed_by != CURRENT_WORKER
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-CURRENT_WORKER = worker_identity()
-
-
 # --- delivering a batch --------------------------------------------------------------
 
 
 @dataclass
 class BatchReport:
     batch_id: int
+    holder: str = ""  # the run's lease holder, as its rows' claimed_by says
     claimed: int = 0
     sent: int = 0
     failed: int = 0
     retry: int = 0
     skipped: int = 0
     released: int = 0
-    stopped: str = ""  # why the batch stopped early: paused, cancelled
+    taken_over: int = 0  # rows another worker took over while this run held them
+    stopped: str = ""  # why the batch stopped early: paused, cancelled, claim lapsed
     errors: list[str] = field(default_factory=list)
 
 
@@ -102,16 +75,32 @@ class Claimed:
     possible_duplicate: bool
 
 
+# Failures that pass: the database or the shared limiter was away for a moment.
+# The run gives its rows back and the batch is handed out again (by the beat,
+# or, when the database was away, by the task retrying itself). Anything else
+# would fail the same way on every worker: the send is paused instead.
+DATABASE_AWAY = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+TRANSIENT_FAILURES = (*DATABASE_AWAY, RateLimiterUnavailable)
+SEND_TIME_FAILURE = "stopped at send time"
+
+
 class Deliverer:
     """Delivers batches for one worker process: one transport, one limiter,
-    compiled issues cached, rows claimed under one identity."""
+    compiled issues cached. Each run holds its rows under a lease of its own
+    (newsletter/leases.py), named after this process."""
 
     def __init__(self, settings: Settings, transport: Transport, limiter=None, identity: str | None = None):
         self.settings = settings
         self.transport = transport
         self.limiter = limiter or NullRateLimiter()
-        self.identity = identity or CURRENT_WORKER
+        self._identity = identity
         self._templates: dict[int, SendTemplate] = {}
+
+    @property
+    def identity(self) -> str:
+        # Asked for at each run, not kept: a Deliverer made before a fork must
+        # not lend its parent's name to the children.
+        return self._identity or process_identity()
 
     # The chunk is what is in flight at once: claimed rows are marked
     # "sending" a chunk at a time, so a crash leaves at most one chunk in doubt.
@@ -125,7 +114,11 @@ class Deliverer:
         return max(10, self.settings.smtp_connections * 25)
 
     def deliver_batch(self, session: Session, batch_id: int, now: datetime | None = None) -> BatchReport:
-        """Send what is unfinished in one batch. Commits as it goes, chunk by chunk."""
+        """Send what is unfinished in one batch. Commits as it goes, chunk by chunk.
+
+        If anything raises, the rows this run holds are given back before the
+        exception goes on (see ``_give_back``).
+        """
         report = BatchReport(batch_id)
         batch = session.get(Batch, batch_id)
         if batch is None:
@@ -135,37 +128,63 @@ class Deliverer:
         if send.state != "sending":
             report.stopped = send.state
             return report
-        claimed = self._claim(session, batch, now or utcnow())
+        try:  # before claiming anything: a message that cannot be built stops the send
+            template = self._template(session, send)
+        except InputError as exc:
+            problems = "; ".join(str(p) for p in exc.problems)
+            self._pause_send(session, send.id, f"{SEND_TIME_FAILURE}: the message cannot be built: {problems}")
+            session.commit()
+            report.stopped = "paused"
+            return report
+        now, send_id = now or utcnow(), send.id
+        lease = Lease.take(session, self.settings, batch_id, self.identity, now)
+        report.holder = lease.holder
+        claimed = self._claim(session, batch, lease.holder, now)
         report.claimed = len(claimed)
+        if not claimed:
+            lease.drop(session)
+            self._close_batch(session, batch)
+            session.commit()
+            return report
         session.commit()
-        claimed = self._skip_unwanted(session, send, claimed, report)
+        lease.keep_alive()
+        try:
+            self._deliver_claimed(session, send, batch, template, lease, claimed, report)
+            lease.drop(session)
+            session.commit()
+        except BaseException as exc:
+            self._give_back(session, send_id, batch, lease, exc)
+            raise
+        finally:
+            lease.stop()
+        return report
+
+    def _deliver_claimed(self, session, send, batch, template, lease: Lease, claimed: list[Claimed], report) -> None:
+        claimed = self._skip_unwanted(session, send, lease.holder, claimed, report)
         session.commit()
-        template = self._template(session, send)
         for start in range(0, len(claimed), self.chunk_size):
             chunk = claimed[start : start + self.chunk_size]
+            lease.progressed()
             state = session.scalar(select(Send.state).where(Send.id == send.id))
             if state != "sending":
                 report.stopped = state
-                report.released += self._release(session, send.id, claimed[start:], state)
+                report.released += self._release(session, lease.holder, claimed[start:], state)
                 session.commit()
                 break
-            try:
-                self._deliver_chunk(session, send, template, chunk, report)
-            except RateLimiterUnavailable:
-                # Nothing of this chunk went out: give the rows back at once
-                # rather than leave them claimed until the claim goes stale.
-                session.rollback()
-                self._release(session, send.id, claimed[start:], "paused")
+            if not self._deliver_chunk(session, send, template, lease, chunk, report):
+                # The lease lapsed (the run was stuck, or the database away for
+                # longer than a lease): what it still holds goes back, and the
+                # beat hands the batch out again.
+                report.stopped = "claim lapsed"
+                report.released += self._release(session, lease.holder, claimed[start:], "paused")
+                self._hand_out_again(session, batch.id)
                 session.commit()
-                raise
+                break
             session.commit()
         self._close_batch(session, batch)
         self._check_error_budget(session, send, report)
-        session.commit()
-        return report
 
-    def _claim(self, session: Session, batch: Batch, now: datetime) -> list[Claimed]:
-        stale = now - timedelta(seconds=self.settings.claim_timeout_seconds)
+    def _claim(self, session: Session, batch: Batch, holder: str, now: datetime) -> list[Claimed]:
         in_batch = and_(
             Delivery.send_id == batch.send_id,
             Delivery.id >= batch.first_delivery_id,
@@ -174,24 +193,24 @@ class Deliverer:
         holders = session.scalars(
             select(Delivery.claimed_by).where(in_batch, Delivery.state.in_(ACTIVE_ROW_STATES)).distinct()
         ).all()
-        gone = [h for h in holders if h != self.identity and claimer_is_gone(h)]
+        gone = [h for h in holders if holder_is_gone(h)]
         takeable = or_(
             Delivery.state == "pending",
             and_(Delivery.state == "retry", Delivery.next_attempt_at <= now),
             and_(
                 Delivery.state.in_(ACTIVE_ROW_STATES),
-                Delivery.claimed_by != self.identity,
-                or_(Delivery.claimed_at < stale, Delivery.claimed_by.in_(gone)),
+                Delivery.claimed_by != holder,
+                or_(unheld(now), Delivery.claimed_by.in_(gone)),
             ),
         )
         # A row that was already handed to the transport by a worker that died
-        # may have been delivered: keep that in the ledger.
+        # (or lost its lease) may have been delivered: keep that in the ledger.
         rows = session.execute(
             update(Delivery)
             .where(in_batch, takeable)
             .values(
                 state="claimed",
-                claimed_by=self.identity,
+                claimed_by=holder,
                 claimed_at=now,
                 possible_duplicate=or_(Delivery.possible_duplicate, Delivery.state == "sending"),
                 updated_at=now,
@@ -206,12 +225,12 @@ class Deliverer:
                 Delivery.attempts, Delivery.possible_duplicate,
             )
             .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(Delivery.id.in_(rows), Delivery.claimed_by == self.identity)
+            .where(Delivery.id.in_(rows), Delivery.claimed_by == holder)
             .order_by(Delivery.id)
         ).all()
         return [Claimed(r[0], r[1], r[2], r[3] or "", r[4], bool(r[5])) for r in found]
 
-    def _skip_unwanted(self, session: Session, send: Send, claimed: list[Claimed], report: BatchReport):
+    def _skip_unwanted(self, session: Session, send: Send, holder: str, claimed: list[Claimed], report: BatchReport):
         """Honour unsubscribes and suppressions that happened after the freeze.
 
         Suppression is checked in Python, by every key that can stop the
@@ -233,15 +252,16 @@ class Deliverer:
         wanted = {c.delivery_id for c in claimed if c.delivery_id in still_members and c.email not in suppressed}
         unwanted = [i for i in ids if i not in wanted]
         if unwanted:
-            session.execute(
+            report.skipped += session.execute(
                 update(Delivery)
-                .where(Delivery.id.in_(unwanted), Delivery.claimed_by == self.identity)
+                .where(Delivery.id.in_(unwanted), Delivery.claimed_by == holder, Delivery.state == "claimed")
                 .values(state="skipped", last_error="unsubscribed or suppressed before sending", updated_at=utcnow())
-            )
-            report.skipped += len(unwanted)
+            ).rowcount
         return [c for c in claimed if c.delivery_id in wanted]
 
-    def _deliver_chunk(self, session: Session, send: Send, template, chunk: list[Claimed], report: BatchReport):
+    def _deliver_chunk(self, session: Session, send: Send, template, lease: Lease, chunk: list[Claimed],
+                       report: BatchReport) -> bool:
+        """Send one chunk of the rows this run still holds. False if the lease had lapsed."""
         envelopes, unbuildable = [], []
         for row in chunk:
             try:
@@ -250,22 +270,69 @@ class Deliverer:
                 unbuildable.append(Result(row.delivery_id, PERMANENT, error=f"cannot build the message: {exc}"))
         self.limiter.acquire(len(envelopes))
         now = utcnow()
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_([e.delivery_id for e in envelopes]), Delivery.claimed_by == self.identity)
-            .values(state="sending", claimed_at=now, updated_at=now)
-        )
+        if not lease.renew(session, now):
+            return False
+        # The change to "sending" is the check: only the rows this run still
+        # holds change, and only those go out. Another worker may have taken
+        # the rest over; they are its to send.
+        won = set(
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_([e.delivery_id for e in envelopes]),
+                    Delivery.claimed_by == lease.holder,
+                    Delivery.state == "claimed",
+                )
+                .values(state="sending", claimed_at=now, updated_at=now)
+                .returning(Delivery.id)
+            ).scalars().all()
+        ) if envelopes else set()
         session.commit()  # from here on, a crash leaves these rows in doubt
+        lost = len(envelopes) - len(won)
+        if lost:
+            report.taken_over += lost
+            log.warning("%s row(s) of batch %s were taken over by another worker before they were sent",
+                        lost, report.batch_id, extra={"batch_id": report.batch_id})
+        envelopes = [e for e in envelopes if e.delivery_id in won]
         results = self.transport.send_many(envelopes) if envelopes else []
-        self._record_results(session, send, chunk, envelopes, results, unbuildable, report)
+        lease.progressed()
+        self._record_results(session, send, lease.holder, chunk, envelopes, results, unbuildable, report)
+        return True
 
-    def _record_results(self, session, send, chunk, envelopes, results, unbuildable, report):
+    def _record_results(self, session, send, holder, chunk, envelopes, results, unbuildable, report):
+        """Record each answer, for the rows this run still holds and for no other.
+
+        The rows are locked first, so a takeover waits for the record (or the
+        record sees the takeover), and ``possible_duplicate`` is read as it
+        is now: a flag the taker set is never written over.
+        """
         now = utcnow()
         by_id = {c.delivery_id: c for c in chunk}
+        answered = list(results) + unbuildable
+        held = dict(
+            session.execute(
+                select(Delivery.id, Delivery.possible_duplicate)
+                .where(
+                    Delivery.id.in_([r.delivery_id for r in answered]),
+                    Delivery.claimed_by == holder,
+                    Delivery.state.in_(ACTIVE_ROW_STATES),
+                )
+                .order_by(Delivery.id)  # the order every locker takes rows in, so none deadlock
+                .with_for_update()
+            ).all()
+        )
+        if len(held) < len(answered):
+            report.taken_over += len(answered) - len(held)
+            log.warning(
+                "%s row(s) of batch %s were taken over while being sent; the new holder counts them as possible duplicates",
+                len(answered) - len(held), report.batch_id, extra={"batch_id": report.batch_id},
+            )
         message_ids = {e.delivery_id: e.message_id for e in envelopes}
         updates, suppress = [], []
         window_end = (send.started_at or now) + timedelta(seconds=self.settings.retry_window_seconds)
-        for result in list(results) + unbuildable:
+        for result in answered:
+            if result.delivery_id not in held:
+                continue
             row = by_id[result.delivery_id]
             attempts = row.attempts + 1
             values = {
@@ -274,7 +341,7 @@ class Deliverer:
                 "message_id": message_ids.get(row.delivery_id, ""),
                 "last_error": result.error[:2000],
                 "claimed_by": "",
-                "possible_duplicate": row.possible_duplicate,
+                "possible_duplicate": bool(held[row.delivery_id]),
                 "updated_at": now,
                 "provider_message_id": result.provider_message_id,
                 "sent_at": None,
@@ -302,23 +369,74 @@ class Deliverer:
                 if result.hard_bounce:
                     suppress.append((row.email, result))
             updates.append(values)
-        session.execute(update(Delivery), updates)
+        if updates:
+            session.execute(update(Delivery), updates)
         for email, result in suppress:
             add_suppression(session, email, "hard_bounce", f"send {send.id}: {result.code} {result.enhanced_code} {result.error}"[:200])
         session.execute(update(Send).where(Send.id == send.id).values(last_progress_at=now))
 
-    def _release(self, session: Session, send_id: int, rows: list[Claimed], state: str) -> int:
+    def _release(self, session: Session, holder: str, rows: list[Claimed], state: str) -> int:
         """Give back claimed rows when a send is paused (pending) or cancelled."""
         target = "cancelled" if state == "cancelled" else "pending"
         return session.execute(
             update(Delivery)
             .where(
                 Delivery.id.in_([c.delivery_id for c in rows]),
-                Delivery.claimed_by == self.identity,
+                Delivery.claimed_by == holder,
                 Delivery.state == "claimed",
             )
             .values(state=target, claimed_by="", updated_at=utcnow())
         ).rowcount
+
+    def _give_back(self, session: Session, send_id: int, batch: Batch, lease: Lease, exc: BaseException) -> None:
+        """A run that raised gives back what it holds, so nothing waits for it.
+
+        Claimed rows go back to pending; rows it had handed to the transport
+        go back too, flagged: they may have been delivered. The beat hands
+        the batch out again at its next tick. A failure that would only
+        repeat (not the database or the limiter being away) pauses the send
+        with its reason. If the database is away, nothing can be written:
+        the lease lapses and the rows are taken over after it.
+        """
+        batch_id, rows = batch.id, (batch.send_id, batch.first_delivery_id, batch.last_delivery_id)
+        try:
+            session.rollback()
+            in_batch = and_(
+                Delivery.send_id == rows[0],
+                Delivery.id >= rows[1],
+                Delivery.id <= rows[2],
+                Delivery.claimed_by == lease.holder,
+            )
+            now = utcnow()
+            returned = session.execute(
+                update(Delivery).where(in_batch, Delivery.state.in_(ACTIVE_ROW_STATES))
+                .values(state="pending", claimed_by="", updated_at=now,
+                        possible_duplicate=or_(Delivery.possible_duplicate, Delivery.state == "sending"))
+            ).rowcount
+            self._hand_out_again(session, batch_id)
+            if isinstance(exc, Exception) and not isinstance(exc, TRANSIENT_FAILURES):
+                reason = f"{SEND_TIME_FAILURE}: batch {batch_id} failed: {type(exc).__name__}: {exc}"
+                self._pause_send(session, send_id, reason)
+            lease.drop(session)
+            session.commit()
+            log.warning("batch %s failed; %s row(s) given back", batch_id, returned, extra={"batch_id": batch_id})
+        except Exception:  # noqa: BLE001 - the original failure is what the caller must see
+            session.rollback()
+            log.warning("batch %s failed and could not give its rows back; they are taken over when its claim lapses",
+                        batch_id, exc_info=True, extra={"batch_id": batch_id})
+
+    def _hand_out_again(self, session: Session, batch_id: int) -> None:
+        """Let the next beat tick enqueue the batch (sending.batches_to_requeue)."""
+        session.execute(update(Batch).where(Batch.id == batch_id).values(state="waiting"))
+
+    def _pause_send(self, session: Session, send_id: int, reason: str) -> None:
+        paused = session.execute(
+            update(Send).where(Send.id == send_id, Send.state == "sending")
+            .values(state="paused", paused_reason=reason[:2000], updated_at=utcnow())
+        ).rowcount
+        if paused:
+            _record(session, send_id, "paused", reason[:2000])
+            log.error("send paused", extra={"send_id": send_id, "reason": reason})
 
     def _close_batch(self, session: Session, batch: Batch) -> None:
         open_rows = exists().where(

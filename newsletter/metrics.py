@@ -100,7 +100,7 @@ def _send_gauges() -> dict[str, GaugeMetricFamily]:
         "progress": ("newsletter_send_progress_ratio", "Share of the audience done (sent, failed, skipped, cancelled)"),
         "rate": ("newsletter_send_rate_messages_per_second", "Messages sent per second over the last minute"),
         "duplicates": ("newsletter_send_possible_duplicates", "Rows that may have been delivered twice"),
-        "orphaned": ("newsletter_send_orphaned_claims", "Rows held by a worker that is gone or too long"),
+        "orphaned": ("newsletter_send_orphaned_claims", "Rows held by a batch run that stopped renewing its claim"),
         "bounce": ("newsletter_send_bounce_rate", "Bounces over messages attempted"),
         "complaint": ("newsletter_send_complaint_rate", "Complaints over messages sent"),
     }

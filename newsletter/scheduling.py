@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.models import (
+    Batch,
     Delivery,
     IssueRow,
     MailingList,
@@ -193,7 +194,14 @@ def pause(session: Session, send_id: int, reason: str = "paused by an operator")
 
 
 def resume(session: Session, send_id: int) -> Send:
-    return _transition(session, send_id, ("paused",), "sending", "resumed", "")
+    """Carry on with a paused send (by an operator or by its error budget).
+
+    Its unfinished batches are marked for the next beat tick to hand out, so
+    workers pick the send up again within a beat interval.
+    """
+    send = _transition(session, send_id, ("paused",), "sending", "resumed", "")
+    session.execute(update(Batch).where(Batch.send_id == send_id, Batch.state != "done").values(state="waiting"))
+    return send
 
 
 def cancel(session: Session, send_id: int) -> Send:

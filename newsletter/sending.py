@@ -23,6 +23,7 @@ from sqlalchemy import and_, exists, func, insert, literal, or_, select, text, u
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
+from newsletter.leases import unheld
 from newsletter.scheduling import _record, get_send
 from newsletter.store.models import (
     Batch,
@@ -155,13 +156,16 @@ def plan_batches(session: Session, send_id: int, *, now: datetime) -> list[int]:
 def batches_to_requeue(session: Session, settings: Settings, now: datetime | None = None) -> list[int]:
     """Batches whose task must be enqueued again, and mark them enqueued.
 
+    - a batch marked ``waiting``: its send was resumed, or a run gave it back;
     - rows waiting for a retry whose time has come;
-    - a sending send that made no progress for ``stall_seconds`` while some
-      of its batches still have unfinished rows (the broker lost the tasks,
-      or the worker that held them died).
+    - rows held by a run whose lease has lapsed (its worker died, or lost the
+      database for longer than a lease), once per lease;
+    - a sending send that made no progress for ``claim_timeout_seconds`` while
+      some of its batches still have unfinished rows (the broker lost the tasks).
     """
     now = now or utcnow()
     stall = timedelta(seconds=settings.claim_timeout_seconds)
+    lease = timedelta(seconds=settings.claim_lease_seconds)
     in_range = and_(
         Delivery.send_id == Batch.send_id,
         Delivery.id >= Batch.first_delivery_id,
@@ -169,6 +173,7 @@ def batches_to_requeue(session: Session, settings: Settings, now: datetime | Non
     )
     retry_due = exists().where(in_range, Delivery.state == "retry", Delivery.next_attempt_at <= now)
     unfinished = exists().where(in_range, Delivery.state.in_(UNFINISHED_ROW_STATES))
+    orphaned = exists().where(in_range, Delivery.state.in_(ACTIVE_ROW_STATES), unheld(now))
     stalled_send = or_(Send.last_progress_at.is_(None), Send.last_progress_at < now - stall)
     query = (
         select(Batch.id)
@@ -176,7 +181,9 @@ def batches_to_requeue(session: Session, settings: Settings, now: datetime | Non
         .where(Send.state == "sending")
         .where(
             or_(
+                Batch.state == "waiting",
                 and_(Batch.state == "done", retry_due),
+                and_(Batch.enqueued_at < now - lease, orphaned),
                 and_(Batch.enqueued_at < now - stall, stalled_send, unfinished),
             )
         )

@@ -44,6 +44,7 @@ class Pipeline:
                 "BASE_URL": "https://newsletter.example.org",
                 "BEAT_INTERVAL_SECONDS": "0.5",
                 "CLAIM_TIMEOUT_SECONDS": "4",
+                "CLAIM_LEASE_SECONDS": "3",
                 "RETRY_BASE_DELAY_SECONDS": "0.3",
                 "ERROR_BUDGET_RATIO": "2",
                 "BATCH_SIZE": "20",
@@ -57,19 +58,22 @@ class Pipeline:
 
     # --- processes --------------------------------------------------------------
 
-    def start(self, name: str, *args: str) -> subprocess.Popen:
+    def start(self, name: str, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("ab")
-        command = [sys.executable, "-m", "celery", "-A", "workers.celery", *args]
+        command = [*prefix, sys.executable, "-m", "celery", "-A", "workers.celery", *args]
         process = subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         self.processes[name] = process
         return process
 
-    def start_worker(self, name: str = "worker", concurrency: int = 2) -> subprocess.Popen:
+    def start_worker(self, name: str = "worker", concurrency: int = 2, host: str = "") -> subprocess.Popen:
+        """A worker; with ``host``, on a "host" of that name (its own UTS
+        namespace, so ``socket.gethostname()`` says so: needs root)."""
+        prefix = ("unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host) if host else ()
         return self.start(
             name, "worker", "--queues", "send,control", "--concurrency", str(concurrency),
             "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-            "--hostname", f"{name}@%h",
+            "--hostname", f"{name}@%h", prefix=prefix,
         )
 
     def start_beat(self, name: str = "beat") -> subprocess.Popen:

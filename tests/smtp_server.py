@@ -35,10 +35,13 @@ Knobs, callable while the server runs:
   connection instead of answering (the message is recorded with
   ``answered=False``).
 - ``reply_delay``: seconds to wait before answering the end of DATA.
-- ``hold_after(count)`` / ``release()``: once ``count`` messages have been
-  taken, every further one waits at the end of DATA, unanswered and
-  unrecorded, until ``release()``: a send cannot finish while a test looks at
-  it, however fast the machine is.
+- ``hold(count)``: keep the next ``count`` messages waiting at the end of
+  DATA, unanswered and not yet recorded, until ``release()``; ``held`` says
+  how many wait now. A server that stops answering, for as long as a test
+  needs, with no clock involved. A held client that hangs up is forgotten.
+- ``hold_after(count)``: once ``count`` messages have been taken, every
+  further one waits the same way until ``release()``: a send cannot finish
+  while a test looks at it, however fast the machine is.
 - ``hang_up()``: close every open session at once, without a reply.
 
 What it saw: ``messages`` (list of ``ReceivedMessage``), ``connections`` (how
@@ -119,9 +122,10 @@ class _RecordingHandler:
         self.rejected: dict[str, str] = {}
         self.drops_left = 0
         self.reply_delay = 0.0
-        self.gate = asyncio.Event()  # set: answer; clear: hold every reply
-        self.gate.set()
-        self.hold_at: int | None = None
+        self.holds_left = 0
+        self.hold_at: int | None = None  # hold every message once this many were taken
+        self.held = 0
+        self.gate: asyncio.Event | None = None  # made and opened on the server's loop
         self._numbers: dict[int, int] = {}  # id(session object) -> connection number
         self._sessions: dict[int, SMTP] = {}  # the sessions open now, by id
 
@@ -194,11 +198,7 @@ class _RecordingHandler:
     async def handle_DATA(self, server, session, envelope):
         if self.reply_delay:
             await asyncio.sleep(self.reply_delay)
-        # Runs on the server's one event loop: no other message is counted
-        # between this check and the wait.
-        if self.hold_at is not None and len(self.messages) >= self.hold_at:
-            self.gate.clear()
-        await self.gate.wait()
+        await self._wait_if_held()
         failure = self._failure("data", server)
         if failure:
             return failure
@@ -210,6 +210,32 @@ class _RecordingHandler:
             server.transport.abort()
             await asyncio.Event().wait()  # connection_lost cancels this task
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    async def _wait_if_held(self) -> None:
+        with self.lock:
+            counted = self.holds_left > 0
+            self.holds_left -= counted
+            hold = counted or (self.hold_at is not None and len(self.messages) >= self.hold_at)
+        if not hold:
+            return
+        if self.gate is None:
+            self.gate = asyncio.Event()
+        gate = self.gate
+        with self.lock:
+            self.held += 1
+        try:
+            await gate.wait()  # a client that hangs up cancels this task
+        finally:
+            with self.lock:
+                self.held -= 1
+
+    def open_gate(self) -> None:
+        with self.lock:
+            self.holds_left = 0
+            self.hold_at = None
+        if self.gate is not None:
+            self.gate.set()
+            self.gate = None
 
     def _failure(self, stage: str, server) -> str | None:
         with self.lock:
@@ -317,30 +343,28 @@ class SmtpTestServer:
         with self._handler.lock:
             self._handler.drops_left += count
 
+    def hold(self, count: int = 1) -> None:
+        with self._handler.lock:
+            self._handler.holds_left += count
+
+    def hold_after(self, count: int) -> None:
+        """Take ``count`` messages, then keep every further one waiting, until ``release()``."""
+        with self._handler.lock:
+            self._handler.hold_at = count
+
+    def release(self) -> None:
+        """Answer every held message (and hold no more)."""
+        self._controller.loop.call_soon_threadsafe(self._handler.open_gate)
+
+    @property
+    def held(self) -> int:
+        with self._handler.lock:
+            return self._handler.held
+
     def hang_up(self) -> None:
         """Close every open session without a word, as servers do to idle ones."""
         done = asyncio.run_coroutine_threadsafe(self._handler.hang_up(), self._controller.loop)
         done.result(timeout=10)
-
-    def hold_after(self, count: int) -> None:
-        """Take ``count`` messages, then keep every further one waiting, until ``release()``."""
-        def hold():
-            self._handler.hold_at = count
-
-        self._in_loop(hold)
-
-    def release(self) -> None:
-        def release():
-            self._handler.hold_at = None
-            self._handler.gate.set()
-
-        self._in_loop(release)
-
-    def _in_loop(self, action) -> None:
-        async def run():
-            action()
-
-        asyncio.run_coroutine_threadsafe(run(), self._controller.loop).result(timeout=10)
 
     @property
     def reply_delay(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -11,8 +12,10 @@ from sqlalchemy import func, select, update
 from newsletter import delivery, scheduling, sending
 from newsletter.errors import InputError
 from newsletter.store.db import session_scope
+from newsletter.ops.sends import orphaned_claims
 from newsletter.store.models import (
     Batch,
+    ClaimLease,
     Delivery,
     IssueRow,
     MailingList,
@@ -218,7 +221,7 @@ def test_rows_left_sending_by_a_dead_worker_are_resent_and_counted(session, fast
     batch_ids = sending.tick(session, fast)
     # A worker on this host claimed the first batch, handed three rows to the
     # server, and was killed (its pid no longer exists).
-    dead = f"{delivery.socket.gethostname()}:999999999:dead"
+    dead = f"{socket.gethostname()}:999999999:dead/1"
     batch = session.get(Batch, batch_ids[0])
     ids = list(range(batch.first_delivery_id, batch.last_delivery_id + 1))
     session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(state="claimed", claimed_by=dead, claimed_at=utcnow()))
@@ -238,18 +241,36 @@ def test_rows_left_sending_by_a_dead_worker_are_resent_and_counted(session, fast
     assert "3 possibly duplicated" in sending.summary_line(progress)
 
 
-def test_claims_of_a_live_worker_elsewhere_wait_for_the_timeout(session, fast):
+def test_rows_of_a_worker_on_another_host_are_taken_over_once_its_lease_lapses(session, fast):
     _, lst, issue = make_world(session, 7)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
     session.commit()
     [batch_id] = sending.tick(session, fast)
+    # A run on another host claimed the batch and handed three rows to its server.
+    holder, now = "otherhost:42:abcd1234/1", utcnow()
+    expires = now + timedelta(seconds=fast.claim_lease_seconds)
+    session.add(ClaimLease(holder=holder, hostname="otherhost", pid=42, batch_id=batch_id, taken_at=now, expires_at=expires))
+    ids = session.scalars(select(Delivery.id).where(Delivery.send_id == send.id).order_by(Delivery.id)).all()
     session.execute(update(Delivery).where(Delivery.send_id == send.id).values(
-        state="claimed", claimed_by="otherhost:42:abc", claimed_at=utcnow()))
+        state="claimed", claimed_by=holder, claimed_at=now))
+    session.execute(update(Delivery).where(Delivery.id.in_(ids[:3])).values(state="sending"))
     session.commit()
     transport = MemoryTransport()
+
+    # While its lease is valid, its rows are its own: no one else claims them,
+    # and the beat does not hand the batch out again.
     assert delivery.Deliverer(fast, transport).deliver_batch(session, batch_id).claimed == 0
-    later = utcnow() + timedelta(seconds=fast.claim_timeout_seconds + 1)
+    assert sending.batches_to_requeue(session, fast, expires) == []
+    assert orphaned_claims(session, send.id, expires) == 0
+
+    # Its heartbeat stopped: one lease later the beat hands the batch out and
+    # another worker takes the rows over, counting those in doubt.
+    later = expires + timedelta(seconds=1)
+    assert orphaned_claims(session, send.id, later) == 7
+    assert sending.batches_to_requeue(session, fast, later) == [batch_id]
     assert delivery.Deliverer(fast, transport).deliver_batch(session, batch_id, now=later).claimed == 7
+    assert states(session, send.id) == {"sent": 7}
+    assert sending.progress(session, send.id).possible_duplicates == 3
 
 
 def test_uncertain_outcome_is_retried_and_counted(session, fast):
@@ -354,3 +375,214 @@ def test_a_provider_gets_chunks_of_its_own_batch_size(session, fast):
     transport.on_send = lambda envelopes: chunks.append(len(envelopes))
     run_send(session, settings, transport, send.id)
     assert chunks == [12, 12, 6]
+
+
+# --- claims are leases: a run sends and records only what it still holds --------------
+
+
+def wait_until(predicate, what: str, timeout: float = 60.0):
+    """Poll a condition with a generous deadline (never a fixed sleep)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def lease_of(settings, holder_prefix: str):
+    with session_scope(settings) as other:
+        return other.scalars(select(ClaimLease).where(ClaimLease.holder.startswith(holder_prefix))).one_or_none()
+
+
+def test_a_stuck_run_loses_its_claim_and_neither_sends_nor_records_what_was_taken_over(session, fast):
+    # A run is stuck in its first chunk (a server that stopped answering) for
+    # longer than CLAIM_TIMEOUT_SECONDS; its lease lapses and another worker
+    # takes the whole batch over. Then the stuck server answers after all.
+    _, lst, issue = make_world(session, 30)
+    settings = replace(fast, batch_size=30, claim_timeout_seconds=1, claim_lease_seconds=1)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=30)
+    session.commit()
+    [batch_id] = sending.tick(session, settings)
+    stuck, other = MemoryTransport(), MemoryTransport()
+    taker_reports = []
+
+    def stuck_server(_chunk):
+        if stuck.calls != 1:
+            return
+        wait_until(lambda: lease_of(settings, "hosta:").expires_at < utcnow(), "the stuck run's lease to lapse")
+        with session_scope(settings) as elsewhere:
+            assert sending.batches_to_requeue(elsewhere, settings) == [batch_id]
+            taker = delivery.Deliverer(settings, other, identity="hostb:1:bbbbbbbb")
+            taker_reports.append(taker.deliver_batch(elsewhere, batch_id))
+
+    stuck.on_send = stuck_server
+    report = delivery.Deliverer(settings, stuck, identity="hosta:1:aaaaaaaa").deliver_batch(session, batch_id)
+
+    # The stuck run's first chunk (25 rows) reached its server; it recorded
+    # none of it, and sent nothing of its second chunk.
+    assert len(stuck.recipients()) == 25
+    assert report.sent == 0 and report.taken_over == 25 and report.stopped == "claim lapsed"
+    assert taker_reports[0].claimed == 30 and taker_reports[0].sent == 30
+    session.expire_all()
+    assert states(session, send.id) == {"sent": 30}
+    flagged = set(session.scalars(
+        select(Delivery.email).where(Delivery.send_id == send.id, Delivery.possible_duplicate.is_(True))).all())
+    twice = {r for r in stuck.recipients() + other.recipients() if (stuck.recipients() + other.recipients()).count(r) > 1}
+    assert twice and twice == flagged  # every duplicate is counted, and only those
+    assert session.scalar(select(func.count()).select_from(ClaimLease)) == 0  # both runs dropped theirs
+
+
+def test_a_slow_chunk_keeps_its_claim_while_its_run_is_alive(session, fast):
+    _, lst, issue = make_world(session, 7)
+    settings = replace(fast, claim_lease_seconds=1, claim_timeout_seconds=600)
+    scheduling.schedule_send(session, issue, lst, None, batch_size=7)
+    session.commit()
+    [batch_id] = sending.tick(session, settings)
+    transport = MemoryTransport()
+    seen = []
+
+    def slow_server(_chunk):
+        first = lease_of(settings, "hosta:").expires_at
+        # The run is inside the transport; its heartbeat renews the lease.
+        wait_until(lambda: lease_of(settings, "hosta:").expires_at > first + timedelta(seconds=1),
+                   "the lease to be renewed while the chunk is out")
+        renewed = lease_of(settings, "hosta:").expires_at
+        with session_scope(settings) as elsewhere:
+            # At any moment the lease is valid, no one else may claim the rows.
+            moment = renewed - timedelta(seconds=0.5)
+            seen.append(delivery.Deliverer(settings, MemoryTransport(), identity="hostb:1:bbbbbbbb")
+                        .deliver_batch(elsewhere, batch_id, now=moment).claimed)
+
+    transport.on_send = slow_server
+    report = delivery.Deliverer(settings, transport, identity="hosta:1:aaaaaaaa").deliver_batch(session, batch_id)
+    assert seen == [0]
+    assert report.sent == 7 and report.taken_over == 0
+    assert lease_of(settings, "hosta:") is None  # dropped when the run ended
+
+
+class Broken(MemoryTransport):
+    """A transport that raises in the middle of a chunk, after it went out."""
+
+    def __init__(self, error: BaseException):
+        super().__init__()
+        self.error = error
+
+    def send_many(self, envelopes):
+        if self.calls == 0:
+            self.calls += 1
+            self.accepted += envelopes[:3]
+            raise self.error
+        return super().send_many(envelopes)
+
+
+def test_a_run_that_raises_gives_its_rows_back_flags_the_doubtful_and_pauses_a_failure_that_would_repeat(session, fast):
+    _, lst, issue = make_world(session, 30)
+    settings = replace(fast, batch_size=30)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=30)
+    session.commit()
+    [batch_id] = sending.tick(session, settings)
+    transport = Broken(RuntimeError("the transport has a bug"))
+    with pytest.raises(RuntimeError):
+        delivery.Deliverer(settings, transport).deliver_batch(session, batch_id)
+
+    session.expire_all()
+    # Nothing is left held: every row is pending again; the 25 handed to the
+    # transport are counted as possible duplicates.
+    assert states(session, send.id) == {"pending": 30}
+    assert sending.progress(session, send.id).possible_duplicates == 25
+    assert session.scalar(select(func.count()).select_from(ClaimLease)) == 0
+    paused = session.get(Send, send.id)
+    assert paused.state == "paused"
+    assert paused.paused_reason.startswith("stopped at send time:")
+    assert "RuntimeError: the transport has a bug" in paused.paused_reason
+    assert sending.tick(session, settings) == []  # it does not loop
+
+    scheduling.resume(session, send.id)
+    session.commit()
+    run_send(session, settings, transport, send.id)
+    assert states(session, send.id) == {"sent": 30}
+    assert len(set(transport.recipients())) == 30
+
+
+def test_a_run_that_lost_the_database_gives_its_rows_back_and_the_next_tick_hands_them_out(session, fast):
+    from sqlalchemy.exc import OperationalError
+
+    _, lst, issue = make_world(session, 10)
+    settings = replace(fast, batch_size=10)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=10)
+    session.commit()
+    [batch_id] = sending.tick(session, settings)
+    transport = Broken(OperationalError("UPDATE deliveries", {}, Exception("server closed the connection")))
+    with pytest.raises(OperationalError):
+        delivery.Deliverer(settings, transport).deliver_batch(session, batch_id)
+
+    session.expire_all()
+    assert session.get(Send, send.id).state == "sending"  # it passes: no pause
+    assert states(session, send.id) == {"pending": 10}
+    assert sending.progress(session, send.id).possible_duplicates == 10
+    # Not after CLAIM_TIMEOUT_SECONDS: at the very next tick.
+    assert sending.tick(session, settings) == [batch_id]
+
+
+def test_a_message_that_cannot_be_built_pauses_the_send_with_the_reason_and_holds_nothing(session, fast):
+    _, lst, issue = make_world(session, 10)
+    # A subject that slipped past the checks.
+    session.execute(update(IssueRow).where(IssueRow.id == issue.id).values(subject="Hello\r\nBcc: someone@example.net"))
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    session.commit()
+    batch_ids = sending.tick(session, fast)
+    transport = MemoryTransport()
+    report = delivery.Deliverer(fast, transport).deliver_batch(session, batch_ids[0])
+
+    assert report.stopped == "paused" and report.claimed == 0
+    session.expire_all()
+    paused = session.get(Send, send.id)
+    assert paused.state == "paused"
+    assert "field subject" in paused.paused_reason and "line break" in paused.paused_reason
+    assert states(session, send.id) == {"pending": 10}
+    assert transport.recipients() == []
+    assert sending.tick(session, fast) == []
+    assert delivery.Deliverer(fast, transport).deliver_batch(session, batch_ids[1]).stopped == "paused"
+
+
+def test_a_resumed_send_is_handed_out_at_the_next_tick(session, fast):
+    _, lst, issue = make_world(session, 30)
+    settings = replace(fast, batch_size=10, claim_timeout_seconds=3600)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=10)
+    session.commit()
+    batch_ids = sending.tick(session, settings)
+    transport = MemoryTransport()
+    delivery.Deliverer(settings, transport).deliver_batch(session, batch_ids[0])
+    scheduling.pause(session, send.id)
+    session.commit()
+    for batch_id in batch_ids[1:]:  # their tasks come while it is paused
+        assert delivery.Deliverer(settings, transport).deliver_batch(session, batch_id).stopped == "paused"
+    assert sending.tick(session, settings) == []
+
+    scheduling.resume(session, send.id)
+    session.commit()
+    assert sending.tick(session, settings) == batch_ids[1:]
+    assert sending.tick(session, settings) == []  # once
+
+
+def test_a_send_resumed_after_its_error_budget_paused_it_is_handed_out_at_the_next_tick(session, settings):
+    _, lst, issue = make_world(session, 40)
+    settings = replace(settings, error_budget_ratio=0.5, error_budget_minimum=10, batch_size=20,
+                       claim_timeout_seconds=3600, retry_base_delay_seconds=3600)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=20)
+    session.commit()
+    transport = MemoryTransport()
+    transport.temporary = {f"reader{i:03d}@example.com": 1 for i in range(15)}
+    batch_ids = sending.tick(session, settings)
+    delivery.Deliverer(settings, transport).deliver_batch(session, batch_ids[0])
+    delivery.Deliverer(settings, transport).deliver_batch(session, batch_ids[1])
+    session.expire_all()
+    assert session.get(Send, send.id).state == "paused"
+    assert states(session, send.id) == {"sent": 5, "retry": 15, "pending": 20}
+
+    scheduling.resume(session, send.id)
+    session.commit()
+    assert sending.tick(session, settings) == [batch_ids[1]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 from sqlalchemy import select
@@ -21,24 +22,31 @@ from workers.celery import app
 log = logging.getLogger(__name__)
 
 _deliverer: delivery.Deliverer | None = None
+_deliverer_pid = 0
 
 
 def deliverer() -> delivery.Deliverer:
-    """One transport (its connections reused) and one limiter per worker process."""
-    global _deliverer
-    if _deliverer is None:
+    """One transport (its connections reused) and one limiter per worker process.
+
+    Made in the process that sends, never inherited through a fork: sockets
+    and threads do not survive one, and each process claims rows under a
+    name of its own (newsletter/leases.py).
+    """
+    global _deliverer, _deliverer_pid
+    if _deliverer is None or _deliverer_pid != os.getpid():
         settings = get_settings()
         _deliverer = delivery.Deliverer(
             settings,
             make_transport(settings),
             make_rate_limiter(settings, settings.transport),
         )
+        _deliverer_pid = os.getpid()
     return _deliverer
 
 
 @worker_process_shutdown.connect
 def _close_transport(**_kwargs):
-    if _deliverer is not None:
+    if _deliverer is not None and _deliverer_pid == os.getpid():
         _deliverer.transport.close()
 
 
@@ -71,14 +79,20 @@ def purge_unconfirmed_signups() -> None:
         purge_unconfirmed(session, get_settings())
 
 
-@app.task(ignore_result=True)
+# Without its database a batch task can neither send nor say it failed: it
+# tries again, backing off to every half minute, until the database is back.
+# (A task that dies that way has given back what it could; the rest of its
+# rows are taken over when its lease lapses.)
+@app.task(ignore_result=True, autoretry_for=delivery.DATABASE_AWAY, retry_backoff=True, retry_backoff_max=30,
+          retry_jitter=True, max_retries=None)
 def deliver_batch(batch_id: int) -> None:
     started = utcnow()
     with session_scope() as session:
         report = deliverer().deliver_batch(session, batch_id)
         send_id = session.scalar(select(Batch.send_id).where(Batch.id == batch_id))
         if send_id is not None:
-            record_batch_run(session, report, send_id=send_id, worker=deliverer().identity, started_at=started)
+            record_batch_run(session, report, send_id=send_id, worker=report.holder or deliverer().identity,
+                             started_at=started)
     log.info(
         "batch %s: %s sent, %s failed, %s retry, %s skipped%s",
         batch_id, report.sent, report.failed, report.retry, report.skipped,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from newsletter.config import Settings
+from newsletter.delivery import SEND_TIME_FAILURE
 from newsletter.ops.broker import QueueStats
 from newsletter.ops.heartbeats import WorkerStatus
 from newsletter.ops.sends import SendStatus
@@ -19,7 +20,7 @@ CRITICAL = "critical"
 
 @dataclass(frozen=True)
 class OpsProblem:
-    kind: str  # stalled_send | orphaned_claims | worker_gone | queue_without_consumer | ...
+    kind: str  # stalled_send | orphaned_claims | paused_by_send_failure | worker_gone | ...
     severity: str  # warning | critical
     subject: str  # "send 12", "queue send", "worker send@host"
     message: str
@@ -56,7 +57,7 @@ def worker_problems(workers: list[WorkerStatus]) -> list[OpsProblem]:
         OpsProblem(
             "worker_gone", WARNING, f"worker {w.node}",
             f"no heartbeat for {w.seconds_since_seen:.0f}s (pid {w.pid} on {w.hostname})",
-            "check the process manager's log for it; its claimed rows are taken over once stale",
+            "check the process manager's log for it; rows it held are taken over once their lease lapses",
         )
         for w in workers
         if w.state == "gone"
@@ -76,13 +77,21 @@ def send_problems(settings: Settings, send: SendStatus, now: datetime) -> list[O
     if send.orphaned_claims:
         problems.append(OpsProblem(
             "orphaned_claims", WARNING, subject,
-            f"{send.orphaned_claims} recipient row(s) claimed by a worker that is gone or has held them too long",
-            "they are released when the batch is handed out again; keep a send worker running",
+            f"{send.orphaned_claims} recipient row(s) claimed by a worker that stopped renewing its claim "
+            "(it died, hung, or lost the database)",
+            "a running send worker takes them over when the next beat tick hands their batch out again; "
+            "rows that were being sent are counted as possible duplicates. If this stays, check that a send "
+            "worker and the beat are running",
         ))
     if send.state == "paused" and send.paused_reason.startswith("error budget"):
         problems.append(OpsProblem(
             "paused_by_error_budget", CRITICAL, subject, send.paused_reason,
             f"fix the cause, then `newsletter sends resume {send.send_id}`",
+        ))
+    if send.state == "paused" and send.paused_reason.startswith(SEND_TIME_FAILURE):
+        problems.append(OpsProblem(
+            "paused_by_send_failure", CRITICAL, subject, send.paused_reason,
+            f"nothing more goes out until this is fixed; fix what it names, then `newsletter sends resume {send.send_id}`",
         ))
     return problems + rate_problems(settings, send)
 

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from newsletter.delivery import claimer_is_gone
+from newsletter.leases import holder_is_gone, live_holders
 from newsletter.sending import ACTIVE_ROW_STATES, progress
-from newsletter.store.models import Delivery, IssueRow, MailingList, PublicationRow, Send, Suppression
+from newsletter.store.models import ClaimLease, Delivery, IssueRow, MailingList, PublicationRow, Send, Suppression
 
 RATE_WINDOW = timedelta(seconds=60)
 RECENT = timedelta(hours=6)  # finished sends stay on the board this long
@@ -43,7 +43,7 @@ class SendStatus:
     cancelled: int
     pending: int
     possible_duplicates: int
-    orphaned_claims: int  # rows held by a worker that is gone, or for too long
+    orphaned_claims: int  # rows claimed by a run whose lease lapsed or whose process is gone
     rate_per_second: float
     expected_finish_at: datetime | None
     scheduled_at: datetime
@@ -86,13 +86,13 @@ def _labelled(query):
     )
 
 
-def send_statuses(session: Session, claim_timeout_seconds: int, now: datetime, limit: int = 20) -> list[SendStatus]:
+def send_statuses(session: Session, now: datetime, limit: int = 20) -> list[SendStatus]:
     """Sends that are sending or paused, and those that ended in the last hours."""
     query = _labelled(select(Send, PublicationRow.slug, IssueRow.slug, MailingList.slug)).where(
         or_(Send.state.in_(("sending", "paused")), and_(Send.state.in_(("finished", "cancelled")), Send.finished_at >= now - RECENT))
     ).order_by(Send.id.desc()).limit(limit)
     return [
-        send_status(session, send, (publication, issue, list_slug), claim_timeout_seconds, now)
+        send_status(session, send, (publication, issue, list_slug), now)
         for send, publication, issue, list_slug in session.execute(query).all()
     ]
 
@@ -103,8 +103,7 @@ def scheduled_sends(session: Session, limit: int = SCHEDULED_SHOWN) -> list[Sche
     return [ScheduledSend(*row) for row in session.execute(query).all()]
 
 
-def send_status(session: Session, send: Send, labels: tuple[str, str, str], claim_timeout_seconds: int,
-                now: datetime) -> SendStatus:
+def send_status(session: Session, send: Send, labels: tuple[str, str, str], now: datetime) -> SendStatus:
     p = progress(session, send.id)
     rate = sending_rate(session, send, now)
     pending = p.pending
@@ -115,7 +114,7 @@ def send_status(session: Session, send: Send, labels: tuple[str, str, str], clai
         audience=send.audience_size, sent=p.counts.get("sent", 0), failed=p.counts.get("failed", 0),
         skipped=p.counts.get("skipped", 0), cancelled=p.counts.get("cancelled", 0), pending=pending,
         possible_duplicates=p.possible_duplicates,
-        orphaned_claims=orphaned_claims(session, send.id, claim_timeout_seconds, now),
+        orphaned_claims=orphaned_claims(session, send.id, now),
         rate_per_second=rate, expected_finish_at=finish, scheduled_at=send.scheduled_at,
         started_at=send.started_at, finished_at=send.finished_at, last_progress_at=send.last_progress_at,
         paused_reason=send.paused_reason, bounces=bounces(session, send),
@@ -137,19 +136,23 @@ def sending_rate(session: Session, send: Send, now: datetime) -> float:
     return (sent or 0) / seconds
 
 
-def orphaned_claims(session: Session, send_id: int, claim_timeout_seconds: int, now: datetime) -> int:
-    """Rows claimed by a worker that is gone, or claimed for longer than the claim timeout.
+def orphaned_claims(session: Session, send_id: int, now: datetime) -> int:
+    """Rows claimed by a run that no longer holds them: its lease lapsed (its
+    worker died, was stuck for CLAIM_TIMEOUT_SECONDS, or lost the database), or
+    its process is gone from this host.
 
-    They are released when a worker claims their batch again (the beat
-    re-enqueues a batch once its send has made no progress for the timeout).
+    The beat hands their batch out again once per lease (sending.batches_to_requeue),
+    and the worker that claims it takes them over.
     """
     held = session.execute(
-        select(Delivery.claimed_by, Delivery.claimed_at)
+        select(Delivery.claimed_by, func.count())
         .where(Delivery.send_id == send_id, Delivery.state.in_(ACTIVE_ROW_STATES))
+        .group_by(Delivery.claimed_by)
     ).all()
-    stale = now - timedelta(seconds=claim_timeout_seconds)
-    gone = {holder for holder in {h for h, _ in held} if claimer_is_gone(holder)}
-    return sum(1 for holder, claimed_at in held if holder in gone or (claimed_at and claimed_at < stale))
+    if not held:
+        return 0
+    live = set(session.scalars(live_holders(now).where(ClaimLease.holder.in_([h for h, _ in held]))).all())
+    return sum(count for holder, count in held if holder not in live or holder_is_gone(holder))
 
 
 def error_groups(session: Session, send_id: int, shown: int = 5) -> list[ErrorGroup]:

@@ -55,7 +55,7 @@ def collect_status(
     now = now or utcnow()
     queues, broker_problem = _queue_stats(settings, broker)
     workers = worker_statuses(session, settings, now)
-    sends = send_statuses(session, settings.claim_timeout_seconds, now)
+    sends = send_statuses(session, now)
     problems = find_problems(settings, queues, workers, sends, now)
     if broker_problem:
         problems.insert(0, broker_problem)

@@ -194,9 +194,11 @@ class Send(Base):
 class Batch(Base):
     """A keyset page of a send's ledger: deliveries with first_id <= id <= last_id.
 
-    A batch task carries only the batch id. ``state``: queued | done.
-    ``enqueued_at`` lets the beat tick re-enqueue a batch whose task was lost
-    (a broker restart) or whose rows wait for a retry.
+    A batch task carries only the batch id. ``state``: queued | done |
+    waiting (to be enqueued at the next beat tick: its send was resumed, or a
+    run gave its rows back). ``enqueued_at`` lets the beat tick re-enqueue a
+    batch whose task was lost (a broker restart), whose rows wait for a retry,
+    or whose holder's lease lapsed.
     """
 
     __tablename__ = "batches"
@@ -222,8 +224,8 @@ class Delivery(Base):
     pending -> claimed -> sending -> sent | failed | retry (-> claimed ...);
     skipped when the address was suppressed or unsubscribed at claim time;
     cancelled when the send was cancelled first. ``possible_duplicate`` marks a
-    row that was handed to the transport by a worker that died before it could
-    record the answer, and was then sent again.
+    row that was handed to the transport by a worker that died (or lost its
+    claim) before it could record the answer, and was then sent again.
     """
 
     __tablename__ = "deliveries"
@@ -285,6 +287,24 @@ class WorkerHeartbeat(Base):
     state: Mapped[str] = mapped_column(String(20), default="running")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ClaimLease(Base):
+    """A batch run's lease on the ledger rows it claimed (newsletter/leases.py).
+
+    The run renews ``expires_at`` while it makes progress. Rows whose
+    ``claimed_by`` has no lease that is still valid belong to nobody: the next
+    worker that claims their batch takes them over.
+    """
+
+    __tablename__ = "claim_leases"
+
+    holder: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid:nonce/run
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    batch_id: Mapped[int] = mapped_column(Id)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class BatchRun(Base):

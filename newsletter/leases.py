@@ -1,0 +1,166 @@
+"""How a batch run holds the ledger rows it claimed, and how others know it
+has stopped holding them.
+
+A run takes a lease (one row of ``claim_leases``) in the transaction that
+claims its rows, and stamps the rows with its holder name,
+``host:pid:nonce/run``. While the run makes progress, a thread renews the
+lease every third of ``CLAIM_LEASE_SECONDS``; the run also renews it before
+each chunk, and gives its rows up if it finds the lease lapsed. A lapsed lease
+is never revived. When the run ends, the lease is dropped.
+
+Rows whose holder has no valid lease belong to nobody: the next worker that
+claims their batch takes them over, whatever host the holder ran on. So a
+killed process, a host that vanished, or a run that raised and could not give
+its rows back, costs at most one lease. On this host a holder whose process
+is gone is known at once, by its pid.
+
+A run that makes no progress for ``CLAIM_TIMEOUT_SECONDS`` (a server that
+stopped answering) stops renewing, so a live but stuck worker loses its rows
+too. Every later state change it makes is conditional on still holding the
+row, so it never records over the new holder, and the rows it had handed to
+the transport are flagged ``possible_duplicate`` by whoever takes them over.
+
+Leases are compared with each worker's own clock: keep the hosts' clocks in
+sync (NTP), well within a lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from newsletter.config import Settings
+from newsletter.store.db import session_scope
+from newsletter.store.models import ClaimLease, Delivery, utcnow
+
+log = logging.getLogger(__name__)
+
+KEPT_AFTER_EXPIRY = timedelta(days=1)  # lapsed leases are kept a while, for ops to read
+
+_process: tuple[int, str] | None = None
+
+
+def process_identity() -> str:
+    """``host:pid:nonce`` of this process, made on first use in each process.
+
+    Not at import time: a Celery pool imports the tasks and then forks its
+    children, and each child must have a name of its own. The nonce tells a
+    process from an earlier one that had the same pid.
+    """
+    global _process
+    pid = os.getpid()
+    if _process is None or _process[0] != pid:
+        _process = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}")
+    return _process[1]
+
+
+def holder_is_gone(holder: str) -> bool:
+    """True when ``holder`` ran on this host in a process that no longer exists.
+
+    Another host's holders, and this process's own, are judged by their lease.
+    """
+    parts = holder.split(":")
+    if len(parts) < 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process: alive
+        return False
+    return False
+
+
+def live_holders(now: datetime):
+    """The holders whose lease is still valid at ``now``, as a subquery."""
+    return select(ClaimLease.holder).where(ClaimLease.expires_at >= now)
+
+
+def unheld(now: datetime):
+    """SQL: the ledger row's holder has no valid lease (or never had one)."""
+    return Delivery.claimed_by.not_in(live_holders(now))
+
+
+class Lease:
+    """One batch run's claim on its ledger rows; see the module docstring."""
+
+    def __init__(self, settings: Settings, holder: str, batch_id: int):
+        self.settings = settings
+        self.holder = holder
+        self.batch_id = batch_id
+        self._touched = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def take(cls, session: Session, settings: Settings, batch_id: int, identity: str, now: datetime) -> Lease:
+        """Add the lease to ``session``'s transaction: commit it with the claim."""
+        lease = cls(settings, f"{identity}/{uuid.uuid4().hex[:8]}", batch_id)
+        host, _, rest = identity.partition(":")
+        pid = rest.split(":", 1)[0]
+        session.add(
+            ClaimLease(
+                holder=lease.holder, hostname=host, pid=int(pid) if pid.isdigit() else 0, batch_id=batch_id,
+                taken_at=now, expires_at=now + timedelta(seconds=settings.claim_lease_seconds),
+            )
+        )
+        session.execute(delete(ClaimLease).where(ClaimLease.expires_at < now - KEPT_AFTER_EXPIRY))
+        return lease
+
+    def progressed(self) -> None:
+        """The run moved on (a chunk began or came back): keep renewing."""
+        self._touched = time.monotonic()
+
+    def renew(self, session: Session, now: datetime | None = None) -> bool:
+        """Extend the lease; False if it had already lapsed (it stays lapsed)."""
+        now = now or utcnow()
+        return session.execute(
+            update(ClaimLease)
+            .where(ClaimLease.holder == self.holder, ClaimLease.expires_at >= now)
+            .values(expires_at=now + timedelta(seconds=self.settings.claim_lease_seconds))
+        ).rowcount == 1
+
+    def drop(self, session: Session) -> None:
+        """End the lease: whatever the run still holds can be taken over at once."""
+        session.execute(delete(ClaimLease).where(ClaimLease.holder == self.holder))
+
+    # --- the heartbeat ------------------------------------------------------------
+
+    def keep_alive(self) -> None:
+        """Renew from a thread while the run makes progress, until ``stop()``."""
+        self._thread = threading.Thread(target=self._renew_until_stopped, name=f"lease-{self.holder}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.settings.claim_lease_seconds + 10)
+
+    def _renew_until_stopped(self) -> None:
+        interval = max(self.settings.claim_lease_seconds / 3, 0.2)
+        while not self._stop.wait(interval):
+            idle = time.monotonic() - self._touched
+            if idle > self.settings.claim_timeout_seconds:
+                log.warning(
+                    "batch %s made no progress for %.0fs: its claim lapses and another worker takes its rows over",
+                    self.batch_id, idle, extra={"batch_id": self.batch_id},
+                )
+                return
+            try:
+                with session_scope(self.settings) as session:
+                    if not self.renew(session):
+                        return  # lapsed: the run gives its rows up at its next chunk
+            except Exception:  # noqa: BLE001 - the database may be restarting; try again next beat
+                log.warning("could not renew the claim of batch %s", self.batch_id, exc_info=True,
+                            extra={"batch_id": self.batch_id})
