@@ -1,5 +1,7 @@
-"""Subscribers in and out of CSV files: import (bad rows reported by line, good
-rows kept, a second import of the same file changes nothing) and export.
+"""Subscribers in and out of CSV files: import (bad rows reported by line and
+column, good rows kept, a second import of the same file changes nothing) and
+export (spreadsheet formulas neutralised, and restored by import). What is
+rejected and why: docs/subscribers.md.
 
 Rows are validated in Python and written with INSERT .. ON CONFLICT in chunks,
 never one ORM object per row: 100,000 rows take seconds (bench/import.py).
