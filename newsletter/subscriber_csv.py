@@ -203,7 +203,8 @@ def _read_rows(path: Path, lists_by_slug: dict, default_ids: tuple[int, ...], re
                     row = _parse_row(values, columns, line, lists_by_slug, default_ids)
             except RowRejected as exc:
                 rejected = exc
-            if error is not None or (span > 1 and _quote_left_open(lines, line, span, columns)):
+            at_end = line + span > len(lines)  # a quote opened on the last line spans no other
+            if error is not None or ((span > 1 or at_end) and _quote_left_open(lines, line, span, columns)):
                 report.reject(line, *_unread_record(lines, line, span, values, columns, error))
                 position = line  # the index of the line after the bad one
                 break
@@ -264,7 +265,7 @@ def _swallows_rows(lines: list[str], columns: list[str]) -> bool:
 
 def _unread_record(lines: list[str], line: int, span: int, values: list[str], columns: list[str], error: str | None):
     """Message, fix and column for a record that could not be read as one row."""
-    if span == 1:
+    if span == 1 and error is not None:
         return f"the line cannot be read as CSV: {error}", "correct the quoting", ""
     column = next((name for name, value in zip(columns, values) if "\n" in value or "\r" in value), "")
     quote = f'a quote (") opened on this line{f" in the {column} column" if column else ""}'

@@ -144,6 +144,16 @@ def test_a_quote_never_closed_is_named_and_the_rows_after_it_are_kept(session, m
     assert stored(session)["reader1002@example.com"] == "Reader 1002"
 
 
+def test_a_quote_opened_on_the_last_line_is_named_too(session, monthly, tmp_path):
+    path = write_csv(tmp_path, "email,name\n" + good_rows(0, 2) + 'last@example.com,"Jo\n')
+
+    report = subscriber_csv.import_csv(session, path, ["monthly"])
+
+    assert [(p.line, p.column) for p in report.problems] == [(4, "name")]
+    assert "never closed" in report.problems[0].message
+    assert report.added == 2
+
+
 def test_a_quote_closed_lines_later_is_named_with_both_lines(session, monthly, tmp_path):
     text = ("email,name,team\n" + "a@example.com,A,Ops\n" + 'b@example.com,B,"Ops\n'
             + "c@example.com,C,Ops\n" + 'd@example.com,D,"Finance"\n' + "e@example.com,E,Ops\n")
