@@ -25,7 +25,7 @@ from email import policy as email_policy
 from email.header import Header, decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formataddr, formatdate
 
 from newsletter import placeholders
 from newsletter.errors import InputError, Problem
@@ -80,8 +80,18 @@ def make_message_id(domain: str, send_id: int, delivery_id: int, install: str = 
 
 
 def make_list_id(list_name: str, list_slug: str, domain: str) -> str:
-    """A List-Id value (RFC 2919): ``Name <slug.domain>``."""
-    return f"{list_name} <{list_slug}.{domain}>"
+    """A List-Id value (RFC 2919) as it goes on the wire: ``Name <slug.domain>``, ASCII.
+
+    The name is an RFC 5322 phrase, made by the email library: quoted when it
+    holds specials such as ``<`` or ``"``, and RFC 2047-encoded as a whole when
+    it is not ASCII (specials included), so no reader can take part of the
+    name for the id.
+    """
+    list_id = f"{list_slug}.{domain}"
+    if list_name.isascii():
+        return formataddr((list_name, list_id))
+    words = Header(list_name, "utf-8", header_name="List-Id").encode(linesep="\n").split()
+    return f"{' '.join(words)} <{list_id}>"
 
 
 def publication_template(
@@ -203,7 +213,7 @@ def build_reference(template: MessageTemplate, recipient: Recipient) -> bytes:
     msg["MIME-Version"] = "1.0"
     msg["List-Unsubscribe"] = template.list_unsubscribe(recipient.unsubscribe_url)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["List-Id"] = template.list_id
+    msg["List-Id"] = _WireHeader("List-Id", template.list_id)
     if template.feedback_id:
         msg["Feedback-ID"] = template.feedback_id
     msg["Precedence"] = "bulk"
@@ -322,10 +332,30 @@ def _header_line(name: str, value: str) -> bytes:
     return _POLICY.header_factory(name, value).fold(policy=_POLICY).encode("ascii")
 
 
+def _wire_header_line(name: str, value: str) -> bytes:
+    """A header whose value is already ASCII wire form (make_list_id's), folded at
+    spaces only. email.message would decode its encoded words and encode them
+    again word by word, leaving a non-ASCII name's ``<`` bare."""
+    folded = Header(value, header_name=name).encode(splitchars=" ", linesep="\r\n")
+    return f"{name}: {folded}\r\n".encode("ascii")
+
+
+class _WireHeader(str):
+    """For build_reference: a header email.message writes with _wire_header_line."""
+
+    def __new__(cls, name: str, value: str):
+        header = super().__new__(cls, value)
+        header.name = name
+        return header
+
+    def fold(self, *, policy) -> str:
+        return _wire_header_line(self.name, str(self)).decode("ascii")
+
+
 def _static_tail(t: MessageTemplate, boundary: bytes) -> bytes:
     lines = [
         b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-        _header_line("List-Id", t.list_id),
+        _wire_header_line("List-Id", t.list_id),
     ]
     if t.feedback_id:
         lines.append(_header_line("Feedback-ID", t.feedback_id))

@@ -21,7 +21,6 @@ address was already subscribed: every accepted address gets the same answer.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.store.upsert import insert_ignore
-from newsletter.subscribers import NAME_MAX, checked_address
+from newsletter.subscribers import checked_address, checked_name
 from newsletter.suppressions import is_suppressed
 from newsletter.tokens import CONFIRM, BadToken, make_token, read_token
 from newsletter.transports import SENT, Envelope, Transport, make_transport
@@ -60,11 +59,6 @@ SUPPRESSED = "suppressed"  # the address bounced or complained: never mailed
 CONFIRMED = "confirmed"
 ALREADY_CONFIRMED = "already_confirmed"
 LEFT_SINCE = "left_since"  # the person unsubscribed after this link was sent
-
-# A name goes into the To header of the confirmation email and of every
-# issue: refuse anything that could end a header line, raw or encoded.
-_LINE_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
-_ENCODED_LINE_BREAK = re.compile(r"%0[ad]|=\?[^?]*\?[bq]\?", re.IGNORECASE)
 
 # A max_age that lets an expired (but genuine) confirm link be read, to offer a new one.
 ANY_AGE = 100 * 365 * 24 * 3600
@@ -94,17 +88,6 @@ def find_list(session: Session, publication_slug: str, list_slug: str) -> tuple[
     if found is None:
         raise NotFound(f"no list {list_slug!r} in publication {publication_slug!r}")
     return found[0], found[1]
-
-
-def checked_name(raw: str) -> str:
-    """A name as typed, or InputError if it is too long or could break a header."""
-    if _LINE_BREAKING.search(raw) or _ENCODED_LINE_BREAK.search(raw):
-        raise InputError(Problem("field name", "the name contains a line break, a control character or an encoded character",
-                                 "type your name as plain text, on one line"))
-    name = " ".join(raw.split())  # runs of spaces are typing accidents
-    if len(name) > NAME_MAX:
-        raise InputError(Problem("field name", f"the name is longer than {NAME_MAX} characters", "shorten it"))
-    return name
 
 
 def request_subscription(

@@ -1,5 +1,7 @@
-"""Subscribers in and out of CSV files: import (bad rows reported by line, good
-rows kept, a second import of the same file changes nothing) and export.
+"""Subscribers in and out of CSV files: import (bad rows reported by line and
+column, good rows kept, a second import of the same file changes nothing) and
+export (spreadsheet formulas neutralised, and restored by import). What is
+rejected and why: docs/subscribers.md.
 
 Rows are validated in Python and written with INSERT .. ON CONFLICT in chunks,
 never one ORM object per row: 100,000 rows take seconds (bench/import.py).
@@ -10,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +34,8 @@ from newsletter.store.upsert import insert_ignoring
 from newsletter.subscribers import (
     CHUNK,
     JOIN_STATUSES,
-    NAME_MAX,
     check_status,
+    checked_name,
     chunks,
     get_list,
     normalise_address,
@@ -41,6 +44,23 @@ from newsletter.subscribers import (
 from newsletter.suppressions import suppressed_addresses
 
 CSV_COLUMNS = ("email", "name", "lists")
+# A cell a spreadsheet would run as a formula (OWASP, "CSV Injection"), or one
+# that export protected with a leading quote: quotes before such a start.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+
+
+def formula_safe(value: str) -> str:
+    """A cell a spreadsheet shows as text: a leading quote before a formula's first character.
+
+    Values that already start with quotes and then such a character get one
+    more, so ``unformula`` gives every value back exactly.
+    """
+    return "'" + value if _FORMULA.match(value) else value
+
+
+def unformula(value: str) -> str:
+    """The value ``formula_safe`` protected (a cell that is not one is kept as it is)."""
+    return value[1:] if value.startswith("'") and _FORMULA.match(value, 1) else value
 
 
 # -- CSV import --------------------------------------------------------------
@@ -56,7 +76,19 @@ class ImportReport:
     unchanged: int = 0
     rejected: int = 0  # rows that could not be read: bad address, unknown list ...
     not_resubscribed: int = 0  # good rows for people who unsubscribed or are suppressed
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+
+    def reject(self, line: int, message: str, fix: str = "", column: str = "") -> None:
+        self.rejected += 1
+        self.problems.append(RowProblem(f"{self.path}:{line}", message, fix, line=line, column=column))
+
+
+@dataclass(frozen=True)
+class RowProblem(Problem):
+    """A problem with one line of the file, and the column it is in ("" for the whole row)."""
+
+    line: int = 0
+    column: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,9 +101,9 @@ class CsvRow:
 
 
 class RowRejected(Exception):
-    def __init__(self, message: str, fix: str = ""):
+    def __init__(self, message: str, fix: str = "", column: str = ""):
         super().__init__(message)
-        self.message, self.fix = message, fix
+        self.message, self.fix, self.column = message, fix, column
 
 
 def import_csv(
@@ -96,7 +128,7 @@ def import_csv(
     for chunk in chunks(rows, CHUNK):
         _apply_chunk(session, chunk, status, report)
     session.flush()
-    report.problems.sort(key=lambda problem: int(problem.where.rsplit(":", 1)[1]))  # in file order
+    report.problems.sort(key=lambda problem: problem.line)  # in file order
     return report
 
 
@@ -126,14 +158,19 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
-def _header(path: Path, reader) -> list[str]:
+def _header(path: Path, lines: list[str]) -> tuple[list[str], int]:
+    """The column names, and how many lines the header takes."""
+    reader = csv.reader(lines)
     try:
         header = next(reader, None)
     except csv.Error as exc:
         raise InputError(Problem(f"{path}:1", f"cannot read the header: {exc}", "")) from None
     if not header:
         raise InputError(Problem(str(path), "the file is empty", "the first line must name the columns, e.g. email,name,lists"))
-    columns = [name.strip().lower() for name in header]
+    if any("\x00" in name for name in header):
+        raise InputError(Problem(f"{path}:1", "the header contains NUL characters (zero bytes): the file is not CSV text",
+                                 "save it as 'CSV UTF-8' (not 'Unicode text' or UTF-16) and import it again"))
+    columns = [unformula(name.strip()).lower() for name in header]
     if "email" not in columns:
         raise InputError(
             Problem(f"{path}:1", f"no email column (the columns are: {', '.join(columns)})",
@@ -142,35 +179,105 @@ def _header(path: Path, reader) -> list[str]:
     repeated = sorted({name for name in columns if name and columns.count(name) > 1})
     if repeated:
         raise InputError(Problem(f"{path}:1", f"columns named twice: {', '.join(repeated)}", "give each column its own name"))
-    return columns
+    return columns, reader.line_num
 
 
 def _read_rows(path: Path, lists_by_slug: dict, default_ids: tuple[int, ...], report: ImportReport) -> list[CsvRow]:
-    """Every good row, each address once; rejected rows go into the report."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
-    columns = _header(path, reader)
+    """Every good row, each address once; rejected rows go into the report.
+
+    A quote that is never closed (or closed lines later) would swallow the
+    rows after it into one value. Such a record is rejected with the line
+    where the quote opened, and reading starts again on the next line, so
+    the good rows after it are kept.
+    """
+    lines = io.StringIO(_read_text(path), newline="").readlines()
+    columns, position = _header(path, lines)
     rows: list[CsvRow] = []
     first_line: dict[str, int] = {}
-    line = reader.line_num + 1
+    while position is not None:
+        records, position = _records(lines, position), None
+        for line, span, values, error in records:
+            row, rejected = None, None
+            try:
+                if error is None:
+                    row = _parse_row(values, columns, line, lists_by_slug, default_ids)
+            except RowRejected as exc:
+                rejected = exc
+            at_end = line + span > len(lines)  # a quote opened on the last line spans no other
+            if error is not None or ((span > 1 or at_end) and _quote_left_open(lines, line, span, columns)):
+                report.reject(line, *_unread_record(lines, line, span, values, columns, error))
+                position = line  # the index of the line after the bad one
+                break
+            if rejected is None and row is not None and row.email in first_line:
+                rejected = RowRejected(f"{row.email} is also on line {first_line[row.email]}", "keep one row per address", "email")
+            if rejected is not None:
+                report.reject(line, rejected.message, rejected.fix, rejected.column)
+            elif row is not None:
+                first_line[row.email] = line
+                rows.append(row)
+    return rows
+
+
+def _records(lines: list[str], start: int) -> Iterator[tuple[int, int, list[str], str | None]]:
+    """(first line number, lines it takes, values, csv error or None) of each record from lines[start];
+    an error ends it."""
+    reader = csv.reader(lines[i] for i in range(start, len(lines)))
+    consumed = 0
     while True:
         try:
             values = next(reader, None)
         except csv.Error as exc:
-            raise InputError(Problem(f"{path}:{reader.line_num}", f"the CSV cannot be read here: {exc}", "correct the quoting")) from None
+            yield start + consumed + 1, max(reader.line_num - consumed, 1), [], str(exc)
+            return
         if values is None:
-            return rows
-        try:
-            row = _parse_row(values, columns, line, lists_by_slug, default_ids)
-            if row is not None and row.email in first_line:
-                raise RowRejected(f"{row.email} is also on line {first_line[row.email]}", "keep one row per address")
-        except RowRejected as exc:
-            report.rejected += 1
-            report.problems.append(Problem(f"{path}:{line}", exc.message, exc.fix))
-        else:
-            if row is not None:
-                first_line[row.email] = line
-                rows.append(row)
-        line = reader.line_num + 1
+            return
+        yield start + consumed + 1, reader.line_num - consumed, values, None
+        consumed = reader.line_num
+
+
+def _quote_left_open(lines: list[str], line: int, span: int, columns: list[str]) -> bool:
+    """True if a record over several lines is a quote left open, not a value with line breaks:
+    it runs to the end of the file unclosed, or a line inside it reads as a row of its own."""
+    return _open_at_end(lines[line - 1 : line - 1 + span]) or _swallows_rows(lines[line : line - 1 + span], columns)
+
+
+def _open_at_end(lines: list[str]) -> bool:
+    try:
+        for _ in csv.reader(lines, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _swallows_rows(lines: list[str], columns: list[str]) -> bool:
+    email_at = columns.index("email")
+    for text in lines:
+        values = next(csv.reader([text]), [])
+        if len(values) > email_at:
+            try:
+                normalise_address(values[email_at])
+                return True
+            except EmailNotValidError:
+                continue
+    return False
+
+
+def _unread_record(lines: list[str], line: int, span: int, values: list[str], columns: list[str], error: str | None):
+    """Message, fix and column for a record that could not be read as one row."""
+    if span == 1 and error is not None:
+        return f"the line cannot be read as CSV: {error}", "correct the quoting", ""
+    column = next((name for name, value in zip(columns, values) if "\n" in value or "\r" in value), "")
+    quote = f'a quote (") opened on this line{f" in the {column} column" if column else ""}'
+    end = line + span - 1
+    if error is not None:
+        what = f"{quote} is not closed within the {span - 1} lines after it ({error})"
+    elif _open_at_end(lines[line - 1 : end]):
+        what = f"{quote} is never closed, so every line after it was read as part of one value"
+    else:
+        what = f"{quote} is closed only on line {end}, so lines {line + 1} to {end} were read as part of one value"
+    return (f"{what}; this line is rejected and the lines after it are read as rows of their own",
+            'close the quote, or write a quote inside a value as two ("")', column)
 
 
 def _parse_row(values: list[str], columns: list[str], line: int, lists_by_slug: dict, default_ids: tuple) -> CsvRow | None:
@@ -178,17 +285,23 @@ def _parse_row(values: list[str], columns: list[str], line: int, lists_by_slug: 
         return None  # a blank line, or only commas
     if len(values) > len(columns):
         raise RowRejected(f"{len(values)} values but {len(columns)} columns", "quote values that contain commas")
-    cells = {column: value.strip() for column, value in zip(columns, values) if column}
+    cells = {column: unformula(value.strip()) for column, value in zip(columns, values) if column}
+    for column, value in cells.items():
+        if "\x00" in value:
+            # PostgreSQL cannot store one, and nothing a person types has one.
+            raise RowRejected(f"the {column} column contains a NUL character (a zero byte)",
+                              "the file may be damaged: delete the character, or save the file again as CSV UTF-8", column)
     email = cells.pop("email", "")
     if not email:
-        raise RowRejected("no email address", "fill the email column or delete the row")
+        raise RowRejected("no email address", "fill the email column or delete the row", "email")
     try:
         address = normalise_address(email)
     except EmailNotValidError as exc:
-        raise RowRejected(f"{email!r} is not an email address: {exc}", "correct the address") from None
-    name = cells.pop("name", "")
-    if len(name) > NAME_MAX:
-        raise RowRejected(f"the name is longer than {NAME_MAX} characters", "shorten it")
+        raise RowRejected(f"{email!r} is not an email address: {exc}", "correct the address", "email") from None
+    try:
+        name = checked_name(cells.pop("name", ""))
+    except InputError as exc:
+        raise RowRejected(exc.problems[0].message, exc.problems[0].fix, "name") from None
     list_ids = _row_list_ids(cells.pop("lists", ""), lists_by_slug, default_ids)
     attributes = {key: value for key, value in cells.items() if value}
     return CsvRow(line=line, email=address, name=name, list_ids=list_ids, attributes=attributes)
@@ -200,13 +313,30 @@ def _row_list_ids(cell: str, lists_by_slug: dict, default_ids: tuple[int, ...]) 
         if not slug:
             continue
         if slug not in lists_by_slug:
-            raise RowRejected(f"unknown list {slug!r}", "`newsletter lists list` shows the lists; create it or correct the lists column")
+            raise RowRejected(f"unknown list {slug!r}", "`newsletter lists list` shows the lists; create it or correct the lists column",
+                              "lists")
         if lists_by_slug[slug] is None:
-            raise RowRejected(f"several publications have a list {slug!r}", "import with --publication")
+            raise RowRejected(f"several publications have a list {slug!r}", "import with --publication", "lists")
         ids.append(lists_by_slug[slug])
     if not ids:
-        raise RowRejected("no list to add this address to", "fill the lists column or import with --list")
+        raise RowRejected("no list to add this address to", "fill the lists column or import with --list", "lists")
     return tuple(dict.fromkeys(ids))
+
+
+PROBLEM_COLUMNS = ("line", "column", "severity", "problem", "what to do")
+
+
+def write_problems(report: ImportReport, path: str | Path) -> int:
+    """Every problem of an import as CSV (line, column, severity, problem, what to do); returns how many."""
+
+    def write(out: TextIO) -> int:
+        writer = _SafeWriter(out)
+        writer.writerow(PROBLEM_COLUMNS)
+        for problem in report.problems:
+            writer.writerow([problem.line, problem.column, problem.severity, problem.message, problem.fix])
+        return len(report.problems)
+
+    return _write_whole(Path(path), write)
 
 
 # -- writing an import -------------------------------------------------------
@@ -256,7 +386,8 @@ def _plan_row(row: CsvRow, current, suppressed: bool, memberships: dict, status:
     if suppressed or (current is not None and current.status != "active"):
         why = "is on the suppression list" if suppressed else f"has {current.status}"
         report.not_resubscribed += 1
-        report.problems.append(Problem(where, f"{row.email} {why}; an import does not resubscribe", severity="warning"))
+        report.problems.append(RowProblem(where, f"{row.email} {why}; an import does not resubscribe", severity="warning",
+                                          line=row.line, column="email"))
         return
     if current is None:
         writes.new_subscribers.append(
@@ -280,7 +411,8 @@ def _plan_row(row: CsvRow, current, suppressed: bool, memberships: dict, status:
             changed = True
     if left:
         report.problems.append(
-            Problem(where, f"{row.email} left {left} of these lists; an import does not rejoin them", severity="warning")
+            RowProblem(where, f"{row.email} left {left} of these lists; an import does not rejoin them", severity="warning",
+                       line=row.line, column="lists")
         )
     if changed:
         report.updated += 1
@@ -357,29 +489,44 @@ def _export_list_ids(session: Session, list, publication_slug: str | None) -> li
 
 
 def _export_to_path(session: Session, path: Path, list_ids: list[int], status: str) -> int:
-    # Written beside the target and renamed into place: never half a file.
+    return _write_whole(path, lambda handle: _write_export(session, handle, list_ids, status))
+
+
+def _write_whole(path: Path, write):
+    """``write(file)`` into a file beside ``path``, renamed into place: never half a file."""
     handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", dir=path.parent or ".",
                                          prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
         with handle:
-            count = _write_export(session, handle, list_ids, status)
+            result = write(handle)
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
-    return count
+    return result
 
 
 def _write_export(session: Session, out: TextIO, list_ids: list[int], status: str) -> int:
     keys = sorted({key for attributes in _export_pages(session, list_ids, status, attributes_only=True) for key in attributes})
     keys = [key for key in keys if key not in CSV_COLUMNS]
-    writer = csv.writer(out)
+    writer = _SafeWriter(out)
     writer.writerow([*CSV_COLUMNS, *keys])
     count = 0
     for subscriber_id, email, name, attributes, slugs in _export_pages(session, list_ids, status):
         writer.writerow([email, name, ";".join(slugs), *(attributes.get(key, "") for key in keys)])
         count += 1
     return count
+
+
+class _SafeWriter:
+    """A csv.writer whose text cells are formula_safe: names come from a public
+    sign-up form, and an exported file is opened in a spreadsheet."""
+
+    def __init__(self, out: TextIO):
+        self._writer = csv.writer(out)
+
+    def writerow(self, values: list) -> None:
+        self._writer.writerow([formula_safe(value) if isinstance(value, str) else value for value in values])
 
 
 def _export_pages(session: Session, list_ids: list[int], status: str, attributes_only: bool = False) -> Iterator:

@@ -12,6 +12,7 @@ suppressed: only the person can undo that, through a signup.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -37,6 +38,15 @@ JOIN_STATUSES = ("confirmed", "unconfirmed")  # what an add or an import may set
 SUBSCRIBER_STATUSES = ("active", "unsubscribed", "erased")
 MEMBERSHIP_STATUSES = ("confirmed", "unconfirmed", "unsubscribed")
 NAME_MAX = 200
+# A name goes into the To header of every issue and of the confirmation email:
+# refuse anything that could end a header line, raw or encoded. Raw: control
+# characters (C0, DEL, C1 with NEL) and the Unicode line and paragraph
+# separators. Encoded: a URL-encoded CR or LF, and any RFC 2047 encoded word,
+# which a mail reader would decode (to a line break, perhaps).
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ENCODED_LINE_BREAK = re.compile(r"%0[ad]|=\?[^?]*\?[bq]\?", re.IGNORECASE)
+_CONTROL_NAMES = {"\x00": "NUL", "\t": "TAB", "\n": "LINE FEED", "\x0b": "LINE TABULATION", "\x0c": "FORM FEED",
+                  "\r": "CARRIAGE RETURN", "\x85": "NEXT LINE"}
 # Rows per INSERT/UPDATE and per IN (...) lookup: well under SQLite's and
 # PostgreSQL's limits on bound parameters, large enough to be fast.
 CHUNK = 1000
@@ -55,6 +65,26 @@ def checked_address(raw: str, where: str = "field email") -> str:
         return normalise_address(raw)
     except EmailNotValidError as exc:
         raise InputError(Problem(where, f"{raw!r} is not an email address: {exc}", "correct the address")) from None
+
+
+def checked_name(raw: str, where: str = "field name") -> str:
+    """A name as typed, spaces tidied, or InputError if it is too long or could break a header.
+
+    The one check of names for every way in: sign-up, the CLI and CSV import.
+    """
+    found = _LINE_BREAKING.search(raw)
+    if found:
+        character = found.group()
+        label = unicodedata.name(character, "") or _CONTROL_NAMES.get(character, "control character")
+        raise InputError(Problem(where, f"the name contains a line break or control character (U+{ord(character):04X} {label})",
+                                 "type the name as plain text, on one line"))
+    if _ENCODED_LINE_BREAK.search(raw):
+        raise InputError(Problem(where, "the name contains an encoded line break (%0A, %0D) or encoded word (=?...?=)",
+                                 "type the name as plain text, on one line"))
+    name = " ".join(raw.split())  # runs of spaces are typing accidents
+    if len(name) > NAME_MAX:
+        raise InputError(Problem(where, f"the name is longer than {NAME_MAX} characters", "shorten it"))
+    return name
 
 
 # -- lists -------------------------------------------------------------------
@@ -188,17 +218,16 @@ def add_subscriber(
     if status not in JOIN_STATUSES:
         raise InputError(Problem("field status", f"{status!r} is not a status to join with", "use confirmed or unconfirmed"))
     address = checked_address(email)
-    if len(name.strip()) > NAME_MAX:
-        raise InputError(Problem("field name", f"the name is longer than {NAME_MAX} characters", "shorten it"))
+    name = checked_name(name)
     targets = [resolve_list(session, publication_slug, item) for item in lists]
     _refuse_resubscribe(session, address)
     subscriber = session.scalars(select(Subscriber).where(Subscriber.email == address)).first()
     if subscriber is None:
-        subscriber = Subscriber(email=address, name=name.strip(), attributes=dict(attributes or {}), source=source)
+        subscriber = Subscriber(email=address, name=name, attributes=dict(attributes or {}), source=source)
         session.add(subscriber)
         session.flush()
     else:
-        subscriber.name = name.strip() or subscriber.name
+        subscriber.name = name or subscriber.name
         subscriber.attributes = {**subscriber.attributes, **(attributes or {})}
     for mailing_list in targets:
         _join(session, subscriber, mailing_list, status)

@@ -96,3 +96,56 @@ def test_proof_goes_to_the_given_addresses_only_and_touches_no_ledger(cli, staff
     assert message["Subject"].startswith("[PROOF] ")
     assert message["To"].addresses[0].addr_spec in ("editor@example.org", "checker@example.org")
     assert count(Delivery) == 0 and count(Send) == 0
+
+
+class WatchingConsole:
+    """Stands in for the schedule command's console: looks in the database, through a
+    connection of its own, at the moment each line is printed."""
+
+    def __init__(self):
+        self.lines: list[tuple[str, int]] = []  # (text, sends the database shows then)
+
+    def print(self, text="", *args, **kwargs):
+        self.lines.append((str(text), count(Send)))
+
+
+def test_schedule_announces_the_send_only_once_it_is_committed(cli, staff, monkeypatch):
+    from newsletter.cli import sends
+
+    watching = WatchingConsole()
+    monkeypatch.setattr(sends, "console", watching)
+
+    result = cli("schedule", SAMPLE_ISSUE, "--list", staff, "--at", "2099-07-01 09:30")
+
+    assert result.exit_code == 0, result.output
+    announced = [seen for text, seen in watching.lines if text.startswith("Scheduled send")]
+    assert announced == [1]  # printed once, when another connection already sees the send
+
+
+def test_a_schedule_whose_commit_fails_prints_no_send_and_exits_non_zero(cli, staff, database_url):
+    """A real failure at commit: PostgreSQL runs a deferred trigger that refuses the new send."""
+    from click.testing import CliRunner
+    from sqlalchemy import create_engine, text
+
+    from newsletter.cli import main
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no deferred trigger to fail a commit with")
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "CREATE FUNCTION refuse_send() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'the test refuses this commit'; END $$"
+        ))
+        connection.execute(text(
+            "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON sends "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_send()"
+        ))
+    engine.dispose()
+
+    result = CliRunner().invoke(main, ["schedule", str(SAMPLE_ISSUE), "--list", staff, "--at", "2099-07-01 09:30"])
+
+    assert result.exit_code != 0
+    assert "the test refuses this commit" in str(result.exception)
+    assert "Scheduled send" not in result.output
+    assert count(Send) == 0

@@ -156,3 +156,46 @@ def test_import_of_a_file_without_an_email_column_names_the_file(run, monthly, t
     assert result.exit_code == 2
     assert f"{source}:1" in result.stderr and "no email column" in result.stderr
     assert "no subscribers match" in run("subscribers", "list").stdout
+
+
+def test_import_shows_fifty_problems_and_says_how_to_get_them_all(run, monthly, tmp_path):
+    source = tmp_path / "people.csv"
+    source.write_text("email,name\n" + "".join(f"bad{n}.example.com,Reader {n}\n" for n in range(70)), encoding="utf-8")
+
+    result = run("subscribers", "import", str(source), "--list", "monthly")
+
+    assert result.exit_code == 1
+    assert f"{source}:51:" in result.stderr and f"{source}:52:" not in result.stderr
+    assert "20 more" in result.stderr and "--errors FILE" in result.stderr
+
+
+def test_import_writes_every_problem_to_the_errors_file_and_summarises(run, monthly, tmp_path):
+    source = tmp_path / "people.csv"
+    source.write_text(
+        "email,name\ngood@example.com,Good\n" + "".join(f"bad{n}.example.com,Reader {n}\n" for n in range(70))
+        + 'open@example.com,"Never closed\nafter@example.com,After\n', encoding="utf-8",
+    )
+    errors = tmp_path / "out" / "problems.csv"
+    errors.parent.mkdir()
+
+    result = run("subscribers", "import", str(source), "--list", "monthly", "--errors", str(errors))
+
+    assert result.exit_code == 1
+    assert "71 rows rejected and 0 warnings" in result.stderr and str(errors) in result.stderr
+    assert result.stderr.count(f"{source}:") == 5  # a taste; the file has them all
+    written = list(csv.DictReader(errors.open(encoding="utf-8")))
+    assert [row["line"] for row in written] == [str(n) for n in range(3, 74)]
+    assert written[0]["column"] == "email" and "not an email address" in written[0]["problem"]
+    assert written[-1]["column"] == "name" and "never closed" in written[-1]["problem"]
+    listed = run("subscribers", "list").stdout
+    assert "good@example.com" in listed and "after@example.com" in listed
+
+
+def test_the_errors_file_may_not_be_the_file_imported(run, monthly, tmp_path):
+    source = tmp_path / "people.csv"
+    source.write_text("email\nnot-an-address\n", encoding="utf-8")
+
+    result = run("subscribers", "import", str(source), "--list", "monthly", "--errors", str(source))
+
+    assert result.exit_code == 2 and "--errors" in result.stderr
+    assert source.read_text(encoding="utf-8") == "email\nnot-an-address\n"

@@ -158,15 +158,16 @@ def test_purge_empties_old_payloads_and_forgets_old_nonces(session, fast):
     now = utcnow()
     events.record_events(session, settings, [event(DELIVERED, "old@example.com", "old")], now=now - timedelta(days=31))
     events.record_events(session, settings, [event(DELIVERED, "new@example.com", "new")], now=now)
-    remember_nonce(session, "mailgun", "old-token", now - timedelta(hours=3))
-    remember_nonce(session, "mailgun", "new-token", now)
+    remember_nonce(session, "mailgun", "old-token", "f" * 64, now - timedelta(hours=3))
+    remember_nonce(session, "mailgun", "new-token", "f" * 64, now)
 
     report = events.purge_old_payloads(session, settings, now)
 
     raw = dict(session.execute(select(ProviderEvent.email, ProviderEvent.raw)).all())
     assert raw == {"old@example.com": None, "new@example.com": '{"payload": true}'}
-    assert session.scalars(select(WebhookNonce.nonce)).all() == ["new-token"]
-    assert (report.payloads_emptied, report.nonces_deleted) == (1, 1)
+    # Each token is kept twice: alone, and with the fingerprint of the content it came with.
+    assert sorted(session.scalars(select(WebhookNonce.nonce))) == ["new-token", "new-token:" + "f" * 64]
+    assert (report.payloads_emptied, report.nonces_deleted) == (1, 2)
     assert events.purge_old_payloads(session, settings, now) == events.PurgeReport(0, 0)
 
 

@@ -5,7 +5,9 @@ import html
 import re
 from email import policy
 from email.message import EmailMessage
+from email.header import decode_header, make_header
 from email.parser import BytesParser
+from email.utils import getaddresses
 from pathlib import Path
 
 import pytest
@@ -193,6 +195,24 @@ def test_recipient_headers():
     assert msg["MIME-Version"] == "1.0"
     assert msg["Date"].datetime.tzinfo is not None
     assert "Auto-Submitted" not in msg and "X-Entity-Ref-ID" not in msg
+
+
+@pytest.mark.parametrize("list_name", [
+    "Everyone <b>list</b>",
+    'The "inner" circle',
+    "Zoë's list <everyone@example.net>",
+    "News, views; and more: (all) [of it] \\ too",
+    "Bulletin – " + "very long name " * 8 + "end",
+])
+@pytest.mark.parametrize("build", [MessageTemplate.build, build_reference], ids=["fast", "reference"])
+def test_the_list_id_phrase_is_quoted_or_encoded_so_the_id_is_unambiguous(list_name, build):
+    raw = build(make_template(list_id=make_list_id(list_name, "everyone", DOMAIN)), make_recipient())
+
+    # Read the header back as a list server or mail filter would: raw, unfolded, as a phrase and an id.
+    value = re.sub(r"\r?\n[ \t]", " ", BytesParser(policy=policy.compat32).parsebytes(raw)["List-Id"])
+    [(phrase, list_id)] = getaddresses([value])
+    assert list_id == f"everyone.{DOMAIN}"
+    assert str(make_header(decode_header(phrase))) == list_name
 
 
 def test_non_ascii_subject_is_rfc2047_encoded_on_the_wire():

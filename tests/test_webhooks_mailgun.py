@@ -1,4 +1,4 @@
-"""Mailgun: HMAC-SHA256 of timestamp + token, a timestamp window, each token once."""
+"""Mailgun: HMAC-SHA256 of timestamp + token, a timestamp window, each token with one body."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from newsletter.web import create_app
 from newsletter.webhooks.mailgun import signature_of
-from tests.test_webhooks_ses import event_count, suppressed
+from tests.test_webhooks_ses import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
 
 URL = "/webhooks/mailgun"
 KEY = "key-0123456789abcdef"
@@ -42,14 +42,39 @@ def test_a_signed_permanent_failure_suppresses(client, settings):
     assert suppressed(settings) == {"gone@example.com": "hard_bounce"}
 
 
-def test_a_replayed_request_is_refused_with_406_and_changes_nothing(client, settings):
+def test_an_exact_replay_gets_200_and_changes_nothing(client, settings):
     request = body(failed("gone@example.com"))
-    client.post(URL, data=request)
+    first = client.post(URL, data=request)
+    lift_suppressions(settings)
 
     replay = client.post(URL, data=request)
 
-    assert replay.status_code == 406
+    assert_replay_changes_nothing(settings, first, replay)
     assert event_count(settings) == 1
+
+
+def test_a_token_seen_before_on_other_events_is_refused(client, settings):
+    """The signature covers the timestamp and token, not the events: a captured
+    token must not carry someone else's bounce."""
+    request = json.loads(body(failed("gone@example.com")))
+    assert client.post(URL, data=json.dumps(request)).status_code == 200
+    lift_suppressions(settings)
+
+    request["event-data"] = failed("victim@example.com", event_id="ev-forged")
+    forged = client.post(URL, data=json.dumps(request))
+
+    assert forged.status_code == 403 and "another body" in forged.get_data(as_text=True)
+    assert suppressed(settings) == {} and event_count(settings) == 1
+
+
+def test_the_same_request_with_its_json_written_differently_is_still_a_replay(client, settings):
+    request = json.loads(body(failed("gone@example.com")))
+    first = client.post(URL, data=json.dumps(request))
+    lift_suppressions(settings)
+
+    replay = client.post(URL, data=json.dumps(request, indent=2, sort_keys=True))
+
+    assert_replay_changes_nothing(settings, first, replay)
 
 
 def test_a_refused_request_does_not_use_up_its_token(client, settings):

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from newsletter.web import create_app
-from tests.test_webhooks_ses import event_count, suppressed
+from tests.test_webhooks_ses import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
 
 URL = "/webhooks/postmark"
 
@@ -33,6 +33,16 @@ def test_an_authenticated_hard_bounce_suppresses(client, settings):
 
     assert response.status_code == 200
     assert suppressed(settings) == {"gone@example.com": "hard_bounce"}
+
+
+def test_an_exact_replay_gets_200_and_changes_nothing(client, settings):
+    first = client.post(URL, data=json.dumps(BOUNCE), headers=auth())
+    lift_suppressions(settings)
+
+    replay = client.post(URL, data=json.dumps(BOUNCE), headers=auth())
+
+    assert_replay_changes_nothing(settings, first, replay)
+    assert event_count(settings) == 1
 
 
 @pytest.mark.parametrize("headers", [{}, auth(password="wrong"), auth(user="other"), {"Authorization": "Bearer s3cret-pass"},

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from newsletter.web import create_app
-from tests.test_webhooks_ses import event_count, suppressed
+from tests.test_webhooks_ses import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
 
 URL = "/webhooks/sendgrid"
 
@@ -68,6 +68,22 @@ def test_a_replayed_batch_changes_nothing(world, key):
     post(client, key, items)
 
     assert post(client, key, items).get_json() == {"recorded": 0, "duplicates": 1}
+    assert event_count(settings) == 1
+
+
+def test_an_exact_replay_gets_200_and_changes_nothing(world, key):
+    client, settings = world
+    body = json.dumps([item("bounce", "gone@example.com", "e2", type="bounce")]).encode()
+    timestamp = str(int(time.time()))
+    headers = {"X-Twilio-Email-Event-Webhook-Signature":
+               base64.b64encode(key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode(),
+               "X-Twilio-Email-Event-Webhook-Timestamp": timestamp}
+    first = client.post(URL, data=body, headers=headers)
+    lift_suppressions(settings)
+
+    replay = client.post(URL, data=body, headers=headers)
+
+    assert_replay_changes_nothing(settings, first, replay)
     assert event_count(settings) == 1
 
 

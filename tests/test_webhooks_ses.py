@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from newsletter.store.db import session_scope
 from newsletter.store.models import ProviderEvent, Suppression
@@ -86,6 +86,20 @@ def event_count(settings) -> int:
         return session.scalar(select(func.count()).select_from(ProviderEvent))
 
 
+def lift_suppressions(settings) -> None:
+    """What an operator does after a bounce they know was a mistake: a replay must not undo it."""
+    with session_scope(settings) as session:
+        session.execute(delete(Suppression))
+
+
+def assert_replay_changes_nothing(settings, first, replay) -> None:
+    """The same request again: 200, its events counted as duplicates, nothing applied again."""
+    assert first.status_code == 200 and first.get_json()["recorded"] >= 1
+    assert replay.status_code == 200
+    assert replay.get_json() == {"recorded": 0, "duplicates": first.get_json()["recorded"]}
+    assert suppressed(settings) == {}
+
+
 def test_a_signed_hard_bounce_suppresses_the_address(world, signing_key):
     client, get, settings = world
 
@@ -107,6 +121,18 @@ def test_the_certificate_is_fetched_once_and_a_replay_changes_nothing(world, sig
     assert [r.get_json() for r in again] == [{"recorded": 1, "duplicates": 0}, {"recorded": 0, "duplicates": 1}]
     assert get.urls == [CERT_URL]
     assert event_count(settings) == 2
+
+
+def test_an_exact_replay_gets_200_and_changes_nothing(world, signing_key):
+    client, get, settings = world
+    body = signed(signing_key[0], bounce())
+    first = client.post("/webhooks/ses", data=body)
+    lift_suppressions(settings)
+
+    replay = client.post("/webhooks/ses", data=body)
+
+    assert_replay_changes_nothing(settings, first, replay)
+    assert event_count(settings) == 1
 
 
 @pytest.mark.parametrize("change", [

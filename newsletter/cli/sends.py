@@ -57,11 +57,13 @@ def schedule(folder: Path, list_slug: str, at_text: str | None, now_: bool, batc
             session, issue_row, mailing_list, when.utc if when else None, batch_size=batch_size or settings.batch_size
         )
         shown = scheduling.when_from_utc(send.scheduled_at, publication.timezone)
-        console.print(
-            f"Scheduled send [bold]{send.id}[/]: {publication.name} {rendered.issue.slug} "
-            f"to list [bold]{mailing_list.slug}[/] at {shown.describe()}."
-        )
-        console.print("Workers and beat must be running (see the Procfile) for it to go out.")
+        send_id, list_slug = send.id, mailing_list.slug
+    # Only now, after the commit: a send that is announced exists.
+    console.print(
+        f"Scheduled send [bold]{send_id}[/]: {publication.name} {rendered.issue.slug} "
+        f"to list [bold]{list_slug}[/] at {shown.describe()}."
+    )
+    console.print("Workers and beat must be running (see the Procfile) for it to go out.")
 
 
 @main.command(epilog=EXIT_CODES_HELP)

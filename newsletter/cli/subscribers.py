@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import click
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.orm import Session
 
@@ -26,6 +28,7 @@ from newsletter.store.db import session_scope
 
 console = LazyConsole()
 PROBLEMS_SHOWN = 50  # an import of a wrong file could otherwise print a line per row
+PROBLEMS_SHOWN_WITH_FILE = 5  # when --errors FILE has them all
 
 
 @contextmanager
@@ -241,31 +244,44 @@ def show_page(query, list_slug, publication, status, limit, after) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--list", "list_slugs", multiple=True, metavar="SLUG", help="Put everyone on this list (repeatable), as well as the file's lists column.")
 @click.option("--unconfirmed", is_flag=True, help="Add them as awaiting confirmation instead of confirmed.")
+@click.option("--errors", "errors_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=str),
+              help="Write every problem (line, column, reason, what to do) to this CSV file.")
 @publication_option("The publication whose lists the file names.")
-def subscribers_import(path, list_slugs, unconfirmed, publication) -> None:
+def subscribers_import(path, list_slugs, unconfirmed, errors_path, publication) -> None:
     """Add or update the people in the CSV file PATH.
 
     Columns: email (required), name, lists (slugs separated by ";"); other
     columns become custom attributes. Rows that cannot be used are listed by
-    line and the rest are imported; the exit status is 1 when any were rejected.
-    Importing the same file again changes nothing, and nobody who unsubscribed
-    or is suppressed is signed up again.
+    line (the first 50; all of them with --errors FILE) and the rest are
+    imported; the exit status is 1 when any were rejected. Importing the same
+    file again changes nothing, and nobody who unsubscribed or is suppressed
+    is signed up again.
     """
     status = "unconfirmed" if unconfirmed else "confirmed"
+    if errors_path and Path(errors_path).resolve() == Path(path).resolve():
+        raise InputError(Problem("--errors", "is the file being imported", "name another file for the problems"))
     with database() as session:
         report = subscriber_csv.import_csv(session, path, list_slugs, publication, status)
-    show_report(report)
+    if errors_path:
+        subscriber_csv.write_problems(report, errors_path)
+    show_report(report, errors_path)
     if report.rejected:
         sys.exit(1)
 
 
-def show_report(report: subscriber_csv.ImportReport) -> None:
-    for problem in report.problems[:PROBLEMS_SHOWN]:
+def show_report(report: subscriber_csv.ImportReport, errors_path: str | None = None) -> None:
+    shown = PROBLEMS_SHOWN if errors_path is None else PROBLEMS_SHOWN_WITH_FILE
+    for problem in report.problems[:shown]:
         style = "red" if problem.is_error else "yellow"
-        err_console.print(f"[{style}]{problem}[/]", highlight=False, soft_wrap=True, markup=True)
-    if len(report.problems) > PROBLEMS_SHOWN:
-        err_console.print(f"... and {len(report.problems) - PROBLEMS_SHOWN} more", highlight=False)
-    table = Table("added", "updated", "unchanged", "not resubscribed", "rejected", title=report.path)
+        err_console.print(f"[{style}]{escape(str(problem))}[/]", highlight=False, soft_wrap=True, markup=True)
+    warnings = len(report.problems) - report.rejected
+    if errors_path is not None:
+        err_console.print(f"{report.rejected} rows rejected and {warnings} warnings: "
+                          f"all {len(report.problems)} problems are in {errors_path}", highlight=False, markup=False)
+    elif len(report.problems) > shown:
+        err_console.print(f"... and {len(report.problems) - shown} more; import again with --errors FILE "
+                          "to get every problem in a CSV file", highlight=False, markup=False)
+    table = Table("added", "updated", "unchanged", "not resubscribed", "rejected", title=escape(report.path))
     table.add_row(*(str(n) for n in (report.added, report.updated, report.unchanged, report.not_resubscribed, report.rejected)))
     console.print(table)
 

@@ -386,8 +386,9 @@ Index("ix_deliveries_provider_message_id", Delivery.provider_message_id)
 
 
 class WebhookNonce(Base):
-    """A signed webhook's one-time token, kept while its signature is still fresh,
-    so a captured request replayed within that time is refused."""
+    """A signed webhook's one-time token, and the token with its content's
+    fingerprint, kept while its signature is still fresh: a captured token on
+    other content is refused (webhooks.remember_nonce)."""
 
     __tablename__ = "webhook_nonces"
     __table_args__ = (UniqueConstraint("source", "nonce"),)

@@ -1,9 +1,10 @@
 """POST /webhooks/<provider>: provider events, verified before anything changes.
 
-A request that cannot be verified, is stale or was seen before gets a 4xx
-with a one-line reason and changes nothing (the transaction is never
-committed). Verified events are recorded once each and applied in the same
-transaction. Tests may pass per-provider options (the SNS fetcher) through
+A request that cannot be verified or is stale gets a 4xx with a one-line
+reason and changes nothing (the transaction is never committed). Verified
+events are recorded once each and applied in the same transaction, so a
+request seen before gets a 200 that counts its events as duplicates and
+changes nothing, whichever the provider. Tests may pass per-provider options (the SNS fetcher) through
 ``app.config["WEBHOOK_OPTIONS"]``.
 """
 

@@ -3,8 +3,10 @@
 Each provider has a module with ``SOURCE`` and ``receive(session, settings,
 inbound, now=None, **options) -> list[Event]``. ``receive`` raises
 ``Refused`` (a 4xx) before anything is parsed when a request is not provably
-from the provider, is stale, or was seen before; and ``Malformed`` (a 400)
-when a verified body is not what the provider documents.
+from the provider or is stale; and ``Malformed`` (a 400) when a verified body
+is not what the provider documents. The same request again is not refused:
+every event is recorded once by its key, so a replay changes nothing and is
+answered 200 (what providers expect of a retry), for every provider alike.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator, Mapping
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
@@ -86,14 +89,25 @@ def unix_time(value) -> datetime:
         raise Malformed("timestamp is not a number of seconds") from None
 
 
-def remember_nonce(session: Session, source: str, nonce: str, now: datetime | None = None) -> None:
-    """Refuse a one-time token seen before (a replayed request)."""
+def remember_nonce(session: Session, source: str, nonce: str, content: str, now: datetime | None = None) -> None:
+    """Accept a signed one-time token with one content only (``fingerprint`` of the body).
+
+    Mailgun's signature covers the timestamp and token but not the body, so a
+    captured token on another body is refused. The same request again (a
+    provider's retry, or a replay) is let through: its events are recorded
+    once by their keys, so it changes nothing, and a 200 stops the retries.
+    """
     from newsletter.events import insert_once
 
-    row = {"source": source, "nonce": nonce[:200], "seen_at": now or utcnow()}
-    if not insert_once(session, WebhookNonce, row, ["source", "nonce"]):
-        # 406 also tells Mailgun not to send it again.
-        raise Refused("replayed request", 406)
+    now = now or utcnow()
+    token = nonce[:135]
+    with_body = f"{token}:{content[:64]}"  # 200 characters at most
+    if insert_once(session, WebhookNonce, {"source": source, "nonce": token, "seen_at": now}, ["source", "nonce"]):
+        insert_once(session, WebhookNonce, {"source": source, "nonce": with_body, "seen_at": now}, ["source", "nonce"])
+        return
+    seen = select(WebhookNonce.id).where(WebhookNonce.source == source, WebhookNonce.nonce == with_body)
+    if session.scalar(seen) is None:
+        raise Refused("this token was already used with another body")
 
 
 def fingerprint(item) -> str:

