@@ -1,0 +1,92 @@
+"""A publication with people in every role, for the console's tests."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from newsletter import admins
+from newsletter.console.drafts import store_publication_files
+from newsletter.content import load_publication
+from newsletter.publications import sync_publication
+from newsletter.store.db import session_scope
+from newsletter.subscribers import add_subscriber, create_list
+from tests.conftest import SAMPLE_ISSUE
+
+PASSWORD = "correct horse battery staple"
+ADMIN, EDITOR, APPROVER, OPERATOR = ("admin@example.org", "editor@example.org", "approver@example.org",
+                                     "operator@example.org")
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+PUBLICATION_FOLDER = SAMPLE_ISSUE.parent.parent
+
+
+@dataclass
+class World:
+    settings: object
+    publication_id: int
+    slug: str
+
+
+def make_world(settings, subscribers: int = 0, web_base_url: str | None = None) -> World:
+    publication = load_publication(PUBLICATION_FOLDER / "publication.yaml")
+    if web_base_url:
+        from dataclasses import replace
+
+        publication = replace(publication, web_base_url=web_base_url)
+    with session_scope(settings) as session:
+        row = sync_publication(session, publication)
+        store_publication_files(session, row, PUBLICATION_FOLDER)
+        if web_base_url:  # as if publication.yaml said so: the email's links lead to this app
+            files = {f.name: f for f in row_files(session, row.id)}
+            text = files["publication.yaml"].data.decode()
+            files["publication.yaml"].data = re.sub(r"(?m)^web_base_url:.*$", f"web_base_url: {web_base_url}", text).encode()
+        admins.create_admin(session, ADMIN, PASSWORD)
+        for email, roles in ((EDITOR, ["editor"]), (APPROVER, ["approver"]), (OPERATOR, ["operator"])):
+            account = admins.invite_account(session, email, row.id, roles)
+            admins.set_password(session, account, PASSWORD)
+        create_list(session, publication.slug, "everyone", "Everyone")
+        for n in range(subscribers):
+            add_subscriber(session, f"reader{n:03d}@example.com", lists=["everyone"], publication_slug=publication.slug)
+        return World(settings, row.id, publication.slug)
+
+
+def row_files(session, publication_id):
+    from sqlalchemy import select
+
+    from newsletter.store.models import PublicationFile
+
+    return session.scalars(select(PublicationFile).where(PublicationFile.publication_id == publication_id)).all()
+
+
+def sample_zip(folder: Path = SAMPLE_ISSUE, prefix: str = "2021-09/") -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                archive.write(path, prefix + path.name)
+    return out.getvalue()
+
+
+def csrf_of(client, path: str) -> str:
+    return CSRF.search(client.get(path).get_data(as_text=True)).group(1)
+
+
+def log_in(client, email: str, password: str = PASSWORD):
+    token = csrf_of(client, "/console/login")
+    return client.post("/console/login", data={"email": email, "password": password, "csrf_token": token,
+                                               "next": "/console/"})
+
+
+def post(client, path: str, data: dict | None = None, page: str | None = None, **kwargs):
+    """A form post with the CSRF token of the page it is on."""
+    token = csrf_of(client, page or "/console/")
+    return client.post(path, data={"csrf_token": token, **(data or {})}, **kwargs)
+
+
+def upload(client, data: bytes, name: str = "2021-09.zip", slug: str = "", publication_id: int = 1):
+    return post(client, "/console/new", {"how": "zip", "publication": str(publication_id), "slug": slug,
+                                         "zip": (io.BytesIO(data), name)}, page="/console/new",
+                content_type="multipart/form-data")
