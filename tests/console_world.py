@@ -90,3 +90,43 @@ def upload(client, data: bytes, name: str = "2021-09.zip", slug: str = "", publi
     return post(client, "/console/new", {"how": "zip", "publication": str(publication_id), "slug": slug,
                                          "zip": (io.BytesIO(data), name)}, page="/console/new",
                 content_type="multipart/form-data")
+
+
+def form_fields(html: str, action: str) -> dict[str, str]:
+    """What a browser would post from the form with this action: inputs, checked boxes, text areas."""
+    from html.parser import HTMLParser
+
+    class Reader(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.inside, self.fields, self.area = False, {}, None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "form":
+                self.inside = a.get("action") == action
+            elif self.inside and tag == "input" and a.get("name") and a.get("type") != "submit":
+                if a.get("type") in ("checkbox", "radio") and "checked" not in a:
+                    return
+                self.fields[a["name"]] = a.get("value", "")
+            elif self.inside and tag == "textarea":
+                self.area = a["name"]
+                self.fields[self.area] = ""
+
+        def handle_endtag(self, tag):
+            if tag == "form":
+                self.inside = False
+            elif tag == "textarea":
+                self.area = None
+
+        def handle_data(self, data):
+            if self.area:
+                self.fields[self.area] += data
+
+    reader = Reader()
+    reader.convert_charrefs = True
+    reader.feed(html)
+    for name, value in reader.fields.items():
+        if value.startswith("\n"):  # HTML drops the newline right after <textarea>
+            reader.fields[name] = value[1:]
+    return reader.fields

@@ -14,8 +14,9 @@ from sqlalchemy import select
 from newsletter.store.db import session_scope
 from newsletter.store.models import AuditEntry, Draft, DraftFile, Send
 from newsletter.web import create_app
+from tests.conftest import SAMPLE_ISSUE
 from tests.console_world import (
-    ADMIN, APPROVER, EDITOR, OPERATOR, csrf_of, log_in, make_world, post, sample_zip, upload,
+    ADMIN, APPROVER, EDITOR, OPERATOR, csrf_of, form_fields, log_in, make_world, post, sample_zip, upload,
 )
 
 
@@ -74,3 +75,132 @@ def test_upload_the_sample_issue_and_see_it_checked_and_previewed(world, editor)
     assert web.status_code == 200 and "System Savings" in web.get_data(as_text=True)
     article = editor.get(f"/console/issues/{draft.id}/preview/web/system-savings/")
     assert article.status_code == 200 and "£200 million" in article.get_data(as_text=True)
+
+
+def open_section(client, draft_id: int, name: str) -> tuple[str, dict]:
+    path = f"/console/issues/{draft_id}/sections/{name}"
+    html = client.get(path).get_data(as_text=True)
+    return html, form_fields(html, path)
+
+
+def test_edit_a_teaser_break_a_link_see_the_finding_point_at_the_field_then_fix_it(world, editor):
+    upload(editor, sample_zip(), publication_id=world.publication_id)
+    draft = the_draft(world.settings)
+    path = f"/console/issues/{draft.id}/sections/02-priorities.md"
+    _html, fields = open_section(editor, draft.id, "02-priorities.md")
+    assert fields["items-0-heading"] == "Frailty: Healthy Ageing and Frailty Strategy"
+
+    fields["items-0-heading"] = "Frailty: a strategy for healthy ageing"
+    fields["items-0-url"] = "http://www.example.org/ics/priorities/frailty"
+    assert editor.post(path, data=fields).status_code == 303
+    saved = file_text(world.settings, "02-priorities.md")
+    assert "heading: 'Frailty: a strategy for healthy ageing'" in saved
+    assert "Initial discussions have been held" in saved  # the summary kept
+
+    issue_page = editor.get(f"/console/issues/{draft.id}").get_data(as_text=True)
+    link = f'href="{path}#f-items-0-url"'
+    assert link in issue_page and "should be a full https:// address" in issue_page
+    assert re.search(r"<button type=\"submit\" disabled[^>]*>Send for approval", issue_page)
+    section_page, fields = open_section(editor, draft.id, "02-priorities.md")
+    assert 'id="f-items-0-url"' in section_page and link in section_page
+
+    fields["items-0-url"] = "https://www.example.org/ics/priorities/frailty"
+    editor.post(path, data=fields)
+    assert the_draft(world.settings).errors == 0
+    assert "should be a full https:// address" not in editor.get(f"/console/issues/{draft.id}").get_data(as_text=True)
+
+
+def test_a_second_conflicting_save_is_refused_says_what_changed_and_keeps_the_text(world, app, editor):
+    upload(editor, sample_zip(), publication_id=world.publication_id)
+    draft = the_draft(world.settings)
+    path = f"/console/issues/{draft.id}/sections/01-chair.md"
+    other = client_of(app, ADMIN)
+    _html, mine = open_section(editor, draft.id, "01-chair.md")
+    _html, theirs = open_section(other, draft.id, "01-chair.md")
+
+    theirs["body"] = "A warm welcome. " + theirs["body"]
+    assert other.post(path, data=theirs).status_code == 303
+    mine["body"] = "My rewritten letter, which must not be lost."
+    refused = editor.post(path, data=mine)
+    text = refused.get_data(as_text=True)
+    assert refused.status_code == 409
+    assert f"{ADMIN} saved this section" in text
+    assert "A warm welcome" in text  # what they changed
+    assert "My rewritten letter, which must not be lost." in text  # the text is kept in the form
+    assert "A warm welcome" in file_text(world.settings, "01-chair.md")  # theirs stands
+    # Saving again from the refused page (it carries the new version) replaces theirs, knowingly.
+    again = form_fields(text, path)
+    assert editor.post(path, data=again).status_code == 303
+    assert "My rewritten letter" in file_text(world.settings, "01-chair.md")
+
+
+def test_the_zip_round_trip_changes_nothing_and_the_cli_accepts_the_download(world, editor, tmp_path, cli):
+    upload(editor, sample_zip(), publication_id=world.publication_id)
+    draft = the_draft(world.settings)
+    downloaded = editor.get(f"/console/issues/{draft.id}/download.zip")
+    assert downloaded.status_code == 200 and downloaded.mimetype == "application/zip"
+    zipfile.ZipFile(io.BytesIO(downloaded.data)).extractall(tmp_path / "out")
+    folder = tmp_path / "out" / world.slug / "issues" / "2021-09"
+    result = cli("check", str(folder))
+    assert result.exit_code == 0, result.output
+    for path in folder.iterdir():  # byte for byte what was uploaded
+        assert path.read_bytes() == (SAMPLE_ISSUE / path.name).read_bytes(), path.name
+
+    # ... and back: the download uploaded again makes an identical second issue.
+    assert upload(editor, downloaded.data, "again.zip", slug="2021-09-again",
+                  publication_id=world.publication_id).status_code == 303
+    with session_scope(world.settings) as session:
+        drafts_by_slug = {d.slug: d.id for d in session.scalars(select(Draft))}
+        files = {(f.draft_id, f.name): f.data for f in session.scalars(select(DraftFile))}
+    first, second = drafts_by_slug["2021-09"], drafts_by_slug["2021-09-again"]
+    assert {n: d for (i, n), d in files.items() if i == first} == {n: d for (i, n), d in files.items() if i == second}
+
+
+def evil_zip(entries: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"PK\x03\x04 this is not really a zip", "not a readable .zip file"),
+    (evil_zip({"issue.yaml": b"title: x\n", "../../etc/cron.d/evil": b"* * * * * root true"}),
+     "would be written outside the issue"),
+    (evil_zip({"issue/issue.yaml": b"title: x\n", "/tmp/abs.md": b"x"}), "would be written outside the issue"),
+    (evil_zip({"2021-09/issue.yaml": b"title: x\n", "2021-09/photo.png": b"this is not a picture"}),
+     "photo.png: it is not a picture"),
+    (evil_zip({"notes.md": b"no manifest here"}), "there is no issue.yaml"),
+])
+def test_bad_uploads_are_refused_with_a_clear_message_and_store_nothing(world, editor, data, expected):
+    response = upload(editor, data, "bad.zip", slug="bad", publication_id=world.publication_id)
+    assert response.status_code == 400
+    assert expected in response.get_data(as_text=True)
+    with session_scope(world.settings) as session:
+        assert session.scalars(select(Draft)).all() == []
+        assert session.scalars(select(DraftFile)).all() == []
+
+
+def test_an_uploaded_picture_is_checked_and_declared(world, editor):
+    from PIL import Image
+
+    upload(editor, sample_zip(), publication_id=world.publication_id)
+    draft = the_draft(world.settings)
+    page = f"/console/issues/{draft.id}"
+
+    def send(name, data):
+        return post(editor, f"{page}/images", {"image": (io.BytesIO(data), name)}, page=page,
+                    content_type="multipart/form-data")
+
+    refused = send("chart.png", b"GIF89a but not really")
+    assert refused.status_code == 409 and "chart.png: it is not a picture" in refused.get_data(as_text=True)
+    picture = io.BytesIO()
+    Image.new("RGB", (5000, 10), "white").save(picture, "PNG")
+    too_wide = send("wide.png", picture.getvalue())
+    assert "5000 x 10 pixels; at most 4000" in too_wide.get_data(as_text=True)
+    picture = io.BytesIO()
+    Image.new("RGB", (640, 320), "white").save(picture, "PNG")
+    stored = send("team.png", picture.getvalue())
+    assert stored.status_code == 303
+    assert "team.png (640 x 320 pixels) is stored" in editor.get(page).get_data(as_text=True)
