@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -204,3 +206,177 @@ def test_an_uploaded_picture_is_checked_and_declared(world, editor):
     stored = send("team.png", picture.getvalue())
     assert stored.status_code == 303
     assert "team.png (640 x 320 pixels) is stored" in editor.get(page).get_data(as_text=True)
+
+
+def outbox(settings) -> list:
+    """Every message the console sent (proofs, notices), as parsed emails."""
+    from email import message_from_bytes, policy
+
+    return [message_from_bytes(p.read_bytes(), policy=policy.default) for p in sorted(settings.outbox_dir.glob("*.eml"))]
+
+
+def to(settings, address: str) -> list[str]:
+    return [m["Subject"] for m in outbox(settings) if m["To"] == address]
+
+
+def press(client, draft_id: int, step: str, data: dict | None = None):
+    return post(client, f"/console/issues/{draft_id}/{step}", data, page=f"/console/issues/{draft_id}")
+
+
+@pytest.fixture
+def submitted(world, app, editor):
+    upload(editor, sample_zip(), publication_id=world.publication_id)
+    draft = the_draft(world.settings)
+    assert press(editor, draft.id, "submit").status_code == 303
+    return draft.id
+
+
+def test_roles_an_editor_cannot_approve_and_an_operator_cannot_edit(world, app, editor, submitted):
+    refused = press(editor, submitted, "approve")
+    assert refused.status_code == 403
+    assert the_draft(world.settings).state == "awaiting approval"
+
+    operator = client_of(app, OPERATOR)
+    path = f"/console/issues/{submitted}/sections/01-chair.md"
+    page, fields = open_section(operator, submitted, "01-chair.md")
+    assert "Save this section" not in page and "readonly" in page  # they may read it
+    fields["body"] = "An operator's rewrite"
+    assert operator.post(path, data=fields).status_code == 403
+    assert "An operator's rewrite" not in file_text(world.settings, "01-chair.md")
+    assert post(operator, "/console/new", {"how": "blank", "publication": str(world.publication_id), "slug": "x",
+                                           "title": "X"}).status_code == 403
+    # ... and the ops dashboard is theirs, not the editor's.
+    assert operator.get("/ops/").status_code == 200
+    assert editor.get("/ops/").status_code == 403
+
+
+def test_an_approver_who_edited_cannot_approve_unless_the_publication_allows_it(world, app, submitted):
+    admin = client_of(app, ADMIN)  # an admin holds every role
+    path = f"/console/issues/{submitted}/sections/01-chair.md"
+    _page, fields = open_section(admin, submitted, "01-chair.md")
+    fields["body"] += "\n\nA line from the admin."
+    admin.post(path, data=fields)
+    assert the_draft(world.settings).state == "draft"  # an edit while awaiting approval sends it back
+    press(admin, submitted, "submit")
+    refused = press(admin, submitted, "approve")
+    assert refused.status_code == 409 and "you edited this issue" in refused.get_data(as_text=True)
+    post(admin, f"/console/publications/{world.publication_id}/self-approval", {"allowed": "yes"}, page="/console/accounts")
+    assert press(admin, submitted, "approve").status_code == 303
+    assert the_draft(world.settings).state == "approved"
+
+
+def test_submit_reject_approve_each_email_the_people_concerned_and_an_edit_sends_it_back(world, app, editor, submitted):
+    assert to(world.settings, APPROVER) == ["Please approve: Together We're Better Monthly Newsletter"]
+    approver = client_of(app, APPROVER)
+    assert press(approver, submitted, "reject", {"comment": ""}).status_code == 409  # a comment is needed
+    assert press(approver, submitted, "reject", {"comment": "The chart needs a source."}).status_code == 303
+    assert the_draft(world.settings).state == "draft"
+    [rejection] = [m for m in outbox(world.settings) if m["To"] == EDITOR]
+    assert "The chart needs a source." in rejection.get_content()
+    assert "The chart needs a source." in editor.get(f"/console/issues/{submitted}").get_data(as_text=True)
+
+    press(editor, submitted, "submit")
+    assert press(approver, submitted, "approve").status_code == 303
+    assert the_draft(world.settings).state == "approved"
+    assert to(world.settings, EDITOR)[-1].startswith("Approved:")
+
+    page = f"/console/issues/{submitted}"
+    fields = form_fields(editor.get(page).get_data(as_text=True), f"{page}/manifest")
+    fields["subject"] = "Together We're Better: September 2021 (corrected)"
+    editor.post(f"{page}/manifest", data=fields)
+    draft = the_draft(world.settings)
+    assert (draft.state, draft.approved_by) == ("draft", "")  # approved text changed: approve again
+    with session_scope(world.settings) as session:
+        actions = [e.action for e in session.scalars(select(AuditEntry).where(AuditEntry.draft_id == submitted)
+                                                     .order_by(AuditEntry.id))]
+    assert actions == ["created", "submitted for approval", "rejected", "submitted for approval", "approved", "edited"]
+
+
+def test_a_proof_arrives_marked_and_touches_no_ledger(world, editor):
+    from newsletter.store.models import Delivery
+
+    upload(editor, sample_zip(), publication_id=world.publication_id)
+    draft = the_draft(world.settings)
+    assert press(editor, draft.id, "proof", {"to": "comms@example.org"}).status_code == 303
+    [proof] = [m for m in outbox(world.settings) if m["To"] == "comms@example.org"]
+    assert proof["Subject"].startswith("[PROOF] ")
+    with session_scope(world.settings) as session:
+        assert session.scalars(select(Delivery)).all() == [] and session.scalars(select(Send)).all() == []
+
+
+@pytest.fixture
+def approved(world, app, editor, submitted):
+    assert press(client_of(app, APPROVER), submitted, "approve").status_code == 303
+    return submitted
+
+
+def test_schedule_in_local_time_with_utc_and_a_dst_warning_then_send_now_and_see_the_ledgers_numbers(
+        world, app, editor, approved, cli):
+    import json
+
+    from newsletter.delivery import Deliverer
+    from newsletter.sending import claim_due_sends, finish_sends
+    from newsletter.store.models import Batch
+    from tests.memory_transport import MemoryTransport
+
+    page = f"/console/issues/{approved}"
+    # A send on the other side of a clock change from today, whatever today is.
+    summer_now = datetime.now(ZoneInfo("Europe/London")).utcoffset() != timedelta(0)
+    at, utc, shown = (("2099-01-07 09:00", "2099-01-07 09:00", "Wednesday 07 January 2099 09:00 GMT") if summer_now
+                      else ("2099-07-01 09:00", "2099-07-01 08:00", "Wednesday 01 July 2099 09:00 BST"))
+    form = editor.get(f"{page}/schedule?lists=everyone&at={at.replace(' ', '+')}").get_data(as_text=True)
+    assert f"{shown} ({utc} UTC)" in form
+    assert "The clocks go" in form
+    assert "Send now to 3 recipient(s)" in form
+    scheduled = post(editor, f"{page}/schedule", {"lists": "everyone", "at": at, "when": "at"}, page=page)
+    assert scheduled.status_code == 303
+    with session_scope(world.settings) as session:
+        [send] = session.scalars(select(Send)).all()
+        assert (send.state, f"{send.scheduled_at:%Y-%m-%d %H:%M}") == ("scheduled", utc)
+    assert "scheduled" in editor.get(page).get_data(as_text=True)
+    path = f"{page}/sections/01-chair.md"
+    _html, fields = open_section(editor, approved, "01-chair.md")
+    refused = editor.post(path, data=fields)
+    assert refused.status_code == 409 and "unschedule it first" in refused.get_data(as_text=True)
+
+    confirm = editor.get(f"{page}/confirm/send-now").get_data(as_text=True)
+    assert "It goes to <strong>3 recipient(s)</strong>" in confirm
+    assert post(editor, f"{page}/send-now", page=f"{page}/confirm/send-now").status_code == 303
+
+    transport = MemoryTransport()
+    transport.permanent["reader001@example.com"] = (550, "5.1.1", "<reader001@example.com>: user unknown")
+    with session_scope(world.settings) as session:
+        claim_due_sends(session, world.settings)
+    with session_scope(world.settings) as session:
+        deliverer = Deliverer(world.settings, transport)
+        for batch_id in session.scalars(select(Batch.id)).all():
+            deliverer.deliver_batch(session, batch_id)
+    with session_scope(world.settings) as session:
+        finish_sends(session)
+
+    [expected] = [s for s in json.loads(cli("ops", "status", "--json").output)["sends"] if s["issue"] == "2021-09"]
+    [shown] = editor.get(f"{page}/progress.json").get_json()["sends"]
+    for key in ("sent", "failed", "pending", "audience", "bounces", "complaints", "possible_duplicates"):
+        assert shown[key] == expected[key], key
+    assert (shown["sent"], shown["failed"]) == (2, 1)
+    results = editor.get(f"{page}/results").get_data(as_text=True)
+    assert '<strong data-field="sent">2</strong>' in results and '<strong data-field="failed">1</strong>' in results
+    assert "user unknown" in results
+    csv_text = editor.get(f"{page}/failures.csv").get_data(as_text=True)
+    assert csv_text.splitlines()[0] == "send,list,email,attempts,error"
+    assert "reader001@example.com" in csv_text and "reader000" not in csv_text
+    # Sent: frozen. A correction goes into a new issue.
+    refused = editor.post(path, data=fields)
+    assert refused.status_code == 409 and "frozen" in refused.get_data(as_text=True)
+
+
+def test_the_dst_warning_names_the_change_between_now_and_the_send():
+    from datetime import timezone
+
+    from newsletter.console.workflow import dst_warning
+    from newsletter.scheduling import parse_local_time
+
+    winter = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+    assert dst_warning(parse_local_time("2026-12-01 09:00", "Europe/London"), winter) == ""
+    warning = dst_warning(parse_local_time("2027-04-01 09:00", "Europe/London"), winter)
+    assert warning.startswith("The clocks go forward in Europe/London") and "08:00 UTC" in warning
