@@ -270,3 +270,64 @@ def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser,
         str(ledger.possible_duplicates)
     steps.accessible()
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
+
+
+@pytest.fixture
+def quiet_console(tmp_path, sqlite_url):
+    """The app alone (no worker), on SQLite: for pages that need no delivery."""
+    from dataclasses import replace
+
+    from newsletter.config import settings_from
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
+                       secret_keys=("browser-console-key",), base_url=base_url, web_copy_dir=tmp_path / "web")
+    upgrade(settings.effective_database_url)
+    world = make_world(settings, subscribers=3)
+    server = make_server("127.0.0.1", port, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield settings, world, base_url
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def test_every_page_passes_axe_and_works_from_the_keyboard(browser, quiet_console, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.console_world import ADMIN
+
+    settings, world, base_url = quiet_console
+    steps = Steps(browser, base_url)
+    for width in (1280, 800):  # a desktop and a tablet
+        browser.set_window_size(width, 1000)
+        browser.get(f"{base_url}/console/forgot")
+        steps.accessible()
+    browser.set_window_size(1280, 1000)
+    steps.log_in(ADMIN)
+
+    # Keyboard alone: the skip link first, then through the form to a button that works.
+    browser.get(f"{base_url}/console/new")
+    body = steps.find("body")
+    body.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.text == "Skip to the content"
+    archive = tmp_path / "2021-09.zip"
+    archive.write_bytes(sample_zip())
+    steps.find("#zip").send_keys(str(archive))
+    steps.find("#zip-slug").send_keys("2021-09", Keys.ENTER)  # Enter submits, as a keyboard user would
+    steps.wait(lambda: browser.current_url.rsplit("/", 1)[-1].isdigit(), "the new issue's page")
+    issue_url = browser.current_url
+
+    pages = [issue_url, f"{issue_url}?scheme=dark&images=off", f"{base_url}/console/accounts",
+             f"{base_url}/console/account", f"{base_url}/console/", f"{base_url}/console/?state=draft",
+             f"{issue_url}/schedule", f"{issue_url}/results", f"{base_url}/console/issues/999"]
+    pages += [f"{issue_url}/sections/{name}" for name in ("01-chair.md", "02-priorities.md", "04-programmes.md",
+                                                          "05-vaccination-chart.md", "06-nhs-111.md", "07-news.md")]
+    for page in pages:
+        browser.get(page)
+        steps.accessible()
+    assert len(steps.checked) >= len(pages)
+    browser.get(f"{base_url}/console/issues/999")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Not found"
