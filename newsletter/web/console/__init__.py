@@ -67,6 +67,8 @@ def require_account():
         if request.path.endswith(".json"):
             return {"error": "log in first"}, 401
         return redirect(url_for("console.login_form", next=request.full_path.rstrip("?")))
+    with database() as db:  # read now: a page is rendered while the view holds its own session
+        g.may_operate = admins.may_operate(db, g.operator)
     if request.method == "POST" and security.csrf_problem():
         return message("Nothing was changed", "The form had expired.", "Go back, reload the page and send it again.",
                        status=400)
@@ -111,7 +113,7 @@ def page(template: str, status: int = 200, publication: PublicationRow | None = 
     if publication is not None:
         colours |= (publication.settings or {}).get("colours") or {}
     html = render_template(template, operator=g.get("operator"), notices=get_flashed_messages(with_categories=True),
-                           publication=publication, colours=colours, **context)
+                           publication=publication, colours=colours, may_operate=g.get("may_operate", False), **context)
     return html, status
 
 
@@ -152,6 +154,14 @@ def _utc(moment) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "-"
 
 
+def _local(moment, zone_name: str) -> str:
+    """"Wednesday 01 December 2021 09:00 GMT (2021-12-01 09:00 UTC)": both clocks people ask for."""
+    from newsletter.scheduling import when_from_utc
+
+    return when_from_utc(moment, zone_name).describe() if moment else "-"
+
+
 blueprint.add_app_template_filter(_utc, "console_utc")
+blueprint.add_app_template_filter(_local, "console_local")
 
 from newsletter.web.console import accounts, issues, preview, steps  # noqa: E402,F401 - they add the routes
