@@ -380,3 +380,47 @@ def test_the_dst_warning_names_the_change_between_now_and_the_send():
     assert dst_warning(parse_local_time("2026-12-01 09:00", "Europe/London"), winter) == ""
     warning = dst_warning(parse_local_time("2027-04-01 09:00", "Europe/London"), winter)
     assert warning.startswith("The clocks go forward in Europe/London") and "08:00 UTC" in warning
+
+
+def test_an_invitation_link_sets_a_password_once_and_a_revoked_account_is_out_at_once(world, app):
+    admin = client_of(app, ADMIN)
+    assert post(admin, "/console/accounts", {"email": "newcomer@example.org", "publication": str(world.publication_id),
+                                             "roles": "editor"}, page="/console/accounts").status_code == 303
+    [invitation] = [m for m in outbox(world.settings) if m["To"] == "newcomer@example.org"]
+    link = re.search(r"https://newsletter\.example\.org(/console/welcome/\S+)", invitation.get_content()).group(1)
+    newcomer = app.test_client()
+    assert log_in(newcomer, "newcomer@example.org").status_code == 401  # no password before the link is used
+    page = newcomer.get(link)
+    assert page.status_code == 200 and "newcomer@example.org" in page.get_data(as_text=True)
+    short = newcomer.post(link, data={"csrf_token": csrf_of(newcomer, link), "password": "short", "again": "short"})
+    assert short.status_code == 400 and "at least 12 are needed" in short.get_data(as_text=True)
+    chosen = {"password": "a newcomer's long passphrase", "again": "a newcomer's long passphrase"}
+    assert newcomer.post(link, data={"csrf_token": csrf_of(newcomer, link), **chosen}).status_code == 303
+    assert newcomer.get(link).status_code == 410  # single use
+    assert log_in(newcomer, "newcomer@example.org", chosen["password"]).status_code == 303
+    assert newcomer.get("/console/new").status_code == 200  # an editor now
+
+    with session_scope(world.settings) as session:
+        from newsletter.store.models import Admin
+
+        newcomer_id = session.scalars(select(Admin.id).where(Admin.email == "newcomer@example.org")).one()
+    post(admin, f"/console/accounts/{newcomer_id}/revoke", page="/console/accounts")
+    assert newcomer.get("/console/").status_code == 302  # their open session ended at once
+    assert log_in(newcomer, "newcomer@example.org", chosen["password"]).status_code == 401
+
+
+def test_a_reset_link_expires_and_a_tampered_one_does_not_work(world, app, monkeypatch):
+    from newsletter.console import invitations
+
+    client = app.test_client()
+    post(client, "/console/forgot", {"email": EDITOR}, page="/console/forgot")
+    [reset] = [m for m in outbox(world.settings) if m["To"] == EDITOR]
+    link = re.search(r"https://newsletter\.example\.org(/console/welcome/\S+)", reset.get_content()).group(1)
+    assert client.get(link + "x").status_code == 410
+    monkeypatch.setattr(invitations, "RESET_SECONDS", -1)  # an hour has passed
+    expired = client.get(link)
+    assert expired.status_code == 410 and "expired" in expired.get_data(as_text=True)
+    # Asking for an address nobody has says the same and sends nothing.
+    answer = post(client, "/console/forgot", {"email": "nobody@example.org"}, page="/console/forgot")
+    assert "If an account has that address" in answer.get_data(as_text=True)
+    assert not [m for m in outbox(world.settings) if m["To"] == "nobody@example.org"]
