@@ -278,7 +278,7 @@ def test_submit_reject_approve_each_email_the_people_concerned_and_an_edit_sends
     press(editor, submitted, "submit")
     assert press(approver, submitted, "approve").status_code == 303
     assert the_draft(world.settings).state == "approved"
-    assert to(world.settings, EDITOR)[-1].startswith("Approved:")
+    assert any(subject.startswith("Approved:") for subject in to(world.settings, EDITOR))
 
     page = f"/console/issues/{submitted}"
     fields = form_fields(editor.get(page).get_data(as_text=True), f"{page}/manifest")
@@ -424,3 +424,14 @@ def test_a_reset_link_expires_and_a_tampered_one_does_not_work(world, app, monke
     answer = post(client, "/console/forgot", {"email": "nobody@example.org"}, page="/console/forgot")
     assert "If an account has that address" in answer.get_data(as_text=True)
     assert not [m for m in outbox(world.settings) if m["To"] == "nobody@example.org"]
+
+
+def test_the_issue_list_shows_each_state_and_filters_by_it(world, app, editor, approved):
+    post(editor, "/console/new", {"how": "copy", "publication": str(world.publication_id), "slug": "2021-10"},
+         page="/console/new")
+    listing = editor.get("/console/").get_data(as_text=True)
+    states = dict(re.findall(r'<span class="muted">([\w-]+)</span></td>.*?data-field="state">([^<]+)<', listing, re.DOTALL))
+    assert states == {"2021-09": "approved", "2021-10": "draft"}
+    only_drafts = editor.get("/console/?state=draft").get_data(as_text=True)
+    assert "2021-10" in only_drafts and "2021-09" not in only_drafts
+    assert "No issue is sent yet" in editor.get("/console/?state=sent").get_data(as_text=True)
