@@ -435,3 +435,16 @@ def test_the_issue_list_shows_each_state_and_filters_by_it(world, app, editor, a
     only_drafts = editor.get("/console/?state=draft").get_data(as_text=True)
     assert "2021-10" in only_drafts and "2021-09" not in only_drafts
     assert "No issue is sent yet" in editor.get("/console/?state=sent").get_data(as_text=True)
+
+
+def test_a_post_without_a_csrf_token_changes_nothing(world, editor):
+    upload(editor, sample_zip(), publication_id=world.publication_id)
+    draft = the_draft(world.settings)
+    path = f"/console/issues/{draft.id}/sections/01-chair.md"
+    _html, fields = open_section(editor, draft.id, "01-chair.md")
+    fields["body"] = "Forged from another site"
+    del fields["csrf_token"]
+    assert editor.post(path, data=fields).status_code == 400
+    assert editor.post(f"/console/issues/{draft.id}/submit").status_code == 400
+    assert "Forged" not in file_text(world.settings, "01-chair.md")
+    assert the_draft(world.settings).state == "draft"

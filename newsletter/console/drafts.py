@@ -218,8 +218,9 @@ def decoded(data: bytes) -> str:
 
 
 def ensure_editable(session: Session, draft: Draft) -> None:
-    if draft.issue_id is not None and session.scalar(
-            select(Send.id).where(Send.issue_id == draft.issue_id, Send.state.in_(STARTED)).limit(1)) is not None:
+    states = set(session.scalars(select(Send.state).where(Send.issue_id == draft.issue_id))) \
+        if draft.issue_id is not None else set()
+    if states & set(STARTED) or (draft.state == "scheduled" and "scheduled" not in states):
         raise InputError(Problem(f"issue {draft.slug}", "it is being sent or was sent, so it is frozen",
                                  "corrections go into a new issue: copy this one"))
     if draft.state == "scheduled":
