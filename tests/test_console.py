@@ -174,6 +174,8 @@ def evil_zip(entries: dict[str, bytes]) -> bytes:
     (evil_zip({"2021-09/issue.yaml": b"title: x\n", "2021-09/photo.png": b"this is not a picture"}),
      "photo.png: it is not a picture"),
     (evil_zip({"notes.md": b"no manifest here"}), "there is no issue.yaml"),
+    (evil_zip({"issue.yaml": b"title: x\n", "01-letter.md": b"a" * (3 * 1024 * 1024)}),
+     "01-letter.md: it is 3.0 MB; at most 2 MB per file"),
 ])
 def test_bad_uploads_are_refused_with_a_clear_message_and_store_nothing(world, editor, data, expected):
     response = upload(editor, data, "bad.zip", slug="bad", publication_id=world.publication_id)
@@ -448,3 +450,20 @@ def test_a_post_without_a_csrf_token_changes_nothing(world, editor):
     assert editor.post(f"/console/issues/{draft.id}/submit").status_code == 400
     assert "Forged" not in file_text(world.settings, "01-chair.md")
     assert the_draft(world.settings).state == "draft"
+
+
+def test_reschedule_and_unschedule_a_scheduled_issue(world, editor, approved):
+    page = f"/console/issues/{approved}"
+    post(editor, f"{page}/schedule", {"lists": "everyone", "at": "2099-03-01 09:00", "when": "at"}, page=page)
+    confirm = editor.get(f"{page}/confirm/reschedule").get_data(as_text=True)
+    assert "3 recipient(s) are waiting for it" in confirm
+    moved = post(editor, f"{page}/reschedule", {"at": "2099-03-02 10:30"}, page=f"{page}/confirm/reschedule")
+    assert moved.status_code == 303
+    with session_scope(world.settings) as session:
+        [send] = session.scalars(select(Send)).all()
+        assert f"{send.scheduled_at:%Y-%m-%d %H:%M}" == "2099-03-02 10:30"  # GMT: UTC is the same
+    assert "Rescheduled for Monday 02 March 2099 10:30 GMT" in editor.get(page).get_data(as_text=True)
+    assert post(editor, f"{page}/unschedule", page=f"{page}/confirm/unschedule").status_code == 303
+    with session_scope(world.settings) as session:
+        assert session.scalars(select(Send.state)).all() == ["cancelled"]
+    assert the_draft(world.settings).state == "approved"  # it can be scheduled again
