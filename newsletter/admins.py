@@ -79,7 +79,7 @@ def checked_password(password: str, where: str = "password") -> str:
 def create_admin(session: Session, email: str, password: str) -> Admin:
     address = login_name(checked_address(email, "EMAIL"))
     if _find(session, address) is not None:
-        raise InputError(Problem("EMAIL", f"there is an operator {address} already",
+        raise InputError(Problem("EMAIL", f"there is an account {address} already",
                                  "use `newsletter admins reset-password` to give it a new password"))
     admin = Admin(email=address, password_hash=_hash(checked_password(password)), is_admin=True)
     session.add(admin)
@@ -99,14 +99,14 @@ def remove_admin(session: Session, email: str) -> None:
     if admin is not None:
         end_sessions_of(session, admin.id)
     if session.execute(delete(Admin).where(Admin.email == address)).rowcount != 1:
-        raise NotFound(f"there is no operator {address}; `newsletter admins list` shows them")
+        raise NotFound(f"there is no account {address}; `newsletter admins list` shows them")
     log.info("operator %s removed", address)
 
 
 def reset_password(session: Session, email: str, password: str) -> None:
     admin = _find(session, login_name(email))
     if admin is None:
-        raise NotFound(f"there is no operator {login_name(email)}; `newsletter admins list` shows them")
+        raise NotFound(f"there is no account {login_name(email)}; `newsletter admins list` shows them")
     set_password(session, admin, password)
     log.info("password of operator %s reset", admin.email)
 
