@@ -52,7 +52,7 @@ def test_list_remove_and_reset_password(cli, session):
 
     assert cli("admins", "remove", "ops@example.org").exit_code == 0
     missing = cli("admins", "remove", "ops@example.org")
-    assert missing.exit_code == 2 and "no operator ops@example.org" in missing.output
+    assert missing.exit_code == 2 and "no account ops@example.org" in missing.output
     assert "No operators yet" in cli("admins", "list").output
 
 
