@@ -30,19 +30,13 @@ class World:
     slug: str
 
 
-def make_world(settings, subscribers: int = 0, web_base_url: str | None = None) -> World:
+def make_world(settings, subscribers: int = 0) -> World:
+    """The sample publication as `newsletter publications add` records it, an admin, one
+    account per role, and a list with ``subscribers`` confirmed readers."""
     publication = load_publication(PUBLICATION_FOLDER / "publication.yaml")
-    if web_base_url:
-        from dataclasses import replace
-
-        publication = replace(publication, web_base_url=web_base_url)
     with session_scope(settings) as session:
         row = sync_publication(session, publication)
         store_publication_files(session, row, PUBLICATION_FOLDER)
-        if web_base_url:  # as if publication.yaml said so: the email's links lead to this app
-            files = {f.name: f for f in row_files(session, row.id)}
-            text = files["publication.yaml"].data.decode()
-            files["publication.yaml"].data = re.sub(r"(?m)^web_base_url:.*$", f"web_base_url: {web_base_url}", text).encode()
         admins.create_admin(session, ADMIN, PASSWORD)
         for email, roles in ((EDITOR, ["editor"]), (APPROVER, ["approver"]), (OPERATOR, ["operator"])):
             account = admins.invite_account(session, email, row.id, roles)
@@ -51,14 +45,6 @@ def make_world(settings, subscribers: int = 0, web_base_url: str | None = None) 
         for n in range(subscribers):
             add_subscriber(session, f"reader{n:03d}@example.com", lists=["everyone"], publication_slug=publication.slug)
         return World(settings, row.id, publication.slug)
-
-
-def row_files(session, publication_id):
-    from sqlalchemy import select
-
-    from newsletter.store.models import PublicationFile
-
-    return session.scalars(select(PublicationFile).where(PublicationFile.publication_id == publication_id)).all()
 
 
 def sample_zip(folder: Path = SAMPLE_ISSUE, prefix: str = "2021-09/") -> bytes:
