@@ -67,3 +67,15 @@ def test_a_section_file_that_is_not_utf8_is_refused_by_name():
         archive.writestr("01-a.md", "caf\xe9".encode("latin-1"))
     with pytest.raises(InputError, match="01-a.md: error: it is not UTF-8 text"):
         bundles.read_issue_zip(out.getvalue())
+
+
+def test_publications_add_keeps_the_files_the_console_lays_issues_out_with(cli, session):
+    from sqlalchemy import select
+
+    from newsletter.store.models import PublicationFile
+
+    result = cli("publications", "add", str(SAMPLE_ISSUE.parent.parent))
+    assert result.exit_code == 0, result.output
+    kept = {f.name: f.data for f in session.scalars(select(PublicationFile))}
+    assert sorted(kept) == ["logo.png", "publication.yaml"]
+    assert kept["logo.png"] == (SAMPLE_ISSUE.parent.parent / "logo.png").read_bytes()
