@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import PurePosixPath
 
-from flask import Response, abort, g, redirect, request, url_for
+from flask import Response, abort, g, request, url_for
 from sqlalchemy import select
 
 from newsletter import audit
