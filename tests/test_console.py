@@ -105,6 +105,9 @@ def test_edit_a_teaser_break_a_link_see_the_finding_point_at_the_field_then_fix_
     assert re.search(r"<button type=\"submit\" disabled[^>]*>Send for approval", issue_page)
     section_page, fields = open_section(editor, draft.id, "02-priorities.md")
     assert 'id="f-items-0-url"' in section_page and link in section_page
+    # The field itself says what is wrong, for eyes and for screen readers.
+    assert re.search(r'<p class="error" id="f-items-0-url-finding-1">`url` should be a full https:// address', section_page)
+    assert re.search(r'id="f-items-0-url"[^>]*aria-describedby="f-items-0-url-finding-1"', section_page)
 
     fields["items-0-url"] = "https://www.example.org/ics/priorities/frailty"
     editor.post(path, data=fields)
