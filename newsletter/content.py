@@ -47,7 +47,7 @@ COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
 # The web app's own top-level paths: a publication's pages are served at
 # /<publication slug>/, so no publication may take one of these names.
 RESERVED_PUBLICATION_SLUGS = frozenset(
-    {"confirm", "healthz", "metrics", "ops", "p", "static", "subscribe", "u", "webhooks"}
+    {"confirm", "console", "healthz", "metrics", "ops", "p", "static", "subscribe", "u", "webhooks"}
 )
 
 # The fields each section kind reads, beyond kind, id and title.

@@ -30,7 +30,8 @@ def sync_publication(session: Session, publication: Publication) -> PublicationR
     row.web_base_url = publication.web_base_url
     row.timezone = publication.timezone
     row.language = publication.language
-    row.settings = publication_settings(publication)
+    # Keys the file does not own (the console's, e.g. who may approve) are kept.
+    row.settings = {**(row.settings or {}), **publication_settings(publication)}
     session.flush()
     return row
 

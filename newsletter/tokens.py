@@ -24,12 +24,13 @@ from newsletter.errors import NewsletterError
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
 PREFERENCES = "preferences"
-PURPOSES = (CONFIRM, UNSUBSCRIBE, PREFERENCES)
+ACCOUNT = "account"  # an invitation or a password reset for a console account
+PURPOSES = (CONFIRM, UNSUBSCRIBE, PREFERENCES, ACCOUNT)
 
 # How long a subscription confirmation link works when the caller does not say.
 CONFIRM_MAX_AGE_SECONDS = 7 * 24 * 3600
 
-_TIMED_PURPOSES = frozenset({CONFIRM})
+_TIMED_PURPOSES = frozenset({CONFIRM, ACCOUNT})
 _SIGNER_KWARGS = {"digest_method": hashlib.sha256}
 
 
@@ -56,7 +57,7 @@ def read_token(settings: Settings, purpose: str, token: str, max_age: int | None
     serializer = _serializer(settings.signing_keys, purpose)
     if purpose not in _TIMED_PURPOSES:
         if max_age is not None:
-            raise ValueError(f"{purpose} tokens do not expire; max_age applies to {CONFIRM} only")
+            raise ValueError(f"{purpose} tokens do not expire; max_age applies to timed purposes only")
         return _loads(serializer, token)
     if max_age is None:
         max_age = CONFIRM_MAX_AGE_SECONDS

@@ -16,7 +16,8 @@ PASSWORD = "correct horse battery staple"
 def test_create_prompts_twice_and_keeps_only_a_hash(cli, session):
     result = cli("admins", "create", "Ops@Example.org", input=f"{PASSWORD}\n{PASSWORD}\n")
     assert result.exit_code == 0, result.output
-    assert "Operator ops@example.org created" in result.output
+    assert "Admin ops@example.org created" in result.output
+    assert session.scalars(select(Admin)).one().is_admin  # the first account manages the others
     stored = session.scalars(select(Admin)).one()
     assert stored.email == "ops@example.org"
     assert PASSWORD not in stored.password_hash and stored.password_hash.startswith("scrypt:")
@@ -51,7 +52,7 @@ def test_list_remove_and_reset_password(cli, session):
 
     assert cli("admins", "remove", "ops@example.org").exit_code == 0
     missing = cli("admins", "remove", "ops@example.org")
-    assert missing.exit_code == 2 and "no operator ops@example.org" in missing.output
+    assert missing.exit_code == 2 and "no account ops@example.org" in missing.output
     assert "No operators yet" in cli("admins", "list").output
 
 

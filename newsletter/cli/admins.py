@@ -1,6 +1,8 @@
-"""`newsletter admins`: the operators who may log in to the ops dashboard (/ops).
+"""`newsletter admins`: the admins, who may log in to the comms console and the ops dashboard.
 
-The first operator is made here: the web app has no default account.
+The first admin is made here: the web app has no default account. Admins
+invite everyone else from the console (/console/accounts), with roles per
+publication; `list`, `remove` and `reset-password` work on those accounts too.
 Passwords are typed at a prompt (twice, not echoed), never given as arguments,
 so they stay out of shell history and process lists.
 """
@@ -34,18 +36,19 @@ def _password_prompt():
 
 @main.group()
 def admins():
-    """Operators who may log in to the ops dashboard."""
+    """Accounts of the comms console and the ops dashboard; `create` makes an admin."""
 
 
 @admins.command()
 @click.argument("email")
 @_password_prompt()
 def create(email: str, password: str):
-    """Create an operator; you are asked for the password twice."""
+    """Create an admin; you are asked for the password twice."""
     with _session() as session:
         admin = operators.create_admin(session, email, password)
         address = admin.email
-    console.print(f"Operator [bold]{address}[/] created; they can log in at {get_settings().base_url}/ops/",
+    base = get_settings().base_url
+    console.print(f"Admin [bold]{address}[/] created; they can log in at {base}/console/ (and {base}/ops/)",
                   highlight=False)
 
 
@@ -67,7 +70,7 @@ def list_():
 @admins.command()
 @click.argument("email")
 def remove(email: str):
-    """Remove an operator; their open sessions end at their next request."""
+    """Remove an account; its open sessions end at once."""
     with _session() as session:
         operators.remove_admin(session, email)
     console.print(f"Operator {operators.login_name(email)} removed.", highlight=False)
@@ -77,7 +80,7 @@ def remove(email: str):
 @click.argument("email")
 @_password_prompt()
 def reset_password(email: str, password: str):
-    """Give an operator a new password; their open sessions end."""
+    """Give an account a new password; its open sessions end."""
     with _session() as session:
         operators.reset_password(session, email, password)
     console.print(f"Password of {operators.login_name(email)} changed; their open sessions have ended.",

@@ -25,6 +25,7 @@ def publications():
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 def add_publication(path: Path):
     """Record (or update) a publication from its folder or its publication.yaml."""
+    from newsletter.console.drafts import store_publication_files
     from newsletter.content import PUBLICATION_FILE, load_publication
     from newsletter.publications import sync_publication
 
@@ -35,7 +36,9 @@ def add_publication(path: Path):
     settings = get_settings()
     upgrade(settings.effective_database_url)
     with session_scope(settings) as session:
-        sync_publication(session, publication)
+        row = sync_publication(session, publication)
+        # The console lays issues out beside a copy of these files.
+        store_publication_files(session, row, file.parent)
     console.print(f"Publication [bold]{publication.slug}[/] ({publication.name}) recorded.")
 
 

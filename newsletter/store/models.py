@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -416,6 +417,130 @@ class Admin(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Accounts made with `newsletter admins create` manage accounts and publications;
+    # invited ones hold only the roles given to them per publication.
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # revoked by an admin
+
+
+ROLES = ("editor", "approver", "operator")
+
+
+class AccountRole(Base):
+    """One role of one account in one publication: editor, approver or operator."""
+
+    __tablename__ = "account_roles"
+    __table_args__ = (UniqueConstraint("admin_id", "publication_id", "role"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id", ondelete="CASCADE"), index=True)
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(20))
+
+
+class WebSession(Base):
+    """A logged-in browser. The cookie holds a random token; only its SHA-256 is kept,
+    and deleting the row (logout, a new password, a revoked account) ends the session."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id", ondelete="CASCADE"), index=True)
+    client: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LoginClient(Base):
+    """An address an account has logged in from: the per-account login limit lets it through."""
+
+    __tablename__ = "login_clients"
+    __table_args__ = (UniqueConstraint("admin_id", "client_key"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id", ondelete="CASCADE"))
+    client_key: Mapped[str] = mapped_column(String(64))  # a keyed hash of the address
+    last_login_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who did what, when, from which address: every action in the console and the dashboard."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(320))  # an account's address, or "cli"
+    action: Mapped[str] = mapped_column(String(60))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    client: Mapped[str] = mapped_column(String(100), default="")
+    publication_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    draft_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+
+
+# --- The console: issues written in the browser ------------------------------------
+
+DRAFT_STATES = ("draft", "awaiting approval", "approved")
+
+
+class Draft(Base):
+    """An issue written in the console: its section files are DraftFile rows.
+
+    ``state`` is the approval's: draft -> awaiting approval -> approved; once
+    scheduled, ``issue_id`` names the stored issue and its sends tell the rest.
+    ``version`` grows with every save of any of its files.
+    """
+
+    __tablename__ = "drafts"
+    __table_args__ = (UniqueConstraint("publication_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id"))
+    slug: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str] = mapped_column(String(300), default="")
+    state: Mapped[str] = mapped_column(String(30), default="draft")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    editors: Mapped[list] = mapped_column(JSON, default=list)  # addresses of everyone who saved it
+    created_by: Mapped[str] = mapped_column(String(320), default="")
+    submitted_by: Mapped[str] = mapped_column(String(320), default="")
+    approved_by: Mapped[str] = mapped_column(String(320), default="")
+    rejection: Mapped[str] = mapped_column(Text, default="")  # the approver's comment
+    issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id"), nullable=True)
+    findings: Mapped[list] = mapped_column(JSON, default=list)  # the last check's, for the page
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    warnings: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DraftFile(Base):
+    """One file of a draft (issue.yaml, a section file, an image), with its own version."""
+
+    __tablename__ = "draft_files"
+    __table_args__ = (UniqueConstraint("draft_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    draft_id: Mapped[int] = mapped_column(ForeignKey("drafts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_by: Mapped[str] = mapped_column(String(320), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PublicationFile(Base):
+    """A file of a publication's folder (publication.yaml, its logo, templates/...),
+    kept so that every web process can lay out an issue folder the CLI would accept."""
+
+    __tablename__ = "publication_files"
+    __table_args__ = (UniqueConstraint("publication_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # --- Ops: queue depth over time ----------------------------------------------------

@@ -1,4 +1,4 @@
-"""The web app: public pages, unsubscribe, webhooks, the ops dashboard.
+"""The web app: public pages, unsubscribe, webhooks, the ops dashboard, the comms console.
 
 ``create_app`` wires one blueprint per area; each lives in its own module
 and exposes ``blueprint``. Served by gunicorn from the Procfile's web line.
@@ -19,6 +19,7 @@ BLUEPRINTS = {
     "newsletter.web.unsubscribe": "",
     "newsletter.web.webhooks": "/webhooks",
     "newsletter.web.ops": "/ops",
+    "newsletter.web.console": "/console",
     "newsletter.web.health": "",
     "newsletter.web.metrics": "",
     "newsletter.web.archive": "",  # the web copy: /<publication>/...

@@ -1,7 +1,8 @@
 """/ops: the operators' dashboard. Queues, workers, every send, and buttons to steer them.
 
-Everything here needs a logged-in operator (``newsletter admins create``):
-pages redirect to the login, JSON answers 401. The numbers come from
+Everything here needs a logged-in account that is an admin or an operator
+of a publication (``newsletter.web.auth``: one login for this and the comms
+console): pages redirect to the login, JSON answers 401. The numbers come from
 ``newsletter.ops.status``, the code behind ``newsletter ops status``; the
 buttons act through ``newsletter.scheduling``, as the CLI does, after a
 confirmation page that works without JavaScript, and every action is logged
@@ -24,7 +25,6 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Response,
-    current_app,
     flash,
     g,
     get_flashed_messages,
@@ -32,18 +32,17 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
-from newsletter import admins, scheduling
+from newsletter import admins, audit, scheduling
 from newsletter.errors import InputError
 from newsletter.errors import NotFound as NoSuchThing
 from newsletter.ops.status import Status, collect_status
 from newsletter.store.models import BatchRun, Delivery, QueueSample, SendEvent
-from newsletter.web import security
+from newsletter.web import auth, security
 from newsletter.web.pages import database, settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,6 @@ STATIC = Path(__file__).resolve().parent / "static" / "ops"
 blueprint = Blueprint("ops", __name__, static_folder=str(STATIC), static_url_path="/static")
 
 OPEN_ENDPOINTS = {"ops.login_form", "ops.login", "ops.static"}
-SESSION_KEY = "operator"
 POLL_SECONDS = 5
 NO_SCRIPT_REFRESH_SECONDS = 30
 CHART_HOURS = 6
@@ -67,7 +65,7 @@ def install(state) -> None:
     install_pages(state)  # security headers, CSRF tokens in templates
     app = state.app
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=app.config["SETTINGS"].ops_session_seconds)
-    app.extensions["newsletter.login_limit"] = admins.LoginLimit(app.config["SETTINGS"])
+    auth.install(app)
 
 
 blueprint.record_once(install)
@@ -86,20 +84,18 @@ def dashboard_policy(response: Response) -> Response:
 def require_operator():
     if request.endpoint in OPEN_ENDPOINTS:
         return None
-    g.operator = current_operator()
+    g.operator = auth.current_account()
     if g.operator is not None:
-        return None
+        with database() as db:
+            if admins.may_operate(db, g.operator):
+                return None
+        if request.path.endswith(".json"):
+            return jsonify(error="this account is not an operator"), 403
+        return message_page("Not for this account", "The ops dashboard is for operators and admins.",
+                            "Ask an admin for the operator role, or go to the console.", status=403)
     if request.path.endswith(".json"):
         return jsonify(error="log in first", login=url_for("ops.login_form")), 401
     return redirect(url_for("ops.login_form", next=request.full_path.rstrip("?")))
-
-
-def current_operator() -> admins.Operator | None:
-    held = session.get(SESSION_KEY)
-    if not isinstance(held, dict):
-        return None
-    with database() as db:
-        return admins.operator_by_id(db, int(held.get("id", 0)), str(held.get("stamp", "")))
 
 
 def safe_next(target: str | None) -> str:
@@ -132,19 +128,9 @@ def login():
 
     if security.csrf_problem():
         return again("The form had expired. Please log in again.", 400)
-    limit = current_app.extensions["newsletter.login_limit"]
-    if not limit.allow(request.remote_addr or "unknown", email):
-        log.warning("login refused: too many attempts (client %s)", request.remote_addr)
-        return again("Too many attempts to log in. Wait a few minutes, then try again.", 429)
-    with database() as db:
-        operator = admins.authenticate(db, email, password)
+    operator, problem, status = auth.log_in(email, password, "ops dashboard")
     if operator is None:
-        log.info("failed login to the ops dashboard (client %s)", request.remote_addr)
-        return again("The email address or the password is not right.", 401)
-    session.clear()
-    session.permanent = True
-    session[SESSION_KEY] = {"id": operator.id, "stamp": operator.password_stamp}
-    log.info("operator %s logged in", operator.email)
+        return again(problem, status)
     return redirect(target, code=303)
 
 
@@ -152,7 +138,7 @@ def login():
 def logout():
     if security.csrf_problem():
         return message_page("Not logged out", "The form had expired.", "Reload the page and try again.", status=400)
-    session.clear()
+    auth.log_out("ops dashboard")
     log.info("operator %s logged out", g.operator.email)
     flash("You are logged out.")
     return redirect(url_for("ops.login_form"), code=303)
@@ -266,6 +252,7 @@ def run_action(send_id: int, action_name: str):
         with database() as db:
             done = action.run(db, send_id, operator)
             db.add(SendEvent(send_id=send_id, kind="operator", detail=f"{action_name} by {operator.email} (dashboard)"))
+            audit.record(db, operator.email, action_name, f"send {send_id} (dashboard)", client=auth.client_address())
     except NoSuchThing as exc:
         return message_page("No such send", str(exc), status=404)
     except InputError as exc:

@@ -1,0 +1,108 @@
+"""`newsletter check` for the console, and where each finding points in the forms.
+
+This is the one place the console calls the checks (``content.load_issue``,
+``render.render_issue``, ``checks.check_issue``) and reads the places their
+problems name, so a change to the checks' format is adapted here alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from newsletter.checks import check_issue
+from newsletter.content import MANIFEST_FILE, PUBLICATION_FILE, load_issue
+from newsletter.errors import InputError, Problem
+from newsletter.render import RenderedIssue, render_issue
+from newsletter.yamlsource import LineList, LineMap, parse_yaml, split_front_matter
+
+# "<path>:<line>", "<path>: field <name>", or a name like "email HTML".
+_WHERE = re.compile(r"^(?P<path>.*?)(?::(?P<line>\d+)|: field (?P<field>\w+))?$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # "error" or "warning"
+    message: str
+    fix: str
+    where: str  # as the CLI says it, with the issue folder's name
+    file: str  # the draft's file it is in ("" when not in one: templates, the email as a whole)
+    field: str  # the form field it belongs to ("" when unknown)
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_folder(folder: Path, templates_dir: Path | None = None) -> tuple[RenderedIssue | None, list[Finding]]:
+    """Load, render and check like `newsletter check`; the rendering (None if it failed) and the findings."""
+    folder = Path(folder)
+    try:
+        issue = load_issue(folder)
+        rendered = render_issue(issue, templates_dir)
+        problems = check_issue(issue, rendered)
+    except InputError as exc:
+        rendered, problems = None, exc.problems
+    return rendered, [finding(problem, folder) for problem in problems]
+
+
+def finding(problem: Problem, folder: Path) -> Finding:
+    match = _WHERE.match(problem.where)
+    path, line, field = match.group("path"), int(match.group("line") or 0), match.group("field") or ""
+    name = _draft_file(path, folder)
+    if name and not field:
+        field = field_at(folder / name, line) if name != PUBLICATION_FILE else ""
+    where = f"{folder.name}/{name}" + (f":{line}" if line else "") if name and name != PUBLICATION_FILE else problem.where
+    return Finding(problem.severity, problem.message, problem.fix, where, name, field)
+
+
+def _draft_file(path: str, folder: Path) -> str:
+    """The name of the issue's file a problem names, or ""."""
+    if not path or " " in path.strip():
+        return ""
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        candidate = Path.cwd() / candidate
+    try:
+        return candidate.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return PUBLICATION_FILE if candidate.name == PUBLICATION_FILE else ""
+
+
+def field_at(path: Path, line: int) -> str:
+    """The form field that holds ``line`` of a section file or issue.yaml ("" if none does)."""
+    if not line or not path.is_file():
+        return ""
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    if path.name == MANIFEST_FILE:
+        values, body_line = parse_yaml(text, path, 1, []), 0
+    else:
+        split = split_front_matter(text)
+        if split is None:
+            return ""
+        yaml_text, first, _body, body_line = split
+        values = parse_yaml(yaml_text, path, first, [])
+        if line >= body_line:
+            return "body"
+    return _field_in(values, line, "") if isinstance(values, LineMap) else ""
+
+
+def _field_in(values: LineMap, line: int, prefix: str) -> str:
+    before = [(at, key) for key, at in values.key_lines.items() if at <= line]
+    if not before:
+        return prefix.rstrip("-_") or ""
+    _, key = max(before)
+    value = values.get(key)
+    if isinstance(value, LineList) and key in ("items", "figures"):
+        entries = [(at, n) for n, at in enumerate(value.item_lines) if at <= line]
+        if entries:
+            _, n = max(entries)
+            entry = value[n]
+            return _field_in(entry, line, f"{prefix}{key}-{n}-") if isinstance(entry, LineMap) else f"{prefix}{key}-{n}"
+    if isinstance(value, LineMap) and key == "image":
+        return _field_in(value, line, f"{prefix}image_")
+    return f"{prefix}{key}"

@@ -1,0 +1,84 @@
+"""What happened to an issue's sends: the numbers `newsletter ops status` shows,
+and what followed (bounces, complaints, people who left), from the ledger."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from newsletter.config import Settings
+from newsletter.ops.sends import SendStatus, error_groups, send_status
+from newsletter.store.models import (
+    Delivery,
+    Draft,
+    IssueRow,
+    MailingList,
+    Membership,
+    PublicationRow,
+    Send,
+    Subscriber,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    status: SendStatus  # what `newsletter ops status` says of this send
+    list_name: str
+    failed_by_reason: list[tuple[str, int]]
+    unsubscribed_after: int  # recipients who left the list (or everything) after it started
+
+
+def results(session: Session, settings: Settings, draft: Draft) -> list[SendResult]:
+    if draft.issue_id is None:
+        return []
+    now = utcnow()
+    rows = session.execute(
+        select(Send, PublicationRow.slug, IssueRow.slug, MailingList.slug, MailingList.name)
+        .join(IssueRow, IssueRow.id == Send.issue_id).join(MailingList, MailingList.id == Send.list_id)
+        .join(PublicationRow, PublicationRow.id == IssueRow.publication_id)
+        .where(Send.issue_id == draft.issue_id).order_by(Send.id)
+    ).all()
+    return [SendResult(send_status(session, send, (pub, issue, list_slug), settings.claim_timeout_seconds, now),
+                       list_name, [(g.reason, g.count) for g in error_groups(session, send.id, shown=20)],
+                       unsubscribed_after(session, send))
+            for send, pub, issue, list_slug, list_name in rows]
+
+
+def unsubscribed_after(session: Session, send: Send) -> int:
+    if send.started_at is None:
+        return 0
+    left = or_(and_(Membership.list_id == send.list_id, Membership.status == "unsubscribed",
+                    Membership.updated_at >= send.started_at),
+               and_(Subscriber.status == "unsubscribed", Subscriber.updated_at >= send.started_at))
+    return session.scalar(
+        select(func.count(func.distinct(Delivery.subscriber_id)))
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .join(Membership, and_(Membership.subscriber_id == Subscriber.id, Membership.list_id == send.list_id))
+        .where(Delivery.send_id == send.id, Delivery.state == "sent", left)
+    ) or 0
+
+
+def failures_csv(session: Session, draft: Draft) -> str:
+    """Every recipient whose delivery failed, with why: one row each, for a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["send", "list", "email", "attempts", "error"])
+    if draft.issue_id is not None:
+        rows = session.execute(
+            select(Send.id, MailingList.slug, Delivery.email, Delivery.attempts, Delivery.last_error)
+            .join(Send, Send.id == Delivery.send_id).join(MailingList, MailingList.id == Send.list_id)
+            .where(Send.issue_id == draft.issue_id, Delivery.state == "failed").order_by(Send.id, Delivery.id)
+        ).all()
+        for row in rows:
+            writer.writerow([_cell(str(v)) for v in row])
+    return out.getvalue()
+
+
+def _cell(value: str) -> str:
+    """A cell a spreadsheet shows as text, never runs as a formula (OWASP's CSV injection advice)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

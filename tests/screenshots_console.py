@@ -1,0 +1,121 @@
+"""Screenshots of the comms console for the docs: the issue list, the editor with its
+preview, and the results page. Not a test; run it after changing the console's looks:
+
+    .venv/bin/python -m tests.screenshots_console docs/images
+
+It runs the app on loopback with a SQLite database in a temporary folder, makes three
+issues through the console's own forms, delivers one in-process to a memory transport,
+and photographs the pages in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from newsletter.config import settings_from
+from newsletter.store.db import session_scope
+from newsletter.store.migrate import upgrade
+from newsletter.web import create_app
+from tests.conftest import free_port
+from tests.console_world import APPROVER, EDITOR, PASSWORD, form_fields, log_in, make_world, post, sample_zip, upload
+
+
+def prepare(settings, world, app) -> int:
+    from newsletter.delivery import Deliverer
+    from newsletter.sending import claim_due_sends, finish_sends
+    from newsletter.store.models import Batch, Draft
+    from newsletter.subscribers import unsubscribe
+    from tests.memory_transport import MemoryTransport
+
+    editor, approver = app.test_client(), app.test_client()
+    log_in(editor, EDITOR)
+    log_in(approver, APPROVER)
+    upload(editor, sample_zip(), publication_id=world.publication_id)
+    with session_scope(settings) as session:
+        sent_id = session.scalars(select(Draft.id)).one()
+    page = f"/console/issues/{sent_id}"
+    post(editor, f"{page}/submit", page=page)
+    post(approver, f"{page}/approve", page=page)
+    post(editor, f"{page}/schedule", {"lists": "everyone", "when": "now"}, page=page)
+    transport = MemoryTransport()
+    transport.permanent["reader007@example.com"] = (550, "5.1.1", "<reader007@example.com>: user unknown")
+    transport.permanent["reader019@example.com"] = (552, "5.2.2", "<reader019@example.com>: mailbox full")
+    with session_scope(settings) as session:
+        claim_due_sends(session, settings)
+    with session_scope(settings) as session:
+        deliverer = Deliverer(settings, transport)
+        for batch_id in session.scalars(select(Batch.id)).all():
+            deliverer.deliver_batch(session, batch_id)
+    with session_scope(settings) as session:
+        finish_sends(session)
+        unsubscribe(session, "reader003@example.com")
+
+    for slug, title in (("2021-10", "October 2021"), ("2021-11", "November 2021")):
+        post(editor, "/console/new", {"how": "copy", "publication": str(world.publication_id), "slug": slug},
+             page="/console/new")
+        with session_scope(settings) as session:
+            draft_id = session.scalars(select(Draft.id).where(Draft.slug == slug)).one()
+        page = f"/console/issues/{draft_id}"
+        fields = form_fields(editor.get(page).get_data(as_text=True), f"{page}/manifest")
+        fields |= {"title": f"Together We're Better: {title}", "subject": f"Together We're Better: {title}"}
+        if slug == "2021-11":
+            fields["preheader"] = ""  # a warning for the picture
+        editor.post(f"{page}/manifest", data=fields)
+        if slug == "2021-10":
+            post(editor, f"{page}/submit", page=page)
+    return sent_id
+
+
+def main(out: Path) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from tests.test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(Path(tmp) / "var")}),
+                           secret_keys=("screenshots",), base_url=base_url, web_copy_dir=Path(tmp) / "web")
+        upgrade(settings.effective_database_url)
+        world = make_world(settings, subscribers=40)
+        app = create_app(settings)
+        sent_id = prepare(settings, world, app)
+        server = make_server("127.0.0.1", port, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}", "--hide-scrollbars"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        try:
+            driver.set_window_size(1280, 900)
+            driver.get(f"{base_url}/console/login")
+            driver.find_element("id", "email").send_keys(EDITOR)
+            driver.find_element("id", "password").send_keys(PASSWORD)
+            driver.find_element("css selector", "main button[type=submit]").click()
+            driver.find_element("css selector", "table")
+            driver.save_screenshot(str(out / "console-issues.png"))
+            driver.set_window_size(1280, 1500)
+            driver.get(f"{base_url}/console/issues/{sent_id + 2}")
+            driver.save_screenshot(str(out / "console-editor.png"))
+            driver.set_window_size(1280, 1000)
+            driver.get(f"{base_url}/console/issues/{sent_id}/results")
+            driver.save_screenshot(str(out / "console-results.png"))
+        finally:
+            driver.quit()
+            server.shutdown()
+    print(f"screenshots written to {out}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images"))

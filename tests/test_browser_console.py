@@ -1,0 +1,333 @@
+"""The comms console's whole flow in real headless Chromium, with a real worker
+delivering over SMTP (issue 10's ten steps):
+
+1. log in as an editor; 2. create an issue by uploading the sample issue's zip;
+3. edit a teaser; 4. break a link, see its check fail and link to the field, fix it;
+5. send a proof and see it arrive; 6. submit the issue; 7. log in as an approver
+and approve it; 8. schedule it; 9. a real worker delivers it over SMTP; 10. the
+results page shows the counts the ledger holds.
+
+axe-core checks every page on the way: no serious or critical violation. The
+app runs on loopback in a thread; the worker and beat are processes started as
+the Procfile starts them (tests/pipeline.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+from email import message_from_bytes, policy
+
+import pytest
+from werkzeug.serving import make_server
+
+from newsletter.scheduling import when_from_utc
+from newsletter.store.db import session_scope
+from newsletter.store.migrate import upgrade
+from newsletter.store.models import utcnow
+from newsletter.web import create_app
+from tests.conftest import REQUIRE_SERVICES, ROOT, free_port
+from tests.console_world import APPROVER, EDITOR, PASSWORD, make_world, sample_zip
+from tests.pipeline import Pipeline
+from tests.smtp_server import SmtpTestServer
+from tests.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
+
+pytestmark = pytest.mark.slow
+
+AXE = ROOT / ".cache" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+SUBSCRIBERS = 6
+
+
+@pytest.fixture
+def smtp():
+    with SmtpTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def console(tmp_path, postgres_url, redis_url, smtp):
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    pipeline = Pipeline(tmp_path, postgres_url, redis_url, smtp, BASE_URL=base_url)
+    settings = pipeline.settings
+    upgrade(settings.effective_database_url)
+    world = make_world(settings, subscribers=SUBSCRIBERS)
+    server = make_server("127.0.0.1", port, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield pipeline, world, base_url
+    pipeline.stop_all()
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def axe_problems(driver) -> list[str]:
+    """Serious and critical axe-core violations on the page shown."""
+    if not AXE.is_file():
+        message = "axe-core is not installed (scripts/install-browser installs it)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    driver.execute_script(AXE.read_text())
+    violations = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        axe.run(document, {resultTypes: ['violations']})
+          .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                                   nodes: v.nodes.map(n => n.target.join(' '))}))))
+          .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));
+    """)
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {v['nodes'][:3]}" for v in violations
+            if v["impact"] in ("serious", "critical")]
+
+
+class Steps:
+    def __init__(self, driver, base_url: str):
+        self.driver, self.base_url, self.checked = driver, base_url, []
+
+    def find(self, css: str):
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def finds(self, css: str):
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def accessible(self) -> None:
+        problems = axe_problems(self.driver)
+        assert not problems, f"{self.driver.current_url}:\n" + "\n".join(problems)
+        self.checked.append(self.driver.current_url)
+
+    def wait(self, condition, what: str, seconds: float = 30):
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, seconds, poll_frequency=0.2).until(lambda d: condition(), what)
+
+    def notice(self) -> str:
+        return self.wait(lambda: (n := self.finds("p.notice")) and n[0].text, "a notice")
+
+    def log_in(self, email: str) -> None:
+        self.driver.delete_all_cookies()
+        self.driver.get(f"{self.base_url}/console/")
+        wait_for_heading(self.driver, "Log in")
+        self.accessible()
+        self.find("#email").send_keys(email)
+        self.find("#password").send_keys(PASSWORD)
+        self.find("main button[type=submit]").click()
+        wait_for_heading(self.driver, "Issues")
+        self.accessible()
+
+    def press(self, label: str) -> None:
+        """Press the button and wait for the page it leads to (the old page goes stale)."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+
+        old = self.find("html")
+        [button] = [b for b in self.driver.find_elements(By.CSS_SELECTOR, "main button") if b.text == label]
+        button.click()
+        self.wait(lambda: expected_conditions.staleness_of(old)(self.driver), f"the page after {label!r}")
+
+    def follow(self, link_text: str) -> None:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+
+        old = self.find("html")
+        self.driver.find_element(By.LINK_TEXT, link_text).click()
+        self.wait(lambda: expected_conditions.staleness_of(old)(self.driver), f"the page after {link_text!r}")
+
+
+def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser, console, smtp, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    pipeline, world, base_url = console
+    steps = Steps(browser, base_url)
+    browser.set_window_size(1280, 1000)
+
+    # 1. An editor logs in.
+    steps.log_in(EDITOR)
+
+    # 2. ... and uploads the sample issue as a .zip.
+    archive = tmp_path / "2021-09.zip"
+    archive.write_bytes(sample_zip())
+    steps.follow("New issue")
+    wait_for_heading(browser, "New issue")
+    steps.accessible()
+    steps.find("#zip").send_keys(str(archive))
+    steps.press("Upload")
+    wait_for_heading(browser, "Together We're Better Monthly Newsletter draft")
+    assert "Issue 2021-09 created." in steps.notice()
+    steps.accessible()
+    issue_url = browser.current_url
+
+    # 3. Edit a teaser.
+    steps.follow("ICS Core Priorities")
+    wait_for_heading(browser, "ICS Core Priorities (teasers, 02-priorities.md)")
+    steps.accessible()
+    heading = steps.find("#f-items-0-heading")
+    heading.clear()
+    heading.send_keys("Frailty: a strategy for healthy ageing")
+    steps.press("Save this section")
+    assert "02-priorities.md is saved. The checks found 0 error(s) in it." in steps.notice()
+    assert steps.find("#f-items-0-heading").get_attribute("value") == "Frailty: a strategy for healthy ageing"
+
+    # 4. Break a link: the check fails, its finding links to the field; fix it.
+    url = steps.find("#f-items-0-url")
+    field_id = "f-items-0-url"
+    good = url.get_attribute("value")
+    url.clear()
+    url.send_keys("http://www.example.org/not-secure")
+    steps.press("Save this section")
+    assert "The checks found 1 error(s) in it." in steps.notice()
+    finding = steps.find(".findings li.error a")
+    assert finding.get_attribute("href").endswith(f"#{field_id}")
+    steps.accessible()
+    finding.click()
+    steps.wait(lambda: browser.current_url.endswith(f"#{field_id}"), "the link to the field")
+    url = steps.find(f"#{field_id}")
+    url.clear()
+    url.send_keys(good)
+    steps.press("Save this section")
+    assert "The checks found 0 error(s) in it." in steps.notice()
+
+    # 5. Send a proof and see it arrive.
+    browser.get(issue_url)
+    steps.find("#proof-to").send_keys("proofreader@example.org")
+    steps.press("Send a proof")
+    assert "proofreader@example.org sent" in steps.notice()
+    proof = steps.wait(lambda: [m for m in smtp.messages if m.recipients == ["proofreader@example.org"]], "the proof")
+    message = message_from_bytes(proof[0].data, policy=policy.default)
+    assert message["Subject"].startswith("[PROOF] ")
+    assert "Frailty: a strategy for healthy ageing" in message.get_body(("html",)).get_content()
+
+    # 6. Submit it for approval.
+    steps.press("Send for approval")
+    assert "Sent for approval." in steps.notice()
+    assert steps.find("#state").text == "awaiting approval"
+    steps.accessible()
+    steps.wait(lambda: any(m.recipients == [APPROVER] for m in smtp.messages), "the approver's email")
+
+    # 7. An approver logs in and approves it.
+    steps.log_in(APPROVER)
+    steps.follow("Together We're Better Monthly Newsletter")
+    steps.wait(lambda: steps.finds("#state"), "the issue page")
+    steps.accessible()
+    steps.press("Approve")
+    assert "Approved" in steps.notice()
+    assert steps.find("#state").text == "approved"
+
+    # 8. The editor schedules it, for a few minutes from now, then chooses to send it now.
+    steps.log_in(EDITOR)
+    browser.get(issue_url)
+    steps.follow("Schedule…")
+    wait_for_heading(browser, "Schedule “Together We're Better Monthly Newsletter”")
+    steps.accessible()
+    at = when_from_utc(utcnow() + timedelta(hours=1), "Europe/London").local
+    steps.find("input[name=lists][value=everyone]").click()
+    steps.find("#at").send_keys(f"{at:%Y-%m-%d %H:%M}")
+    steps.press("Check this time and these lists")
+    steps.wait(lambda: steps.finds("p.ok"), "the time, read back")
+    assert f"{at:%H:%M}" in steps.find("p.ok").text and "UTC" in steps.find("p.ok").text
+    steps.accessible()
+    [label] = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "main button") if b.text.startswith("Schedule for")]
+    steps.press(label)
+    assert "Scheduled to everyone" in steps.notice()
+    assert steps.find("#state").text == "scheduled"
+    steps.follow("Send now…")
+    wait_for_heading(browser, "Send “Together We're Better Monthly Newsletter” now?")
+    assert f"It goes to {SUBSCRIBERS} recipient(s)" in steps.find("main").text
+    steps.accessible()
+    steps.press(f"Send now to {SUBSCRIBERS} recipient(s)")
+    assert "Sending now" in steps.notice()
+
+    # 9. A real worker delivers it over SMTP.
+    pipeline.start_worker()
+    pipeline.start_beat()
+    expected = {f"reader{n:03d}@example.com" for n in range(SUBSCRIBERS)}
+    pipeline.wait_for(lambda: expected <= {r for m in smtp.messages for r in m.recipients}, 120, "every subscriber's copy")
+    counts = Counter(r for m in smtp.messages for r in m.recipients if r in expected)
+    assert set(counts.values()) == {1}
+
+    # 10. The results page shows the ledger's counts.
+    from sqlalchemy import select
+
+    from newsletter.sending import progress
+    from newsletter.store.models import Send
+
+    with session_scope(pipeline.settings) as session:
+        send_id = session.scalars(select(Send.id)).one()
+    pipeline.wait_for(lambda: pipeline.progress(send_id).state == "finished", 120, "the send to finish")
+    browser.get(issue_url + "/results")
+    steps.wait(lambda: steps.find("h1 [data-field=state]").text == "sent", "the results page to say sent")
+    with session_scope(pipeline.settings) as session:
+        ledger = progress(session, send_id)
+    section = steps.find(f'[data-send="{send_id}"]')
+    assert section.find_element(By.CSS_SELECTOR, '[data-field="sent"]').text == str(ledger.counts.get("sent", 0))
+    assert section.find_element(By.CSS_SELECTOR, '[data-field="sent"]').text == str(SUBSCRIBERS)
+    assert section.find_element(By.CSS_SELECTOR, '[data-field="failed"]').text == "0"
+    assert section.find_element(By.CSS_SELECTOR, '[data-field="possible_duplicates"]').text == \
+        str(ledger.possible_duplicates)
+    steps.accessible()
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
+
+
+@pytest.fixture
+def quiet_console(tmp_path, sqlite_url):
+    """The app alone (no worker), on SQLite: for pages that need no delivery."""
+    from dataclasses import replace
+
+    from newsletter.config import settings_from
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
+                       secret_keys=("browser-console-key",), base_url=base_url, web_copy_dir=tmp_path / "web")
+    upgrade(settings.effective_database_url)
+    world = make_world(settings, subscribers=3)
+    server = make_server("127.0.0.1", port, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield settings, world, base_url
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def test_every_page_passes_axe_and_works_from_the_keyboard(browser, quiet_console, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.console_world import ADMIN
+
+    settings, world, base_url = quiet_console
+    steps = Steps(browser, base_url)
+    for width in (1280, 800):  # a desktop and a tablet
+        browser.set_window_size(width, 1000)
+        browser.get(f"{base_url}/console/forgot")
+        steps.accessible()
+    browser.set_window_size(1280, 1000)
+    steps.log_in(ADMIN)
+
+    # Keyboard alone: the skip link first, then through the form to a button that works.
+    browser.get(f"{base_url}/console/new")
+    body = steps.find("body")
+    body.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.text == "Skip to the content"
+    archive = tmp_path / "2021-09.zip"
+    archive.write_bytes(sample_zip())
+    steps.find("#zip").send_keys(str(archive))
+    steps.find("#zip-slug").send_keys("2021-09", Keys.ENTER)  # Enter submits, as a keyboard user would
+    steps.wait(lambda: browser.current_url.rsplit("/", 1)[-1].isdigit(), "the new issue's page")
+    issue_url = browser.current_url
+
+    pages = [issue_url, f"{issue_url}?scheme=dark&images=off", f"{base_url}/console/accounts",
+             f"{base_url}/console/account", f"{base_url}/console/", f"{base_url}/console/?state=draft",
+             f"{issue_url}/schedule", f"{issue_url}/results", f"{base_url}/console/issues/999"]
+    pages += [f"{issue_url}/sections/{name}" for name in ("01-chair.md", "02-priorities.md", "04-programmes.md",
+                                                          "05-vaccination-chart.md", "06-nhs-111.md", "07-news.md")]
+    for page in pages:
+        browser.get(page)
+        steps.accessible()
+    assert len(steps.checked) >= len(pages)
+    browser.get(f"{base_url}/console/issues/999")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Not found"
