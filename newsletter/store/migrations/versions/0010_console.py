@@ -1,7 +1,7 @@
 """The comms console: accounts with roles, server-side sessions, the audit log, drafts
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 
 Operators made before this revision keep every power they had: they become admins.
 """
@@ -16,7 +16,7 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 UTC_DATETIME = sa.DateTime(timezone=True)
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
