@@ -43,7 +43,7 @@ def results(session: Session, settings: Settings, draft: Draft) -> list[SendResu
         .join(PublicationRow, PublicationRow.id == IssueRow.publication_id)
         .where(Send.issue_id == draft.issue_id).order_by(Send.id)
     ).all()
-    return [SendResult(send_status(session, send, (pub, issue, list_slug), settings.claim_timeout_seconds, now),
+    return [SendResult(send_status(session, send, (pub, issue, list_slug), now),
                        list_name, [(g.reason, g.count) for g in error_groups(session, send.id, shown=20)],
                        unsubscribed_after(session, send))
             for send, pub, issue, list_slug, list_name in rows]
