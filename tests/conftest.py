@@ -31,6 +31,17 @@ def _missing(service: str, why: str):
     pytest.skip(message)
 
 
+AXE_SCRIPT = ROOT / ".cache" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core's script, for the browser tests to inject into a page."""
+    if not AXE_SCRIPT.is_file():
+        _missing("axe-core", "scripts/install-test-services installs it with npm")
+    return AXE_SCRIPT.read_text(encoding="utf-8")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,7 +27,7 @@ from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
 from newsletter.store.models import utcnow
 from newsletter.web import create_app
-from tests.conftest import REQUIRE_SERVICES, ROOT, free_port
+from tests.conftest import AXE_SCRIPT, REQUIRE_SERVICES, ROOT, free_port
 from tests.console_world import APPROVER, EDITOR, PASSWORD, make_world, sample_zip
 from tests.pipeline import Pipeline
 from tests.smtp_server import SmtpTestServer
@@ -35,7 +35,7 @@ from tests.test_browser import browser, wait_for_heading  # noqa: F401 - the fix
 
 pytestmark = pytest.mark.slow
 
-AXE = ROOT / ".cache" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+AXE = AXE_SCRIPT
 SUBSCRIBERS = 6
 
 
@@ -65,7 +65,7 @@ def console(tmp_path, postgres_url, redis_url, smtp):
 def axe_problems(driver) -> list[str]:
     """Serious and critical axe-core violations on the page shown."""
     if not AXE.is_file():
-        message = "axe-core is not installed (scripts/install-browser installs it)"
+        message = "axe-core is not installed (scripts/install-test-services installs it)"
         if REQUIRE_SERVICES:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)

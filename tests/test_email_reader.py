@@ -97,16 +97,6 @@ def issue_folder(request, letter_issue) -> Path:
 # --- in a browser ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def axe_source() -> str:
-    npm = shutil.which("npm")
-    root = subprocess.run([npm, "root", "-g"], capture_output=True, text=True).stdout.strip() if npm else ""
-    script = Path(root) / "axe-core" / "axe.min.js"
-    if not root or not script.is_file():
-        missing("axe-core", "scripts/install-test-services installs it with npm")
-    return script.read_text(encoding="utf-8")
-
-
 def show(driver, page: Path, scheme: str, width: int) -> None:
     """``page`` in Chromium at ``width`` CSS pixels, with the reader's colour scheme."""
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
