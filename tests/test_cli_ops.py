@@ -138,10 +138,14 @@ def test_a_killed_worker_shows_as_gone_and_its_claimed_rows_are_reported_then_re
     pipeline.start_beat()
     pipeline.wait_for(lambda: len(smtp.messages) >= 20 and pipeline.progress(send_id).counts.get("sending"),
                       what="rows being sent")
+    # Beat goes too, so nothing hands the rows out again before they are seen.
+    pipeline.kill("beat")
     pipeline.kill("worker-1")
     smtp.release()
 
-    snapshot = status(pipeline)
+    # Rows count as orphaned once their holder's lease lapses or its process is gone.
+    snapshot = pipeline.wait_for(lambda: (s := status(pipeline)) and send_in(s, send_id)["orphaned_claims"] and s,
+                                 what="the orphaned rows to be reported")
     worker = next(w for w in snapshot["workers"] if w["node"].startswith("worker-1@"))
     assert worker["state"] == "gone"
     send = send_in(snapshot, send_id)
@@ -150,6 +154,7 @@ def test_a_killed_worker_shows_as_gone_and_its_claimed_rows_are_reported_then_re
     assert ("worker_gone", f"worker {worker['node']}") in kinds
     assert ("orphaned_claims", f"send {send_id}") in kinds
 
+    pipeline.start_beat()
     pipeline.start_worker("worker-2")
     pipeline.wait_finished(send_id, timeout=120)
     send = send_in(status(pipeline), send_id)

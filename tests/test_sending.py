@@ -529,9 +529,9 @@ def test_a_run_that_lost_the_database_gives_its_rows_back_and_the_next_tick_hand
 
 def test_a_message_that_cannot_be_built_pauses_the_send_with_the_reason_and_holds_nothing(session, fast):
     _, lst, issue = make_world(session, 10)
-    # A subject that slipped past the checks.
-    session.execute(update(IssueRow).where(IssueRow.id == issue.id).values(subject="Hello\r\nBcc: someone@example.net"))
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
+    # A subject that slipped past the checks (schedule_send refuses one): changed in the database after.
+    session.execute(update(IssueRow).where(IssueRow.id == issue.id).values(subject="Hello\r\nBcc: someone@example.net"))
     session.commit()
     batch_ids = sending.tick(session, fast)
     transport = MemoryTransport()
