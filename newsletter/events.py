@@ -165,10 +165,10 @@ def _suppress(session: Session, email: str, reason: str, source: str, report: Ev
 def _unsubscribe(session: Session, email: str, delivery: Delivery | None, report: EventReport) -> None:
     """Someone left through the provider's own link: leave the list the
     message came from, or everything when we cannot tell which message."""
-    from newsletter.subscribers import unsubscribe
+    from newsletter.subscribers import find_subscriber, unsubscribe
     from newsletter.store.models import MailingList
 
-    if session.scalar(select(Subscriber.id).where(Subscriber.email == email)) is None:
+    if find_subscriber(session, email) is None:
         return
     mailing_list = None
     if delivery is not None:

@@ -78,7 +78,7 @@ def _unsubscribe_target(session: Session, token: str):
     if send is None:
         return None
     mailing_list = session.get(MailingList, send.list_id)
-    subscriber = session.get(Subscriber, int(subscriber_id))
+    subscriber = subscribers.subscriber_by_id(session, int(subscriber_id))
     return session.get(PublicationRow, mailing_list.publication_id), mailing_list, subscriber
 
 
@@ -127,7 +127,7 @@ def _preferences_subscriber(session: Session, token: str) -> Subscriber | None:
         subscriber_id = int(read_token(settings(), PREFERENCES, token))
     except (BadToken, TypeError, ValueError):
         return None
-    subscriber = session.get(Subscriber, subscriber_id)
+    subscriber = subscribers.subscriber_by_id(session, subscriber_id)
     return subscriber if subscriber is not None and subscriber.status != "erased" else None
 
 
