@@ -165,17 +165,17 @@ def _suppress(session: Session, email: str, reason: str, source: str, report: Ev
 def _unsubscribe(session: Session, email: str, delivery: Delivery | None, report: EventReport) -> None:
     """Someone left through the provider's own link: leave the list the
     message came from, or everything when we cannot tell which message."""
+    from newsletter.scheduling import list_ids_of
     from newsletter.subscribers import find_subscriber, unsubscribe
     from newsletter.store.models import MailingList
 
     if find_subscriber(session, email) is None:
         return
-    mailing_list = None
-    if delivery is not None:
-        mailing_list = session.scalar(
-            select(MailingList).join(Send, Send.list_id == MailingList.id).where(Send.id == delivery.send_id)
-        )
-    unsubscribe(session, email, mailing_list)
+    send = session.get(Send, delivery.send_id) if delivery is not None else None
+    if send is None:
+        unsubscribe(session, email)
+    for list_id in list_ids_of(session, send) if send is not None else ():
+        unsubscribe(session, email, session.get(MailingList, list_id))
     report.unsubscribed.append(email)
 
 

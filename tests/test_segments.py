@@ -193,3 +193,40 @@ def test_a_send_needs_an_audience_of_its_own_publication(session, world):
     pub, lists, issue = world
     with pytest.raises(InputError, match="a send needs an audience"):
         scheduling.schedule_send(session, issue, [], None)
+
+
+def test_one_click_unsubscribe_from_a_send_to_several_lists_leaves_each_of_them(session, settings, world):
+    from newsletter.tokens import unsubscribe_url
+    from newsletter.web import create_app
+
+    pub, lists, issue = world
+    send = scheduling.schedule_send(session, issue, [lists["staff"], lists["board"]], None)
+    bob = session.scalar(select(Subscriber).where(Subscriber.name == "Bob"))
+    session.commit()
+    client = create_app(settings).test_client()
+
+    response = client.post(unsubscribe_url(settings, send.id, bob.id).removeprefix(settings.base_url),
+                           data={"List-Unsubscribe": "One-Click"})
+
+    assert response.status_code == 200
+    assert "no more Staff or Board" in response.get_data(as_text=True)
+    session.expire_all()
+    assert set(session.scalars(select(Membership.status).where(Membership.subscriber_id == bob.id))) == {"unsubscribed"}
+
+
+def test_a_provider_unsubscribe_event_leaves_each_list_of_the_send(session, fast, world):
+    from newsletter import events
+    from newsletter.store.models import Delivery
+    from newsletter.events import Event
+
+    pub, lists, issue = world
+    send = scheduling.schedule_send(session, issue, [lists["staff"], lists["board"]], None, batch_size=fast.batch_size)
+    session.commit()
+    run_send(session, fast, MemoryTransport(), send.id)
+    row = session.scalar(select(Delivery).where(Delivery.send_id == send.id, Delivery.email == "bob@press.example.com"))
+
+    events.record_events(session, fast, [Event(source="test", key="u1", kind="unsubscribed", email="BOB@press.example.com",
+                                               occurred_at=datetime.now(timezone.utc), delivery_id=row.id)])
+
+    statuses = session.execute(select(Membership.list_id, Membership.status).where(Membership.subscriber_id == row.subscriber_id))
+    assert dict(statuses.all()) == {lists["staff"].id: "unsubscribed", lists["board"].id: "unsubscribed"}
