@@ -163,8 +163,8 @@ def _suppress(session: Session, email: str, reason: str, source: str, report: Ev
 
 
 def _unsubscribe(session: Session, email: str, delivery: Delivery | None, report: EventReport) -> None:
-    """Someone left through the provider's own link: leave the list the
-    message came from, or everything when we cannot tell which message."""
+    """Someone left through the provider's own link: leave the lists the
+    message was sent to, or everything when we cannot tell which message."""
     from newsletter.scheduling import list_ids_of
     from newsletter.subscribers import find_subscriber, unsubscribe
     from newsletter.store.models import MailingList

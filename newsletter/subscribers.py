@@ -209,7 +209,8 @@ def add_subscriber(
     _refuse_resubscribe(session, address)
     subscriber = find_subscriber(session, address)
     if subscriber is None:
-        subscriber = Subscriber(email=address, email_key=address_key(address), name=name.strip(), attributes=dict(attributes or {}), source=source)
+        subscriber = Subscriber(email=address, email_key=address_key(address), name=name.strip(),
+                                attributes=dict(attributes or {}), source=source)
         session.add(subscriber)
         session.flush()
     else:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -111,7 +112,9 @@ class Subscriber(Base):
     email_key: Mapped[str] = mapped_column(String(320), default=_email_key)
     name: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(20), default="active")
-    attributes: Mapped[dict] = mapped_column(JSON, default=dict)
+    # JSONB on PostgreSQL: segments read custom fields from it row by row, and
+    # JSONB needs no parsing to do so (about twice as fast as JSON text).
+    attributes: Mapped[dict] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), default=dict)
     source: Mapped[str] = mapped_column(String(40), default="cli")  # cli | import | signup
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
