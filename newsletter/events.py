@@ -27,6 +27,7 @@ from email_validator import EmailNotValidError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.addresses import address_key
 from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.models import (
@@ -108,8 +109,10 @@ def _record(session: Session, settings: Settings, event: Event, now: datetime, r
 
     email = normalised(event.email)
     delivery = find_delivery(session, event)
-    if delivery is not None and delivery.email.lower() == email.lower():
+    if delivery is not None and address_key(delivery.email) == address_key(email):
         email = delivery.email  # as we sent it, whatever case a provider reports
+    else:
+        email = _as_stored(session, email)
     if erasure.is_erased(session, email):
         # Do not write an erased address back into the database.
         email = hashed_address(email)
@@ -140,6 +143,13 @@ def _apply(session, settings, event: Event, email: str, delivery, now, report: E
         _suppress(session, email, "soft_bounce", f"{settings.soft_bounce_threshold} soft bounces; last {why}"[:200], report)
     elif event.kind == UNSUBSCRIBED:
         _unsubscribe(session, email, delivery, report)
+
+
+def _as_stored(session: Session, email: str) -> str:
+    """The subscriber's own spelling of an address given in another case, so
+    one person's events are counted together (soft bounces)."""
+    stored = session.scalar(select(Subscriber.email).where(Subscriber.email_key == address_key(email)))
+    return stored or email
 
 
 def soft_bounces(session: Session, settings: Settings, email: str, now: datetime) -> int:

@@ -268,3 +268,20 @@ def test_after_the_migration_a_list_holding_both_spellings_is_mailed_once(databa
     received = sorted(r for m in smtp_server.messages for r in m.recipients)
     # reader@ and Reader@ are one person: one copy. Someone@ left (one of their spellings unsubscribed).
     assert received == ["plain@example.org", "reader@example.org"]
+
+
+def test_soft_bounces_reported_in_different_cases_count_for_one_person(session, settings, gazette):
+    subs.add_subscriber(session, "Someone@example.org", "Someone", ["all"])
+    spellings = ["someone@example.org", "SOMEONE@EXAMPLE.ORG", "Someone@Example.org"]
+    bounces = [
+        Event(source="test", key=f"b{n}", kind="bounced", bounce="soft", email=spellings[n % len(spellings)],
+              provider_message_id=f"message-{n}", occurred_at=datetime.now(timezone.utc))
+        for n in range(settings.soft_bounce_threshold)
+    ]
+
+    events.record_events(session, settings, bounces[:-1])
+    assert not is_suppressed(session, "Someone@example.org")
+    events.record_events(session, settings, bounces[-1:])
+
+    assert is_suppressed(session, "Someone@example.org")
+    assert set(session.scalars(select(ProviderEvent.email))) == {"Someone@example.org"}
