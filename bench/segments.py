@@ -23,6 +23,7 @@ import time
 from dataclasses import replace
 from datetime import date, datetime, timezone
 from pathlib import Path
+from unittest.mock import patch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -103,6 +104,17 @@ def count_segment(settings, name: str, condition: str) -> None:
           f"   {found:,} subscribers, with ten of them")
 
 
+def timed(function, spent: dict):
+    """``function``, adding the seconds each call takes to ``spent``."""
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[function.__name__] = spent.get(function.__name__, 0.0) + time.perf_counter() - started
+    return wrapper
+
+
 def freeze(settings, name: str) -> None:
     with session_scope(settings) as session:
         segment = segments.get_segment(session, "bench", name)
@@ -110,13 +122,17 @@ def freeze(settings, name: str) -> None:
         send = scheduling.schedule_send(session, issue, [], None, segment=segment, batch_size=500)
         send_id = send.id
     before = rss_mib()
+    spent: dict[str, float] = {}
     started = time.perf_counter()
-    with session_scope(settings) as session:
+    with session_scope(settings) as session, \
+            patch.object(sending, "freeze_audience", timed(sending.freeze_audience, spent)), \
+            patch.object(sending, "plan_batches", timed(sending.plan_batches, spent)):
         batches = sending.claim_due_sends(session, settings, datetime.now(timezone.utc))
         size = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send_id))
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"  freeze + plan {name:<13}{seconds:6.2f} s   {size:,} ledger rows, {len(batches):,} batches;"
+    print(f"  freeze + plan {name:<13}{seconds:6.2f} s   {size:,} ledger rows, {len(batches):,} batches"
+          f" (freeze {spent['freeze_audience']:.2f} s, plan {spent['plan_batches']:.2f} s);"
           f" RSS {before:.1f} MiB before, {rss_mib():.1f} after, peak {peak:.1f}")
 
 

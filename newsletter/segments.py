@@ -193,6 +193,7 @@ class Compiler:
     session: Session
     publication: PublicationRow
     strict: bool = True
+    within: ColumnElement[bool] | None = None  # a page of Membership.subscriber_id (freezing)
 
     def compile(self, node) -> ColumnElement[bool]:
         if isinstance(node, Either):
@@ -217,9 +218,7 @@ class Compiler:
             ).all()
             raise InputError(Problem(f"condition, column {node.column}", f"{self.publication.slug} has no list {node.slug!r}",
                                      "its lists are: " + (", ".join(slugs) or "none yet")))
-        return exists().where(
-            Membership.subscriber_id == Subscriber.id, Membership.list_id == list_id, Membership.status == "confirmed"
-        )
+        return _member_of(Membership.list_id == list_id, self.within)
 
     def _test(self, test: Test) -> ColumnElement[bool]:
         kind = BUILT_IN.get(test.field) or self._custom_field(test)
@@ -313,23 +312,36 @@ def custom_field_sample(session: Session, rows: int = 500) -> list[str]:
     return sorted(found)[:20]
 
 
-def compile_condition(session: Session, publication: PublicationRow, condition: str, *, strict: bool = True):
-    return Compiler(session, publication, strict).compile(parse(condition))
+def compile_condition(session: Session, publication: PublicationRow, condition: str, *, strict: bool = True, within=None):
+    return Compiler(session, publication, strict, within).compile(parse(condition))
+
+
+def _member_of(which_lists: ColumnElement[bool], within: ColumnElement[bool] | None) -> ColumnElement[bool]:
+    """A confirmed membership of the subscriber in the lists. ``within`` repeats
+    a page's id range on memberships: PostgreSQL does not carry it over from
+    subscribers, and would otherwise hash every membership for every page."""
+    parts = [Membership.subscriber_id == Subscriber.id, which_lists, Membership.status == "confirmed"]
+    return exists().where(*parts, *([within] if within is not None else []))
 
 
 # --- audiences --------------------------------------------------------------------
 
 
 def audience_filter(
-    session: Session, publication: PublicationRow, list_ids: list[int], condition: str = "", *, strict: bool = True
+    session: Session, publication: PublicationRow, list_ids: list[int], condition: str = "", *,
+    strict: bool = True, first_id: int | None = None, last_id: int | None = None,
 ) -> ColumnElement[bool]:
-    """Who a send to ``list_ids`` (narrowed by ``condition``) goes to, as a WHERE on Subscriber."""
-    member = exists().where(
-        Membership.subscriber_id == Subscriber.id, Membership.list_id.in_(list_ids), Membership.status == "confirmed"
-    )
-    parts = [Subscriber.status == "active", ~suppressed_key_in_sql(Subscriber.email_key), member]
+    """Who a send to ``list_ids`` (narrowed by ``condition``) goes to, as a WHERE
+    on Subscriber; with ``first_id``/``last_id``, only that page of subscriber ids."""
+    page, within = [], None
+    if first_id is not None:
+        page = [Subscriber.id >= first_id, *([Subscriber.id <= last_id] if last_id is not None else [])]
+        within = and_(Membership.subscriber_id >= first_id,
+                      *([Membership.subscriber_id <= last_id] if last_id is not None else []))
+    parts = [*page, Subscriber.status == "active", ~suppressed_key_in_sql(Subscriber.email_key),
+             _member_of(Membership.list_id.in_(list_ids), within)]
     if condition:
-        parts.append(compile_condition(session, publication, condition, strict=strict))
+        parts.append(compile_condition(session, publication, condition, strict=strict, within=within))
     return and_(*parts)
 
 

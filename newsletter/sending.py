@@ -85,10 +85,7 @@ def freeze_audience(session: Session, send_id: int) -> int:
     later unsubscribes are honoured when the row is claimed.
     """
     send = get_send(session, send_id)
-    publication = publication_of(session, send)
-    where = audience_filter(
-        session, publication, list_ids_of(session, send), send.segment_condition, strict=False
-    )
+    publication, list_ids = publication_of(session, send), list_ids_of(session, send)
     # INSERT .. SELECT skips Python-side defaults, so every column is given.
     columns = {
         "send_id": literal(send_id),
@@ -103,17 +100,16 @@ def freeze_audience(session: Session, send_id: int) -> int:
         "possible_duplicate": literal(False),
         "updated_at": literal(utcnow(), UTCDateTime()),
     }
-    after = 0
-    while True:
+    first = session.scalar(select(func.min(Subscriber.id)))
+    while first is not None:
         last = session.scalar(
-            select(Subscriber.id).where(Subscriber.id > after).order_by(Subscriber.id).offset(FREEZE_PAGE - 1).limit(1)
+            select(Subscriber.id).where(Subscriber.id >= first).order_by(Subscriber.id).offset(FREEZE_PAGE - 1).limit(1)
         )
-        page = Subscriber.id > after if last is None else and_(Subscriber.id > after, Subscriber.id <= last)
-        audience = select(*(value.label(name) for name, value in columns.items())).where(page, where).order_by(Subscriber.id)
+        where = audience_filter(session, publication, list_ids, send.segment_condition, strict=False,
+                                first_id=first, last_id=last)
+        audience = select(*(value.label(name) for name, value in columns.items())).where(where).order_by(Subscriber.id)
         session.execute(insert(Delivery).from_select(list(columns), audience))
-        if last is None:
-            break
-        after = last
+        first = None if last is None else session.scalar(select(func.min(Subscriber.id)).where(Subscriber.id > last))
     size = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send_id))
     session.execute(update(Send).where(Send.id == send_id).values(audience_size=size))
     refresh_planner_statistics(session)
