@@ -25,7 +25,7 @@ from newsletter.config import Settings
 from newsletter.leases import Lease, holder_is_gone, process_identity, unheld
 from newsletter.message import MessageTemplate, Recipient, make_message_id, publication_template
 from newsletter.ratelimit import NullRateLimiter, RateLimiterUnavailable
-from newsletter.scheduling import _record
+from newsletter.scheduling import _record, list_ids_of
 from newsletter.store.models import (
     Batch,
     MailingList,
@@ -244,7 +244,8 @@ class Deliverer:
             session.scalars(
                 select(Delivery.id)
                 .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-                .join(Membership, and_(Membership.subscriber_id == Subscriber.id, Membership.list_id == send.list_id))
+                .join(Membership, and_(Membership.subscriber_id == Subscriber.id,
+                                       Membership.list_id.in_(list_ids_of(session, send))))
                 .where(Delivery.id.in_(ids), Subscriber.status == "active", Membership.status == "confirmed")
             ).all()
         )

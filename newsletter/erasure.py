@@ -3,8 +3,8 @@
 What goes: the subscriber (name, attributes), their memberships, their
 address in the send ledger and in provider events (and those events' raw
 payloads and details, which quote it). What stays: one suppression entry
-holding a SHA-256 of the address's suppression key (see suppressions.py), so
-the address, in any case of its local part, is never mailed again and an
+holding a SHA-256 of the address's key (see addresses.py), so
+the address, in any case, is never mailed again and an
 import or sign-up with it is refused, without keeping the address itself. The ledger rows stay too, anonymised, so a send's counts
 still add up.
 """
@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.addresses import address_key
 from newsletter.store.models import Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow
 from newsletter.suppressions import add_suppression, erased_keys, find_suppression, hashed_address
 
@@ -43,22 +44,41 @@ def erase_subscriber(session: Session, email: str) -> ErasureReport:
     """
     address = _address(email)
     hashed = hashed_address(address)
-    subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email == address))
+    subscriber = session.execute(
+        select(Subscriber.id, Subscriber.email).where(Subscriber.email_key == address_key(address))
+    ).first()
+    spellings = _spellings(session, address, subscriber)
     memberships = 0
-    if subscriber_id is not None:
-        memberships = session.execute(delete(Membership).where(Membership.subscriber_id == subscriber_id)).rowcount
+    if subscriber is not None:
+        memberships = session.execute(delete(Membership).where(Membership.subscriber_id == subscriber.id)).rowcount
         # Ledger rows keep their place (SET NULL); other rows keyed on the person go with them.
-        session.execute(delete(Subscriber).where(Subscriber.id == subscriber_id))
+        session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
     now = utcnow()
     ledger = session.execute(
-        update(Delivery).where(Delivery.email == address).values(email=ERASED_ADDRESS, updated_at=now)
+        update(Delivery).where(Delivery.email.in_(spellings)).values(email=ERASED_ADDRESS, updated_at=now)
     ).rowcount
     events = session.execute(
-        update(ProviderEvent).where(ProviderEvent.email == address).values(email=hashed, raw=None, detail="")
+        update(ProviderEvent).where(ProviderEvent.email.in_(spellings)).values(email=hashed, raw=None, detail="")
     ).rowcount
     _replace_suppression(session, address, hashed)
     session.flush()
-    return ErasureReport(subscriber_id is not None, memberships, ledger, events)
+    return ErasureReport(subscriber is not None, memberships, ledger, events)
+
+
+def _spellings(session: Session, address: str, subscriber) -> list[str]:
+    """Every form of the address the ledger and events may hold: as given, as
+    the subscriber has it, and as it was frozen into their ledger rows (the
+    same person may have been sent to under another case before)."""
+    found = {address, address_key(address)}
+    if subscriber is not None:
+        found.add(subscriber.email)
+        found.update(session.scalars(
+            select(Delivery.email).where(Delivery.subscriber_id == subscriber.id).distinct()
+        ))
+    found.update(session.scalars(
+        select(Delivery.email).where(func.lower(Delivery.email) == address_key(address)).distinct()
+    ))
+    return sorted(email for email in found if address_key(email) == address_key(address))
 
 
 def _replace_suppression(session: Session, address: str, hashed: str) -> None:

@@ -27,6 +27,7 @@ from email_validator import EmailNotValidError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.addresses import address_key
 from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.models import (
@@ -108,8 +109,10 @@ def _record(session: Session, settings: Settings, event: Event, now: datetime, r
 
     email = normalised(event.email)
     delivery = find_delivery(session, event)
-    if delivery is not None and delivery.email.lower() == email.lower():
+    if delivery is not None and address_key(delivery.email) == address_key(email):
         email = delivery.email  # as we sent it, whatever case a provider reports
+    else:
+        email = _as_stored(session, email)
     if erasure.is_erased(session, email):
         # Do not write an erased address back into the database.
         email = hashed_address(email)
@@ -142,6 +145,13 @@ def _apply(session, settings, event: Event, email: str, delivery, now, report: E
         _unsubscribe(session, email, delivery, report)
 
 
+def _as_stored(session: Session, email: str) -> str:
+    """The subscriber's own spelling of an address given in another case, so
+    one person's events are counted together (soft bounces)."""
+    stored = session.scalar(select(Subscriber.email).where(Subscriber.email_key == address_key(email)))
+    return stored or email
+
+
 def soft_bounces(session: Session, settings: Settings, email: str, now: datetime) -> int:
     """How many different messages to ``email`` soft-bounced within the window."""
     since = now - timedelta(days=settings.soft_bounce_window_days)
@@ -163,19 +173,19 @@ def _suppress(session: Session, email: str, reason: str, source: str, report: Ev
 
 
 def _unsubscribe(session: Session, email: str, delivery: Delivery | None, report: EventReport) -> None:
-    """Someone left through the provider's own link: leave the list the
-    message came from, or everything when we cannot tell which message."""
-    from newsletter.subscribers import unsubscribe
+    """Someone left through the provider's own link: leave the lists the
+    message was sent to, or everything when we cannot tell which message."""
+    from newsletter.scheduling import list_ids_of
+    from newsletter.subscribers import find_subscriber, unsubscribe
     from newsletter.store.models import MailingList
 
-    if session.scalar(select(Subscriber.id).where(Subscriber.email == email)) is None:
+    if find_subscriber(session, email) is None:
         return
-    mailing_list = None
-    if delivery is not None:
-        mailing_list = session.scalar(
-            select(MailingList).join(Send, Send.list_id == MailingList.id).where(Send.id == delivery.send_id)
-        )
-    unsubscribe(session, email, mailing_list)
+    send = session.get(Send, delivery.send_id) if delivery is not None else None
+    if send is None:
+        unsubscribe(session, email)
+    for list_id in list_ids_of(session, send) if send is not None else ():
+        unsubscribe(session, email, session.get(MailingList, list_id))
     report.unsubscribed.append(email)
 
 

@@ -6,6 +6,7 @@ Nothing here talks to Celery or to a transport.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,8 +21,10 @@ from newsletter.store.models import (
     IssueRow,
     MailingList,
     PublicationRow,
+    Segment,
     Send,
     SendEvent,
+    SendList,
     utcnow,
 )
 from newsletter.suppressions import suppressed_in_sql
@@ -107,36 +110,43 @@ def get_send(session: Session, send_id: int, *, lock: bool = False) -> Send:
 def schedule_send(
     session: Session,
     issue: IssueRow,
-    mailing_list: MailingList,
+    lists: MailingList | Sequence[MailingList],
     at: datetime | None,
     *,
+    segment: Segment | None = None,
     now: datetime | None = None,
     batch_size: int = 200,
 ) -> Send:
-    """Put an issue on the calendar for a list. ``at=None`` means now.
+    """Put an issue on the calendar for one list, several, or a segment. ``at=None`` means now.
 
-    A time in the past is refused: the caller asks for "now" explicitly.
+    A segment alone goes to the people it matches on any list of the issue's
+    publication; with lists, to those it matches on those lists. A time in
+    the past is refused: the caller asks for "now" explicitly.
     """
     now = now or utcnow()
-    if issue.publication_id != mailing_list.publication_id:
-        raise InputError(
-            Problem("--list", f"list {mailing_list.slug!r} belongs to another publication than issue {issue.slug!r}",
-                    "choose a list of the issue's publication")
-        )
+    targets = [lists] if isinstance(lists, MailingList) else list(dict.fromkeys(lists or ()))
+    _check_audience(session, issue, targets, segment)
+    if not targets:
+        targets = session.scalars(
+            select(MailingList).where(MailingList.publication_id == issue.publication_id).order_by(MailingList.id)
+        ).all()
     if at is not None and at < now - timedelta(seconds=1):
         raise InputError(
             Problem("--at", f"{at:%Y-%m-%d %H:%M} UTC is in the past", "give a later time, or use --now to send at once")
         )
     send = Send(
         issue_id=issue.id,
-        list_id=mailing_list.id,
+        list_id=targets[0].id,
         state="scheduled",
         scheduled_at=at or now,
         batch_size=batch_size,
+        segment_name=segment.name if segment else "",
+        segment_condition=segment.condition if segment else "",
     )
     session.add(send)
     session.flush()
-    _check_headers(session, send, issue, mailing_list)
+    session.add_all(SendList(send_id=send.id, list_id=target.id) for target in targets)
+    _check_headers(session, send, issue, targets[0])
     _record(session, send.id, "scheduled", f"for {send.scheduled_at:%Y-%m-%d %H:%M:%S} UTC")
     return send
 
@@ -150,6 +160,29 @@ def _check_headers(session: Session, send: Send, issue: IssueRow, mailing_list: 
         message_template(issue, publication_of(session, send), mailing_list, send.id)
     except InputError as exc:
         raise InputError([Problem(f"list {mailing_list.slug}: {p.where}", p.message, p.fix) for p in exc.problems]) from None
+
+
+def _check_audience(session: Session, issue: IssueRow, targets: list[MailingList], segment: Segment | None) -> None:
+    if not targets and segment is None:
+        raise InputError(Problem("--list / --segment", "a send needs an audience", "give one or more --list, or --segment"))
+    for mailing_list in targets:
+        if issue.publication_id != mailing_list.publication_id:
+            raise InputError(
+                Problem("--list", f"list {mailing_list.slug!r} belongs to another publication than issue {issue.slug!r}",
+                        "choose a list of the issue's publication")
+            )
+    if segment is not None and segment.publication_id != issue.publication_id:
+        raise InputError(Problem("--segment", f"segment {segment.name!r} belongs to another publication than issue {issue.slug!r}",
+                                 "choose a segment of the issue's publication"))
+    if not targets and session.scalar(select(MailingList.id).where(MailingList.publication_id == issue.publication_id)) is None:
+        raise InputError(Problem("--segment", "the publication has no lists, so nobody has agreed to receive it",
+                                 "create a list and add subscribers first"))
+
+
+def list_ids_of(session: Session, send: Send) -> list[int]:
+    """The lists a send goes to (sends made before there could be several have one)."""
+    found = session.scalars(select(SendList.list_id).where(SendList.send_id == send.id).order_by(SendList.id)).all()
+    return list(found) or [send.list_id]
 
 
 def reschedule(session: Session, send_id: int, at: datetime, *, now: datetime | None = None) -> Send:

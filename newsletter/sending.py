@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.leases import unheld
-from newsletter.scheduling import _record, get_send
+from newsletter.scheduling import _record, get_send, list_ids_of, publication_of
+from newsletter.segments import audience_filter
 from newsletter.store.models import (
     Batch,
     Delivery,
@@ -34,12 +35,12 @@ from newsletter.store.models import (
     UTCDateTime,
     utcnow,
 )
-from newsletter.suppressions import suppressed_in_sql
 
 log = logging.getLogger(__name__)
 
 ACTIVE_ROW_STATES = ("claimed", "sending")
 UNFINISHED_ROW_STATES = ("pending", "claimed", "sending", "retry")
+FREEZE_PAGE = 50_000  # subscriber ids per INSERT .. SELECT when an audience is frozen
 
 
 # --- starting a send -------------------------------------------------------------
@@ -76,10 +77,16 @@ def claim_due_sends(session: Session, settings: Settings, now: datetime | None =
 def freeze_audience(session: Session, send_id: int) -> int:
     """One ledger row per recipient who should get the send, as of now.
 
-    Later subscribers are not added; later unsubscribes are honoured when the
-    row is claimed.
+    The audience (``segments.audience_filter``: confirmed on one of the send's
+    lists, active, not suppressed, matching its segment) is copied into the
+    ledger by INSERT .. SELECT, one keyset page of subscriber ids at a time, so
+    neither this process nor the database holds the whole audience at once.
+    One row per subscriber, and so one per person: a person is one subscriber
+    whatever the case of their address. Later subscribers are not added;
+    later unsubscribes are honoured when the row is claimed.
     """
     send = get_send(session, send_id)
+    publication, list_ids = publication_of(session, send), list_ids_of(session, send)
     # INSERT .. SELECT skips Python-side defaults, so every column is given.
     columns = {
         "send_id": literal(send_id),
@@ -94,20 +101,16 @@ def freeze_audience(session: Session, send_id: int) -> int:
         "possible_duplicate": literal(False),
         "updated_at": literal(utcnow(), UTCDateTime()),
     }
-    audience = (
-        select(*(value.label(name) for name, value in columns.items()))
-        .join(Membership, Membership.subscriber_id == Subscriber.id)
-        .where(
-            Membership.list_id == send.list_id,
-            Membership.status == "confirmed",
-            Subscriber.status == "active",
-            ~suppressed_in_sql(Subscriber.email),
+    first = session.scalar(select(func.min(Subscriber.id)))
+    while first is not None:
+        last = session.scalar(
+            select(Subscriber.id).where(Subscriber.id >= first).order_by(Subscriber.id).offset(FREEZE_PAGE - 1).limit(1)
         )
-        .order_by(Subscriber.id)
-    )
-    session.execute(
-        insert(Delivery).from_select(list(columns), audience)
-    )
+        where = audience_filter(session, publication, list_ids, send.segment_condition, strict=False,
+                                first_id=first, last_id=last)
+        audience = select(*(value.label(name) for name, value in columns.items())).where(where).order_by(Subscriber.id)
+        session.execute(insert(Delivery).from_select(list(columns), audience))
+        first = None if last is None else session.scalar(select(func.min(Subscriber.id)).where(Subscriber.id > last))
     size = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send_id))
     session.execute(update(Send).where(Send.id == send_id).values(audience_size=size))
     refresh_planner_statistics(session)

@@ -33,6 +33,7 @@ import redis
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.addresses import address_key
 from newsletter.config import Settings
 from newsletter.errors import InputError, NewsletterError, NotFound, Problem
 from newsletter.store.models import (
@@ -45,7 +46,7 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.store.upsert import insert_ignore
-from newsletter.subscribers import checked_address, checked_name
+from newsletter.subscribers import checked_address, checked_name, subscriber_by_id
 from newsletter.suppressions import is_suppressed
 from newsletter.tokens import CONFIRM, BadToken, make_token, read_token
 from newsletter.transports import SENT, Envelope, Transport, make_transport
@@ -141,11 +142,12 @@ def _subscriber_for(session: Session, address: str, name: str) -> Subscriber:
     # An existing person's name is not changed: whoever fills in the form may
     # not be the owner of the address.
     now = utcnow()
+    key = address_key(address)
     session.execute(insert_ignore(session, Subscriber, [{
-        "email": address, "name": name, "status": "active", "attributes": {}, "source": "signup",
+        "email": address, "email_key": key, "name": name, "status": "active", "attributes": {}, "source": "signup",
         "created_at": now, "updated_at": now,
-    }], ["email"]))
-    return session.scalars(select(Subscriber).where(Subscriber.email == address)).one()
+    }], ["email_key"]))
+    return session.scalars(select(Subscriber).where(Subscriber.email_key == key)).one()
 
 
 def _join_unconfirmed(session: Session, subscriber_id: int, list_id: int) -> None:
@@ -295,11 +297,11 @@ def confirmation_target(session: Session, settings: Settings, token: str, max_ag
         subscriber_id, list_id, issued = (int(part) for part in payload)
     except (TypeError, ValueError):
         raise BadToken("this link is not valid") from None
-    subscriber = session.get(Subscriber, subscriber_id)
+    subscriber = subscriber_by_id(session, subscriber_id)  # merged since: the kept one
     mailing_list = session.get(MailingList, list_id)
     membership = session.scalars(
-        select(Membership).where(Membership.subscriber_id == subscriber_id, Membership.list_id == list_id)
-    ).first()
+        select(Membership).where(Membership.subscriber_id == subscriber.id, Membership.list_id == list_id)
+    ).first() if subscriber is not None else None
     if subscriber is None or mailing_list is None or membership is None or subscriber.status == "erased":
         raise BadToken("this link is not valid")  # the person or list was removed since
     issued_at = datetime.fromtimestamp(issued / 1000, tz=timezone.utc)

@@ -22,6 +22,7 @@ from email_validator import EmailNotValidError
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.addresses import address_key
 from newsletter.errors import InputError, Problem
 from newsletter.publications import get_publication
 from newsletter.store.models import (
@@ -208,12 +209,14 @@ def _read_rows(path: Path, lists_by_slug: dict, default_ids: tuple[int, ...], re
                 report.reject(line, *_unread_record(lines, line, span, values, columns, error))
                 position = line  # the index of the line after the bad one
                 break
-            if rejected is None and row is not None and row.email in first_line:
-                rejected = RowRejected(f"{row.email} is also on line {first_line[row.email]}", "keep one row per address", "email")
+            # One person whatever the case of the letters: TWO@ repeats two@.
+            if rejected is None and row is not None and address_key(row.email) in first_line:
+                rejected = RowRejected(f"{row.email} is also on line {first_line[address_key(row.email)]}",
+                                       "keep one row per address", "email")
             if rejected is not None:
                 report.reject(line, rejected.message, rejected.fix, rejected.column)
             elif row is not None:
-                first_line[row.email] = line
+                first_line[address_key(row.email)] = line
                 rows.append(row)
     return rows
 
@@ -352,11 +355,11 @@ class _Writes:
 
 def _apply_chunk(session: Session, rows: list[CsvRow], status: str, report: ImportReport) -> None:
     emails = [row.email for row in rows]
-    existing = {
-        row.email: row
+    existing = {  # by key: a row finds the person whatever case it spells the address in
+        row.email_key: row
         for row in session.execute(
-            select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.status, Subscriber.attributes)
-            .where(Subscriber.email.in_(emails))
+            select(Subscriber.id, Subscriber.email_key, Subscriber.name, Subscriber.status, Subscriber.attributes)
+            .where(Subscriber.email_key.in_([address_key(email) for email in emails]))
         )
     }
     suppressed = suppressed_addresses(session, emails)
@@ -364,7 +367,7 @@ def _apply_chunk(session: Session, rows: list[CsvRow], status: str, report: Impo
     memberships = _memberships(session, [row.id for row in existing.values()], list_ids)
     writes, now = _Writes(), utcnow()
     for row in rows:
-        _plan_row(row, existing.get(row.email), row.email in suppressed, memberships, status, now, writes, report)
+        _plan_row(row, existing.get(address_key(row.email)), row.email in suppressed, memberships, status, now, writes, report)
     _write(session, writes, status, now)
 
 
@@ -391,7 +394,7 @@ def _plan_row(row: CsvRow, current, suppressed: bool, memberships: dict, status:
         return
     if current is None:
         writes.new_subscribers.append(
-            {"email": row.email, "name": row.name, "status": "active", "attributes": row.attributes,
+            {"email": row.email, "email_key": address_key(row.email), "name": row.name, "status": "active", "attributes": row.attributes,
              "source": "import", "created_at": now, "updated_at": now}
         )
         writes.new_memberships.extend((row.email, list_id) for list_id in row.list_ids)
@@ -434,23 +437,23 @@ def _plan_subscriber_update(row: CsvRow, current, now, writes: _Writes) -> bool:
 
 def _write(session: Session, writes: _Writes, status: str, now) -> None:
     if writes.new_subscribers:
-        session.execute(insert_ignoring(session, Subscriber, ["email"]), writes.new_subscribers)
+        session.execute(insert_ignoring(session, Subscriber, ["email_key"]), writes.new_subscribers)
     if writes.subscriber_updates:
         session.execute(update(Subscriber), writes.subscriber_updates)
     if writes.membership_updates:
         session.execute(update(Membership), writes.membership_updates)
     if writes.new_memberships:
-        ids = _subscriber_ids(session, {email for email, _ in writes.new_memberships})
+        ids = _subscriber_ids(session, {address_key(email) for email, _ in writes.new_memberships})
         rows = [
-            {"list_id": list_id, "subscriber_id": ids[email], "status": status, "created_at": now, "updated_at": now}
+            {"list_id": list_id, "subscriber_id": ids[address_key(email)], "status": status, "created_at": now, "updated_at": now}
             for email, list_id in writes.new_memberships
         ]
         session.execute(insert_ignoring(session, Membership, ["list_id", "subscriber_id"]), rows)
 
 
-def _subscriber_ids(session: Session, emails: set[str]) -> dict[str, int]:
-    found = session.execute(select(Subscriber.email, Subscriber.id).where(Subscriber.email.in_(emails)))
-    return {email: subscriber_id for email, subscriber_id in found}
+def _subscriber_ids(session: Session, keys: set[str]) -> dict[str, int]:
+    found = session.execute(select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(keys)))
+    return {key: subscriber_id for key, subscriber_id in found}
 
 
 # -- CSV export --------------------------------------------------------------

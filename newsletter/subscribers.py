@@ -3,7 +3,9 @@
 A subscriber is one address across the whole install (``Subscriber``); being
 on a list is a ``Membership`` whose status is unconfirmed, confirmed or
 unsubscribed. Addresses are stored in the form email-validator normalises them
-to (domain lower-cased), so the same person is found however they typed it.
+to, and a person is found by the key of their address (``addresses.address_key``:
+the whole address lower-cased, the domain IDNA-normalised), so
+``Someone@example.org`` and ``someone@example.org`` are one subscriber.
 
 Nothing here resubscribes someone who unsubscribed or whose address is
 suppressed: only the person can undo that, through a signup.
@@ -20,6 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.addresses import address_key
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.message import header_field_problems
 from newsletter.publications import get_publication
@@ -29,6 +32,7 @@ from newsletter.store.models import (
     PublicationRow,
     Send,
     Subscriber,
+    SubscriberMerge,
     utcnow,
 )
 from newsletter.suppressions import is_suppressed
@@ -191,9 +195,24 @@ def resolve_list(session: Session, publication_slug: str | None, list_or_slug) -
 # -- subscribers -------------------------------------------------------------
 
 
+def find_subscriber(session: Session, address: str) -> Subscriber | None:
+    """The subscriber an address belongs to, in whatever case or form it is given."""
+    return session.scalars(select(Subscriber).where(Subscriber.email_key == address_key(address))).first()
+
+
+def subscriber_by_id(session: Session, subscriber_id: int) -> Subscriber | None:
+    """The subscriber with this id, following a merge (links in emails sent
+    before two spellings were merged carry the merged id)."""
+    found = session.get(Subscriber, subscriber_id)
+    if found is None:
+        kept = session.scalar(select(SubscriberMerge.kept_id).where(SubscriberMerge.merged_id == subscriber_id))
+        found = session.get(Subscriber, kept) if kept is not None else None
+    return found
+
+
 def get_subscriber(session: Session, email: str) -> Subscriber:
     address = checked_address(email)
-    row = session.scalars(select(Subscriber).where(Subscriber.email == address)).first()
+    row = find_subscriber(session, address)
     if row is None:
         raise NotFound(f"no subscriber {address}; `newsletter subscribers search` finds people by part of an address or name")
     return row
@@ -221,9 +240,10 @@ def add_subscriber(
     name = checked_name(name)
     targets = [resolve_list(session, publication_slug, item) for item in lists]
     _refuse_resubscribe(session, address)
-    subscriber = session.scalars(select(Subscriber).where(Subscriber.email == address)).first()
+    subscriber = find_subscriber(session, address)
     if subscriber is None:
-        subscriber = Subscriber(email=address, name=name, attributes=dict(attributes or {}), source=source)
+        subscriber = Subscriber(email=address, email_key=address_key(address), name=name,
+                                attributes=dict(attributes or {}), source=source)
         session.add(subscriber)
         session.flush()
     else:
@@ -241,7 +261,7 @@ def _refuse_resubscribe(session: Session, address: str) -> None:
             Problem("field email", f"{address} is on the suppression list (it bounced, complained or was removed)",
                     "mail to it stops for good; it cannot be added again")
         )
-    status = session.scalar(select(Subscriber.status).where(Subscriber.email == address))
+    status = session.scalar(select(Subscriber.status).where(Subscriber.email_key == address_key(address)))
     if status not in (None, "active"):
         raise InputError(
             Problem("field email", f"{address} has {status}", "only the person can subscribe again, through the signup page")

@@ -1,11 +1,10 @@
 """The suppression list: addresses never mailed again, whatever their lists say.
 
-One rule decides whether an address is suppressed: its *suppression key*, the
-normalised address lower-cased whole. email-validator lower-cases only the
-domain, but mailbox providers treat local parts case-insensitively in
-practice, and this is a safety list: a complaint from ``Someone@example.org``
-must also stop mail to ``someone@example.org``. Subscriber identity is not
-affected; only matching against this list is.
+One rule decides whether an address is suppressed: its key
+(``addresses.address_key``, the same key that identifies a subscriber): the
+address lower-cased whole, its domain IDNA-normalised. This is a safety list:
+a complaint from ``Someone@example.org`` must also stop mail to
+``someone@example.org``.
 
 An address erased on request is kept only as ``sha256:`` + the SHA-256 of its
 key. Erasures made before the key was lower-cased hashed the normalised
@@ -21,18 +20,16 @@ from collections.abc import Iterable
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
+from newsletter.addresses import HASH_PREFIX, address_key
 from newsletter.store.models import Suppression, utcnow
 from newsletter.store.upsert import insert_ignore
 
-HASH_PREFIX = "sha256:"
 # Keys per IN (...) lookup: well under both databases' limits on bound parameters.
 CHUNK = 900
 
 
-def suppression_key(address: str) -> str:
-    """The list's key for a normalised address. A hashed entry is lower-case
-    hex already, so it is its own key."""
-    return address.lower()
+# The list's key for an address: the one identity rule, shared with subscribers.
+suppression_key = address_key
 
 
 def hashed_address(address: str) -> str:
@@ -79,6 +76,11 @@ def suppressed_in_sql(address_column) -> ColumnElement[bool]:
     (``suppressed_addresses``, in Python) catches both before anything is sent.
     """
     return exists().where(Suppression.email == func.lower(address_column))
+
+
+def suppressed_key_in_sql(key_column) -> ColumnElement[bool]:
+    """SQL: the entry for a column that holds keys already (``Subscriber.email_key``)."""
+    return exists().where(Suppression.email == key_column)
 
 
 def find_suppression(session: Session, address: str) -> Suppression | None:

@@ -44,6 +44,7 @@ COMMAND_MODULES = (
     "newsletter.cli.content",
     "newsletter.cli.publications",
     "newsletter.cli.subscribers",
+    "newsletter.cli.segments",
     "newsletter.cli.sends",
     "newsletter.cli.demo",
     "newsletter.cli.ops",

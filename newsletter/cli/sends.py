@@ -35,35 +35,64 @@ def prepared_issue(folder: Path, settings):
 
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--list", "list_slug", required=True, help="The list to send to (its slug).")
+@click.option("--list", "list_slugs", multiple=True, metavar="SLUG", help="A list to send to (repeatable).")
+@click.option("--segment", "segment_name", metavar="NAME", help="Only the people of this segment (on --list, or on any list).")
 @click.option("--at", "at_text", help='Local time in the publication\'s time zone, "YYYY-MM-DD HH:MM[:SS]".')
 @click.option("--now", "now_", is_flag=True, help="Send as soon as a worker picks it up.")
 @click.option("--batch-size", type=click.IntRange(1, 10000), help="Recipients per batch task.")
-def schedule(folder: Path, list_slug: str, at_text: str | None, now_: bool, batch_size: int | None):
-    """Check an issue, store it, and schedule it for a list."""
+@click.option("--preview", is_flag=True, help="Show who it would go to today, and schedule nothing.")
+def schedule(folder: Path, list_slugs: tuple[str, ...], segment_name: str | None, at_text: str | None, now_: bool,
+             batch_size: int | None, preview: bool):
+    """Check an issue, store it, and schedule it for one or more lists or a segment.
+
+    The audience count and ten of its people are shown first. Who receives it
+    is fixed when the send starts: people who join later are not added.
+    """
+    from newsletter.cli.segments import show_audience
+    from newsletter.publications import get_publication
+    from newsletter.segments import get_segment, publication_list_ids
+    from newsletter.segments import preview as audience_preview
     from newsletter.store.issues import store_issue
     from newsletter.subscribers import get_list
 
-    if bool(at_text) == now_:
+    if not list_slugs and not segment_name:
+        raise InputError(Problem("--list / --segment", "say who to send to", "give --list SLUG (repeatable) or --segment NAME"))
+    if bool(at_text) == now_ and not preview:
         raise InputError(Problem("--at / --now", "say when to send", 'give --at "YYYY-MM-DD HH:MM" or --now'))
     settings, scope = _session()
     rendered = prepared_issue(folder, settings)
     publication = rendered.issue.publication
     when = scheduling.parse_local_time(at_text, publication.timezone) if at_text else None
     with scope as session:
-        mailing_list = get_list(session, publication.slug, list_slug)
+        lists = [get_list(session, publication.slug, slug) for slug in dict.fromkeys(list_slugs)]
+        segment = get_segment(session, publication.slug, segment_name) if segment_name else None
+        pub_row = get_publication(session, publication.slug)
+        list_ids = [row.id for row in lists] or publication_list_ids(session, pub_row)
+        show_audience(audience_preview(session, pub_row, list_ids, segment.condition if segment else ""))
+        if preview:
+            console.print("Nothing was scheduled (--preview).")
+            return
         issue_row = store_issue(session, rendered)
         send = scheduling.schedule_send(
-            session, issue_row, mailing_list, when.utc if when else None, batch_size=batch_size or settings.batch_size
+            session, issue_row, lists, when.utc if when else None, segment=segment,
+            batch_size=batch_size or settings.batch_size,
         )
         shown = scheduling.when_from_utc(send.scheduled_at, publication.timezone)
-        send_id, list_slug = send.id, mailing_list.slug
+        send_id, audience = send.id, audience_words(lists, segment)
     # Only now, after the commit: a send that is announced exists.
     console.print(
         f"Scheduled send [bold]{send_id}[/]: {publication.name} {rendered.issue.slug} "
-        f"to list [bold]{list_slug}[/] at {shown.describe()}."
+        f"to {audience} at {shown.describe()}."
     )
     console.print("Workers and beat must be running (see the Procfile) for it to go out.")
+
+
+def audience_words(lists, segment) -> str:
+    named = ", ".join(f"[bold]{row.slug}[/]" for row in lists)
+    words = ("list " if len(lists) == 1 else "lists ") + named if lists else ""
+    if segment is not None:
+        return f"segment [bold]{segment.name}[/]" + (f" on {words}" if words else "")
+    return words
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -117,7 +146,7 @@ def show_send(send_id: int):
     """One send: when, to whom, its progress and its history."""
     from sqlalchemy import select
 
-    from newsletter.store.models import SendEvent
+    from newsletter.store.models import MailingList, SendEvent
 
     settings, scope = _session()
     with scope as session:
@@ -127,6 +156,11 @@ def show_send(send_id: int):
         history = session.scalars(select(SendEvent).where(SendEvent.send_id == send_id).order_by(SendEvent.id)).all()
         when = scheduling.when_from_utc(send.scheduled_at, tz)
         console.print(f"Send {send_id}: [bold]{p.state}[/], scheduled for {when.describe()}")
+        slugs = session.scalars(
+            select(MailingList.slug).where(MailingList.id.in_(scheduling.list_ids_of(session, send))).order_by(MailingList.slug)
+        ).all()
+        segment = f"; segment {send.segment_name}: {send.segment_condition}" if send.segment_name else ""
+        console.print(f"To: list(s) {', '.join(slugs)}{segment}", highlight=False)
         if send.started_at is None:
             console.print("The audience is frozen when the send starts.")
         else:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import subscribers
+from newsletter.scheduling import list_ids_of
 from newsletter.store.models import MailingList, Membership, PublicationRow, Send, Subscriber, utcnow
 from newsletter.tokens import PREFERENCES, UNSUBSCRIBE, BadToken, preferences_url, read_token
 from newsletter.web import security
@@ -46,7 +47,7 @@ def unsubscribe_page(token: str):
         target = _unsubscribe_target(session, token)
         if target is None:
             return not_found()
-        publication, mailing_list, subscriber = target
+        publication, mailing_list, subscriber, _ = target
         return page("unsubscribe.html", publication=publication, mailing_list=mailing_list,
                     action=request.path, field=ONE_CLICK, preferences=_preferences_path(subscriber))
 
@@ -60,16 +61,18 @@ def unsubscribe(token: str):
         target = _unsubscribe_target(session, token)
         if target is None:
             return not_found()
-        publication, mailing_list, subscriber = target
+        publication, mailing_list, subscriber, lists = target
         if subscriber is not None:  # someone erased since: there is nobody left to unsubscribe
-            subscribers.unsubscribe(session, subscriber.email, mailing_list)
-        return message("You are unsubscribed", f"You will get no more {mailing_list.name} from {publication.name}.",
+            for each in lists:  # a send to several lists: leave every one it came through
+                subscribers.unsubscribe(session, subscriber.email, each)
+        names = " or ".join(each.name for each in lists)
+        return message("You are unsubscribed", f"You will get no more {names} from {publication.name}.",
                        "If this was a mistake, you can sign up again at any time.", publication=publication,
                        link=(_preferences_path(subscriber), "Change your other choices") if subscriber else None)
 
 
 def _unsubscribe_target(session: Session, token: str):
-    """(publication, list, subscriber or None) for a valid link, else None."""
+    """(publication, first list, subscriber or None, the send's lists) for a valid link, else None."""
     try:
         send_id, subscriber_id = read_token(settings(), UNSUBSCRIBE, token)
         send = session.get(Send, int(send_id))
@@ -78,8 +81,9 @@ def _unsubscribe_target(session: Session, token: str):
     if send is None:
         return None
     mailing_list = session.get(MailingList, send.list_id)
-    subscriber = session.get(Subscriber, int(subscriber_id))
-    return session.get(PublicationRow, mailing_list.publication_id), mailing_list, subscriber
+    subscriber = subscribers.subscriber_by_id(session, int(subscriber_id))
+    lists = [session.get(MailingList, list_id) for list_id in list_ids_of(session, send)]
+    return session.get(PublicationRow, mailing_list.publication_id), mailing_list, subscriber, lists
 
 
 def _preferences_path(subscriber: Subscriber | None) -> str:
@@ -127,7 +131,7 @@ def _preferences_subscriber(session: Session, token: str) -> Subscriber | None:
         subscriber_id = int(read_token(settings(), PREFERENCES, token))
     except (BadToken, TypeError, ValueError):
         return None
-    subscriber = session.get(Subscriber, subscriber_id)
+    subscriber = subscribers.subscriber_by_id(session, subscriber_id)
     return subscriber if subscriber is not None and subscriber.status != "erased" else None
 
 

@@ -1,7 +1,7 @@
 """Leases on claimed ledger rows, renewed by the batch run that holds them
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 
 A row claimed by a run whose lease has expired is taken over by the next
 worker, whatever host the holder ran on (newsletter/leases.py). Rows claimed
@@ -19,7 +19,7 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 UTC_DATETIME = sa.DateTime(timezone=True)
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
