@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
 from newsletter.config import Settings  # noqa: E402
-from newsletter.content import load_issue  # noqa: E402
-from newsletter.dkim import DkimSigner  # noqa: E402
-from newsletter.render import render_issue  # noqa: E402
+from newsletter.authoring.content import load_issue  # noqa: E402
+from newsletter.sending.dkim import DkimSigner  # noqa: E402
+from newsletter.authoring.render import render_issue  # noqa: E402
 from bench.render import SAMPLE_ISSUE, best_of, recipient, template_for  # noqa: E402
 
 RUNS = 3

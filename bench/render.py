@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from newsletter.config import Settings  # noqa: E402
-from newsletter.content import load_issue  # noqa: E402
-from newsletter.issue import Issue  # noqa: E402
-from newsletter.message import MessageTemplate, Recipient, build_reference, make_message_id, publication_template  # noqa: E402
-from newsletter.render import RenderedIssue, render_issue  # noqa: E402
-from newsletter.tokens import preferences_url, unsubscribe_url  # noqa: E402
+from newsletter.authoring.content import load_issue  # noqa: E402
+from newsletter.authoring.issue import Issue  # noqa: E402
+from newsletter.authoring.message import MessageTemplate, Recipient, build_reference, make_message_id, publication_template  # noqa: E402
+from newsletter.authoring.render import RenderedIssue, render_issue  # noqa: E402
+from newsletter.audience.tokens import preferences_url, unsubscribe_url  # noqa: E402
 
 SAMPLE_ISSUE = ROOT / "examples" / "together-were-better" / "issues" / "2021-09"
 RUNS = 3

@@ -35,14 +35,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 _import_bench = importlib.import_module("import")
 DEFAULT_POSTGRES, fresh_postgres_schema = _import_bench.DEFAULT_POSTGRES, _import_bench.fresh_postgres_schema
 
-from newsletter import scheduling, segments, sending  # noqa: E402
+from newsletter.sending import scheduling, sends as sending
+from newsletter.audience import segments  # noqa: E402
 from newsletter.config import settings_from  # noqa: E402
-from newsletter.issue import Publication  # noqa: E402
-from newsletter.publications import sync_publication  # noqa: E402
+from newsletter.authoring.issue import Publication  # noqa: E402
+from newsletter.store.publications import sync_publication  # noqa: E402
 from newsletter.store.db import make_engine, session_scope  # noqa: E402
 from newsletter.store.migrate import upgrade  # noqa: E402
 from newsletter.store.models import Delivery, IssueRow  # noqa: E402
-from newsletter.subscribers import create_list  # noqa: E402
+from newsletter.audience.subscribers import create_list  # noqa: E402
 
 PUBLICATION = Publication(
     slug="bench", name="Bench", from_name="Bench", from_email="news@example.org", reply_to="news@example.org",

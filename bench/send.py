@@ -170,11 +170,11 @@ def write_subscribers(path: Path, count: int, small: int) -> None:
 
 def prepare(settings, folder: Path, count: int, small: int) -> tuple[str, str]:
     """Store the sample issue and import the subscribers; return the publication's and the issue's slugs."""
-    from newsletter.publishing import checked_render
+    from newsletter.authoring.publishing import checked_render
     from newsletter.store.issues import store_issue
     from newsletter.store.migrate import upgrade
-    from newsletter.subscriber_csv import import_csv
-    from newsletter.subscribers import create_list
+    from newsletter.audience.subscriber_csv import import_csv
+    from newsletter.audience.subscribers import create_list
 
     upgrade(settings.effective_database_url)
     rendered, _ = checked_render(SAMPLE)
@@ -194,9 +194,9 @@ def prepare(settings, folder: Path, count: int, small: int) -> tuple[str, str]:
 
 
 def schedule(settings, slugs: tuple[str, str], list_slug: str) -> int:
-    from newsletter import scheduling
+    from newsletter.sending import scheduling
     from newsletter.store.issues import get_issue
-    from newsletter.subscribers import get_list
+    from newsletter.audience.subscribers import get_list
 
     with session_scope(settings) as session:
         send = scheduling.schedule_send(
@@ -210,9 +210,9 @@ def message_size(settings, slugs: tuple[str, str]) -> int:
     """Bytes of one subscriber's complete message, as the workers build it."""
     from types import SimpleNamespace
 
-    from newsletter.delivery import Claimed, SendTemplate
+    from newsletter.sending.delivery import Claimed, SendTemplate
     from newsletter.store.issues import get_issue
-    from newsletter.subscribers import get_list
+    from newsletter.audience.subscribers import get_list
 
     with session_scope(settings) as session:
         issue, mailing_list = get_issue(session, *slugs), get_list(session, slugs[0], "everyone")
@@ -328,7 +328,7 @@ class Pipeline:
 
     def wait_sent(self, send_id: int, expected: int, timeout: float) -> None:
         """Until every ledger row of the send is final; fails when it stops moving."""
-        from newsletter.sending import UNFINISHED_ROW_STATES
+        from newsletter.sending.sends import UNFINISHED_ROW_STATES
         from newsletter.store.models import Delivery
 
         last, last_change = None, time.monotonic()

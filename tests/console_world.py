@@ -8,12 +8,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from newsletter import admins
+from newsletter.ops import admins
 from newsletter.console.drafts import store_publication_files
-from newsletter.content import load_publication
-from newsletter.publications import sync_publication
+from newsletter.authoring.content import load_publication
+from newsletter.store.publications import sync_publication
 from newsletter.store.db import session_scope
-from newsletter.subscribers import add_subscriber, create_list
+from newsletter.audience.subscribers import add_subscriber, create_list
 from tests.conftest import SAMPLE_ISSUE
 
 PASSWORD = "correct horse battery staple"

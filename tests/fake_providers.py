@@ -410,7 +410,7 @@ NAMES = [
 
 
 def sample_template(**changes):
-    from newsletter.message import MessageTemplate, make_list_id
+    from newsletter.authoring.message import MessageTemplate, make_list_id
 
     fields = dict(
         subject="Together We’re Better – September 2021",
@@ -429,7 +429,7 @@ def sample_template(**changes):
 
 
 def sample_envelopes(count: int, template=None, start: int = 1):
-    from newsletter.message import Recipient, make_message_id
+    from newsletter.authoring.message import Recipient, make_message_id
 
     template = template or sample_template()
     envelopes = []

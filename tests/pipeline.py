@@ -108,13 +108,13 @@ class Pipeline:
 
     def prepare(self, subscribers: int, *, delay: float = 1.0, unsubscribed=(), suppressed=()) -> int:
         """Store the sample issue, a list of subscribers, and schedule a send."""
-        from newsletter import scheduling
-        from newsletter.publishing import checked_render
-        from newsletter.suppressions import add_suppression
+        from newsletter.sending import scheduling
+        from newsletter.authoring.publishing import checked_render
+        from newsletter.audience.suppressions import add_suppression
         from newsletter.store.issues import store_issue
         from newsletter.store.migrate import upgrade
         from newsletter.store.models import utcnow
-        from newsletter.subscribers import add_subscriber, create_list, get_list, unsubscribe
+        from newsletter.audience.subscribers import add_subscriber, create_list, get_list, unsubscribe
 
         upgrade(self.settings.effective_database_url)
         rendered, _ = checked_render(SAMPLE)
@@ -139,7 +139,7 @@ class Pipeline:
         return f"reader{n:05d}@example.com"
 
     def progress(self, send_id: int):
-        from newsletter.sending import progress
+        from newsletter.sending.sends import progress
 
         with session_scope(self.settings) as session:
             return progress(session, send_id)

@@ -28,10 +28,10 @@ from tests.console_world import APPROVER, EDITOR, PASSWORD, form_fields, log_in,
 
 
 def prepare(settings, world, app) -> int:
-    from newsletter.delivery import Deliverer
-    from newsletter.sending import claim_due_sends, finish_sends
+    from newsletter.sending.delivery import Deliverer
+    from newsletter.sending.sends import claim_due_sends, finish_sends
     from newsletter.store.models import Batch, Draft
-    from newsletter.subscribers import unsubscribe
+    from newsletter.audience.subscribers import unsubscribe
     from tests.memory_transport import MemoryTransport
 
     editor, approver = app.test_client(), app.test_client()
@@ -77,7 +77,7 @@ def main(out: Path) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from tests.test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+    from tests.web.test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -66,7 +66,7 @@ def test_a_scheduled_issue_reaches_each_subscriber_exactly_once(pipeline, smtp):
     # The unsubscribe link in each message is that subscriber's own.
     from newsletter.store.db import session_scope
     from newsletter.store.models import Subscriber
-    from newsletter.tokens import read_token
+    from newsletter.audience.tokens import read_token
 
     with session_scope(pipeline.settings) as session:
         for received in smtp.messages[:10]:
@@ -130,7 +130,7 @@ def test_rejected_recipients_fail_and_are_suppressed_the_rest_arrive(pipeline, s
     assert pipeline.address(7) not in counts and len(counts) == 28
 
     from newsletter.store.db import session_scope
-    from newsletter.suppressions import is_suppressed
+    from newsletter.audience.suppressions import is_suppressed
 
     with session_scope(pipeline.settings) as session:
         assert is_suppressed(session, pipeline.address(7))

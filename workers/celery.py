@@ -24,7 +24,7 @@ from newsletter.logs import configure_logging
 from newsletter.ops.broker import PUBLISHED_AT_HEADER
 from newsletter.ops.heartbeats import HeartbeatThread
 from newsletter.store.db import get_engine
-from workers import queues
+from newsletter.ops import queues
 
 
 def broker_options(settings: Settings) -> tuple[str, dict]:

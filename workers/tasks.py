@@ -8,12 +8,12 @@ import os
 from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 from sqlalchemy import select
 
-from newsletter import delivery, sending
+from newsletter.sending import delivery, sends as sending
 from newsletter.config import get_settings
 from newsletter.logs import bind_log_context, reset_log_context
 from newsletter.ops.heartbeats import record_batch_run
 from newsletter.ops.queue_history import record_queue_depths
-from newsletter.ratelimit import make_rate_limiter
+from newsletter.sending.ratelimit import make_rate_limiter
 from newsletter.store.db import session_scope
 from newsletter.store.models import Batch, utcnow
 from newsletter.transports import make_transport
@@ -30,7 +30,7 @@ def deliverer() -> delivery.Deliverer:
 
     Made in the process that sends, never inherited through a fork: sockets
     and threads do not survive one, and each process claims rows under a
-    name of its own (newsletter/leases.py).
+    name of its own (newsletter/sending/leases.py).
     """
     global _deliverer, _deliverer_pid
     if _deliverer is None or _deliverer_pid != os.getpid():
@@ -64,7 +64,7 @@ def tick() -> None:
 @app.task(ignore_result=True)
 def purge_event_payloads() -> None:
     """Forget raw provider payloads and webhook nonces past their retention."""
-    from newsletter.events import purge_old_payloads
+    from newsletter.feedback.events import purge_old_payloads
 
     with session_scope() as session:
         purge_old_payloads(session, get_settings())
@@ -73,7 +73,7 @@ def purge_event_payloads() -> None:
 @app.task(ignore_result=True)
 def purge_unconfirmed_signups() -> None:
     """Forget sign-ups never confirmed within their retention."""
-    from newsletter.signup import purge_unconfirmed
+    from newsletter.audience.signup import purge_unconfirmed
 
     with session_scope() as session:
         purge_unconfirmed(session, get_settings())

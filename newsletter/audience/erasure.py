@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import address_key
 from newsletter.store.models import Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow
-from newsletter.suppressions import add_suppression, erased_keys, find_suppression, hashed_address
+from newsletter.audience.suppressions import add_suppression, erased_keys, find_suppression, hashed_address
 
 # What an erased recipient's ledger rows say instead of the address.
 ERASED_ADDRESS = "erased@erased.invalid"
@@ -92,7 +92,7 @@ def _replace_suppression(session: Session, address: str, hashed: str) -> None:
 
 
 def _address(email: str) -> str:
-    from newsletter.subscribers import normalise_address
+    from newsletter.audience.subscribers import normalise_address
 
     try:
         return normalise_address(email)

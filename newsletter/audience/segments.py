@@ -31,9 +31,9 @@ from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, sele
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError, NotFound, Problem
-from newsletter.publications import get_publication
+from newsletter.store.publications import get_publication
 from newsletter.store.models import MailingList, Membership, PublicationRow, Segment, Subscriber
-from newsletter.suppressions import suppressed_key_in_sql
+from newsletter.audience.suppressions import suppressed_key_in_sql
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 SAMPLE_SIZE = 10

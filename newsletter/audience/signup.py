@@ -46,9 +46,9 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.store.upsert import insert_ignore
-from newsletter.subscribers import checked_address, checked_name, subscriber_by_id
-from newsletter.suppressions import is_suppressed
-from newsletter.tokens import CONFIRM, BadToken, make_token, read_token
+from newsletter.audience.subscribers import checked_address, checked_name, subscriber_by_id
+from newsletter.audience.suppressions import is_suppressed
+from newsletter.audience.tokens import CONFIRM, BadToken, make_token, read_token
 from newsletter.transports import SENT, Envelope, Transport, make_transport
 
 # What request_subscription did; the web page is the same for all of them.

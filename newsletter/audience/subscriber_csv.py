@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import address_key
 from newsletter.errors import InputError, Problem
-from newsletter.publications import get_publication
+from newsletter.store.publications import get_publication
 from newsletter.store.models import (
     MailingList,
     Membership,
@@ -32,7 +32,7 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.store.upsert import insert_ignoring
-from newsletter.subscribers import (
+from newsletter.audience.subscribers import (
     CHUNK,
     JOIN_STATUSES,
     check_status,
@@ -42,7 +42,7 @@ from newsletter.subscribers import (
     normalise_address,
     resolve_list,
 )
-from newsletter.suppressions import suppressed_addresses
+from newsletter.audience.suppressions import suppressed_addresses
 
 CSV_COLUMNS = ("email", "name", "lists")
 # A cell a spreadsheet would run as a formula (OWASP, "CSV Injection"), or one

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import address_key
 from newsletter.errors import InputError, NotFound, Problem
-from newsletter.message import header_field_problems
-from newsletter.publications import get_publication
+from newsletter.authoring.message import header_field_problems
+from newsletter.store.publications import get_publication
 from newsletter.store.models import (
     MailingList,
     Membership,
@@ -35,7 +35,7 @@ from newsletter.store.models import (
     SubscriberMerge,
     utcnow,
 )
-from newsletter.suppressions import is_suppressed
+from newsletter.audience.suppressions import is_suppressed
 
 LIST_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 JOIN_STATUSES = ("confirmed", "unconfirmed")  # what an add or an import may set

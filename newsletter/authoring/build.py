@@ -20,13 +20,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from newsletter.content import MANIFEST_FILE, load_issue
+from newsletter.authoring.content import MANIFEST_FILE, load_issue
 from newsletter.errors import InputError, Problem
-from newsletter.issue import Issue
-from newsletter.message import Recipient, make_message_id, publication_template
-from newsletter.publishing import checked_render
-from newsletter.render import RenderedIssue, render_issue
-from newsletter.webcopy import write_site
+from newsletter.authoring.issue import Issue
+from newsletter.authoring.message import Recipient, make_message_id, publication_template
+from newsletter.authoring.publishing import checked_render
+from newsletter.authoring.render import RenderedIssue, render_issue
+from newsletter.authoring.webcopy import write_site
 
 # The made-up subscriber of sample.eml: example.com is reserved for examples.
 SAMPLE_READER = Recipient(

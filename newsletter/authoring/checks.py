@@ -12,11 +12,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from newsletter import markup, placeholders
-from newsletter.colours import low_contrast
+from newsletter.authoring import markup, placeholders
+from newsletter.authoring.colours import low_contrast
 from newsletter.errors import Problem
-from newsletter.issue import Image, Issue, Publication, Section
-from newsletter.render import RenderedIssue, logo_width, pixel_size
+from newsletter.authoring.issue import Image, Issue, Publication, Section
+from newsletter.authoring.render import RenderedIssue, logo_width, pixel_size
 
 # Gmail shows "[Message clipped]" and hides the rest, footer and unsubscribe
 # link included, once the HTML passes about 102 KB.

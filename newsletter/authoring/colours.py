@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from newsletter.issue import Colours, Publication
+from newsletter.authoring.issue import Colours, Publication
 
 WCAG_AA = 4.5
 WHITE = "#ffffff"

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import ContentError, InputError, Problem
-from newsletter.issue import (
+from newsletter.authoring.issue import (
     DARK_COLOURS,
     SECTION_KINDS,
     Colours,
@@ -35,8 +35,8 @@ from newsletter.issue import (
     Section,
     Source,
 )
-from newsletter.message import header_field_problems
-from newsletter.yamlsource import LineList, LineMap, parse_yaml, split_front_matter, location
+from newsletter.authoring.message import header_field_problems
+from newsletter.authoring.yamlsource import LineList, LineMap, parse_yaml, split_front_matter, location
 
 PUBLICATION_FILE = "publication.yaml"
 MANIFEST_FILE = "issue.yaml"

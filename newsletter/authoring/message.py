@@ -27,7 +27,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 
-from newsletter import placeholders
+from newsletter.authoring import placeholders
 from newsletter.errors import InputError, Problem
 from newsletter.transports.base import Envelope
 

@@ -19,12 +19,12 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from newsletter import placeholders
-from newsletter.build import SAMPLE_READER
-from newsletter.checks import check_issue
-from newsletter.content import load_issue
+from newsletter.authoring import placeholders
+from newsletter.authoring.build import SAMPLE_READER
+from newsletter.authoring.checks import check_issue
+from newsletter.authoring.content import load_issue
 from newsletter.errors import InputError, Problem, in_reading_order
-from newsletter.render import RenderedIssue, render_issue
+from newsletter.authoring.render import RenderedIssue, render_issue
 
 
 class PreviewServer:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsletter.checks import check_issue
-from newsletter.content import load_issue
+from newsletter.authoring.checks import check_issue
+from newsletter.authoring.content import load_issue
 from newsletter.errors import ContentError, Problem
-from newsletter.render import RenderedIssue, render_issue
+from newsletter.authoring.render import RenderedIssue, render_issue
 
 
 def checked_render(folder: Path, templates_dir: Path | None = None) -> tuple[RenderedIssue, list[Problem]]:

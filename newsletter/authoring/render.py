@@ -24,10 +24,10 @@ import mjml
 import PIL.Image
 from markupsafe import Markup, escape
 
-from newsletter import markup, placeholders
+from newsletter.authoring import markup, placeholders
 from newsletter.config import Settings
 from newsletter.errors import ContentError, Problem
-from newsletter.issue import Image, Issue, Item, Publication
+from newsletter.authoring.issue import Image, Issue, Item, Publication
 
 DEFAULT_TEMPLATES = Settings.templates_dir
 TEXT_WIDTH = 72

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 
 from feedgen.feed import FeedGenerator
 
-from newsletter.issue import Issue, Publication
-from newsletter.render import RenderedIssue, render_template, template_environment
+from newsletter.authoring.issue import Issue, Publication
+from newsletter.authoring.render import RenderedIssue, render_template, template_environment
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from newsletter.build import build_issue
-from newsletter.checks import check_issue
+from newsletter.authoring.build import build_issue
+from newsletter.authoring.checks import check_issue
 from newsletter.cli import LazyConsole, main, print_problems
-from newsletter.content import load_issue
+from newsletter.authoring.content import load_issue
 from newsletter.errors import CONTENT_ERRORS, EXIT_CODES_HELP
-from newsletter.preview import PreviewServer
-from newsletter.render import render_issue
+from newsletter.authoring.preview import PreviewServer
+from newsletter.authoring.render import render_issue
 
 console = LazyConsole(highlight=False, soft_wrap=True)
 

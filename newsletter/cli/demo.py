@@ -35,7 +35,7 @@ LIST_SLUG = "demo-readers"
 @click.option("--timeout", default=300, show_default=True, help="Give up after this many seconds.")
 def demo(count: int, delay: int, folder: Path, timeout: int):
     """Send the sample issue to made-up subscribers, start to finish."""
-    from newsletter.devsmtp import MailSink
+    from newsletter.cli.devsmtp import MailSink
 
     folder = folder.absolute()
     if folder.exists():
@@ -65,14 +65,14 @@ def demo(count: int, delay: int, folder: Path, timeout: int):
 
 
 def _prepare(settings, folder: Path, count: int, delay: int):
-    from newsletter import scheduling
-    from newsletter.build import build_issue
+    from newsletter.sending import scheduling
+    from newsletter.authoring.build import build_issue
     from newsletter.store.db import session_scope
     from newsletter.store.issues import store_issue
     from newsletter.store.migrate import upgrade
     from newsletter.store.models import utcnow
-    from newsletter.subscriber_csv import import_csv
-    from newsletter.subscribers import create_list, get_list, list_lists
+    from newsletter.audience.subscriber_csv import import_csv
+    from newsletter.audience.subscribers import create_list, get_list, list_lists
 
     console.print(f"[bold]1.[/] Building the sample issue from {_shown(SAMPLE)}")
     result = build_issue(SAMPLE, folder / "build", settings.templates_dir)
@@ -135,7 +135,7 @@ def _start_processes(env: dict, folder: Path) -> list[subprocess.Popen]:
 
 
 def _watch(settings, send_id: int, timeout: int, processes) -> None:
-    from newsletter.sending import progress
+    from newsletter.sending.sends import progress
     from newsletter.store.db import session_scope
 
     deadline = time.monotonic() + timeout
@@ -157,7 +157,7 @@ def _watch(settings, send_id: int, timeout: int, processes) -> None:
 
 
 def _summary(settings, send_id: int, sink, folder: Path, build) -> None:
-    from newsletter.sending import progress, summary_line
+    from newsletter.sending.sends import progress, summary_line
     from newsletter.store.db import session_scope
 
     with session_scope(settings) as session:

@@ -12,7 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from newsletter import bounces, erasure, events
+from newsletter.feedback import bounces, events
+from newsletter.audience import erasure
 from newsletter.cli import main
 from newsletter.cli.subscribers import database, subscribers
 from newsletter.config import get_settings

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from newsletter import scheduling
+from newsletter.sending import scheduling
 from newsletter.cli import LazyConsole, main
 from newsletter.cli.sends import sends
 from newsletter.config import get_settings

@@ -26,8 +26,8 @@ def publications():
 def add_publication(path: Path):
     """Record (or update) a publication from its folder or its publication.yaml."""
     from newsletter.console.drafts import store_publication_files
-    from newsletter.content import PUBLICATION_FILE, load_publication
-    from newsletter.publications import sync_publication
+    from newsletter.authoring.content import PUBLICATION_FILE, load_publication
+    from newsletter.store.publications import sync_publication
 
     file = path / PUBLICATION_FILE if path.is_dir() else path
     if not file.is_file():
@@ -45,7 +45,7 @@ def add_publication(path: Path):
 @publications.command("list")
 def list_publications_command():
     """Every recorded publication."""
-    from newsletter.publications import list_publications
+    from newsletter.store.publications import list_publications
 
     settings = get_settings()
     upgrade(settings.effective_database_url)

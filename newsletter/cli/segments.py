@@ -6,10 +6,10 @@ import click
 from rich import box
 from rich.table import Table
 
-from newsletter import segments as segs
+from newsletter.audience import segments as segs
 from newsletter.cli import LazyConsole, main
 from newsletter.cli.subscribers import database, only_publication, publication_option
-from newsletter.publications import get_publication
+from newsletter.store.publications import get_publication
 
 console = LazyConsole()
 

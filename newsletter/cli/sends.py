@@ -8,7 +8,7 @@ import click
 from rich import box
 from rich.table import Table
 
-from newsletter import scheduling, sending
+from newsletter.sending import scheduling, sends as sending
 from newsletter.cli import LazyConsole, main, print_problems
 from newsletter.config import get_settings
 from newsletter.errors import EXIT_CODES_HELP, InputError, Problem
@@ -26,7 +26,7 @@ def _session():
 
 def prepared_issue(folder: Path, settings):
     """Load, render and check an issue folder; refuse it if a check fails."""
-    from newsletter.publishing import checked_render
+    from newsletter.authoring.publishing import checked_render
 
     rendered, warnings = checked_render(folder, settings.templates_dir)
     print_problems(warnings)
@@ -49,11 +49,11 @@ def schedule(folder: Path, list_slugs: tuple[str, ...], segment_name: str | None
     is fixed when the send starts: people who join later are not added.
     """
     from newsletter.cli.segments import show_audience
-    from newsletter.publications import get_publication
-    from newsletter.segments import get_segment, publication_list_ids
-    from newsletter.segments import preview as audience_preview
+    from newsletter.store.publications import get_publication
+    from newsletter.audience.segments import get_segment, publication_list_ids
+    from newsletter.audience.segments import preview as audience_preview
     from newsletter.store.issues import store_issue
-    from newsletter.subscribers import get_list
+    from newsletter.audience.subscribers import get_list
 
     if not list_slugs and not segment_name:
         raise InputError(Problem("--list / --segment", "say who to send to", "give --list SLUG (repeatable) or --segment NAME"))
@@ -100,7 +100,7 @@ def audience_words(lists, segment) -> str:
 @click.option("--to", "addresses", multiple=True, required=True, help="An address to send the proof to (repeatable).")
 def proof(folder: Path, addresses: tuple[str, ...]):
     """Send a copy marked as a proof to given addresses; no subscriber is touched."""
-    from newsletter.proofs import send_proof
+    from newsletter.sending.proofs import send_proof
     from newsletter.transports import make_transport
 
     settings = get_settings()
@@ -123,7 +123,7 @@ def sends():
 @click.option("--all", "show_all", is_flag=True, help="Include finished and cancelled sends.")
 def list_sends(show_all: bool):
     """Sends, newest first, with their progress."""
-    from newsletter.reports import send_overview
+    from newsletter.feedback.reports import send_overview
 
     settings, scope = _session()
     with scope as session:

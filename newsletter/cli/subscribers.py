@@ -17,12 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from newsletter import subscriber_csv
-from newsletter import subscribers as subs
+from newsletter.audience import subscriber_csv
+from newsletter.audience import subscribers as subs
 from newsletter.cli import LazyConsole, err_console, main
 from newsletter.config import get_settings
 from newsletter.errors import InputError, Problem
-from newsletter.publications import known_publications, list_publications
+from newsletter.store.publications import known_publications, list_publications
 from newsletter.store import migrate
 from newsletter.store.db import session_scope
 
@@ -189,7 +189,7 @@ def subscribers_unsubscribe(email, list_slug, publication) -> None:
 @subscribers.command("purge-unconfirmed")
 def subscribers_purge_unconfirmed() -> None:
     """Forget sign-ups not confirmed within UNCONFIRMED_RETENTION_DAYS (the beat does this too)."""
-    from newsletter.signup import purge_unconfirmed
+    from newsletter.audience.signup import purge_unconfirmed
 
     settings = get_settings()
     with database() as session:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from newsletter.console.images import check_image
-from newsletter.content import IMAGE_SUFFIXES, MANIFEST_FILE
+from newsletter.authoring.content import IMAGE_SUFFIXES, MANIFEST_FILE
 from newsletter.errors import InputError, Problem
 
 MAX_FILES = 200

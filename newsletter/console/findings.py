@@ -11,11 +11,11 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from newsletter.checks import check_issue
-from newsletter.content import MANIFEST_FILE, PUBLICATION_FILE, load_issue
+from newsletter.authoring.checks import check_issue
+from newsletter.authoring.content import MANIFEST_FILE, PUBLICATION_FILE, load_issue
 from newsletter.errors import InputError, Problem
-from newsletter.render import RenderedIssue, render_issue
-from newsletter.yamlsource import LineList, LineMap, parse_yaml, split_front_matter
+from newsletter.authoring.render import RenderedIssue, render_issue
+from newsletter.authoring.yamlsource import LineList, LineMap, parse_yaml, split_front_matter
 
 # "<path>:<line>", "<path>: field <name>", or a name like "email HTML".
 _WHERE = re.compile(r"^(?P<path>.*?)(?::(?P<line>\d+)|: field (?P<field>\w+))?$")

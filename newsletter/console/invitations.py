@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from newsletter import admins
+from newsletter.ops import admins
 from newsletter.config import Settings
 from newsletter.console.notices import send_notice
 from newsletter.errors import InputError, Problem
 from newsletter.store.models import Admin, PublicationRow
-from newsletter.tokens import ACCOUNT, BadToken, make_token, read_token
+from newsletter.audience.tokens import ACCOUNT, BadToken, make_token, read_token
 
 INVITATION_SECONDS = 7 * 24 * 3600
 RESET_SECONDS = 3600

@@ -16,10 +16,10 @@ from typing import Mapping
 
 import yaml
 
-from newsletter.content import KIND_FIELDS
+from newsletter.authoring.content import KIND_FIELDS
 from newsletter.errors import InputError, Problem
-from newsletter.issue import SECTION_KINDS
-from newsletter.yamlsource import split_front_matter
+from newsletter.authoring.issue import SECTION_KINDS
+from newsletter.authoring.yamlsource import split_front_matter
 
 # The fields each kind's form shows, in order, beside title and the body.
 FORM_FIELDS = {

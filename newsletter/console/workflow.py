@@ -19,15 +19,16 @@ from typing import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter import admins, audit, scheduling
+from newsletter.ops import admins, audit
+from newsletter.sending import scheduling
 from newsletter.config import Settings
 from newsletter.console import drafts
 from newsletter.console.findings import Finding, check_folder
 from newsletter.console.notices import send_notice
 from newsletter.errors import InputError, Problem
-from newsletter.render import RenderedIssue
+from newsletter.authoring.render import RenderedIssue
 from newsletter.store.models import Draft, Membership, PublicationRow, Send, Subscriber, utcnow
-from newsletter.suppressions import suppressed_in_sql
+from newsletter.audience.suppressions import suppressed_in_sql
 
 # The one publication setting the console adds: may one person edit and approve an issue?
 SELF_APPROVAL = "one_person_may_approve"
@@ -180,7 +181,7 @@ def issue_url(settings: Settings, draft: Draft) -> str:
 def send_proof(session: Session, settings: Settings, draft: Draft, actor: Actor, addresses: Sequence[str],
                transport=None) -> list[tuple[str, str]]:
     """A copy marked as a proof to each address, outside the ledger (``proofs.send_proof``); (address, outcome)."""
-    from newsletter.proofs import send_proof as proof
+    from newsletter.sending.proofs import send_proof as proof
     from newsletter.transports import make_transport
 
     require_role(session, actor, draft, "editor")
@@ -240,10 +241,10 @@ def dst_warning(when: scheduling.When, now=None) -> str:
 def schedule(session: Session, settings: Settings, draft: Draft, actor: Actor, list_slugs: Sequence[str],
              at_text: str | None) -> list[Send]:
     """Store the approved draft as an issue and schedule a send to each list (``at_text`` None: now)."""
-    from newsletter.publishing import checked_render
+    from newsletter.authoring.publishing import checked_render
     from newsletter.store.issues import store_issue
-    from newsletter.subscribers import get_list
-    from newsletter.webcopy import write_issue_pages
+    from newsletter.audience.subscribers import get_list
+    from newsletter.authoring.webcopy import write_issue_pages
 
     require_role(session, actor, draft, "editor")
     if draft.state != "approved":

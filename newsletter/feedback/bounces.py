@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from newsletter.config import Settings
 from newsletter.errors import InputError, NewsletterError, Problem
 from newsletter.store.models import Delivery
-from newsletter.events import BOUNCED, COMPLAINED, HARD, SOFT, Event, EventReport, record_events
+from newsletter.feedback.events import BOUNCED, COMPLAINED, HARD, SOFT, Event, EventReport, record_events
 
 SOURCE = "mailbox"
 _VERP = re.compile(r"bounces\+(\d+)-([0-9a-f]{12})@", re.IGNORECASE)

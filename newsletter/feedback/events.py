@@ -40,7 +40,7 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.store.upsert import insert_ignore
-from newsletter.suppressions import HASH_PREFIX, add_suppression, find_suppression, hashed_address, is_suppressed
+from newsletter.audience.suppressions import HASH_PREFIX, add_suppression, find_suppression, hashed_address, is_suppressed
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def record_events(session: Session, settings: Settings, events, now: datetime | 
 
 
 def _record(session: Session, settings: Settings, event: Event, now: datetime, report: EventReport) -> None:
-    from newsletter import erasure
+    from newsletter.audience import erasure
 
     email = normalised(event.email)
     delivery = find_delivery(session, event)
@@ -175,8 +175,8 @@ def _suppress(session: Session, email: str, reason: str, source: str, report: Ev
 def _unsubscribe(session: Session, email: str, delivery: Delivery | None, report: EventReport) -> None:
     """Someone left through the provider's own link: leave the lists the
     message was sent to, or everything when we cannot tell which message."""
-    from newsletter.scheduling import list_ids_of
-    from newsletter.subscribers import find_subscriber, unsubscribe
+    from newsletter.sending.scheduling import list_ids_of
+    from newsletter.audience.subscribers import find_subscriber, unsubscribe
     from newsletter.store.models import MailingList
 
     if find_subscriber(session, email) is None:
@@ -236,7 +236,7 @@ def delivery_outcome(session: Session, delivery_id: int) -> str:
 
 
 def normalised(email: str) -> str:
-    from newsletter.subscribers import normalise_address
+    from newsletter.audience.subscribers import normalise_address
 
     try:
         return normalise_address(email)
@@ -283,7 +283,7 @@ def list_suppressions(session: Session, reason: str | None = None, limit: int = 
 
 def suppress_manually(session: Session, email: str, note: str = "") -> bool:
     """Add an address by hand; False when it was suppressed already."""
-    from newsletter.subscribers import checked_address
+    from newsletter.audience.subscribers import checked_address
 
     address = checked_address(email)
     if is_suppressed(session, address):
@@ -294,8 +294,8 @@ def suppress_manually(session: Session, email: str, note: str = "") -> bool:
 
 def remove_suppression(session: Session, email: str) -> Suppression:
     """Take an address off the suppression list (it may then be added to lists again)."""
-    from newsletter import erasure
-    from newsletter.subscribers import checked_address
+    from newsletter.audience import erasure
+    from newsletter.audience.subscribers import checked_address
 
     address = checked_address(email)
     if erasure.is_erased(session, address):

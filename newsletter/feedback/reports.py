@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.scheduling import When, when_from_utc
-from newsletter.sending import Progress, progress
+from newsletter.sending.scheduling import When, when_from_utc
+from newsletter.sending.sends import Progress, progress
 from newsletter.store.models import IssueRow, MailingList, PublicationRow, Send
 
 

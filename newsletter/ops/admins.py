@@ -7,7 +7,7 @@ invites the others from the console and gives them roles per publication
 werkzeug's salted scrypt hashes.
 
 Logging in is limited per client address and per account (a GCRA limit from
-``newsletter.ratelimit``: in Redis when configured, so every web process
+``newsletter.sending.ratelimit``: in Redis when configured, so every web process
 agrees, in memory otherwise), and a failed login never says whether the
 account exists: an unknown address costs the same hash as a wrong password.
 """
@@ -27,14 +27,14 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
-from newsletter.ratelimit import (
+from newsletter.sending.ratelimit import (
     LocalRateLimiter,
     RateLimiterUnavailable,
     RedisRateLimiter,
 )
 from newsletter.store.models import ROLES, AccountRole, Admin, LoginClient, PublicationRow, utcnow
-from newsletter.subscribers import checked_address
-from newsletter.websessions import end_sessions_of
+from newsletter.audience.subscribers import checked_address
+from newsletter.ops.websessions import end_sessions_of
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ class BrokerView(Protocol):
 
 def queue_names() -> tuple[str, ...]:
     """The queues workers consume (a plain constants module, no Celery)."""
-    from workers.queues import ALL
+    from newsletter.ops.queues import ALL
 
     return ALL
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from newsletter.config import Settings
-from newsletter.delivery import SEND_TIME_FAILURE
+from newsletter.sending.delivery import SEND_TIME_FAILURE
 from newsletter.ops.broker import QueueStats
 from newsletter.ops.heartbeats import WorkerStatus
 from newsletter.ops.sends import SendStatus

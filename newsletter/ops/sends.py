@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from newsletter.leases import holder_is_gone, live_holders
-from newsletter.sending import ACTIVE_ROW_STATES, progress
+from newsletter.sending.leases import holder_is_gone, live_holders
+from newsletter.sending.sends import ACTIVE_ROW_STATES, progress
 from newsletter.store.models import ClaimLease, Delivery, IssueRow, MailingList, PublicationRow, Send, Suppression
 
 RATE_WINDOW = timedelta(seconds=60)

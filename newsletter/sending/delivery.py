@@ -1,7 +1,7 @@
 """Delivering one batch: claim its ledger rows, personalise each message, hand
 it to the transport, record each recipient's result.
 
-A run holds the rows it claims under a lease (newsletter/leases.py) and
+A run holds the rows it claims under a lease (newsletter/sending/leases.py) and
 changes only rows it still holds. A row left in ``sending`` by a run that
 died, or lost its lease, may or may not have reached the server. It is sent
 again (none lost) and flagged ``possible_duplicate`` (counted, never hidden).
@@ -19,13 +19,13 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from newsletter import dkim
-from newsletter.bounces import verp_address
+from newsletter.sending import dkim
+from newsletter.feedback.bounces import verp_address
 from newsletter.config import Settings
-from newsletter.leases import Lease, holder_is_gone, process_identity, unheld
-from newsletter.message import MessageTemplate, Recipient, make_message_id, publication_template
-from newsletter.ratelimit import NullRateLimiter, RateLimiterUnavailable
-from newsletter.scheduling import _record, list_ids_of
+from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
+from newsletter.authoring.message import MessageTemplate, Recipient, make_message_id, publication_template
+from newsletter.sending.ratelimit import NullRateLimiter, RateLimiterUnavailable
+from newsletter.sending.scheduling import _record, list_ids_of
 from newsletter.store.models import (
     Batch,
     MailingList,
@@ -37,12 +37,12 @@ from newsletter.store.models import (
     Subscriber,
     utcnow,
 )
-from newsletter.tokens import preferences_url, unsubscribe_url
+from newsletter.audience.tokens import preferences_url, unsubscribe_url
 from newsletter.errors import InputError
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport
 
-from newsletter.sending import ACTIVE_ROW_STATES
-from newsletter.suppressions import add_suppression, suppressed_addresses
+from newsletter.sending.sends import ACTIVE_ROW_STATES
+from newsletter.audience.suppressions import add_suppression, suppressed_addresses
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ SEND_TIME_FAILURE = "stopped at send time"
 class Deliverer:
     """Delivers batches for one worker process: one transport, one limiter,
     compiled issues cached. Each run holds its rows under a lease of its own
-    (newsletter/leases.py), named after this process."""
+    (newsletter/sending/leases.py), named after this process."""
 
     def __init__(self, settings: Settings, transport: Transport, limiter=None, identity: str | None = None):
         self.settings = settings

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from newsletter.config import Settings
-from newsletter.message import PROOF_PREFIX, MessageTemplate, Recipient, publication_template
-from newsletter.subscribers import checked_address
+from newsletter.authoring.message import PROOF_PREFIX, MessageTemplate, Recipient, publication_template
+from newsletter.audience.subscribers import checked_address
 from newsletter.transports.base import Result, Transport
 
 PROOF_LINK = "#proof-link-not-active"

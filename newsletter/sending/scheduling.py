@@ -27,7 +27,7 @@ from newsletter.store.models import (
     SendList,
     utcnow,
 )
-from newsletter.suppressions import suppressed_in_sql
+from newsletter.audience.suppressions import suppressed_in_sql
 
 TIME_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 
@@ -154,7 +154,7 @@ def schedule_send(
 def _check_headers(session: Session, send: Send, issue: IssueRow, mailing_list: MailingList) -> None:
     """Build the send's message template now, as the workers will: whatever they would
     refuse (a list name that could add a header, say) is refused here, before anything is stored."""
-    from newsletter.delivery import message_template  # delivery imports this module
+    from newsletter.sending.delivery import message_template  # delivery imports this module
 
     try:
         message_template(issue, publication_of(session, send), mailing_list, send.id)

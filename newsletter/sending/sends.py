@@ -23,9 +23,9 @@ from sqlalchemy import and_, exists, func, insert, literal, or_, select, text, u
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.leases import unheld
-from newsletter.scheduling import _record, get_send, list_ids_of, publication_of
-from newsletter.segments import audience_filter
+from newsletter.sending.leases import unheld
+from newsletter.sending.scheduling import _record, get_send, list_ids_of, publication_of
+from newsletter.audience.segments import audience_filter
 from newsletter.store.models import (
     Batch,
     Delivery,

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError, NotFound, Problem
-from newsletter.publications import get_publication, sync_publication
+from newsletter.store.publications import get_publication, sync_publication
 from newsletter.store.models import IssueRow, Send, utcnow
 
 

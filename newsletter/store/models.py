@@ -352,7 +352,7 @@ class WorkerHeartbeat(Base):
 
 
 class ClaimLease(Base):
-    """A batch run's lease on the ledger rows it claimed (newsletter/leases.py).
+    """A batch run's lease on the ledger rows it claimed (newsletter/sending/leases.py).
 
     The run renews ``expires_at`` while it makes progress. Rows whose
     ``claimed_by`` has no lease that is still valid belong to nobody: the next

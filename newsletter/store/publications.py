@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import NotFound
-from newsletter.issue import Publication
+from newsletter.authoring.issue import Publication
 from newsletter.store.models import PublicationRow
 
 

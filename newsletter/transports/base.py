@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from newsletter.message import MessageTemplate, Recipient
+    from newsletter.authoring.message import MessageTemplate, Recipient
 
 SENT = "sent"
 TEMPORARY = "temporary"  # 4xx, throttling, connection trouble: retry later

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from email.headerregistry import Address
 
-from newsletter import placeholders
+from newsletter.authoring import placeholders
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result
 from newsletter.transports.http import (
     HttpApi,

@@ -24,10 +24,10 @@ from flask import Blueprint, Response, send_from_directory
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.issue import Colours, Publication
-from newsletter.render import render_template, template_environment
+from newsletter.authoring.issue import Colours, Publication
+from newsletter.authoring.render import render_template, template_environment
 from newsletter.store.models import IssueRow, PublicationRow
-from newsletter.webcopy import ArchiveEntry, FeedEntry, atom_feed
+from newsletter.authoring.webcopy import ArchiveEntry, FeedEntry, atom_feed
 from newsletter.web.pages import database, install, not_found, settings
 
 blueprint = Blueprint("archive", __name__)

@@ -1,7 +1,7 @@
 """One login for the comms console and the ops dashboard.
 
 The session cookie (Flask's, signed, HttpOnly, SameSite=Lax, Secure behind
-https) carries only a random token; ``newsletter.websessions`` keeps the
+https) carries only a random token; ``newsletter.ops.websessions`` keeps the
 session on the server, so logging out, a new password and a revoked account
 end it at once on every web process.
 
@@ -16,7 +16,7 @@ import logging
 
 from flask import current_app, g, request, session
 
-from newsletter import admins, audit, websessions
+from newsletter.ops import admins, audit, websessions
 from newsletter.web.pages import database, settings
 
 log = logging.getLogger(__name__)

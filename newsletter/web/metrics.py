@@ -7,7 +7,7 @@ import hmac
 from flask import Blueprint, Response, current_app, request
 from prometheus_client.exposition import choose_encoder
 
-from newsletter.metrics import registry_for
+from newsletter.ops.metrics import registry_for
 from newsletter.web import settings_of
 
 blueprint = Blueprint("metrics", __name__)

@@ -4,7 +4,7 @@ Everything here needs a logged-in account that is an admin or an operator
 of a publication (``newsletter.web.auth``: one login for this and the comms
 console): pages redirect to the login, JSON answers 401. The numbers come from
 ``newsletter.ops.status``, the code behind ``newsletter ops status``; the
-buttons act through ``newsletter.scheduling``, as the CLI does, after a
+buttons act through ``newsletter.sending.scheduling``, as the CLI does, after a
 confirmation page that works without JavaScript, and every action is logged
 with the operator's address and recorded in the send's history.
 
@@ -37,7 +37,8 @@ from flask import (
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
-from newsletter import admins, audit, scheduling
+from newsletter.ops import admins, audit
+from newsletter.sending import scheduling
 from newsletter.errors import InputError
 from newsletter.errors import NotFound as NoSuchThing
 from newsletter.ops.status import Status, collect_status

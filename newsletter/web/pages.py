@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound, RequestEntityTooLarge
 
 from newsletter.config import Settings
-from newsletter.issue import Colours
-from newsletter.signup import ClientLimit
+from newsletter.authoring.issue import Colours
+from newsletter.audience.signup import ClientLimit
 from newsletter.store.db import session_scope
 from newsletter.store.models import PublicationRow
 from newsletter.web import security

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, request
 
-from newsletter import signup
+from newsletter.audience import signup
 from newsletter.errors import InputError
 from newsletter.errors import NotFound as NoSuchThing
 from newsletter.store.models import PublicationRow
-from newsletter.tokens import BadToken
+from newsletter.audience.tokens import BadToken
 from newsletter.web import security
 from newsletter.web.pages import database, install, message, not_found, page, settings
 

@@ -19,10 +19,10 @@ from flask import Blueprint, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import subscribers
-from newsletter.scheduling import list_ids_of
+from newsletter.audience import subscribers
+from newsletter.sending.scheduling import list_ids_of
 from newsletter.store.models import MailingList, Membership, PublicationRow, Send, Subscriber, utcnow
-from newsletter.tokens import PREFERENCES, UNSUBSCRIBE, BadToken, preferences_url, read_token
+from newsletter.audience.tokens import PREFERENCES, UNSUBSCRIBE, BadToken, preferences_url, read_token
 from newsletter.web import security
 from newsletter.web.pages import database, install, message, not_found, page, settings
 

@@ -14,8 +14,8 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
-from newsletter import webhooks
-from newsletter.events import record_events
+from newsletter.feedback import webhooks
+from newsletter.feedback.events import record_events
 from newsletter.store.db import session_scope
 
 log = logging.getLogger(__name__)

@@ -8,13 +8,15 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
-from newsletter import erasure, events, scheduling
+from newsletter.audience import erasure
+from newsletter.feedback import events
+from newsletter.sending import scheduling
 from newsletter.errors import InputError
 from newsletter.store.models import Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow
-from newsletter.subscriber_csv import import_csv
-from newsletter.subscribers import add_subscriber
+from newsletter.audience.subscriber_csv import import_csv
+from newsletter.audience.subscribers import add_subscriber
 from tests.memory_transport import MemoryTransport
-from tests.test_sending import make_world, run_send
+from tests.sending.test_sends import make_world, run_send
 
 ADDRESS = "reader001@example.com"
 

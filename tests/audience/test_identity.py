@@ -9,8 +9,10 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import select
 
-from newsletter import erasure, events, scheduling, signup, subscriber_csv
-from newsletter import subscribers as subs
+from newsletter.audience import erasure, signup, subscriber_csv
+from newsletter.feedback import events
+from newsletter.sending import scheduling
+from newsletter.audience import subscribers as subs
 from newsletter.addresses import address_key
 from newsletter.errors import InputError
 from newsletter.store.db import engine_for, session_scope
@@ -25,12 +27,12 @@ from newsletter.store.models import (
     Subscriber,
     SubscriberMerge,
 )
-from newsletter.suppressions import is_suppressed
+from newsletter.audience.suppressions import is_suppressed
 from newsletter.transports.smtp import SmtpTransport
-from newsletter.events import Event
+from newsletter.feedback.events import Event
 from tests.memory_transport import MemoryTransport
 from tests.smtp_server import smtp_server  # noqa: F401  (a fixture)
-from tests.test_sending import HTML, TEXT, fast, make_world, run_send, states  # noqa: F401  (fast is a fixture)
+from tests.sending.test_sends import HTML, TEXT, fast, make_world, run_send, states  # noqa: F401  (fast is a fixture)
 
 
 @pytest.mark.parametrize("typed, key", [

@@ -7,11 +7,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from newsletter import scheduling, segments, sending
+from newsletter.sending import scheduling, sends as sending
+from newsletter.audience import segments
 from newsletter.errors import InputError, NotFound
 from newsletter.store.models import Membership, MailingList, Subscriber, Suppression
 from tests.memory_transport import MemoryTransport
-from tests.test_sending import fast, make_world, run_send, states  # noqa: F401  (fast is a fixture)
+from tests.sending.test_sends import fast, make_world, run_send, states  # noqa: F401  (fast is a fixture)
 
 LONDON_SUMMER = timezone(timedelta(hours=1))
 
@@ -179,7 +180,7 @@ def test_a_segment_narrows_the_lists_and_the_audience_is_frozen_at_the_start(ses
     session.execute(Membership.__table__.update().where(Membership.subscriber_id == di.id).values(status="unsubscribed"))
     session.commit()
     transport = MemoryTransport()
-    from newsletter import delivery
+    from newsletter.sending import delivery
 
     deliverer = delivery.Deliverer(fast, transport)
     for batch_id in batch_ids:
@@ -196,7 +197,7 @@ def test_a_send_needs_an_audience_of_its_own_publication(session, world):
 
 
 def test_one_click_unsubscribe_from_a_send_to_several_lists_leaves_each_of_them(session, settings, world):
-    from newsletter.tokens import unsubscribe_url
+    from newsletter.audience.tokens import unsubscribe_url
     from newsletter.web import create_app
 
     pub, lists, issue = world
@@ -215,9 +216,9 @@ def test_one_click_unsubscribe_from_a_send_to_several_lists_leaves_each_of_them(
 
 
 def test_a_provider_unsubscribe_event_leaves_each_list_of_the_send(session, fast, world):
-    from newsletter import events
+    from newsletter.feedback import events
     from newsletter.store.models import Delivery
-    from newsletter.events import Event
+    from newsletter.feedback.events import Event
 
     pub, lists, issue = world
     send = scheduling.schedule_send(session, issue, [lists["staff"], lists["board"]], None, batch_size=fast.batch_size)

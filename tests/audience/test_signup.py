@@ -10,13 +10,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from newsletter import signup
+from newsletter.audience import signup
 from newsletter.errors import InputError
-from newsletter.scheduling import schedule_send
-from newsletter.sending import freeze_audience
+from newsletter.sending.scheduling import schedule_send
+from newsletter.sending.sends import freeze_audience
 from newsletter.store.models import Delivery, IssueRow, Membership, PublicationRow, Subscriber, utcnow
-from newsletter.subscribers import create_list, get_list, unsubscribe
-from newsletter.tokens import BadToken
+from newsletter.audience.subscribers import create_list, get_list, unsubscribe
+from newsletter.audience.tokens import BadToken
 from tests.memory_transport import MemoryTransport
 
 PUB = "together-were-better"
@@ -144,7 +144,7 @@ def test_a_name_that_could_add_a_header_is_refused_and_nothing_is_written(world,
 
 
 def test_a_suppressed_address_gets_no_email(world, settings, mail):
-    from newsletter.suppressions import add_suppression
+    from newsletter.audience.suppressions import add_suppression
 
     add_suppression(world, "ann@example.com", "complaint", "test")
     world.commit()

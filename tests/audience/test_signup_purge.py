@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from newsletter import signup
-from newsletter.suppressions import add_suppression
+from newsletter.audience import signup
+from newsletter.audience.suppressions import add_suppression
 from newsletter.store.models import (
     ConfirmationEmail,
     MailingList,
@@ -18,9 +18,9 @@ from newsletter.store.models import (
     Suppression,
     utcnow,
 )
-from newsletter.subscribers import create_list, unsubscribe
-from tests import test_signup
-from tests.test_signup import PUB, ask, token_of
+from newsletter.audience.subscribers import create_list, unsubscribe
+from tests.audience import test_signup
+from tests.audience.test_signup import PUB, ask, token_of
 
 # The sign-up tests' fixtures: a publication with a "news" list, and a recording transport.
 world, mail = test_signup.world, test_signup.mail

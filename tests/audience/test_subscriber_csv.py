@@ -14,10 +14,10 @@ import io
 import pytest
 from sqlalchemy import delete, select
 
-from newsletter import subscriber_csv
-from newsletter import subscribers as subs
+from newsletter.audience import subscriber_csv
+from newsletter.audience import subscribers as subs
 from newsletter.store.models import Membership, Subscriber
-from tests.test_subscribers import monthly, write_csv  # noqa: F401 (fixture)
+from tests.audience.test_subscribers import monthly, write_csv  # noqa: F401 (fixture)
 
 
 def stored(session) -> dict[str, str]:
@@ -62,7 +62,7 @@ def test_a_name_with_a_line_break_is_rejected_with_its_line(session, monthly, tm
 def test_import_and_sign_up_refuse_the_same_names(session, monthly, tmp_path):
     """One check for both ways in: what sign-up refuses, import refuses, and the reverse."""
     from newsletter.errors import InputError
-    from newsletter.signup import checked_name
+    from newsletter.audience.signup import checked_name
 
     names = ["Ann\tLee", "Ann\u2028Lee", "=?utf-8?q?Ann?=", "Ann Lee", "Zoë O'Brien", "x" * 201]
     path = write_csv(tmp_path, "email,name\n" + "".join(f"p{n}@example.com,{name}\n" for n, name in enumerate(names)))

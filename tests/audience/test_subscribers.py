@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
-from newsletter import subscriber_csv
-from newsletter import subscribers as subs
+from newsletter.audience import subscriber_csv
+from newsletter.audience import subscribers as subs
 from newsletter.errors import InputError, NotFound
-from newsletter.issue import Colours, Publication
-from newsletter.publications import get_publication, sync_publication
+from newsletter.authoring.issue import Colours, Publication
+from newsletter.store.publications import get_publication, sync_publication
 from newsletter.store.models import IssueRow, Membership, Send, Subscriber, Suppression
 
 

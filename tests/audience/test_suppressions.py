@@ -10,16 +10,18 @@ import pytest
 from alembic import command
 from sqlalchemy import select, text
 
-from newsletter import delivery, erasure, events, scheduling, sending
+from newsletter.sending import delivery, scheduling, sends as sending
+from newsletter.audience import erasure
+from newsletter.feedback import events
 from newsletter.errors import InputError
 from newsletter.store.db import engine_for
 from newsletter.store.migrate import alembic_config, upgrade
 from newsletter.store.models import Send, Subscriber, utcnow
-from newsletter.subscriber_csv import import_csv
-from newsletter.subscribers import add_subscriber, find_subscriber
-from newsletter.suppressions import is_suppressed
+from newsletter.audience.subscriber_csv import import_csv
+from newsletter.audience.subscribers import add_subscriber, find_subscriber
+from newsletter.audience.suppressions import is_suppressed
 from tests.memory_transport import MemoryTransport
-from tests.test_sending import make_world, run_send, states
+from tests.sending.test_sends import make_world, run_send, states
 
 STORED = "reader001@example.com"  # as make_world stores the subscriber
 SHOUTED = "Reader001@example.com"  # the same mailbox, as a provider or a person may write it

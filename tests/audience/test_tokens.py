@@ -6,10 +6,10 @@ from dataclasses import replace
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from newsletter import tokens
+from newsletter.audience import tokens
 from newsletter.config import Settings
 from newsletter.errors import NewsletterError
-from newsletter.tokens import BadToken, make_token, preferences_url, read_token, unsubscribe_url
+from newsletter.audience.tokens import BadToken, make_token, preferences_url, read_token, unsubscribe_url
 
 BASE_URL = "https://newsletter.example.org"
 

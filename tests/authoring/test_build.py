@@ -9,7 +9,7 @@ from email import policy
 import pytest
 from click.testing import CliRunner
 
-from newsletter.build import build_issue
+from newsletter.authoring.build import build_issue
 from newsletter.cli import main
 from newsletter.errors import InputError
 from tests.conftest import SAMPLE_ISSUE

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from tests.test_render import every_kind, make_issue
+from tests.authoring.test_render import every_kind, make_issue
 
-from newsletter.checks import check_issue
-from newsletter.issue import Image, Item, Section, Source
-from newsletter.render import render_issue
+from newsletter.authoring.checks import check_issue
+from newsletter.authoring.issue import Image, Item, Section, Source
+from newsletter.authoring.render import render_issue
 
 
 def problems_for(issue):

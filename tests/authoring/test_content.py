@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.content import load_issue, load_publication
+from newsletter.authoring.content import load_issue, load_publication
 from newsletter.errors import InputError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 SAMPLE_ISSUE = ROOT / "examples" / "together-were-better" / "issues" / "2021-09"
 
 # The smallest valid PNG: one transparent pixel.
@@ -402,7 +402,7 @@ def test_error_message_lists_every_problem_one_per_line(issue_dir):
 
 
 def test_a_sign_up_address_must_be_https(tmp_path):
-    from newsletter.content import load_publication
+    from newsletter.authoring.content import load_publication
     from newsletter.errors import InputError
 
     publication = tmp_path / "publication.yaml"
@@ -418,7 +418,7 @@ def test_a_sign_up_address_must_be_https(tmp_path):
 
 
 def test_a_publication_cannot_take_a_path_of_the_web_app(tmp_path):
-    from newsletter.content import load_publication
+    from newsletter.authoring.content import load_publication
     from newsletter.errors import InputError
 
     publication = tmp_path / "publication.yaml"

@@ -22,16 +22,16 @@ from pathlib import Path
 import PIL.Image
 import pytest
 
-from newsletter.build import build_issue
-from newsletter.checks import check_issue
-from newsletter.content import load_issue
-from newsletter.issue import DARK_COLOURS, Colours
-from newsletter.preview import write_sample_email
-from newsletter.render import render_issue
+from newsletter.authoring.build import build_issue
+from newsletter.authoring.checks import check_issue
+from newsletter.authoring.content import load_issue
+from newsletter.authoring.issue import DARK_COLOURS, Colours
+from newsletter.authoring.preview import write_sample_email
+from newsletter.authoring.render import render_issue
 from tests.conftest import REQUIRE_SERVICES, SAMPLE_ISSUE
-from tests.test_browser import browser  # noqa: F401 - the fixture
+from tests.web.test_browser import browser  # noqa: F401 - the fixture
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent.parent / "golden"
 WIDTHS = (375, 600)
 SCHEMES = ("light", "dark")
 

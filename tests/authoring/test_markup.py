@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from newsletter.markup import to_html, to_text, unsafe_markup
+from newsletter.authoring.markup import to_html, to_text, unsafe_markup
 
 
 def test_html_keeps_formatting_and_ordinary_links():

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import placeholders
+from newsletter.authoring import placeholders
 from newsletter.errors import InputError
-from newsletter.message import (
+from newsletter.authoring.message import (
     GREETING_FALLBACK,
     PROOF_PREFIX,
     MessageTemplate,
@@ -24,7 +24,7 @@ from newsletter.message import (
     make_message_id,
 )
 
-SAMPLE_ISSUE = Path(__file__).resolve().parent.parent / "examples" / "together-were-better" / "issues" / "2021-09"
+SAMPLE_ISSUE = Path(__file__).resolve().parent.parent.parent / "examples" / "together-were-better" / "issues" / "2021-09"
 DOMAIN = "example.org"
 PARAGRAPH = (
     '<p style="margin:0 0 16px;font-family:Arial,sans-serif">Since being formally established as an '
@@ -359,8 +359,8 @@ def test_template_is_unchanged_by_building():
 
 
 def test_the_sample_issue_reads_the_same_as_the_reference():
-    from newsletter.content import load_issue
-    from newsletter.render import render_issue
+    from newsletter.authoring.content import load_issue
+    from newsletter.authoring.render import render_issue
 
     rendered = render_issue(load_issue(SAMPLE_ISSUE))
     template = make_template(subject=rendered.issue.subject, html=rendered.html, text=rendered.text)

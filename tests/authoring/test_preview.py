@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import main
-from newsletter.preview import PreviewServer
+from newsletter.authoring.preview import PreviewServer
 from tests.conftest import SAMPLE_ISSUE
 
 NEW_TEXT = "A sentence the editor added while the preview was open."

@@ -11,10 +11,10 @@ from pathlib import Path
 import PIL.Image
 import pytest
 
-from newsletter import placeholders
+from newsletter.authoring import placeholders
 from newsletter.errors import InputError
-from newsletter.issue import Figure, Image, Issue, Item, Publication, Section, Source
-from newsletter.render import render_issue, validate_mjml
+from newsletter.authoring.issue import Figure, Image, Issue, Item, Publication, Section, Source
+from newsletter.authoring.render import render_issue, validate_mjml
 
 # A 1x1 PNG: the files only have to exist.
 PNG = base64.b64decode(

@@ -9,10 +9,10 @@ from datetime import date
 
 import pytest
 
-from newsletter.checks import WORST_CASE_VALUES
-from newsletter.render import render_issue
-from newsletter.webcopy import write_site
-from tests.test_render import make_issue
+from newsletter.authoring.checks import WORST_CASE_VALUES
+from newsletter.authoring.render import render_issue
+from newsletter.authoring.webcopy import write_site
+from tests.authoring.test_render import make_issue
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from newsletter.cli import main
 from newsletter.config import get_settings
-from newsletter.issue import Publication
-from newsletter.publications import sync_publication
+from newsletter.authoring.issue import Publication
+from newsletter.store.publications import sync_publication
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
 

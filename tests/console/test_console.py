@@ -319,8 +319,8 @@ def test_schedule_in_local_time_with_utc_and_a_dst_warning_then_send_now_and_see
         world, app, editor, approved, cli):
     import json
 
-    from newsletter.delivery import Deliverer
-    from newsletter.sending import claim_due_sends, finish_sends
+    from newsletter.sending.delivery import Deliverer
+    from newsletter.sending.sends import claim_due_sends, finish_sends
     from newsletter.store.models import Batch
     from tests.memory_transport import MemoryTransport
 
@@ -379,7 +379,7 @@ def test_the_dst_warning_names_the_change_between_now_and_the_send():
     from datetime import timezone
 
     from newsletter.console.workflow import dst_warning
-    from newsletter.scheduling import parse_local_time
+    from newsletter.sending.scheduling import parse_local_time
 
     winter = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
     assert dst_warning(parse_local_time("2026-12-01 09:00", "Europe/London"), winter) == ""

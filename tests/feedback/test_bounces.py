@@ -14,11 +14,12 @@ from email.utils import formatdate, make_msgid
 import pytest
 from sqlalchemy import select
 
-from newsletter import bounces, scheduling
+from newsletter.feedback import bounces
+from newsletter.sending import scheduling
 from newsletter.errors import InputError
 from newsletter.store.models import Delivery, ProviderEvent, Suppression
 from tests.memory_transport import MemoryTransport
-from tests.test_sending import make_world, run_send
+from tests.sending.test_sends import make_world, run_send
 
 BOUNCE_DOMAIN = "bounces.example.org"
 

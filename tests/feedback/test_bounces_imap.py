@@ -1,6 +1,6 @@
 """The bounce mailbox read over IMAP, from a real Dovecot started for each test.
 
-The reports are built as in tests/test_bounces.py (the Maildir reader's
+The reports are built as in tests/feedback/test_bounces.py (the Maildir reader's
 tests): DSNs (RFC 3464) and feedback reports (RFC 5965) about a real send.
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from newsletter import bounces
+from newsletter.feedback import bounces
 from newsletter.errors import InputError, NewsletterError
 from newsletter.store.models import ProviderEvent
-from tests import imap_server, test_bounces
+from tests import imap_server
+from tests.feedback import test_bounces
 from tests.conftest import _missing
-from tests.test_bounces import BOUNCE_DOMAIN, arf, dsn, suppressions
+from tests.feedback.test_bounces import BOUNCE_DOMAIN, arf, dsn, suppressions
 
 # The Maildir tests' fixtures: a finished send with VERP return paths.
 verp, sent = test_bounces.verp, test_bounces.sent

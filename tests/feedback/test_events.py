@@ -8,14 +8,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from newsletter import events, scheduling
+from newsletter.feedback import events
+from newsletter.sending import scheduling
 from newsletter.errors import InputError
-from newsletter.events import BOUNCED, COMPLAINED, DELIVERED, HARD, SOFT, UNSUBSCRIBED, Event
+from newsletter.feedback.events import BOUNCED, COMPLAINED, DELIVERED, HARD, SOFT, UNSUBSCRIBED, Event
 from newsletter.store.models import Delivery, IssueRow, MailingList, Membership, ProviderEvent, Subscriber, Suppression, WebhookNonce, utcnow
-from newsletter.subscribers import add_subscriber
-from newsletter.webhooks import remember_nonce
+from newsletter.audience.subscribers import add_subscriber
+from newsletter.feedback.webhooks import remember_nonce
 from tests.memory_transport import MemoryTransport
-from tests.test_sending import make_world, run_send
+from tests.sending.test_sends import make_world, run_send
 
 
 @pytest.fixture

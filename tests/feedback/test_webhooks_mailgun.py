@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 
 from newsletter.web import create_app
-from newsletter.webhooks.mailgun import signature_of
-from tests.test_webhooks_ses import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
+from newsletter.feedback.webhooks.mailgun import signature_of
+from tests.feedback.test_webhooks_ses import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
 
 URL = "/webhooks/mailgun"
 KEY = "key-0123456789abcdef"

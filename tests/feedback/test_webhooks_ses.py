@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select
 from newsletter.store.db import session_scope
 from newsletter.store.models import ProviderEvent, Suppression
 from newsletter.web import create_app
-from newsletter.webhooks.ses_sns import SnsFetcher, canonical_string, is_sns_url
+from newsletter.feedback.webhooks.ses_sns import SnsFetcher, canonical_string, is_sns_url
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:newsletter-events"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem"

@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
-from newsletter import admins
+from newsletter.ops import admins
 from newsletter.store.db import session_scope
 from newsletter.store.models import Admin, AuditEntry
 from newsletter.web import create_app
-from tests.test_web_ops import OPERATOR, PASSWORD, csrf_of, log_in
+from tests.web.test_ops import OPERATOR, PASSWORD, csrf_of, log_in
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from newsletter import admins
+from newsletter.ops import admins
 from newsletter.errors import InputError, NotFound
 from newsletter.store.models import Admin
 

@@ -11,14 +11,14 @@ from io import StringIO
 import pytest
 from sqlalchemy import select, update
 
-from newsletter import scheduling
+from newsletter.sending import scheduling
 from newsletter.logs import configure_logging, log_context
 from newsletter.ops.broker import FolderBroker
 from newsletter.ops.heartbeats import record_heartbeat, record_stopped, worker_statuses
 from newsletter.ops.status import collect_status
-from newsletter.delivery import Deliverer
-from newsletter.sending import batches_to_requeue, claim_due_sends, finish_sends
-from newsletter.suppressions import add_suppression
+from newsletter.sending.delivery import Deliverer
+from newsletter.sending.sends import batches_to_requeue, claim_due_sends, finish_sends
+from newsletter.audience.suppressions import add_suppression
 from newsletter.store.models import Delivery, Send, utcnow
 from tests.conftest import SAMPLE_ISSUE
 from tests.memory_transport import MemoryTransport
@@ -28,7 +28,7 @@ QUEUES = ("control", "send")
 
 @pytest.fixture(scope="module")
 def rendered():
-    from newsletter.publishing import checked_render
+    from newsletter.authoring.publishing import checked_render
 
     return checked_render(SAMPLE_ISSUE)[0]
 
@@ -39,7 +39,7 @@ def address(n: int) -> str:
 
 def start_send(session, settings, rendered, subscribers: int) -> int:
     from newsletter.store.issues import store_issue
-    from newsletter.subscribers import add_subscriber, create_list
+    from newsletter.audience.subscribers import add_subscriber, create_list
 
     slug = rendered.issue.publication.slug
     issue = store_issue(session, rendered)
@@ -168,7 +168,7 @@ def test_retry_failed_puts_back_only_failed_rows_that_are_not_suppressed_or_hard
 def test_retry_failed_refuses_a_send_that_has_not_started(session, settings, rendered):
     from newsletter.errors import InputError
     from newsletter.store.issues import store_issue
-    from newsletter.subscribers import create_list
+    from newsletter.audience.subscribers import create_list
 
     issue = store_issue(session, rendered)
     mailing_list = create_list(session, rendered.issue.publication.slug, "later", "Later")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from newsletter import scheduling
+from newsletter.sending import scheduling
 from newsletter.store.db import session_scope
 from newsletter.store.models import BatchRun, Delivery, IssueRow, Send
 from tests.own_postgres import OwnPostgres

@@ -9,10 +9,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from newsletter import dkim, scheduling
+from newsletter.sending import dkim, scheduling
 from newsletter.config import ConfigError
 from tests.memory_transport import MemoryTransport
-from tests.test_sending import make_world, run_send
+from tests.sending.test_sends import make_world, run_send
 
 SELECTOR = "news2026"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import multiprocessing
 import socket
 
-from newsletter import leases
+from newsletter.sending import leases
 from newsletter.config import settings_from
-from newsletter.delivery import Deliverer
+from newsletter.sending.delivery import Deliverer
 from tests.memory_transport import MemoryTransport
 
 

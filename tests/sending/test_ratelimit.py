@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from newsletter.config import settings_from
-from newsletter.ratelimit import (
+from newsletter.sending.ratelimit import (
     LocalRateLimiter,
     NullRateLimiter,
     RateLimiterUnavailable,

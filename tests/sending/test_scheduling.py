@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import pytest
 
 from newsletter.errors import InputError
-from newsletter.scheduling import parse_local_time
+from newsletter.sending.scheduling import parse_local_time
 
 
 def test_winter_time_is_utc_in_london():

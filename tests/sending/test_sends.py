@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from newsletter import delivery, scheduling, sending
+from newsletter.sending import delivery, scheduling, sends as sending
 from newsletter.errors import InputError
 from newsletter.store.db import session_scope
 from newsletter.ops.sends import orphaned_claims

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from newsletter import scheduling
+from newsletter.sending import scheduling
 from newsletter.store.models import Delivery, Suppression
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, TransportError
 from newsletter.transports.http import batches, retry_after_text, status_for
@@ -25,7 +25,7 @@ from tests.fake_providers import (  # noqa: F401 (fixtures)
     sample_template,
     sendgrid_server,
 )
-from tests.test_sending import make_world, run_send, states
+from tests.sending.test_sends import make_world, run_send, states
 
 
 @pytest.mark.parametrize("code, status", [

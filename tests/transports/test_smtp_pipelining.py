@@ -1,7 +1,7 @@
 """SMTP PIPELINING (RFC 2920): against real servers that announce it (Postfix's
 smtp-sink, and Postfix's smtpd in front of one), and a scripted server for the
 faults inside a pipelined group. The aiosmtpd server of
-tests/test_transport_smtp.py does not announce it: those tests are the
+tests/transports/test_smtp.py does not announce it: those tests are the
 one-command-at-a-time path."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from newsletter.transports.base import PERMANENT, SENT, TEMPORARY
 from tests import postfix_server, smtp_sink
 from tests.conftest import _missing
 from tests.scripted_smtp import ScriptedSmtpServer
-from tests.test_transport_smtp import envelopes, plain_transport, statuses
+from tests.transports.test_smtp import envelopes, plain_transport, statuses
 
 
 def recipients(server) -> list[str]:

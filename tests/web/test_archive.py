@@ -9,14 +9,14 @@ import pytest
 from markupsafe import escape
 
 from newsletter.config import settings_from
-from newsletter.content import load_issue
-from newsletter.render import render_issue
+from newsletter.authoring.content import load_issue
+from newsletter.authoring.render import render_issue
 from newsletter.store.db import session_scope
 from newsletter.store.issues import store_issue
 from newsletter.store.migrate import upgrade
-from newsletter.subscribers import add_subscriber, create_list
+from newsletter.audience.subscribers import add_subscriber, create_list
 from newsletter.web import create_app
-from newsletter.webcopy import write_site
+from newsletter.authoring.webcopy import write_site
 from tests.conftest import SAMPLE_ISSUE
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -121,7 +121,7 @@ def test_anything_else_is_a_404_page(site, path):
 
 
 def test_every_top_level_path_of_the_app_is_reserved_from_publications(settings):
-    from newsletter.content import RESERVED_PUBLICATION_SLUGS
+    from newsletter.authoring.content import RESERVED_PUBLICATION_SLUGS
     from newsletter.web import create_app
 
     app = create_app(settings)

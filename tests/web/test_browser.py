@@ -5,7 +5,7 @@ read its web copy, leave with one POST of the List-Unsubscribe link (as a
 mailbox provider does) and receive nothing from the next send.
 
 The app runs on loopback in a thread; sends are driven in-process through
-``newsletter.sending`` with an in-memory transport. Chromium and its driver
+``newsletter.sending.sends`` with an in-memory transport. Chromium and its driver
 come from Debian (scripts/install-browser); nothing is downloaded here.
 """
 
@@ -22,16 +22,16 @@ import pytest
 from werkzeug.serving import make_server
 
 from newsletter.config import settings_from
-from newsletter.content import load_issue
-from newsletter.render import render_issue
-from newsletter.scheduling import schedule_send
-from newsletter.delivery import Deliverer
-from newsletter.sending import claim_due_sends
+from newsletter.authoring.content import load_issue
+from newsletter.authoring.render import render_issue
+from newsletter.sending.scheduling import schedule_send
+from newsletter.sending.delivery import Deliverer
+from newsletter.sending.sends import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.issues import store_issue
 from newsletter.store.migrate import upgrade
-from newsletter.subscribers import add_subscriber, create_list, get_list
-from newsletter.webcopy import write_site
+from newsletter.audience.subscribers import add_subscriber, create_list, get_list
+from newsletter.authoring.webcopy import write_site
 from newsletter.web import create_app
 from tests.conftest import REQUIRE_SERVICES, SAMPLE_ISSUE, free_port
 from tests.memory_transport import MemoryTransport

@@ -22,7 +22,7 @@ from email import message_from_bytes, policy
 import pytest
 from werkzeug.serving import make_server
 
-from newsletter.scheduling import when_from_utc
+from newsletter.sending.scheduling import when_from_utc
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
 from newsletter.store.models import utcnow
@@ -31,7 +31,7 @@ from tests.conftest import AXE_SCRIPT, REQUIRE_SERVICES, ROOT, free_port
 from tests.console_world import APPROVER, EDITOR, PASSWORD, make_world, sample_zip
 from tests.pipeline import Pipeline
 from tests.smtp_server import SmtpTestServer
-from tests.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
+from tests.web.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
 
 pytestmark = pytest.mark.slow
 
@@ -252,7 +252,7 @@ def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser,
     # 10. The results page shows the ledger's counts.
     from sqlalchemy import select
 
-    from newsletter.sending import progress
+    from newsletter.sending.sends import progress
     from newsletter.store.models import Send
 
     with session_scope(pipeline.settings) as session:

@@ -3,7 +3,7 @@ log in, see a send's counts, pause it through the confirmation page, see it
 paused, and see the page's own script keep the numbers current.
 
 The app runs on loopback in a thread; the send is driven in-process through
-``newsletter.sending`` with an in-memory transport, as in test_browser.
+``newsletter.sending.sends`` with an in-memory transport, as in test_browser.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from dataclasses import replace
 import pytest
 from werkzeug.serving import make_server
 
-from newsletter import admins
+from newsletter.ops import admins
 from newsletter.config import settings_from
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
 from newsletter.web import create_app
 from tests.conftest import free_port
 from tests.memory_transport import MemoryTransport
-from tests.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
-from tests.test_web_ops import (  # noqa: F401
+from tests.web.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
+from tests.web.test_ops import (  # noqa: F401
     OPERATOR,
     PASSWORD,
     deliver_batches,

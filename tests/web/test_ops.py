@@ -12,9 +12,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from newsletter import admins, scheduling
-from newsletter.delivery import Deliverer
-from newsletter.sending import claim_due_sends
+from newsletter.ops import admins
+from newsletter.sending import scheduling
+from newsletter.sending.delivery import Deliverer
+from newsletter.sending.sends import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.models import Batch, Delivery, Send, SendEvent, utcnow
 from newsletter.web import create_app
@@ -28,7 +29,7 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 @pytest.fixture(scope="module")
 def rendered():
-    from newsletter.publishing import checked_render
+    from newsletter.authoring.publishing import checked_render
 
     return checked_render(SAMPLE_ISSUE)[0]
 
@@ -40,7 +41,7 @@ def address(n: int) -> str:
 def start_send(settings, rendered, subscribers: int, batch_size: int = 10) -> int:
     """A send that is sending, its audience frozen and cut into batches, nothing sent yet."""
     from newsletter.store.issues import store_issue
-    from newsletter.subscribers import add_subscriber, create_list
+    from newsletter.audience.subscribers import add_subscriber, create_list
 
     slug = rendered.issue.publication.slug
     with session_scope(settings) as session:
@@ -285,7 +286,7 @@ def test_a_post_without_a_csrf_token_changes_nothing(app, settings, rendered, op
 
 def test_the_queue_chart_shows_the_beats_samples(app, settings, operator):
     from newsletter.ops.queue_history import record_queue_depths
-    from tests.test_queue_history import Broker
+    from tests.ops.test_queue_history import Broker
 
     with session_scope(settings) as db:
         record_queue_depths(db, settings, utcnow() - timedelta(minutes=30), broker=Broker(send=57))

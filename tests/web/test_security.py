@@ -13,8 +13,8 @@ from newsletter.config import settings_from
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
 from newsletter.store.models import PublicationRow
-from newsletter.subscribers import add_subscriber, create_list
-from newsletter.tokens import preferences_url
+from newsletter.audience.subscribers import add_subscriber, create_list
+from newsletter.audience.tokens import preferences_url
 from newsletter.web import create_app
 
 PUB = "together-were-better"

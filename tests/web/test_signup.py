@@ -14,8 +14,8 @@ from newsletter.config import settings_from
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
 from newsletter.store.models import Membership, PublicationRow, Subscriber
-from newsletter.subscribers import create_list
-from newsletter.tokens import UNSUBSCRIBE, make_token
+from newsletter.audience.subscribers import create_list
+from newsletter.audience.tokens import UNSUBSCRIBE, make_token
 from newsletter.web import create_app
 
 PUB = "together-were-better"

@@ -8,13 +8,13 @@ from datetime import date
 import pytest
 from sqlalchemy import select
 
-from newsletter.scheduling import schedule_send
-from newsletter.delivery import Deliverer
-from newsletter.sending import claim_due_sends
+from newsletter.sending.scheduling import schedule_send
+from newsletter.sending.delivery import Deliverer
+from newsletter.sending.sends import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, MailingList, Membership, PublicationRow, Subscriber
-from newsletter.subscribers import add_subscriber, create_list, get_list
-from newsletter.tokens import CONFIRM, make_token, preferences_url, unsubscribe_url
+from newsletter.audience.subscribers import add_subscriber, create_list, get_list
+from newsletter.audience.tokens import CONFIRM, make_token, preferences_url, unsubscribe_url
 from newsletter.web import create_app
 from tests.memory_transport import MemoryTransport
 

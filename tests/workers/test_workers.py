@@ -5,10 +5,10 @@ import shlex
 from pathlib import Path
 
 from newsletter.config import settings_from
-from workers import queues
+from newsletter.ops import queues
 from workers.celery import make_app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def procfile() -> dict[str, list[str]]:

@@ -97,7 +97,7 @@ def remember_nonce(session: Session, source: str, nonce: str, content: str, now:
     provider's retry, or a replay) is let through: its events are recorded
     once by their keys, so it changes nothing, and a 200 stops the retries.
     """
-    from newsletter.events import insert_once
+    from newsletter.feedback.events import insert_once
 
     now = now or utcnow()
     token = nonce[:135]
@@ -116,6 +116,6 @@ def fingerprint(item) -> str:
 
 
 def providers() -> dict:
-    from newsletter.webhooks import mailgun, postmark, sendgrid, ses_sns
+    from newsletter.feedback.webhooks import mailgun, postmark, sendgrid, ses_sns
 
     return {module.SOURCE: module for module in (ses_sns, sendgrid, mailgun, postmark)}

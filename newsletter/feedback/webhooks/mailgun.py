@@ -15,8 +15,8 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.events import BOUNCED, COMPLAINED, DELIVERED, HARD, SOFT, UNSUBSCRIBED, Event
-from newsletter.webhooks import (
+from newsletter.feedback.events import BOUNCED, COMPLAINED, DELIVERED, HARD, SOFT, UNSUBSCRIBED, Event
+from newsletter.feedback.webhooks import (
     Inbound, Malformed, Refused, check_fresh, fingerprint, json_body, parsing, remember_nonce, unix_time,
 )
 

@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.events import BOUNCED, COMPLAINED, DELIVERED, HARD, SOFT, UNSUBSCRIBED, Event
-from newsletter.webhooks import Inbound, Malformed, Refused, json_body, parsing
+from newsletter.feedback.events import BOUNCED, COMPLAINED, DELIVERED, HARD, SOFT, UNSUBSCRIBED, Event
+from newsletter.feedback.webhooks import Inbound, Malformed, Refused, json_body, parsing
 
 SOURCE = "postmark"
 HARD_TYPES = {"HardBounce", "BadEmailAddress"}

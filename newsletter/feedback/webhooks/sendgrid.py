@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.orm import Session
 
 from newsletter.config import ConfigError, Settings
-from newsletter.events import BOUNCED, COMPLAINED, DELIVERED, HARD, SOFT, UNSUBSCRIBED, Event
-from newsletter.webhooks import Inbound, Refused, check_fresh, fingerprint, json_body, parsing, unix_time
+from newsletter.feedback.events import BOUNCED, COMPLAINED, DELIVERED, HARD, SOFT, UNSUBSCRIBED, Event
+from newsletter.feedback.webhooks import Inbound, Refused, check_fresh, fingerprint, json_body, parsing, unix_time
 
 SOURCE = "sendgrid"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"

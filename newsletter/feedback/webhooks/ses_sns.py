@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.events import BOUNCED, COMPLAINED, DELIVERED, HARD, SOFT, Event
-from newsletter.webhooks import Inbound, Malformed, Refused, check_fresh, json_body, parsing
+from newsletter.feedback.events import BOUNCED, COMPLAINED, DELIVERED, HARD, SOFT, Event
+from newsletter.feedback.webhooks import Inbound, Malformed, Refused, check_fresh, json_body, parsing
 
 SOURCE = "ses"
 SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")

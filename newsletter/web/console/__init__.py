@@ -1,7 +1,7 @@
 """/console: the comms console. Write, preview, check, proof, approve, schedule, follow.
 
 A thin layer over ``newsletter.console`` (drafts, checks, the approval flow,
-results) and ``newsletter.admins`` (accounts and roles). One login serves
+results) and ``newsletter.ops.admins`` (accounts and roles). One login serves
 this and the ops dashboard (``newsletter.web.auth``). Every page works
 without JavaScript; only the live progress refresh uses a small script of
 the app's own, and the preview is shown in frames.
@@ -20,9 +20,9 @@ from flask import Blueprint, Response, abort, flash, g, get_flashed_messages, re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import admins
+from newsletter.ops import admins
 from newsletter.console.workflow import Actor
-from newsletter.issue import Colours
+from newsletter.authoring.issue import Colours
 from newsletter.store.models import PublicationRow
 from newsletter.web import auth, security
 from newsletter.web.pages import database
@@ -156,7 +156,7 @@ def _utc(moment) -> str:
 
 def _local(moment, zone_name: str) -> str:
     """"Wednesday 01 December 2021 09:00 GMT (2021-12-01 09:00 UTC)": both clocks people ask for."""
-    from newsletter.scheduling import when_from_utc
+    from newsletter.sending.scheduling import when_from_utc
 
     return when_from_utc(moment, zone_name).describe() if moment else "-"
 

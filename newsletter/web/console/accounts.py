@@ -7,12 +7,12 @@ from urllib.parse import urlsplit
 from flask import abort, current_app, g, redirect, request, url_for
 from sqlalchemy import select
 
-from newsletter import admins, audit
+from newsletter.ops import admins, audit
 from newsletter.console import invitations
 from newsletter.console.workflow import SELF_APPROVAL
 from newsletter.errors import InputError
 from newsletter.store.models import ROLES, Admin, PublicationRow
-from newsletter.tokens import BadToken
+from newsletter.audience.tokens import BadToken
 from newsletter.web import auth
 from newsletter.web.console import blueprint, done, message, page, problem_text
 from newsletter.web.pages import database, settings

@@ -10,12 +10,12 @@ from pathlib import PurePosixPath
 from flask import Response, abort, g, request, url_for
 from sqlalchemy import select
 
-from newsletter import audit
+from newsletter.ops import audit
 from newsletter.console import bundles, drafts, sections, workflow
 from newsletter.console.images import check_image
-from newsletter.content import MANIFEST_FILE
+from newsletter.authoring.content import MANIFEST_FILE
 from newsletter.errors import InputError, NotFound
-from newsletter.issue import SECTION_KINDS
+from newsletter.authoring.issue import SECTION_KINDS
 from newsletter.store.models import Draft, PublicationRow
 from newsletter.web.console import actor, blueprint, done, message, page, problem_text, require, roles_in, visible_publications
 from newsletter.web.pages import database, settings

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from flask import Response, abort, request, url_for
 
-from newsletter import placeholders
-from newsletter.build import SAMPLE_READER
+from newsletter.authoring import placeholders
+from newsletter.authoring.build import SAMPLE_READER
 from newsletter.console import workflow
 from newsletter.web.console import blueprint
 from newsletter.web.console.issues import load

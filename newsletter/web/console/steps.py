@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, abort, jsonify, request, url_for
 
-from newsletter import scheduling
+from newsletter.sending import scheduling
 from newsletter.console import results as outcome
 from newsletter.console import workflow
 from newsletter.errors import InputError, NotFound

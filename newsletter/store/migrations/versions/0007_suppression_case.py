@@ -4,7 +4,7 @@ Revision ID: 0007
 Revises: 0006
 
 The suppression list now matches an address whatever the case of its local
-part (newsletter/suppressions.py, ``suppression_key``). Entries written before
+part (newsletter/audience/suppressions.py, ``suppression_key``). Entries written before
 kept the address as email-validator normalised it, so ``Someone@example.org``
 and ``someone@example.org`` may both be there: they become one entry, keyed
 by the lower-cased address, keeping the earliest entry's date and the

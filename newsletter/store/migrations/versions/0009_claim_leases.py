@@ -4,7 +4,7 @@ Revision ID: 0009
 Revises: 0008
 
 A row claimed by a run whose lease has expired is taken over by the next
-worker, whatever host the holder ran on (newsletter/leases.py). Rows claimed
+worker, whatever host the holder ran on (newsletter/sending/leases.py). Rows claimed
 before this migration have no lease, so they are taken over at once: stop the
 workers before upgrading, as for every migration.
 """
