@@ -29,7 +29,6 @@ from email.utils import formataddr, formatdate
 
 from newsletter.authoring import placeholders
 from newsletter.errors import InputError, Problem
-from newsletter.transports.base import Envelope
 
 # The word a greeting uses when we do not know the subscriber's name.
 GREETING_FALLBACK = "reader"
@@ -66,6 +65,22 @@ class Recipient:
     unsubscribe_url: str
     preferences_url: str = ""
     web_url: str = ""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One complete message for one recipient, as a transport takes it."""
+
+    delivery_id: int  # the ledger row this message is for
+    sender: str  # the envelope sender (MAIL FROM / return path)
+    recipient: str
+    message: bytes  # the complete RFC 5322 message, CRLF line endings
+    message_id: str = ""
+    # What the message was built from, for provider APIs that take the issue
+    # once per call and each recipient's values (SendGrid, Mailgun, Postmark).
+    # Set by MessageTemplate.envelope; transports that send the bytes ignore them.
+    template: MessageTemplate | None = field(default=None, compare=False, repr=False)
+    person: Recipient | None = field(default=None, compare=False, repr=False)
 
 
 def make_message_id(domain: str, send_id: int, delivery_id: int, install: str = "") -> str:

@@ -9,29 +9,16 @@ a retry is said by the status, not left to the caller to guess.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
-if TYPE_CHECKING:
-    from newsletter.authoring.message import MessageTemplate, Recipient
+# Envelope is made with the other message types (MessageTemplate, Recipient);
+# every transport takes it, so importers of this interface find it here too.
+from newsletter.authoring.message import Envelope
 
 SENT = "sent"
 TEMPORARY = "temporary"  # 4xx, throttling, connection trouble: retry later
 PERMANENT = "permanent"  # 5xx: never retry
-
-
-@dataclass(frozen=True)
-class Envelope:
-    delivery_id: int  # the ledger row this message is for
-    sender: str  # the envelope sender (MAIL FROM / return path)
-    recipient: str
-    message: bytes  # the complete RFC 5322 message, CRLF line endings
-    message_id: str = ""
-    # What the message was built from, for provider APIs that take the issue
-    # once per call and each recipient's values (SendGrid, Mailgun, Postmark).
-    # Set by MessageTemplate.envelope; transports that send the bytes ignore them.
-    template: MessageTemplate | None = field(default=None, compare=False, repr=False)
-    person: Recipient | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
