@@ -1,9 +1,8 @@
-"""Bounces for SMTP setups: VERP return paths and a bounce mailbox reader.
+"""Bounces for SMTP setups: the bounce mailbox reader.
 
-Each message's envelope sender is ``bounces+<delivery id>-<tag>@<bounce
-domain>``; the tag is an HMAC of the id, so a bounce names its ledger row
-and nobody can forge one that names another. The mailbox that receives those
-addresses is read from a Maildir folder or over IMAP:
+Each message's envelope sender is a VERP return path naming its ledger row
+(``sending.return_path``). The mailbox that receives those addresses is read
+from a Maildir folder or over IMAP:
 
 - delivery status notifications (RFC 3464): Action failed with Status 5.x.x
   is a hard bounce, 4.x.x a soft one; "delayed" is only a notice, not a bounce;
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import imaplib
 import mailbox
 import re
@@ -38,35 +36,12 @@ from sqlalchemy.orm import Session
 from newsletter.config import Settings
 from newsletter.errors import InputError, NewsletterError, Problem
 from newsletter.store.models import Delivery
+from newsletter.sending.return_path import delivery_from_verp
 from newsletter.feedback.events import BOUNCED, COMPLAINED, HARD, SOFT, Event, EventReport, record_events
 
 SOURCE = "mailbox"
-_VERP = re.compile(r"bounces\+(\d+)-([0-9a-f]{12})@", re.IGNORECASE)
 _STATUS = re.compile(r"([245])\.\d{1,3}\.\d{1,3}")
 _RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To")
-
-
-# --- VERP ---------------------------------------------------------------------------
-
-
-def verp_address(settings: Settings, delivery_id: int) -> str:
-    return f"bounces+{delivery_id}-{_tag(settings.signing_keys[0], delivery_id)}@{settings.bounce_domain}"
-
-
-def delivery_from_verp(settings: Settings, address: str) -> int | None:
-    """The delivery id a VERP address names, if its tag is ours (any current key)."""
-    match = _VERP.search(address or "")
-    if not match:
-        return None
-    delivery_id, tag = int(match.group(1)), match.group(2).lower()
-    if any(hmac.compare_digest(tag, _tag(key, delivery_id)) for key in settings.signing_keys):
-        return delivery_id
-    return None
-
-
-def _tag(key: str, delivery_id: int) -> str:
-    # Lower-case hex: some servers change the case of local parts.
-    return hmac.new(key.encode(), f"verp:{delivery_id}".encode(), hashlib.sha256).hexdigest()[:12]
 
 
 # --- reading one message --------------------------------------------------------------

@@ -20,10 +20,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from newsletter.sending import dkim
-from newsletter.feedback.bounces import verp_address
 from newsletter.config import Settings
 from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
 from newsletter.authoring.message import MessageTemplate, Recipient, make_message_id, publication_template
+from newsletter.sending.return_path import verp_address
 from newsletter.sending.ratelimit import NullRateLimiter, RateLimiterUnavailable
 from newsletter.sending.scheduling import _record, list_ids_of
 from newsletter.store.models import (

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.feedback import bounces
-from newsletter.sending import scheduling
+from newsletter.sending import return_path, scheduling
 from newsletter.errors import InputError
 from newsletter.store.models import Delivery, ProviderEvent, Suppression
 from tests.memory_transport import MemoryTransport
@@ -107,17 +107,17 @@ def test_every_message_goes_out_with_a_verp_return_path_naming_its_row(session, 
     rows = dict(session.execute(select(Delivery.email, Delivery.id)).all())
     for recipient, (sender, _) in sent.items():
         assert sender.endswith("@" + BOUNCE_DOMAIN)
-        assert bounces.delivery_from_verp(verp, sender) == rows[recipient]
+        assert return_path.delivery_from_verp(verp, sender) == rows[recipient]
 
 
 def test_a_forged_or_altered_verp_address_names_nothing(verp):
-    address = bounces.verp_address(verp, 42)
-    assert bounces.delivery_from_verp(verp, address) == 42
-    assert bounces.delivery_from_verp(verp, address.replace("bounces+42-", "bounces+43-")) is None
-    assert bounces.delivery_from_verp(verp, f"bounces+42-{'0' * 12}@{BOUNCE_DOMAIN}") is None
+    address = return_path.verp_address(verp, 42)
+    assert return_path.delivery_from_verp(verp, address) == 42
+    assert return_path.delivery_from_verp(verp, address.replace("bounces+42-", "bounces+43-")) is None
+    assert return_path.delivery_from_verp(verp, f"bounces+42-{'0' * 12}@{BOUNCE_DOMAIN}") is None
     # After a key rotation, bounces of mail sent with the old key still count.
     rotated = replace(verp, secret_keys=("new-key",) + verp.signing_keys)
-    assert bounces.delivery_from_verp(rotated, address) == 42
+    assert return_path.delivery_from_verp(rotated, address) == 42
 
 
 def test_a_hard_bounce_in_the_maildir_suppresses_the_address_and_is_read_once(session, verp, sent, maildir):
@@ -132,7 +132,7 @@ def test_a_hard_bounce_in_the_maildir_suppresses_the_address_and_is_read_once(se
     assert suppressions(session) == {"reader001@example.com": "hard_bounce"}
     event = session.scalars(select(ProviderEvent)).one()
     assert (event.kind, event.bounce, event.email) == ("bounced", "hard", "reader001@example.com")
-    assert event.delivery_id == bounces.delivery_from_verp(verp, sender)
+    assert event.delivery_id == return_path.delivery_from_verp(verp, sender)
     assert again.messages == 0
     assert all("S" in m.get_flags() for m in folder)
 
