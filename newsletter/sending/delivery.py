@@ -25,7 +25,7 @@ from newsletter.sending.leases import Lease, holder_is_gone, process_identity, u
 from newsletter.authoring.message import MessageTemplate, Recipient, make_message_id, publication_template
 from newsletter.sending.return_path import verp_address
 from newsletter.sending.ratelimit import NullRateLimiter, RateLimiterUnavailable
-from newsletter.sending.scheduling import _record, list_ids_of
+from newsletter.sending.scheduling import record_send_event, list_ids_of
 from newsletter.store.models import (
     Batch,
     MailingList,
@@ -436,7 +436,7 @@ class Deliverer:
             .values(state="paused", paused_reason=reason[:2000], updated_at=utcnow())
         ).rowcount
         if paused:
-            _record(session, send_id, "paused", reason[:2000])
+            record_send_event(session, send_id, "paused", reason[:2000])
             log.error("send paused", extra={"send_id": send_id, "reason": reason})
 
     def _close_batch(self, session: Session, batch: Batch) -> None:
@@ -459,7 +459,7 @@ class Deliverer:
             update(Send).where(Send.id == send.id, Send.state == "sending").values(state="paused", paused_reason=reason[:2000])
         ).rowcount
         if paused:
-            _record(session, send.id, "paused", reason)
+            record_send_event(session, send.id, "paused", reason)
             log.warning("send paused by its error budget", extra={"send_id": send.id, "reason": reason})
 
     def _template(self, session: Session, send: Send) -> "SendTemplate":

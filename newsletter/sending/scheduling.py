@@ -93,7 +93,8 @@ def when_from_utc(moment: datetime, tz_name: str) -> When:
     return When(utc=moment.astimezone(timezone.utc), local=moment.astimezone(zone(tz_name)))
 
 
-def _record(session: Session, send_id: int, kind: str, detail: str = "") -> None:
+def record_send_event(session: Session, send_id: int, kind: str, detail: str = "") -> None:
+    """Add a line to the send's history (``newsletter sends show``, the ops dashboard)."""
     session.add(SendEvent(send_id=send_id, kind=kind, detail=detail))
 
 
@@ -147,7 +148,7 @@ def schedule_send(
     session.flush()
     session.add_all(SendList(send_id=send.id, list_id=target.id) for target in targets)
     _check_headers(session, send, issue, targets[0])
-    _record(session, send.id, "scheduled", f"for {send.scheduled_at:%Y-%m-%d %H:%M:%S} UTC")
+    record_send_event(session, send.id, "scheduled", f"for {send.scheduled_at:%Y-%m-%d %H:%M:%S} UTC")
     return send
 
 
@@ -203,7 +204,7 @@ def _move_scheduled(session: Session, send_id: int, at: datetime, kind: str) -> 
     send = get_send(session, send_id)
     if result.rowcount != 1:
         raise InputError(Problem(f"send {send_id}", f"it is {send.state}, not scheduled", "only a scheduled send can be moved"))
-    _record(session, send_id, kind, f"for {at:%Y-%m-%d %H:%M:%S} UTC")
+    record_send_event(session, send_id, kind, f"for {at:%Y-%m-%d %H:%M:%S} UTC")
     return send
 
 
@@ -217,7 +218,7 @@ def unschedule(session: Session, send_id: int) -> Send:
         raise InputError(
             Problem(f"send {send_id}", f"it is {send.state}, not scheduled", "a started send is paused or cancelled instead")
         )
-    _record(session, send_id, "unscheduled")
+    record_send_event(session, send_id, "unscheduled")
     return send
 
 
@@ -263,7 +264,7 @@ def _transition(session, send_id, from_states, to_state, kind, reason) -> Send:
         raise InputError(
             Problem(f"send {send_id}", f"it is {send.state}", f"only a send that is {' or '.join(from_states)} can be {kind}")
         )
-    _record(session, send_id, kind, reason)
+    record_send_event(session, send_id, kind, reason)
     session.refresh(send)
     return send
 
@@ -297,7 +298,7 @@ def retry_failed(session: Session, send_id: int, *, now: datetime | None = None)
             update(Send).where(Send.id == send_id, Send.state == "finished")
             .values(state="sending", finished_at=None, last_progress_at=now, updated_at=now)
         )
-    _record(session, send_id, "retry failed", f"{retried} failed recipient(s) to be sent again")
+    record_send_event(session, send_id, "retry failed", f"{retried} failed recipient(s) to be sent again")
     session.refresh(send)
     return retried
 

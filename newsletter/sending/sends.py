@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.sending.leases import unheld
-from newsletter.sending.scheduling import _record, get_send, list_ids_of, publication_of
+from newsletter.sending.scheduling import record_send_event, get_send, list_ids_of, publication_of
 from newsletter.audience.segments import audience_filter
 from newsletter.store.models import (
     Batch,
@@ -68,7 +68,7 @@ def claim_due_sends(session: Session, settings: Settings, now: datetime | None =
             continue  # another tick got it first
         size = freeze_audience(session, send_id)
         batch_ids += plan_batches(session, send_id, now=now)
-        _record(session, send_id, "started", f"audience frozen at {size} recipients")
+        record_send_event(session, send_id, "started", f"audience frozen at {size} recipients")
         session.commit()
         log.info("send started", extra={"send_id": send_id, "audience": size})
     return batch_ids
@@ -215,7 +215,7 @@ def finish_sends(session: Session, now: datetime | None = None) -> list[int]:
             .values(state="finished", finished_at=now, updated_at=now)
         ).rowcount
         if done:
-            _record(session, send_id, "finished", summary_line(progress(session, send_id)))
+            record_send_event(session, send_id, "finished", summary_line(progress(session, send_id)))
             finished.append(send_id)
     return finished
 
