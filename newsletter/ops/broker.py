@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from newsletter.config import Settings
+from newsletter.ops import queues
 
 # The header workers/ put on every task message when it is published.
 PUBLISHED_AT_HEADER = "published_at"
@@ -35,10 +36,8 @@ class BrokerView(Protocol):
 
 
 def queue_names() -> tuple[str, ...]:
-    """The queues workers consume (a plain constants module, no Celery)."""
-    from newsletter.ops.queues import ALL
-
-    return ALL
+    """The queues workers consume."""
+    return queues.ALL
 
 
 def broker_view(settings: Settings) -> BrokerView:
