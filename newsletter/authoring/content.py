@@ -7,61 +7,36 @@ collects every problem in the folder and raises them together as one
 
 Markdown files in the folder that ``issue.yaml`` does not list are ignored
 without a warning, so drafts and notes can live beside the issue.
+
+Checking one field's value is in ``fields``; each section kind's own fields,
+in ``sections``.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from dataclasses import fields as dataclass_fields
 from datetime import date, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import ContentError, InputError, Problem
-from newsletter.authoring.issue import (
-    DARK_COLOURS,
-    SECTION_KINDS,
-    Colours,
-    Figure,
-    Image,
-    Issue,
-    Item,
-    Publication,
-    Section,
-    Source,
-)
+from newsletter.authoring.issue import DARK_COLOURS, SECTION_KINDS, Colours, Issue, Item, Publication, Section, Source
 from newsletter.authoring.message import header_field_problems
-from newsletter.authoring.yamlsource import LineList, LineMap, parse_yaml, split_front_matter, location
+from newsletter.authoring.yamlsource import LineMap, parse_yaml, split_front_matter, location
+from newsletter.authoring.fields import COLOUR, Fields, checked_slug, https_url, image_file, slugify
+from newsletter.authoring.sections import COMMON_FIELDS, KIND_FIELDS, KIND_READERS, check_body
 
 PUBLICATION_FILE = "publication.yaml"
 MANIFEST_FILE = "issue.yaml"
-# Formats every common mail client shows; SVG and WebP are not among them.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
-SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
 # The web app's own top-level paths: a publication's pages are served at
 # /<publication slug>/, so no publication may take one of these names.
 RESERVED_PUBLICATION_SLUGS = frozenset(
     {"confirm", "console", "healthz", "metrics", "ops", "p", "static", "subscribe", "u", "webhooks"}
 )
-
-# The fields each section kind reads, beyond kind, id and title.
-KIND_FIELDS = {
-    "letter": ("author", "role", "signoff", "image"),
-    "teasers": ("items",),
-    "news": ("items",),
-    "figures": ("figures",),
-    "image": ("src", "alt", "decorative", "caption", "link", "width"),
-    "text": (),
-}
-COMMON_FIELDS = ("kind", "id", "title")
-ITEM_FIELDS = ("heading", "summary", "url", "article", "link_text", "image", "slug")
-IMAGE_FIELDS = ("src", "alt", "decorative", "caption", "link", "width")
 
 
 def _read_text(path: Path, problems: list[Problem]) -> str | None:
@@ -81,131 +56,6 @@ def _read_text(path: Path, problems: list[Problem]) -> str | None:
                                 "save it as UTF-8 (most editors offer this under 'Save with encoding'), "
                                 "or retype the character on this line"))
     return None
-
-
-# --- reading fields -------------------------------------------------------------
-
-
-@dataclass
-class _Fields:
-    """One YAML mapping being read: reports problems at the line of each key."""
-
-    values: LineMap
-    path: Path
-    what: str  # "a letter section", "item 2", for messages
-    problems: list[Problem]
-    known: tuple[str, ...] = ()
-    used: set = field(default_factory=set)
-
-    def line(self, key: str | None = None) -> int:
-        return self.values.key_lines.get(key, self.values.line) if key else self.values.line
-
-    def source(self, key: str | None = None) -> Source:
-        return Source(self.path, self.line(key))
-
-    def problem(self, key: str | None, message: str, fix: str) -> None:
-        self.problems.append(Problem(location(self.path, self.line(key)), message, fix))
-
-    def has(self, key: str) -> bool:
-        return self.values.get(key) not in (None, "")
-
-    def text(self, key: str, required: bool = False, default: str = "") -> str:
-        value = self.values.get(key)
-        if value is None or value == "":
-            if required:
-                self.problem(None, f"{self.what} has no `{key}`", f"add a line `{key}: ...`")
-            return default
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            self.problem(key, f"`{key}` should be text, not {_describe(value)}",
-                         "write it as text on one line, or as a block after `|`; put it in quotes if it contains ': '")
-            return default
-        return str(value).strip()
-
-    def flag(self, key: str) -> bool:
-        value = self.values.get(key, False)
-        if not isinstance(value, bool):
-            self.problem(key, f"`{key}` should be true or false, not {_describe(value)}", f"write `{key}: true` or leave it out")
-            return False
-        return value
-
-    def number(self, key: str) -> int | None:
-        value = self.values.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            self.problem(key, f"`{key}` should be a whole number of pixels, not {_describe(value)}", f"write e.g. `{key}: 600`")
-            return None
-        return value
-
-    def mapping(self, key: str) -> LineMap | None:
-        value = self.values.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, LineMap):
-            self.problem(key, f"`{key}` should be a group of fields, not {_describe(value)}",
-                         f"put its fields on the lines below `{key}:`, indented")
-            return None
-        return value
-
-    def entries(self, key: str, required: bool = False) -> list[tuple[object, int]]:
-        """(entry, line) for each entry of a list field."""
-        value = self.values.get(key)
-        if value is None or value == []:
-            if required:
-                self.problem(key if key in self.values else None, f"{self.what} has no `{key}`",
-                             f"add `{key}:` followed by its entries, one per line starting with '- '")
-            return []
-        if not isinstance(value, LineList):
-            self.problem(key, f"`{key}` should be a list, not {_describe(value)}", "start each entry on its own line with '- '")
-            return []
-        return list(zip(value, value.item_lines))
-
-    def header_text(self, key: str, required: bool = False, default: str = "") -> str:
-        """Text that goes into a message header: refused here if the send would refuse it."""
-        value = self.text(key, required=required, default=default)
-        if self.has(key):
-            for problem in header_field_problems(key, value):
-                self.problem(key, f"`{key}` {problem.message}", problem.fix)
-        return value
-
-    def check_unknown(self) -> None:
-        for key in self.values:
-            if key not in self.known:
-                self.problem(key, f"{self.what} has an unknown field `{key}`",
-                             f"check the spelling; the fields it can have are: {', '.join(self.known)}")
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a group of fields"
-    if isinstance(value, (date, datetime)):
-        return "a date"
-    return f"{value!r}"
-
-
-def _https_url(fields: _Fields, key: str, required: bool = False) -> str | None:
-    url = fields.text(key, required=required)
-    if not url:
-        return None
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.netloc:
-        fields.problem(key, f"`{key}` should be a full https:// address, not {url!r}",
-                       "copy the address from the browser's address bar; it starts with https://")
-        return None
-    return url
-
-
-def slugify(text: str, limit: int = 60) -> str:
-    """'Innovative trial aims to save ...' -> 'innovative-trial-aims-to-save'."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    if len(slug) > limit:
-        slug = slug[:limit].rsplit("-", 1)[0]
-    return slug
 
 
 # --- the publication ----------------------------------------------------------
@@ -243,12 +93,12 @@ def _read_publication(path: Path, problems: list[Problem]) -> Publication | None
         problems.append(Problem(location(path, 1), "the file should be a list of `field: value` lines",
                                 "start with `name: ...`; see docs/writing-an-issue.md"))
         return None
-    fields = _Fields(values, path, "the publication", problems, PUBLICATION_FIELDS)
+    fields = Fields(values, path, "the publication", problems, PUBLICATION_FIELDS)
     fields.check_unknown()
     name = fields.header_text("name", required=True)  # the List-Id header's phrase
     from_email = _email(fields, "from_email", required=True)
     # Resolved: "publication.yaml" given as is has a parent named "".
-    slug = _slug(fields, "slug", default=path.resolve().parent.name)
+    slug = checked_slug(fields, "slug", default=path.resolve().parent.name)
     if slug in RESERVED_PUBLICATION_SLUGS:
         fields.problem("slug" if fields.has("slug") else None, f"{slug!r} is a path of the web app itself",
                        "set `slug:` to another name, e.g. the publication's name in lower case")
@@ -262,14 +112,14 @@ def _read_publication(path: Path, problems: list[Problem]) -> Publication | None
         web_base_url=_web_base_url(fields),
         timezone=_timezone(fields),
         language=_language(fields),
-        logo=_image_file(fields, "logo", path.parent),
+        logo=image_file(fields, "logo", path.parent),
         logo_alt=fields.text("logo_alt", default=name),
-        logo_dark=_image_file(fields, "logo_dark", path.parent),
+        logo_dark=image_file(fields, "logo_dark", path.parent),
         logo_width=fields.number("logo_width"),
         colours=_colours(fields, "colours", Colours()),
         dark_colours=_colours(fields, "dark_colours", DARK_COLOURS),
         why_receiving=fields.text("why_receiving"),
-        signup_url=_https_url(fields, "signup_url") or "",
+        signup_url=https_url(fields, "signup_url") or "",
         source=Source(path, 1),
         lines=_lines_with_colours(values),
     )
@@ -285,7 +135,7 @@ def _lines_with_colours(values: LineMap) -> dict[str, int]:
     return lines
 
 
-def _email(fields: _Fields, key: str, required: bool = False) -> str:
+def _email(fields: Fields, key: str, required: bool = False) -> str:
     address = fields.text(key, required=required)
     if not address:
         return ""
@@ -299,21 +149,12 @@ def _email(fields: _Fields, key: str, required: bool = False) -> str:
     return address
 
 
-def _slug(fields: _Fields, key: str, default: str) -> str:
-    slug = fields.text(key) or slugify(default)
-    if not SLUG.match(slug):
-        where = key if fields.has(key) else None
-        fields.problem(where, f"{slug!r} cannot be used in web addresses",
-                       f"set `{key}:` to lower-case letters, digits and hyphens, like 2021-09")
-    return slug
-
-
-def _web_base_url(fields: _Fields) -> str:
-    url = _https_url(fields, "web_base_url", required=True) or ""
+def _web_base_url(fields: Fields) -> str:
+    url = https_url(fields, "web_base_url", required=True) or ""
     return url if not url or url.endswith("/") else url + "/"
 
 
-def _timezone(fields: _Fields) -> str:
+def _timezone(fields: Fields) -> str:
     name = fields.text("timezone", default="Europe/London")
     try:
         ZoneInfo(name)
@@ -322,19 +163,19 @@ def _timezone(fields: _Fields) -> str:
     return name
 
 
-def _language(fields: _Fields) -> str:
+def _language(fields: Fields) -> str:
     language = fields.text("language", default="en-GB")
     if not re.match(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$", language):
         fields.problem("language", f"{language!r} is not a language tag", "use a tag like en-GB or cy")
     return language
 
 
-def _colours(fields: _Fields, name: str, defaults: Colours) -> Colours:
+def _colours(fields: Fields, name: str, defaults: Colours) -> Colours:
     values = fields.mapping(name)
     if values is None:
         return defaults
     known = tuple(f.name for f in dataclass_fields(Colours))
-    colours = _Fields(values, fields.path, f"`{name}`", fields.problems, known)
+    colours = Fields(values, fields.path, f"`{name}`", fields.problems, known)
     colours.check_unknown()
     chosen = {}
     for key in known:
@@ -345,128 +186,6 @@ def _colours(fields: _Fields, name: str, defaults: Colours) -> Colours:
         elif value:
             chosen[key] = value
     return replace(defaults, **chosen)
-
-
-# --- images ---------------------------------------------------------------------
-
-
-def _image_file(fields: _Fields, key: str, base: Path) -> Path | None:
-    name = fields.text(key)
-    if not name:
-        return None
-    path = base / name
-    if not path.is_file():
-        fields.problem(key, f"the image {name!r} does not exist (looked for {location(path)})",
-                       f"put the file there, or correct the name; it is relative to {location(base)}")
-        return None
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        fields.problem(key, f"{name!r} is not a format email clients show",
-                       f"save it as {', '.join(IMAGE_SUFFIXES)}")
-        return None
-    return path
-
-
-def _image(fields: _Fields, folder: Path) -> Image | None:
-    """An image from the fields src, alt or decorative, caption, link, width."""
-    path = _image_file(fields, "src", folder)
-    if not fields.has("src"):
-        fields.problem(None, f"{fields.what} has no `src`", "add `src:` with the image file name, relative to the issue folder")
-    decorative = fields.flag("decorative")
-    alt = fields.text("alt")
-    if decorative and alt:
-        fields.problem("decorative", "an image is either described by `alt` or `decorative: true`, not both",
-                       "keep `alt` if the picture says something; keep `decorative` if it is only ornament")
-    elif not decorative and not alt and "alt" not in fields.values:
-        fields.problem(None, f"{fields.what} has no `alt` text",
-                       "add `alt:` saying what the picture shows, for people who cannot see it; "
-                       "or `decorative: true` if it is only ornament")
-    elif not decorative and not alt:
-        fields.problem("alt", "`alt` is empty", "say what the picture shows, or write `decorative: true` instead")
-    link = _https_url(fields, "link")
-    width = fields.number("width")
-    if path is None:
-        return None
-    return Image(path=path, alt="" if decorative else alt, decorative=decorative, caption=fields.text("caption"),
-                 link=link, width=width, source=fields.source("src"))
-
-
-def _nested_image(parent: _Fields, key: str, folder: Path) -> Image | None:
-    values = parent.mapping(key)
-    if values is None:
-        return None
-    fields = _Fields(values, parent.path, f"`{key}`", parent.problems, IMAGE_FIELDS)
-    fields.check_unknown()
-    return _image(fields, folder)
-
-
-# --- items and figures ------------------------------------------------------------
-
-
-def _item(values: object, line: int, number: int, parent: _Fields, folder: Path) -> Item | None:
-    what = f"item {number} of `items`"
-    if not isinstance(values, LineMap):
-        parent.problems.append(Problem(location(parent.path, line), f"{what} should be a group of fields",
-                                       "start it with '- heading: ...' and indent its other fields under it"))
-        return None
-    fields = _Fields(values, parent.path, what, parent.problems, ITEM_FIELDS)
-    fields.check_unknown()
-    heading = fields.text("heading", required=True)
-    summary = fields.text("summary", required=True)
-    url = _https_url(fields, "url")
-    article = fields.text("article")
-    if fields.has("url") == fields.has("article"):
-        both = fields.has("url")
-        fields.problem(None, f"{what} has {'both `url` and `article`' if both else 'neither `url` nor `article`'}",
-                       "give exactly one: `url:` for a page elsewhere, or `article:` with the full text to publish")
-    image = _nested_image(fields, "image", folder)
-    slug = _slug(fields, "slug", default=slugify(heading) or f"item-{number}")
-    return Item(heading=heading, summary=summary, slug=slug, url=url, article=article or None,
-                link_text=fields.text("link_text", default="Read more"), image=image, source=Source(parent.path, line))
-
-
-def _items(fields: _Fields, folder: Path) -> dict:
-    items = [_item(values, line, n, fields, folder)
-             for n, (values, line) in enumerate(fields.entries("items", required=True), start=1)]
-    return {"items": tuple(item for item in items if item is not None)}
-
-
-def _figures(fields: _Fields, folder: Path) -> dict:
-    figures = []
-    for n, (values, line) in enumerate(fields.entries("figures", required=True), start=1):
-        if not isinstance(values, LineMap):
-            fields.problems.append(Problem(location(fields.path, line), f"figure {n} should have a `value` and a `label`",
-                                           "write it as '- value: \"835,002\"' with 'label: first doses' below it"))
-            continue
-        figure = _Fields(values, fields.path, f"figure {n}", fields.problems, ("value", "label"))
-        figure.check_unknown()
-        figures.append(Figure(value=figure.text("value", required=True), label=figure.text("label", required=True)))
-    return {"figures": tuple(figures)}
-
-
-# --- sections ----------------------------------------------------------------------
-
-
-def _letter(fields: _Fields, folder: Path) -> dict:
-    return {
-        "author": fields.text("author", required=True),
-        "role": fields.text("role"),
-        "signoff": fields.text("signoff"),
-        "image": _nested_image(fields, "image", folder),
-    }
-
-
-def _image_section(fields: _Fields, folder: Path) -> dict:
-    return {"image": _image(fields, folder)}
-
-
-_KIND_READERS = {
-    "letter": _letter,
-    "teasers": _items,
-    "news": _items,
-    "figures": _figures,
-    "image": _image_section,
-    "text": lambda fields, folder: {},
-}
 
 
 def _default_id(path: Path) -> str:
@@ -494,23 +213,12 @@ def _front_matter(path: Path, problems: list[Problem]) -> tuple[LineMap, str, in
     return values, body, body_line
 
 
-def _check_body(fields: _Fields, kind: str, body: str, body_line: int) -> None:
-    where = location(fields.path, body_line)
-    if kind == "letter" and not body:
-        fields.problems.append(Problem(where, "the letter has no text", "write the letter below the closing '---'"))
-    elif kind == "text" and not body and not fields.has("title"):
-        fields.problems.append(Problem(where, "this text section is empty", "write its text below the closing '---'"))
-    elif kind == "image" and body:
-        fields.problems.append(Problem(where, "an image section has no text of its own",
-                                       "put the words in `caption:`, or move them to a text section"))
-
-
 def _read_section(path: Path, folder: Path, problems: list[Problem]) -> Section | None:
     parsed = _front_matter(path, problems)
     if parsed is None:
         return None
     values, body, body_line = parsed
-    fields = _Fields(values, path, "the section", problems)
+    fields = Fields(values, path, "the section", problems)
     kind = fields.text("kind", required=True)
     if kind and kind not in SECTION_KINDS:
         fields.problem("kind", f"there is no section kind {kind!r}", f"use one of: {', '.join(SECTION_KINDS)}")
@@ -518,9 +226,9 @@ def _read_section(path: Path, folder: Path, problems: list[Problem]) -> Section 
         return None
     fields.what, fields.known = f"this {kind} section", COMMON_FIELDS + KIND_FIELDS[kind]
     fields.check_unknown()
-    _check_body(fields, kind, body, body_line)
-    return Section(kind=kind, id=_slug(fields, "id", default=_default_id(path)), title=fields.text("title"),
-                   body=body, source=fields.source("kind"), body_line=body_line, **_KIND_READERS[kind](fields, folder))
+    check_body(fields, kind, body, body_line)
+    return Section(kind=kind, id=checked_slug(fields, "id", default=_default_id(path)), title=fields.text("title"),
+                   body=body, source=fields.source("kind"), body_line=body_line, **KIND_READERS[kind](fields, folder))
 
 
 # --- the issue -------------------------------------------------------------------
@@ -543,12 +251,12 @@ def load_issue(folder: Path) -> Issue:
             problems.append(Problem(location(folder / MANIFEST_FILE, 1), f"{MANIFEST_FILE} should be `field: value` lines",
                                     "start it with 'title: ...'"))
         raise ContentError(problems)
-    fields = _Fields(manifest, folder / MANIFEST_FILE, MANIFEST_FILE, problems, MANIFEST_FIELDS)
+    fields = Fields(manifest, folder / MANIFEST_FILE, MANIFEST_FILE, problems, MANIFEST_FIELDS)
     fields.check_unknown()
     issue = Issue(
         publication=publication,
         # Resolved: `newsletter check .` gives a folder named "".
-        slug=_slug(fields, "slug", default=folder.resolve().name),
+        slug=checked_slug(fields, "slug", default=folder.resolve().name),
         title=fields.text("title", required=True),
         subject=fields.header_text("subject", required=True),
         # Not a header, but one line of the inbox like one: the same rule.
@@ -574,7 +282,7 @@ def _issue_publication(folder: Path, problems: list[Problem]) -> Publication | N
     return _read_publication(path, problems)
 
 
-def _issue_date(fields: _Fields) -> date:
+def _issue_date(fields: Fields) -> date:
     value = fields.values.get("date")
     if value is None:
         fields.problem(None, f"{MANIFEST_FILE} has no `date`", "add a line like `date: 2021-09-01`")
@@ -589,7 +297,7 @@ def _issue_date(fields: _Fields) -> date:
         return date.min
 
 
-def _sections(fields: _Fields, folder: Path) -> list[Section]:
+def _sections(fields: Fields, folder: Path) -> list[Section]:
     sections, seen = [], set()
     for name, line in fields.entries("sections", required=True):
         path = _section_path(name, line, fields, folder)
@@ -606,7 +314,7 @@ def _sections(fields: _Fields, folder: Path) -> list[Section]:
     return sections
 
 
-def _section_path(name: object, line: int, fields: _Fields, folder: Path) -> Path | None:
+def _section_path(name: object, line: int, fields: Fields, folder: Path) -> Path | None:
     where = location(fields.path, line)
     if not isinstance(name, str) or not name.endswith(".md") or "/" in name or "\\" in name:
         fields.problems.append(Problem(where, f"{name!r} is not a section file name",

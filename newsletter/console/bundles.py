@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from newsletter.console.images import check_image
-from newsletter.authoring.content import IMAGE_SUFFIXES, MANIFEST_FILE
+from newsletter.authoring.fields import IMAGE_SUFFIXES
+from newsletter.authoring.content import MANIFEST_FILE
 from newsletter.errors import InputError, Problem
 
 MAX_FILES = 200

@@ -21,7 +21,8 @@ import yaml
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.authoring.content import MANIFEST_FILE, PUBLICATION_FILE, SLUG, find_publication_file, load_publication
+from newsletter.authoring.content import MANIFEST_FILE, PUBLICATION_FILE, find_publication_file, load_publication
+from newsletter.authoring.fields import SLUG
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.models import Draft, DraftFile, PublicationFile, PublicationRow, Send, utcnow
 

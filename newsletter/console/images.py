@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
-from newsletter.authoring.content import IMAGE_SUFFIXES
+from newsletter.authoring.fields import IMAGE_SUFFIXES
 from newsletter.errors import InputError, Problem
 
 MAX_IMAGE_BYTES = 2 * 1024 * 1024

@@ -16,7 +16,7 @@ from typing import Mapping
 
 import yaml
 
-from newsletter.authoring.content import KIND_FIELDS
+from newsletter.authoring.sections import KIND_FIELDS
 from newsletter.errors import InputError, Problem
 from newsletter.authoring.issue import SECTION_KINDS
 from newsletter.authoring.yamlsource import split_front_matter
