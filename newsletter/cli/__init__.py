@@ -1,4 +1,6 @@
-"""The ``newsletter`` command.
+"""The ``newsletter`` command, a front door: thin, it calls the stages.
+
+Nothing in the stages imports it (tests/test_layering.py).
 
 Each group of commands lives in its own module and registers itself on
 ``main``; errors people can act on are printed without a traceback.

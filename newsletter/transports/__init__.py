@@ -1,4 +1,11 @@
-"""Ways of handing messages over: one interface, a small module per provider."""
+"""Transports: the one way mail leaves, an interface and a small module per provider.
+
+Takes in ``Envelope`` values (a complete message for one recipient, made by
+``authoring.message``). Hands back one ``Result`` per envelope: sent, failed
+for now (worth a retry) or failed for good. Sending, proofs and sign-up
+confirmations all go out this way; SMTP, an outbox folder and each
+provider's HTTP API sit behind the same ``Transport.send_many``.
+"""
 
 import importlib
 

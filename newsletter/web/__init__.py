@@ -1,4 +1,7 @@
-"""The web app: public pages, unsubscribe, webhooks, the ops dashboard, the comms console.
+"""The web app, a front door: public pages, unsubscribe, webhooks, the ops dashboard, the comms console.
+
+Thin: each view reads the request, calls a stage, renders the answer. Nothing
+in the stages imports it (tests/test_layering.py).
 
 ``create_app`` wires one blueprint per area; each lives in its own module
 and exposes ``blueprint``. Served by gunicorn from the Procfile's web line.
