@@ -22,10 +22,10 @@ from sqlalchemy.orm import Session
 from newsletter.sending import dkim
 from newsletter.config import Settings
 from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
-from newsletter.authoring.message import MessageTemplate, Recipient, make_message_id, publication_template
+from newsletter.authoring.message import Recipient, make_message_id
 from newsletter.sending.return_path import verp_address
 from newsletter.sending.ratelimit import NullRateLimiter, RateLimiterUnavailable
-from newsletter.sending.scheduling import record_send_event, list_ids_of
+from newsletter.sending.scheduling import list_ids_of, message_template, record_send_event
 from newsletter.store.models import (
     Batch,
     MailingList,
@@ -513,26 +513,5 @@ class SendTemplate:
         if self.signer is not None:
             envelope = replace(envelope, message=self.signer.sign(envelope.message, self.domain))
         return envelope
-
-
-def message_template(
-    issue: IssueRow, publication: PublicationRow, mailing_list: MailingList | None, send_id: int, subject_prefix: str = ""
-) -> MessageTemplate:
-    list_name, list_slug = (
-        (f"{publication.name}: {mailing_list.name}", f"{mailing_list.slug}.{publication.slug}")
-        if mailing_list
-        else (publication.name, publication.slug)
-    )
-    return publication_template(
-        publication,
-        subject=issue.subject,
-        html=issue.html,
-        text=issue.text,
-        list_name=list_name,
-        list_slug=list_slug,
-        # campaign:list:publication:sender, as mailbox providers' feedback loops expect
-        feedback_id=f"{send_id}:{list_slug.split('.')[0]}:{publication.slug}:newsletter",
-        subject_prefix=subject_prefix,
-    )
 
 

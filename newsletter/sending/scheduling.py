@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.authoring.message import MessageTemplate, publication_template
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.models import (
     Batch,
@@ -152,11 +153,30 @@ def schedule_send(
     return send
 
 
+def message_template(
+    issue: IssueRow, publication: PublicationRow, mailing_list: MailingList | None, send_id: int, subject_prefix: str = ""
+) -> MessageTemplate:
+    list_name, list_slug = (
+        (f"{publication.name}: {mailing_list.name}", f"{mailing_list.slug}.{publication.slug}")
+        if mailing_list
+        else (publication.name, publication.slug)
+    )
+    return publication_template(
+        publication,
+        subject=issue.subject,
+        html=issue.html,
+        text=issue.text,
+        list_name=list_name,
+        list_slug=list_slug,
+        # campaign:list:publication:sender, as mailbox providers' feedback loops expect
+        feedback_id=f"{send_id}:{list_slug.split('.')[0]}:{publication.slug}:newsletter",
+        subject_prefix=subject_prefix,
+    )
+
+
 def _check_headers(session: Session, send: Send, issue: IssueRow, mailing_list: MailingList) -> None:
     """Build the send's message template now, as the workers will: whatever they would
     refuse (a list name that could add a header, say) is refused here, before anything is stored."""
-    from newsletter.sending.delivery import message_template  # delivery imports this module
-
     try:
         message_template(issue, publication_of(session, send), mailing_list, send.id)
     except InputError as exc:
