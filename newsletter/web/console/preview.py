@@ -29,9 +29,9 @@ from newsletter.web.pages import database, settings
 # as email needs them, pictures from here or elsewhere, and never a script.
 PREVIEW_POLICY = ("default-src 'none'; img-src 'self' https: data:; style-src 'unsafe-inline'; "
                   "frame-ancestors 'self'; base-uri 'none'; form-action 'none'")
-# What Gmail and Outlook apps do to an email in dark mode: invert the colours, keep the pictures.
-DARK_STYLE = ("<meta name=\"color-scheme\" content=\"dark\"><style>html{background:#fff;"
-              "filter:invert(1) hue-rotate(180deg)} img{filter:invert(1) hue-rotate(180deg)}</style>")
+# The email's own dark styles, as a client that honours the reader's dark setting
+# shows them: the frame cannot be told the reader prefers dark, so the condition goes.
+DARK_QUERY = re.compile(r"@media\s*\(\s*prefers-color-scheme\s*:\s*dark\s*\)", re.IGNORECASE)
 KEPT = 16
 
 
@@ -100,7 +100,7 @@ def preview_email(draft_id: int):
         # As a mail client that blocks pictures shows it: alt text in their place.
         body = re.sub(r"(<img\b[^>]*?)\s+src=\"[^\"]*\"", r"\1", body, flags=re.IGNORECASE)
     if request.args.get("scheme") == "dark":
-        body = body.replace("</head>", DARK_STYLE + "</head>", 1)
+        body = DARK_QUERY.sub("@media all", body)
     return _page(body)
 
 
