@@ -72,6 +72,7 @@ class PreviewState:
         self.rendered: RenderedIssue | None = None
         self.problems: list[Problem] = []
         self.lock = threading.Lock()
+        self.watching = threading.Event()  # set once edits are seen: one made before is not
 
     def refresh(self) -> None:
         try:
@@ -90,7 +91,12 @@ class PreviewState:
         import watchfiles
 
         folders = [self.folder] + ([self.templates_dir] if self.templates_dir else [])
-        for _changes in watchfiles.watch(*folders, stop_event=stop):
+        # The watches are in place before the first answer, a change or half a second
+        # of quiet; from then on no edit is missed.
+        for changes in watchfiles.watch(*folders, stop_event=stop, yield_on_timeout=True, rust_timeout=500):
+            self.watching.set()
+            if not changes:
+                continue
             self.refresh()
             if self.on_refresh:
                 self.on_refresh(self)

@@ -34,6 +34,8 @@ def preview(issue_folder):
     server = PreviewServer(issue_folder, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    # An edit made before the watcher is in place would never be seen.
+    assert server.state.watching.wait(60), "the preview's watcher did not start"
     yield server
     server.shutdown()
     thread.join(timeout=10)
