@@ -274,11 +274,17 @@ def scheduled_sends(session: Session, draft: Draft) -> list[Send]:
     return list(session.scalars(select(Send).where(Send.issue_id == draft.issue_id).order_by(Send.id)))
 
 
-def unschedule(session: Session, draft: Draft, actor: Actor) -> None:
-    require_role(session, actor, draft, "editor")
+def waiting_sends(session: Session, draft: Draft, fix: str) -> list[Send]:
+    """The issue's sends still waiting for their time, or an error that says what to do instead."""
     waiting = [s for s in scheduled_sends(session, draft) if s.state == "scheduled"]
     if not waiting:
-        raise InputError(Problem(f"issue {draft.slug}", "it has no send waiting to start", "nothing to unschedule"))
+        raise InputError(Problem(f"issue {draft.slug}", "it has no send waiting to start", fix))
+    return waiting
+
+
+def unschedule(session: Session, draft: Draft, actor: Actor) -> None:
+    require_role(session, actor, draft, "editor")
+    waiting = waiting_sends(session, draft, "nothing to unschedule")
     for send in waiting:
         scheduling.unschedule(session, send.id)
     draft.state = "approved"
@@ -289,9 +295,7 @@ def reschedule(session: Session, draft: Draft, actor: Actor, at_text: str) -> sc
     require_role(session, actor, draft, "editor")
     publication = session.get(PublicationRow, draft.publication_id)
     when = scheduling.parse_local_time(at_text, publication.timezone)
-    waiting = [s for s in scheduled_sends(session, draft) if s.state == "scheduled"]
-    if not waiting:
-        raise InputError(Problem(f"issue {draft.slug}", "it has no send waiting to start", "schedule it instead"))
+    waiting = waiting_sends(session, draft, "schedule it instead")
     for send in waiting:
         scheduling.reschedule(session, send.id, when.utc)
     log(session, actor, draft, "rescheduled", f"to {when.describe()}")
@@ -300,9 +304,7 @@ def reschedule(session: Session, draft: Draft, actor: Actor, at_text: str) -> sc
 
 def send_now(session: Session, draft: Draft, actor: Actor) -> int:
     require_role(session, actor, draft, "editor")
-    waiting = [s for s in scheduled_sends(session, draft) if s.state == "scheduled"]
-    if not waiting:
-        raise InputError(Problem(f"issue {draft.slug}", "it has no send waiting to start", "schedule it first"))
+    waiting = waiting_sends(session, draft, "schedule it first")
     for send in waiting:
         scheduling.send_now(session, send.id)
     log(session, actor, draft, "send now")
