@@ -122,20 +122,30 @@ class Steps:
     def press(self, label: str) -> None:
         """Press the button and wait for the page it leads to (the old page goes stale)."""
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
 
         old = self.find("html")
         [button] = [b for b in self.driver.find_elements(By.CSS_SELECTOR, "main button") if b.text == label]
         button.click()
-        self.wait(lambda: expected_conditions.staleness_of(old)(self.driver), f"the page after {label!r}")
+        self.wait(lambda: self.left(old), f"the page after {label!r}")
 
     def follow(self, link_text: str) -> None:
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
 
         old = self.find("html")
         self.driver.find_element(By.LINK_TEXT, link_text).click()
-        self.wait(lambda: expected_conditions.staleness_of(old)(self.driver), f"the page after {link_text!r}")
+        self.wait(lambda: self.left(old), f"the page after {link_text!r}")
+
+    def left(self, old) -> bool:
+        """True once ``old`` (the last page's root) is gone; asked again while Chromium is mid-navigation."""
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.support import expected_conditions
+
+        try:
+            return expected_conditions.staleness_of(old)(self.driver)
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return False  # the old page is being torn down: look again at the next poll
+            raise
 
 
 def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser, console, smtp, tmp_path):  # noqa: F811
