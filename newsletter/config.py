@@ -343,6 +343,44 @@ def _provider_settings(env: dict) -> dict:
     )
 
 
+def read_secret(*, env_name: str = "", file: str = "", where: str, environ: dict | None = None) -> str:
+    """A secret a publication names but never holds: the value of the environment
+    variable ``env_name``, or the contents of ``file`` (a mounted secret).
+
+    ``where`` says who asked ("publication 'x', sending.smtp.password_env"), so
+    the error names the publication and the field. The value is never logged
+    or shown; ``secret_is_set`` tells the pages whether it is there.
+    """
+    if env_name and file:
+        raise ConfigError(f"{where}: name an environment variable or a secrets file, not both")
+    if env_name:
+        value = (os.environ if environ is None else environ).get(env_name, "")
+        if not value:
+            raise ConfigError(f"{where}: the environment variable {env_name} is not set: "
+                              f"set it in the environment of every worker and web process")
+        return value
+    if file:
+        try:
+            value = Path(file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}: the secrets file {file} cannot be read ({exc.strerror or exc}): "
+                              "check the path and that this process may read it") from None
+        if not value:
+            raise ConfigError(f"{where}: the secrets file {file} is empty")
+        return value
+    raise ConfigError(f"{where}: no secret named: set an environment variable name or a secrets file")
+
+
+def secret_is_set(*, env_name: str = "", file: str = "", environ: dict | None = None) -> bool:
+    """Whether the secret a publication names is there, without reading it out."""
+    if env_name:
+        return bool((os.environ if environ is None else environ).get(env_name))
+    if file:
+        path = Path(file)
+        return path.is_file() and os.access(path, os.R_OK) and path.stat().st_size > 0
+    return False
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
