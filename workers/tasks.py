@@ -13,10 +13,8 @@ from newsletter.config import get_settings
 from newsletter.logs import bind_log_context, reset_log_context
 from newsletter.ops.heartbeats import record_batch_run
 from newsletter.ops.queue_history import record_queue_depths
-from newsletter.sending.ratelimit import make_rate_limiter
 from newsletter.store.db import session_scope
 from newsletter.store.models import Batch, utcnow
-from newsletter.transports import make_transport
 from workers.celery import app
 
 log = logging.getLogger(__name__)
@@ -26,7 +24,8 @@ _deliverer_pid = 0
 
 
 def deliverer() -> delivery.Deliverer:
-    """One transport (its connections reused) and one limiter per worker process.
+    """One Deliverer per worker process: a lane (transport, account limiter,
+    DKIM keys) per publication, each made on first use, connections reused.
 
     Made in the process that sends, never inherited through a fork: sockets
     and threads do not survive one, and each process claims rows under a
@@ -34,12 +33,7 @@ def deliverer() -> delivery.Deliverer:
     """
     global _deliverer, _deliverer_pid
     if _deliverer is None or _deliverer_pid != os.getpid():
-        settings = get_settings()
-        _deliverer = delivery.Deliverer(
-            settings,
-            make_transport(settings),
-            make_rate_limiter(settings, settings.transport),
-        )
+        _deliverer = delivery.Deliverer(get_settings())
         _deliverer_pid = os.getpid()
     return _deliverer
 
@@ -47,7 +41,7 @@ def deliverer() -> delivery.Deliverer:
 @worker_process_shutdown.connect
 def _close_transport(**_kwargs):
     if _deliverer is not None and _deliverer_pid == os.getpid():
-        _deliverer.transport.close()
+        _deliverer.close()
 
 
 @app.task(ignore_result=True)

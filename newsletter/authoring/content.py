@@ -28,6 +28,7 @@ from newsletter.authoring.issue import DARK_COLOURS, SECTION_KINDS, Colours, Iss
 from newsletter.authoring.message import header_field_problems
 from newsletter.authoring.yamlsource import LineMap, parse_yaml, split_front_matter, location
 from newsletter.authoring.fields import COLOUR, Fields, checked_slug, https_url, image_file, slugify
+from newsletter.authoring.sending_block import read_sending_block
 from newsletter.authoring.sections import COMMON_FIELDS, KIND_FIELDS, KIND_READERS, check_body
 
 PUBLICATION_FILE = "publication.yaml"
@@ -63,7 +64,7 @@ def _read_text(path: Path, problems: list[Problem]) -> str | None:
 PUBLICATION_FIELDS = (
     "slug", "name", "from_name", "from_email", "reply_to", "postal_address", "web_base_url",
     "timezone", "language", "logo", "logo_alt", "logo_dark", "logo_width", "colours", "dark_colours",
-    "why_receiving", "signup_url",
+    "why_receiving", "signup_url", "sending",
 )
 
 
@@ -120,6 +121,7 @@ def _read_publication(path: Path, problems: list[Problem]) -> Publication | None
         dark_colours=_colours(fields, "dark_colours", DARK_COLOURS),
         why_receiving=fields.text("why_receiving"),
         signup_url=https_url(fields, "signup_url") or "",
+        sending=read_sending_block(fields, slug),
         source=Source(path, 1),
         lines=_lines_with_colours(values),
     )

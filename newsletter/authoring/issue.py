@@ -61,6 +61,7 @@ class Publication:
     dark_colours: Colours = DARK_COLOURS
     why_receiving: str = ""  # "You receive this because ..."
     signup_url: str = ""  # where the public pages send a reader who wants the newsletter
+    sending: object = None  # a sending_block.SendingBlock: how its mail leaves (None: the environment's way)
     source: Source | None = None
     lines: Mapping[str, int] = field(default_factory=dict, compare=False)  # field -> line in the file
 

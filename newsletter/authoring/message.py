@@ -111,11 +111,12 @@ def make_list_id(list_name: str, list_slug: str, domain: str) -> str:
 
 def publication_template(
     publication, *, subject: str, html: str, text: str, list_name: str = "", list_slug: str = "",
-    feedback_id: str = "", subject_prefix: str = "",
+    feedback_id: str = "", subject_prefix: str = "", list_id_domain: str = "",
 ) -> "MessageTemplate":
     """A MessageTemplate for an issue of ``publication``: an ``issue.Publication``
     or a stored ``PublicationRow`` (they share these fields). The list defaults
-    to the publication itself."""
+    to the publication itself; List-Id ends in ``list_id_domain``, by default
+    the From address's domain."""
     domain = publication.from_email.rsplit("@", 1)[-1].lower()
     return MessageTemplate(
         subject=subject,
@@ -125,7 +126,7 @@ def publication_template(
         from_email=publication.from_email,
         reply_to=publication.reply_to,
         domain=domain,
-        list_id=make_list_id(list_name or publication.name, list_slug or publication.slug, domain),
+        list_id=make_list_id(list_name or publication.name, list_slug or publication.slug, list_id_domain or domain),
         feedback_id=feedback_id,
         return_path=publication.from_email,
         subject_prefix=subject_prefix,

@@ -19,12 +19,13 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from newsletter.sending import dkim
-from newsletter.config import Settings
+from newsletter.config import ConfigError, Settings
+from newsletter.sending.lanes import Lane, Lanes
+from newsletter.sending.links import check_links_allowed
 from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
 from newsletter.authoring.message import Recipient, make_message_id
 from newsletter.sending.return_path import verp_address
-from newsletter.sending.ratelimit import NullRateLimiter, RateLimiterUnavailable
+from newsletter.sending.ratelimit import RateLimiterUnavailable
 from newsletter.sending.scheduling import list_ids_of, message_template, record_send_event
 from newsletter.store.models import (
     Batch,
@@ -89,12 +90,23 @@ class Deliverer:
     compiled issues cached. Each run holds its rows under a lease of its own
     (newsletter/sending/leases.py), named after this process."""
 
-    def __init__(self, settings: Settings, transport: Transport, limiter=None, identity: str | None = None):
+    def __init__(self, settings: Settings, transport: Transport | None = None, limiter=None,
+                 identity: str | None = None):
         self.settings = settings
-        self.transport = transport
-        self.limiter = limiter or NullRateLimiter()
+        # One lane per publication (its transport, account limiter, DKIM keys);
+        # ``transport`` and ``limiter`` are the worker's, for publications that set none.
+        self.lanes = Lanes(settings, transport, limiter)
         self._identity = identity
         self._templates: dict[int, SendTemplate] = {}
+
+    @property
+    def transport(self) -> Transport:
+        """The worker's own transport (publications that set none use it)."""
+        return self.lanes.worker_transport
+
+    def close(self) -> None:
+        """Close every transport this worker opened."""
+        self.lanes.close()
 
     @property
     def identity(self) -> str:
@@ -107,11 +119,11 @@ class Deliverer:
     # A provider API takes its own batch size; over SMTP, 25 a connection: each
     # chunk costs two commits and a ledger update, and lanes wait for the
     # slowest at its end; at 10 a worker sent ~12% fewer.
-    @property
-    def chunk_size(self) -> int:
-        if self.transport.preferred_chunk:
-            return self.transport.preferred_chunk
-        return max(10, self.settings.smtp_connections * 25)
+    @staticmethod
+    def chunk_size(lane: Lane) -> int:
+        if lane.transport.preferred_chunk:
+            return lane.transport.preferred_chunk
+        return max(10, lane.settings.smtp_connections * 25)
 
     def deliver_batch(self, session: Session, batch_id: int, now: datetime | None = None) -> BatchReport:
         """Send what is unfinished in one batch. Commits as it goes, chunk by chunk.
@@ -133,6 +145,11 @@ class Deliverer:
         except InputError as exc:
             problems = "; ".join(str(p) for p in exc.problems)
             self._pause_send(session, send.id, f"{SEND_TIME_FAILURE}: the message cannot be built: {problems}")
+            session.commit()
+            report.stopped = "paused"
+            return report
+        except ConfigError as exc:  # the publication's settings: a secret not set, a key file unreadable
+            self._pause_send(session, send.id, f"{SEND_TIME_FAILURE}: {exc}")
             session.commit()
             report.stopped = "paused"
             return report
@@ -162,8 +179,9 @@ class Deliverer:
     def _deliver_claimed(self, session, send, batch, template, lease: Lease, claimed: list[Claimed], report) -> None:
         claimed = self._skip_unwanted(session, send, lease.holder, claimed, report)
         session.commit()
-        for start in range(0, len(claimed), self.chunk_size):
-            chunk = claimed[start : start + self.chunk_size]
+        size = self.chunk_size(template.lane)
+        for start in range(0, len(claimed), size):
+            chunk = claimed[start : start + size]
             lease.progressed()
             state = session.scalar(select(Send.state).where(Send.id == send.id))
             if state != "sending":
@@ -269,7 +287,8 @@ class Deliverer:
                 envelopes.append(template.envelope(send, row))
             except InputError as exc:  # e.g. a stored name that would break a header
                 unbuildable.append(Result(row.delivery_id, PERMANENT, error=f"cannot build the message: {exc}"))
-        self.limiter.acquire(len(envelopes))
+        lane = template.lane
+        lane.limiter.acquire(len(envelopes))
         now = utcnow()
         if not lease.renew(session, now):
             return False
@@ -284,7 +303,8 @@ class Deliverer:
                     Delivery.claimed_by == lease.holder,
                     Delivery.state == "claimed",
                 )
-                .values(state="sending", claimed_at=now, updated_at=now)
+                .values(state="sending", claimed_at=now, updated_at=now,
+                        transport=lane.transport_name, account=lane.account)
                 .returning(Delivery.id)
             ).scalars().all()
         ) if envelopes else set()
@@ -295,7 +315,7 @@ class Deliverer:
             log.warning("%s row(s) of batch %s were taken over by another worker before they were sent",
                         lost, report.batch_id, extra={"batch_id": report.batch_id})
         envelopes = [e for e in envelopes if e.delivery_id in won]
-        results = self.transport.send_many(envelopes) if envelopes else []
+        results = lane.transport.send_many(envelopes) if envelopes else []
         lease.progressed()
         self._record_results(session, send, lease.holder, chunk, envelopes, results, unbuildable, report)
         return True
@@ -465,7 +485,7 @@ class Deliverer:
     def _template(self, session: Session, send: Send) -> "SendTemplate":
         # Compiled once per send in each worker; List-Id and Feedback-ID are per send.
         if send.id not in self._templates:
-            self._templates[send.id] = SendTemplate.load(session, self.settings, send)
+            self._templates[send.id] = SendTemplate.load(session, self.settings, send, lanes=self.lanes)
         return self._templates[send.id]
 
 
@@ -480,23 +500,27 @@ def retry_delay(settings: Settings, attempts: int) -> timedelta:
 
 
 class SendTemplate:
-    """A compiled issue ready to be personalised for the recipients of one send."""
+    """A compiled issue ready to be personalised for the recipients of one send,
+    through its publication's lane: its links, return path, List-Id, keys."""
 
-    def __init__(self, settings: Settings, send: Send, issue: IssueRow, publication: PublicationRow, template):
-        self.settings = settings
+    def __init__(self, lane: Lane, send: Send, issue: IssueRow, publication: PublicationRow, template):
+        self.lane = lane
+        self.settings = lane.settings
         self.send_id = send.id
         self.template = template
         self.web_url = f"{publication.web_base_url.rstrip('/')}/{issue.slug}/"
         self.domain = template.domain
-        self.signer = dkim.signer_for(settings)  # None unless DKIM is configured; the key is read once
 
     @classmethod
-    def load(cls, session: Session, settings: Settings, send: Send, *, subject_prefix: str = "") -> "SendTemplate":
+    def load(cls, session: Session, settings: Settings, send: Send, *, subject_prefix: str = "",
+             lanes: Lanes | None = None) -> "SendTemplate":
         issue = session.get(IssueRow, send.issue_id)
         publication = session.get(PublicationRow, issue.publication_id)
         mailing_list = session.get(MailingList, send.list_id)
         template = message_template(issue, publication, mailing_list, send.id, subject_prefix)
-        return cls(settings, send, issue, publication, template)
+        lane = (lanes or Lanes(settings)).lane(publication)
+        check_links_allowed(publication, lane.settings, send)
+        return cls(lane, send, issue, publication, template)
 
     def envelope(self, send: Send, row: Claimed) -> Envelope:
         recipient = Recipient(
@@ -510,8 +534,7 @@ class SendTemplate:
         envelope = self.template.envelope(row.delivery_id, recipient)
         if self.settings.bounce_domain:  # VERP: a bounce names its ledger row
             envelope = replace(envelope, sender=verp_address(self.settings, row.delivery_id))
-        if self.signer is not None:
-            envelope = replace(envelope, message=self.signer.sign(envelope.message, self.domain))
+        signer = self.lane.signer(utcnow())
+        if signer is not None:
+            envelope = replace(envelope, message=signer.sign(envelope.message, self.domain))
         return envelope
-
-

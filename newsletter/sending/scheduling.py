@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.authoring.message import MessageTemplate, publication_template
 from newsletter.errors import InputError, NotFound, Problem
+from newsletter.store.publications import sending_block
 from newsletter.store.models import (
     Batch,
     Delivery,
@@ -118,12 +119,15 @@ def schedule_send(
     segment: Segment | None = None,
     now: datetime | None = None,
     batch_size: int = 200,
+    allow_private_links: bool = False,
 ) -> Send:
     """Put an issue on the calendar for one list, several, or a segment. ``at=None`` means now.
 
     A segment alone goes to the people it matches on any list of the issue's
     publication; with lists, to those it matches on those lists. A time in
     the past is refused: the caller asks for "now" explicitly.
+    ``allow_private_links`` lets a real send go out with links that are not
+    https and public (sending/links.py); the demo's are, on purpose.
     """
     now = now or utcnow()
     targets = [lists] if isinstance(lists, MailingList) else list(dict.fromkeys(lists or ()))
@@ -144,6 +148,7 @@ def schedule_send(
         batch_size=batch_size,
         segment_name=segment.name if segment else "",
         segment_condition=segment.condition if segment else "",
+        allow_private_links=allow_private_links,
     )
     session.add(send)
     session.flush()
@@ -161,6 +166,7 @@ def message_template(
         if mailing_list
         else (publication.name, publication.slug)
     )
+    block = sending_block(publication)
     return publication_template(
         publication,
         subject=issue.subject,
@@ -168,8 +174,9 @@ def message_template(
         text=issue.text,
         list_name=list_name,
         list_slug=list_slug,
+        list_id_domain=block.list_id_domain,
         # campaign:list:publication:sender, as mailbox providers' feedback loops expect
-        feedback_id=f"{send_id}:{list_slug.split('.')[0]}:{publication.slug}:newsletter",
+        feedback_id=f"{send_id}:{list_slug.split('.')[0]}:{publication.slug}:{block.feedback_id_sender or 'newsletter'}",
         subject_prefix=subject_prefix,
     )
 

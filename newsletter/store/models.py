@@ -75,6 +75,8 @@ class PublicationRow(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="Europe/London")
     language: Mapped[str] = mapped_column(String(35), default="en-GB")
     settings: Mapped[dict] = mapped_column(JSON, default=dict)  # colours, logo, why_receiving
+    # The publication.yaml `sending:` block without secrets (authoring/sending_block.py).
+    sending: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -236,6 +238,8 @@ class Send(Base):
     # audience frozen at the start is the one that was shown and approved.
     segment_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
     segment_condition: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The operator let this send go out with links that are not https and public.
+    allow_private_links: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -310,6 +314,9 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Which transport and account the row was last handed to ("" before it was).
+    transport: Mapped[str] = mapped_column(String(20), default="", server_default="")
+    account: Mapped[str] = mapped_column(String(200), default="", server_default="")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

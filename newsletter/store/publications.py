@@ -11,8 +11,10 @@ from dataclasses import asdict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.config import Settings
 from newsletter.errors import NotFound
 from newsletter.authoring.issue import Publication
+from newsletter.authoring.sending_block import SendingBlock, lane_settings
 from newsletter.store.models import PublicationRow
 
 
@@ -32,6 +34,7 @@ def sync_publication(session: Session, publication: Publication) -> PublicationR
     row.language = publication.language
     # Keys the file does not own (the console's, e.g. who may approve) are kept.
     row.settings = {**(row.settings or {}), **publication_settings(publication)}
+    row.sending = publication.sending.to_json() if publication.sending else {}
     session.flush()
     return row
 
@@ -46,6 +49,18 @@ def publication_settings(publication: Publication) -> dict:
         "why_receiving": publication.why_receiving,
         "signup_url": publication.signup_url,
     }
+
+
+def sending_block(row: PublicationRow) -> SendingBlock:
+    """The publication's sending block as stored (empty: the environment's way)."""
+    return SendingBlock.from_json(row.sending)
+
+
+def settings_for(settings: Settings, row: PublicationRow, *, secrets: bool = False) -> Settings:
+    """The settings a publication's mail and links use: the environment's with its
+    sending block laid over them. Secrets are read only when asked (a worker
+    about to send); a missing one raises ConfigError naming publication and field."""
+    return lane_settings(settings, sending_block(row), row.slug, secrets=secrets)
 
 
 def get_publication(session: Session, slug: str) -> PublicationRow:

@@ -1,0 +1,151 @@
+"""Lanes: each publication's mail leaves by its own transport, account, limit and keys.
+
+Takes in a stored publication and hands on its ``Lane``: the settings its
+messages are made with (links, VERP, List-Id, as ``store.publications.settings_for``
+lays its sending block over the environment's), the transport that carries
+them, the rate limiter of its account, and its DKIM signer. A worker keeps
+one lane per publication, made on first use and closed at shutdown; the
+limiter is shared by every lane of one account, in the process and (through
+Redis) across workers, so two publications of one account share its limit
+and two accounts never do.
+
+A publication that sets no transport of its own uses the worker's
+(the environment's), but still its own links, bounce domain and keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from newsletter.config import ConfigError, Settings
+from newsletter.authoring.sending_block import DkimKeyRef, SendingBlock, account_of, lane_settings
+from newsletter.sending import dkim
+from newsletter.sending.ratelimit import NullRateLimiter, make_rate_limiter
+from newsletter.store.models import PublicationRow
+from newsletter.store.publications import sending_block
+from newsletter.transports import Transport, make_transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Lane:
+    """How one publication's mail leaves this worker."""
+
+    slug: str
+    settings: Settings  # the environment's, with the publication's sending block over it
+    transport: Transport
+    limiter: object
+    account: str
+    block: SendingBlock
+    own_transport: bool  # made for this lane (closed with it), not the worker's
+    _signers: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def transport_name(self) -> str:
+        return self.settings.transport
+
+    def signer(self, now: datetime):
+        """The signer for a message made at ``now`` (None: no DKIM), following key rotation:
+        a key with ``active_from`` signs from that moment on."""
+        if not self.block.dkim:
+            return dkim.signer_for(self.settings)
+        active = tuple(k for k in self.block.dkim if k.active_from is None or k.active_from <= now)
+        if active not in self._signers:
+            self._signers[active] = signer_for_keys(self.slug, active, now)
+        return self._signers[active]
+
+
+def signer_for_keys(slug: str, keys: tuple[DkimKeyRef, ...], now: datetime):
+    """A signer for the keys of a publication that are active at ``now``.
+
+    Stand-in until dkim.signer_for_keys lands: the newest active key signs.
+    """
+    if not keys:
+        return None
+    key = max(keys, key=lambda k: (k.active_from is not None, k.active_from or now))
+    pem = key.secret.read(slug).encode()
+    try:
+        return dkim.DkimSigner(pem, key.selector, key.domain)
+    except ConfigError as exc:
+        raise ConfigError(f"publication '{slug}', {key.secret.field}: {exc}") from None
+
+
+def limiter_for_account(settings: Settings, account: str, block: SendingBlock):
+    """The shared limit of one account. Stand-in until ratelimit.limiter_for
+    lands: messages per second only; hourly and daily caps come with it."""
+    if settings.rate_limit_per_second <= 0:
+        return NullRateLimiter()
+    return make_rate_limiter(settings, account)
+
+
+class Lanes:
+    """One worker's lanes, one per publication, made lazily and closed together.
+
+    ``transport`` and ``limiter``, when given, are the worker's own: used by
+    publications that set no transport of their own (and by tests that bring
+    a transport).
+    """
+
+    def __init__(self, settings: Settings, transport: Transport | None = None, limiter=None):
+        self.settings = settings
+        self._worker_transport = transport
+        self._worker_limiter = limiter
+        self._lanes: dict[int, tuple[str, Lane]] = {}
+        self._limiters: dict[str, object] = {}
+
+    @property
+    def worker_transport(self) -> Transport:
+        if self._worker_transport is None:
+            self._worker_transport = make_transport(self.settings)
+        return self._worker_transport
+
+    def lane(self, publication: PublicationRow) -> Lane:
+        """The publication's lane; remade when its stored sending block changed.
+
+        Reads the secrets it names: a missing one raises ConfigError naming
+        the publication and the field.
+        """
+        stamp = json.dumps(publication.sending or {}, sort_keys=True)
+        known = self._lanes.get(publication.id)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        if known is not None:
+            self._close(known[1])
+        lane = self._make(publication)
+        self._lanes[publication.id] = (stamp, lane)
+        return lane
+
+    def _make(self, publication: PublicationRow) -> Lane:
+        block = sending_block(publication)
+        settings = lane_settings(self.settings, block, publication.slug, secrets=True)
+        account = account_of(settings, block)
+        if not block.sets_transport:
+            transport, own = self.worker_transport, False
+            limiter = self._worker_limiter or self._limiter(settings, account, block)
+        else:
+            transport, own = make_transport(settings), True
+            limiter = self._limiter(settings, account, block)
+        log.info("publication %s sends through %s (account %s)", publication.slug, settings.transport, account)
+        return Lane(publication.slug, settings, transport, limiter, account, block, own)
+
+    def _limiter(self, settings: Settings, account: str, block: SendingBlock):
+        if account not in self._limiters:
+            self._limiters[account] = limiter_for_account(settings, account, block)
+        return self._limiters[account]
+
+    def _close(self, lane: Lane) -> None:
+        if lane.own_transport:
+            lane.transport.close()
+
+    def close(self) -> None:
+        """Close every transport this worker opened (at shutdown)."""
+        for _, lane in self._lanes.values():
+            self._close(lane)
+        self._lanes.clear()
+        if self._worker_transport is not None:
+            self._worker_transport.close()
+

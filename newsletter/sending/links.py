@@ -1,0 +1,51 @@
+"""Links in messages must be https and public.
+
+RFC 8058 one-click unsubscribe and the big mailbox providers want an https
+link, and a subscriber cannot follow one to loopback or a private address.
+``newsletter check`` and ``schedule`` warn about such links; a real send
+(any transport but the outbox) refuses to start with them unless the
+operator said so when scheduling (``--allow-private-links``, kept on the send).
+"""
+
+from __future__ import annotations
+
+from newsletter.config import Settings
+from newsletter.errors import InputError, Problem
+from newsletter.authoring.sending_block import link_problem
+
+ALLOW_FLAG = "--allow-private-links"
+
+
+def link_problems(publication, settings: Settings, severity: str = "warning") -> list[Problem]:
+    """What is wrong with the addresses a publication's messages link to.
+
+    ``settings`` are the publication's (``store.publications.settings_for``),
+    so ``base_url`` is its own; ``publication`` is a stored row or an
+    ``issue.Publication``.
+    """
+    found = []
+    for field, url, fix in (
+        ("sending.base_url", settings.base_url,
+         "set `sending.base_url:` in publication.yaml (or BASE_URL) to the web app's public https address"),
+        ("web_base_url", publication.web_base_url, "set `web_base_url:` to the public https address of its web copies"),
+    ):
+        problem = link_problem(url)
+        if problem:
+            found.append(Problem(f"publication '{publication.slug}', {field}",
+                                 f"links in its messages would not work for subscribers: {problem}", fix, severity))
+    return found
+
+
+def is_real_send(settings: Settings) -> bool:
+    """Mail that reaches people: every transport but the outbox folder."""
+    return settings.transport != "outbox"
+
+
+def check_links_allowed(publication, settings: Settings, send) -> None:
+    """Refuse a real send whose links are not https and public, unless allowed."""
+    if not is_real_send(settings) or send.allow_private_links:
+        return
+    problems = link_problems(publication, settings, severity="error")
+    if problems:
+        raise InputError([Problem(p.where, p.message + f"; a send through {settings.transport} refuses them",
+                                  p.fix + f", or schedule with {ALLOW_FLAG} if that is meant") for p in problems])
