@@ -46,6 +46,7 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.store.upsert import insert_ignore
+from newsletter.store.publications import settings_for
 from newsletter.audience.subscribers import checked_address, checked_name, subscriber_by_id
 from newsletter.audience.suppressions import is_suppressed
 from newsletter.audience.tokens import CONFIRM, BadToken, make_token, read_token
@@ -170,8 +171,9 @@ def _send_confirmation(session, settings, publication, mailing_list, subscriber,
         return RECENTLY_SENT
     session.commit()  # the slot is ours before the email goes out
     token = make_token(settings, CONFIRM, [subscriber.id, mailing_list.id, int(now.timestamp() * 1000)])
-    envelope = confirmation_envelope(settings, publication, mailing_list, subscriber, token)
-    error = _hand_over(settings, envelope, transport)
+    # The publication's own web address in the link, and its own transport.
+    envelope = confirmation_envelope(settings_for(settings, publication), publication, mailing_list, subscriber, token)
+    error = _hand_over(settings, publication, envelope, transport)
     if error:
         _release_email_slot(session, subscriber.id, previous)
         session.commit()
@@ -209,16 +211,16 @@ def _release_email_slot(session: Session, subscriber_id: int, previous: datetime
             last_sent_at=previous, emails_sent=ConfirmationEmail.emails_sent - 1))
 
 
-def _hand_over(settings: Settings, envelope: Envelope, transport: Transport | None) -> str:
+def _hand_over(settings: Settings, publication: PublicationRow, envelope: Envelope, transport: Transport | None) -> str:
     """"" when the transport took the message, else why not."""
     own = transport is None
-    transport = transport or make_transport(settings)
     try:
+        transport = transport or make_transport(settings_for(settings, publication, secrets=True))
         [result] = transport.send_many([envelope])
     except Exception as exc:  # noqa: BLE001 - a misconfigured transport must not show a traceback
         return str(exc) or type(exc).__name__
     finally:
-        if own:
+        if own and transport is not None:
             transport.close()
     return "" if result.status == SENT else (result.error or result.status)
 

@@ -30,8 +30,12 @@ templates_option = click.option(
 @templates_option
 def check(folder: Path, templates_dir: Path | None) -> None:
     """Check an issue before it is sent: every error and warning, in file and line order."""
+    from newsletter.config import get_settings
+    from newsletter.sending.links import sending_warnings
+
     issue = load_issue(folder)
     problems = check_issue(issue, render_issue(issue, templates_dir))
+    problems += sending_warnings(issue.publication, get_settings())
     print_problems(problems)
     errors = sum(p.is_error for p in problems)
     warnings = len(problems) - errors

@@ -61,3 +61,25 @@ def list_publications_command():
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+@publications.command("show")
+@click.argument("slug")
+def show_publication(slug: str):
+    """How a publication's mail leaves: transport, account, limits, keys and links.
+    Secrets are shown as set or not set, never their values."""
+    from newsletter.sending.lanes import sending_summary
+    from newsletter.store.publications import get_publication
+
+    settings = get_settings()
+    upgrade(settings.effective_database_url)
+    with session_scope(settings) as session:
+        row = get_publication(session, slug)
+        title = f"{row.name} ({row.slug}): {row.from_name} <{row.from_email}>"
+        rows = sending_summary(settings, row)
+    table = Table(title=title, show_header=False)
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)

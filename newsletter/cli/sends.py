@@ -41,8 +41,10 @@ def prepared_issue(folder: Path, settings):
 @click.option("--now", "now_", is_flag=True, help="Send as soon as a worker picks it up.")
 @click.option("--batch-size", type=click.IntRange(1, 10000), help="Recipients per batch task.")
 @click.option("--preview", is_flag=True, help="Show who it would go to today, and schedule nothing.")
+@click.option("--allow-private-links", is_flag=True,
+              help="Let a real send go out with links that are not https, or point at loopback or a private address.")
 def schedule(folder: Path, list_slugs: tuple[str, ...], segment_name: str | None, at_text: str | None, now_: bool,
-             batch_size: int | None, preview: bool):
+             batch_size: int | None, preview: bool, allow_private_links: bool):
     """Check an issue, store it, and schedule it for one or more lists or a segment.
 
     The audience count and ten of its people are shown first. Who receives it
@@ -62,6 +64,7 @@ def schedule(folder: Path, list_slugs: tuple[str, ...], segment_name: str | None
     settings, scope = _session()
     rendered = prepared_issue(folder, settings)
     publication = rendered.issue.publication
+    _check_sending(publication, settings, allow_private_links)
     when = scheduling.parse_local_time(at_text, publication.timezone) if at_text else None
     with scope as session:
         lists = [get_list(session, publication.slug, slug) for slug in dict.fromkeys(list_slugs)]
@@ -75,7 +78,7 @@ def schedule(folder: Path, list_slugs: tuple[str, ...], segment_name: str | None
         issue_row = store_issue(session, rendered)
         send = scheduling.schedule_send(
             session, issue_row, lists, when.utc if when else None, segment=segment,
-            batch_size=batch_size or settings.batch_size,
+            batch_size=batch_size or settings.batch_size, allow_private_links=allow_private_links,
         )
         shown = scheduling.when_from_utc(send.scheduled_at, publication.timezone)
         send_id, audience = send.id, audience_words(lists, segment)
@@ -85,6 +88,21 @@ def schedule(folder: Path, list_slugs: tuple[str, ...], segment_name: str | None
         f"to {audience} at {shown.describe()}."
     )
     console.print("Workers and beat must be running (see the Procfile) for it to go out.")
+
+
+def _check_sending(publication, settings, allow_private_links: bool) -> None:
+    """Warn about links that are not https and public (and secrets not set here);
+    refuse such links for a real send unless --allow-private-links says so."""
+    from newsletter.authoring.sending_block import SendingBlock, lane_settings
+    from newsletter.sending.links import ALLOW_FLAG, is_real_send, link_problems, sending_warnings
+
+    warnings = sending_warnings(publication, settings)
+    own = lane_settings(settings, publication.sending or SendingBlock(), publication.slug, secrets=False)
+    links = link_problems(publication, own)
+    if links and is_real_send(own) and not allow_private_links:
+        raise InputError([Problem(p.where, p.message + f"; a send through {own.transport} refuses them",
+                                  p.fix + f", or pass {ALLOW_FLAG} if that is meant") for p in links])
+    print_problems(warnings)
 
 
 def audience_words(lists, segment) -> str:
@@ -103,9 +121,14 @@ def proof(folder: Path, addresses: tuple[str, ...]):
     from newsletter.sending.proofs import send_proof
     from newsletter.transports import make_transport
 
+    from newsletter.authoring.sending_block import SendingBlock, lane_settings
+
     settings = get_settings()
     rendered = prepared_issue(folder, settings)
-    with make_transport(settings) as transport:
+    publication = rendered.issue.publication
+    # Through the publication's own transport and account, as its sends go.
+    own = lane_settings(settings, publication.sending or SendingBlock(), publication.slug)
+    with make_transport(own) as transport:
         results = send_proof(settings, rendered, addresses, transport)
     for address, result in zip(addresses, results):
         colour = "green" if result.status == "sent" else "red"
@@ -165,6 +188,10 @@ def show_send(send_id: int):
             console.print("The audience is frozen when the send starts.")
         else:
             console.print(f"{p.audience} recipients: {sending.summary_line(p)}")
+        for transport, account, rows in sending.sent_through(session, send_id):
+            console.print(f"Through {transport}, account {account}: {rows} recipients", highlight=False)
+        if send.allow_private_links:
+            console.print("Links that are not https and public were allowed (--allow-private-links).")
         if p.paused_reason:
             console.print(f"[yellow]Paused: {p.paused_reason}[/]", highlight=False)
         for event in history:

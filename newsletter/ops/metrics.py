@@ -49,14 +49,22 @@ def registry_for(settings: Settings, broker: BrokerView | None = None) -> Collec
 
 
 def messages_by_outcome(session: Session, transport: str) -> CounterMetricFamily:
-    # The ledger does not record the transport per row: the configured one is used.
+    """Ledger outcomes by the transport and account each row was handed to. Rows
+    never handed to one (skipped, cancelled, or sent before the ledger kept it)
+    count under ``transport``, the configured one, with no account."""
     metric = CounterMetricFamily("newsletter_messages", "Ledger rows that reached an outcome, all sends",
-                                 labels=["transport", "outcome"])
-    counts = dict(session.execute(
-        select(Delivery.state, func.count()).where(Delivery.state.in_(OUTCOMES)).group_by(Delivery.state)
-    ).all())
-    for outcome in OUTCOMES:
-        metric.add_metric([transport, outcome], counts.get(outcome, 0))
+                                 labels=["transport", "account", "outcome"])
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for row_transport, account, state, count in session.execute(
+        select(Delivery.transport, Delivery.account, Delivery.state, func.count())
+        .where(Delivery.state.in_(OUTCOMES)).group_by(Delivery.transport, Delivery.account, Delivery.state)
+    ).all():
+        lane = counts.setdefault((row_transport or transport, account or ""), {})
+        lane[state] = lane.get(state, 0) + count
+    counts.setdefault((transport, ""), {})
+    for (lane_transport, account), by_state in sorted(counts.items()):
+        for outcome in OUTCOMES:
+            metric.add_metric([lane_transport, account, outcome], by_state.get(outcome, 0))
     return metric
 
 

@@ -149,3 +149,37 @@ class Lanes:
         if self._worker_transport is not None:
             self._worker_transport.close()
 
+
+
+def sending_summary(settings: Settings, publication: PublicationRow) -> list[tuple[str, str]]:
+    """(setting, shown value) of how a publication's mail leaves, for the CLI and
+    the ops page. A secret is shown as where it is and "set" or "not set": never its value."""
+    block = sending_block(publication)
+    own = lane_settings(settings, block, publication.slug, secrets=False)
+    mine = "" if block.sets_transport else " (the environment's)"
+    rows = [
+        ("links (base_url)", own.base_url + ("" if block.base_url else " (BASE_URL)")),
+        ("web copies", publication.web_base_url),
+        ("transport", own.transport + mine),
+        ("account", account_of(own, block) + ("" if block.account else " (made from the transport)")),
+    ]
+    if own.transport == "smtp":
+        rows.append(("smtp", f"{own.smtp_host}:{own.smtp_port} {own.smtp_security}"
+                             + (f" as {own.smtp_username}" if own.smtp_username else "")))
+    connections = {"smtp": own.smtp_connections, "ses": own.ses_connections}.get(own.transport)
+    if connections:
+        rows.append(("connections", str(connections)))
+    rate = [f"{own.rate_limit_per_second:g}/s" if own.rate_limit_per_second else "",
+            f"{block.per_hour}/hour" if block.per_hour else "", f"{block.per_day}/day" if block.per_day else ""]
+    rows.append(("rate", ", ".join(r for r in rate if r) or "unlimited"))
+    rows.append(("bounce domain", own.bounce_domain or "none (return path: the From address)"))
+    rows.append(("List-Id domain", block.list_id_domain or publication.from_email.rsplit("@", 1)[-1] + " (From)"))
+    rows.append(("Feedback-ID sender", block.feedback_id_sender or "newsletter"))
+    for ref in block.secret_refs():
+        rows.append((ref.field, f"{ref.named}: {'set' if ref.is_set() else 'not set'}"))
+    for key in block.dkim:
+        when = f", from {key.active_from:%Y-%m-%d %H:%M} UTC" if key.active_from else ""
+        rows.append((f"dkim {key.selector}", f"d={key.domain}{when}"))
+    if not block.dkim:
+        rows.append(("dkim", f"{settings.dkim_selector} (DKIM_*)" if settings.dkim_private_key_path else "not signed"))
+    return rows

@@ -49,3 +49,20 @@ def check_links_allowed(publication, settings: Settings, send) -> None:
     if problems:
         raise InputError([Problem(p.where, p.message + f"; a send through {settings.transport} refuses them",
                                   p.fix + f", or schedule with {ALLOW_FLAG} if that is meant") for p in problems])
+
+
+def sending_warnings(publication, settings: Settings) -> list[Problem]:
+    """What ``check`` and ``schedule`` say about how a publication's mail would
+    leave from here: links that are not https and public, secrets not set.
+    ``publication`` is an ``issue.Publication`` as read from its file."""
+    from newsletter.authoring.sending_block import SendingBlock, lane_settings
+
+    block = publication.sending or SendingBlock()
+    found = link_problems(publication, lane_settings(settings, block, publication.slug, secrets=False))
+    for ref in block.secret_refs():
+        if not ref.is_set():
+            how = f"the environment variable {ref.env}" if ref.env else f"the secrets file {ref.file}"
+            found.append(Problem(f"publication '{publication.slug}', {ref.field}_{'env' if ref.env else 'file'}",
+                                 f"{how} is not set here", "set it in the environment of every worker and web process "
+                                 "(sends of this publication pause until it is)", "warning"))
+    return found

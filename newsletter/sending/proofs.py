@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from newsletter.config import Settings
+from newsletter.authoring.sending_block import SendingBlock, lane_settings
 from newsletter.authoring.message import PROOF_PREFIX, MessageTemplate, Recipient, publication_template
 from newsletter.audience.subscribers import checked_address
 from newsletter.transports.base import Result, Transport
@@ -28,6 +29,9 @@ def send_proof(settings: Settings, rendered, addresses: Sequence[str], transport
     import secrets
 
     template = proof_template(rendered)
+    publication = rendered.issue.publication
+    # The publication's own web address (its sending block), as its sends have.
+    settings = lane_settings(settings, publication.sending or SendingBlock(), publication.slug, secrets=False)
     checked = [checked_address(a, where="--to") for a in addresses]
     envelopes = []
     for number, address in enumerate(checked, start=1):

@@ -273,3 +273,13 @@ def summary_line(p: Progress) -> str:
         f"{c.get('sent', 0)} sent, {c.get('failed', 0)} failed, {c.get('skipped', 0)} skipped, "
         f"{c.get('cancelled', 0)} cancelled, {p.pending} pending, {p.possible_duplicates} possibly duplicated"
     )
+
+
+def sent_through(session: Session, send_id: int) -> list[tuple[str, str, int]]:
+    """(transport, account, rows) the send's ledger rows were handed to, most first."""
+    rows = session.execute(
+        select(Delivery.transport, Delivery.account, func.count())
+        .where(Delivery.send_id == send_id, Delivery.transport != "")
+        .group_by(Delivery.transport, Delivery.account)
+    ).all()
+    return sorted(((t, a, n) for t, a, n in rows), key=lambda r: (-r[2], r[0], r[1]))

@@ -158,6 +158,17 @@ def dashboard():
                     refresh_seconds=NO_SCRIPT_REFRESH_SECONDS)
 
 
+@blueprint.get("/publications")
+def publications():
+    """How each publication's mail leaves; secrets as set or not set."""
+    from newsletter.sending.lanes import sending_summary
+    from newsletter.store.publications import list_publications
+
+    with database() as db:
+        shown = [(row, sending_summary(settings(), row)) for row in list_publications(db)]
+    return ops_page("ops/publications.html", publications=shown)
+
+
 @blueprint.get("/status.json")
 def status_json():
     """What ``newsletter ops status --json`` prints, and the page's layout key."""

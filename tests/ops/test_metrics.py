@@ -52,8 +52,10 @@ def test_metrics_show_the_same_numbers_as_the_terminal(tmp_path, postgres_url, r
     assert (send["sent"], send["failed"]) == (28, 2)
     assert metrics[("newsletter_send_bounce_rate", (("send_id", sid),))] == pytest.approx(send["bounce_rate"])
     assert metrics[("newsletter_send_progress_ratio", (("send_id", sid),))] == 1.0
-    assert metrics[("newsletter_messages_total", (("outcome", "sent"), ("transport", "smtp")))] == 28
-    assert metrics[("newsletter_messages_total", (("outcome", "failed"), ("transport", "smtp")))] == 2
+    # Labelled by the transport and account that sent each ledger row.
+    account = f"smtp:{smtp.host}:{smtp.port}"
+    assert metrics[("newsletter_messages_total", (("account", account), ("outcome", "sent"), ("transport", "smtp")))] == 28
+    assert metrics[("newsletter_messages_total", (("account", account), ("outcome", "failed"), ("transport", "smtp")))] == 2
     for queue in shown["queues"]:
         assert metrics[("newsletter_queue_depth", (("queue", queue["name"]),))] == queue["depth"]
     running = sum(1 for w in shown["workers"] if w["state"] == "running")
