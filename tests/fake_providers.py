@@ -15,6 +15,7 @@ import base64
 import json
 import re
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections import deque
@@ -77,6 +78,7 @@ class FakeProvider:
         self.calls: list[Request] = []
         self.bodies: list[object] = []  # each call's parsed JSON or form
         self.delivered: list[Delivered] = []
+        self.delivered_at: list[float] = []  # time.monotonic() of each delivered message: rates are measured here
         self.refused_addresses: set[str] = set()
         self._scripted: deque[Response] = deque()
         self._lock = threading.Lock()
@@ -128,6 +130,7 @@ class FakeProvider:
     def record(self, delivered: Delivered) -> None:
         with self._lock:
             self.delivered.append(delivered)
+            self.delivered_at.append(time.monotonic())
 
 
 class _KeepAlive(BaseHTTPRequestHandler):

@@ -76,6 +76,7 @@ class ReceivedMessage:
     tls: bool
     login: str | None
     answered: bool = True  # False when the server dropped the line instead
+    received_at: float = 0.0  # time.monotonic() when the server took it: rates are measured here
 
 
 @dataclass
@@ -261,6 +262,7 @@ class _RecordingHandler:
                     tls=server.transport.get_extra_info("ssl_object") is not None,
                     login=session.auth_data,
                     answered=answered,
+                    received_at=time.monotonic(),
                 )
             )
         return queue_id
