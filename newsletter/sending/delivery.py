@@ -522,6 +522,7 @@ class SendTemplate:
         template = message_template(issue, publication, mailing_list, send.id, subject_prefix)
         lane = (lanes or Lanes(settings)).lane(publication)
         check_links_allowed(publication, lane.settings, send)
+        lane.signer(utcnow())  # a key that cannot be used stops the send before anything is claimed
         return cls(lane, send, issue, publication, template)
 
     def envelope(self, send: Send, row: Claimed) -> Envelope:

@@ -122,6 +122,8 @@ class Lanes:
     def _make(self, publication: PublicationRow) -> Lane:
         block = sending_block(publication)
         settings = lane_settings(self.settings, block, publication.slug, secrets=True)
+        for key in block.dkim:  # every key, the ones still to come too: a rotation must not stop a send
+            key.secret.read(publication.slug)
         account = account_of(settings, block)
         if not block.sets_transport:
             transport, own = self.worker_transport, False
