@@ -293,3 +293,24 @@ def test_the_queue_chart_shows_the_beats_samples(app, settings, operator):
         record_queue_depths(db, settings, utcnow(), broker=Broker(send=3))
     html = operator.get("/ops/").get_data(as_text=True)
     assert 'aria-label="Queue depth, most messages waiting at once: 0 waiting now, at most 57"' in html
+
+
+# --- how each publication sends ------------------------------------------------------------
+
+
+def test_the_publications_page_shows_whether_each_secret_is_set_never_its_value(operator, settings, monkeypatch):
+    from newsletter.authoring.sending_block import SecretRef, SendingBlock
+    from newsletter.store.models import PublicationRow
+
+    block = SendingBlock(transport="sendgrid", account="twb-sendgrid",
+                         secrets=(("sendgrid_api_key", SecretRef("sending.sendgrid.api_key", env="TWB_SG_KEY")),))
+    with session_scope(settings) as session:
+        session.add(PublicationRow(slug="twb", name="TWB", from_name="TWB", from_email="news@example.org",
+                                   reply_to="news@example.org", postal_address="1 Way", web_base_url="https://x.example.org/",
+                                   settings={}, sending=block.to_json()))
+    monkeypatch.setenv("TWB_SG_KEY", "SG.very-secret")
+    page = operator.get("/ops/publications").get_data(as_text=True)
+    assert "$TWB_SG_KEY: set" in page and "SG.very-secret" not in page and "twb-sendgrid" in page
+    monkeypatch.delenv("TWB_SG_KEY")
+    assert "$TWB_SG_KEY: not set" in operator.get("/ops/publications").get_data(as_text=True)
+    assert 'href="/ops/publications"' in operator.get("/ops/").get_data(as_text=True)
