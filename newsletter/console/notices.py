@@ -15,6 +15,7 @@ from typing import Sequence
 
 from newsletter.config import Settings
 from newsletter.store.models import PublicationRow, utcnow
+from newsletter.store.publications import settings_for
 from newsletter.transports import SENT, Envelope, Transport, make_transport
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,15 @@ def send_notice(settings: Settings, publication: PublicationRow, recipients: Seq
         return []
     envelopes = [_envelope(publication, address, subject, text) for address in recipients]
     own = transport is None
-    transport = transport or make_transport(settings)
     try:
+        # From the publication's address, so through its own transport and account.
+        transport = transport or make_transport(settings_for(settings, publication, secrets=True))
         results = transport.send_many(envelopes)
     except Exception as exc:  # noqa: BLE001 - a page says so rather than a traceback
         log.warning("notice %r not sent: %s", subject, exc)
         return [f"{address} ({exc})" for address in recipients]
     finally:
-        if own:
+        if own and transport is not None:
             transport.close()
     failed = [f"{a} ({r.error or r.status})" for a, r in zip(recipients, results) if r.status != SENT]
     for failure in failed:

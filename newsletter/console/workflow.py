@@ -181,6 +181,7 @@ def issue_url(settings: Settings, draft: Draft) -> str:
 def send_proof(session: Session, settings: Settings, draft: Draft, actor: Actor, addresses: Sequence[str],
                transport=None) -> list[tuple[str, str]]:
     """A copy marked as a proof to each address, outside the ledger (``proofs.send_proof``); (address, outcome)."""
+    from newsletter.authoring.sending_block import SendingBlock, lane_settings
     from newsletter.sending.proofs import send_proof as proof
     from newsletter.transports import make_transport
 
@@ -192,7 +193,10 @@ def send_proof(session: Session, settings: Settings, draft: Draft, actor: Actor,
             raise InputError(Problem(f"issue {draft.slug}", f"the checks found {len(errors)} error(s)",
                                      "fix them before sending a proof"))
         own = transport is None
-        transport = transport or make_transport(settings)
+        publication = rendered.issue.publication
+        # Through the publication's own transport and account, as its sends go.
+        transport = transport or make_transport(
+            lane_settings(settings, publication.sending or SendingBlock(), publication.slug))
         try:
             results = proof(settings, rendered, addresses, transport)
         finally:

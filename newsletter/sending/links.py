@@ -54,15 +54,33 @@ def check_links_allowed(publication, settings: Settings, send) -> None:
 def sending_warnings(publication, settings: Settings) -> list[Problem]:
     """What ``check`` and ``schedule`` say about how a publication's mail would
     leave from here: links that are not https and public, secrets not set.
-    ``publication`` is an ``issue.Publication`` as read from its file."""
+
+    ``publication`` is an ``issue.Publication`` as read from its file; each
+    warning is placed at the line of the field (the file's first line for a
+    value that comes from the environment). With the outbox, where no mail
+    reaches anyone, only a link the file itself sets is warned about.
+    """
     from newsletter.authoring.sending_block import SendingBlock, lane_settings
 
     block = publication.sending or SendingBlock()
-    found = link_problems(publication, lane_settings(settings, block, publication.slug, secrets=False))
+    own = lane_settings(settings, block, publication.slug, secrets=False)
+    found = []
+    for problem in link_problems(publication, own):
+        field = "web_base_url" if problem.where.endswith("web_base_url") else "sending"
+        if field == "web_base_url" or block.base_url or is_real_send(own):  # written in the file, or mail goes out
+            found.append(Problem(_place(publication, field), f"{problem.where}: {problem.message}", problem.fix,
+                                 "warning"))
     for ref in block.secret_refs():
         if not ref.is_set():
             how = f"the environment variable {ref.env}" if ref.env else f"the secrets file {ref.file}"
-            found.append(Problem(f"publication '{publication.slug}', {ref.field}_{'env' if ref.env else 'file'}",
+            found.append(Problem(_place(publication, "sending"),
+                                 f"publication '{publication.slug}', {ref.field}_{'env' if ref.env else 'file'}: "
                                  f"{how} is not set here", "set it in the environment of every worker and web process "
                                  "(sends of this publication pause until it is)", "warning"))
     return found
+
+
+def _place(publication, field: str) -> str:
+    """FILE:LINE of a publication's field, when it was read from a file."""
+    where = publication.where(field) if hasattr(publication, "where") else None
+    return str(where) if where is not None else f"publication '{publication.slug}'"

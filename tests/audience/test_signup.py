@@ -238,3 +238,13 @@ def _send_to_news(session) -> int:
     send = schedule_send(session, issue, get_list(session, PUB, "news"), at=utcnow() + timedelta(minutes=5))
     session.flush()
     return send.id
+
+
+def test_the_confirm_link_uses_the_publications_own_web_address(world, settings, mail):
+    world.get(PublicationRow, 1).sending = {"base_url": "https://links.partnership.example"}
+    world.commit()
+    assert ask(world, settings, mail) == signup.EMAIL_SENT
+    [message] = mail.parsed()
+    assert confirm_link(message).startswith("https://links.partnership.example/confirm/")
+    # The link works wherever the web app answers: the token is the install's.
+    assert signup.confirm_subscription(world, settings, token_of(message))

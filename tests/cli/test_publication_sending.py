@@ -4,6 +4,7 @@ for a real send unless the operator says so."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -54,7 +55,8 @@ def test_check_warns_about_links_that_are_not_https_and_public(cli, publication,
     monkeypatch.setenv("TWB_SMTP_PASSWORD", "x")
     result = cli("check", issue)
     assert result.exit_code == 0, result.output
-    assert "publication 'together-were-better', sending.base_url: warning:" in result.output
+    assert re.search(r"publication\.yaml:\d+: warning: publication 'together-were-better', sending\.base_url: "
+                     r"links in its messages would not work", result.output)
     assert "http://127.0.0.1:8000 does not use https" in result.output
 
 
@@ -76,3 +78,20 @@ def test_a_real_send_with_private_links_is_refused_unless_the_operator_allows_it
         [send] = session.scalars(select(Send)).all()
         assert send.allow_private_links
     assert "were allowed (--allow-private-links)" in cli("sends", "show", str(send.id)).output
+
+
+def test_a_proof_leaves_by_the_publications_own_transport_with_its_own_links(cli, tmp_path):
+    from email import message_from_bytes, policy
+
+    folder = tmp_path / "twb"
+    shutil.copytree(SAMPLE_ISSUE.parent.parent, folder)
+    path = folder / "publication.yaml"
+    own = tmp_path / "twb-outbox"
+    path.write_text(path.read_text() + f"\nsending:\n  base_url: https://links.example.org\n"
+                                       f"  transport: outbox\n  outbox: {{dir: {own}}}\n")
+    result = cli("proof", folder / "issues" / "2021-09", "--to", "editor@example.org")
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "outbox").glob("*.eml")) == []  # not the environment's outbox
+    [file] = own.glob("*.eml")
+    message = message_from_bytes(file.read_bytes(), policy=policy.default)
+    assert message["List-Unsubscribe"].startswith("<https://links.example.org/")

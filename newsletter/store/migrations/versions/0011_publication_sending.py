@@ -22,13 +22,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("publications") as batch:
-        batch.add_column(sa.Column("sending", sa.JSON(), nullable=False, server_default="{}"))
-    with op.batch_alter_table("deliveries") as batch:
-        batch.add_column(sa.Column("transport", sa.String(20), nullable=False, server_default=""))
-        batch.add_column(sa.Column("account", sa.String(200), nullable=False, server_default=""))
-    with op.batch_alter_table("sends") as batch:
-        batch.add_column(sa.Column("allow_private_links", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # Plain ADD COLUMN, which SQLite does in place: a batch copy of `sends`
+    # would have to drop a table other tables' foreign keys point at.
+    op.add_column("publications", sa.Column("sending", sa.JSON(), nullable=False, server_default="{}"))
+    op.add_column("deliveries", sa.Column("transport", sa.String(20), nullable=False, server_default=""))
+    op.add_column("deliveries", sa.Column("account", sa.String(200), nullable=False, server_default=""))
+    op.add_column("sends", sa.Column("allow_private_links", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
