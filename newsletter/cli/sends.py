@@ -202,8 +202,9 @@ def show_send(send_id: int):
 def _steer(action, send_id: int, *args):
     settings, scope = _session()
     with scope as session:
-        send = action(session, send_id, *args)
-        console.print(f"Send {send_id} is now [bold]{send.state}[/].")
+        state = action(session, send_id, *args).state
+    # Only now, after the commit: an operator who reads "paused" can rely on it.
+    console.print(f"Send {send_id} is now [bold]{state}[/].")
 
 
 @sends.command("pause")
@@ -254,4 +255,4 @@ def reschedule_send(send_id: int, at_text: str):
         tz = scheduling.publication_of(session, send).timezone
         when = scheduling.parse_local_time(at_text, tz)
         scheduling.reschedule(session, send_id, when.utc)
-        console.print(f"Send {send_id} now goes at {when.describe()}.")
+    console.print(f"Send {send_id} now goes at {when.describe()}.")

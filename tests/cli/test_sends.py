@@ -149,3 +149,43 @@ def test_a_schedule_whose_commit_fails_prints_no_send_and_exits_non_zero(cli, st
     assert "the test refuses this commit" in str(result.exception)
     assert "Scheduled send" not in result.output
     assert count(Send) == 0
+
+
+class StateWatchingConsole:
+    """Stands in for the sends commands' console: reads the send's state, through a
+    connection of its own, at the moment each line is printed."""
+
+    def __init__(self, send_id: int):
+        self.send_id = send_id
+        self.lines: list[tuple[str, str]] = []  # (text, the state another connection sees then)
+
+    def print(self, text="", *args, **kwargs):
+        with session_scope(get_settings()) as session:
+            state = session.scalar(select(Send.state).where(Send.id == self.send_id))
+        self.lines.append((str(text), state))
+
+
+@pytest.mark.parametrize("command, before, announced", [
+    (("pause", "{id}"), "sending", "paused"),
+    (("unschedule", "{id}"), "scheduled", "cancelled"),
+    (("cancel", "--yes", "{id}"), "scheduled", "cancelled"),
+])
+def test_a_sends_command_announces_the_new_state_only_once_it_is_committed(
+        cli, staff, monkeypatch, command, before, announced):
+    from sqlalchemy import update
+
+    from newsletter.cli import sends
+
+    result = cli("schedule", SAMPLE_ISSUE, "--list", staff, "--at", "2099-07-01 09:30")
+    assert result.exit_code == 0, result.output
+    with session_scope(get_settings()) as session:
+        send_id = session.scalar(select(Send.id))
+        session.execute(update(Send).where(Send.id == send_id).values(state=before))  # as the beat leaves it
+    watching = StateWatchingConsole(send_id)
+    monkeypatch.setattr(sends, "console", watching)
+
+    result = cli("sends", *(part.format(id=send_id) for part in command))
+
+    assert result.exit_code == 0, result.output
+    said = [(text, state) for text, state in watching.lines if "is now" in text]
+    assert said == [(f"Send {send_id} is now [bold]{announced}[/].", announced)], watching.lines
