@@ -32,7 +32,8 @@ def problems_of(path: Path) -> list[str]:
 
 
 def line_of(path: Path, text: str) -> int:
-    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1)
+                if text in line and not line.lstrip().startswith("#"))
 
 
 FULL = """sending:
