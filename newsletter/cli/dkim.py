@@ -43,7 +43,11 @@ def dkim():
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the private key (PEM, mode 0600); an existing file is never overwritten.")
 def keygen(selector: str, domain: str, kind: str, bits: int, out: Path):
-    """Write a new private key and print the DNS TXT record to publish for it."""
+    """Write a new private key and print its DNS record.
+
+    The private key goes to --out; the TXT record to publish at
+    SELECTOR._domainkey.DOMAIN is printed on standard output, as a zone-file line.
+    """
     selector, domain = _selector_and_domain(selector, domain)
     if kind == ED25519 and bits != 2048:
         raise InputError(Problem("--bits", "Ed25519 keys have one size", "leave --bits out with --type ed25519"))
@@ -59,7 +63,7 @@ def keygen(selector: str, domain: str, kind: str, bits: int, out: Path):
 @dkim.command(epilog=EXIT_CODES)
 @click.option("--selector", required=True, help="The selector the record is published under.")
 @click.option("--domain", required=True, help="The signing (d=) domain.")
-@click.option("--key", "key_file", required=True, help="The private key file (PEM).")
+@click.option("--key", "key_file", required=True, metavar="FILE", help="The private key file (PEM).")
 @click.option("--record", help='The published record, e.g. "v=DKIM1; k=rsa; p=..." (or a zone-file line).')
 @click.option("--record-file", type=click.Path(dir_okay=False, path_type=Path),
               help="A file holding the published record (a zone-file line, or what a resolver answered).")
