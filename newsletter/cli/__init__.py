@@ -52,6 +52,7 @@ COMMAND_MODULES = (
     "newsletter.cli.ops",
     "newsletter.cli.events",
     "newsletter.cli.admins",
+    "newsletter.cli.dkim",
 )
 
 

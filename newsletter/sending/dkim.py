@@ -1,10 +1,18 @@
 """DKIM signatures for mail we hand to an SMTP server ourselves.
 
-dkimpy canonicalises the message and hashes the body and headers; the RSA
+Two key types: RSA (at least 1024 bits, 2048 recommended) and Ed25519
+(RFC 8463); the type is read from the PEM. A publication may name several
+keys (``KeySpec``): for each algorithm the one whose ``active_from`` is the
+latest not after now signs, so a new selector takes over from an old one
+without downtime, and with an RSA and an Ed25519 key active a message
+carries two DKIM-Signature headers, one per algorithm.
+
+dkimpy canonicalises the message and hashes the body and headers. The RSA
 step is done by the ``cryptography`` package (OpenSSL) rather than dkimpy's
-pure-Python arithmetic, which costs about 6 ms a message against 0.3 ms
-(``bench/dkim.py`` measures both). The key is read once per process:
-``signer_for(settings)`` is cached.
+pure-Python arithmetic, which is slower (``bench/dkim_signing.py`` measures
+both); Ed25519 is signed by dkimpy itself (PyNaCl, libsodium). Keys are read
+once per process: ``signer_for(settings)`` and each ``KeySpec`` are cached.
+No key material is ever logged or put in an error message.
 
 The signed headers include From, Subject, List-Unsubscribe and
 List-Unsubscribe-Post, each signed once more than it occurs so that nobody
@@ -14,14 +22,18 @@ can add a second one on the way without breaking the signature.
 from __future__ import annotations
 
 import base64
+import re
+from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
 import dkim
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
-from newsletter.config import ConfigError, Settings
+from newsletter.config import ConfigError, Settings, read_secret
 
 SIGNED_HEADERS = (
     "From", "To", "Subject", "Date", "Message-ID", "Reply-To", "MIME-Version", "Content-Type",
@@ -30,6 +42,78 @@ SIGNED_HEADERS = (
 # Signed one extra time: a second copy added in transit fails verification.
 OVERSIGNED = ("From", "Subject", "List-Unsubscribe", "List-Unsubscribe-Post")
 CANONICALIZE = (b"relaxed", b"relaxed")  # survives servers that re-fold headers
+
+RSA, ED25519 = "rsa", "ed25519"  # the k= of the DNS record
+KEY_TYPES = (RSA, ED25519)  # also the order of the signatures on a message
+SIGNATURE_ALGORITHM = {RSA: b"rsa-sha256", ED25519: b"ed25519-sha256"}
+RSA_MIN_BITS = 1024
+
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def _at(where: str, field: str) -> str:
+    return f"{where}, {field}" if where else field
+
+
+def check_selector(selector: str, where: str) -> str:
+    """The selector, or an error: a DNS label (letters, digits, hyphens; at
+    most 63), or several joined by dots as RFC 6376 allows."""
+    if not selector or not all(_LABEL.match(part) for part in selector.split(".")):
+        raise ConfigError(f"{where}: {selector!r} is not a DNS label: a selector is letters, digits and "
+                          "hyphens (not at either end), at most 63 of them, such as news2026")
+    return selector
+
+
+def check_domain(domain: str, where: str) -> str:
+    """The d= domain in lower case, or an error."""
+    domain = domain.strip().rstrip(".").lower()
+    parts = domain.split(".")
+    if len(parts) < 2 or len(domain) > 253 or not all(_LABEL.match(part) for part in parts):
+        raise ConfigError(f"{where}: {domain!r} is not a domain name: give the domain the signature "
+                          "speaks for, such as example.org (international names in their xn-- form)")
+    return domain
+
+
+def private_key_from_pem(pem: bytes, where: str) -> rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey:
+    """An RSA or Ed25519 private key from unencrypted PEM, or an error naming ``where``."""
+    if b"PUBLIC KEY-----" in pem and b"PRIVATE KEY-----" not in pem:
+        raise ConfigError(f"{where}: this is a public key; give the private key (the public one goes in DNS)")
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:
+        raise ConfigError(f"{where}: the private key is encrypted; give it unencrypted "
+                          "(a mounted secret readable only by this service)") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(f"{where}: not a PEM private key (expected '-----BEGIN PRIVATE KEY-----'; "
+                          "`newsletter dkim keygen` makes one)") from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < RSA_MIN_BITS:
+            raise ConfigError(f"{where}: an RSA key of {key.key_size} bits is too short: "
+                              f"at least {RSA_MIN_BITS} bits (2048 recommended)")
+        return key
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key
+    raise ConfigError(f"{where}: unsupported key type ({type(key).__name__.removeprefix('_')}): "
+                      "DKIM keys are RSA (2048 bits recommended) or Ed25519")
+
+
+def key_type(key) -> str:
+    return ED25519 if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)) else RSA
+
+
+def public_key_base64(key) -> str:
+    """The p= of the DNS record: SubjectPublicKeyInfo for RSA, the raw 32 bytes for Ed25519 (RFC 8463)."""
+    public = key.public_key() if hasattr(key, "public_key") else key
+    if key_type(public) == ED25519:
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    else:
+        raw = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def dns_record(key) -> str:
+    """The TXT record's value for a key: ``v=DKIM1; k=...; p=...``."""
+    return f"v=DKIM1; k={key_type(key)}; p={public_key_base64(key)}"
 
 
 class _OpenSslDKIM(dkim.DKIM):
@@ -60,45 +144,130 @@ class _OpenSslDKIM(dkim.DKIM):
 
 
 class DkimSigner:
-    """Signs messages for one domain and selector with one key, read once."""
+    """Signs messages for one domain and selector with one key (RSA or Ed25519), read once."""
 
-    def __init__(self, private_key_pem: bytes, selector: str, domain: str = ""):
-        try:
-            key = serialization.load_pem_private_key(private_key_pem, password=None)
-        except (ValueError, TypeError):
-            raise ConfigError("DKIM_PRIVATE_KEY_PATH: not an unencrypted PEM private key") from None
-        if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 1024:
-            raise ConfigError("DKIM_PRIVATE_KEY_PATH: expected an RSA key of at least 1024 bits (2048 recommended)")
-        self.key = key
-        self.pem = private_key_pem  # for the pure-dkimpy reference path
+    def __init__(self, private_key_pem: bytes, selector: str, domain: str = "", where: str = "DKIM_PRIVATE_KEY_PATH"):
+        self.key = private_key_from_pem(private_key_pem, where)
+        self.key_type = key_type(self.key)
+        if self.key_type == RSA:
+            self.pem = private_key_pem  # dkimpy parses it (a cheap step); the RSA work is ours
+        else:  # dkimpy signs Ed25519 itself, from the 32-byte seed in base64
+            seed = self.key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                          serialization.NoEncryption())
+            self.pem = base64.b64encode(seed)
         self.selector = selector.encode("ascii")
         self.domain = domain.lower()
+
+    def __repr__(self) -> str:  # never the key
+        return f"<DkimSigner {self.key_type} {self.selector.decode()}._domainkey.{self.domain or '(From domain)'}>"
 
     def headers_to_sign(self) -> list[bytes]:
         return [h.lower().encode() for h in SIGNED_HEADERS + OVERSIGNED]
 
+    def signature(self, message: bytes, domain: str = "") -> bytes:
+        """The DKIM-Signature header (ending in CRLF) for the message."""
+        d = (self.domain or domain).encode("ascii")
+        if self.key_type == RSA:
+            signer = _OpenSslDKIM(message, self.key)
+        else:
+            signer = dkim.DKIM(message, signature_algorithm=SIGNATURE_ALGORITHM[ED25519])
+        return signer.sign(self.selector, d, self.pem, canonicalize=CANONICALIZE,
+                           include_headers=self.headers_to_sign())
+
     def sign(self, message: bytes, domain: str = "") -> bytes:
         """The message with a DKIM-Signature header in front."""
-        signer = _OpenSslDKIM(message, self.key)
-        # dkimpy parses the PEM it is given (a cheap step); the RSA work is ours.
-        header = signer.sign(self.selector, (self.domain or domain).encode("ascii"), self.pem,
-                             canonicalize=CANONICALIZE, include_headers=self.headers_to_sign())
-        return header + message
+        return self.signature(message, domain) + message
 
     def sign_reference(self, message: bytes, domain: str = "") -> bytes:
         """The same signature made by dkimpy alone (pure-Python RSA): the yardstick."""
         header = dkim.sign(message, self.selector, (self.domain or domain).encode("ascii"), self.pem,
+                           signature_algorithm=SIGNATURE_ALGORITHM[self.key_type],
                            canonicalize=CANONICALIZE, include_headers=self.headers_to_sign())
         return header + message
 
     def dns_record(self) -> str:
         """The TXT record to publish at <selector>._domainkey.<domain>."""
-        der = self.key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+        return dns_record(self.key)
+
+
+class Signer:
+    """Signs with the keys active at one moment, at most one per key type:
+    each adds its own DKIM-Signature header, RSA first."""
+
+    def __init__(self, keys: tuple[DkimSigner, ...]):
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        return f"<Signer {', '.join(map(repr, self.keys))}>"
+
+    def sign(self, message: bytes, domain: str = "") -> bytes:
+        """The message with one DKIM-Signature header per key in front."""
+        # Each signs the message as it is: DKIM-Signature is never a signed header.
+        return b"".join(key.signature(message, domain) for key in self.keys) + message
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One DKIM key a publication names, and from when it signs."""
+
+    selector: str
+    domain: str  # the d= domain
+    key_file: str = ""  # a PEM file (mounted secret), or
+    key_env: str = ""  # the name of an environment variable holding the PEM
+    active_from: datetime | None = None  # aware UTC; None: active from the start
+    where: str = ""  # who configured it, for errors: "publication 'x', sending.dkim[2]"
+
+
+def signer_for_keys(specs: tuple[KeySpec, ...], now: datetime) -> Signer | None:
+    """What signs a message at ``now``: for each key type, the key with the
+    latest ``active_from`` not after ``now`` (None counts as the start of
+    time). Older keys of that type sign nothing from then on; a key whose
+    ``active_from`` is still ahead signs nothing yet. None when no key is
+    active. Every spec is read and checked, active or not, so a bad one is
+    found when it is configured, not when its time comes. Keys are cached
+    per spec, so calling this for every batch (or message) costs little."""
+    if now.tzinfo is None:
+        raise ValueError("signer_for_keys: now must be an aware datetime (UTC)")
+    loaded = [(spec, _signer_for_spec(spec)) for spec in specs]
+    seen: dict[tuple[str, datetime | None], KeySpec] = {}
+    for spec, signer in loaded:
+        earlier = seen.setdefault((signer.key_type, spec.active_from), spec)
+        if earlier is not spec:
+            when = spec.active_from.isoformat() if spec.active_from else "the start (no active_from)"
+            raise ConfigError(f"{_at(spec.where, 'active_from')}: two {signer.key_type} keys are active from {when} "
+                              f"(this one and {earlier.where or repr(earlier.selector)}): give the newer key a "
+                              "later active_from, so that one key of a type signs at any moment")
+    active: dict[str, tuple[datetime | None, DkimSigner]] = {}
+    for spec, signer in loaded:
+        start = spec.active_from
+        if start is not None and start > now:
+            continue
+        current = active.get(signer.key_type)
+        if current is None or (start is not None and (current[0] is None or start > current[0])):
+            active[signer.key_type] = (start, signer)
+    if not active:
+        return None
+    return Signer(tuple(active[kind][1] for kind in KEY_TYPES if kind in active))
+
+
+@lru_cache(maxsize=64)
+def _signer_for_spec(spec: KeySpec) -> DkimSigner:
+    selector = check_selector(spec.selector, _at(spec.where, "selector"))
+    domain = check_domain(spec.domain, _at(spec.where, "domain")) if spec.domain else ""
+    if spec.active_from is not None and spec.active_from.tzinfo is None:
+        raise ConfigError(f"{_at(spec.where, 'active_from')}: {spec.active_from.isoformat()} has no time zone: "
+                          "write it in UTC, such as 2026-12-01T09:00:00Z")
+    field = "key_env" if spec.key_env else "key_file"
+    pem = read_secret(env_name=spec.key_env, file=spec.key_file, where=_at(spec.where, field))
+    if "\\n" in pem and "\n" not in pem.strip():  # a PEM put in one line of an env file
+        pem = pem.replace("\\n", "\n")
+    detail = f"{field} {spec.key_env or spec.key_file}"
+    return DkimSigner(pem.encode("ascii", "replace") + b"\n", selector, domain, where=_at(spec.where, detail))
 
 
 def signer_for(settings: Settings) -> DkimSigner | None:
-    """The process's signer, or None when DKIM signing is not configured."""
+    """The process's signer from the environment defaults (DKIM_PRIVATE_KEY_PATH,
+    DKIM_SELECTOR, DKIM_DOMAIN), or None when DKIM signing is not configured."""
     if not settings.dkim_private_key_path:
         return None
     return _load(settings.dkim_private_key_path, settings.dkim_selector, settings.dkim_domain)

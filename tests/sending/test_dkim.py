@@ -7,7 +7,7 @@ from dataclasses import replace
 import dkim as dkimpy
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from newsletter.sending import dkim, scheduling
 from newsletter.config import ConfigError
@@ -54,6 +54,20 @@ def test_every_message_sent_is_signed_and_verifies(session, signing):
     assert len(messages) == 3
     for message in messages:
         assert message.startswith(b"DKIM-Signature: ")
+        assert dkimpy.verify(message, dnsfunc=dns_for(signer, "gazette.example.org"))
+
+
+def test_an_ed25519_key_in_the_environment_defaults_signs_every_message(session, signing, tmp_path):
+    path = tmp_path / "ed25519.pem"
+    path.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    ed_signing = replace(signing, dkim_private_key_path=str(path))
+    messages = sent_messages(session, ed_signing, 2)
+    signer = dkim.signer_for(ed_signing)
+
+    assert signer.dns_record().startswith("v=DKIM1; k=ed25519; p=")
+    for message in messages:
+        assert b"a=ed25519-sha256;" in message.split(b"\r\nFrom: ")[0]
         assert dkimpy.verify(message, dnsfunc=dns_for(signer, "gazette.example.org"))
 
 
