@@ -115,7 +115,7 @@ class DkimKeyRef:
 
     @property
     def secret(self) -> SecretRef:
-        return SecretRef(f"sending.dkim[{self.selector}].key", env=self.key_env, file=self.key_file)
+        return SecretRef(f"sending.dkim[{self.selector}], key", env=self.key_env, file=self.key_file)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from newsletter.config import ConfigError, Settings
-from newsletter.authoring.sending_block import DkimKeyRef, SendingBlock, account_of, lane_settings
+from newsletter.config import Settings
+from newsletter.authoring.sending_block import SendingBlock, account_of, lane_settings
 from newsletter.sending import dkim
 from newsletter.sending.ratelimit import NullRateLimiter, make_rate_limiter
 from newsletter.store.models import PublicationRow
@@ -42,36 +42,26 @@ class Lane:
     account: str
     block: SendingBlock
     own_transport: bool  # made for this lane (closed with it), not the worker's
-    _signers: dict = field(default_factory=dict, repr=False)
 
     @property
     def transport_name(self) -> str:
         return self.settings.transport
 
     def signer(self, now: datetime):
-        """The signer for a message made at ``now`` (None: no DKIM), following key rotation:
-        a key with ``active_from`` signs from that moment on."""
+        """What signs a message made at ``now`` (None: no DKIM). Keys rotate by
+        ``active_from``: from that moment the new key of a type signs, the old one nothing."""
         if not self.block.dkim:
             return dkim.signer_for(self.settings)
-        active = tuple(k for k in self.block.dkim if k.active_from is None or k.active_from <= now)
-        if active not in self._signers:
-            self._signers[active] = signer_for_keys(self.slug, active, now)
-        return self._signers[active]
+        return dkim.signer_for_keys(key_specs(self.slug, self.block), now)
 
 
-def signer_for_keys(slug: str, keys: tuple[DkimKeyRef, ...], now: datetime):
-    """A signer for the keys of a publication that are active at ``now``.
-
-    Stand-in until dkim.signer_for_keys lands: the newest active key signs.
-    """
-    if not keys:
-        return None
-    key = max(keys, key=lambda k: (k.active_from is not None, k.active_from or now))
-    pem = key.secret.read(slug).encode()
-    try:
-        return dkim.DkimSigner(pem, key.selector, key.domain)
-    except ConfigError as exc:
-        raise ConfigError(f"publication '{slug}', {key.secret.field}: {exc}") from None
+def key_specs(slug: str, block: SendingBlock) -> tuple[dkim.KeySpec, ...]:
+    """The publication's DKIM keys as the signer takes them, each saying where it was set."""
+    return tuple(
+        dkim.KeySpec(key.selector, key.domain, key_file=key.key_file, key_env=key.key_env,
+                     active_from=key.active_from, where=f"publication '{slug}', sending.dkim[{key.selector}]")
+        for key in block.dkim
+    )
 
 
 def limiter_for_account(settings: Settings, account: str, block: SendingBlock):
@@ -122,8 +112,8 @@ class Lanes:
     def _make(self, publication: PublicationRow) -> Lane:
         block = sending_block(publication)
         settings = lane_settings(self.settings, block, publication.slug, secrets=True)
-        for key in block.dkim:  # every key, the ones still to come too: a rotation must not stop a send
-            key.secret.read(publication.slug)
+        if block.dkim:  # every key is read and checked now, the ones still to come too
+            dkim.signer_for_keys(key_specs(publication.slug, block), datetime.now(timezone.utc))
         account = account_of(settings, block)
         if not block.sets_transport:
             transport, own = self.worker_transport, False

@@ -131,7 +131,7 @@ def test_a_key_file_that_cannot_be_read_names_the_publication_and_the_field(tmp_
     with pytest.raises(ConfigError) as raised:
         key.secret.read("together-were-better")
     message = str(raised.value)
-    assert "publication 'together-were-better', sending.dkim[s2026a].key_file" in message
+    assert "publication 'together-were-better', sending.dkim[s2026a], key_file" in message
     assert "/run/secrets/dkim-rsa.pem cannot be read" in message
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import dkim as dkimpy
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sqlalchemy import select
 
 from newsletter.sending import dkim
@@ -43,6 +43,11 @@ def rsa_pem() -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
+
+
+def ed25519_pem() -> bytes:
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
 def publication_folder(tmp_path: Path, slug: str, name: str, domain: str, sending: str) -> Path:
@@ -174,7 +179,7 @@ def dns_answer(records: dict[str, bytes]):
 def test_two_publications_send_at_once_each_through_its_own_server_account_and_limit(
         tmp_path, postgres_url, redis_url, two_servers):
     alpha, beta = two_servers
-    alpha_pem, beta_pem = rsa_pem(), rsa_pem()
+    alpha_pem, beta_pem = rsa_pem(), ed25519_pem()  # RSA for one, Ed25519 (RFC 8463) for the other
     (tmp_path / "alpha-dkim.pem").write_bytes(alpha_pem)
     alpha_issue, beta_issue = smtp_lanes(tmp_path, alpha, beta, tmp_path / "alpha-dkim.pem")
     # The environment's own transport is a third server, which must receive nothing.
