@@ -113,9 +113,9 @@ class DkimKeyRef:
     key_env: str = ""
     active_from: datetime | None = None
 
-    @property
-    def secret(self) -> SecretRef:
-        return SecretRef(f"sending.dkim[{self.selector}], key", env=self.key_env, file=self.key_file)
+    def secret(self, number: int) -> SecretRef:
+        """Where its private key is; ``number`` is its place in the list, from 1."""
+        return SecretRef(f"sending.dkim[{number}], key", env=self.key_env, file=self.key_file)
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class SendingBlock:
 
     def secret_refs(self) -> list[SecretRef]:
         """Every secret the block names: transport credentials and DKIM keys."""
-        return [ref for _, ref in self.secrets] + [key.secret for key in self.dkim]
+        return [ref for _, ref in self.secrets] + [key.secret(n) for n, key in enumerate(self.dkim, start=1)]
 
 
 # --- the settings a publication's mail goes out with -------------------------------------
@@ -477,6 +477,6 @@ def check_sending_settings(settings: Settings, block: SendingBlock, slug: str) -
     """Raise ConfigError when the publication's mail could not go out as set:
     a secret not there, a key file that cannot be read."""
     lane_settings(settings, block, slug)
-    for key in block.dkim:
-        key.secret.read(slug)
+    for number, key in enumerate(block.dkim, start=1):
+        key.secret(number).read(slug)
 

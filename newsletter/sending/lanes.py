@@ -59,8 +59,8 @@ def key_specs(slug: str, block: SendingBlock) -> tuple[dkim.KeySpec, ...]:
     """The publication's DKIM keys as the signer takes them, each saying where it was set."""
     return tuple(
         dkim.KeySpec(key.selector, key.domain, key_file=key.key_file, key_env=key.key_env,
-                     active_from=key.active_from, where=f"publication '{slug}', sending.dkim[{key.selector}]")
-        for key in block.dkim
+                     active_from=key.active_from, where=f"publication '{slug}', sending.dkim[{number}]")
+        for number, key in enumerate(block.dkim, start=1)
     )
 
 

@@ -129,9 +129,9 @@ def test_a_secret_variable_unset_names_the_publication_and_the_field(tmp_path, s
 def test_a_key_file_that_cannot_be_read_names_the_publication_and_the_field(tmp_path):
     key = load_publication(publication_with(tmp_path, FULL)).sending.dkim[0]
     with pytest.raises(ConfigError) as raised:
-        key.secret.read("together-were-better")
+        key.secret(1).read("together-were-better")
     message = str(raised.value)
-    assert "publication 'together-were-better', sending.dkim[s2026a], key_file" in message
+    assert "publication 'together-were-better', sending.dkim[1], key_file" in message
     assert "/run/secrets/dkim-rsa.pem cannot be read" in message
 
 

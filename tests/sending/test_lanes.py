@@ -91,7 +91,7 @@ def test_a_dkim_key_file_that_cannot_be_read_pauses_that_send_naming_publication
     transport = MemoryTransport()
     run(session, fast, Deliverer(fast, transport), send.id)
     reason = session.get(Send, send.id).paused_reason
-    assert "publication 'gazette', sending.dkim[s1], key_file" in reason and "missing.pem cannot be read" in reason
+    assert "publication 'gazette', sending.dkim[1], key_file" in reason and "missing.pem cannot be read" in reason
     assert transport.accepted == []
 
 
