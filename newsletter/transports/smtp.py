@@ -4,9 +4,11 @@
 each driven by a thread of a small pool that lives as long as the transport.
 Connections stay open between chunks and are replaced after
 ``messages_per_connection`` messages, after a 421, or when the server drops
-them. On each, messages go out pipelined when the server offers PIPELINING
-(one round trip a message instead of four; see smtp_pipeline.py), one command
-at a time otherwise.
+them. On each, messages are streamed when the server offers PIPELINING and
+CHUNKING (up to ``window`` messages in flight, none waiting for a round trip of
+its own; see smtp_chunking.py), pipelined with DATA when it offers PIPELINING
+only (one round trip a message instead of four; see smtp_pipeline.py), and sent
+one command at a time otherwise.
 
 Every outcome is a Result, never an exception:
 
@@ -32,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from newsletter.transports.base import Envelope, Result, Transport, TransportError
+from newsletter.transports.smtp_chunking import WINDOW, Chunking
 from newsletter.transports.smtp_pipeline import Chunk, Lane, Pipelining, SetupFailed, reply_text
 
 SECURITY_MODES = ("starttls", "tls", "none")
@@ -54,8 +57,10 @@ class SmtpTransport(Transport):
         local_hostname: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         pipelining: bool = True,
+        chunking: bool = True,
+        window: int = WINDOW,
     ):
-        _check_settings(security, connections, messages_per_connection, timeout)
+        _check_settings(security, connections, messages_per_connection, timeout, window)
         self.host = host
         self.port = port
         self.security = security
@@ -66,7 +71,9 @@ class SmtpTransport(Transport):
         # Looked up once: socket.getfqdn() can wait on DNS, and would per connection.
         self._local_hostname = local_hostname or socket.getfqdn()
         self.pipelining = Pipelining(pipelining, self.where)
-        self._lanes = [Lane(self._open_session, messages_per_connection, self.pipelining) for _ in range(connections)]
+        self.chunking = Chunking(chunking, window)
+        self._lanes = [Lane(self._open_session, messages_per_connection, self.pipelining, self.chunking)
+                       for _ in range(connections)]
         self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
@@ -82,6 +89,8 @@ class SmtpTransport(Transport):
             connections=settings.smtp_connections,
             messages_per_connection=settings.smtp_messages_per_connection,
             pipelining=settings.smtp_pipelining,
+            chunking=settings.smtp_chunking,
+            window=settings.smtp_window,
         )
 
     @property
@@ -194,7 +203,8 @@ def _client_context(verify_certificates: bool) -> ssl.SSLContext:
     return context
 
 
-def _check_settings(security: str, connections: int, messages_per_connection: int, timeout: float) -> None:
+def _check_settings(security: str, connections: int, messages_per_connection: int, timeout: float,
+                    window: int) -> None:
     if security not in SECURITY_MODES:
         raise TransportError(f"SMTP security {security!r}: expected one of {', '.join(SECURITY_MODES)}")
     if connections < 1:
@@ -203,3 +213,5 @@ def _check_settings(security: str, connections: int, messages_per_connection: in
         raise TransportError(f"SMTP messages per connection {messages_per_connection}: must be at least 1")
     if timeout <= 0:
         raise TransportError(f"SMTP timeout {timeout}: must be more than 0 seconds")
+    if window < 1:
+        raise TransportError(f"SMTP window {window}: must be at least 1 message in flight per connection")

@@ -32,7 +32,7 @@ import queue
 import re
 import smtplib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result
@@ -126,10 +126,12 @@ class _InFlight:
 
     index: int
     envelope: Envelope
-    kinds: tuple[str, ...]  # the commands of its group: ("RSET",) "MAIL", "RCPT", "DATA"
-    commands: tuple[bytes, ...]
+    kinds: tuple[str, ...]  # the commands of its group: ("RSET",) "MAIL", "RCPT", "DATA" or "BDAT"
+    commands: tuple[bytes, ...]  # with BDAT, the last one carries the message
     data: bytes = b""  # what follows a 354: the message and its final dot
     verdict: Result | None = None  # decided before the final reply (a server that said 354 anyway)
+    written: bool = False  # streamed (BDAT): all of its group went out
+    replies: list[tuple[int, bytes]] = field(default_factory=list)  # streamed: the replies read so far
 
 
 class _Broken(Exception):
@@ -151,10 +153,13 @@ class Lane:
     Used by one thread at a time: ``send_many`` gives each lane to one worker.
     """
 
-    def __init__(self, open_session: Callable[[], smtplib.SMTP], limit: int, pipelining: Pipelining):
+    def __init__(self, open_session: Callable[[], smtplib.SMTP], limit: int, pipelining: Pipelining,
+                 chunking=None):
         self._open_session = open_session
         self._limit = limit
         self._pipelining = pipelining
+        # smtp_chunking.Chunking, or None: streams messages with BDAT when the server offers CHUNKING.
+        self._chunking = chunking
         self._smtp: smtplib.SMTP | None = None
         self._used = 0
         self._needs_reset = False  # the last transaction was refused before its data
@@ -213,6 +218,11 @@ class Lane:
         """Carry messages from ``chunk`` over this session, starting with ``index``,
         until the chunk is empty, the session is used up or it ends."""
         pipelined = self._pipelining.use(smtp)
+        if pipelined and self._chunking is not None and self._chunking.use(smtp):
+            self._chunking.stream(self, smtp, chunk, index)
+            if self._smtp is not None and self.used_up:
+                self.close()
+            return
         current = self._start(smtp, chunk, index)
         waiting: _InFlight | None = None  # data ready, to go out with the next write
         while current is not None or waiting is not None:
@@ -236,7 +246,7 @@ class Lane:
                 return
             waiting = current if current is not None and current.data else None
             current = self._next(smtp, chunk)
-        if self._used >= self._limit or self._ending:
+        if self.used_up:
             self.close()
 
     def _pipelined_step(self, smtp, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None) -> None:
@@ -333,13 +343,18 @@ class Lane:
                 chunk.finish(current.index, _broke(current.envelope, broken))
 
     # -- which message next --------------------------------------------------------
-    def _next(self, smtp, chunk: Chunk) -> _InFlight | None:
-        if self._used >= self._limit or self._ending:
-            return None
-        index = chunk.take()
-        return self._start(smtp, chunk, index) if index is not None else None
+    @property
+    def used_up(self) -> bool:
+        """The session has carried its share, or the server wants no more on it."""
+        return self._used >= self._limit or self._ending
 
-    def _start(self, smtp, chunk: Chunk, index: int | None) -> _InFlight | None:
+    def _next(self, smtp, chunk: Chunk, chunking: bool = False) -> _InFlight | None:
+        if self.used_up:
+            return None
+        index = self._again.pop(0) if self._again else chunk.take()
+        return self._start(smtp, chunk, index, chunking) if index is not None else None
+
+    def _start(self, smtp, chunk: Chunk, index: int | None, chunking: bool = False) -> _InFlight | None:
         """The commands for message ``index`` (or the next one that can be sent at all)."""
         while index is not None:
             envelope = chunk.envelopes[index]
@@ -350,7 +365,10 @@ class Lane:
             index = chunk.take()
         if index is None:
             return None
-        kinds, commands = ("MAIL", "RCPT", "DATA"), _group(smtp, envelope)
+        if chunking:
+            kinds, commands = ("MAIL", "RCPT", "BDAT"), _group(smtp, envelope, chunking=True)
+        else:
+            kinds, commands = ("MAIL", "RCPT", "DATA"), _group(smtp, envelope)
         if self._needs_reset:
             kinds, commands = ("RSET",) + kinds, (b"RSET\r\n",) + commands
             self._needs_reset = False
@@ -358,8 +376,9 @@ class Lane:
         return _InFlight(index, envelope, kinds, commands)
 
 
-def _group(smtp: smtplib.SMTP, envelope: Envelope) -> tuple[bytes, ...]:
-    """MAIL, RCPT and DATA for one message, with the parameters the server takes."""
+def _group(smtp: smtplib.SMTP, envelope: Envelope, chunking: bool = False) -> tuple[bytes, ...]:
+    """MAIL, RCPT and DATA for one message, with the parameters the server takes;
+    with ``chunking``, MAIL, RCPT and BDAT followed by the whole message."""
     options = []
     if smtp.has_extn("size"):
         options.append(f"SIZE={len(envelope.message)}")
@@ -368,7 +387,15 @@ def _group(smtp: smtplib.SMTP, envelope: Envelope) -> tuple[bytes, ...]:
     if not (envelope.sender + envelope.recipient).isascii():
         options.append("SMTPUTF8")
     mail = " ".join([f"MAIL FROM:<{envelope.sender}>"] + options)
-    return f"{mail}\r\n".encode(), f"RCPT TO:<{envelope.recipient}>\r\n".encode(), b"DATA\r\n"
+    last = _last_chunk(envelope.message) if chunking else b"DATA\r\n"
+    return f"{mail}\r\n".encode(), f"RCPT TO:<{envelope.recipient}>\r\n".encode(), last
+
+
+def _last_chunk(message: bytes) -> bytes:
+    """The message as one BDAT chunk (RFC 3030): sent as it is, no dot-stuffing, no final dot."""
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"  # as DATA would end it
+    return b"BDAT %d LAST\r\n" % len(message) + message
 
 
 def _address_problem(smtp: smtplib.SMTP, envelope: Envelope) -> str | None:
