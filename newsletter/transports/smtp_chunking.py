@@ -39,8 +39,8 @@ from collections import deque
 
 from newsletter.transports.base import SENT, Result
 from newsletter.transports.smtp_pipeline import (
-    Chunk,
     Lane,
+    Work,
     _Broken,
     _broke,
     _InFlight,
@@ -72,7 +72,7 @@ class Chunking:
     def use(self, smtp: smtplib.SMTP) -> bool:
         return self.enabled and smtp.has_extn("chunking")
 
-    def stream(self, lane: Lane, smtp: smtplib.SMTP, chunk: Chunk, index: int) -> None:
+    def stream(self, lane: Lane, smtp: smtplib.SMTP, chunk: Work, index: int) -> None:
         """Carry messages from ``chunk`` over this session, starting with ``index``,
         until the chunk is empty, the session is used up, or it ends."""
         window: deque[_InFlight] = deque()
@@ -138,7 +138,7 @@ def _read_what_came(smtp: smtplib.SMTP, window: deque[_InFlight]) -> None:
         return
 
 
-def _settle(lane: Lane, chunk: Chunk, message: _InFlight) -> bool:
+def _settle(lane: Lane, chunk: Work, message: _InFlight) -> bool:
     """Decide a message from all its replies; False when the server closes the session."""
     refusal, final, too_many = None, None, False
     for kind, (code, text) in zip(message.kinds, message.replies):
@@ -171,11 +171,11 @@ def _settle(lane: Lane, chunk: Chunk, message: _InFlight) -> bool:
     return message.replies[-1][0] != 421
 
 
-def _settle_broken(lane: Lane, chunk: Chunk, window: deque[_InFlight], broken: _Broken) -> None:
+def _settle_broken(lane: Lane, chunk: Work, window: deque[_InFlight], broken: _Broken) -> None:
     """The line broke: each message by the replies it got, those behind a 421 go again."""
     closed = False
     for message in window:
-        if chunk.results[message.index] is not None:
+        if chunk.settled(message.index):
             continue
         if closed:
             _behind(lane, message)
@@ -195,9 +195,9 @@ def _settle_broken(lane: Lane, chunk: Chunk, window: deque[_InFlight], broken: _
             _unanswered(lane, chunk, message, broken)
 
 
-def _unanswered(lane: Lane, chunk: Chunk, message: _InFlight, cause: Exception) -> None:
+def _unanswered(lane: Lane, chunk: Work, message: _InFlight, cause: Exception) -> None:
     """No reply that counts: uncertain once all of its group went out, else it goes again."""
-    if chunk.results[message.index] is not None:
+    if chunk.settled(message.index):
         return
     if message.written:
         chunk.finish(message.index, _uncertain(message.envelope, cause))
@@ -211,7 +211,7 @@ def _behind(lane: Lane, message: _InFlight) -> None:
     lane._again.append(message.index)
 
 
-def _go_again(lane: Lane, chunk: Chunk, message: _InFlight, otherwise: Result) -> None:
+def _go_again(lane: Lane, chunk: Work, message: _InFlight, otherwise: Result) -> None:
     """Nothing of the message was taken: first on the next session, once; else ``otherwise``."""
     if not lane._try_again(chunk, message.index):
         chunk.finish(message.index, otherwise)

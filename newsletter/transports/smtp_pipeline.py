@@ -28,10 +28,11 @@ Each message's outcome stays exact:
 from __future__ import annotations
 
 import logging
-import queue
+import itertools
 import re
 import smtplib
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -82,42 +83,117 @@ class Pipelining:
 
 
 class Chunk:
-    """The envelopes of one ``send_many`` call, shared by the lanes that send them."""
+    """The envelopes of one ``send_many`` call and their results as they come in."""
 
     def __init__(self, envelopes: Sequence[Envelope]):
         self.envelopes = list(envelopes)
         self.results: list[Result | None] = [None] * len(self.envelopes)
-        self._pending: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for index in range(len(self.envelopes)):
-            self._pending.put(index)
-        self._tried_again: set[int] = set()
+        self.remaining = len(self.envelopes)
+        self.done = threading.Event()
+        if not self.envelopes:
+            self.done.set()
+
+    def outcomes(self) -> list[Result]:
+        self.done.wait()
+        return list(self.results)
+
+
+class Work:
+    """The messages of every ``send_many`` call in progress, in the order they came,
+    shared by the lanes of one transport: a lane done with one call's messages goes
+    on with the next call's, so no connection waits for the slowest at a call's end.
+
+    A lane knows a message by a number given here; ``finish`` puts its result in
+    its call's place and wakes the caller when the call is complete.
+    """
+
+    def __init__(self, lanes: int):
+        self._lanes = lanes
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._pending: deque[int] = deque()
+        self._messages: dict[int, tuple[Chunk, int]] = {}
+        self._numbers = itertools.count()
+        self._tried_again: set[int] = set()
+        self._failed: list[SetupFailed] = []  # lanes that could not open a session since the last call came
+        self.generation = 0  # calls so far: a lane that failed waits for the next one before trying again
+        self.stopping = False
+
+    # -- the callers' side -------------------------------------------------------
+    def add(self, envelopes: Sequence[Envelope]) -> Chunk:
+        chunk = Chunk(envelopes)
+        with self._lock:
+            for position in range(len(chunk.envelopes)):
+                number = next(self._numbers)
+                self._messages[number] = (chunk, position)
+                self._pending.append(number)
+            self.generation += 1
+            self._failed.clear()
+            self._ready.notify_all()
+        return chunk
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping = True
+            self._ready.notify_all()
+
+    # -- the lanes' side ---------------------------------------------------------
+    def wait(self, failed_in: int | None) -> bool:
+        """Block until there is something to send (and, for a lane that failed in
+        generation ``failed_in``, a call newer than that); False when stopping."""
+        with self._lock:
+            while not self.stopping and (not self._pending or self.generation == failed_in):
+                self._ready.wait()
+            return not self.stopping
 
     def take(self) -> int | None:
-        try:
-            return self._pending.get_nowait()
-        except queue.Empty:
-            return None
+        with self._lock:
+            return self._pending.popleft() if self._pending else None
 
-    def put_back(self, index: int) -> None:
+    def put_back(self, number: int) -> None:
         """For another lane: this one could not open a session."""
-        self._pending.put(index)
+        with self._lock:
+            self._pending.append(number)
+            self._ready.notify_all()  # not only one: a lane that failed would sleep on
 
-    def may_try_again(self, index: int) -> bool:
+    def envelope(self, number: int) -> Envelope:
+        chunk, position = self._messages[number]
+        return chunk.envelopes[position]
+
+    def settled(self, number: int) -> bool:
+        return number not in self._messages
+
+    def may_try_again(self, number: int) -> bool:
         """True the first time a message nothing of which was taken asks for another try."""
         with self._lock:
-            if index in self._tried_again:
+            if number in self._tried_again:
                 return False
-            self._tried_again.add(index)
+            self._tried_again.add(number)
         return True
 
-    def finish(self, index: int, result: Result) -> None:
-        self.results[index] = result
+    def finish(self, number: int, result: Result) -> None:
+        with self._lock:
+            chunk, position = self._messages.pop(number)
+            self._tried_again.discard(number)
+            chunk.results[position] = result
+            chunk.remaining -= 1
+            complete = chunk.remaining == 0
+        if complete:
+            chunk.done.set()
 
-    def outcomes(self, failures: list[SetupFailed | None]) -> list[Result]:
-        """One result per envelope; those no lane could take fail for now, with a lane's reason."""
-        failure = next((f for f in failures if f is not None), None)
-        return [r if r is not None else failure.result_for(e) for e, r in zip(self.envelopes, self.results)]
+    def lane_failed(self, failure: SetupFailed) -> int:
+        """A lane could not open a session; when none could, what waits fails for now
+        with its reason. The generation the failure belongs to."""
+        with self._lock:
+            self._failed.append(failure)
+            generation = self.generation
+            if len(self._failed) < self._lanes:
+                return generation
+            waiting = list(self._pending)
+            self._pending.clear()
+        for number in waiting:
+            self.finish(number, failure.result_for(self.envelope(number)))
+        return generation
 
 
 @dataclass
@@ -166,7 +242,7 @@ class Lane:
         self._ending = False  # the server wants no more on this session
         self._again: list[int] = []  # messages of the chunk to start the next session with
 
-    def drain(self, chunk: Chunk) -> SetupFailed | None:
+    def drain(self, chunk: Work) -> SetupFailed | None:
         """Send from ``chunk`` until it is empty; a lane that cannot open a session
         gives its message back for the other lanes and stops, rather than wait out
         a connect timeout per message."""
@@ -184,7 +260,7 @@ class Lane:
                 return failure
             self._run(smtp, chunk, index)
 
-    def _try_again(self, chunk: Chunk, index: int) -> bool:
+    def _try_again(self, chunk: Work, index: int) -> bool:
         """Send a message nothing of which was taken first on the next session, once."""
         if not chunk.may_try_again(index):
             return False
@@ -214,7 +290,7 @@ class Lane:
         self._smtp = None
 
     # -- the transactions of one session ---------------------------------------
-    def _run(self, smtp: smtplib.SMTP, chunk: Chunk, index: int) -> None:
+    def _run(self, smtp: smtplib.SMTP, chunk: Work, index: int) -> None:
         """Carry messages from ``chunk`` over this session, starting with ``index``,
         until the chunk is empty, the session is used up or it ends."""
         pipelined = self._pipelining.use(smtp)
@@ -249,7 +325,7 @@ class Lane:
         if self.used_up:
             self.close()
 
-    def _pipelined_step(self, smtp, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None) -> None:
+    def _pipelined_step(self, smtp, chunk: Work, waiting: _InFlight | None, current: _InFlight | None) -> None:
         """One write: the waiting message's data and the next group; then their replies."""
         data = waiting.data if waiting else b""
         _write(smtp, data + (b"".join(current.commands) if current else b""), dot_end=len(data))
@@ -266,7 +342,7 @@ class Lane:
                     break  # the server closes: no more replies will come
             self._finish_group(chunk, current, replies)
 
-    def _lockstep_step(self, smtp, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None) -> None:
+    def _lockstep_step(self, smtp, chunk: Work, waiting: _InFlight | None, current: _InFlight | None) -> None:
         """Each command waits for its reply; a refusal ends the group."""
         if waiting is not None:
             _write(smtp, waiting.data, dot_end=len(waiting.data))
@@ -284,7 +360,7 @@ class Lane:
                 break
         self._finish_group(chunk, current, replies)
 
-    def _finish_data(self, smtp, chunk: Chunk, message: _InFlight) -> bool:
+    def _finish_data(self, smtp, chunk: Work, message: _InFlight) -> bool:
         """Read the reply to a message's final dot; False when the server closes the session."""
         try:
             code, text = _read(smtp, "the message")
@@ -302,7 +378,7 @@ class Lane:
             return False
         return True
 
-    def _finish_group(self, chunk: Chunk, message: _InFlight, replies: list[tuple[int, bytes]]) -> None:
+    def _finish_group(self, chunk: Work, message: _InFlight, replies: list[tuple[int, bytes]]) -> None:
         """Decide what a group's replies mean for its message."""
         refusal, go_ahead, too_many = None, False, False
         for kind, (code, text) in zip(message.kinds, replies):
@@ -330,15 +406,15 @@ class Lane:
                 return
         chunk.finish(message.index, refusal)
 
-    def _settle_broken(self, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None,
+    def _settle_broken(self, chunk: Work, waiting: _InFlight | None, current: _InFlight | None,
                        broken: _Broken) -> None:
         """The line broke: the waiting message is uncertain if its final dot went out."""
-        if waiting is not None and chunk.results[waiting.index] is None:
+        if waiting is not None and not chunk.settled(waiting.index):
             if broken.after_dot:
                 chunk.finish(waiting.index, _uncertain(waiting.envelope, broken))
             else:
                 chunk.finish(waiting.index, _broke(waiting.envelope, broken))
-        if current is not None and chunk.results[current.index] is None:
+        if current is not None and not chunk.settled(current.index):
             if not self._try_again(chunk, current.index):
                 chunk.finish(current.index, _broke(current.envelope, broken))
 
@@ -348,16 +424,16 @@ class Lane:
         """The session has carried its share, or the server wants no more on it."""
         return self._used >= self._limit or self._ending
 
-    def _next(self, smtp, chunk: Chunk, chunking: bool = False) -> _InFlight | None:
+    def _next(self, smtp, chunk: Work, chunking: bool = False) -> _InFlight | None:
         if self.used_up:
             return None
         index = self._again.pop(0) if self._again else chunk.take()
         return self._start(smtp, chunk, index, chunking) if index is not None else None
 
-    def _start(self, smtp, chunk: Chunk, index: int | None, chunking: bool = False) -> _InFlight | None:
+    def _start(self, smtp, chunk: Work, index: int | None, chunking: bool = False) -> _InFlight | None:
         """The commands for message ``index`` (or the next one that can be sent at all)."""
         while index is not None:
-            envelope = chunk.envelopes[index]
+            envelope = chunk.envelope(index)
             problem = _address_problem(smtp, envelope)
             if problem is None:
                 break
