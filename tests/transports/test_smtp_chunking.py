@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -155,6 +156,23 @@ def test_a_server_that_answers_the_stream_out_of_turn_gets_one_command_at_a_time
     assert "answers out of turn" in caplog.text and "SMTP_PIPELINING=false" in caplog.text
     assert server.verbs.count("BDAT") == 3 and server.verbs.count("DATA") == 2  # then one at a time, with DATA
     assert accepted(server) == addresses([1, 3, 4, 5])
+
+
+def test_calls_made_while_others_are_out_share_the_connections_and_each_gets_its_own_answers():
+    with ScriptedSmtpServer(chunking=True) as server:
+        with plain_transport(server, connections=2) as transport:
+            with ThreadPoolExecutor(3) as pool:
+                calls = [pool.submit(transport.send_many, envelopes(10, start=1 + 10 * n)) for n in range(3)]
+                answers = [call.result(timeout=60) for call in calls]
+
+    queue_ids = {f"S{m.number:05d}": m.recipients[0] for m in server.messages}
+    for n, results in enumerate(answers):
+        assert [r.delivery_id for r in results] == list(range(1 + 10 * n, 11 + 10 * n))
+        assert statuses(results) == [SENT] * 10
+        assert [queue_ids[r.provider_message_id] for r in results] == [f"reader{i}@example.com" for i in
+                                                                       range(1 + 10 * n, 11 + 10 * n)]
+    assert recipients(server) == addresses(range(1, 31))
+    assert server.connections == 2
 
 
 def test_chunking_can_be_turned_off():
