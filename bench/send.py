@@ -15,9 +15,12 @@ Runs: smtp-source (Postfix's load generator, same message size, reused
 connections) as the limit of this machine; the pipeline on loopback for the
 small and the full list; the full list again with the server 20 ms away
 through bench/delay_proxy.py, and the small list there with
-SMTP_PIPELINING=false, for what pipelining buys. Each prints messages per second, CPU
-milliseconds per message of the sending workers, and each worker process's
-peak memory.
+SMTP_CHUNKING=false and with SMTP_PIPELINING=false, for what streaming and
+pipelining buy. Far away, the server is a throwaway Postfix smtpd in front of
+the sink (tests/postfix_server.py: it offers CHUNKING, smtp-sink does not)
+when this runs as root, smtp-sink alone otherwise or with --sink-only. Each
+prints messages per second, CPU milliseconds per message of the sending
+workers, and each worker process's peak memory.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from newsletter.config import settings_from  # noqa: E402
 from newsletter.store.db import engine_for, make_engine, session_scope  # noqa: E402
+from tests import postfix_server  # noqa: E402  (a throwaway Postfix smtpd, which offers CHUNKING)
 
 SAMPLE = ROOT / "examples" / "together-were-better" / "issues" / "2021-09"
 DEFAULT_POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -432,6 +436,9 @@ def parse_args() -> argparse.Namespace:
                         help="SMTP_CONNECTIONS with the server far away (x the send workers: at most 20 a host)")
     parser.add_argument("--skip-lockstep", action="store_true",
                         help="no run far away with SMTP_PIPELINING=false")
+    parser.add_argument("--skip-loopback", action="store_true", help="only the runs with the server far away")
+    parser.add_argument("--sink-only", action="store_true",
+                        help="far away, smtp-sink alone even when a Postfix smtpd (CHUNKING) can be started")
     parser.add_argument("--concurrency", type=int, default=None, help="SEND_CONCURRENCY (default: the Procfile's)")
     parser.add_argument("--batch-size", type=int, default=None, help="BATCH_SIZE (default: the setting's)")
     parser.add_argument("--source-messages", type=int, default=20_000)
@@ -478,7 +485,7 @@ def main() -> None:
         print(f"  {'smtp-source, ' + str(sessions) + ' reused connections':<34} {source_rate:>7,.0f} messages/s")
         runs = [("sample", args.small, f"loopback, {args.small:,} subscribers"),
                 ("everyone", args.subscribers, f"loopback, {args.subscribers:,} subscribers")]
-        for list_slug, count, label in runs:
+        for list_slug, count, label in [] if args.skip_loopback else runs:
             print_result(run_send(env, folder, sink, slugs, list_slug, count, label), source_rate)
         if not args.skip_delay:
             run_delayed(args, env, folder, sink, slugs, source_binary, size)
@@ -487,11 +494,17 @@ def main() -> None:
 
 def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], source_binary: str, size: int) -> None:
     with ExitStack() as stack:
+        server_port, server = sink.port, "smtp-sink (PIPELINING, no CHUNKING)"
+        if postfix_server.usable() is None and not args.sink_only:
+            # Postfix's smtpd offers CHUNKING (smtp-sink does not) and passes each message to the sink.
+            postfix = stack.enter_context(postfix_server.PostfixServer(sink.port))
+            server_port, server = postfix.port, "Postfix smtpd (PIPELINING, CHUNKING) in front of smtp-sink"
         port = free_port()
-        start(stack, [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(port), f"127.0.0.1:{sink.port}",
+        start(stack, [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(port), f"127.0.0.1:{server_port}",
                       "--delay-ms", str(args.delay_ms / 2)], folder / "delay-proxy.log")
         wait_for_port(port)
-        print(f"server {args.delay_ms:g} ms away (round trip); the pipeline with SMTP_CONNECTIONS={args.delay_connections}")
+        print(f"server {args.delay_ms:g} ms away (round trip): {server}; "
+              f"the pipeline with SMTP_CONNECTIONS={args.delay_connections}; {_load()}")
         # What the connections buy: the same yardstick at the default number of them.
         default_sessions = settings_from(env).smtp_connections * send_workers(env)
         few = smtp_source(source_binary, port, 1_000, size, default_sessions)
@@ -504,14 +517,16 @@ def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str
                           f"{args.delay_ms:g} ms away, {args.subscribers:,} subscribers")
         print_result(result, source_rate)
         print(f"  {'':<34} {result.rate / sessions:.1f} messages/s per connection")
-        if args.skip_lockstep:
-            return
-        # What pipelining buys: the same connections, one command at a time (the smaller list: it is slow).
-        lockstep = run_send(dict(far_env, SMTP_PIPELINING="false"), folder, sink, slugs, "sample", args.small,
-                            f"{args.delay_ms:g} ms away, SMTP_PIPELINING=false")
-        print_result(lockstep, source_rate)
-        print(f"  {'':<34} {lockstep.rate / sessions:.1f} messages/s per connection;"
-              f" pipelined / one command at a time: {result.rate / lockstep.rate:.2f} x")
+        # What streaming buys: DATA pipelined, then one command at a time (the smaller list: they are slower).
+        others = [("SMTP_CHUNKING", "pipelined (DATA)")] if "CHUNKING" in server else []
+        if not args.skip_lockstep:
+            others.append(("SMTP_PIPELINING", "one command at a time"))
+        for setting, how in others:
+            other = run_send(dict(far_env, **{setting: "false"}), folder, sink, slugs, "sample", args.small,
+                             f"{args.delay_ms:g} ms away, {setting}=false")
+            print_result(other, source_rate)
+            print(f"  {'':<34} {other.rate / sessions:.1f} messages/s per connection ({how});"
+                  f" the first far run / this: {result.rate / other.rate:.2f} x")
 
 
 def send_workers(env: dict) -> int:

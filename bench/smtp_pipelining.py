@@ -17,7 +17,8 @@ connections through the same proxy to the same Postfix, as the yardstick of
 the same moment. Prints messages a second, per connection, the ratio to
 smtp-source, and the CPU milliseconds a message of each process taking part,
 read from /proc: the transport (its threads included), the delay proxy,
-Postfix (smtpd and its helpers) and smtp-sink. Starting Postfix needs root;
+Postfix (smtpd and its helpers) and smtp-sink, and how many cores they kept
+busy together (their CPU seconds over the run's seconds). Starting Postfix needs root;
 without it the server is smtp-sink alone (no CHUNKING: no streamed line).
 """
 
@@ -165,7 +166,8 @@ def main() -> None:
                 rates[label] = rate
                 print(f"    {label:<22} {rate:7,.0f} messages/s  {rate / connections:5.1f} per connection"
                       f"  {rate / source:5.2f} x smtp-source   CPU ms/message: ours {cpu * 1000 / count:.2f}, "
-                      + _cpu_line(others, count))
+                      + _cpu_line(others, count)
+                      + f"; all of them busy {(cpu + sum(others.values())) * rate / count:.2f} cores")
             labels = [label for label, _ in modes]
             print("    " + ", ".join(f"{first} / {labels[-1]}: {rates[first] / rates[labels[-1]]:.2f} x"
                                      for first in labels[:-1]))
