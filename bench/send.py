@@ -40,6 +40,7 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 # The repository, not bench/, first: bench scripts are named like the libraries they measure.
@@ -257,6 +258,50 @@ def cpu_seconds(leader: int) -> float:
     return total / CLOCK_TICKS
 
 
+class Processes:
+    """CPU seconds of the other processes taking part, from /proc (reaped children included)."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]):
+        self.groups = groups  # name -> function giving the pids now
+
+    def cpu(self) -> dict[str, dict[int, float]]:
+        return {name: {pid: _cpu_of(pid) for pid in pids()} for name, pids in self.groups.items()}
+
+    @staticmethod
+    def spent(before: dict, after: dict) -> dict[str, float]:
+        return {name: sum(seconds - before[name].get(pid, 0.0) for pid, seconds in after[name].items())
+                for name in after}
+
+
+def _cpu_of(pid: int) -> float:
+    fields = _stat_fields(str(pid))
+    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS if fields else 0.0
+
+
+def children_of(parent: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(entry.name)
+            if fields and int(fields[1]) == parent:
+                pids.append(int(entry.name))
+    return pids
+
+
+def listening_on(port: int) -> list[int]:
+    """The pids whose command line names ``127.0.0.1:port`` (smtp-sink)."""
+    needle = f"127.0.0.1:{port}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
 def peak_memory(leader: int) -> list[tuple[str, int]]:
     """(process, VmHWM in KiB): the group leader first, then its pool."""
     peaks = []
@@ -286,6 +331,7 @@ class RunResult:
     cpu_seconds: float
     other_cpu_seconds: float
     peaks: list[tuple[str, int]] = field(default_factory=list)
+    server_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of the server side's processes
 
     @property
     def rate(self) -> float:
@@ -372,7 +418,8 @@ def ledger_check(settings, send_id: int, expected: int) -> float:
     return (last_sent - started).total_seconds()
 
 
-def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], list_slug: str, expected: int, label: str) -> RunResult:
+def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], list_slug: str, expected: int, label: str,
+             servers: Processes | None = None) -> RunResult:
     # Each run has its own folder: logs, and beat's schedule file (a beat
     # stopped by the last run may have left it half written).
     folder = folder / re.sub(r"[^\w]+", "-", label).strip("-")
@@ -386,8 +433,10 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
         cpu_before = cpu_seconds(send_leader)
         other_before = sum(cpu_seconds(pid) for pid in others)
         sink_before = sink.messages()
+        servers_before = servers.cpu() if servers else {}
         send_id = schedule(settings, slugs, list_slug)
         pipeline.wait_sent(send_id, expected, timeout=120)
+        server_cpu = Processes.spent(servers_before, servers.cpu()) if servers else {}
         cpu = cpu_seconds(send_leader) - cpu_before
         other = sum(cpu_seconds(pid) for pid in others) - other_before
         peaks = peak_memory(send_leader)
@@ -396,7 +445,7 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
     received = sink.messages() - sink_before
     if received < expected:
         raise SystemExit(f"{label}: the sink counted {received} messages of {expected}")
-    return RunResult(label, expected, seconds, cpu, other, peaks)
+    return RunResult(label, expected, seconds, cpu, other, peaks, server_cpu)
 
 
 # --- the yardstick ------------------------------------------------------------------------
@@ -423,6 +472,10 @@ def print_result(result: RunResult, source_rate: float) -> None:
     print(f"  {'':<34} CPU {result.cpu_seconds * 1000 / result.messages:.2f} ms/message in the send workers"
           f" (+{result.other_cpu_seconds * 1000 / result.messages:.2f} control and beat);"
           f" peak memory (VmHWM) {memory}")
+    if result.server_cpu:
+        busy = (result.cpu_seconds + result.other_cpu_seconds + sum(result.server_cpu.values())) / result.seconds
+        spent = ", ".join(f"{name} {seconds * 1000 / result.messages:.2f}" for name, seconds in result.server_cpu.items())
+        print(f"  {'':<34} CPU ms/message of the rest: {spent}; with the workers, {busy:.2f} cores busy")
 
 
 def parse_args() -> argparse.Namespace:
@@ -495,13 +548,19 @@ def main() -> None:
 def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], source_binary: str, size: int) -> None:
     with ExitStack() as stack:
         server_port, server = sink.port, "smtp-sink (PIPELINING, no CHUNKING)"
+        groups = {"smtp-sink": lambda: listening_on(sink.port)}
         if postfix_server.usable() is None and not args.sink_only:
             # Postfix's smtpd offers CHUNKING (smtp-sink does not) and passes each message to the sink.
             postfix = stack.enter_context(postfix_server.PostfixServer(sink.port))
             server_port, server = postfix.port, "Postfix smtpd (PIPELINING, CHUNKING) in front of smtp-sink"
+            master = int((postfix.folder / "queue" / "pid" / "master.pid").read_text().split()[0])
+            groups["Postfix"] = lambda: [master, *children_of(master)]
         port = free_port()
-        start(stack, [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(port), f"127.0.0.1:{server_port}",
-                      "--delay-ms", str(args.delay_ms / 2)], folder / "delay-proxy.log")
+        proxy = start(stack, [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(port),
+                              f"127.0.0.1:{server_port}", "--delay-ms", str(args.delay_ms / 2)],
+                      folder / "delay-proxy.log")
+        groups["delay proxy"] = lambda: [proxy.pid]
+        servers = Processes(groups)
         wait_for_port(port)
         print(f"server {args.delay_ms:g} ms away (round trip): {server}; "
               f"the pipeline with SMTP_CONNECTIONS={args.delay_connections}; {_load()}")
@@ -514,7 +573,7 @@ def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str
         source_rate = smtp_source(source_binary, port, min(args.source_messages, 10_000), size, sessions)
         print(f"  {'smtp-source, ' + str(sessions) + ' reused connections':<34} {source_rate:>7,.0f} messages/s")
         result = run_send(far_env, folder, sink, slugs, "everyone", args.subscribers,
-                          f"{args.delay_ms:g} ms away, {args.subscribers:,} subscribers")
+                          f"{args.delay_ms:g} ms away, {args.subscribers:,} subscribers", servers)
         print_result(result, source_rate)
         print(f"  {'':<34} {result.rate / sessions:.1f} messages/s per connection")
         # What streaming buys: DATA pipelined, then one command at a time (the smaller list: they are slower).
@@ -523,7 +582,7 @@ def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str
             others.append(("SMTP_PIPELINING", "one command at a time"))
         for setting, how in others:
             other = run_send(dict(far_env, **{setting: "false"}), folder, sink, slugs, "sample", args.small,
-                             f"{args.delay_ms:g} ms away, {setting}=false")
+                             f"{args.delay_ms:g} ms away, {setting}=false", servers)
             print_result(other, source_rate)
             print(f"  {'':<34} {other.rate / sessions:.1f} messages/s per connection ({how});"
                   f" the first far run / this: {result.rate / other.rate:.2f} x")

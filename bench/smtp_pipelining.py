@@ -60,52 +60,8 @@ def envelopes(count: int, start: int) -> list[Envelope]:
     return [Envelope(n, send_bench.SENDER, f"reader{n}@example.com", message(n)) for n in range(start, start + count)]
 
 
-class Processes:
-    """CPU seconds of the other processes taking part, from /proc (reaped children included)."""
-
-    def __init__(self, groups: dict[str, callable]):
-        self.groups = groups  # name -> function giving the pids now
-
-    def cpu(self) -> dict[str, dict[int, float]]:
-        return {name: {pid: _cpu_of(pid) for pid in pids()} for name, pids in self.groups.items()}
-
-    @staticmethod
-    def spent(before: dict, after: dict) -> dict[str, float]:
-        return {name: sum(seconds - before[name].get(pid, 0.0) for pid, seconds in after[name].items())
-                for name in after}
-
-
-def _cpu_of(pid: int) -> float:
-    fields = send_bench._stat_fields(str(pid))
-    return sum(int(v) for v in fields[11:15]) / send_bench.CLOCK_TICKS if fields else 0.0
-
-
-def _children_of(parent: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = send_bench._stat_fields(entry.name)
-            if fields and int(fields[1]) == parent:
-                pids.append(int(entry.name))
-    return pids
-
-
-def _listening_on(port: int) -> list[int]:
-    """The pids whose command line names ``127.0.0.1:port`` (smtp-sink)."""
-    needle = f"127.0.0.1:{port}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
-
-
 def run_transport(port: int, connections: int, options: dict, count: int, window: int,
-                  processes: Processes) -> tuple[float, float, dict[str, float]]:
+                  processes: send_bench.Processes) -> tuple[float, float, dict[str, float]]:
     """(messages a second, CPU seconds, the other processes' CPU seconds) of one chunk over open connections."""
     transport = SmtpTransport("127.0.0.1", port, security="none", connections=connections,
                               messages_per_connection=10 * count, window=window, **options)
@@ -116,7 +72,7 @@ def run_transport(port: int, connections: int, options: dict, count: int, window
         cpu, started = time.process_time(), time.perf_counter()
         results = transport.send_many(batch)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        others = Processes.spent(before, processes.cpu())
+        others = send_bench.Processes.spent(before, processes.cpu())
     if any(r.status != SENT for r in results):
         raise SystemExit(f"not all sent: {[r for r in results if r.status != SENT][:3]}")
     return count / seconds, cpu, others
@@ -133,13 +89,13 @@ def main() -> None:
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-smtp-")))
         sink = send_bench.Sink(stack, sink_binary, folder)
-        groups = {"smtp-sink": lambda: _listening_on(sink.port)}
+        groups = {"smtp-sink": lambda: send_bench.listening_on(sink.port)}
         modes = MODES
         server_port, server = sink.port, "smtp-sink (PIPELINING, no CHUNKING)"
         if postfix_server.usable() is None:
             postfix = stack.enter_context(postfix_server.PostfixServer(sink.port))
             master = int((postfix.folder / "queue" / "pid" / "master.pid").read_text().split()[0])
-            groups["Postfix"] = lambda: [master, *_children_of(master)]
+            groups["Postfix"] = lambda: [master, *send_bench.children_of(master)]
             server_port, server = postfix.port, "Postfix smtpd (PIPELINING, CHUNKING) passing each message to smtp-sink"
         else:
             modes = MODES[1:]
@@ -149,7 +105,7 @@ def main() -> None:
                                  folder / "proxy.log")
         groups["delay proxy"] = lambda: [proxy.pid]
         send_bench.wait_for_port(port)
-        processes = Processes(groups)
+        processes = send_bench.Processes(groups)
         one, five, _ = os.getloadavg()
         print(f"{server}, {args.delay_ms:g} ms away (round trip), messages of {SIZE // 1024} KiB, "
               f"window {args.window}; {os.cpu_count()} cores, load average {one:.1f} (1 min), {five:.1f} (5 min)")
@@ -157,7 +113,7 @@ def main() -> None:
             count = connections * args.per_connection
             before = processes.cpu()
             source = send_bench.smtp_source(source_binary, port, count, SIZE, connections)
-            others = Processes.spent(before, processes.cpu())
+            others = send_bench.Processes.spent(before, processes.cpu())
             print(f"  {connections} connection(s): smtp-source {source:,.0f} messages/s   "
                   + _cpu_line(others, count))
             rates = {}
