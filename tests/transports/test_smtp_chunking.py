@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import trustme
 
 from newsletter.config import settings_from
 from newsletter.transports import make_transport
@@ -42,6 +44,22 @@ def test_messages_are_streamed_with_bdat_none_waiting_for_a_reply():
     assert server.verbs[:1 + 3 + 4 * 4] == ["EHLO", "MAIL", "RCPT", "BDAT"] + GROUP * 4
     assert "DATA" not in server.verbs
     assert server.connections == 1
+
+
+def test_streaming_over_verified_tls():
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    sent = envelopes(4)
+    with ScriptedSmtpServer(chunking=True, hold_replies=True, expected=4, ssl_context=server_context) as server:
+        with plain_transport(server, security="tls", ssl_context=client_context, connections=1) as transport:
+            results = transport.send_many(sent)
+
+    assert statuses(results) == [SENT] * 4
+    assert [m.data for m in server.messages] == [e.message for e in sent]
+    assert server.verbs.count("BDAT") == 4
 
 
 def test_the_window_bounds_the_messages_in_flight():
