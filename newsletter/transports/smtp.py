@@ -142,7 +142,11 @@ class SmtpTransport(Transport):
         failed_in = None
         try:
             while work.wait(failed_in):
-                failure = lane.drain(work)
+                work.begin()
+                try:
+                    failure = lane.drain(work)
+                finally:
+                    work.end()
                 failed_in = work.lane_failed(failure) if failure is not None else None
         except Exception:
             log.exception("an SMTP connection thread stopped")

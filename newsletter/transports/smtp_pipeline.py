@@ -118,6 +118,7 @@ class Work:
         self._failed: list[SetupFailed] = []  # lanes that could not open a session since the last call came
         self.generation = 0  # calls so far: a lane that failed waits for the next one before trying again
         self.stopping = False
+        self._active = 0  # lanes sending now
 
     # -- the callers' side -------------------------------------------------------
     def add(self, envelopes: Sequence[Envelope]) -> Chunk:
@@ -145,6 +146,18 @@ class Work:
             while not self.stopping and (not self._pending or self.generation == failed_in):
                 self._ready.wait()
             return not self.stopping
+
+    def begin(self) -> None:
+        with self._lock:
+            self._active += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    def others_active(self) -> bool:
+        """Whether a lane other than the one asking is sending now."""
+        return self._active > 1
 
     def take(self) -> int | None:
         with self._lock:
@@ -243,9 +256,11 @@ class Lane:
         self._again: list[int] = []  # messages of the chunk to start the next session with
 
     def drain(self, chunk: Work) -> SetupFailed | None:
-        """Send from ``chunk`` until it is empty; a lane that cannot open a session
-        gives its message back for the other lanes and stops, rather than wait out
-        a connect timeout per message."""
+        """Send from ``chunk`` until it is empty. A lane that cannot open a session
+        stops, rather than wait out a connect timeout per message; the messages
+        it holds go back for the other lanes when one of them is sending (the
+        server may limit connections), and fail for now with the reason when
+        none is (the server is away: one wait is enough)."""
         while True:
             index = self._again.pop(0) if self._again else chunk.take()
             if index is None:
@@ -255,7 +270,10 @@ class Lane:
             except SetupFailed as failure:
                 log.warning("SMTP session failed: %s", failure.error)
                 for waiting in [index, *self._again]:
-                    chunk.put_back(waiting)
+                    if chunk.others_active():
+                        chunk.put_back(waiting)
+                    else:
+                        chunk.finish(waiting, failure.result_for(chunk.envelope(waiting)))
                 self._again.clear()
                 return failure
             self._run(smtp, chunk, index)
