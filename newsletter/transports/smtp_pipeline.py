@@ -1,5 +1,8 @@
 """The mail transactions of one SMTP session, pipelined when the server offers it.
 
+(With CHUNKING too, a session streams its messages instead: smtp_chunking.py.
+The lanes here, and the queue of work they share, serve both.)
+
 One command at a time, a message costs four round trips: MAIL, RCPT, DATA
 and the message each wait for their reply. With PIPELINING (RFC 2920) MAIL,
 RCPT and DATA go out as one group, and the next message's group goes out in
