@@ -490,6 +490,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-lockstep", action="store_true",
                         help="no run far away with SMTP_PIPELINING=false")
     parser.add_argument("--skip-loopback", action="store_true", help="only the runs with the server far away")
+    parser.add_argument("--compare-batch-size", type=int, default=None,
+                        help="far away, the full list again with this BATCH_SIZE")
     parser.add_argument("--sink-only", action="store_true",
                         help="far away, smtp-sink alone even when a Postfix smtpd (CHUNKING) can be started")
     parser.add_argument("--concurrency", type=int, default=None, help="SEND_CONCURRENCY (default: the Procfile's)")
@@ -576,6 +578,14 @@ def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str
                           f"{args.delay_ms:g} ms away, {args.subscribers:,} subscribers", servers)
         print_result(result, source_rate)
         print(f"  {'':<34} {result.rate / sessions:.1f} messages/s per connection")
+        if args.compare_batch_size:
+            # Bigger batches: more chunks a batch run, each handed over before the last is answered.
+            bigger = run_send(dict(far_env, BATCH_SIZE=str(args.compare_batch_size)), folder, sink, slugs, "everyone",
+                              args.subscribers, f"{args.delay_ms:g} ms away, BATCH_SIZE={args.compare_batch_size}",
+                              servers)
+            print_result(bigger, source_rate)
+            print(f"  {'':<34} {bigger.rate / sessions:.1f} messages/s per connection;"
+                  f" this / the first far run: {bigger.rate / result.rate:.2f} x")
         # What streaming buys: DATA pipelined, then one command at a time (the smaller list: they are slower).
         others = [("SMTP_CHUNKING", "pipelined (DATA)")] if "CHUNKING" in server else []
         if not args.skip_lockstep:
