@@ -15,9 +15,12 @@ Runs: smtp-source (Postfix's load generator, same message size, reused
 connections) as the limit of this machine; the pipeline on loopback for the
 small and the full list; the full list again with the server 20 ms away
 through bench/delay_proxy.py, and the small list there with
-SMTP_PIPELINING=false, for what pipelining buys. Each prints messages per second, CPU
-milliseconds per message of the sending workers, and each worker process's
-peak memory.
+SMTP_CHUNKING=false and with SMTP_PIPELINING=false, for what streaming and
+pipelining buy. Far away, the server is a throwaway Postfix smtpd in front of
+the sink (tests/postfix_server.py: it offers CHUNKING, smtp-sink does not)
+when this runs as root, smtp-sink alone otherwise or with --sink-only. Each
+prints messages per second, CPU milliseconds per message of the sending
+workers, and each worker process's peak memory.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 # The repository, not bench/, first: bench scripts are named like the libraries they measure.
@@ -47,6 +51,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from newsletter.config import settings_from  # noqa: E402
 from newsletter.store.db import engine_for, make_engine, session_scope  # noqa: E402
+from tests import postfix_server  # noqa: E402  (a throwaway Postfix smtpd, which offers CHUNKING)
 
 SAMPLE = ROOT / "examples" / "together-were-better" / "issues" / "2021-09"
 DEFAULT_POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -253,6 +258,50 @@ def cpu_seconds(leader: int) -> float:
     return total / CLOCK_TICKS
 
 
+class Processes:
+    """CPU seconds of the other processes taking part, from /proc (reaped children included)."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]):
+        self.groups = groups  # name -> function giving the pids now
+
+    def cpu(self) -> dict[str, dict[int, float]]:
+        return {name: {pid: _cpu_of(pid) for pid in pids()} for name, pids in self.groups.items()}
+
+    @staticmethod
+    def spent(before: dict, after: dict) -> dict[str, float]:
+        return {name: sum(seconds - before[name].get(pid, 0.0) for pid, seconds in after[name].items())
+                for name in after}
+
+
+def _cpu_of(pid: int) -> float:
+    fields = _stat_fields(str(pid))
+    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS if fields else 0.0
+
+
+def children_of(parent: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(entry.name)
+            if fields and int(fields[1]) == parent:
+                pids.append(int(entry.name))
+    return pids
+
+
+def listening_on(port: int) -> list[int]:
+    """The pids whose command line names ``127.0.0.1:port`` (smtp-sink)."""
+    needle = f"127.0.0.1:{port}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
 def peak_memory(leader: int) -> list[tuple[str, int]]:
     """(process, VmHWM in KiB): the group leader first, then its pool."""
     peaks = []
@@ -282,6 +331,7 @@ class RunResult:
     cpu_seconds: float
     other_cpu_seconds: float
     peaks: list[tuple[str, int]] = field(default_factory=list)
+    server_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of the server side's processes
 
     @property
     def rate(self) -> float:
@@ -368,7 +418,8 @@ def ledger_check(settings, send_id: int, expected: int) -> float:
     return (last_sent - started).total_seconds()
 
 
-def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], list_slug: str, expected: int, label: str) -> RunResult:
+def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], list_slug: str, expected: int, label: str,
+             servers: Processes | None = None) -> RunResult:
     # Each run has its own folder: logs, and beat's schedule file (a beat
     # stopped by the last run may have left it half written).
     folder = folder / re.sub(r"[^\w]+", "-", label).strip("-")
@@ -382,8 +433,10 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
         cpu_before = cpu_seconds(send_leader)
         other_before = sum(cpu_seconds(pid) for pid in others)
         sink_before = sink.messages()
+        servers_before = servers.cpu() if servers else {}
         send_id = schedule(settings, slugs, list_slug)
         pipeline.wait_sent(send_id, expected, timeout=120)
+        server_cpu = Processes.spent(servers_before, servers.cpu()) if servers else {}
         cpu = cpu_seconds(send_leader) - cpu_before
         other = sum(cpu_seconds(pid) for pid in others) - other_before
         peaks = peak_memory(send_leader)
@@ -392,7 +445,7 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
     received = sink.messages() - sink_before
     if received < expected:
         raise SystemExit(f"{label}: the sink counted {received} messages of {expected}")
-    return RunResult(label, expected, seconds, cpu, other, peaks)
+    return RunResult(label, expected, seconds, cpu, other, peaks, server_cpu)
 
 
 # --- the yardstick ------------------------------------------------------------------------
@@ -419,6 +472,10 @@ def print_result(result: RunResult, source_rate: float) -> None:
     print(f"  {'':<34} CPU {result.cpu_seconds * 1000 / result.messages:.2f} ms/message in the send workers"
           f" (+{result.other_cpu_seconds * 1000 / result.messages:.2f} control and beat);"
           f" peak memory (VmHWM) {memory}")
+    if result.server_cpu:
+        busy = (result.cpu_seconds + result.other_cpu_seconds + sum(result.server_cpu.values())) / result.seconds
+        spent = ", ".join(f"{name} {seconds * 1000 / result.messages:.2f}" for name, seconds in result.server_cpu.items())
+        print(f"  {'':<34} CPU ms/message of the rest: {spent}; with the workers, {busy:.2f} cores busy")
 
 
 def parse_args() -> argparse.Namespace:
@@ -432,6 +489,11 @@ def parse_args() -> argparse.Namespace:
                         help="SMTP_CONNECTIONS with the server far away (x the send workers: at most 20 a host)")
     parser.add_argument("--skip-lockstep", action="store_true",
                         help="no run far away with SMTP_PIPELINING=false")
+    parser.add_argument("--skip-loopback", action="store_true", help="only the runs with the server far away")
+    parser.add_argument("--compare-batch-size", type=int, default=None,
+                        help="far away, the full list again with this BATCH_SIZE")
+    parser.add_argument("--sink-only", action="store_true",
+                        help="far away, smtp-sink alone even when a Postfix smtpd (CHUNKING) can be started")
     parser.add_argument("--concurrency", type=int, default=None, help="SEND_CONCURRENCY (default: the Procfile's)")
     parser.add_argument("--batch-size", type=int, default=None, help="BATCH_SIZE (default: the setting's)")
     parser.add_argument("--source-messages", type=int, default=20_000)
@@ -478,7 +540,7 @@ def main() -> None:
         print(f"  {'smtp-source, ' + str(sessions) + ' reused connections':<34} {source_rate:>7,.0f} messages/s")
         runs = [("sample", args.small, f"loopback, {args.small:,} subscribers"),
                 ("everyone", args.subscribers, f"loopback, {args.subscribers:,} subscribers")]
-        for list_slug, count, label in runs:
+        for list_slug, count, label in [] if args.skip_loopback else runs:
             print_result(run_send(env, folder, sink, slugs, list_slug, count, label), source_rate)
         if not args.skip_delay:
             run_delayed(args, env, folder, sink, slugs, source_binary, size)
@@ -487,11 +549,23 @@ def main() -> None:
 
 def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], source_binary: str, size: int) -> None:
     with ExitStack() as stack:
+        server_port, server = sink.port, "smtp-sink (PIPELINING, no CHUNKING)"
+        groups = {"smtp-sink": lambda: listening_on(sink.port)}
+        if postfix_server.usable() is None and not args.sink_only:
+            # Postfix's smtpd offers CHUNKING (smtp-sink does not) and passes each message to the sink.
+            postfix = stack.enter_context(postfix_server.PostfixServer(sink.port))
+            server_port, server = postfix.port, "Postfix smtpd (PIPELINING, CHUNKING) in front of smtp-sink"
+            master = int((postfix.folder / "queue" / "pid" / "master.pid").read_text().split()[0])
+            groups["Postfix"] = lambda: [master, *children_of(master)]
         port = free_port()
-        start(stack, [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(port), f"127.0.0.1:{sink.port}",
-                      "--delay-ms", str(args.delay_ms / 2)], folder / "delay-proxy.log")
+        proxy = start(stack, [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(port),
+                              f"127.0.0.1:{server_port}", "--delay-ms", str(args.delay_ms / 2)],
+                      folder / "delay-proxy.log")
+        groups["delay proxy"] = lambda: [proxy.pid]
+        servers = Processes(groups)
         wait_for_port(port)
-        print(f"server {args.delay_ms:g} ms away (round trip); the pipeline with SMTP_CONNECTIONS={args.delay_connections}")
+        print(f"server {args.delay_ms:g} ms away (round trip): {server}; "
+              f"the pipeline with SMTP_CONNECTIONS={args.delay_connections}; {_load()}")
         # What the connections buy: the same yardstick at the default number of them.
         default_sessions = settings_from(env).smtp_connections * send_workers(env)
         few = smtp_source(source_binary, port, 1_000, size, default_sessions)
@@ -501,17 +575,27 @@ def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str
         source_rate = smtp_source(source_binary, port, min(args.source_messages, 10_000), size, sessions)
         print(f"  {'smtp-source, ' + str(sessions) + ' reused connections':<34} {source_rate:>7,.0f} messages/s")
         result = run_send(far_env, folder, sink, slugs, "everyone", args.subscribers,
-                          f"{args.delay_ms:g} ms away, {args.subscribers:,} subscribers")
+                          f"{args.delay_ms:g} ms away, {args.subscribers:,} subscribers", servers)
         print_result(result, source_rate)
         print(f"  {'':<34} {result.rate / sessions:.1f} messages/s per connection")
-        if args.skip_lockstep:
-            return
-        # What pipelining buys: the same connections, one command at a time (the smaller list: it is slow).
-        lockstep = run_send(dict(far_env, SMTP_PIPELINING="false"), folder, sink, slugs, "sample", args.small,
-                            f"{args.delay_ms:g} ms away, SMTP_PIPELINING=false")
-        print_result(lockstep, source_rate)
-        print(f"  {'':<34} {lockstep.rate / sessions:.1f} messages/s per connection;"
-              f" pipelined / one command at a time: {result.rate / lockstep.rate:.2f} x")
+        if args.compare_batch_size:
+            # Bigger batches: more chunks a batch run, each handed over before the last is answered.
+            bigger = run_send(dict(far_env, BATCH_SIZE=str(args.compare_batch_size)), folder, sink, slugs, "everyone",
+                              args.subscribers, f"{args.delay_ms:g} ms away, BATCH_SIZE={args.compare_batch_size}",
+                              servers)
+            print_result(bigger, source_rate)
+            print(f"  {'':<34} {bigger.rate / sessions:.1f} messages/s per connection;"
+                  f" this / the first far run: {bigger.rate / result.rate:.2f} x")
+        # What streaming buys: DATA pipelined, then one command at a time (the smaller list: they are slower).
+        others = [("SMTP_CHUNKING", "pipelined (DATA)")] if "CHUNKING" in server else []
+        if not args.skip_lockstep:
+            others.append(("SMTP_PIPELINING", "one command at a time"))
+        for setting, how in others:
+            other = run_send(dict(far_env, **{setting: "false"}), folder, sink, slugs, "sample", args.small,
+                             f"{args.delay_ms:g} ms away, {setting}=false", servers)
+            print_result(other, source_rate)
+            print(f"  {'':<34} {other.rate / sessions:.1f} messages/s per connection ({how});"
+                  f" the first far run / this: {result.rate / other.rate:.2f} x")
 
 
 def send_workers(env: dict) -> int:

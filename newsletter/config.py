@@ -104,6 +104,8 @@ class Settings:
     smtp_connections: int = 4  # connections in flight per worker process
     smtp_messages_per_connection: int = 500
     smtp_pipelining: bool = True  # use PIPELINING (RFC 2920) when the server offers it
+    smtp_chunking: bool = True  # stream messages with BDAT (RFC 3030) when it offers CHUNKING too
+    smtp_window: int = 16  # messages in flight per connection when streaming
     # Email provider APIs (docs/providers.md). API URLs are settings so tests can
     # point them at local servers; keys are secrets.
     http_connect_timeout: float = 10.0
@@ -253,6 +255,8 @@ def settings_from(env: dict) -> Settings:
             env, "SMTP_MESSAGES_PER_CONNECTION", Settings.smtp_messages_per_connection
         ),
         smtp_pipelining=_bool(env, "SMTP_PIPELINING", Settings.smtp_pipelining),
+        smtp_chunking=_bool(env, "SMTP_CHUNKING", Settings.smtp_chunking),
+        smtp_window=_int(env, "SMTP_WINDOW", Settings.smtp_window),
         **_provider_settings(env),
         batch_size=_int(env, "BATCH_SIZE", Settings.batch_size),
         rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),

@@ -22,10 +22,19 @@ replies until the group ends). Options, fixed when it is made:
 - ``ssl_context``: a server context for TLS from the first byte (implicit TLS);
 - ``out_of_turn``: a group that arrives in one read (MAIL, RCPT and DATA
   together) is answered in reverse order, 354 first; commands sent one at a
-  time are answered properly.
+  time are answered properly. With ``chunking``, MAIL, RCPT and BDAT in one
+  read are answered in reverse order, the BDAT's reply first;
+- ``chunking``: announce CHUNKING and take ``BDAT <size> [LAST]`` (RFC 3030);
+  a BDAT with no accepted recipient has its data read and refused (554). With
+  ``hold_replies``, no reply at all goes out until the ``expected``-th message
+  has arrived: a client that waited for any reply before sending the next
+  message would wait forever, so a send that finishes proves messages were
+  streamed. ``drop_after_dot`` and ``final_421`` count a message's last chunk
+  as its final dot.
 
 What it saw: ``messages`` (accepted or not, with ``answered`` and
-``accepted``), ``connections``, ``groups`` (the commands answered together,
+``accepted``), ``connections``, ``verbs`` (every command, in order),
+``groups`` (the commands answered together,
 when more than one: those of one read, or with ``hold_replies`` those of one
 group however they arrived).
 """
@@ -58,13 +67,14 @@ class _Session:
     held: list[bytes] = field(default_factory=list)  # replies not sent yet (hold_replies) ...
     held_verbs: list[str] = field(default_factory=list)  # ... and the commands they answer
     closing: bool = False  # a 421 went out: no more commands are read
+    chunks: list[bytes] = field(default_factory=list)  # BDAT data of the message being received
 
 
 class ScriptedSmtpServer:
     def __init__(self, *, pipelining: bool = True, hold_replies: bool = False, expected: int = 0,
                  reject: tuple[str, ...] = (), rcpt_limit: int | None = None, drop_after_dot: tuple[int, ...] = (),
                  mail_421: tuple[int, ...] = (), final_421: tuple[int, ...] = (), out_of_turn: bool = False,
-                 ssl_context: ssl.SSLContext | None = None):
+                 chunking: bool = False, ssl_context: ssl.SSLContext | None = None):
         self.host = "127.0.0.1"
         self.pipelining = pipelining
         self.hold_replies = hold_replies
@@ -76,6 +86,8 @@ class ScriptedSmtpServer:
         self.final_421 = set(final_421)
         self.mail_commands = 0
         self.out_of_turn = out_of_turn
+        self.chunking = chunking
+        self.verbs: list[str] = []
         self.ssl_context = ssl_context
         self.messages: list[ScriptedMessage] = []
         self.groups: list[list[str]] = []
@@ -126,12 +138,19 @@ class ScriptedSmtpServer:
                 if lines is None:
                     return
                 verbs = [line.split(b" ", 1)[0].split(b":", 1)[0].upper().decode(errors="replace") for line in lines]
+                with self._lock:
+                    self.verbs.extend(verbs)
                 replies = []
                 for line, verb in zip(lines, verbs):
                     replies.append(self._command(session, line, verb))
                     if session.closing:
                         conn.sendall(b"".join(session.held + replies))
+                        _hang_up(conn)
                         return
+                if verbs[-1] == "BDAT":
+                    if not self._bdat(conn, session, reader, lines[-1], verbs, replies):
+                        return
+                    continue
                 if self.out_of_turn and verbs[-3:] == ["MAIL", "RCPT", "DATA"]:
                     replies[-3:] = reversed(replies[-3:])
                     self._answer(conn, session, verbs, replies)
@@ -152,6 +171,54 @@ class ScriptedSmtpServer:
         finally:
             _close(conn)
 
+    def _bdat(self, conn: socket.socket, session: _Session, reader, line: bytes, verbs: list[str],
+              replies: list[bytes]) -> bool:
+        """Read a BDAT's chunk and answer the commands of this read; False when the line is dropped."""
+        words = line.split()
+        size, last = int(words[1]), len(words) > 2 and words[2].upper() == b"LAST"
+        data = reader.read_chunk(size)
+        if data is None:
+            return False
+        session.chunks.append(data)
+        if not last:
+            replies[-1] = b"250 2.0.0 Ok: %d bytes\r\n" % size
+        elif not session.recipients:
+            session.mail_from, session.chunks = None, []
+            replies[-1] = b"554 5.5.1 Error: no valid recipients\r\n"
+        else:
+            replies[-1] = self._receive_message(session, b"".join(session.chunks))
+            session.chunks = []
+            if replies[-1] is None:
+                conn.sendall(b"".join(session.held + replies[:-1]))
+                conn.shutdown(socket.SHUT_RDWR)
+                return False
+        if self.out_of_turn and verbs[-3:] == ["MAIL", "RCPT", "BDAT"]:
+            replies[-3:] = reversed(replies[-3:])
+        if replies[-1].startswith(b"421"):
+            conn.sendall(b"".join(session.held + replies))
+            _hang_up(conn)
+            return False
+        if self.hold_replies and len(self.messages) < self.expected:
+            session.held.extend(replies)
+            session.held_verbs.extend(verbs)
+            return True
+        self._answer(conn, session, verbs, replies)
+        return True
+
+    def _receive_message(self, session: _Session, data: bytes) -> bytes | None:
+        """Note a message that arrived whole; its reply, or None to drop the line."""
+        with self._lock:
+            number = len(self.messages) + 1
+            drop, refuse = number in self.drop_after_dot, number in self.final_421
+            self.messages.append(ScriptedMessage(number, session.mail_from, list(session.recipients), data,
+                                                 session.number, accepted=not (drop or refuse), answered=not drop))
+        session.mail_from, session.recipients = None, []
+        if drop:
+            return None
+        if refuse:
+            return b"421 4.3.0 scripted.example.net Service shutting down, closing connection\r\n"
+        return f"250 2.0.0 Ok: queued as S{number:05d}\r\n".encode()
+
     def _answer(self, conn: socket.socket, session: _Session, verbs: list[str], replies: list[bytes]) -> None:
         """Send the held replies and these; note the commands answered together."""
         answered = session.held_verbs + verbs
@@ -165,11 +232,13 @@ class ScriptedSmtpServer:
     def _command(self, session: _Session, line: bytes, verb: str) -> bytes:
         argument = line.partition(b":")[2].strip().decode("utf-8", errors="replace")
         if verb in ("EHLO", "HELO"):
-            extensions = ["PIPELINING"] if self.pipelining else []
+            extensions = (["PIPELINING"] if self.pipelining else []) + (["CHUNKING"] if self.chunking else [])
             return "".join(f"250-{e}\r\n" for e in ["scripted.example.net", *extensions, "8BITMIME"]).encode() \
                 + b"250 SIZE 100000000\r\n"
+        if verb == "BDAT":
+            return b""  # answered once its chunk is read
         if verb == "RSET":
-            session.mail_from, session.recipients = None, []
+            session.mail_from, session.recipients, session.chunks = None, [], []
             return b"250 2.0.0 Ok\r\n"
         if verb == "MAIL":
             with self._lock:
@@ -221,6 +290,7 @@ class ScriptedSmtpServer:
             return False
         if refuse:
             conn.sendall(b"421 4.3.0 scripted.example.net Service shutting down, closing connection\r\n")
+            _hang_up(conn)
             return False
         reply = f"250 2.0.0 Ok: queued as S{number:05d}\r\n".encode()
         if self.hold_replies and number != self.expected:
@@ -253,10 +323,18 @@ class _Lines:
         lines = complete.split(b"\r\n")
         # Commands after a DATA belong to after its message: keep them unread.
         for position, line in enumerate(lines):
-            if line.upper() == b"DATA" and position + 1 < len(lines):
+            ends_read = line.upper() == b"DATA" or line[:5].upper() == b"BDAT "  # data follows
+            if ends_read and position + 1 < len(lines):
                 self.buffer = b"\r\n".join(lines[position + 1:]) + b"\r\n" + self.buffer
                 return lines[: position + 1]
         return lines
+
+    def read_chunk(self, size: int) -> bytes | None:
+        while len(self.buffer) < size:
+            if not self._fill():
+                return None
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
 
     def read_data(self) -> bytes | None:
         while True:
@@ -270,6 +348,18 @@ class _Lines:
                 return b"\r\n".join(line[1:] if line.startswith(b".") else line for line in lines)
             if not self._fill():
                 return None
+
+
+def _hang_up(conn: socket.socket) -> None:
+    """Close after a 421 as a server does: the reply is read before the line goes,
+    whatever the client sent behind it (unread data would reset the line at once)."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(10)
+        while conn.recv(256 * 1024):
+            pass
+    except OSError:
+        pass
 
 
 def _close(conn: socket.socket) -> None:

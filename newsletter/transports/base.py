@@ -49,6 +49,9 @@ class Transport(ABC):
     # How many envelopes one send_many call is best given (a provider's batch
     # size); 0: no preference, the sender decides.
     preferred_chunk: int = 0
+    # True when send_many may be called again, from another thread, before the
+    # last call returns (the sender then hands over the next chunk early).
+    concurrent_calls: bool = False
 
     @abstractmethod
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:

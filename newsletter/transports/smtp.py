@@ -1,12 +1,17 @@
 """Hand messages to an SMTP server over a few long-lived connections.
 
 ``send_many`` spreads a chunk over up to ``connections`` connections at once,
-each driven by a thread of a small pool that lives as long as the transport.
-Connections stay open between chunks and are replaced after
+each driven by a thread of its own that lives as long as the transport. The
+threads share one queue of work: ``send_many`` may be called again, from
+another thread, before the last call is answered, and a connection done with
+one call's messages goes on with the next one's rather than wait for the
+slowest connection. Connections stay open between chunks and are replaced after
 ``messages_per_connection`` messages, after a 421, or when the server drops
-them. On each, messages go out pipelined when the server offers PIPELINING
-(one round trip a message instead of four; see smtp_pipeline.py), one command
-at a time otherwise.
+them. On each, messages are streamed when the server offers PIPELINING and
+CHUNKING (up to ``window`` messages in flight, none waiting for a round trip of
+its own; see smtp_chunking.py), pipelined with DATA when it offers PIPELINING
+only (one round trip a message instead of four; see smtp_pipeline.py), and sent
+one command at a time otherwise.
 
 Every outcome is a Result, never an exception:
 
@@ -25,20 +30,25 @@ is configured gets nothing: there is no silent fallback to plain text.
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import socket
 import ssl
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from typing import Sequence
 
 from newsletter.transports.base import Envelope, Result, Transport, TransportError
-from newsletter.transports.smtp_pipeline import Chunk, Lane, Pipelining, SetupFailed, reply_text
+from newsletter.transports.smtp_chunking import WINDOW, Chunking
+from newsletter.transports.smtp_pipeline import Lane, Pipelining, SetupFailed, Work, reply_text
+
+log = logging.getLogger(__name__)
 
 SECURITY_MODES = ("starttls", "tls", "none")
 
 
 class SmtpTransport(Transport):
     name = "smtp"
+    concurrent_calls = True  # send_many may be called again before the last call returns
 
     def __init__(
         self,
@@ -54,8 +64,10 @@ class SmtpTransport(Transport):
         local_hostname: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         pipelining: bool = True,
+        chunking: bool = True,
+        window: int = WINDOW,
     ):
-        _check_settings(security, connections, messages_per_connection, timeout)
+        _check_settings(security, connections, messages_per_connection, timeout, window)
         self.host = host
         self.port = port
         self.security = security
@@ -66,8 +78,12 @@ class SmtpTransport(Transport):
         # Looked up once: socket.getfqdn() can wait on DNS, and would per connection.
         self._local_hostname = local_hostname or socket.getfqdn()
         self.pipelining = Pipelining(pipelining, self.where)
-        self._lanes = [Lane(self._open_session, messages_per_connection, self.pipelining) for _ in range(connections)]
-        self._pool: ThreadPoolExecutor | None = None
+        self.chunking = Chunking(chunking, window)
+        self._lanes = [Lane(self._open_session, messages_per_connection, self.pipelining, self.chunking)
+                       for _ in range(connections)]
+        self._work = Work(connections)
+        self._threads: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings) -> SmtpTransport:
@@ -82,6 +98,8 @@ class SmtpTransport(Transport):
             connections=settings.smtp_connections,
             messages_per_connection=settings.smtp_messages_per_connection,
             pipelining=settings.smtp_pipelining,
+            chunking=settings.smtp_chunking,
+            window=settings.smtp_window,
         )
 
     @property
@@ -90,25 +108,49 @@ class SmtpTransport(Transport):
 
     # -- sending -------------------------------------------------------------
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:
-        chunk = Chunk(envelopes)
-        lanes = self._lanes[: len(chunk.envelopes)]
-        if len(lanes) <= 1:
-            failures = [lane.drain(chunk) for lane in lanes]
-        else:
-            failures = list(self._threads().map(lambda lane: lane.drain(chunk), lanes))
-        return chunk.outcomes(failures)
+        if not envelopes:
+            return []
+        self._start_threads()
+        chunk = self._work.add(envelopes)
+        while not chunk.done.wait(1.0):
+            if not all(thread.is_alive() for thread in self._threads):
+                raise TransportError(f"an SMTP connection thread for {self.where} stopped; see the log")
+        return chunk.outcomes()
 
     def close(self) -> None:
+        self._work.stop()
+        for thread in self._threads:
+            thread.join()
         for lane in self._lanes:
             lane.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._threads = []
+        self._work = Work(len(self._lanes))
 
-    def _threads(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=len(self._lanes), thread_name_prefix="smtp-connection")
-        return self._pool
+    def _start_threads(self) -> None:
+        with self._start_lock:
+            if self._threads:
+                return
+            for number, lane in enumerate(self._lanes, start=1):
+                thread = threading.Thread(target=self._serve, args=(lane, self._work), daemon=True,
+                                          name=f"smtp-connection-{number}")
+                thread.start()
+                self._threads.append(thread)
+
+    @staticmethod
+    def _serve(lane: Lane, work: Work) -> None:
+        """One connection's thread: send whatever is waiting, until the transport closes."""
+        failed_in = None
+        try:
+            while work.wait(failed_in):
+                work.begin()
+                try:
+                    failure = lane.drain(work)
+                finally:
+                    work.end()
+                failed_in = work.lane_failed(failure) if failure is not None else None
+        except Exception:
+            log.exception("an SMTP connection thread stopped")
+            raise
 
     # -- opening a session ---------------------------------------------------
     def _open_session(self) -> smtplib.SMTP:
@@ -194,7 +236,8 @@ def _client_context(verify_certificates: bool) -> ssl.SSLContext:
     return context
 
 
-def _check_settings(security: str, connections: int, messages_per_connection: int, timeout: float) -> None:
+def _check_settings(security: str, connections: int, messages_per_connection: int, timeout: float,
+                    window: int) -> None:
     if security not in SECURITY_MODES:
         raise TransportError(f"SMTP security {security!r}: expected one of {', '.join(SECURITY_MODES)}")
     if connections < 1:
@@ -203,3 +246,5 @@ def _check_settings(security: str, connections: int, messages_per_connection: in
         raise TransportError(f"SMTP messages per connection {messages_per_connection}: must be at least 1")
     if timeout <= 0:
         raise TransportError(f"SMTP timeout {timeout}: must be more than 0 seconds")
+    if window < 1:
+        raise TransportError(f"SMTP window {window}: must be at least 1 message in flight per connection")

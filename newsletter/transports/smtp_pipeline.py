@@ -1,5 +1,8 @@
 """The mail transactions of one SMTP session, pipelined when the server offers it.
 
+(With CHUNKING too, a session streams its messages instead: smtp_chunking.py.
+The lanes here, and the queue of work they share, serve both.)
+
 One command at a time, a message costs four round trips: MAIL, RCPT, DATA
 and the message each wait for their reply. With PIPELINING (RFC 2920) MAIL,
 RCPT and DATA go out as one group, and the next message's group goes out in
@@ -28,11 +31,12 @@ Each message's outcome stays exact:
 from __future__ import annotations
 
 import logging
-import queue
+import itertools
 import re
 import smtplib
 import threading
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result
@@ -82,42 +86,130 @@ class Pipelining:
 
 
 class Chunk:
-    """The envelopes of one ``send_many`` call, shared by the lanes that send them."""
+    """The envelopes of one ``send_many`` call and their results as they come in."""
 
     def __init__(self, envelopes: Sequence[Envelope]):
         self.envelopes = list(envelopes)
         self.results: list[Result | None] = [None] * len(self.envelopes)
-        self._pending: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for index in range(len(self.envelopes)):
-            self._pending.put(index)
-        self._tried_again: set[int] = set()
+        self.remaining = len(self.envelopes)
+        self.done = threading.Event()
+        if not self.envelopes:
+            self.done.set()
+
+    def outcomes(self) -> list[Result]:
+        self.done.wait()
+        return list(self.results)
+
+
+class Work:
+    """The messages of every ``send_many`` call in progress, in the order they came,
+    shared by the lanes of one transport: a lane done with one call's messages goes
+    on with the next call's, so no connection waits for the slowest at a call's end.
+
+    A lane knows a message by a number given here; ``finish`` puts its result in
+    its call's place and wakes the caller when the call is complete.
+    """
+
+    def __init__(self, lanes: int):
+        self._lanes = lanes
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._pending: deque[int] = deque()
+        self._messages: dict[int, tuple[Chunk, int]] = {}
+        self._numbers = itertools.count()
+        self._tried_again: set[int] = set()
+        self._failed: list[SetupFailed] = []  # lanes that could not open a session since the last call came
+        self.generation = 0  # calls so far: a lane that failed waits for the next one before trying again
+        self.stopping = False
+        self._active = 0  # lanes sending now
+
+    # -- the callers' side -------------------------------------------------------
+    def add(self, envelopes: Sequence[Envelope]) -> Chunk:
+        chunk = Chunk(envelopes)
+        with self._lock:
+            for position in range(len(chunk.envelopes)):
+                number = next(self._numbers)
+                self._messages[number] = (chunk, position)
+                self._pending.append(number)
+            self.generation += 1
+            self._failed.clear()
+            self._ready.notify_all()
+        return chunk
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping = True
+            self._ready.notify_all()
+
+    # -- the lanes' side ---------------------------------------------------------
+    def wait(self, failed_in: int | None) -> bool:
+        """Block until there is something to send (and, for a lane that failed in
+        generation ``failed_in``, a call newer than that); False when stopping."""
+        with self._lock:
+            while not self.stopping and (not self._pending or self.generation == failed_in):
+                self._ready.wait()
+            return not self.stopping
+
+    def begin(self) -> None:
+        with self._lock:
+            self._active += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    def others_active(self) -> bool:
+        """Whether a lane other than the one asking is sending now."""
+        return self._active > 1
 
     def take(self) -> int | None:
-        try:
-            return self._pending.get_nowait()
-        except queue.Empty:
-            return None
+        with self._lock:
+            return self._pending.popleft() if self._pending else None
 
-    def put_back(self, index: int) -> None:
+    def put_back(self, number: int) -> None:
         """For another lane: this one could not open a session."""
-        self._pending.put(index)
+        with self._lock:
+            self._pending.append(number)
+            self._ready.notify_all()  # not only one: a lane that failed would sleep on
 
-    def may_try_again(self, index: int) -> bool:
+    def envelope(self, number: int) -> Envelope:
+        chunk, position = self._messages[number]
+        return chunk.envelopes[position]
+
+    def settled(self, number: int) -> bool:
+        return number not in self._messages
+
+    def may_try_again(self, number: int) -> bool:
         """True the first time a message nothing of which was taken asks for another try."""
         with self._lock:
-            if index in self._tried_again:
+            if number in self._tried_again:
                 return False
-            self._tried_again.add(index)
+            self._tried_again.add(number)
         return True
 
-    def finish(self, index: int, result: Result) -> None:
-        self.results[index] = result
+    def finish(self, number: int, result: Result) -> None:
+        with self._lock:
+            chunk, position = self._messages.pop(number)
+            self._tried_again.discard(number)
+            chunk.results[position] = result
+            chunk.remaining -= 1
+            complete = chunk.remaining == 0
+        if complete:
+            chunk.done.set()
 
-    def outcomes(self, failures: list[SetupFailed | None]) -> list[Result]:
-        """One result per envelope; those no lane could take fail for now, with a lane's reason."""
-        failure = next((f for f in failures if f is not None), None)
-        return [r if r is not None else failure.result_for(e) for e, r in zip(self.envelopes, self.results)]
+    def lane_failed(self, failure: SetupFailed) -> int:
+        """A lane could not open a session; when none could, what waits fails for now
+        with its reason. The generation the failure belongs to."""
+        with self._lock:
+            self._failed.append(failure)
+            generation = self.generation
+            if len(self._failed) < self._lanes:
+                return generation
+            waiting = list(self._pending)
+            self._pending.clear()
+        for number in waiting:
+            self.finish(number, failure.result_for(self.envelope(number)))
+        return generation
 
 
 @dataclass
@@ -126,10 +218,12 @@ class _InFlight:
 
     index: int
     envelope: Envelope
-    kinds: tuple[str, ...]  # the commands of its group: ("RSET",) "MAIL", "RCPT", "DATA"
-    commands: tuple[bytes, ...]
+    kinds: tuple[str, ...]  # the commands of its group: ("RSET",) "MAIL", "RCPT", "DATA" or "BDAT"
+    commands: tuple[bytes, ...]  # with BDAT, the last one carries the message
     data: bytes = b""  # what follows a 354: the message and its final dot
     verdict: Result | None = None  # decided before the final reply (a server that said 354 anyway)
+    written: bool = False  # streamed (BDAT): all of its group went out
+    replies: list[tuple[int, bytes]] = field(default_factory=list)  # streamed: the replies read so far
 
 
 class _Broken(Exception):
@@ -151,20 +245,25 @@ class Lane:
     Used by one thread at a time: ``send_many`` gives each lane to one worker.
     """
 
-    def __init__(self, open_session: Callable[[], smtplib.SMTP], limit: int, pipelining: Pipelining):
+    def __init__(self, open_session: Callable[[], smtplib.SMTP], limit: int, pipelining: Pipelining,
+                 chunking=None):
         self._open_session = open_session
         self._limit = limit
         self._pipelining = pipelining
+        # smtp_chunking.Chunking, or None: streams messages with BDAT when the server offers CHUNKING.
+        self._chunking = chunking
         self._smtp: smtplib.SMTP | None = None
         self._used = 0
         self._needs_reset = False  # the last transaction was refused before its data
         self._ending = False  # the server wants no more on this session
         self._again: list[int] = []  # messages of the chunk to start the next session with
 
-    def drain(self, chunk: Chunk) -> SetupFailed | None:
-        """Send from ``chunk`` until it is empty; a lane that cannot open a session
-        gives its message back for the other lanes and stops, rather than wait out
-        a connect timeout per message."""
+    def drain(self, chunk: Work) -> SetupFailed | None:
+        """Send from ``chunk`` until it is empty. A lane that cannot open a session
+        stops, rather than wait out a connect timeout per message; the messages
+        it holds go back for the other lanes when one of them is sending (the
+        server may limit connections), and fail for now with the reason when
+        none is (the server is away: one wait is enough)."""
         while True:
             index = self._again.pop(0) if self._again else chunk.take()
             if index is None:
@@ -174,12 +273,15 @@ class Lane:
             except SetupFailed as failure:
                 log.warning("SMTP session failed: %s", failure.error)
                 for waiting in [index, *self._again]:
-                    chunk.put_back(waiting)
+                    if chunk.others_active():
+                        chunk.put_back(waiting)
+                    else:
+                        chunk.finish(waiting, failure.result_for(chunk.envelope(waiting)))
                 self._again.clear()
                 return failure
             self._run(smtp, chunk, index)
 
-    def _try_again(self, chunk: Chunk, index: int) -> bool:
+    def _try_again(self, chunk: Work, index: int) -> bool:
         """Send a message nothing of which was taken first on the next session, once."""
         if not chunk.may_try_again(index):
             return False
@@ -209,10 +311,15 @@ class Lane:
         self._smtp = None
 
     # -- the transactions of one session ---------------------------------------
-    def _run(self, smtp: smtplib.SMTP, chunk: Chunk, index: int) -> None:
+    def _run(self, smtp: smtplib.SMTP, chunk: Work, index: int) -> None:
         """Carry messages from ``chunk`` over this session, starting with ``index``,
         until the chunk is empty, the session is used up or it ends."""
         pipelined = self._pipelining.use(smtp)
+        if pipelined and self._chunking is not None and self._chunking.use(smtp):
+            self._chunking.stream(self, smtp, chunk, index)
+            if self._smtp is not None and self.used_up:
+                self.close()
+            return
         current = self._start(smtp, chunk, index)
         waiting: _InFlight | None = None  # data ready, to go out with the next write
         while current is not None or waiting is not None:
@@ -236,10 +343,10 @@ class Lane:
                 return
             waiting = current if current is not None and current.data else None
             current = self._next(smtp, chunk)
-        if self._used >= self._limit or self._ending:
+        if self.used_up:
             self.close()
 
-    def _pipelined_step(self, smtp, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None) -> None:
+    def _pipelined_step(self, smtp, chunk: Work, waiting: _InFlight | None, current: _InFlight | None) -> None:
         """One write: the waiting message's data and the next group; then their replies."""
         data = waiting.data if waiting else b""
         _write(smtp, data + (b"".join(current.commands) if current else b""), dot_end=len(data))
@@ -256,7 +363,7 @@ class Lane:
                     break  # the server closes: no more replies will come
             self._finish_group(chunk, current, replies)
 
-    def _lockstep_step(self, smtp, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None) -> None:
+    def _lockstep_step(self, smtp, chunk: Work, waiting: _InFlight | None, current: _InFlight | None) -> None:
         """Each command waits for its reply; a refusal ends the group."""
         if waiting is not None:
             _write(smtp, waiting.data, dot_end=len(waiting.data))
@@ -274,7 +381,7 @@ class Lane:
                 break
         self._finish_group(chunk, current, replies)
 
-    def _finish_data(self, smtp, chunk: Chunk, message: _InFlight) -> bool:
+    def _finish_data(self, smtp, chunk: Work, message: _InFlight) -> bool:
         """Read the reply to a message's final dot; False when the server closes the session."""
         try:
             code, text = _read(smtp, "the message")
@@ -292,7 +399,7 @@ class Lane:
             return False
         return True
 
-    def _finish_group(self, chunk: Chunk, message: _InFlight, replies: list[tuple[int, bytes]]) -> None:
+    def _finish_group(self, chunk: Work, message: _InFlight, replies: list[tuple[int, bytes]]) -> None:
         """Decide what a group's replies mean for its message."""
         refusal, go_ahead, too_many = None, False, False
         for kind, (code, text) in zip(message.kinds, replies):
@@ -320,29 +427,34 @@ class Lane:
                 return
         chunk.finish(message.index, refusal)
 
-    def _settle_broken(self, chunk: Chunk, waiting: _InFlight | None, current: _InFlight | None,
+    def _settle_broken(self, chunk: Work, waiting: _InFlight | None, current: _InFlight | None,
                        broken: _Broken) -> None:
         """The line broke: the waiting message is uncertain if its final dot went out."""
-        if waiting is not None and chunk.results[waiting.index] is None:
+        if waiting is not None and not chunk.settled(waiting.index):
             if broken.after_dot:
                 chunk.finish(waiting.index, _uncertain(waiting.envelope, broken))
             else:
                 chunk.finish(waiting.index, _broke(waiting.envelope, broken))
-        if current is not None and chunk.results[current.index] is None:
+        if current is not None and not chunk.settled(current.index):
             if not self._try_again(chunk, current.index):
                 chunk.finish(current.index, _broke(current.envelope, broken))
 
     # -- which message next --------------------------------------------------------
-    def _next(self, smtp, chunk: Chunk) -> _InFlight | None:
-        if self._used >= self._limit or self._ending:
-            return None
-        index = chunk.take()
-        return self._start(smtp, chunk, index) if index is not None else None
+    @property
+    def used_up(self) -> bool:
+        """The session has carried its share, or the server wants no more on it."""
+        return self._used >= self._limit or self._ending
 
-    def _start(self, smtp, chunk: Chunk, index: int | None) -> _InFlight | None:
+    def _next(self, smtp, chunk: Work, chunking: bool = False) -> _InFlight | None:
+        if self.used_up:
+            return None
+        index = self._again.pop(0) if self._again else chunk.take()
+        return self._start(smtp, chunk, index, chunking) if index is not None else None
+
+    def _start(self, smtp, chunk: Work, index: int | None, chunking: bool = False) -> _InFlight | None:
         """The commands for message ``index`` (or the next one that can be sent at all)."""
         while index is not None:
-            envelope = chunk.envelopes[index]
+            envelope = chunk.envelope(index)
             problem = _address_problem(smtp, envelope)
             if problem is None:
                 break
@@ -350,7 +462,10 @@ class Lane:
             index = chunk.take()
         if index is None:
             return None
-        kinds, commands = ("MAIL", "RCPT", "DATA"), _group(smtp, envelope)
+        if chunking:
+            kinds, commands = ("MAIL", "RCPT", "BDAT"), _group(smtp, envelope, chunking=True)
+        else:
+            kinds, commands = ("MAIL", "RCPT", "DATA"), _group(smtp, envelope)
         if self._needs_reset:
             kinds, commands = ("RSET",) + kinds, (b"RSET\r\n",) + commands
             self._needs_reset = False
@@ -358,8 +473,9 @@ class Lane:
         return _InFlight(index, envelope, kinds, commands)
 
 
-def _group(smtp: smtplib.SMTP, envelope: Envelope) -> tuple[bytes, ...]:
-    """MAIL, RCPT and DATA for one message, with the parameters the server takes."""
+def _group(smtp: smtplib.SMTP, envelope: Envelope, chunking: bool = False) -> tuple[bytes, ...]:
+    """MAIL, RCPT and DATA for one message, with the parameters the server takes;
+    with ``chunking``, MAIL, RCPT and BDAT followed by the whole message."""
     options = []
     if smtp.has_extn("size"):
         options.append(f"SIZE={len(envelope.message)}")
@@ -368,7 +484,15 @@ def _group(smtp: smtplib.SMTP, envelope: Envelope) -> tuple[bytes, ...]:
     if not (envelope.sender + envelope.recipient).isascii():
         options.append("SMTPUTF8")
     mail = " ".join([f"MAIL FROM:<{envelope.sender}>"] + options)
-    return f"{mail}\r\n".encode(), f"RCPT TO:<{envelope.recipient}>\r\n".encode(), b"DATA\r\n"
+    last = _last_chunk(envelope.message) if chunking else b"DATA\r\n"
+    return f"{mail}\r\n".encode(), f"RCPT TO:<{envelope.recipient}>\r\n".encode(), last
+
+
+def _last_chunk(message: bytes) -> bytes:
+    """The message as one BDAT chunk (RFC 3030): sent as it is, no dot-stuffing, no final dot."""
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"  # as DATA would end it
+    return b"BDAT %d LAST\r\n" % len(message) + message
 
 
 def _address_problem(smtp: smtplib.SMTP, envelope: Envelope) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -586,3 +587,69 @@ def test_a_send_resumed_after_its_error_budget_paused_it_is_handed_out_at_the_ne
     scheduling.resume(session, send.id)
     session.commit()
     assert sending.tick(session, settings) == [batch_ids[1]]
+
+
+class Overlapping(MemoryTransport):
+    """A transport that takes a chunk while another is out, as the SMTP transport does;
+    it answers the first chunk only once the second has come (or raises on the
+    second, when told to)."""
+
+    concurrent_calls = True
+
+    def __init__(self, fail_second: bool = False):
+        super().__init__()
+        self.fail_second = fail_second
+        self.second_came = threading.Event()
+        self.out, self.most_out, self.started = 0, 0, 0
+
+    def send_many(self, envelopes):
+        with self._lock:
+            self.started += 1
+            number = self.started
+            self.out += 1
+            self.most_out = max(self.most_out, self.out)
+        try:
+            if number == 2:
+                self.second_came.set()
+                if self.fail_second:
+                    raise RuntimeError("the connection threads stopped")
+            if number == 1:
+                assert self.second_came.wait(timeout=60), "the next chunk never came while this one was out"
+            return super().send_many(envelopes)
+        finally:
+            with self._lock:
+                self.out -= 1
+
+
+def test_a_transport_that_takes_calls_concurrently_gets_the_next_chunk_before_the_last_is_answered(session, fast):
+    _, lst, issue = make_world(session, 60)
+    settings = replace(fast, batch_size=60, smtp_connections=1)  # chunks of 25
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=60)
+    session.commit()
+    transport = Overlapping()
+    run_send(session, settings, transport, send.id)
+
+    assert transport.most_out == 2  # never more than two chunks in doubt
+    assert states(session, send.id) == {"sent": 60}
+    assert sorted(transport.recipients()) == [f"reader{i:03d}@example.com" for i in range(60)]
+    assert sending.progress(session, send.id).possible_duplicates == 0
+
+
+def test_a_failure_with_chunks_out_records_what_was_answered_and_flags_what_was_in_doubt(session, fast):
+    _, lst, issue = make_world(session, 60)
+    settings = replace(fast, batch_size=60, smtp_connections=1)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=60)
+    session.commit()
+    [batch_id] = sending.tick(session, settings)
+    transport = Overlapping(fail_second=True)
+    with pytest.raises(RuntimeError):
+        delivery.Deliverer(settings, transport).deliver_batch(session, batch_id)
+
+    session.expire_all()
+    # The first chunk was answered and recorded while the second was out; the
+    # second failed once the third (the last 10) had been handed over too: those
+    # two chunks were in doubt, and are given back flagged.
+    assert states(session, send.id) == {"sent": 25, "pending": 35}
+    assert sending.progress(session, send.id).possible_duplicates == 35
+    assert len(transport.recipients()) == 35  # the first chunk and the third went out
+    assert session.scalar(select(func.count()).select_from(ClaimLease)) == 0

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
 
 from newsletter.config import settings_from
@@ -233,6 +236,43 @@ def test_an_unreachable_server_fails_every_message_for_now():
 
     assert statuses(results) == [TEMPORARY] * 5
     assert all("cannot connect" in r.error for r in results)
+
+
+class HangingUp:
+    """A server that takes each connection and closes it before any greeting; counts them."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = "127.0.0.1", self.listener.getsockname()[1]
+        self.connections = 0
+
+    def __enter__(self):
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.listener.close()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+
+def test_a_server_that_hangs_up_is_tried_once_per_connection_not_once_per_message():
+    with HangingUp() as server:
+        with plain_transport(server, connections=4) as transport:
+            one = transport.send_many(envelopes(1))
+            many = transport.send_many(envelopes(12, start=2))
+
+    assert statuses(one + many) == [TEMPORARY] * 13
+    assert all("cannot connect" in r.error or "Connection unexpectedly closed" in r.error for r in one + many)
+    # The single message waits for one try, not one on each of the four connections.
+    assert server.connections <= 1 + 4
 
 
 def test_an_empty_chunk_sends_nothing(smtp_server):
