@@ -64,10 +64,10 @@ def read_upload(data: bytes, filename: str) -> tuple[list[str], int]:
                                  "split it into smaller files, or import it with `newsletter subscribers import`"))
     if not data.strip():
         raise InputError(Problem(filename, "the file is empty", "the first line must name the columns, e.g. email,name"))
-    text = _text(data, filename)
-    if "\x00" in text:
+    if b"\x00" in data:  # UTF-16 ("Unicode text") or not text at all
         raise InputError(Problem(filename, "the file contains NUL characters (zero bytes): it is not CSV text",
                                  "save it as 'CSV UTF-8' (not 'Unicode text' or UTF-16) and upload it again"))
+    text = _text(data, filename)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
