@@ -132,3 +132,38 @@ def test_approvers_see_segments_but_do_not_build_them(world, app):
     page = approver.get("/console/audience").get_data(as_text=True)
     assert "Segments" in page and "New segment" not in page and "Download as CSV" not in page
     assert approver.get(f"/console/segments/new?publication={SLUG}").status_code == 403
+
+
+@pytest.fixture
+def approved(world, app, editor):
+    from tests.console.test_console import client_of, press, the_draft
+    from tests.console_world import sample_zip, upload
+
+    upload(editor, sample_zip(), publication_id=world.publication_id)
+    draft_id = the_draft(world.settings).id
+    assert press(editor, draft_id, "submit").status_code == 303
+    assert press(client_of(app, APPROVER), draft_id, "approve").status_code == 303
+    return draft_id
+
+
+def test_schedule_an_issue_to_a_segment_after_seeing_its_count_and_ten_of_them(world, editor, approved):
+    from newsletter.sending.sends import claim_due_sends
+    from newsletter.store.models import Delivery, Send, Subscriber
+    from tests.console_world import post
+
+    submit(editor, [("email", "starts with", "clerk0")], do="save", name="first-clerks")
+    page = f"/console/issues/{approved}"
+    form = editor.get(f"{page}/schedule?segment=first-clerks&lists=everyone").get_data(as_text=True)
+    assert "segment first-clerks" in form and "<strong>10 recipient(s)</strong>" in form
+    assert form.count("@example.org</td>") == 10 and "clerk10@example.org" not in form
+    assert '<input type="hidden" name="segment" value="first-clerks">' in form
+    response = post(editor, f"{page}/schedule", {"lists": "everyone", "segment": "first-clerks", "when": "now"}, page=page)
+    assert response.status_code == 303
+    assert "Sending now to everyone (segment first-clerks)" in editor.get(page).get_data(as_text=True)
+    with session_scope(world.settings) as session:
+        [send] = session.scalars(select(Send)).all()
+        assert send.segment_name == "first-clerks"
+        claim_due_sends(session, world.settings)
+    with session_scope(world.settings) as session:
+        frozen = session.scalars(select(Subscriber.email).join(Delivery, Delivery.subscriber_id == Subscriber.id)).all()
+    assert sorted(frozen) == [f"clerk{n:02d}@example.org" for n in range(10)]
