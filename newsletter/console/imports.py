@@ -192,7 +192,7 @@ def set_mapping(session: Session, job: ImportJob, targets: list[str], fields: li
         raise InputError(Problem("mapping", "the form does not match the file's columns", "reload the page"))
     columns, problems = [], []
     for n, (header, target, field) in enumerate(zip(job.columns, targets, fields + [""] * len(targets)), start=1):
-        field = field.strip()
+        field = field.strip() or (header.strip() if target == "field" else "")
         where = f"column {n}"
         if target not in TARGETS:
             problems.append(Problem(where, f"{target!r} is not something a column can become", "choose from the list"))

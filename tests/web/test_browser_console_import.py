@@ -77,6 +77,7 @@ def test_import_a_csv_watch_it_run_download_the_rejected_rows_then_build_a_segme
                        or steps.finds("#h-report"), "the bar to move or the report", 120)
     assert moved
     steps.wait(lambda: steps.finds("#h-report"), "the report", 120)
+    report_url = browser.current_url
     numbers = {e.get_attribute("data-field"): e.text for e in steps.finds(".numbers [data-field]")}
     assert numbers == {"added": str(ROWS), "updated": "0", "unchanged": "0", "rejected": "2", "not_resubscribed": "0"}
     steps.accessible()
@@ -124,4 +125,12 @@ def test_import_a_csv_watch_it_run_download_the_rejected_rows_then_build_a_segme
     row = steps.find('tr[data-segment="board-team"]')
     assert row.find_elements(By.CSS_SELECTOR, "td.n")[0].text == str(ROWS // 3)
     steps.accessible()
+
+    # The same pages on a phone.
+    browser.set_window_size(375, 800)
+    for url in (browser.current_url, report_url, f"{base_url}/console/segments/new",
+                f"{base_url}/console/imports/new"):
+        browser.get(url)
+        steps.wait(lambda: steps.finds("main h1"), "the page")
+        steps.accessible()
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]

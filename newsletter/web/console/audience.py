@@ -14,7 +14,7 @@ from newsletter.web.console import blueprint, done, page, problem_text, require,
 from newsletter.web.pages import database, settings
 
 POLL_SECONDS = 2
-FORM_ROWS = 3  # empty rows the segment form offers below the filled ones
+FORM_ROWS = 2  # empty rows the segment form offers below the filled ones
 
 
 def _publication(db, slug: str, role: str | None = None) -> PublicationRow:
