@@ -83,7 +83,7 @@ def test_count_and_ten_samples_then_save(world, editor):
     listing = editor.get(response.headers["Location"]).get_data(as_text=True)
     assert "Segment council-staff saved" in listing
     row = re.search(r'<tr data-segment="council-staff">.*?</tr>', listing, re.S).group(0)
-    assert '<td class="n">14</td>' in row
+    assert '<td class="n" data-label="Audience now">14</td>' in row
 
 
 @pytest.mark.parametrize("rules, row, message", [
