@@ -33,10 +33,6 @@ class Rule:
     operator: str = ""
     value: str = ""
 
-    @property
-    def blank(self) -> bool:
-        return not (self.field or self.value) or not self.field
-
 
 @dataclass(frozen=True)
 class RuleProblem:

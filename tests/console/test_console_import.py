@@ -71,6 +71,13 @@ def jobs(settings) -> list[ImportJob]:
         return list(session.scalars(select(ImportJob)))
 
 
+def audit_log(settings) -> list[tuple[str, str]]:
+    from newsletter.store.models import AuditEntry
+
+    with session_scope(settings) as session:
+        return [(e.action, e.detail) for e in session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+
+
 def subscriber(settings, email: str) -> Subscriber | None:
     with session_scope(settings) as session:
         return session.scalars(select(Subscriber).where(Subscriber.email_key == email.lower())).first()
@@ -111,6 +118,7 @@ def test_upload_preview_map_import_and_download_the_rejected_rows(world, editor)
     assert rows[0] == ["line", "column", "severity", "problem", "what to do"]
     assert [(r[0], r[1]) for r in rows[1:]] == [("3", "email"), ("5", "email")]
     assert "is also on line 2" in rows[2][3]
+    assert ("imported a CSV file", "people.csv (4 rows) into everyone, import 1") in audit_log(world.settings)
 
 
 def test_the_same_file_again_changes_nothing(world, editor):
@@ -267,3 +275,4 @@ def test_export_a_list_streams_csv_with_formulas_neutralised(world, editor):
     assert by_email["grace@example.org"][1] == "'=HYPERLINK(\"http://evil.example\")"
     assert by_email["ada@example.org"][2:] == ["everyone", "first", "Analytical Engines"]
     assert editor.get("/console/lists/nobody/export.csv").status_code == 404
+    assert ("downloaded as CSV", "list everyone") in audit_log(world.settings)

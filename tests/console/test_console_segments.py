@@ -82,6 +82,10 @@ def test_count_and_ten_samples_then_save(world, editor):
         assert segment.condition == 'organisation is "stoke-on-trent city council" and not in list board'
     listing = editor.get(response.headers["Location"]).get_data(as_text=True)
     assert "Segment council-staff saved" in listing
+    with session_scope(world.settings) as session:
+        from newsletter.store.models import AuditEntry
+
+        assert session.scalars(select(AuditEntry.action).where(AuditEntry.actor == EDITOR)).all()[-1] == "saved a segment"
     row = re.search(r'<tr data-segment="council-staff">.*?</tr>', listing, re.S).group(0)
     assert '<td class="n" data-label="Audience now">14</td>' in row
 

@@ -8,6 +8,8 @@ from sqlalchemy import select
 
 from newsletter.audience import segments
 from newsletter.console import exports, imports, segment_form
+from newsletter.ops import audit
+from newsletter.web import auth
 from newsletter.errors import InputError, NotFound
 from newsletter.store.models import ImportJob, MailingList, PublicationRow
 from newsletter.web.console import blueprint, done, page, problem_text, require, roles_in, visible_publications
@@ -15,6 +17,11 @@ from newsletter.web.pages import database, settings
 
 POLL_SECONDS = 2
 FORM_ROWS = 2  # empty rows the segment form offers below the filled ones
+
+
+def _record(db, publication_id: int, action: str, detail: str = "") -> None:
+    """The audit log: who did it, from where (imports and downloads concern people's data)."""
+    audit.record(db, g.operator.email, action, detail, client=auth.client_address(), publication_id=publication_id)
 
 
 def _publication(db, slug: str, role: str | None = None) -> PublicationRow:
@@ -120,6 +127,9 @@ def import_mapping(job_id: int):
         except InputError as exc:
             return _job_page(db, job, publication, problem_text(exc), status=400)
         inline = imports.runs_inline(job)
+        mailing_list = db.get(MailingList, job.list_id)
+        _record(db, job.publication_id, "imported a CSV file",
+                f"{job.filename} ({job.rows_total} rows) into {mailing_list.slug}, import {job.id}")
         db.commit()
         if inline:
             imports.run_job(db, job_id)
@@ -146,7 +156,7 @@ def import_problems(job_id: int):
 # --- export --------------------------------------------------------------------------------
 
 
-def _download(make, filename: str):
+def _download(make, filename: str, what: str):
     """A CSV produced page by page while it is sent; the session lives as long as the response."""
     publication_slug = request.args.get("publication", "")
 
@@ -156,22 +166,25 @@ def _download(make, filename: str):
 
     # Problems (no such list or segment, no role) are found before the first byte goes out.
     with database() as db:
+        publication = _publication(db, publication_slug, "editor")
         try:
-            make(db, _publication(db, publication_slug, "editor"))
+            make(db, publication)
         except (InputError, NotFound) as exc:
             abort(404, " ".join(problem_text(exc)))
+        _record(db, publication.id, "downloaded as CSV", what)
     return Response(stream_with_context(pages()), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @blueprint.get("/lists/<slug>/export.csv")
 def export_list(slug: str):
-    return _download(lambda db, publication: exports.list_export(db, publication, slug), f"{slug}.csv")
+    return _download(lambda db, publication: exports.list_export(db, publication, slug), f"{slug}.csv", f"list {slug}")
 
 
 @blueprint.get("/segments/<name>/export.csv")
 def export_segment(name: str):
-    return _download(lambda db, publication: exports.segment_export(db, publication, name), f"segment-{name}.csv")
+    return _download(lambda db, publication: exports.segment_export(db, publication, name), f"segment-{name}.csv",
+                     f"segment {name}")
 
 
 # --- segments ------------------------------------------------------------------------------
@@ -190,6 +203,7 @@ def segment_new():
             try:
                 if request.method == "POST" and values.get("do") == "save":
                     segment = segment_form.save(db, publication, name, rules, joiner, description)
+                    _record(db, publication.id, "saved a segment", f"{segment.name}: {segment.condition}")
                     text = f"Segment {segment.name} saved: {segment.condition}"
                     return done(text, url_for("console.audience", publication=publication.slug) + "#segments")
                 condition, found = segment_form.check(db, publication, rules, joiner)
