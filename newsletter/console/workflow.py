@@ -326,10 +326,15 @@ def waiting_recipients(session: Session, draft: Draft) -> int:
     """How many people the draft's waiting sends would go to if they started now."""
     from newsletter.store.models import MailingList
 
+    from newsletter.audience.segments import preview
+
     sizes = {a.list_slug: a.recipients for a in audience_sizes(session, draft.publication_id)}
     total = 0
     for send in scheduled_sends(session, draft):
-        if send.state == "scheduled":
+        if send.state == "scheduled" and send.segment_condition:  # a segment's people, on its lists
+            publication = session.get(PublicationRow, draft.publication_id)
+            total += preview(session, publication, scheduling.list_ids_of(session, send), send.segment_condition).count
+        elif send.state == "scheduled":
             total += sizes.get(session.get(MailingList, send.list_id).slug, 0)
     return total
 
