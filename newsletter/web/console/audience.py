@@ -3,6 +3,8 @@ progress, report), download a list or a segment as CSV, and build segments."""
 
 from __future__ import annotations
 
+import re
+
 from flask import Response, abort, g, jsonify, request, stream_with_context, url_for
 from sqlalchemy import select
 
@@ -148,7 +150,7 @@ def import_progress(job_id: int):
 def import_problems(job_id: int):
     with database() as db:
         job, publication = _job(db, job_id)
-        data, stem = imports.problems_csv(job), job.filename.rsplit(".", 1)[0]
+        data, stem = imports.problems_csv(job), re.sub(r"[^A-Za-z0-9._-]+", "_", job.filename.rsplit(".", 1)[0])
     return Response(data, mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{stem}-rejected-rows.csv"'})
 
