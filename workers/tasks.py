@@ -79,6 +79,26 @@ def purge_unconfirmed_signups() -> None:
         purge_unconfirmed(session, get_settings())
 
 
+@app.task(ignore_result=True)
+def start_imports() -> None:
+    """Hand each console CSV import that waits (or lost its worker) to a worker."""
+    from newsletter.console.imports import due_jobs
+
+    with session_scope() as session:
+        job_ids = due_jobs(session)
+    for job_id in job_ids:
+        run_import.delay(job_id)
+
+
+@app.task(ignore_result=True)
+def run_import(job_id: int) -> None:
+    """One console CSV import (``newsletter.console.imports.run_job``)."""
+    from newsletter.console.imports import run_job
+
+    with session_scope() as session:
+        run_job(session, job_id)
+
+
 # Without its database a batch task can neither send nor say it failed: it
 # tries again, backing off to every half minute, until the database is back.
 # (A task that dies that way has given back what it could; the rest of its

@@ -16,7 +16,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 from email_validator import EmailNotValidError
 from sqlalchemy import exists, select, update
@@ -113,12 +113,14 @@ def import_csv(
     list_slugs: Iterable[str] = (),
     publication_slug: str | None = None,
     status: str = "confirmed",
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Add or update the subscribers in a CSV file; the file's bad rows are reported, not fatal.
 
     Columns: email (required), name, lists (list slugs separated by ";", added
     to ``list_slugs``); any other column becomes a custom attribute. Importing
-    the same file again changes nothing.
+    the same file again changes nothing. ``progress(rows written, good rows)``
+    is called after each chunk (the console's progress bar).
     """
     if status not in JOIN_STATUSES:
         raise InputError(Problem("field status", f"{status!r} is not a status to join with", "use confirmed or unconfirmed"))
@@ -126,8 +128,12 @@ def import_csv(
     lists_by_slug = _lists_by_slug(session, publication_slug)
     report = ImportReport(path=str(path))
     rows = _read_rows(Path(path), lists_by_slug, default_ids, report)
+    done = 0
     for chunk in chunks(rows, CHUNK):
         _apply_chunk(session, chunk, status, report)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(rows))
     session.flush()
     report.problems.sort(key=lambda problem: problem.line)  # in file order
     return report
