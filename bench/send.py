@@ -368,7 +368,8 @@ def ledger_check(settings, send_id: int, expected: int) -> float:
     return (last_sent - started).total_seconds()
 
 
-def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], list_slug: str, expected: int, label: str) -> RunResult:
+def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], list_slug: str, expected: int, label: str,
+             profile: Path | None = None) -> RunResult:
     # Each run has its own folder: logs, and beat's schedule file (a beat
     # stopped by the last run may have left it half written).
     folder = folder / re.sub(r"[^\w]+", "-", label).strip("-")
@@ -379,11 +380,14 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
         pipeline.start(stack)
         send_leader = pipeline.leader("worker_send")
         others = [pipeline.leader(name) for name in pipeline.processes if name != "worker_send"]
+        profiler = start_profiler(send_leader, profile, label) if profile else None
         cpu_before = cpu_seconds(send_leader)
         other_before = sum(cpu_seconds(pid) for pid in others)
         sink_before = sink.messages()
         send_id = schedule(settings, slugs, list_slug)
         pipeline.wait_sent(send_id, expected, timeout=120)
+        if profiler:
+            stop_profiler(*profiler)
         cpu = cpu_seconds(send_leader) - cpu_before
         other = sum(cpu_seconds(pid) for pid in others) - other_before
         peaks = peak_memory(send_leader)
@@ -393,6 +397,32 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
     if received < expected:
         raise SystemExit(f"{label}: the sink counted {received} messages of {expected}")
     return RunResult(label, expected, seconds, cpu, other, peaks)
+
+
+# --- where the time goes: py-spy ---------------------------------------------------------
+
+
+def start_profiler(leader: int, folder: Path, label: str) -> tuple[subprocess.Popen, Path]:
+    """py-spy sampling the send worker and its pool, in a session of its own (its CPU is not counted)."""
+    binary = shutil.which("py-spy")
+    if binary is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy (a tool, not a dependency of the project)")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / (re.sub(r"[^\w]+", "-", label).strip("-") + ".txt")
+    process = subprocess.Popen([binary, "record", "--pid", str(leader), "--subprocesses", "--rate", "250", "--gil", "--nonblocking",
+                                "--format", "raw", "--output", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(1.0)  # let it attach before the send starts
+    return process, out
+
+
+def stop_profiler(process: subprocess.Popen, out: Path) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    print(f"  profile (py-spy, collapsed stacks): {out}; summary: python bench/profile_summary.py {out}")
 
 
 # --- the yardstick ------------------------------------------------------------------------
@@ -435,6 +465,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=None, help="SEND_CONCURRENCY (default: the Procfile's)")
     parser.add_argument("--batch-size", type=int, default=None, help="BATCH_SIZE (default: the setting's)")
     parser.add_argument("--source-messages", type=int, default=20_000)
+    parser.add_argument("--profile", type=Path,
+                        help="sample the send workers with py-spy during each run; collapsed stacks go in this folder")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (logs of every process)")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="a PostgreSQL server to use a fresh schema of")
     return parser.parse_args()
@@ -479,7 +511,7 @@ def main() -> None:
         runs = [("sample", args.small, f"loopback, {args.small:,} subscribers"),
                 ("everyone", args.subscribers, f"loopback, {args.subscribers:,} subscribers")]
         for list_slug, count, label in runs:
-            print_result(run_send(env, folder, sink, slugs, list_slug, count, label), source_rate)
+            print_result(run_send(env, folder, sink, slugs, list_slug, count, label, args.profile), source_rate)
         if not args.skip_delay:
             run_delayed(args, env, folder, sink, slugs, source_binary, size)
         print(f"at the end: {_load()}")
