@@ -18,6 +18,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import resource
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ from bench.send import DEFAULT_POSTGRES, fresh_postgres_schema, prepare, schedul
 from newsletter.config import settings_from  # noqa: E402
 from newsletter.sending import sends  # noqa: E402
 from newsletter.sending.delivery import Deliverer  # noqa: E402
+from newsletter.sending.heap import keep_freed_memory  # noqa: E402
 from newsletter.store.db import session_scope  # noqa: E402
 from newsletter.transports.base import SENT, Result, Transport  # noqa: E402
 from newsletter.transports.smtp_pipeline import _dot_stuffed  # noqa: E402
@@ -55,11 +57,17 @@ class AcceptingTransport(Transport):
         return results
 
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--connections", type=int, default=4, help="SMTP_CONNECTIONS: the chunk is 25 times this")
+    parser.add_argument("--return-freed-memory", action="store_true",
+                        help="leave glibc's malloc as it is (newsletter/sending/heap.py), to compare")
     parser.add_argument("--profile", type=Path, help="write cProfile's statistics here and print the top of them")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES)
     args = parser.parse_args()
@@ -76,9 +84,11 @@ def main() -> None:
         with session_scope(settings) as session:
             batch_ids = sends.tick(session, settings)
         transport = AcceptingTransport()
+        if not args.return_freed_memory:
+            keep_freed_memory()  # as a send worker does (workers/tasks.py)
         deliverer = Deliverer(settings, transport)
         profiler = cProfile.Profile(time.process_time) if args.profile else None  # CPU, not waits
-        cpu, wall = time.process_time(), time.perf_counter()
+        cpu, wall, faults = time.process_time(), time.perf_counter(), _minor_faults()
         if profiler:
             profiler.enable()
         for batch_id in batch_ids:
@@ -86,7 +96,7 @@ def main() -> None:
                 deliverer.deliver_batch(session, batch_id)
         if profiler:
             profiler.disable()
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        cpu, wall, faults = time.process_time() - cpu, time.perf_counter() - wall, _minor_faults() - faults
         with session_scope(settings) as session:
             progress = sends.progress(session, send_id)
         if progress.counts.get("sent") != args.subscribers:
@@ -94,7 +104,8 @@ def main() -> None:
         print(f"{args.subscribers:,} messages of {transport.octets / transport.messages / 1024:.1f} KiB in "
               f"{len(batch_ids)} batches of {args.batch_size}, chunks of {deliverer.chunk_size}; "
               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-        print(f"  CPU {cpu * 1e6 / args.subscribers:.0f} µs/message ({wall * 1e6 / args.subscribers:.0f} µs wall)"
+        print(f"  CPU {cpu * 1e6 / args.subscribers:.0f} µs/message ({wall * 1e6 / args.subscribers:.0f} µs wall),"
+              f" {faults / args.subscribers:.1f} page faults/message"
               f"{'  (under cProfile: slower)' if profiler else ''}")
         if profiler:
             profiler.dump_stats(args.profile)

@@ -245,12 +245,18 @@ def _stat_fields(pid: str) -> list[str] | None:
 
 def cpu_seconds(leader: int) -> float:
     """User + system time of the group, with its reaped children."""
-    total = 0
+    return sum(cpu_split(leader))
+
+
+def cpu_split(leader: int) -> tuple[float, float]:
+    """(user, system) seconds of the group, with its reaped children."""
+    user = system = 0
     for pid in group_members(leader):
         fields = _stat_fields(str(pid))
         if fields:
-            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    return total / CLOCK_TICKS
+            utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+            user, system = user + utime + cutime, system + stime + cstime
+    return user / CLOCK_TICKS, system / CLOCK_TICKS
 
 
 def peak_memory(leader: int) -> list[tuple[str, int]]:
@@ -281,6 +287,7 @@ class RunResult:
     seconds: float
     cpu_seconds: float
     other_cpu_seconds: float
+    system_seconds: float = 0.0  # of cpu_seconds, in the kernel (sockets, mostly)
     peaks: list[tuple[str, int]] = field(default_factory=list)
 
     @property
@@ -381,14 +388,14 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
         send_leader = pipeline.leader("worker_send")
         others = [pipeline.leader(name) for name in pipeline.processes if name != "worker_send"]
         profiler = start_profiler(send_leader, profile, label) if profile else None
-        cpu_before = cpu_seconds(send_leader)
+        cpu_before, system_before = cpu_seconds(send_leader), cpu_split(send_leader)[1]
         other_before = sum(cpu_seconds(pid) for pid in others)
         sink_before = sink.messages()
         send_id = schedule(settings, slugs, list_slug)
         pipeline.wait_sent(send_id, expected, timeout=120)
         if profiler:
             stop_profiler(*profiler)
-        cpu = cpu_seconds(send_leader) - cpu_before
+        cpu, system = cpu_seconds(send_leader) - cpu_before, cpu_split(send_leader)[1] - system_before
         other = sum(cpu_seconds(pid) for pid in others) - other_before
         peaks = peak_memory(send_leader)
     seconds = ledger_check(settings, send_id, expected)
@@ -396,7 +403,7 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
     received = sink.messages() - sink_before
     if received < expected:
         raise SystemExit(f"{label}: the sink counted {received} messages of {expected}")
-    return RunResult(label, expected, seconds, cpu, other, peaks)
+    return RunResult(label, expected, seconds, cpu, other, system_seconds=system, peaks=peaks)
 
 
 # --- where the time goes: py-spy ---------------------------------------------------------
@@ -447,6 +454,7 @@ def print_result(result: RunResult, source_rate: float) -> None:
     print(f"  {result.label:<34} {result.rate:>7,.0f} messages/s  {result.messages:>7,} in {result.seconds:6.1f} s"
           f"   {result.rate / source_rate:4.2f} x smtp-source")
     print(f"  {'':<34} CPU {result.cpu_seconds * 1000 / result.messages:.2f} ms/message in the send workers"
+          f" ({result.system_seconds * 1000 / result.messages:.2f} of it in the kernel)"
           f" (+{result.other_cpu_seconds * 1000 / result.messages:.2f} control and beat);"
           f" peak memory (VmHWM) {memory}")
 
