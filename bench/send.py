@@ -121,7 +121,8 @@ class Sink:
     def __init__(self, stack: ExitStack, binary: str, folder: Path):
         self.port = free_port()
         self.log = folder / "smtp-sink.log"
-        start(stack, [binary, "-u", "nobody", "-c", "-m", "1024", f"127.0.0.1:{self.port}", "1024"], self.log)
+        process = start(stack, [binary, "-u", "nobody", "-c", "-m", "1024", f"127.0.0.1:{self.port}", "1024"], self.log)
+        SERVICES["smtp-sink"] = process.pid
         wait_for_port(self.port)
 
     def messages(self) -> int:
@@ -131,8 +132,8 @@ class Sink:
 
 def start_redis(stack: ExitStack, folder: Path) -> str:
     port = free_port()
-    start(stack, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                  "--dir", str(folder)], folder / "redis.log")
+    SERVICES["Redis"] = start(stack, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(folder)], folder / "redis.log").pid
     wait_for_port(port)
     return f"redis://127.0.0.1:{port}/0"
 
@@ -144,7 +145,9 @@ def fresh_postgres_schema(stack: ExitStack, server_url: str) -> str:
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
     sep = "&" if "?" in server_url else "?"
-    url = f"{server_url}{sep}options=-csearch_path%3D{schema}"
+    # The application name finds this run's PostgreSQL backends, whose CPU is counted apart.
+    url = f"{server_url}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
+    SERVICES["PostgreSQL"] = schema
 
     def drop() -> None:
         engine_for(url).dispose()
@@ -259,6 +262,28 @@ def cpu_split(leader: int) -> tuple[float, float]:
     return user / CLOCK_TICKS, system / CLOCK_TICKS
 
 
+SERVICES: dict[str, int | str] = {}  # name: pid, or for PostgreSQL this run's application name
+
+
+def services_cpu(settings) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each process of the services, by pid (PostgreSQL: this run's backends)."""
+    found: dict[str, dict[int, float]] = {}
+    for name, which in SERVICES.items():
+        if name == "PostgreSQL":
+            with session_scope(settings) as session:
+                pids = session.scalars(sqlalchemy.text(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = :name"), {"name": which}).all()
+        else:
+            pids = group_members(int(which)) or [int(which)]
+        found[name] = {pid: _own_cpu(pid) for pid in pids}
+    return found
+
+
+def _own_cpu(pid: int) -> float:
+    fields = _stat_fields(str(pid))
+    return sum(int(value) for value in fields[11:13]) / CLOCK_TICKS if fields else 0.0
+
+
 def peak_memory(leader: int) -> list[tuple[str, int]]:
     """(process, VmHWM in KiB): the group leader first, then its pool."""
     peaks = []
@@ -288,6 +313,7 @@ class RunResult:
     cpu_seconds: float
     other_cpu_seconds: float
     system_seconds: float = 0.0  # of cpu_seconds, in the kernel (sockets, mostly)
+    services: dict[str, float] = field(default_factory=dict)  # CPU seconds of PostgreSQL, Redis, the sink
     peaks: list[tuple[str, int]] = field(default_factory=list)
 
     @property
@@ -389,6 +415,7 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
         others = [pipeline.leader(name) for name in pipeline.processes if name != "worker_send"]
         profiler = start_profiler(send_leader, profile, label) if profile else None
         cpu_before, system_before = cpu_seconds(send_leader), cpu_split(send_leader)[1]
+        services_before = services_cpu(settings)
         other_before = sum(cpu_seconds(pid) for pid in others)
         sink_before = sink.messages()
         send_id = schedule(settings, slugs, list_slug)
@@ -397,13 +424,16 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
             stop_profiler(*profiler)
         cpu, system = cpu_seconds(send_leader) - cpu_before, cpu_split(send_leader)[1] - system_before
         other = sum(cpu_seconds(pid) for pid in others) - other_before
+        services = services_cpu(settings)
+        services = {name: sum(t - services_before.get(name, {}).get(pid, 0.0) for pid, t in by_pid.items())
+                    for name, by_pid in services.items()}
         peaks = peak_memory(send_leader)
     seconds = ledger_check(settings, send_id, expected)
     time.sleep(0.3)  # the sink's counter is written as it goes; let it catch up
     received = sink.messages() - sink_before
     if received < expected:
         raise SystemExit(f"{label}: the sink counted {received} messages of {expected}")
-    return RunResult(label, expected, seconds, cpu, other, system_seconds=system, peaks=peaks)
+    return RunResult(label, expected, seconds, cpu, other, system_seconds=system, peaks=peaks, services=services)
 
 
 # --- where the time goes: py-spy ---------------------------------------------------------
@@ -457,6 +487,11 @@ def print_result(result: RunResult, source_rate: float) -> None:
           f" ({result.system_seconds * 1000 / result.messages:.2f} of it in the kernel)"
           f" (+{result.other_cpu_seconds * 1000 / result.messages:.2f} control and beat);"
           f" peak memory (VmHWM) {memory}")
+    if result.services:
+        busy = (result.cpu_seconds + result.other_cpu_seconds + sum(result.services.values())) / result.seconds
+        print(f"  {'':<34} CPU ms/message elsewhere: "
+              + ", ".join(f"{name} {t * 1000 / result.messages:.2f}" for name, t in result.services.items())
+              + f"; all of the run's processes kept {busy:.1f} of {os.cpu_count()} cores busy")
 
 
 def parse_args() -> argparse.Namespace:
@@ -473,6 +508,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=None, help="SEND_CONCURRENCY (default: the Procfile's)")
     parser.add_argument("--batch-size", type=int, default=None, help="BATCH_SIZE (default: the setting's)")
     parser.add_argument("--source-messages", type=int, default=20_000)
+    parser.add_argument("--scale", type=int, nargs="+", metavar="N",
+                        help="also send the full list on loopback with N send worker processes (SEND_CONCURRENCY), "
+                             "for each N given, e.g. --scale 1 2 4")
     parser.add_argument("--profile", type=Path,
                         help="sample the send workers with py-spy during each run; collapsed stacks go in this folder")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (logs of every process)")
@@ -520,6 +558,10 @@ def main() -> None:
                 ("everyone", args.subscribers, f"loopback, {args.subscribers:,} subscribers")]
         for list_slug, count, label in runs:
             print_result(run_send(env, folder, sink, slugs, list_slug, count, label, args.profile), source_rate)
+        for workers in args.scale or []:
+            result = run_send(dict(env, SEND_CONCURRENCY=str(workers)), folder, sink, slugs, "everyone",
+                              args.subscribers, f"{workers} send worker process(es), {args.subscribers:,}")
+            print_result(result, source_rate)
         if not args.skip_delay:
             run_delayed(args, env, folder, sink, slugs, source_binary, size)
         print(f"at the end: {_load()}")

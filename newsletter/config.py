@@ -128,7 +128,7 @@ class Settings:
     mailgun_batch_size: int = 1000
 
     # Sending.
-    batch_size: int = 200
+    batch_size: int = 500  # recipients per batch task: each costs a Celery task, a claim and a few statements
     rate_limit_per_second: float = 0.0  # 0: unlimited
     retry_attempts: int = 8
     retry_window_seconds: int = 6 * 3600
