@@ -64,7 +64,7 @@ def _minor_faults() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=10_000)
-    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--connections", type=int, default=4, help="SMTP_CONNECTIONS: the chunk is 25 times this")
     parser.add_argument("--return-freed-memory", action="store_true",
                         help="leave glibc's malloc as it is (newsletter/sending/heap.py), to compare")

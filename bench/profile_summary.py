@@ -1,14 +1,16 @@
 """Where a send worker's CPU goes, from py-spy's collapsed stacks.
 
-    python bench/profile_summary.py PROFILE.txt [--top 8] [--messages N]
+    python bench/profile_summary.py PROFILE.txt [--top 8] [--callees] [--cpu-ms 0.41]
 
 Reads what ``bench/send.py --profile DIR`` leaves (``py-spy record --format raw``:
 one stack a line, frames root first, separated by ``;``, then the number of
 samples) and puts every sample in one stage of a send, by the first rule
-below that one of its frames matches. py-spy records only threads that are
-running, so the shares are shares of CPU, not of wall time. With
-``--messages`` it also prints microseconds of CPU per message per stage,
-taking the samples' total as the run's CPU (250 samples a second).
+below that one of its frames matches. bench/send.py asks py-spy for the
+threads that hold the GIL only, so the shares are shares of the Python
+work, not of wall time (the kernel's part, bench/send.py prints apart, is in
+the samples of whatever called it). With ``--cpu-ms``, the CPU per message
+bench/send.py measured for that run, each stage also gets its share of it
+in microseconds.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from __future__ import annotations
 import argparse
 from collections import Counter, defaultdict
 from pathlib import Path
-
-RATE = 250  # samples a second, as bench/send.py asks py-spy for
 
 # (stage, substrings a frame may contain); the first stage a frame matches wins.
 STAGES = [
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=0, help="also the N busiest innermost frames of each stage")
     parser.add_argument("--callees", action="store_true",
                         help="with --top: group by the frame called from the one that matched, not the innermost")
-    parser.add_argument("--messages", type=int, default=0, help="messages sent while the profile was taken")
+    parser.add_argument("--cpu-ms", type=float, default=0.0, help="the run's measured CPU per message, in ms")
     args = parser.parse_args()
     stages: Counter[str] = Counter()
     leaves: dict[str, Counter[str]] = defaultdict(Counter)
@@ -77,9 +77,9 @@ def main() -> None:
             library = next((lib for lib in ("psycopg", "sqlalchemy") for f in reversed(frames) if f"({lib}/" in f), "ours")
             sql[library] += count
     total = sum(stages.values())
-    print(f"{args.profile.name}: {total:,} samples = {total / RATE:.1f} s of CPU")
+    print(f"{args.profile.name}: {total:,} samples")
     for stage, count in stages.most_common():
-        per_message = f"  {count / RATE / args.messages * 1e6:6.0f} µs/message" if args.messages else ""
+        per_message = f"  {count / total * args.cpu_ms * 1000:6.0f} µs/message" if args.cpu_ms else ""
         print(f"  {stage:<45} {count / total:6.1%}{per_message}")
         for leaf, n in leaves[stage].most_common(args.top):
             print(f"      {n / total:6.1%}  {leaf}")
