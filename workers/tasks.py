@@ -13,6 +13,7 @@ from newsletter.config import get_settings
 from newsletter.logs import bind_log_context, reset_log_context
 from newsletter.ops.heartbeats import record_batch_run
 from newsletter.ops.queue_history import record_queue_depths
+from newsletter.sending.heap import keep_freed_memory
 from newsletter.sending.ratelimit import make_rate_limiter
 from newsletter.store.db import session_scope
 from newsletter.store.models import Batch, utcnow
@@ -34,6 +35,7 @@ def deliverer() -> delivery.Deliverer:
     """
     global _deliverer, _deliverer_pid
     if _deliverer is None or _deliverer_pid != os.getpid():
+        keep_freed_memory()  # each chunk's messages reuse the last chunk's memory
         settings = get_settings()
         _deliverer = delivery.Deliverer(
             settings,

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
 from newsletter.addresses import HASH_PREFIX, address_key
+from newsletter.store.lookups import among
 from newsletter.store.models import Suppression, utcnow
 from newsletter.store.upsert import insert_ignore
 
@@ -62,7 +63,7 @@ def suppressed_addresses(session: Session, addresses: Iterable[str]) -> set[str]
     keys, found = list(owners), set()
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start:start + CHUNK]
-        for key in session.scalars(select(Suppression.email).where(Suppression.email.in_(chunk))):
+        for key in session.scalars(select(Suppression.email).where(among(session, Suppression.email, chunk))):
             found.update(owners[key])
     return found
 
