@@ -221,8 +221,8 @@ def history(session: Session, publication_id: int, subscriber: Subscriber, lists
                                                           AuditEntry.detail.startswith(audit_subject(subscriber)),
                                                           # SQLite may give a later subscriber an erased one's id
                                                           AuditEntry.at >= subscriber.created_at).limit(HISTORY_LIMIT)):
-        moments.append(Moment(entry.at, "console", f"{entry.action.capitalize()} (in the console)",
-                              f"by {entry.actor}" + _after_subject(entry.detail)))
+        moments.append(Moment(entry.at, "console", entry.action.capitalize() + _after_subject(entry.detail),
+                              f"by {entry.actor}, in the console"))
     moments.sort(key=lambda m: m.at, reverse=True)
     return moments[:HISTORY_LIMIT]
 
@@ -272,7 +272,7 @@ def audit_subject(subscriber: Subscriber) -> str:
 
 def _after_subject(detail: str) -> str:
     rest = detail.partition(": ")[2]
-    return f"; {rest}" if rest else ""
+    return f": {rest}" if rest else ""
 
 
 def _log(session: Session, actor: Actor, publication_id: int, subscriber: Subscriber, action: str, detail: str) -> None:

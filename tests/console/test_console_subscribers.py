@@ -186,13 +186,13 @@ def test_one_subscribers_page_shows_lists_fields_and_their_history(world, app):
     assert "Everyone unsubscribed" in page
     assert "Suppressed Never mailed: they complained (spam report)" in page
     history = page.split("History, newest first")[1]
-    expected = ["Suppressed: they complained (spam report)", "Complained (marked an email as spam): reported by ses",
-                "Bounced (soft): reported by mailbox: mailbox full", "Unsubscribed from “Everyone”",
-                "“Together We're Better", "Joined “Everyone”", "Became a subscriber: imported from a CSV file"]
+    expected = ["Suppressed: they complained (spam report)", "Complained (marked an email as spam) — reported by ses",
+                "Bounced (soft) — reported by mailbox: mailbox full", "Unsubscribed from “Everyone”",
+                "“Together We're Better", "Joined “Everyone”", "Became a subscriber — imported from a CSV file"]
     positions = [history.find(text) for text in expected]
     assert -1 not in positions, list(zip(expected, positions))
     assert "Complained" in history.split("Unsubscribed from")[0]  # newest first: the complaint came after the send
-    assert ": sent" in history
+    assert "— sent" in history
     assert "stranger" not in page
 
 
@@ -230,7 +230,7 @@ def test_add_to_a_list_remove_and_unsubscribe_each_change_the_lists_and_are_in_t
         assert (entry.actor, entry.detail, entry.publication_id) == (EDITOR, f"subscriber {ada}: {detail}",
                                                                      world.publication_id)
     history = text_of(client.get(page)).split("History, newest first")[1]
-    assert f"Removed from a list (in the console): by {EDITOR}; Everyone" in history
+    assert f"Removed from a list: Everyone — by {EDITOR}, in the console" in history
 
 
 def test_another_publications_list_cannot_be_used_and_nothing_changes(world, app):

@@ -88,7 +88,7 @@ def test_search_open_a_subscriber_take_them_off_a_list_and_erase(browser, consol
     steps.wait(lambda: steps.left(old), "the page after Remove")
     assert steps.notice() == "Removed from “Staff news”."
     assert not steps.finds("tr[data-list=staff]") and len(lists_of(settings, ADA)) == 1
-    assert "Removed from a list (in the console)" in steps.find(".timeline").text
+    assert f"Removed from a list: Staff news — by {EDITOR}, in the console" in steps.find(".timeline").text
     steps.accessible()
     assert not browser.find_elements(By.PARTIAL_LINK_TEXT, "Erase")  # editors do not erase
     subscriber_url = browser.current_url
