@@ -296,13 +296,17 @@ def add_to_list(session: Session, actor: Actor, publication_id: int, subscriber_
     return mailing_list
 
 
-def remove_from_list(session: Session, actor: Actor, publication_id: int, subscriber_id: int, list_id: int) -> MailingList:
-    """Take them off a list: the membership is forgotten (an import may add them again)."""
+def remove_from_list(session: Session, actor: Actor, publication_id: int, subscriber_id: int,
+                     list_id: int) -> tuple[MailingList, bool]:
+    """Take them off a list: the membership is forgotten (an import may add them again).
+    Returns the list, and whether they are still on any of the publication's lists."""
     subscriber = get_in_publication(session, publication_id, subscriber_id)
     mailing_list = _publication_list(session, publication_id, list_id)
     subs.remove_subscriber(session, subscriber.email, mailing_list)
     _log(session, actor, publication_id, subscriber, "removed from a list", mailing_list.name)
-    return mailing_list
+    still_here = session.scalar(select(exists().where(
+        Membership.subscriber_id == subscriber.id, Membership.list_id.in_(publication_list_ids(publication_id)))))
+    return mailing_list, bool(still_here)
 
 
 def unsubscribe(session: Session, actor: Actor, publication_id: int, subscriber_id: int,
@@ -310,7 +314,13 @@ def unsubscribe(session: Session, actor: Actor, publication_id: int, subscriber_
     """Record that they asked to stop: one list, or (no list) every list of this publication."""
     subscriber = get_in_publication(session, publication_id, subscriber_id)
     if list_id is not None:
-        targets = [_publication_list(session, publication_id, list_id)]
+        mailing_list = _publication_list(session, publication_id, list_id)
+        status = session.scalar(select(Membership.status).where(Membership.subscriber_id == subscriber.id,
+                                                                Membership.list_id == mailing_list.id))
+        if status is None:
+            raise InputError(Problem("field list", f"they are not on “{mailing_list.name}”",
+                                     "reload their page to see the lists they are on"))
+        targets = [mailing_list] if status != "unsubscribed" else []
     else:
         targets = list(session.scalars(
             select(MailingList).join(Membership, Membership.list_id == MailingList.id)

@@ -220,6 +220,7 @@ def test_add_to_a_list_remove_and_unsubscribe_each_change_the_lists_and_are_in_t
 
     post(client, f"{page}/remove-from-list", {"list": everyone}, page=page)
     assert memberships(world.settings, ADA) == {"staff": "unsubscribed"}
+    assert post(client, f"{page}/unsubscribe", {"list": everyone}, page=page).status_code == 400  # not on it now
     post(client, f"{page}/unsubscribe", page=page)  # nothing left to leave
     assert "They were unsubscribed already" in text_of(client.get(page))
 
@@ -231,6 +232,14 @@ def test_add_to_a_list_remove_and_unsubscribe_each_change_the_lists_and_are_in_t
                                                                      world.publication_id)
     history = text_of(client.get(page)).split("History, newest first")[1]
     assert f"Removed from a list: Everyone — by {EDITOR}, in the console" in history
+
+
+def test_removed_from_their_last_list_they_leave_the_publications_pages(world, app):
+    client, page = client_of(app, EDITOR), person_path(world, world.settings, ADA)
+    removed = post(client, f"{page}/remove-from-list", {"list": list_id(world.settings, "everyone")}, page=page)
+    assert removed.headers["Location"] == search_path(world)
+    assert "They are on none of Together We're Better’s lists now" in text_of(client.get(search_path(world)))
+    assert client.get(page).status_code == 404 and memberships(world.settings, ADA) == {}
 
 
 def test_another_publications_list_cannot_be_used_and_nothing_changes(world, app):

@@ -66,12 +66,14 @@ def subscriber_page(slug: str, subscriber_id: int):
 
 
 def _act(slug: str, subscriber_id: int, run):
-    """Run ``run(db, publication)`` -> notice text, then back to the subscriber's page."""
+    """Run ``run(db, publication)`` -> notice text (or text and where to go), then back to the subscriber's page."""
     back = url_for("console.subscriber_page", slug=slug, subscriber_id=subscriber_id)
     try:
         with database() as db:
             publication = _publication(db, slug)
             text = run(db, publication)
+            if isinstance(text, tuple):
+                text, back = text
     except PermissionError as exc:
         return message("Not for this account", f"{str(exc).capitalize()}.", back=back, status=403)
     except NotFound:
@@ -99,8 +101,11 @@ def subscriber_add_to_list(slug: str, subscriber_id: int):
 @blueprint.post("/publications/<slug>/subscribers/<int:subscriber_id>/remove-from-list")
 def subscriber_remove_from_list(slug: str, subscriber_id: int):
     def run(db, publication):
-        left = people.remove_from_list(db, actor(), publication.id, subscriber_id, _list_id())
-        return f"Removed from “{left.name}”."
+        left, still_here = people.remove_from_list(db, actor(), publication.id, subscriber_id, _list_id())
+        if still_here:
+            return f"Removed from “{left.name}”."
+        return (f"Removed from “{left.name}”. They are on none of {publication.name}’s lists now, "
+                "so they are no longer found here.", url_for("console.subscriber_search", slug=slug))
     return _act(slug, subscriber_id, run)
 
 
