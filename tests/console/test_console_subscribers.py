@@ -8,7 +8,8 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
 
 from newsletter.audience.subscribers import add_subscriber, create_list, unsubscribe
 from newsletter.audience.suppressions import hashed_address
@@ -130,6 +131,9 @@ def test_pages_of_subscribers_follow_on_by_id_without_repeating_anyone(world, ap
             add_subscriber(session, f"reader{n:03d}@example.com", lists=["everyone"], publication_slug=world.slug)
     client = client_of(app, EDITOR)
     seen, path, pages = [], search_path(world, q="reader"), 0
+    statements = []
+    record = lambda conn, cursor, statement, parameters, *rest: statements.append((statement, parameters))  # noqa: E731
+    event.listen(Engine, "before_cursor_execute", record)
     while path:
         html = client.get(path).get_data(as_text=True)
         seen += re.findall(r'data-subscriber="(\d+)"', html)
@@ -138,6 +142,11 @@ def test_pages_of_subscribers_follow_on_by_id_without_repeating_anyone(world, ap
         if following:
             assert following.group(2) == seen[-1]  # keyset: the next page starts after the last id shown
         pages += 1
+    event.remove(Engine, "before_cursor_execute", record)
+    searches = [(q, p) for q, p in statements if "FROM subscribers" in q and "LIMIT" in q]
+    # No page counts the rows before it (SQLite's dialect writes OFFSET 0 with every LIMIT).
+    assert len(searches) == 2 and all("OFFSET" not in q or p[-1] == 0 for q, p in searches)
+    assert "subscribers.id >" in searches[1][0]
     assert pages == 2 and len(seen) == 75 and len(set(seen)) == 75
     assert seen == sorted(seen, key=int)
 
