@@ -100,7 +100,6 @@ class SubscriberView:
     lists: list[ListLine]
     other_lists: list[MailingList]  # the publication's lists they are not on
     suppression: Suppression | None
-    erased_hash: bool  # an erased entry with this address exists (an erasure before a new sign-up)
     history: list[Moment] = field(default_factory=list)
 
 
@@ -184,8 +183,7 @@ def subscriber_view(session: Session, publication_id: int, subscriber_id: int) -
     joined = {line.list_id for line in lists}
     others = [row for row in session.scalars(select(MailingList).where(MailingList.publication_id == publication_id)
                                             .order_by(MailingList.name)) if row.id not in joined]
-    view = SubscriberView(subscriber, lists, others, find_suppression(session, subscriber.email),
-                          erasure.is_erased(session, subscriber.email))
+    view = SubscriberView(subscriber, lists, others, find_suppression(session, subscriber.email))
     view.history = history(session, publication_id, subscriber, lists, view.suppression)
     return view
 

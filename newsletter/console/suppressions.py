@@ -19,6 +19,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from newsletter.addresses import HASH_PREFIX, address_key
+from newsletter.audience.subscribers import checked_address
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.feedback import events
 from newsletter.ops import audit
@@ -86,8 +87,6 @@ def add(session: Session, actor: Actor, email: str, reason: str) -> tuple[str, b
     """Suppress an address by hand; (its key, False when it was suppressed already)."""
     reason = _reason(reason, "this address must not be mailed")
     added = events.suppress_manually(session, email, f"{reason} ({actor.email})")
-    from newsletter.audience.subscribers import checked_address
-
     key = address_key(checked_address(email))
     if added:
         audit.record(session, actor.email, "added to the suppression list", f"{key}: {reason}", client=actor.client)
