@@ -125,6 +125,14 @@ def test_a_publication_without_subscribers_says_how_people_get_there(settings):
     assert "newsletter subscribers import FILE.csv" in page
 
 
+def test_an_account_in_several_publications_chooses_whose_subscribers(world, app):
+    page = client_of(app, ADMIN).get("/console/subscribers")
+    assert page.status_code == 200 and "Whose subscribers?" in text_of(page)
+    html = page.get_data(as_text=True)
+    assert f'href="{search_path(world)}">Together We&#39;re Better</a>' in html
+    assert 'href="/console/publications/other/subscribers">Other Times</a>' in html
+
+
 def test_pages_of_subscribers_follow_on_by_id_without_repeating_anyone(world, app):
     with session_scope(world.settings) as session:
         for n in range(3, 75):
