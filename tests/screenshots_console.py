@@ -1,5 +1,5 @@
 """Screenshots of the comms console for the docs: the issue list, the editor with its
-preview, the results page, a CSV import (its mapping and its report) and the segment form. Not a test; run it after changing the console's looks:
+preview, the results page, a CSV import (its mapping and its report), the segment form, one subscriber's page and the suppression list. Not a test; run it after changing the console's looks:
 
     .venv/bin/python -m tests.screenshots_console docs/images
     .venv/bin/python -m tests.screenshots_console /tmp/shots --narrow   # also the new pages 375 px wide, to look at
@@ -72,6 +72,48 @@ def prepare(settings, world, app) -> int:
         if slug == "2021-10":
             post(editor, f"{page}/submit", page=page)
     return sent_id
+
+
+def photograph_people(driver, base_url: str, settings, world, app, out: Path) -> None:
+    """One subscriber with a history worth showing, and the suppression list (also 375 px wide, for a look)."""
+    from newsletter.audience.subscribers import add_subscriber, create_list
+    from newsletter.audience.suppressions import add_suppression
+    from newsletter.feedback.events import Event, record_events
+    from newsletter.store.models import Delivery, utcnow
+
+    with session_scope(settings) as session:
+        create_list(session, world.slug, "staff", "Staff briefing")
+        person = add_subscriber(session, "reader005@example.com", "Priya Shah", ["staff"],
+                                {"organisation": "Stoke-on-Trent City Council", "team": "Finance"},
+                                publication_slug=world.slug)
+        person_id = person.id
+    with session_scope(settings) as session:
+        delivery = session.scalars(select(Delivery).where(Delivery.email == "reader005@example.com")).first()
+        record_events(session, settings, [Event("ses", "s1", "bounced", "reader005@example.com", utcnow(), bounce="soft",
+                                                delivery_id=delivery.id if delivery else None, detail="452 mailbox full")])
+        for n, reason, note in ((11, "complaint", "ses complained"), (12, "manual", "asked by phone to stop all mail")):
+            add_suppression(session, f"reader{n:03d}@example.com", reason, note)
+    editor = app.test_client()
+    log_in(editor, EDITOR)
+    page = f"/console/publications/{world.slug}/subscribers/{person_id}"
+    post(editor, f"{page}/unsubscribe", {"list": str(_list_id(settings, "staff"))}, page=page)
+    post(editor, "/console/suppressions", {"email": "old.address@example.org", "reason": "left the council in May"},
+         page="/console/suppressions")
+    for width, height, name in ((1280, 1500, "console-subscriber.png"), (375, 2200, "console-subscriber-375.png")):
+        driver.set_window_size(width, height)
+        driver.get(f"{base_url}{page}")
+        driver.save_screenshot(str(out / name))
+    for width, height, name in ((1280, 1100, "console-suppressions.png"), (375, 1800, "console-suppressions-375.png")):
+        driver.set_window_size(width, height)
+        driver.get(f"{base_url}/console/suppressions")
+        driver.save_screenshot(str(out / name))
+
+
+def _list_id(settings, slug: str) -> int:
+    from newsletter.store.models import MailingList
+
+    with session_scope(settings) as session:
+        return session.scalar(select(MailingList.id).where(MailingList.slug == slug))
 
 
 IMPORT_CSV = (
@@ -167,6 +209,7 @@ def main(out: Path, narrow: bool = False) -> None:
                 driver.find_element("css selector", "[data-field=count]")
                 driver.set_window_size(width, 1750 if width > 400 else 2600)
                 driver.save_screenshot(str(out / f"console-segment{suffix}.png"))
+            photograph_people(driver, base_url, settings, world, app, out)
         finally:
             driver.quit()
             server.shutdown()
