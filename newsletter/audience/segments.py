@@ -27,7 +27,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, text
+from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError, NotFound, Problem
@@ -37,9 +37,6 @@ from newsletter.audience.suppressions import suppressed_key_in_sql
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 SAMPLE_SIZE = 10
-# PostgreSQL's work_mem while an audience is counted or frozen: room to hash a
-# million memberships in memory (with the default 4 MB they spill to disk).
-AUDIENCE_WORK_MEMORY = "64MB"
 
 GRAMMAR = r"""
 ?start: or_
@@ -364,12 +361,6 @@ def _required_list_ids(session: Session, publication: PublicationRow, tree) -> l
     ).all()
 
 
-def room_for_audiences(session: Session) -> None:
-    """Let PostgreSQL hash an audience in memory, for the rest of this transaction."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"SET LOCAL work_mem = '{AUDIENCE_WORK_MEMORY}'"))
-
-
 def publication_list_ids(session: Session, publication: PublicationRow) -> list[int]:
     return session.scalars(
         select(MailingList.id).where(MailingList.publication_id == publication.id).order_by(MailingList.id)
@@ -385,7 +376,6 @@ class Preview:
 def preview(session: Session, publication: PublicationRow, list_ids: list[int], condition: str = "") -> Preview:
     """How many an audience holds today, and the first few of them."""
     where = audience_filter(session, publication, list_ids, condition)
-    room_for_audiences(session)
     count = session.scalar(select(func.count()).select_from(Subscriber).where(where))
     sample = session.scalars(select(Subscriber).where(where).order_by(Subscriber.id).limit(SAMPLE_SIZE)).all()
     return Preview(count, list(sample))

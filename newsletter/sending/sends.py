@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from newsletter.config import Settings
 from newsletter.sending.leases import unheld
 from newsletter.sending.scheduling import record_send_event, get_send, list_ids_of, publication_of
-from newsletter.audience.segments import audience_filter, room_for_audiences
+from newsletter.audience.segments import audience_filter
 from newsletter.store.models import (
     Batch,
     Delivery,
@@ -101,7 +101,6 @@ def freeze_audience(session: Session, send_id: int) -> int:
         "possible_duplicate": literal(False),
         "updated_at": literal(utcnow(), UTCDateTime()),
     }
-    room_for_audiences(session)
     first = session.scalar(select(func.min(Subscriber.id)))
     while first is not None:
         last = session.scalar(
