@@ -106,7 +106,10 @@ class Subscriber(Base):
     """
 
     __tablename__ = "subscribers"
-    __table_args__ = (Index("ix_subscribers_email_key", "email_key", unique=True),)
+    __table_args__ = (
+        Index("ix_subscribers_email_key", "email_key", unique=True),
+        Index("ix_subscribers_created_at", "created_at"),  # segments: joined before / after / on
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised

@@ -1,7 +1,7 @@
 """CSV imports started in the console: the file until it has run, progress, the report
 
 Revision ID: 0014
-Revises: 0010
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 UTC_DATETIME = sa.DateTime(timezone=True)
 
 revision = "0014"
-down_revision = "0010"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
