@@ -7,11 +7,24 @@ Unicode, so ``x@XN--BCHER-KVA.example`` and ``x@Bücher.example`` are one
 person. Subscribers keep their address as typed for display and sending, and
 are found by this key (``subscribers.email_key``); the suppression list is
 keyed by it (``suppressions.email``).
+
+``normalise_address`` is the stored form of an address, as email-validator
+gives it. Most addresses are plain ASCII (``jo.bloggs@example.org``); for
+those the answer is known without running the whole validator on each one:
+the local part is kept as typed and the domain is checked once per domain.
+Anything else goes to email-validator itself, so its rules and its error
+messages apply unchanged (tests/test_addresses.py holds the two to the same
+answers on a corpus of awkward addresses).
 """
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
+
 import idna
+from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import ATEXT, CASE_INSENSITIVE_MAILBOX_NAMES, EMAIL_MAX_LENGTH
 
 HASH_PREFIX = "sha256:"
 
@@ -34,3 +47,36 @@ def _domain_key(domain: str) -> str:
         return idna.decode(idna.encode(domain, uts46=True))
     except idna.IDNAError:
         return lowered  # not a domain IDNA can read: compared as typed, lower-cased
+
+
+# A plain address: dot-atom ASCII local part, one @, an ASCII host name of
+# letters, digits, hyphens and dots. Nothing here that email-validator would
+# rewrite (no quotes, display names, IDNA or non-ASCII, no comments or spaces).
+_PLAIN = re.compile(rf"([{ATEXT}]+(?:\.[{ATEXT}]+)*)@([A-Za-z0-9.-]+)")
+
+
+def normalise_address(raw: str) -> str:
+    """The stored form of an address (email-validator's ``normalized``, without
+    a DNS lookup); raises EmailNotValidError with email-validator's reason."""
+    address = raw.strip()
+    plain = _PLAIN.fullmatch(address)
+    if plain is not None and len(address) <= EMAIL_MAX_LENGTH:
+        local, domain = plain.groups()
+        if local.lower() not in CASE_INSENSITIVE_MAILBOX_NAMES:  # those are lower-cased: left to the validator
+            checked = _checked_domain(domain)
+            if checked is not None:
+                return f"{local}@{checked}"
+    return validate_email(address, check_deliverability=False).normalized
+
+
+@lru_cache(maxsize=4096)
+def _checked_domain(domain: str) -> str | None:
+    """The normalised form of a plain ASCII domain, or None to let the whole
+    validator decide (a domain it refuses, or one in IDNA form: xn--)."""
+    if "xn--" in domain.lower():
+        return None
+    try:
+        checked = validate_email(f"a@{domain}", check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return checked.domain if checked.domain == checked.ascii_domain else None

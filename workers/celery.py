@@ -65,12 +65,20 @@ def make_app(settings: Settings | None = None) -> Celery:
             "workers.tasks.purge_event_payloads": {"queue": queues.CONTROL},
             "workers.tasks.purge_unconfirmed_signups": {"queue": queues.CONTROL},
             "workers.tasks.deliver_batch": {"queue": queues.SEND},
+            "workers.tasks.start_imports": {"queue": queues.CONTROL},
+            # Bulk work beside the batches: the control worker keeps ticking meanwhile.
+            "workers.tasks.run_import": {"queue": queues.SEND},
         },
         beat_schedule={
             "tick": {
                 "task": "workers.tasks.tick",
                 "schedule": settings.beat_interval_seconds,
                 # A tick nobody ran in time is worthless: the next one comes.
+                "options": {"expires": max(settings.beat_interval_seconds * 3, 10)},
+            },
+            "start-imports": {
+                "task": "workers.tasks.start_imports",
+                "schedule": settings.beat_interval_seconds,
                 "options": {"expires": max(settings.beat_interval_seconds * 3, 10)},
             },
             "purge-event-payloads": {

@@ -13,6 +13,7 @@ from newsletter.config import get_settings
 from newsletter.logs import bind_log_context, reset_log_context
 from newsletter.ops.heartbeats import record_batch_run
 from newsletter.ops.queue_history import record_queue_depths
+from newsletter.sending.heap import keep_freed_memory
 from newsletter.store.db import session_scope
 from newsletter.store.models import Batch, utcnow
 from workers.celery import app
@@ -33,6 +34,7 @@ def deliverer() -> delivery.Deliverer:
     """
     global _deliverer, _deliverer_pid
     if _deliverer is None or _deliverer_pid != os.getpid():
+        keep_freed_memory()  # each chunk's messages reuse the last chunk's memory
         _deliverer = delivery.Deliverer(get_settings())
         _deliverer_pid = os.getpid()
     return _deliverer
@@ -71,6 +73,26 @@ def purge_unconfirmed_signups() -> None:
 
     with session_scope() as session:
         purge_unconfirmed(session, get_settings())
+
+
+@app.task(ignore_result=True)
+def start_imports() -> None:
+    """Hand each console CSV import that waits (or lost its worker) to a worker."""
+    from newsletter.console.imports import due_jobs
+
+    with session_scope() as session:
+        job_ids = due_jobs(session)
+    for job_id in job_ids:
+        run_import.delay(job_id)
+
+
+@app.task(ignore_result=True)
+def run_import(job_id: int) -> None:
+    """One console CSV import (``newsletter.console.imports.run_job``)."""
+    from newsletter.console.imports import run_job
+
+    with session_scope() as session:
+        run_job(session, job_id)
 
 
 # Without its database a batch task can neither send nor say it failed: it

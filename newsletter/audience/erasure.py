@@ -2,7 +2,8 @@
 
 What goes: the subscriber (name, attributes), their memberships, their
 address in the send ledger and in provider events (and those events' raw
-payloads and details, which quote it). What stays: one suppression entry
+payloads and details, which quote it), and the address wherever the audit log
+quotes it (a suppression added or removed by hand). What stays: one suppression entry
 holding a SHA-256 of the address's key (see addresses.py), so
 the address, in any case, is never mailed again and an
 import or sign-up with it is refused, without keeping the address itself. The ledger rows stay too, anonymised, so a send's counts
@@ -11,6 +12,7 @@ still add up.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError
@@ -18,11 +20,13 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.addresses import address_key
-from newsletter.store.models import Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow
+from newsletter.store.models import AuditEntry, Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow
 from newsletter.audience.suppressions import add_suppression, erased_keys, find_suppression, hashed_address
 
 # What an erased recipient's ledger rows say instead of the address.
 ERASED_ADDRESS = "erased@erased.invalid"
+# What the audit log says instead of it.
+ERASED_IN_AUDIT = "(an erased address)"
 
 
 def is_erased(session: Session, address: str) -> bool:
@@ -35,6 +39,7 @@ class ErasureReport:
     memberships_deleted: int
     ledger_rows_anonymised: int
     events_anonymised: int
+    audit_entries_anonymised: int = 0
 
 
 def erase_subscriber(session: Session, email: str) -> ErasureReport:
@@ -60,9 +65,44 @@ def erase_subscriber(session: Session, email: str) -> ErasureReport:
     events = session.execute(
         update(ProviderEvent).where(ProviderEvent.email.in_(spellings)).values(email=hashed, raw=None, detail="")
     ).rowcount
+    audit_entries = 0
+    for entry in _audit_mentions(session, spellings):
+        entry.detail = _quoting(spellings).sub(ERASED_IN_AUDIT, entry.detail)
+        audit_entries += 1
     _replace_suppression(session, address, hashed)
     session.flush()
-    return ErasureReport(subscriber is not None, memberships, ledger, events)
+    return ErasureReport(subscriber is not None, memberships, ledger, events, audit_entries)
+
+
+def what_erasure_removes(session: Session, email: str) -> ErasureReport:
+    """What ``erase_subscriber`` would do now, counted, changing nothing."""
+    address = _address(email)
+    subscriber = session.execute(
+        select(Subscriber.id, Subscriber.email).where(Subscriber.email_key == address_key(address))
+    ).first()
+    spellings = _spellings(session, address, subscriber)
+    memberships = session.scalar(select(func.count()).where(Membership.subscriber_id == subscriber.id)) \
+        if subscriber is not None else 0
+    ledger = session.scalar(select(func.count()).where(Delivery.email.in_(spellings)))
+    events = session.scalar(select(func.count()).where(ProviderEvent.email.in_(spellings)))
+    mentions = len(_audit_mentions(session, spellings))
+    return ErasureReport(subscriber is not None, memberships, ledger, events, mentions)
+
+
+def _quoting(spellings: list[str]) -> re.Pattern:
+    """The address as a whole word: erasing a@example.org leaves ba@example.org alone."""
+    alternatives = "|".join(re.escape(s) for s in sorted(spellings, key=len, reverse=True))
+    return re.compile(rf"(?<![\w.!#$%&'*+/=?^`{{|}}~-])(?:{alternatives})(?![\w-]|\.\w)", re.IGNORECASE)
+
+
+def _audit_mentions(session: Session, spellings: list[str]) -> list[AuditEntry]:
+    """Audit entries that quote the address (found by SQL, confirmed word by word)."""
+    found: dict[int, AuditEntry] = {}
+    for spelling in spellings:
+        for entry in session.scalars(select(AuditEntry).where(AuditEntry.detail.icontains(spelling, autoescape=True))):
+            found[entry.id] = entry
+    pattern = _quoting(spellings)
+    return [entry for entry in found.values() if pattern.search(entry.detail)]
 
 
 def _spellings(session: Session, address: str, subscriber) -> list[str]:

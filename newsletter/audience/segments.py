@@ -338,11 +338,27 @@ def audience_filter(
         page = [Subscriber.id >= first_id, *([Subscriber.id <= last_id] if last_id is not None else [])]
         within = and_(Membership.subscriber_id >= first_id,
                       *([Membership.subscriber_id <= last_id] if last_id is not None else []))
-    parts = [*page, Subscriber.status == "active", ~suppressed_key_in_sql(Subscriber.email_key),
-             _member_of(Membership.list_id.in_(list_ids), within)]
-    if condition:
-        parts.append(compile_condition(session, publication, condition, strict=strict, within=within))
+    parts = [*page, Subscriber.status == "active", ~suppressed_key_in_sql(Subscriber.email_key)]
+    tree = parse(condition) if condition else None
+    # "in list board" (and ...) already asks for a confirmed membership of one of
+    # the send's lists: asking again would make the database look through every
+    # membership of every list for nothing.
+    if tree is None or not set(_required_list_ids(session, publication, tree)) & set(list_ids):
+        parts.append(_member_of(Membership.list_id.in_(list_ids), within))
+    if tree is not None:
+        parts.append(Compiler(session, publication, strict, within).compile(tree))
     return and_(*parts)
+
+
+def _required_list_ids(session: Session, publication: PublicationRow, tree) -> list[int]:
+    """The lists a condition requires a confirmed membership of, whatever else it says."""
+    slugs = [tree.slug] if isinstance(tree, InList) else [
+        part.slug for part in tree.parts if isinstance(part, InList)] if isinstance(tree, Both) else []
+    if not slugs:
+        return []
+    return session.scalars(
+        select(MailingList.id).where(MailingList.publication_id == publication.id, MailingList.slug.in_(slugs))
+    ).all()
 
 
 def publication_list_ids(session: Session, publication: PublicationRow) -> list[int]:

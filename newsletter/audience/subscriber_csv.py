@@ -3,8 +3,9 @@ column, good rows kept, a second import of the same file changes nothing) and
 export (spreadsheet formulas neutralised, and restored by import). What is
 rejected and why: docs/subscribers.md.
 
-Rows are validated in Python and written with INSERT .. ON CONFLICT in chunks,
-never one ORM object per row: 100,000 rows take seconds (bench/import.py).
+Rows are validated in Python and written with INSERT .. ON CONFLICT in chunks
+of 1,000 (on PostgreSQL one statement a chunk: store/bulk.py), never one ORM
+object per row: 100,000 rows take a few seconds (bench/import.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 from email_validator import EmailNotValidError
 from sqlalchemy import exists, select, update
@@ -31,7 +32,8 @@ from newsletter.store.models import (
     Subscriber,
     utcnow,
 )
-from newsletter.store.upsert import insert_ignoring
+from newsletter.store.bulk import insert_many_ignoring
+from newsletter.store.lookups import among
 from newsletter.audience.subscribers import (
     CHUNK,
     JOIN_STATUSES,
@@ -99,6 +101,11 @@ class CsvRow:
     name: str
     list_ids: tuple[int, ...]
     attributes: dict
+    key: str = ""  # address_key(email): who the person is
+
+    def __post_init__(self):
+        if not self.key:
+            object.__setattr__(self, "key", address_key(self.email))
 
 
 class RowRejected(Exception):
@@ -113,12 +120,14 @@ def import_csv(
     list_slugs: Iterable[str] = (),
     publication_slug: str | None = None,
     status: str = "confirmed",
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Add or update the subscribers in a CSV file; the file's bad rows are reported, not fatal.
 
     Columns: email (required), name, lists (list slugs separated by ";", added
     to ``list_slugs``); any other column becomes a custom attribute. Importing
-    the same file again changes nothing.
+    the same file again changes nothing. ``progress(rows written, good rows)``
+    is called after each chunk (the console's progress bar).
     """
     if status not in JOIN_STATUSES:
         raise InputError(Problem("field status", f"{status!r} is not a status to join with", "use confirmed or unconfirmed"))
@@ -126,8 +135,12 @@ def import_csv(
     lists_by_slug = _lists_by_slug(session, publication_slug)
     report = ImportReport(path=str(path))
     rows = _read_rows(Path(path), lists_by_slug, default_ids, report)
+    done = 0
     for chunk in chunks(rows, CHUNK):
         _apply_chunk(session, chunk, status, report)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(rows))
     session.flush()
     report.problems.sort(key=lambda problem: problem.line)  # in file order
     return report
@@ -210,13 +223,13 @@ def _read_rows(path: Path, lists_by_slug: dict, default_ids: tuple[int, ...], re
                 position = line  # the index of the line after the bad one
                 break
             # One person whatever the case of the letters: TWO@ repeats two@.
-            if rejected is None and row is not None and address_key(row.email) in first_line:
-                rejected = RowRejected(f"{row.email} is also on line {first_line[address_key(row.email)]}",
+            if rejected is None and row is not None and row.key in first_line:
+                rejected = RowRejected(f"{row.email} is also on line {first_line[row.key]}",
                                        "keep one row per address", "email")
             if rejected is not None:
                 report.reject(line, rejected.message, rejected.fix, rejected.column)
             elif row is not None:
-                first_line[address_key(row.email)] = line
+                first_line[row.key] = line
                 rows.append(row)
     return rows
 
@@ -349,36 +362,39 @@ def write_problems(report: ImportReport, path: str | Path) -> int:
 class _Writes:
     new_subscribers: list[dict] = field(default_factory=list)
     subscriber_updates: list[dict] = field(default_factory=list)
-    new_memberships: list[tuple[str, int]] = field(default_factory=list)  # (email, list id)
+    new_memberships: list[tuple[str, int]] = field(default_factory=list)  # (address key, list id)
     membership_updates: list[dict] = field(default_factory=list)
 
 
 def _apply_chunk(session: Session, rows: list[CsvRow], status: str, report: ImportReport) -> None:
-    emails = [row.email for row in rows]
+    # Read through the connection, with the tables' columns: plain rows, no ORM
+    # loading (which cost more than the query itself).
+    subscribers = Subscriber.__table__.c
     existing = {  # by key: a row finds the person whatever case it spells the address in
         row.email_key: row
-        for row in session.execute(
-            select(Subscriber.id, Subscriber.email_key, Subscriber.name, Subscriber.status, Subscriber.attributes)
-            .where(Subscriber.email_key.in_([address_key(email) for email in emails]))
+        for row in session.connection().execute(
+            select(subscribers.id, subscribers.email_key, subscribers.name, subscribers.status, subscribers.attributes)
+            .where(among(session, subscribers.email_key, [row.key for row in rows]))
         )
     }
-    suppressed = suppressed_addresses(session, emails)
+    suppressed = suppressed_addresses(session, [row.email for row in rows])
     list_ids = {list_id for row in rows for list_id in row.list_ids}
-    memberships = _memberships(session, [row.id for row in existing.values()], list_ids)
+    memberships = _memberships(session, [row.id for row in existing.values()], list_ids) if existing else {}
     writes, now = _Writes(), utcnow()
     for row in rows:
-        _plan_row(row, existing.get(address_key(row.email)), row.email in suppressed, memberships, status, now, writes, report)
+        _plan_row(row, existing.get(row.key), row.email in suppressed, memberships, status, now, writes, report)
     _write(session, writes, status, now)
 
 
 def _memberships(session: Session, subscriber_ids: list[int], list_ids: set[int]) -> dict[tuple[int, int], tuple[int, str]]:
     """(subscriber id, list id) -> (membership id, status), for the lists a chunk names."""
+    memberships = Membership.__table__.c
     return {
         (subscriber_id, list_id): (membership_id, status)
-        for membership_id, subscriber_id, list_id, status in session.execute(
-            select(Membership.id, Membership.subscriber_id, Membership.list_id, Membership.status)
+        for membership_id, subscriber_id, list_id, status in session.connection().execute(
+            select(memberships.id, memberships.subscriber_id, memberships.list_id, memberships.status)
             # list_id first: the (list_id, subscriber_id) unique index serves this.
-            .where(Membership.list_id.in_(list_ids), Membership.subscriber_id.in_(subscriber_ids))
+            .where(memberships.list_id.in_(list_ids), among(session, memberships.subscriber_id, subscriber_ids))
         )
     }
 
@@ -393,11 +409,8 @@ def _plan_row(row: CsvRow, current, suppressed: bool, memberships: dict, status:
                                           line=row.line, column="email"))
         return
     if current is None:
-        writes.new_subscribers.append(
-            {"email": row.email, "email_key": address_key(row.email), "name": row.name, "status": "active", "attributes": row.attributes,
-             "source": "import", "created_at": now, "updated_at": now}
-        )
-        writes.new_memberships.extend((row.email, list_id) for list_id in row.list_ids)
+        writes.new_subscribers.append({"email": row.email, "email_key": row.key, "name": row.name, "attributes": row.attributes})
+        writes.new_memberships.extend((row.key, list_id) for list_id in row.list_ids)
         report.added += 1
         return
     changed = _plan_subscriber_update(row, current, now, writes)
@@ -405,7 +418,7 @@ def _plan_row(row: CsvRow, current, suppressed: bool, memberships: dict, status:
     for list_id in row.list_ids:
         membership = memberships.get((current.id, list_id))
         if membership is None:
-            writes.new_memberships.append((row.email, list_id))
+            writes.new_memberships.append((row.key, list_id))
             changed = True
         elif membership[1] == "unsubscribed":
             left += 1
@@ -436,23 +449,22 @@ def _plan_subscriber_update(row: CsvRow, current, now, writes: _Writes) -> bool:
 
 
 def _write(session: Session, writes: _Writes, status: str, now) -> None:
-    if writes.new_subscribers:
-        session.execute(insert_ignoring(session, Subscriber, ["email_key"]), writes.new_subscribers)
+    insert_many_ignoring(session, Subscriber, writes.new_subscribers, ["email_key"],
+                         same={"status": "active", "source": "import", "created_at": now, "updated_at": now})
     if writes.subscriber_updates:
         session.execute(update(Subscriber), writes.subscriber_updates)
     if writes.membership_updates:
         session.execute(update(Membership), writes.membership_updates)
     if writes.new_memberships:
-        ids = _subscriber_ids(session, {address_key(email) for email, _ in writes.new_memberships})
-        rows = [
-            {"list_id": list_id, "subscriber_id": ids[address_key(email)], "status": status, "created_at": now, "updated_at": now}
-            for email, list_id in writes.new_memberships
-        ]
-        session.execute(insert_ignoring(session, Membership, ["list_id", "subscriber_id"]), rows)
+        ids = _subscriber_ids(session, {key for key, _ in writes.new_memberships})
+        rows = [{"list_id": list_id, "subscriber_id": ids[key]} for key, list_id in writes.new_memberships]
+        insert_many_ignoring(session, Membership, rows, ["list_id", "subscriber_id"],
+                             same={"status": status, "created_at": now, "updated_at": now})
 
 
 def _subscriber_ids(session: Session, keys: set[str]) -> dict[str, int]:
-    found = session.execute(select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(keys)))
+    subscribers = Subscriber.__table__.c
+    found = session.connection().execute(select(subscribers.email_key, subscribers.id).where(among(session, subscribers.email_key, keys)))
     return {key: subscriber_id for key, subscriber_id in found}
 
 

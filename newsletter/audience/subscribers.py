@@ -18,11 +18,11 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.addresses import address_key
+from newsletter.addresses import address_key, normalise_address
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.authoring.message import header_field_problems
 from newsletter.store.publications import get_publication
@@ -57,11 +57,6 @@ CHUNK = 1000
 
 
 # -- addresses ---------------------------------------------------------------
-
-
-def normalise_address(raw: str) -> str:
-    """The stored form of an address; raises EmailNotValidError with a reason."""
-    return validate_email(raw.strip(), check_deliverability=False).normalized
 
 
 def checked_address(raw: str, where: str = "field email") -> str:

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
 from newsletter.addresses import HASH_PREFIX, address_key
+from newsletter.store.lookups import among
 from newsletter.store.models import Suppression, utcnow
 from newsletter.store.upsert import insert_ignore
 
@@ -40,7 +41,8 @@ def hashed_address(address: str) -> str:
 def lookup_keys(address: str) -> tuple[str, ...]:
     """Every entry that suppresses ``address``: its key, the hash of its key, and
     the hash older erasures wrote (of the address not lower-cased)."""
-    return tuple(dict.fromkeys((suppression_key(address), hashed_address(address), _sha256(address))))
+    key = suppression_key(address)
+    return tuple(dict.fromkeys((key, _sha256(key), _sha256(address))))
 
 
 def erased_keys(address: str) -> tuple[str, ...]:
@@ -62,7 +64,8 @@ def suppressed_addresses(session: Session, addresses: Iterable[str]) -> set[str]
     keys, found = list(owners), set()
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start:start + CHUNK]
-        for key in session.scalars(select(Suppression.email).where(Suppression.email.in_(chunk))):
+        column = Suppression.__table__.c.email  # plain rows through the connection: no ORM loading
+        for key in session.connection().scalars(select(column).where(among(session, column, chunk))):
             found.update(owners[key])
     return found
 

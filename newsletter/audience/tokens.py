@@ -12,7 +12,10 @@ tokens do not: a link in a years-old email must still let a person leave.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -45,7 +48,9 @@ class BadToken(NewsletterError):
 
 def make_token(settings: Settings, purpose: str, payload: Any) -> str:
     """Sign a JSON-serialisable payload for one purpose with the newest key."""
-    return _serializer(settings.signing_keys, purpose).dumps(payload)
+    if purpose in _TIMED_PURPOSES:
+        return _serializer(settings.signing_keys, purpose).dumps(payload)
+    return _link_signer(settings.signing_keys, purpose).sign(payload)
 
 
 def read_token(settings: Settings, purpose: str, token: str, max_age: int | None = None) -> Any:
@@ -72,6 +77,39 @@ def unsubscribe_url(settings: Settings, send_id: int, subscriber_id: int) -> str
 def preferences_url(settings: Settings, subscriber_id: int) -> str:
     """The link where a subscriber manages their lists."""
     return f"{settings.base_url}/p/{make_token(settings, PREFERENCES, subscriber_id)}"
+
+
+class _LinkSigner:
+    """Makes the tokens of the links in every email, as itsdangerous makes them.
+
+    ``URLSafeSerializer.dumps`` builds a signer, derives its key and keys a
+    new HMAC for every token, and tries zlib on the payload (about 40 µs
+    a token, two tokens a message). Here the key is derived and the HMAC keyed
+    once; each token copies the keyed HMAC. The payload is never compressed:
+    compression only pays for long payloads, and itsdangerous reads both
+    forms. The tokens are the ones itsdangerous makes and reads (the tests
+    compare them), so nothing about their security changes.
+    """
+
+    def __init__(self, serializer: URLSafeSerializer):
+        signer = serializer.make_signer()
+        self._sep = signer.sep
+        self._keyed = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
+
+    def sign(self, payload: Any) -> str:
+        value = _b64(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        mac = self._keyed.copy()
+        mac.update(value)
+        return (value + self._sep + _b64(mac.digest())).decode("ascii")
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@lru_cache(maxsize=32)
+def _link_signer(keys: tuple[str, ...], purpose: str) -> _LinkSigner:
+    return _LinkSigner(_serializer(keys, purpose))
 
 
 def _loads(serializer: URLSafeSerializer, token: str, **kwargs) -> Any:

@@ -98,7 +98,8 @@ def subscribers_erase(email: str, yes: bool) -> None:
     console.print(
         f"erased: subscriber {'deleted' if report.subscriber_deleted else 'not found'}, "
         f"{report.memberships_deleted} memberships, {report.ledger_rows_anonymised} ledger rows and "
-        f"{report.events_anonymised} events anonymised; the address is suppressed as a hash"
+        f"{report.events_anonymised} events and {report.audit_entries_anonymised} audit entries anonymised; "
+        "the address is suppressed as a hash"
     )
 
 

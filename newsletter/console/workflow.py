@@ -243,10 +243,15 @@ def dst_warning(when: scheduling.When, now=None) -> str:
 
 
 def schedule(session: Session, settings: Settings, draft: Draft, actor: Actor, list_slugs: Sequence[str],
-             at_text: str | None) -> list[Send]:
-    """Store the approved draft as an issue and schedule a send to each list (``at_text`` None: now)."""
+             at_text: str | None, segment_name: str = "") -> list[Send]:
+    """Store the approved draft as an issue and schedule a send to each list (``at_text`` None: now).
+
+    With a segment, one send goes to the people it matches on the lists (on
+    any list of the publication when none is ticked), each of them once.
+    """
     from newsletter.authoring.publishing import checked_render
     from newsletter.store.issues import store_issue
+    from newsletter.audience.segments import get_segment
     from newsletter.audience.subscribers import get_list
     from newsletter.authoring.webcopy import write_issue_pages
 
@@ -254,9 +259,10 @@ def schedule(session: Session, settings: Settings, draft: Draft, actor: Actor, l
     if draft.state != "approved":
         raise InputError(Problem(f"issue {draft.slug}", f"it is {display_state(session, draft)}",
                                  "an issue is scheduled once it is approved"))
-    if not list_slugs:
-        raise InputError(Problem("lists", "no list is chosen", "tick at least one list"))
+    if not list_slugs and not segment_name:
+        raise InputError(Problem("lists", "no list is chosen", "tick at least one list, or choose a segment"))
     publication = session.get(PublicationRow, draft.publication_id)
+    segment = get_segment(session, publication.slug, segment_name) if segment_name else None
     when = scheduling.parse_local_time(at_text, publication.timezone) if at_text else None
     lists = [get_list(session, publication.slug, slug) for slug in list_slugs]
     with laid_out(session, draft) as folder:
@@ -264,11 +270,16 @@ def schedule(session: Session, settings: Settings, draft: Draft, actor: Actor, l
         row = store_issue(session, rendered)
         # The pictures the email links to, where the web app serves the web copy from.
         write_issue_pages(Path(settings.web_copy_dir) / publication.slug / rendered.issue.slug, rendered)
-    sends = [scheduling.schedule_send(session, row, mailing_list, when.utc if when else None,
-                                      batch_size=settings.batch_size) for mailing_list in lists]
+    if segment is not None:
+        sends = [scheduling.schedule_send(session, row, lists, when.utc if when else None, segment=segment,
+                                          batch_size=settings.batch_size)]
+    else:
+        sends = [scheduling.schedule_send(session, row, mailing_list, when.utc if when else None,
+                                          batch_size=settings.batch_size) for mailing_list in lists]
     draft.issue_id, draft.state = row.id, "scheduled"
     shown = scheduling.when_from_utc(sends[0].scheduled_at, publication.timezone).describe()
-    log(session, actor, draft, "scheduled", f"to {', '.join(list_slugs)} at {shown}")
+    audience = ", ".join(list_slugs) or "every list"
+    log(session, actor, draft, "scheduled", f"to {audience}{f' (segment {segment.name})' if segment else ''} at {shown}")
     return sends
 
 
@@ -319,10 +330,15 @@ def waiting_recipients(session: Session, draft: Draft) -> int:
     """How many people the draft's waiting sends would go to if they started now."""
     from newsletter.store.models import MailingList
 
+    from newsletter.audience.segments import preview
+
     sizes = {a.list_slug: a.recipients for a in audience_sizes(session, draft.publication_id)}
     total = 0
     for send in scheduled_sends(session, draft):
-        if send.state == "scheduled":
+        if send.state == "scheduled" and send.segment_condition:  # a segment's people, on its lists
+            publication = session.get(PublicationRow, draft.publication_id)
+            total += preview(session, publication, scheduling.list_ids_of(session, send), send.segment_condition).count
+        elif send.state == "scheduled":
             total += sizes.get(session.get(MailingList, send.list_id).slug, 0)
     return total
 

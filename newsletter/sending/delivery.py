@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
@@ -29,6 +29,7 @@ from newsletter.authoring.message import Recipient, make_message_id
 from newsletter.sending.return_path import verp_address
 from newsletter.sending.ratelimit import RateLimiterUnavailable
 from newsletter.sending.scheduling import list_ids_of, message_template, record_send_event
+from newsletter.store.lookups import among
 from newsletter.store.models import (
     Batch,
     MailingList,
@@ -299,6 +300,7 @@ class Deliverer:
                 updated_at=now,
             )
             .returning(Delivery.id)
+            .execution_options(synchronize_session=False)  # no ledger row is loaded as an object
         ).scalars().all()
         if not rows:
             return []
@@ -308,7 +310,7 @@ class Deliverer:
                 Delivery.attempts, Delivery.possible_duplicate,
             )
             .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(Delivery.id.in_(rows), Delivery.claimed_by == holder)
+            .where(among(session, Delivery.id, rows), Delivery.claimed_by == holder)
             .order_by(Delivery.id)
         ).all()
         return [Claimed(r[0], r[1], r[2], r[3] or "", r[4], bool(r[5])) for r in found]
@@ -329,7 +331,7 @@ class Deliverer:
                 .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
                 .join(Membership, and_(Membership.subscriber_id == Subscriber.id,
                                        Membership.list_id.in_(list_ids_of(session, send))))
-                .where(Delivery.id.in_(ids), Subscriber.status == "active", Membership.status == "confirmed")
+                .where(among(session, Delivery.id, ids), Subscriber.status == "active", Membership.status == "confirmed")
             ).all()
         )
         suppressed = suppressed_addresses(session, [c.email for c in claimed])
@@ -364,13 +366,14 @@ class Deliverer:
             session.execute(
                 update(Delivery)
                 .where(
-                    Delivery.id.in_([e.delivery_id for e in envelopes]),
+                    among(session, Delivery.id, [e.delivery_id for e in envelopes]),
                     Delivery.claimed_by == lease.holder,
                     Delivery.state == "claimed",
                 )
                 .values(state="sending", claimed_at=now, updated_at=now,
                         transport=lane.transport_name, account=lane.account)
                 .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
             ).scalars().all()
         ) if envelopes else set()
         session.commit()  # from here on, a crash leaves these rows in doubt
@@ -397,7 +400,7 @@ class Deliverer:
             session.execute(
                 select(Delivery.id, Delivery.possible_duplicate)
                 .where(
-                    Delivery.id.in_([r.delivery_id for r in answered]),
+                    among(session, Delivery.id, [r.delivery_id for r in answered]),
                     Delivery.claimed_by == holder,
                     Delivery.state.in_(ACTIVE_ROW_STATES),
                 )
@@ -420,7 +423,7 @@ class Deliverer:
             row = by_id[result.delivery_id]
             attempts = row.attempts + 1
             values = {
-                "id": row.delivery_id,
+                "delivery_id": row.delivery_id,
                 "attempts": attempts,
                 "message_id": message_ids.get(row.delivery_id, ""),
                 "last_error": result.error[:2000],
@@ -454,7 +457,9 @@ class Deliverer:
                     suppress.append((row.email, result))
             updates.append(values)
         if updates:
-            session.execute(update(Delivery), updates)
+            # Core's executemany (one round trip on psycopg), not the ORM's bulk
+            # update by primary key, which costs about as much again per row.
+            session.execute(_RECORD_RESULT, updates)
         for email, result in suppress:
             add_suppression(session, email, "hard_bounce", f"send {send.id}: {result.code} {result.enhanced_code} {result.error}"[:200])
         session.execute(update(Send).where(Send.id == send.id).values(last_progress_at=now))
@@ -550,6 +555,11 @@ class Deliverer:
         if send.id not in self._templates:
             self._templates[send.id] = SendTemplate.load(session, self.settings, send, lanes=self.lanes)
         return self._templates[send.id]
+
+
+_RECORD_RESULT = (
+    update(Delivery.__table__).where(Delivery.__table__.c.id == bindparam("delivery_id"))
+)
 
 
 def retry_delay(settings: Settings, attempts: int) -> timedelta:

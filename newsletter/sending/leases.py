@@ -129,6 +129,7 @@ class Lease:
             update(ClaimLease)
             .where(ClaimLease.holder == self.holder, ClaimLease.expires_at >= now)
             .values(expires_at=now + timedelta(seconds=self.settings.claim_lease_seconds))
+            .execution_options(synchronize_session=False)  # read from the database, never from the object
         ).rowcount == 1
 
     def drop(self, session: Session) -> None:

@@ -130,26 +130,23 @@ def refresh_planner_statistics(session: Session) -> None:
 
 
 def plan_batches(session: Session, send_id: int, *, now: datetime) -> list[int]:
-    """Cut the ledger into keyset pages of ``batch_size`` rows (no OFFSET)."""
+    """Cut the ledger into keyset pages of ``batch_size`` rows, in one INSERT .. SELECT:
+    the ledger rows numbered in id order, the n-th page holding rows n * size to
+    (n + 1) * size - 1 (no OFFSET, and no ids through this process)."""
     send = get_send(session, send_id)
-    after = 0
-    rows = []
-    while True:
-        ids = session.scalars(
-            select(Delivery.id)
-            .where(Delivery.send_id == send_id, Delivery.id > after)
-            .order_by(Delivery.id)
-            .limit(send.batch_size)
-        ).all()
-        if not ids:
-            break
-        rows.append(
-            {"send_id": send_id, "first_delivery_id": ids[0], "last_delivery_id": ids[-1], "size": len(ids),
-             "state": "queued", "enqueued_at": now, "times_enqueued": 1}
-        )
-        after = ids[-1]
-    if rows:
-        session.execute(insert(Batch), rows)
+    numbered = (
+        select(Delivery.id.label("id"), ((func.row_number().over(order_by=Delivery.id) - 1) // send.batch_size).label("page"))
+        .where(Delivery.send_id == send_id)
+        .subquery()
+    )
+    pages = (
+        select(literal(send_id), func.min(numbered.c.id), func.max(numbered.c.id), func.count(), literal("queued"),
+               literal(now, UTCDateTime()), literal(1))
+        .group_by(numbered.c.page)
+        .order_by(numbered.c.page)
+    )
+    columns = ["send_id", "first_delivery_id", "last_delivery_id", "size", "state", "enqueued_at", "times_enqueued"]
+    session.execute(insert(Batch).from_select(columns, pages))
     return session.scalars(select(Batch.id).where(Batch.send_id == send_id).order_by(Batch.id)).all()
 
 

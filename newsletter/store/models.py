@@ -108,7 +108,10 @@ class Subscriber(Base):
     """
 
     __tablename__ = "subscribers"
-    __table_args__ = (Index("ix_subscribers_email_key", "email_key", unique=True),)
+    __table_args__ = (
+        Index("ix_subscribers_email_key", "email_key", unique=True),
+        Index("ix_subscribers_created_at", "created_at"),  # segments: joined before / after / on
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised
@@ -627,3 +630,44 @@ class QueueSample(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     depth: Mapped[int] = mapped_column(Integer)  # all queues together
     depths: Mapped[dict] = mapped_column(JSON, default=dict)  # queue name -> depth
+
+
+# --- Console: a CSV import started in the browser ------------------------------------
+
+
+class ImportJob(Base):
+    """A CSV file uploaded in the console, on its way into a list (``console/imports.py``).
+
+    ``state``: uploaded (waiting for its column mapping) -> waiting (for a
+    worker) -> running -> finished | failed. The file is kept in ``data`` only
+    until the import has run (or an unstarted upload expires), then set to
+    NULL. ``rows_done``/``rows_total`` count the rows written, for the
+    progress bar; ``problems`` holds the rejected rows (line, column, severity,
+    problem, what to do).
+    """
+
+    __tablename__ = "import_jobs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id", ondelete="CASCADE"), index=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255))
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    columns: Mapped[list] = mapped_column(JSON, default=list)  # the header as uploaded
+    mapping: Mapped[list] = mapped_column(JSON, default=list)  # what each column becomes
+    join_status: Mapped[str] = mapped_column(String(20), default="confirmed")
+    state: Mapped[str] = mapped_column(String(20), default="uploaded", index=True)
+    rows_total: Mapped[int] = mapped_column(Integer, default=0)
+    rows_done: Mapped[int] = mapped_column(Integer, default=0)
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    not_resubscribed: Mapped[int] = mapped_column(Integer, default=0)
+    problems: Mapped[list] = mapped_column(JSON, default=list)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # progress moves it
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -96,3 +96,21 @@ def test_erasing_twice_is_harmless_and_a_previous_suppression_reason_is_noted(se
     assert (row.reason, row.source) == ("erased", "erased on request (was suppressed: manual)")
     with pytest.raises(InputError, match="erased"):
         events.remove_suppression(session, ADDRESS)
+
+
+def test_erasure_takes_the_address_out_of_the_audit_log_word_for_word(session, world):
+    from newsletter.ops import audit
+    from newsletter.store.models import AuditEntry
+
+    for detail in (f"{ADDRESS.upper()}: asked by phone", "xreader001@example.com: someone else",
+                   "reader001@example.com.au: someone else too", f"removed {ADDRESS} (was: manual)"):
+        audit.record(session, "cli", "note", detail)
+    session.commit()
+    counted = erasure.what_erasure_removes(session, ADDRESS)
+    assert session.scalar(select(Subscriber.id).where(Subscriber.email == ADDRESS)) is not None  # counting changed nothing
+    report = erasure.erase_subscriber(session, ADDRESS)
+    session.commit()
+    assert counted == report and report.audit_entries_anonymised == 2
+    assert sorted(session.scalars(select(AuditEntry.detail))) == [
+        "(an erased address): asked by phone", "reader001@example.com.au: someone else too",
+        "removed (an erased address) (was: manual)", "xreader001@example.com: someone else"]

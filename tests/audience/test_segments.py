@@ -231,3 +231,30 @@ def test_a_provider_unsubscribe_event_leaves_each_list_of_the_send(session, fast
 
     statuses = session.execute(select(Membership.list_id, Membership.status).where(Membership.subscriber_id == row.subscriber_id))
     assert dict(statuses.all()) == {lists["staff"].id: "unsubscribed", lists["board"].id: "unsubscribed"}
+
+
+@pytest.mark.parametrize("list_slugs, condition, names", [
+    # The segment's list is one of the send's: its own test of membership is enough.
+    ([], "in list board", ["Bob", "Cy", "Eve"]),
+    (["board", "all"], "in list board and organisation contains \"stoke\"", ["Bob", "Cy"]),
+    # The segment's list is not one of the send's: both must hold.
+    (["staff"], "in list board", ["Bob"]),
+    (["all"], "in list board", []),
+    # "or" and "not" require no list: the send's lists are asked for as well.
+    ([], "in list board or in list staff", ["Ann", "Bob", "Cy", "Eve"]),
+    (["staff"], "not in list board", ["Ann"]),
+])
+def test_an_audience_is_the_same_whether_or_not_its_segment_names_one_of_the_lists(session, world, list_slugs, condition, names):
+    pub, lists, _ = world
+    # Eve is confirmed on board only; Fay is unconfirmed on board and confirmed on staff.
+    for name, on in (("Eve", {"board": "confirmed"}), ("Fay", {"board": "unconfirmed", "staff": "unsubscribed"})):
+        person = Subscriber(email=f"{name.lower()}@example.org", name=name, attributes={}, status="active")
+        session.add(person)
+        session.flush()
+        session.add_all(Membership(list_id=lists[slug].id, subscriber_id=person.id, status=status) for slug, status in on.items())
+    session.commit()
+    list_ids = [lists[slug].id for slug in list_slugs] or segments.publication_list_ids(session, pub)
+
+    shown = segments.preview(session, pub, list_ids, condition)
+
+    assert sorted(person.name for person in shown.sample) == names and shown.count == len(names)

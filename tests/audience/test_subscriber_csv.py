@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from newsletter.audience import subscriber_csv
 from newsletter.audience import subscribers as subs
 from newsletter.store.models import Membership, Subscriber
-from tests.audience.test_subscribers import monthly, write_csv  # noqa: F401 (fixture)
+from tests.audience.test_subscribers import memberships, monthly, write_csv  # noqa: F401 (fixture)
 
 
 def stored(session) -> dict[str, str]:
@@ -249,3 +249,47 @@ def test_an_export_to_a_stream_is_neutralised_too(session, monthly):
     subscriber_csv.export_csv(session, out)
 
     assert out.getvalue().splitlines() == ["email,name,lists,'=team", "one@example.com,'@SUM(A1:A9),monthly,'=1"]
+
+
+# -- chunks written at once (one statement a chunk on PostgreSQL) --------------
+
+
+def test_a_file_of_several_chunks_is_stored_alike_on_both_databases(session, monthly, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from newsletter.audience.suppressions import add_suppression
+
+    # Values JSON and SQL are particular about, in names and custom fields.
+    awkward = ['Zoë "Zed" O\'Brien', "back\\slash", "comma, inside", "emoji 🎉", "ünïcödé ß", "semi;colon", "'=quoted formula"]
+    lines = ["email,name,lists,team,note"]
+    for n in range(2_345):  # more than two chunks of 1,000
+        lines.append(f'Reader{n:05d}@Example.COM,"{awkward[n % len(awkward)].replace(chr(34), chr(34) * 2)}",staff,'
+                     f'Team {n % 3},"{awkward[(n + 1) % len(awkward)].replace(chr(34), chr(34) * 2)}"')
+    lines.append("reader00007@example.com,Again,,,")  # the same person as line 9
+    lines.append("INFO@Example.org,Role,,,")  # the validator lower-cases role mailboxes
+    lines.append("jörg@bücher.example,Jörg,,,")
+    subs.add_subscriber(session, "reader00003@example.com", "Kept", ["monthly"], attributes={"team": "Old", "x": "1"})
+    add_suppression(session, "reader00004@example.com", "complaint", "test")
+    before = datetime.now(timezone.utc)
+
+    report = subscriber_csv.import_csv(session, write_csv(tmp_path, "\n".join(lines) + "\n"), ["monthly"], "together")
+
+    assert (report.added, report.updated, report.unchanged, report.not_resubscribed, report.rejected) == (2_345, 1, 0, 1, 1)
+    assert problems_by_line(report)[2_347] == "reader00007@example.com is also on line 9"
+    rows = {row.email: row for row in session.execute(select(Subscriber)).scalars()}
+    assert len(rows) == 2_345 + 2 - 1  # the suppressed address is not added
+    ann = rows["Reader00010@example.com"]  # local part as typed, domain lower-cased
+    assert (ann.email_key, ann.name, ann.status, ann.source) == ("reader00010@example.com", awkward[10 % 7], "active", "import")
+    assert ann.attributes == {"team": "Team 1", "note": awkward[11 % 7]}
+    assert before - timedelta(seconds=1) <= ann.created_at <= datetime.now(timezone.utc)
+    assert ann.created_at.tzinfo is not None and ann.updated_at == ann.created_at
+    assert rows["info@example.org"].name == "Role" and rows["jörg@bücher.example"].name == "Jörg"
+    kept = subs.get_subscriber(session, "reader00003@example.com")
+    assert (kept.name, kept.attributes) == (awkward[3], {"team": "Team 0", "x": "1", "note": awkward[4]})  # the file wins
+    assert memberships(session, "Reader00010@example.com") == {"monthly": "confirmed", "staff": "confirmed"}
+    assert memberships(session, "info@example.org") == {"monthly": "confirmed"}
+    assert session.scalar(select(Membership.id).where(Membership.status != "confirmed")) is None
+    assert "reader00004@example.com" not in {key.lower() for key in rows}
+
+    again = subscriber_csv.import_csv(session, write_csv(tmp_path, "\n".join(lines) + "\n"), ["monthly"], "together")
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 2_345 + 2 - 1)

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from newsletter.config import Settings
 from newsletter.sending import delivery, scheduling, sends as sending
 from newsletter.errors import InputError
 from newsletter.store.db import session_scope
@@ -143,6 +144,34 @@ def test_audience_is_frozen_and_later_unsubscribes_are_honoured(session, fast):
     assert states(session, send.id) == {"sent": 7, "skipped": 1}
 
 
+@pytest.mark.parametrize("audience, batch_size", [(23, 7), (21, 7), (1, 7), (0, 7), (23, 1)])
+def test_the_frozen_audience_is_cut_into_batches_that_cover_the_ledger_once(session, fast, monkeypatch, audience, batch_size):
+    monkeypatch.setattr(sending, "FREEZE_PAGE", 4)  # several keyset pages of the freeze
+    _, lst, issue = make_world(session, 26)
+    ids = session.scalars(select(Subscriber.id).order_by(Subscriber.id)).all()
+    # Three people who should not get it: suppressed, unsubscribed, left the list.
+    session.add(Suppression(email="reader000@example.com", reason="complaint", source="test"))
+    session.execute(update(Subscriber).where(Subscriber.id == ids[1]).values(status="unsubscribed"))
+    session.execute(update(Membership).where(Membership.subscriber_id == ids[2]).values(status="unsubscribed"))
+    session.execute(update(Membership).where(Membership.subscriber_id.in_(ids[3 + audience:])).values(status="unsubscribed"))
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=batch_size)
+    session.commit()
+
+    batch_ids = sending.claim_due_sends(session, fast)
+
+    ledger = session.execute(select(Delivery.id, Delivery.subscriber_id).where(Delivery.send_id == send.id)
+                             .order_by(Delivery.id)).all()
+    assert [row.subscriber_id for row in ledger] == ids[3:3 + audience]  # each once, in subscriber order
+    assert session.get(Send, send.id).audience_size == audience
+    batches = session.scalars(select(Batch).where(Batch.send_id == send.id).order_by(Batch.id)).all()
+    assert [b.id for b in batches] == batch_ids
+    pages = [ledger[start:start + batch_size] for start in range(0, len(ledger), batch_size)]
+    assert [(b.first_delivery_id, b.last_delivery_id, b.size) for b in batches] == [
+        (page[0].id, page[-1].id, len(page)) for page in pages
+    ]
+    assert {(b.state, b.times_enqueued) for b in batches} <= {("queued", 1)}
+
+
 def test_a_batch_delivered_twice_sends_nothing_twice(session, fast):
     _, lst, issue = make_world(session, 10)
     scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
@@ -272,6 +301,11 @@ def test_rows_of_a_worker_on_another_host_are_taken_over_once_its_lease_lapses(s
     assert delivery.Deliverer(fast, transport).deliver_batch(session, batch_id, now=later).claimed == 7
     assert states(session, send.id) == {"sent": 7}
     assert sending.progress(session, send.id).possible_duplicates == 3
+    # With the default lease and beat, "one lease later" and the next tick come
+    # well within the minute the operations guide promises for a lost host.
+    defaults = Settings()
+    assert fast.claim_lease_seconds == defaults.claim_lease_seconds
+    assert (later - now).total_seconds() + defaults.beat_interval_seconds <= 60
 
 
 def test_uncertain_outcome_is_retried_and_counted(session, fast):

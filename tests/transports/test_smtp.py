@@ -68,6 +68,21 @@ def test_messages_arrive_byte_for_byte_with_their_envelope(smtp_server):
         assert result.provider_message_id == message.queue_id
 
 
+@pytest.mark.parametrize("body", [
+    b".The first line starts with a dot.\r\nSo does .this? No: only line starts count.\r\n",
+    b"Dots at the start of many lines:\r\n.a\r\n..b\r\n...\r\n.\r\n.\r\nend\r\n",
+    b"No line break at the end:\r\n.x",
+])
+def test_lines_starting_with_dots_arrive_as_written(smtp_server, body):
+    message = b"From: news@example.org\r\nTo: reader1@example.com\r\nSubject: Dots\r\n\r\n" + body
+    sent = [Envelope(delivery_id=1, sender="bounces@example.org", recipient="reader1@example.com", message=message)]
+    with plain_transport(smtp_server) as transport:
+        assert statuses(transport.send_many(sent)) == [SENT]
+    [received] = smtp_server.messages
+    # What the server took, with its final line break: the message as written, ending on CRLF.
+    assert received.data.rstrip(b"\r\n") == message.rstrip(b"\r\n")
+
+
 def test_one_connection_carries_many_messages_across_calls(smtp_server):
     with plain_transport(smtp_server, connections=1) as transport:
         first = transport.send_many(envelopes(3))

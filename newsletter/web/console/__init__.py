@@ -35,6 +35,7 @@ OPEN_ENDPOINTS = {"console.login_form", "console.login", "console.static", "cons
 # Console pages hold the preview frames and the live refresh's script, on top of the site's policy.
 EXTRA_POLICY = "; frame-src 'self'; script-src 'self'; connect-src 'self'"
 UPLOAD_BYTES = 25 * 1024 * 1024  # a zipped issue with its pictures
+IMPORT_BYTES = 10 * 1024 * 1024 + 64 * 1024  # a subscriber CSV (console.imports.MAX_BYTES) and the form around it
 
 
 def install(state) -> None:
@@ -60,6 +61,8 @@ def console_policy(response: Response) -> Response:
 def require_account():
     if request.endpoint in ("console.new_issue", "console.upload_image"):
         request.max_content_length = UPLOAD_BYTES  # the app's default is for forms
+    if request.endpoint == "console.import_upload":
+        request.max_content_length = IMPORT_BYTES
     if request.endpoint in OPEN_ENDPOINTS:
         return None
     g.operator = auth.current_account()
@@ -146,6 +149,10 @@ def not_found(error):
 
 @blueprint.errorhandler(413)
 def too_large(error):
+    if request.endpoint == "console.import_upload":
+        return message("That file is too large", f"A CSV file can be at most {IMPORT_BYTES // 1024 // 1024} MB. "
+                       "Nothing was stored.", "Split it into smaller files, or import it with "
+                       "`newsletter subscribers import`.", status=413)
     return message("That file is too large", f"Uploads can be at most {UPLOAD_BYTES // 1024 // 1024} MB. "
                    "Nothing was stored.", "Make the pictures smaller, zip the issue again and upload it.", status=413)
 
@@ -164,4 +171,4 @@ def _local(moment, zone_name: str) -> str:
 blueprint.add_app_template_filter(_utc, "console_utc")
 blueprint.add_app_template_filter(_local, "console_local")
 
-from newsletter.web.console import accounts, issues, preview, steps  # noqa: E402,F401 - they add the routes
+from newsletter.web.console import accounts, audience, issues, preview, steps, subscribers  # noqa: E402,F401 - they add the routes

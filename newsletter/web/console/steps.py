@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Response, abort, jsonify, request, url_for
 
+from newsletter.audience import segments
 from newsletter.sending import scheduling
 from newsletter.console import results as outcome
 from newsletter.console import workflow
@@ -69,6 +70,7 @@ def reject(draft_id: int):
 @blueprint.get("/issues/<int:draft_id>/schedule")
 def schedule_form(draft_id: int):
     chosen, at_text = request.args.getlist("lists"), request.args.get("at", "").strip()
+    segment_name = request.args.get("segment", "")
     with database() as db:
         draft, publication, roles = load(db, draft_id, "editor")
         when, problem, dst, overlap = None, "", "", ""
@@ -82,23 +84,42 @@ def schedule_form(draft_id: int):
             overlap = workflow.overlap_warning(db, publication.id, chosen)
         audiences = workflow.audience_sizes(db, publication.id)
         now_local = scheduling.when_from_utc(utcnow(), publication.timezone)
+        recipients = sum(a.recipients for a in audiences if a.list_slug in chosen)
+        saved = [s for _slug, s in segments.list_segments(db, publication.slug)]
+        segment, found = next((s for s in saved if s.name == segment_name), None), None
+        if segment is not None:
+            found = segments.preview(db, publication, _list_ids(db, publication, chosen), segment.condition)
+            recipients, overlap = found.count, ""  # one send: each person once
         return page("console/schedule.html", publication=publication, draft=draft,
                     state=workflow.display_state(db, draft), audiences=audiences, chosen=chosen, at=at_text,
                     when=when, problem=problem, dst=dst, overlap=overlap, now_local=now_local,
-                    recipients=sum(a.recipients for a in audiences if a.list_slug in chosen))
+                    recipients=recipients, segments=saved, segment=segment, found=found)
+
+
+def _list_ids(db, publication, slugs) -> list[int]:
+    from sqlalchemy import select
+
+    from newsletter.store.models import MailingList
+
+    if not slugs:
+        return segments.publication_list_ids(db, publication)
+    return list(db.scalars(select(MailingList.id).where(MailingList.publication_id == publication.id,
+                                                         MailingList.slug.in_(slugs))))
 
 
 @blueprint.post("/issues/<int:draft_id>/schedule")
 def schedule(draft_id: int):
     lists, at_text = request.form.getlist("lists"), request.form.get("at", "").strip()
-    now = request.form.get("when") == "now"
+    now, segment_name = request.form.get("when") == "now", request.form.get("segment", "")
+    audience = ", ".join(lists) or "every list"
+    audience += f" (segment {segment_name})" if segment_name else ""
 
     def run(db, draft):
-        sends = workflow.schedule(db, settings(), draft, actor(), lists, None if now else at_text)
+        sends = workflow.schedule(db, settings(), draft, actor(), lists, None if now else at_text, segment_name)
         publication_tz = draft_tz(db, draft)
         shown = scheduling.when_from_utc(sends[0].scheduled_at, publication_tz).describe()
-        return f"Scheduled to {', '.join(lists)} for {shown}." if not now else \
-            f"Sending now to {', '.join(lists)}: workers start within seconds."
+        return f"Scheduled to {audience} for {shown}." if not now else \
+            f"Sending now to {audience}: workers start within seconds."
     return _step(draft_id, run, "editor")
 
 
