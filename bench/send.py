@@ -612,12 +612,12 @@ def main() -> None:
 def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], source_binary: str, size: int,
                 elsewhere: Processes) -> None:
     with ExitStack() as stack:
-        server_port, server = sink.port, "smtp-sink (PIPELINING, no CHUNKING)"
+        server_port, server, chunking = sink.port, "smtp-sink (PIPELINING, no CHUNKING)", False
         groups = {}
         if postfix_server.usable() is None and not args.sink_only:
             # Postfix's smtpd offers CHUNKING (smtp-sink does not) and passes each message to the sink.
             postfix = stack.enter_context(postfix_server.PostfixServer(sink.port))
-            server_port, server = postfix.port, "Postfix smtpd (PIPELINING, CHUNKING) in front of smtp-sink"
+            server_port, server, chunking = postfix.port, "Postfix smtpd (PIPELINING, CHUNKING) in front of smtp-sink", True
             master = int((postfix.folder / "queue" / "pid" / "master.pid").read_text().split()[0])
             groups["Postfix"] = lambda: [master, *children_of(master)]
         port = free_port()
@@ -652,7 +652,7 @@ def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str
             print(f"  {'':<34} {bigger.rate / sessions:.1f} messages/s per connection;"
                   f" this / the first far run: {bigger.rate / result.rate:.2f} x")
         # What streaming buys: DATA pipelined, then one command at a time (the smaller list: they are slower).
-        others = [("SMTP_CHUNKING", "pipelined (DATA)")] if "CHUNKING" in server else []
+        others = [("SMTP_CHUNKING", "pipelined (DATA)")] if chunking else []
         if not args.skip_lockstep:
             others.append(("SMTP_PIPELINING", "one command at a time"))
         for setting, how in others:
