@@ -11,7 +11,8 @@ at a time otherwise.
 Every outcome is a Result, never an exception:
 
 - 2xx after the message: SENT, with the server's queue id when it gives one;
-- 4xx, 421, a dropped line or a timeout: TEMPORARY;
+- 4xx, 421, a dropped line or a timeout: TEMPORARY; a 421 or a 4.7.x rate
+  limit is also ``throttled``, and the rest of the chunk is held back untried;
 - 5xx for the recipient or the message: PERMANENT, with the enhanced code;
 - a line that broke after the message went out but before the answer came:
   TEMPORARY with ``uncertain=True`` (the server may have taken it);
@@ -131,7 +132,7 @@ class SmtpTransport(Transport):
         except smtplib.SMTPResponseException as exc:
             _close_quietly(smtp)
             answer = reply_text(exc.smtp_code, exc.smtp_error)
-            raise SetupFailed(f"the server at {self.where} answered {answer}", exc.smtp_code) from exc
+            raise SetupFailed(f"the server at {self.where} answered {answer}", exc.smtp_code, exc.smtp_error) from exc
         except (smtplib.SMTPException, OSError) as exc:
             _close_quietly(smtp)
             raise SetupFailed(f"cannot connect to {self.where}: {exc or type(exc).__name__}") from exc

@@ -23,6 +23,11 @@ Each message's outcome stays exact:
   the message ahead of it, or "452 too many recipients": nothing of it was
   taken, so it goes back to the chunk for one more try on a new session;
 - a 421 answering a message's own command fails that message for now.
+
+A 421, or a 450/451/452 whose enhanced code is 4.7.x or whose text speaks of
+a rate or of "too many" (not "too many recipients"), is a throttle: the
+server wants this account to slow down. The lanes take no more messages of
+the chunk; those not yet sent come back throttled, untried.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ _QUEUE_ID_PATTERNS = (
     re.compile(r"^Ok\s+([\w-]{20,})$"),  # Amazon SES
 )
 _ENHANCED_CODE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+_RATE_WORDS = re.compile(r"\brate\b|rate.?limit|too many|too fast|slow down", re.IGNORECASE)
 # A line break or angle bracket in an address would end or bend the command.
 _UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 
@@ -55,13 +61,14 @@ _UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 class SetupFailed(Exception):
     """A session could not be opened, secured or logged in to: nothing was sent."""
 
-    def __init__(self, error: str, code: int | None = None):
+    def __init__(self, error: str, code: int | None = None, reply: bytes | str = b""):
         super().__init__(error)
         self.error = error
         self.code = code
+        self.throttled = code is not None and is_throttle(code, reply)  # "421 too many connections"
 
     def result_for(self, envelope: Envelope) -> Result:
-        return Result(envelope.delivery_id, TEMPORARY, code=self.code, error=self.error)
+        return Result(envelope.delivery_id, TEMPORARY, code=self.code, error=self.error, throttled=self.throttled)
 
 
 class Pipelining:
@@ -92,8 +99,11 @@ class Chunk:
             self._pending.put(index)
         self._tried_again: set[int] = set()
         self._lock = threading.Lock()
+        self.throttle: Result | None = None  # the first answer that said to slow down
 
     def take(self) -> int | None:
+        if self.throttle is not None:
+            return None
         try:
             return self._pending.get_nowait()
         except queue.Empty:
@@ -113,11 +123,19 @@ class Chunk:
 
     def finish(self, index: int, result: Result) -> None:
         self.results[index] = result
+        if result.throttled and self.throttle is None:
+            self.throttle = result
 
     def outcomes(self, failures: list[SetupFailed | None]) -> list[Result]:
-        """One result per envelope; those no lane could take fail for now, with a lane's reason."""
+        """One result per envelope; those no lane took fail for now: held back by a
+        throttle, or with the reason a lane could not open a session."""
         failure = next((f for f in failures if f is not None), None)
-        return [r if r is not None else failure.result_for(e) for e, r in zip(self.envelopes, self.results)]
+        return [r if r is not None else self._untried(e, failure) for e, r in zip(self.envelopes, self.results)]
+
+    def _untried(self, envelope: Envelope, failure: SetupFailed | None) -> Result:
+        if failure is not None and (self.throttle is None or failure.throttled):
+            return failure.result_for(envelope)
+        return self.throttle.not_tried(envelope)
 
 
 @dataclass
@@ -166,6 +184,9 @@ class Lane:
         gives its message back for the other lanes and stops, rather than wait out
         a connect timeout per message."""
         while True:
+            if chunk.throttle is not None:
+                self._again.clear()  # held back with the rest of the chunk
+                return None
             index = self._again.pop(0) if self._again else chunk.take()
             if index is None:
                 return None
@@ -416,6 +437,18 @@ def _goes_on(kind: str, code: int) -> bool:
     return code == 354 if kind == "DATA" else code // 100 == 2 or kind == "RSET"
 
 
+def is_throttle(code: int, reply: bytes | str) -> bool:
+    """Whether a reply asks this sender to slow down (rather than refuse a message)."""
+    if code == 421:
+        return True
+    if code not in (450, 451, 452):
+        return False
+    text = reply if isinstance(reply, str) else _decode(reply)
+    if _too_many_recipients(code, text.encode()):
+        return False
+    return _enhanced_code(code, text).startswith("4.7.") or bool(_RATE_WORDS.search(text))
+
+
 def _too_many_recipients(code: int, text: bytes) -> bool:
     return code == 452 and (b"4.5.3" in text or b"too many recipients" in text.lower())
 
@@ -436,12 +469,13 @@ def _refused(envelope: Envelope, code: int, reply: bytes, blame_recipient: bool 
     text = _decode(reply)
     enhanced = _enhanced_code(code, text)
     error = reply_text(code, reply)
-    if not blame_recipient:
+    throttled = is_throttle(code, text)
+    if not blame_recipient and not throttled:
         # A refused sender is our configuration, not the subscriber's address.
         return Result(envelope.delivery_id, TEMPORARY, code=code, enhanced_code=enhanced,
                       error=f"the server refused the sender {envelope.sender}: {error}")
     status = PERMANENT if 500 <= code < 600 else TEMPORARY
-    return Result(envelope.delivery_id, status, code=code, enhanced_code=enhanced, error=error)
+    return Result(envelope.delivery_id, status, code=code, enhanced_code=enhanced, error=error, throttled=throttled)
 
 
 def _uncertain(envelope: Envelope, cause: Exception) -> Result:
@@ -455,7 +489,7 @@ def _broke(envelope: Envelope, cause: Exception) -> Result:
 
 
 def _closing_result(envelope: Envelope) -> Result:
-    return Result(envelope.delivery_id, TEMPORARY, code=421,
+    return Result(envelope.delivery_id, TEMPORARY, code=421, throttled=True,
                   error="the server closed the session before this message (421), twice")
 
 
