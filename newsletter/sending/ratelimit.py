@@ -71,12 +71,16 @@ class RateLimiterUnavailable(NewsletterError):
 
 
 class NullRateLimiter:
-    """No limit (a rate of 0)."""
+    """No limit (a rate of 0), and no account to slow down."""
 
     rate = 0.0
+    account = ""
 
     def __init__(self):
         self.granted = 0
+
+    def throttled(self, retry_after: float | None = None) -> None:
+        pass
 
     def acquire(self, n: int = 1) -> float:
         self.granted += n
