@@ -408,7 +408,8 @@ if interval > 0 then
   local due = tonumber(redis.call('GET', KEYS[1])) or now
   if due < now then due = now end
   next_due = due + asked * step
-  local w = next_due - burst * step - now
+  -- The burst is a second's worth at the full rate; slowed down, fewer fit in it.
+  local w = next_due - math.max(burst * interval, asked * step) - now
   if w > 0.5 then wait, why = math.ceil(w), 'second' end -- half a microsecond: rounding
 end
 
@@ -480,7 +481,7 @@ local resume = math.max(old_until, now + pause)
 redis.call('HSET', KEYS[2], 'until', num(resume), 'factor', num(factor), 'since', num(resume))
 redis.call('PEXPIRE', KEYS[2], math.ceil((resume - now + (1 - factor) / recovery) / 1000) + 1000)
 if interval > 0 then -- no burst saved up over the pause: permits resume one by one
-  local due = resume + (burst - 1) * interval / factor
+  local due = resume + math.max(burst * interval - interval / factor, 0)
   local current = tonumber(redis.call('GET', KEYS[1])) or 0
   if due > current then
     redis.call('SET', KEYS[1], num(due), 'PX', math.ceil((due - now) / 1000) + 1000)
@@ -569,7 +570,7 @@ class LocalAccountLimiter(AccountLimiter):
             if self.rate:
                 step = 1.0 / (self.rate * state.factor_at(now))
                 next_due = max(state.due, now) + n * step
-                w = next_due - self.burst * step - now
+                w = next_due - max(self.burst / self.rate, n * step) - now
                 if w > 1e-9:  # anything less is rounding of the sums
                     wait, why = w, "second"
             buckets = []
@@ -598,8 +599,8 @@ class LocalAccountLimiter(AccountLimiter):
                 factor = max(SLOWEST, factor / 2)
             resume = max(state.paused_until, now + pause)
             state.paused_until, state.factor, state.since = resume, factor, resume
-            if self.rate:
-                state.due = max(state.due, resume + (self.burst - 1) / (self.rate * factor))
+            if self.rate:  # no burst saved up over the pause: permits resume one by one
+                state.due = max(state.due, resume + max(self.burst / self.rate - 1 / (self.rate * factor), 0.0))
 
 
 def _window_wait(counts: dict[int, int], cap: int, length: float, now: float, n: int) -> tuple[float, int]:
