@@ -339,10 +339,10 @@ class AccountLimiter:
         Raises RateLimitDeferred, having waited for nothing, when the wait
         would pass ``max_wait`` (permits of an earlier part stay taken).
         """
-        granted_at, waited = 0.0, 0.0
+        granted_at, waited, left = 0.0, 0.0, n
         for part in _parts(n, self._largest_part(n)):
             while True:
-                wait, now, reason = self._take(part)
+                wait, now, reason = self._take(part, left)
                 if wait == 0:
                     granted_at = now
                     break
@@ -352,6 +352,7 @@ class AccountLimiter:
                 waited += wait
             with self._count_lock:
                 self.granted += part
+            left -= part
         return granted_at
 
     def throttled(self, retry_after: float | None = None) -> None:
@@ -373,7 +374,9 @@ class AccountLimiter:
             return f"the cap of {cap} messages a {reason} is reached"
         return f"the limit of {self.rate:g} messages a second"
 
-    def _take(self, n: int) -> tuple[float, float, str]:
+    def _take(self, n: int, wanted: int) -> tuple[float, float, str]:
+        """Grant n now, if the caps have room for all ``wanted`` (n and the parts after it),
+        so the first part of a chunk that will not fit does not use up the room."""
         raise NotImplementedError
 
     def _throttle(self, pause: float) -> None:
@@ -384,11 +387,12 @@ class AccountLimiter:
 # buckets (hashes: bucket number -> permits), the throttle (hash: until,
 # factor, since). ARGV: permits asked, microseconds per permit (0: none),
 # burst, hourly cap, hour length (us), daily cap, day length (us), buckets a
-# window, recovery per microsecond. Returns {microseconds to wait (0:
+# window, recovery per microsecond, permits wanted in all (this part and
+# the parts after it: the caps must have room for them). Returns {microseconds to wait (0:
 # granted), Redis' clock in microseconds, which limit}.
 _ACCOUNT_ACQUIRE = """
 local asked, interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local buckets, recovery = tonumber(ARGV[8]), tonumber(ARGV[9])
+local buckets, recovery, wanted = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local function num(x) return string.format('%.17g', x) end
@@ -421,7 +425,7 @@ local function window(key, cap, length)
   local counts = redis.call('HMGET', key, unpack(fields))
   local total = 0
   for i = 1, #counts do total = total + (tonumber(counts[i]) or 0) end
-  local excess = total + asked - cap
+  local excess = total + math.min(wanted, cap) - cap
   if excess <= 0 then return 0, current, size end
   local freed = 0
   for i = 1, #counts do
@@ -506,9 +510,9 @@ class RedisAccountLimiter(AccountLimiter):
         self._window_args = [hour_cap, repr(hour * 1e6), day_cap, repr(day * 1e6), BUCKETS,
                              repr(RECOVERY_PER_SECOND / 1e6)]
 
-    def _take(self, n: int) -> tuple[float, float, str]:
+    def _take(self, n: int, wanted: int) -> tuple[float, float, str]:
         wait_us, now_us, why = self._call(self._acquire_script, self.keys,
-                                          [n, self._interval_us, self.burst, *self._window_args])
+                                          [n, self._interval_us, self.burst, *self._window_args, wanted])
         return wait_us / 1e6, now_us / 1e6, why.decode() if isinstance(why, bytes) else why
 
     def _throttle(self, pause: float) -> None:
@@ -560,7 +564,7 @@ class LocalAccountLimiter(AccountLimiter):
         with _local_accounts_lock:
             self._state = _local_accounts.setdefault(limits.account, _AccountState())
 
-    def _take(self, n: int) -> tuple[float, float, str]:
+    def _take(self, n: int, wanted: int) -> tuple[float, float, str]:
         state = self._state
         with state.lock:
             now = self._clock()
@@ -576,7 +580,7 @@ class LocalAccountLimiter(AccountLimiter):
             buckets = []
             for cap, length, name in self.windows:
                 if cap:
-                    w, current = _window_wait(state.windows[name], cap, length, now, n)
+                    w, current = _window_wait(state.windows[name], cap, length, now, min(wanted, cap))
                     if w > wait:
                         wait, why = w, name
                     buckets.append((state.windows[name], current))

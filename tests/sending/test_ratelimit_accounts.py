@@ -251,6 +251,30 @@ def test_in_memory_more_than_a_cap_at_once_is_taken_a_part_at_a_time():
     assert 2 * 3600 <= clock.slept <= 2 * 3660
 
 
+def test_a_chunk_that_would_pass_the_cap_waits_whole_without_using_up_the_room():
+    clock = FakeClock()
+    limiter = local(AccountLimits(unique("relay"), per_second=5, per_hour=12), clock, max_wait=60)
+    limiter.acquire(8)
+
+    with pytest.raises(RateLimitDeferred):
+        limiter.acquire(6)  # 8 + 6 > 12: nothing of it is taken
+    limiter.acquire(4)  # so the last 4 still fit
+
+    assert limiter.granted == 12
+
+
+@pytest.mark.redis
+def test_in_redis_a_chunk_that_would_pass_the_cap_waits_whole(redis_url):
+    limiter = RedisAccountLimiter(redis_url, AccountLimits(unique("relay"), per_second=5, per_day=12), max_wait=60)
+    limiter.acquire(8)
+
+    with pytest.raises(RateLimitDeferred):
+        limiter.acquire(6)
+    limiter.acquire(4)
+
+    assert limiter.granted == 12
+
+
 def test_in_memory_one_account_is_shared_by_its_limiters_and_two_accounts_are_not():
     clock = FakeClock()
     account = unique("shared")
