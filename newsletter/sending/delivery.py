@@ -413,7 +413,12 @@ class Deliverer:
     def _slow_down(self, session: Session, throttles: list[Result], now: datetime) -> None:
         """Tell the account's limiter (every worker slows down) and count the event for /metrics."""
         waits = [r.retry_after for r in throttles if r.retry_after is not None]
-        self.limiter.throttled(max(waits) if waits else None)
+        try:
+            self.limiter.throttled(max(waits) if waits else None)
+        except RateLimiterUnavailable as exc:
+            # The answers are recorded already and must stay so (some were
+            # sent); the next acquire finds the limiter away and stops the run.
+            log.warning("could not slow the account down: %s", exc)
         account = self.limiter.account or self.transport.name
         error = throttles[0].error[:2000]
         insert = dialect_insert(session, RateLimitThrottle).values(account=account, throttles=1, last_error=error,
