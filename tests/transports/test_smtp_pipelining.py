@@ -116,27 +116,30 @@ def test_a_line_dropped_after_the_dot_leaves_that_message_uncertain_and_the_next
     assert [m.connection for m in server.messages] == [1, 1, 2, 2]
 
 
-def test_421_after_a_dot_fails_that_message_and_retries_only_the_group_behind_it():
+def test_421_after_a_dot_fails_that_message_for_now_and_holds_back_the_group_behind_it():
     with ScriptedSmtpServer(final_421=(2,)) as server:
         with plain_transport(server, connections=1) as transport:
             results = transport.send_many(envelopes(4))
 
-    assert statuses(results) == [SENT, TEMPORARY, SENT, SENT]
+    assert statuses(results) == [SENT, TEMPORARY, TEMPORARY, TEMPORARY]
     assert results[1].code == 421 and not results[1].uncertain
+    assert all(r.throttled for r in results[1:])  # a 421 asks the sender to slow down
     assert [(m.recipients, m.accepted) for m in server.messages] == [
         (["reader1@example.com"], True), (["reader2@example.com"], False),
-        (["reader3@example.com"], True), (["reader4@example.com"], True),
     ]
-    assert server.connections == 2
+    assert server.connections == 1
 
 
-def test_421_to_mail_inside_a_group_fails_that_message_for_now_and_the_rest_go_on_a_new_connection():
+def test_421_to_mail_inside_a_group_fails_that_message_for_now_and_holds_back_the_rest():
     with ScriptedSmtpServer(mail_421=(2,)) as server:
         with plain_transport(server, connections=1) as transport:
             results = transport.send_many(envelopes(4))
+            assert statuses(results) == [SENT, TEMPORARY, TEMPORARY, TEMPORARY]
+            assert results[1].code == 421 and not results[1].uncertain and results[1].throttled
+            assert "not sent yet" in results[2].error
+            again = transport.send_many(envelopes(2, start=3))
 
-    assert statuses(results) == [SENT, TEMPORARY, SENT, SENT]
-    assert results[1].code == 421 and not results[1].uncertain
+    assert statuses(again) == [SENT, SENT]
     assert [(m.recipients, m.connection) for m in server.messages] == [
         (["reader1@example.com"], 1), (["reader3@example.com"], 2), (["reader4@example.com"], 2),
     ]
