@@ -115,6 +115,15 @@ class _HandOver:
         self._out.append((chunk, envelopes, unbuildable, results))
         self.record(keep=self._ahead)
 
+    def record_answered(self) -> int:
+        """Record, without waiting, the chunks out (oldest first) that are answered; how many.
+        A call that failed is left for ``record``, where the failure stops the run as before."""
+        recorded = 0
+        while self._out and self._out[0][3].done() and self._out[0][3].exception() is None:
+            self.record(keep=len(self._out) - 1)
+            recorded += 1
+        return recorded
+
     def record(self, keep: int = 0) -> None:
         """Record the answers of all but the ``keep`` newest chunks out, waiting for them."""
         while len(self._out) > keep:
@@ -349,6 +358,10 @@ class Deliverer:
                 envelopes.append(template.envelope(send, row))
             except InputError as exc:  # e.g. a stored name that would break a header
                 unbuildable.append(Result(row.delivery_id, PERMANENT, error=f"cannot build the message: {exc}"))
+        # A chunk out that is answered already is recorded first: a throttle in
+        # it then slows the account down before this chunk asks for permits.
+        if out.record_answered():
+            session.commit()  # its rows are not kept locked while the limiter waits
         self.limiter.acquire(len(envelopes))
         now = utcnow()
         if not lease.renew(session, now):
