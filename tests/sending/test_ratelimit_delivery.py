@@ -21,6 +21,7 @@ from newsletter.transports.postmark import PostmarkTransport
 from newsletter.transports.smtp import SmtpTransport
 from newsletter.web import create_app
 from tests.fake_providers import POSTMARK_TOKEN, postmark_server  # noqa: F401 (a fixture)
+from tests.scripted_smtp import ScriptedSmtpServer
 from tests.sending.test_sends import make_world, states
 from tests.smtp_server import smtp_server  # noqa: F401 (a fixture)
 
@@ -142,3 +143,56 @@ def test_a_full_daily_cap_gives_the_rows_back_until_it_has_room(session, setting
     assert all(started + timedelta(hours=23) < r.next_attempt_at < started + timedelta(hours=25) for r in waiting)
     assert sending.tick(session, fast, utcnow() + timedelta(minutes=5)) == []  # nothing to do for now
     assert sending.tick(session, fast, utcnow() + timedelta(hours=25)) == [batch_id]
+
+
+def rows_by_state(session, send_id) -> dict[str, int]:
+    session.expire_all()
+    return states(session, send_id)
+
+
+def test_a_421_in_a_stream_with_the_next_chunk_handed_over_slows_the_send_and_loses_nothing(session, settings):
+    # Chunks of 25 over one streamed (BDAT) connection: the next chunk is handed
+    # over before the last is answered. The second message meets a 421; those
+    # streamed behind it and the chunk out with it come back untried.
+    fast = strict(settings, batch_size=60, rate_limit_throttle_seconds=0.2)
+    account = f"relay-{uuid.uuid4().hex[:8]}"
+    send_id = schedule(session, fast, 60)
+    limiter = limiter_for(fast, AccountLimits(account, per_second=500))  # in memory: no REDIS_URL
+    with ScriptedSmtpServer(chunking=True, final_421=(2,)) as server:
+        with SmtpTransport("127.0.0.1", server.port, security="none", connections=1, timeout=5) as transport:
+            deliverer = delivery.Deliverer(fast, transport, limiter)
+            (batch_id,) = sending.tick(session, fast)
+            report = deliverer.deliver_batch(session, batch_id)
+
+            # Nothing is left claimed or sending; what the 421 held back waits as a retry.
+            counts = rows_by_state(session, send_id)
+            assert set(counts) <= {"sent", "retry"} and sum(counts.values()) == 60
+            assert report.throttled == counts["retry"] and report.failed == report.retry == 0
+            assert report.throttled >= 24  # the 421'd message and at least the rest of its chunk
+            deliver_until_done(session, fast, deliverer, send_id)
+
+        assert session.get(Send, send_id).state == "finished"
+        assert states(session, send_id) == {"sent": 60}
+        assert {r.attempts for r in session.scalars(select(Delivery).where(Delivery.send_id == send_id))} == {1}
+        taken = sorted(m.recipients[0] for m in server.messages if m.accepted)
+        assert taken == [f"reader{i:03d}@example.com" for i in range(60)]  # each once
+        assert any(m.connection == 1 and not m.accepted for m in server.messages)
+    assert throttle_metric(session, fast) == {account: 1}  # one throttle, met once: held-back rows add none
+
+
+def test_a_full_cap_with_a_chunk_in_flight_records_it_and_gives_the_rest_back(session, settings, smtp_server):
+    fast = strict(settings, batch_size=60)
+    send_id = schedule(session, fast, 60)
+    limiter = limiter_for(fast, AccountLimits(f"relay-{uuid.uuid4().hex[:8]}", per_day=30))
+    transport = SmtpTransport(smtp_server.host, smtp_server.port, security="none", connections=1, timeout=5)
+    with transport:
+        (batch_id,) = sending.tick(session, fast)
+        report = delivery.Deliverer(fast, transport, limiter).deliver_batch(session, batch_id)
+
+    # The first chunk of 25 was out when the second would have passed the cap:
+    # it was answered and recorded, and only the rows still claimed went back.
+    assert (report.sent, report.deferred, report.stopped) == (25, 35, "waiting for the rate limit")
+    assert rows_by_state(session, send_id) == {"sent": 25, "retry": 35}
+    assert len(smtp_server.messages) == 25
+    waiting = session.scalars(select(Delivery).where(Delivery.send_id == send_id, Delivery.state == "retry")).all()
+    assert {(r.attempts, r.claimed_by, r.possible_duplicate) for r in waiting} == {(0, "", False)}
