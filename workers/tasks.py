@@ -14,7 +14,7 @@ from newsletter.logs import bind_log_context, reset_log_context
 from newsletter.ops.heartbeats import record_batch_run
 from newsletter.ops.queue_history import record_queue_depths
 from newsletter.sending.heap import keep_freed_memory
-from newsletter.sending.ratelimit import make_rate_limiter
+from newsletter.sending.ratelimit import account_limits, limiter_for
 from newsletter.store.db import session_scope
 from newsletter.store.models import Batch, utcnow
 from newsletter.transports import make_transport
@@ -27,7 +27,7 @@ _deliverer_pid = 0
 
 
 def deliverer() -> delivery.Deliverer:
-    """One transport (its connections reused) and one limiter per worker process.
+    """One transport (its connections reused) and its account's limiter per worker process.
 
     Made in the process that sends, never inherited through a fork: sockets
     and threads do not survive one, and each process claims rows under a
@@ -40,7 +40,7 @@ def deliverer() -> delivery.Deliverer:
         _deliverer = delivery.Deliverer(
             settings,
             make_transport(settings),
-            make_rate_limiter(settings, settings.transport),
+            limiter_for(settings, account_limits(settings)),
         )
         _deliverer_pid = os.getpid()
     return _deliverer
