@@ -20,7 +20,10 @@ pipelining buy. Far away, the server is a throwaway Postfix smtpd in front of
 the sink (tests/postfix_server.py: it offers CHUNKING, smtp-sink does not)
 when this runs as root, smtp-sink alone otherwise or with --sink-only. Each
 prints messages per second, CPU milliseconds per message of the sending
-workers, and each worker process's peak memory.
+workers (and the kernel's part of it), each worker process's peak memory, and
+the CPU per message of every other process taking part (Postfix, the sink, the
+proxy, PostgreSQL, Redis). --scale N ... sends the full list again on loopback
+with N send worker processes; --profile DIR samples the send workers with py-spy.
 """
 
 from __future__ import annotations
@@ -126,7 +129,7 @@ class Sink:
     def __init__(self, stack: ExitStack, binary: str, folder: Path):
         self.port = free_port()
         self.log = folder / "smtp-sink.log"
-        start(stack, [binary, "-u", "nobody", "-c", "-m", "1024", f"127.0.0.1:{self.port}", "1024"], self.log)
+        self.process = start(stack, [binary, "-u", "nobody", "-c", "-m", "1024", f"127.0.0.1:{self.port}", "1024"], self.log)
         wait_for_port(self.port)
 
     def messages(self) -> int:
@@ -134,22 +137,27 @@ class Sink:
         return int(counts[-1]) if counts else 0
 
 
-def start_redis(stack: ExitStack, folder: Path) -> str:
+def start_redis(stack: ExitStack, folder: Path) -> tuple[str, int]:
+    """The URL of a redis-server of our own, and its pid."""
     port = free_port()
-    start(stack, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                  "--dir", str(folder)], folder / "redis.log")
+    process = start(stack, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no", "--dir", str(folder)], folder / "redis.log")
     wait_for_port(port)
-    return f"redis://127.0.0.1:{port}/0"
+    return f"redis://127.0.0.1:{port}/0", process.pid
 
 
 def fresh_postgres_schema(stack: ExitStack, server_url: str) -> str:
-    """A URL whose connections see a new, empty schema, dropped when ``stack`` closes."""
+    """A URL whose connections see a new, empty schema, dropped when ``stack`` closes.
+
+    Its connections carry the schema's name as their application name, which finds this
+    run's PostgreSQL backends (``postgres_backends``), whose CPU is counted apart.
+    """
     admin = make_engine(server_url, isolation_level="AUTOCOMMIT")
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
     sep = "&" if "?" in server_url else "?"
-    url = f"{server_url}{sep}options=-csearch_path%3D{schema}"
+    url = f"{server_url}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
 
     def drop() -> None:
         engine_for(url).dispose()
@@ -250,19 +258,25 @@ def _stat_fields(pid: str) -> list[str] | None:
 
 def cpu_seconds(leader: int) -> float:
     """User + system time of the group, with its reaped children."""
-    total = 0
+    return sum(cpu_split(leader))
+
+
+def cpu_split(leader: int) -> tuple[float, float]:
+    """(user, system) seconds of the group, with its reaped children."""
+    user = system = 0
     for pid in group_members(leader):
         fields = _stat_fields(str(pid))
         if fields:
-            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    return total / CLOCK_TICKS
+            utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+            user, system = user + utime + cutime, system + stime + cstime
+    return user / CLOCK_TICKS, system / CLOCK_TICKS
 
 
 class Processes:
     """CPU seconds of the other processes taking part, from /proc (reaped children included)."""
 
     def __init__(self, groups: dict[str, Callable[[], list[int]]]):
-        self.groups = groups  # name -> function giving the pids now
+        self.groups = groups  # name -> function giving the pids now, in the order they are printed
 
     def cpu(self) -> dict[str, dict[int, float]]:
         return {name: {pid: _cpu_of(pid) for pid in pids()} for name, pids in self.groups.items()}
@@ -278,6 +292,19 @@ def _cpu_of(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS if fields else 0.0
 
 
+def postgres_backends(settings) -> Callable[[], list[int]]:
+    """This run's PostgreSQL backends: those whose application name is the schema's (the server is local)."""
+    url = sqlalchemy.engine.make_url(settings.effective_database_url)
+    name = url.query["application_name"]
+
+    def pids() -> list[int]:
+        with session_scope(settings) as session:
+            return list(session.scalars(sqlalchemy.text(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = :name"), {"name": name}))
+
+    return pids
+
+
 def children_of(parent: int) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -285,20 +312,6 @@ def children_of(parent: int) -> list[int]:
             fields = _stat_fields(entry.name)
             if fields and int(fields[1]) == parent:
                 pids.append(int(entry.name))
-    return pids
-
-
-def listening_on(port: int) -> list[int]:
-    """The pids whose command line names ``127.0.0.1:port`` (smtp-sink)."""
-    needle = f"127.0.0.1:{port}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
     return pids
 
 
@@ -330,8 +343,10 @@ class RunResult:
     seconds: float
     cpu_seconds: float
     other_cpu_seconds: float
+    system_seconds: float = 0.0  # of cpu_seconds, in the kernel (sockets, mostly)
     peaks: list[tuple[str, int]] = field(default_factory=list)
-    server_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of the server side's processes
+    # CPU seconds of every other process taking part: Postfix, the sink, the proxy, PostgreSQL, Redis
+    elsewhere_cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -419,7 +434,7 @@ def ledger_check(settings, send_id: int, expected: int) -> float:
 
 
 def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], list_slug: str, expected: int, label: str,
-             servers: Processes | None = None) -> RunResult:
+             elsewhere: Processes, profile: Path | None = None) -> RunResult:
     # Each run has its own folder: logs, and beat's schedule file (a beat
     # stopped by the last run may have left it half written).
     folder = folder / re.sub(r"[^\w]+", "-", label).strip("-")
@@ -430,14 +445,18 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
         pipeline.start(stack)
         send_leader = pipeline.leader("worker_send")
         others = [pipeline.leader(name) for name in pipeline.processes if name != "worker_send"]
-        cpu_before = cpu_seconds(send_leader)
+        profiler = start_profiler(send_leader, profile, label) if profile else None
+        user_before, system_before = cpu_split(send_leader)
         other_before = sum(cpu_seconds(pid) for pid in others)
         sink_before = sink.messages()
-        servers_before = servers.cpu() if servers else {}
+        elsewhere_before = elsewhere.cpu()
         send_id = schedule(settings, slugs, list_slug)
         pipeline.wait_sent(send_id, expected, timeout=120)
-        server_cpu = Processes.spent(servers_before, servers.cpu()) if servers else {}
-        cpu = cpu_seconds(send_leader) - cpu_before
+        if profiler:
+            stop_profiler(*profiler)
+        elsewhere_cpu = Processes.spent(elsewhere_before, elsewhere.cpu())
+        user, system = cpu_split(send_leader)
+        cpu, system = user + system - user_before - system_before, system - system_before
         other = sum(cpu_seconds(pid) for pid in others) - other_before
         peaks = peak_memory(send_leader)
     seconds = ledger_check(settings, send_id, expected)
@@ -445,7 +464,34 @@ def run_send(stack_env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], 
     received = sink.messages() - sink_before
     if received < expected:
         raise SystemExit(f"{label}: the sink counted {received} messages of {expected}")
-    return RunResult(label, expected, seconds, cpu, other, peaks, server_cpu)
+    return RunResult(label, expected, seconds, cpu, other, system, peaks, elsewhere_cpu)
+
+
+# --- where the time goes: py-spy ---------------------------------------------------------
+
+
+def start_profiler(leader: int, folder: Path, label: str) -> tuple[subprocess.Popen, Path]:
+    """py-spy sampling the send worker and its pool, in a session of its own (its CPU is not counted)."""
+    binary = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if binary is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy (a tool, not a dependency of the project)")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / (re.sub(r"[^\w]+", "-", label).strip("-") + ".txt")
+    process = subprocess.Popen([binary, "record", "--pid", str(leader), "--subprocesses", "--rate", "250", "--gil",
+                                "--nonblocking", "--format", "raw", "--output", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(1.0)  # let it attach before the send starts
+    return process, out
+
+
+def stop_profiler(process: subprocess.Popen, out: Path) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    print(f"  profile (py-spy, collapsed stacks): {out}; summary: python bench/profile_summary.py {out}")
 
 
 # --- the yardstick ------------------------------------------------------------------------
@@ -470,12 +516,14 @@ def print_result(result: RunResult, source_rate: float) -> None:
     print(f"  {result.label:<34} {result.rate:>7,.0f} messages/s  {result.messages:>7,} in {result.seconds:6.1f} s"
           f"   {result.rate / source_rate:4.2f} x smtp-source")
     print(f"  {'':<34} CPU {result.cpu_seconds * 1000 / result.messages:.2f} ms/message in the send workers"
+          f" ({result.system_seconds * 1000 / result.messages:.2f} of it in the kernel)"
           f" (+{result.other_cpu_seconds * 1000 / result.messages:.2f} control and beat);"
           f" peak memory (VmHWM) {memory}")
-    if result.server_cpu:
-        busy = (result.cpu_seconds + result.other_cpu_seconds + sum(result.server_cpu.values())) / result.seconds
-        spent = ", ".join(f"{name} {seconds * 1000 / result.messages:.2f}" for name, seconds in result.server_cpu.items())
-        print(f"  {'':<34} CPU ms/message of the rest: {spent}; with the workers, {busy:.2f} cores busy")
+    if result.elsewhere_cpu:
+        busy = (result.cpu_seconds + result.other_cpu_seconds + sum(result.elsewhere_cpu.values())) / result.seconds
+        spent = ", ".join(f"{name} {seconds * 1000 / result.messages:.2f}" for name, seconds in result.elsewhere_cpu.items())
+        print(f"  {'':<34} CPU ms/message elsewhere: {spent};"
+              f" all of the run's processes kept {busy:.2f} of {os.cpu_count()} cores busy")
 
 
 def parse_args() -> argparse.Namespace:
@@ -489,7 +537,8 @@ def parse_args() -> argparse.Namespace:
                         help="SMTP_CONNECTIONS with the server far away (x the send workers: at most 20 a host)")
     parser.add_argument("--skip-lockstep", action="store_true",
                         help="no run far away with SMTP_PIPELINING=false")
-    parser.add_argument("--skip-loopback", action="store_true", help="only the runs with the server far away")
+    parser.add_argument("--skip-loopback", action="store_true",
+                        help="no loopback runs of the small and the full list (those of --scale still run)")
     parser.add_argument("--compare-batch-size", type=int, default=None,
                         help="far away, the full list again with this BATCH_SIZE")
     parser.add_argument("--sink-only", action="store_true",
@@ -497,6 +546,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=None, help="SEND_CONCURRENCY (default: the Procfile's)")
     parser.add_argument("--batch-size", type=int, default=None, help="BATCH_SIZE (default: the setting's)")
     parser.add_argument("--source-messages", type=int, default=20_000)
+    parser.add_argument("--scale", type=int, nargs="+", metavar="N",
+                        help="also send the full list on loopback with N send worker processes (SEND_CONCURRENCY), "
+                             "for each N given, e.g. --scale 1 2 4")
+    parser.add_argument("--profile", type=Path,
+                        help="sample the send workers with py-spy during each run; collapsed stacks go in this folder")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (logs of every process)")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="a PostgreSQL server to use a fresh schema of")
     return parser.parse_args()
@@ -530,8 +584,12 @@ def main() -> None:
         folder = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-send-")))
         folder.mkdir(parents=True, exist_ok=True)
         sink = Sink(stack, sink_binary, folder)
-        env = base_env(args, folder, fresh_postgres_schema(stack, args.postgres), start_redis(stack, folder), sink.port)
+        redis_url, redis_pid = start_redis(stack, folder)
+        env = base_env(args, folder, fresh_postgres_schema(stack, args.postgres), redis_url, sink.port)
         settings = settings_from(env)
+        # Every run counts the CPU of these too; the far runs add Postfix's and the proxy's.
+        elsewhere = Processes({"smtp-sink": lambda: [sink.process.pid],
+                               "PostgreSQL": postgres_backends(settings), "Redis": lambda: [redis_pid]})
         slugs = prepare(settings, folder, args.subscribers, args.small)
         size = message_size(settings, slugs)
         sessions = max(8, settings.smtp_connections * 2)
@@ -541,28 +599,35 @@ def main() -> None:
         runs = [("sample", args.small, f"loopback, {args.small:,} subscribers"),
                 ("everyone", args.subscribers, f"loopback, {args.subscribers:,} subscribers")]
         for list_slug, count, label in [] if args.skip_loopback else runs:
-            print_result(run_send(env, folder, sink, slugs, list_slug, count, label), source_rate)
+            print_result(run_send(env, folder, sink, slugs, list_slug, count, label, elsewhere, args.profile), source_rate)
+        for workers in args.scale or []:
+            result = run_send(dict(env, SEND_CONCURRENCY=str(workers)), folder, sink, slugs, "everyone", args.subscribers,
+                              f"{workers} send worker process(es), {args.subscribers:,}", elsewhere, args.profile)
+            print_result(result, source_rate)
         if not args.skip_delay:
-            run_delayed(args, env, folder, sink, slugs, source_binary, size)
+            run_delayed(args, env, folder, sink, slugs, source_binary, size, elsewhere)
         print(f"at the end: {_load()}")
 
 
-def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], source_binary: str, size: int) -> None:
+def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], source_binary: str, size: int,
+                elsewhere: Processes) -> None:
     with ExitStack() as stack:
-        server_port, server = sink.port, "smtp-sink (PIPELINING, no CHUNKING)"
-        groups = {"smtp-sink": lambda: listening_on(sink.port)}
+        server_port, server, chunking = sink.port, "smtp-sink (PIPELINING, no CHUNKING)", False
+        groups = {}
         if postfix_server.usable() is None and not args.sink_only:
             # Postfix's smtpd offers CHUNKING (smtp-sink does not) and passes each message to the sink.
             postfix = stack.enter_context(postfix_server.PostfixServer(sink.port))
-            server_port, server = postfix.port, "Postfix smtpd (PIPELINING, CHUNKING) in front of smtp-sink"
+            server_port, server, chunking = postfix.port, "Postfix smtpd (PIPELINING, CHUNKING) in front of smtp-sink", True
             master = int((postfix.folder / "queue" / "pid" / "master.pid").read_text().split()[0])
             groups["Postfix"] = lambda: [master, *children_of(master)]
         port = free_port()
         proxy = start(stack, [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(port),
                               f"127.0.0.1:{server_port}", "--delay-ms", str(args.delay_ms / 2)],
                       folder / "delay-proxy.log")
+        groups["smtp-sink"] = elsewhere.groups["smtp-sink"]
         groups["delay proxy"] = lambda: [proxy.pid]
-        servers = Processes(groups)
+        # Named in this order: Postfix, the sink, the proxy, then PostgreSQL and Redis.
+        servers = Processes({**groups, **elsewhere.groups})
         wait_for_port(port)
         print(f"server {args.delay_ms:g} ms away (round trip): {server}; "
               f"the pipeline with SMTP_CONNECTIONS={args.delay_connections}; {_load()}")
@@ -575,24 +640,24 @@ def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str
         source_rate = smtp_source(source_binary, port, min(args.source_messages, 10_000), size, sessions)
         print(f"  {'smtp-source, ' + str(sessions) + ' reused connections':<34} {source_rate:>7,.0f} messages/s")
         result = run_send(far_env, folder, sink, slugs, "everyone", args.subscribers,
-                          f"{args.delay_ms:g} ms away, {args.subscribers:,} subscribers", servers)
+                          f"{args.delay_ms:g} ms away, {args.subscribers:,} subscribers", servers, args.profile)
         print_result(result, source_rate)
         print(f"  {'':<34} {result.rate / sessions:.1f} messages/s per connection")
         if args.compare_batch_size:
             # Bigger batches: more chunks a batch run, each handed over before the last is answered.
             bigger = run_send(dict(far_env, BATCH_SIZE=str(args.compare_batch_size)), folder, sink, slugs, "everyone",
                               args.subscribers, f"{args.delay_ms:g} ms away, BATCH_SIZE={args.compare_batch_size}",
-                              servers)
+                              servers, args.profile)
             print_result(bigger, source_rate)
             print(f"  {'':<34} {bigger.rate / sessions:.1f} messages/s per connection;"
                   f" this / the first far run: {bigger.rate / result.rate:.2f} x")
         # What streaming buys: DATA pipelined, then one command at a time (the smaller list: they are slower).
-        others = [("SMTP_CHUNKING", "pipelined (DATA)")] if "CHUNKING" in server else []
+        others = [("SMTP_CHUNKING", "pipelined (DATA)")] if chunking else []
         if not args.skip_lockstep:
             others.append(("SMTP_PIPELINING", "one command at a time"))
         for setting, how in others:
             other = run_send(dict(far_env, **{setting: "false"}), folder, sink, slugs, "sample", args.small,
-                             f"{args.delay_ms:g} ms away, {setting}=false", servers)
+                             f"{args.delay_ms:g} ms away, {setting}=false", servers, args.profile)
             print_result(other, source_rate)
             print(f"  {'':<34} {other.rate / sessions:.1f} messages/s per connection ({how});"
                   f" the first far run / this: {result.rate / other.rate:.2f} x")

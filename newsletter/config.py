@@ -131,7 +131,13 @@ class Settings:
 
     # Sending.
     batch_size: int = 500  # recipients per batch task: each costs a Celery task, a claim and a few statements
+    # Rate limits of the provider account (docs/operations.md, "Rate limits").
+    rate_limit_account: str = ""  # empty: the transport's name
     rate_limit_per_second: float = 0.0  # 0: unlimited
+    rate_limit_per_hour: int = 0
+    rate_limit_per_day: int = 0
+    rate_limit_max_wait_seconds: float = 60.0  # a longer wait gives the messages back until then
+    rate_limit_throttle_seconds: float = 30.0  # the pause after a throttle that does not say how long
     retry_attempts: int = 8
     retry_window_seconds: int = 6 * 3600
     retry_base_delay_seconds: float = 30.0
@@ -258,7 +264,12 @@ def settings_from(env: dict) -> Settings:
         smtp_window=_int(env, "SMTP_WINDOW", Settings.smtp_window),
         **_provider_settings(env),
         batch_size=_int(env, "BATCH_SIZE", Settings.batch_size),
+        rate_limit_account=env.get("RATE_LIMIT_ACCOUNT", "").strip(),
         rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),
+        rate_limit_per_hour=_int(env, "RATE_LIMIT_PER_HOUR", 0),
+        rate_limit_per_day=_int(env, "RATE_LIMIT_PER_DAY", 0),
+        rate_limit_max_wait_seconds=_float(env, "RATE_LIMIT_MAX_WAIT_SECONDS", Settings.rate_limit_max_wait_seconds),
+        rate_limit_throttle_seconds=_float(env, "RATE_LIMIT_THROTTLE_SECONDS", Settings.rate_limit_throttle_seconds),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", Settings.retry_attempts),
         retry_window_seconds=_int(env, "RETRY_WINDOW_SECONDS", Settings.retry_window_seconds),
         retry_base_delay_seconds=_float(
@@ -315,6 +326,10 @@ def settings_from(env: dict) -> Settings:
         raise ConfigError(f"BATCH_SIZE={s.batch_size}: must be at least 1")
     if s.claim_lease_seconds < 1:
         raise ConfigError(f"CLAIM_LEASE_SECONDS={s.claim_lease_seconds}: must be at least 1")
+    for name in ("per_second", "per_hour", "per_day", "max_wait_seconds", "throttle_seconds"):
+        value = getattr(s, f"rate_limit_{name}")
+        if value < 0:
+            raise ConfigError(f"RATE_LIMIT_{name.upper()}={value}: must be 0 or more")
     return s
 
 

@@ -214,6 +214,14 @@ def lane_settings(settings: Settings, block: SendingBlock, slug: str, *, secrets
         changes[CONNECTIONS_FIELD[transport]] = block.connections
     if block.per_second:
         changes["rate_limit_per_second"] = block.per_second
+    if block.per_hour:
+        changes["rate_limit_per_hour"] = block.per_hour
+    if block.per_day:
+        changes["rate_limit_per_day"] = block.per_day
+    if block.account:
+        changes["rate_limit_account"] = block.account
+    elif block.options or block.secrets or (block.transport and block.transport != settings.transport):
+        changes["rate_limit_account"] = ""  # other credentials: not the environment's account
     if block.bounce_domain:
         changes["bounce_domain"] = block.bounce_domain
     return replace(settings, **changes)
@@ -229,6 +237,8 @@ def account_of(settings: Settings, block: SendingBlock) -> str:
     if block.account:
         return block.account
     s = settings
+    if s.rate_limit_account:  # RATE_LIMIT_ACCOUNT, when the publication logs in as the environment does
+        return s.rate_limit_account
     if s.transport == "smtp":
         return f"smtp:{s.smtp_username + '@' if s.smtp_username else ''}{s.smtp_host}:{s.smtp_port}"
     if s.transport == "ses":

@@ -18,7 +18,7 @@ from newsletter.config import Settings
 from newsletter.ops.broker import BrokerView
 from newsletter.ops.status import Status, collect_status
 from newsletter.store.db import session_scope
-from newsletter.store.models import BatchRun, Delivery
+from newsletter.store.models import BatchRun, Delivery, RateLimitThrottle
 
 OUTCOMES = ("sent", "failed", "skipped", "cancelled")
 BATCH_DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -36,6 +36,7 @@ class OpsCollector:
             status = collect_status(session, self.settings, self.broker)
             yield messages_by_outcome(session, self.settings.transport)
             yield batch_durations(session)
+            yield throttles_by_account(session)
         yield from queue_metrics(status)
         yield from worker_metrics(status)
         yield from send_metrics(status)
@@ -65,6 +66,16 @@ def messages_by_outcome(session: Session, transport: str) -> CounterMetricFamily
     for (lane_transport, account), by_state in sorted(counts.items()):
         for outcome in OUTCOMES:
             metric.add_metric([lane_transport, account, outcome], by_state.get(outcome, 0))
+    return metric
+
+
+def throttles_by_account(session: Session) -> CounterMetricFamily:
+    metric = CounterMetricFamily("newsletter_rate_limit_throttles",
+                                 "Times a provider asked an account to slow down (SMTP 421, HTTP 429), "
+                                 "once per chunk of messages", labels=["account"])
+    for account, count in session.execute(select(RateLimitThrottle.account, RateLimitThrottle.throttles)
+                                          .order_by(RateLimitThrottle.account)):
+        metric.add_metric([account], count)
     return metric
 
 

@@ -27,7 +27,7 @@ from newsletter.sending.links import check_links_allowed
 from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
 from newsletter.authoring.message import Recipient, make_message_id
 from newsletter.sending.return_path import verp_address
-from newsletter.sending.ratelimit import RateLimiterUnavailable
+from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable
 from newsletter.sending.scheduling import list_ids_of, message_template, record_send_event
 from newsletter.store.lookups import among
 from newsletter.store.models import (
@@ -37,6 +37,7 @@ from newsletter.store.models import (
     IssueRow,
     Membership,
     PublicationRow,
+    RateLimitThrottle,
     Send,
     Subscriber,
     utcnow,
@@ -46,6 +47,7 @@ from newsletter.errors import InputError
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport
 
 from newsletter.sending.sends import ACTIVE_ROW_STATES
+from newsletter.store.upsert import dialect_insert
 from newsletter.audience.suppressions import add_suppression, suppressed_addresses
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class BatchReport:
     sent: int = 0
     failed: int = 0
     retry: int = 0
+    throttled: int = 0  # rows the provider asked to slow down for: retried, not failures
+    deferred: int = 0  # rows given back until the account's limits have room
     skipped: int = 0
     released: int = 0
     taken_over: int = 0  # rows another worker took over while this run held them
@@ -114,6 +118,15 @@ class _HandOver:
             results.set_result(self._transport.send_many(envelopes) if envelopes else [])
         self._out.append((chunk, envelopes, unbuildable, results))
         self.record(keep=self._ahead)
+
+    def record_answered(self) -> int:
+        """Record, without waiting, the chunks out (oldest first) that are answered; how many.
+        A call that failed is left for ``record``, where the failure stops the run as before."""
+        recorded = 0
+        while self._out and self._out[0][3].done() and self._out[0][3].exception() is None:
+            self.record(keep=len(self._out) - 1)
+            recorded += 1
+        return recorded
 
     def record(self, keep: int = 0) -> None:
         """Record the answers of all but the ``keep`` newest chunks out, waiting for them."""
@@ -250,7 +263,21 @@ class Deliverer:
                     report.released += self._release(session, lease.holder, claimed[start:], state)
                     session.commit()
                     break
-                if not self._deliver_chunk(session, send, template, lease, chunk, report, out):
+                try:
+                    delivered = self._deliver_chunk(session, send, template, lease, chunk, report, out)
+                except RateLimitDeferred as wait:
+                    # The account's limits have no room for a long while: the rows
+                    # wait as retries, and the worker moves on to other work. The
+                    # chunk still out is answered and recorded first; the rows
+                    # given back are those still claimed (none of them went out).
+                    out.record()
+                    report.stopped = "waiting for the rate limit"
+                    report.deferred += self._defer(session, lease.holder, claimed[start:], wait)
+                    log.info("batch %s gives back %s row(s): %s", batch.id, report.deferred, wait,
+                             extra={"batch_id": batch.id})
+                    session.commit()
+                    break
+                if not delivered:
                     # The lease lapsed (the run was stuck, or the database away for
                     # longer than a lease): what it still holds goes back, and the
                     # beat hands the batch out again.
@@ -354,6 +381,10 @@ class Deliverer:
                 envelopes.append(template.envelope(send, row))
             except InputError as exc:  # e.g. a stored name that would break a header
                 unbuildable.append(Result(row.delivery_id, PERMANENT, error=f"cannot build the message: {exc}"))
+        # A chunk out that is answered already is recorded first: a throttle in
+        # it then slows the account down before this chunk asks for permits.
+        if out.record_answered():
+            session.commit()  # its rows are not kept locked while the limiter waits
         lane = template.lane
         lane.limiter.acquire(len(envelopes))
         now = utcnow()
@@ -385,6 +416,17 @@ class Deliverer:
         envelopes = [e for e in envelopes if e.delivery_id in won]
         out.send(chunk, envelopes, unbuildable)
         return True
+
+    def _defer(self, session: Session, holder: str, rows: list[Claimed], wait: RateLimitDeferred) -> int:
+        """Give claimed rows back as retries due when the limits have room; no attempt is used."""
+        now = utcnow()
+        return session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([c.delivery_id for c in rows]), Delivery.claimed_by == holder,
+                   Delivery.state == "claimed")
+            .values(state="retry", claimed_by="", next_attempt_at=now + timedelta(seconds=wait.seconds),
+                    last_error=f"waiting for the rate limit: {wait}"[:2000], updated_at=now)
+        ).rowcount
 
     def _record_results(self, session, send, holder, chunk, envelopes, results, unbuildable, report):
         """Record each answer, for the rows this run still holds and for no other.
@@ -437,6 +479,11 @@ class Deliverer:
             if result.status == SENT:
                 values.update(state="sent", sent_at=now)
                 report.sent += 1
+            elif result.throttled:  # slowed down, not failed: no attempt used, no error budget
+                pause = self.settings.rate_limit_throttle_seconds if result.retry_after is None else result.retry_after
+                values.update(state="retry", attempts=row.attempts, next_attempt_at=now + timedelta(seconds=pause),
+                              possible_duplicate=values["possible_duplicate"] or result.uncertain)
+                report.throttled += 1
             elif result.status == TEMPORARY:
                 delay = retry_delay(self.settings, attempts)
                 retry_at = now + delay
@@ -460,9 +507,33 @@ class Deliverer:
             # Core's executemany (one round trip on psycopg), not the ORM's bulk
             # update by primary key, which costs about as much again per row.
             session.execute(_RECORD_RESULT, updates)
+        # Rows held back untried after a throttle another chunk met only wait:
+        # that chunk's record tells the limiter, once.
+        throttles = [r for r in answered if r.throttled and not r.held_back]
+        if throttles:
+            self._slow_down(session, self._templates[send.id].lane, throttles, now)
         for email, result in suppress:
             add_suppression(session, email, "hard_bounce", f"send {send.id}: {result.code} {result.enhanced_code} {result.error}"[:200])
         session.execute(update(Send).where(Send.id == send.id).values(last_progress_at=now))
+
+    def _slow_down(self, session: Session, lane: Lane, throttles: list[Result], now: datetime) -> None:
+        """Tell the account's limiter (every worker slows down) and count the event for /metrics."""
+        waits = [r.retry_after for r in throttles if r.retry_after is not None]
+        try:
+            lane.limiter.throttled(max(waits) if waits else None)
+        except RateLimiterUnavailable as exc:
+            # The answers are recorded already and must stay so (some were
+            # sent); the next acquire finds the limiter away and stops the run.
+            log.warning("could not slow the account down: %s", exc)
+        account = lane.account
+        error = throttles[0].error[:2000]
+        insert = dialect_insert(session, RateLimitThrottle).values(account=account, throttles=1, last_error=error,
+                                                                  last_at=now)
+        session.execute(insert.on_conflict_do_update(
+            index_elements=["account"],
+            set_={"throttles": RateLimitThrottle.throttles + 1, "last_error": error, "last_at": now},
+        ))
+        log.warning("the provider asked account %s to slow down: %s", account, error)
 
     def _release(self, session: Session, holder: str, rows: list[Claimed], state: str) -> int:
         """Give back claimed rows when a send is paused (pending) or cancelled."""

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from newsletter.config import Settings
 from newsletter.authoring.sending_block import SendingBlock, account_of, lane_settings
 from newsletter.sending import dkim
-from newsletter.sending.ratelimit import NullRateLimiter, make_rate_limiter
+from newsletter.sending.ratelimit import AccountLimits, limiter_for
 from newsletter.store.models import PublicationRow
 from newsletter.store.publications import sending_block
 from newsletter.transports import Transport, make_transport
@@ -64,12 +64,13 @@ def key_specs(slug: str, block: SendingBlock) -> tuple[dkim.KeySpec, ...]:
     )
 
 
-def limiter_for_account(settings: Settings, account: str, block: SendingBlock):
-    """The shared limit of one account. Stand-in until ratelimit.limiter_for
-    lands: messages per second only; hourly and daily caps come with it."""
-    if settings.rate_limit_per_second <= 0:
-        return NullRateLimiter()
-    return make_rate_limiter(settings, account)
+def limiter_for_account(settings: Settings, account: str):
+    """The shared limiter of one account (Redis when configured): per second,
+    hour and day, as the publication's settings (or the environment's) say, and
+    slowed for every worker when the provider throttles the account."""
+    return limiter_for(settings, AccountLimits(account, per_second=settings.rate_limit_per_second,
+                                               per_hour=settings.rate_limit_per_hour,
+                                               per_day=settings.rate_limit_per_day))
 
 
 class Lanes:
@@ -117,6 +118,8 @@ class Lanes:
         account = account_of(settings, block)
         if not block.sets_transport:
             transport, own = self.worker_transport, False
+            # A limiter the worker was given keeps its own account's name.
+            account = getattr(self._worker_limiter, "account", None) or account
             limiter = self._worker_limiter or self._limiter(settings, account, block)
         else:
             transport, own = make_transport(settings), True
@@ -126,7 +129,7 @@ class Lanes:
 
     def _limiter(self, settings: Settings, account: str, block: SendingBlock):
         if account not in self._limiters:
-            self._limiters[account] = limiter_for_account(settings, account, block)
+            self._limiters[account] = limiter_for_account(settings, account)
         return self._limiters[account]
 
     def _close(self, lane: Lane) -> None:

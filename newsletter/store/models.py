@@ -399,6 +399,20 @@ class BatchRun(Base):
     stopped: Mapped[str] = mapped_column(String(40), default="")
 
 
+class RateLimitThrottle(Base):
+    """How often a provider account was asked to slow down (SMTP 421, HTTP 429), for /metrics.
+
+    One row per account, counted once per chunk of messages that met a throttle.
+    """
+
+    __tablename__ = "rate_limit_throttles"
+
+    account: Mapped[str] = mapped_column(String(200), primary_key=True)
+    throttles: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # --- Sign-up ---------------------------------------------------------------------
 
 

@@ -3,7 +3,9 @@
 A transport takes a chunk of ready-made messages and answers, for each one,
 whether it was accepted, failed for now (worth a retry) or failed for good.
 It never raises for a single recipient's failure; whether a failure is worth
-a retry is said by the status, not left to the caller to guess.
+a retry is said by the status, not left to the caller to guess. When the
+server says to slow down (``Result.throttled``), the transport sends no more
+of the chunk: the rest come back throttled too, untried.
 """
 
 from __future__ import annotations
@@ -33,6 +35,21 @@ class Result:
     # answer (the connection broke after the data went out). A retry of such a
     # row is recorded as a possible duplicate.
     uncertain: bool = False
+    # The server or provider said to slow down (SMTP 421, 4.7.x rate limits,
+    # HTTP 429, SES Throttling): TEMPORARY, the account's fault, not the
+    # recipient's. ``retry_after``: the seconds it asked for, when it said.
+    throttled: bool = False
+    retry_after: float | None = None
+    # Not tried: held back, untried, after a throttle met by another message
+    # (``not_tried``). Such a row only waits; the throttle is told once, by
+    # the answer that was the throttle.
+    held_back: bool = False
+
+    def not_tried(self, envelope: Envelope) -> Result:
+        """The Result for an envelope held back, untried, after this throttle."""
+        return Result(envelope.delivery_id, TEMPORARY, code=self.code, enhanced_code=self.enhanced_code,
+                      error=f"not sent yet, the server asked to slow down: {self.error}"[:2000],
+                      throttled=True, retry_after=self.retry_after, held_back=True)
 
     @property
     def hard_bounce(self) -> bool:

@@ -8,6 +8,8 @@ Everything else lives here:
   between calls, with a connect and a read timeout on every request;
 - what an answer that is not a success means for the recipients of the call:
   429 and 5xx are TEMPORARY (with the provider's Retry-After in the error),
+  429 is also a throttle (``throttled``, with ``retry_after``) and the calls
+  left in the chunk are held back untried,
   401 and 403 are TEMPORARY too (the key is wrong, not the recipients; the
   error says which setting to check, and the send's error budget pauses it),
   any other 4xx is PERMANENT;
@@ -52,19 +54,30 @@ def status_for(http_status: int) -> str:
     return PERMANENT
 
 
-def retry_after_text(value: str | None) -> str:
-    """The provider's Retry-After, in words for the ledger's error column."""
+def retry_after_seconds(value: str | None) -> float | None:
+    """The provider's Retry-After (seconds, or an HTTP date) in seconds from now."""
     if not value:
-        return ""
+        return None
     value = value.strip()
-    if value.isdigit():
-        return f" (the provider asks to retry after {int(value)} seconds)"
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def retry_after_text(value: str | None) -> str:
+    """The provider's Retry-After, in words for the ledger's error column."""
+    seconds = retry_after_seconds(value)
+    if seconds is None:
         return ""
-    seconds = max(0, int((when - datetime.now(timezone.utc)).total_seconds()))
-    return f" (the provider asks to retry after {seconds} seconds)"
+    return f" (the provider asks to retry after {int(seconds)} seconds)"
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,8 @@ class Outcome:
     enhanced_code: str = ""
     provider_message_id: str = ""
     uncertain: bool = False
+    throttled: bool = False
+    retry_after: float | None = None
 
     def result(self, envelope: Envelope) -> Result:
         return Result(
@@ -87,6 +102,8 @@ class Outcome:
             enhanced_code=self.enhanced_code,
             error=self.error,
             uncertain=self.uncertain,
+            throttled=self.throttled,
+            retry_after=self.retry_after,
         )
 
     def results(self, envelopes: Sequence[Envelope]) -> list[Result]:
@@ -172,6 +189,9 @@ def refused(provider: str, response: requests.Response, message: str, credential
         text += f"; check {credentials}"
     if code == 429 or code >= 500:
         text += retry_after_text(response.headers.get("Retry-After"))
+    if code == 429:
+        return Outcome(TEMPORARY, error=text[:2000], code=code, throttled=True,
+                       retry_after=retry_after_seconds(response.headers.get("Retry-After")))
     return Outcome(status_for(code), error=text[:2000], code=code)
 
 
@@ -204,8 +224,14 @@ class HttpTransport(Transport):
 
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:
         results: list[Result] = []
+        throttle: Result | None = None
         for batch in batches(envelopes, self.batch_size):
-            results.extend(self.send_batch(batch))
+            if throttle is not None:  # the provider said to slow down: no more calls now
+                results.extend(throttle.not_tried(e) for e in batch)
+                continue
+            answers = self.send_batch(batch)
+            throttle = next((r for r in answers if r.throttled), None)
+            results.extend(answers)
         return results
 
     def send_batch(self, batch: list[Envelope]) -> list[Result]:

@@ -9,7 +9,8 @@ throttled message comes back TEMPORARY and the send ledger retries it later,
 so one message is never sent twice by a retry nobody recorded.
 
 Outcomes: throttling (TooManyRequestsException, Throttling) and 5xx are
-TEMPORARY; MessageRejected and other 4xx PERMANENT; a paused or suspended
+TEMPORARY, throttling also ``throttled`` (calls of the chunk not yet made are
+then held back, untried); MessageRejected and other 4xx PERMANENT; a paused or suspended
 account, refused credentials or an unverified MAIL FROM domain are
 TEMPORARY, since the recipients are not at fault (the error says what to fix,
 and the send's error budget pauses it); no answer is TEMPORARY, uncertain if
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport, TransportError
-from newsletter.transports.http import USER_AGENT, status_for
+from newsletter.transports.http import USER_AGENT, retry_after_seconds, status_for
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,19 @@ class SesTransport(Transport):
         )
 
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:
+        throttle: list[Result] = []  # the first throttled answer of this chunk
+
+        def send(envelope: Envelope) -> Result:
+            if throttle:
+                return throttle[0].not_tried(envelope)
+            result = self.send_one(envelope)
+            if result.throttled:
+                throttle.append(result)
+            return result
+
         if len(envelopes) <= 1 or self.connections == 1:
-            return [self.send_one(e) for e in envelopes]
-        return list(self._threads().map(self.send_one, envelopes))
+            return [send(e) for e in envelopes]
+        return list(self._threads().map(send, envelopes))
 
     def send_one(self, envelope: Envelope) -> Result:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -138,10 +149,11 @@ def _refused(envelope: Envelope, exc) -> Result:
     http_status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400
     text = f"SES answered {http_status} {name}: {error.get('Message', '')}"
     if name in THROTTLING:
-        status = TEMPORARY
         retry_after = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("retry-after")
         if retry_after:
             text += f" (SES asks to retry after {retry_after} seconds)"
+        return Result(envelope.delivery_id, TEMPORARY, code=http_status, error=text[:2000], throttled=True,
+                      retry_after=retry_after_seconds(retry_after))
     elif name in _ACCOUNT_TROUBLE:
         status, text = TEMPORARY, f"{text} ({_ACCOUNT_TROUBLE[name]})"
     elif name in REJECTED:

@@ -16,7 +16,10 @@ one command at a time otherwise.
 Every outcome is a Result, never an exception:
 
 - 2xx after the message: SENT, with the server's queue id when it gives one;
-- 4xx, 421, a dropped line or a timeout: TEMPORARY;
+- 4xx, 421, a dropped line or a timeout: TEMPORARY; a 421 or a 4.7.x rate
+  limit is also ``throttled``, and what is not yet started, of this call and
+  of any other call waiting, is held back untried until this call returns
+  (see ``Work`` in smtp_pipeline.py);
 - 5xx for the recipient or the message: PERMANENT, with the enhanced code;
 - a line that broke after the message went out but before the answer came:
   TEMPORARY with ``uncertain=True`` (the server may have taken it);
@@ -115,7 +118,7 @@ class SmtpTransport(Transport):
         while not chunk.done.wait(1.0):
             if not all(thread.is_alive() for thread in self._threads):
                 raise TransportError(f"an SMTP connection thread for {self.where} stopped; see the log")
-        return chunk.outcomes()
+        return self._work.collect(chunk)
 
     def close(self) -> None:
         self._work.stop()
@@ -173,7 +176,7 @@ class SmtpTransport(Transport):
         except smtplib.SMTPResponseException as exc:
             _close_quietly(smtp)
             answer = reply_text(exc.smtp_code, exc.smtp_error)
-            raise SetupFailed(f"the server at {self.where} answered {answer}", exc.smtp_code) from exc
+            raise SetupFailed(f"the server at {self.where} answered {answer}", exc.smtp_code, exc.smtp_error) from exc
         except (smtplib.SMTPException, OSError) as exc:
             _close_quietly(smtp)
             raise SetupFailed(f"cannot connect to {self.where}: {exc or type(exc).__name__}") from exc

@@ -21,8 +21,11 @@ Each message's outcome stays exact:
   group all went out and whose final reply did not come is uncertain (the
   server may have taken it); one whose group did not all go out cannot have
   been taken (BDAT LAST counts its bytes) and goes back for one more try;
-- a 421: that message fails for now, those behind it were never read by the
-  server and go back for one more try on a new session;
+- a 421: that message fails for now, throttled; those behind it were never
+  read by the server and come back throttled, untried, with the rest of the
+  work the throttle holds back (see ``Work`` in smtp_pipeline.py); a 450,
+  451 or 452 that is a throttle (``is_throttle``) fails its message for now,
+  throttled, and no more messages start on the session;
 - "452 too many recipients": that message and the ones behind it go back
   for one more try on a new session;
 - a reply that cannot answer its command (a 354, or a BDAT taken after its
@@ -95,12 +98,12 @@ class Chunking:
                     return
                 message = window[0]
                 _read_replies(smtp, message)
-                still_open = _settle(lane, chunk, message)
+                # A 421: the server closes the session, unread what follows (a throttle
+                # holds that back; otherwise it goes first on the next session).
+                still_open = _settle(lane, chunk, message, behind=list(window)[1:])
                 window.popleft()
                 in_flight -= len(message.commands[-1])
-                if not still_open:  # a 421: the server closes the session, unread what follows
-                    for behind in window:
-                        _behind(lane, behind)
+                if not still_open:
                     lane._discard()
                     return
         except _Broken as broken:
@@ -138,8 +141,15 @@ def _read_what_came(smtp: smtplib.SMTP, window: deque[_InFlight]) -> None:
         return
 
 
-def _settle(lane: Lane, chunk: Work, message: _InFlight) -> bool:
-    """Decide a message from all its replies; False when the server closes the session."""
+def _settle(lane: Lane, chunk: Work, message: _InFlight, behind: list[_InFlight] = ()) -> bool:
+    """Decide a message from all its replies; False when the server closes the session
+    (with a 421), and then ``behind``, the messages after it, were never read."""
+    closes = message.replies[-1][0] == 421
+    unread = [m.index for m in behind] if closes else []
+
+    def finish(result: Result) -> None:
+        lane._again.extend(chunk.finish(message.index, result, unread))
+
     refusal, final, too_many = None, None, False
     for kind, (code, text) in zip(message.kinds, message.replies):
         if kind == "RSET" and code != 421:
@@ -152,8 +162,7 @@ def _settle(lane: Lane, chunk: Work, message: _InFlight) -> bool:
     if final is not None and 200 <= final[0] < 300:
         if refusal is not None:  # its one recipient was refused: it cannot have been taken
             raise _OutOfTurn("BDAT after a refusal", *final)
-        chunk.finish(message.index, Result(message.envelope.delivery_id, SENT,
-                                           provider_message_id=_queue_id(final[1]), code=final[0]))
+        finish(Result(message.envelope.delivery_id, SENT, provider_message_id=_queue_id(final[1]), code=final[0]))
         return True
     if too_many:
         # RFC 5321 4.5.3.1.10: the rest in a new transaction; here, a new session.
@@ -164,28 +173,31 @@ def _settle(lane: Lane, chunk: Work, message: _InFlight) -> bool:
         else:
             lane._ending = True
             _go_again(lane, chunk, message, refusal)
+        lane._again.extend(unread)
     elif refusal is not None:
-        chunk.finish(message.index, refusal)
+        finish(refusal)
     else:
-        chunk.finish(message.index, _refused(message.envelope, *final))
-    return message.replies[-1][0] != 421
+        finish(_refused(message.envelope, *final))
+    return not closes
 
 
 def _settle_broken(lane: Lane, chunk: Work, window: deque[_InFlight], broken: _Broken) -> None:
-    """The line broke: each message by the replies it got, those behind a 421 go again."""
+    """The line broke: each message by the replies it got; those behind a 421 are held
+    back with it, or go again (see ``_settle``)."""
     closed = False
-    for message in window:
+    window = list(window)
+    for position, message in enumerate(window):
         if chunk.settled(message.index):
             continue
-        if closed:
-            _behind(lane, message)
+        if closed:  # held back, or kept for the next session, when the 421 was settled
             continue
         replies = list(zip(message.kinds, message.replies))
         refused = next(((kind, code, text) for kind, (code, text) in replies if kind != "RSET" and code // 100 != 2),
                        None)
         if len(replies) == len(message.kinds) or (replies and replies[-1][1][0] == 421):
             try:
-                closed = not _settle(lane, chunk, message)  # its answer came before the break
+                # Its answer came before the break.
+                closed = not _settle(lane, chunk, message, behind=window[position + 1:])
             except _OutOfTurn as wrong:
                 _unanswered(lane, chunk, message, wrong)
         elif refused is not None:  # its MAIL or RCPT was refused: the server cannot have taken it

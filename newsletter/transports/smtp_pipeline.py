@@ -26,6 +26,13 @@ Each message's outcome stays exact:
   the message ahead of it, or "452 too many recipients": nothing of it was
   taken, so it goes back to the chunk for one more try on a new session;
 - a 421 answering a message's own command fails that message for now.
+
+A 421, or a 450/451/452 whose enhanced code is 4.7.x or whose text speaks of
+a rate or of "too many" (not "too many recipients"), is a throttle: the
+server wants this account to slow down. The lanes start no more messages,
+of that call or of any other call waiting in the queue of work (``Work``),
+until the call that met the throttle has been answered; those not yet
+started come back throttled and untried (``Result.held_back``).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ _QUEUE_ID_PATTERNS = (
     re.compile(r"^Ok\s+([\w-]{20,})$"),  # Amazon SES
 )
 _ENHANCED_CODE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+_RATE_WORDS = re.compile(r"\brate\b|rate.?limit|too many|too fast|slow down", re.IGNORECASE)
 # A line break or angle bracket in an address would end or bend the command.
 _UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 
@@ -59,13 +67,14 @@ _UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 class SetupFailed(Exception):
     """A session could not be opened, secured or logged in to: nothing was sent."""
 
-    def __init__(self, error: str, code: int | None = None):
+    def __init__(self, error: str, code: int | None = None, reply: bytes | str = b""):
         super().__init__(error)
         self.error = error
         self.code = code
+        self.throttled = code is not None and is_throttle(code, reply)  # "421 too many connections"
 
     def result_for(self, envelope: Envelope) -> Result:
-        return Result(envelope.delivery_id, TEMPORARY, code=self.code, error=self.error)
+        return Result(envelope.delivery_id, TEMPORARY, code=self.code, error=self.error, throttled=self.throttled)
 
 
 class Pipelining:
@@ -108,6 +117,19 @@ class Work:
 
     A lane knows a message by a number given here; ``finish`` puts its result in
     its call's place and wakes the caller when the call is complete.
+
+    A throttle (a result the server answered with "slow down") holds the queue:
+    every message not yet started comes back throttled and untried, its own
+    call's and every other call's, and so does every call that comes while the
+    hold lasts. The lanes share one account, and the other calls are mostly the
+    same run's next chunk, handed over before this one was answered: sending
+    them would only meet the same throttle and deepen it. The hold ends when the
+    call that met the throttle is collected (``collect``): its caller then knows
+    of the throttle and records it (delivery tells the account's limiter,
+    which then holds every worker) before it asks for more. Holding until an
+    explicit word from the caller instead would leave a transport held for
+    good when that word never comes (a proof, a sign-up mail, a run that fails
+    in between).
     """
 
     def __init__(self, lanes: int):
@@ -122,6 +144,8 @@ class Work:
         self.generation = 0  # calls so far: a lane that failed waits for the next one before trying again
         self.stopping = False
         self._active = 0  # lanes sending now
+        self.throttle: Result | None = None  # the throttle that holds the queue, while one does
+        self._throttled_call: Chunk | None = None  # the call that met it
 
     # -- the callers' side -------------------------------------------------------
     def add(self, envelopes: Sequence[Envelope]) -> Chunk:
@@ -130,11 +154,23 @@ class Work:
             for position in range(len(chunk.envelopes)):
                 number = next(self._numbers)
                 self._messages[number] = (chunk, position)
-                self._pending.append(number)
+                if self.throttle is not None:
+                    self._settle(number, self.throttle.not_tried(chunk.envelopes[position]))
+                else:
+                    self._pending.append(number)
             self.generation += 1
             self._failed.clear()
             self._ready.notify_all()
         return chunk
+
+    def collect(self, chunk: Chunk) -> list[Result]:
+        """The results of a complete call; a hold its throttle put on the queue ends."""
+        results = chunk.outcomes()
+        with self._lock:
+            if self._throttled_call is chunk:
+                self.throttle, self._throttled_call = None, None
+                self._ready.notify_all()
+        return results
 
     def stop(self) -> None:
         with self._lock:
@@ -169,8 +205,21 @@ class Work:
     def put_back(self, number: int) -> None:
         """For another lane: this one could not open a session."""
         with self._lock:
+            if self.throttle is not None:
+                self._settle(number, self.throttle.not_tried(self.envelope(number)))
+                return
             self._pending.append(number)
             self._ready.notify_all()  # not only one: a lane that failed would sleep on
+
+    def hold_back(self, numbers: list[int]) -> bool:
+        """While a throttle holds the queue, settle messages a lane kept for its next
+        session as held back; False (and nothing done) when none holds it."""
+        with self._lock:
+            if self.throttle is None:
+                return False
+            for number in numbers:
+                self._settle(number, self.throttle.not_tried(self.envelope(number)))
+            return True
 
     def envelope(self, number: int) -> Envelope:
         chunk, position = self._messages[number]
@@ -187,15 +236,37 @@ class Work:
             self._tried_again.add(number)
         return True
 
-    def finish(self, number: int, result: Result) -> None:
+    def finish(self, number: int, result: Result, behind: Sequence[int] = ()) -> list[int]:
+        """Settle a message. ``behind``: messages of the lane the server never read
+        because it closed the session with this answer; they are held back with
+        the rest when a throttle holds the queue, in the same step (so the call
+        cannot be collected and the hold end in between), and returned for the
+        lane's next session otherwise."""
         with self._lock:
-            chunk, position = self._messages.pop(number)
-            self._tried_again.discard(number)
-            chunk.results[position] = result
-            chunk.remaining -= 1
-            complete = chunk.remaining == 0
-        if complete:
+            chunk = self._settle(number, result)
+            if result.throttled and not result.held_back and self.throttle is None:
+                # The server said to slow down: nothing more starts until this
+                # call is collected (see the class's docstring).
+                self.throttle, self._throttled_call = result, chunk
+                waiting = list(self._pending)
+                self._pending.clear()
+                for held in waiting:
+                    self._settle(held, result.not_tried(self.envelope(held)))
+            if self.throttle is None:
+                return list(behind)
+            for held in behind:
+                self._settle(held, self.throttle.not_tried(self.envelope(held)))
+            return []
+
+    def _settle(self, number: int, result: Result) -> Chunk:
+        """Under the lock: a message's result in its call; wakes the caller when complete."""
+        chunk, position = self._messages.pop(number)
+        self._tried_again.discard(number)
+        chunk.results[position] = result
+        chunk.remaining -= 1
+        if chunk.remaining == 0:
             chunk.done.set()
+        return chunk
 
     def lane_failed(self, failure: SetupFailed) -> int:
         """A lane could not open a session; when none could, what waits fails for now
@@ -265,7 +336,7 @@ class Lane:
         server may limit connections), and fail for now with the reason when
         none is (the server is away: one wait is enough)."""
         while True:
-            index = self._again.pop(0) if self._again else chunk.take()
+            index = self._take(chunk)
             if index is None:
                 return None
             try:
@@ -280,6 +351,13 @@ class Lane:
                 self._again.clear()
                 return failure
             self._run(smtp, chunk, index)
+
+    def _take(self, chunk: Work) -> int | None:
+        """The next message: one kept for the next session first, unless a throttle
+        holds the queue (those come back held back, see ``Work``)."""
+        if self._again and chunk.hold_back(self._again):
+            self._again.clear()
+        return self._again.pop(0) if self._again else chunk.take()
 
     def _try_again(self, chunk: Work, index: int) -> bool:
         """Send a message nothing of which was taken first on the next session, once."""
@@ -351,9 +429,7 @@ class Lane:
         data = waiting.data if waiting else b""
         _write(smtp, data + (b"".join(current.commands) if current else b""), dot_end=len(data))
         if waiting is not None:
-            if not self._finish_data(smtp, chunk, waiting):
-                if current is not None and not self._try_again(chunk, current.index):
-                    chunk.finish(current.index, _closing_result(current.envelope))
+            if not self._finish_data(smtp, chunk, waiting, [current] if current is not None else []):
                 return
         if current is not None:
             replies = []
@@ -381,23 +457,28 @@ class Lane:
                 break
         self._finish_group(chunk, current, replies)
 
-    def _finish_data(self, smtp, chunk: Work, message: _InFlight) -> bool:
-        """Read the reply to a message's final dot; False when the server closes the session."""
+    def _finish_data(self, smtp, chunk: Work, message: _InFlight, behind: list[_InFlight] = ()) -> bool:
+        """Read the reply to a message's final dot; False when the server closes the session
+        (a 421), and then ``behind``, whose commands went out after the dot, were never read:
+        held back with a throttle, or first on the next session, once."""
         try:
             code, text = _read(smtp, "the message")
         except _Broken as broken:
             raise _Broken(broken, after_dot=True) from None
         if message.verdict is not None:
-            chunk.finish(message.index, message.verdict)
+            result = message.verdict
         elif 200 <= code < 300:
-            chunk.finish(message.index, Result(message.envelope.delivery_id, SENT,
-                                               provider_message_id=_queue_id(text), code=code))
+            result = Result(message.envelope.delivery_id, SENT, provider_message_id=_queue_id(text), code=code)
         else:
-            chunk.finish(message.index, _refused(message.envelope, code, text))
-        if code == 421:
-            self._discard()
-            return False
-        return True
+            result = _refused(message.envelope, code, text)
+        if code != 421:
+            chunk.finish(message.index, result)
+            return True
+        for unread in chunk.finish(message.index, result, [m.index for m in behind]):
+            if not self._try_again(chunk, unread):
+                chunk.finish(unread, _closing_result(chunk.envelope(unread)))
+        self._discard()
+        return False
 
     def _finish_group(self, chunk: Work, message: _InFlight, replies: list[tuple[int, bytes]]) -> None:
         """Decide what a group's replies mean for its message."""
@@ -448,7 +529,7 @@ class Lane:
     def _next(self, smtp, chunk: Work, chunking: bool = False) -> _InFlight | None:
         if self.used_up:
             return None
-        index = self._again.pop(0) if self._again else chunk.take()
+        index = self._take(chunk)
         return self._start(smtp, chunk, index, chunking) if index is not None else None
 
     def _start(self, smtp, chunk: Work, index: int | None, chunking: bool = False) -> _InFlight | None:
@@ -540,6 +621,18 @@ def _goes_on(kind: str, code: int) -> bool:
     return code == 354 if kind == "DATA" else code // 100 == 2 or kind == "RSET"
 
 
+def is_throttle(code: int, reply: bytes | str) -> bool:
+    """Whether a reply asks this sender to slow down (rather than refuse a message)."""
+    if code == 421:
+        return True
+    if code not in (450, 451, 452):
+        return False
+    text = reply if isinstance(reply, str) else _decode(reply)
+    if _too_many_recipients(code, text.encode()):
+        return False
+    return _enhanced_code(code, text).startswith("4.7.") or bool(_RATE_WORDS.search(text))
+
+
 def _too_many_recipients(code: int, text: bytes) -> bool:
     return code == 452 and (b"4.5.3" in text or b"too many recipients" in text.lower())
 
@@ -568,12 +661,13 @@ def _refused(envelope: Envelope, code: int, reply: bytes, blame_recipient: bool 
     text = _decode(reply)
     enhanced = _enhanced_code(code, text)
     error = reply_text(code, reply)
-    if not blame_recipient:
+    throttled = is_throttle(code, text)
+    if not blame_recipient and not throttled:
         # A refused sender is our configuration, not the subscriber's address.
         return Result(envelope.delivery_id, TEMPORARY, code=code, enhanced_code=enhanced,
                       error=f"the server refused the sender {envelope.sender}: {error}")
     status = PERMANENT if 500 <= code < 600 else TEMPORARY
-    return Result(envelope.delivery_id, status, code=code, enhanced_code=enhanced, error=error)
+    return Result(envelope.delivery_id, status, code=code, enhanced_code=enhanced, error=error, throttled=throttled)
 
 
 def _uncertain(envelope: Envelope, cause: Exception) -> Result:
@@ -587,7 +681,7 @@ def _broke(envelope: Envelope, cause: Exception) -> Result:
 
 
 def _closing_result(envelope: Envelope) -> Result:
-    return Result(envelope.delivery_id, TEMPORARY, code=421,
+    return Result(envelope.delivery_id, TEMPORARY, code=421, throttled=True,
                   error="the server closed the session before this message (421), twice")
 
 

@@ -90,7 +90,20 @@ def test_throttling_is_temporary_and_says_when_to_retry(sendgrid_server):
 
     assert statuses(results) == [TEMPORARY] * 3
     assert all(r.code == 429 and "retry after 30 seconds" in r.error for r in results)
+    assert all(r.throttled and r.retry_after == 30 for r in results)
     assert sendgrid_server.delivered == []
+
+
+def test_after_a_429_the_calls_left_in_the_chunk_are_held_back(sendgrid_server):
+    sendgrid_server.throttle(retry_after="Wed, 21 Oct 2099 07:28:00 GMT")
+    with transport_for(sendgrid_server, batch_size=2) as transport:
+        results = transport.send_many(sample_envelopes(5))
+
+    assert statuses(results) == [TEMPORARY] * 5
+    assert all(r.throttled for r in results)
+    assert results[0].retry_after > 3600  # an HTTP date, in seconds from now
+    assert ["not sent yet" in r.error for r in results] == [False, False, True, True, True]
+    assert len(sendgrid_server.calls) == 1
 
 
 def test_a_refused_address_fails_alone_and_the_others_are_retried(sendgrid_server):

@@ -70,16 +70,19 @@ def test_each_call_is_a_raw_send_email_tagged_with_its_ledger_row(ses_server, ve
     assert call.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=testing/")
 
 
-def test_throttling_is_temporary_for_that_message_alone(ses_server, verified):
+def test_throttling_is_temporary_and_holds_back_the_calls_not_yet_made(ses_server, verified):
     ses_server.throttle_address("reader2@example.com")
-    with transport_for(ses_server) as transport:
+    with transport_for(ses_server, connections=1) as transport:
         results = transport.send_many(sample_envelopes(3))
 
-    assert statuses(results) == [SENT, TEMPORARY, SENT]
+    assert statuses(results) == [SENT, TEMPORARY, TEMPORARY]
     assert results[1].code == 429 and "TooManyRequestsException" in results[1].error
-    # botocore did not retry it behind the ledger's back
+    assert results[1].throttled and results[2].throttled
+    assert "not sent yet" in results[2].error
+    # botocore did not retry it behind the ledger's back, and reader 3 waits untried
     throttled = [c for c in ses_server.calls if b"reader2@example.com" in c.get_data()]
     assert len(throttled) == 1
+    assert not [c for c in ses_server.calls if b"reader3@example.com" in c.get_data()]
 
 
 def test_a_rejected_message_fails_for_good(ses_server, verified):

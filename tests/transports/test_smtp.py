@@ -114,15 +114,63 @@ def test_a_large_chunk_is_spread_over_parallel_connections(smtp_server):
     assert {m.connection for m in smtp_server.messages} == {1, 2, 3, 4}
 
 
-def test_421_fails_for_now_and_the_next_messages_go_on_a_new_connection(smtp_server):
-    smtp_server.fail_next(2, "421 4.7.0 Too many messages, closing connection", at="mail")
+def test_421_is_a_throttle_and_the_rest_of_the_chunk_waits_untried(smtp_server):
+    smtp_server.fail_next(1, "421 4.7.0 Too many messages, closing connection", at="mail")
     with plain_transport(smtp_server, connections=1) as transport:
         results = transport.send_many(envelopes(5))
+        assert statuses(results) == [TEMPORARY] * 5
+        assert all(r.throttled and r.retry_after is None for r in results)
+        assert results[0].code == 421
+        assert [r.error.startswith("not sent yet, the server asked to slow down: 421") for r in results] == [
+            False, True, True, True, True]
+        assert smtp_server.messages == []
+        assert smtp_server.connections == 1
 
-    assert statuses(results) == [TEMPORARY, TEMPORARY, SENT, SENT, SENT]
-    assert results[0].code == 421
-    assert len(smtp_server.messages) == 3
-    assert smtp_server.connections == 3  # one per 421, then one that works
+        again = transport.send_many(envelopes(4, start=2))  # the next chunk, on a new connection
+
+    assert statuses(again) == [SENT] * 4
+    assert smtp_server.connections == 2
+
+
+@pytest.mark.parametrize("reply, throttled", [
+    ("421 4.3.0 Service shutting down, closing connection", True),
+    ("451 4.7.1 Sending rate exceeded, try again later", True),
+    ("450 4.7.0 Too many messages from this account", True),
+    ("451 Ratelimit exceeded for this sender", True),
+    ("452 Too many messages, slow down", True),
+    ("451 4.3.0 Mail server temporarily rejected message", False),
+    ("452 4.5.3 Too many recipients", False),
+    ("450 4.2.0 Mailbox busy", False),
+    ("550 5.7.1 Sending rate exceeded", False),  # a refusal for good is not a request to slow down
+])
+def test_which_replies_ask_to_slow_down(smtp_server, reply, throttled):
+    smtp_server.fail_next(1, reply, at="rcpt")
+    with plain_transport(smtp_server, connections=1) as transport:
+        results = transport.send_many(envelopes(2))
+
+    assert results[0].throttled is throttled
+    assert results[1].throttled is throttled  # held back, untried, after a throttle
+    assert statuses(results)[1] == (TEMPORARY if throttled else SENT)
+
+
+def test_a_421_greeting_is_a_throttle_for_every_message_of_the_chunk():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def greet_and_close():
+            conn, _ = listener.accept()
+            conn.sendall(b"421 4.7.0 mx.example.net Too many connections, try again later\r\n")
+            conn.close()
+
+        thread = threading.Thread(target=greet_and_close, daemon=True)
+        thread.start()
+        with SmtpTransport("127.0.0.1", port, security="none", connections=1, timeout=5) as transport:
+            results = transport.send_many(envelopes(3))
+        thread.join(timeout=10)
+
+    assert statuses(results) == [TEMPORARY] * 3
+    assert all(r.throttled and r.code == 421 for r in results)
+    assert "Too many connections" in results[0].error
 
 
 def test_451_is_a_temporary_failure_and_the_connection_carries_on(smtp_server):

@@ -132,13 +132,23 @@ def test_a_line_dropped_with_one_message_in_flight_retries_nothing_that_went_out
     assert [m.connection for m in server.messages] == [1, 1, 2, 2]
 
 
-def test_421_after_a_last_chunk_fails_that_message_and_sends_the_ones_behind_it_again():
+def test_421_after_a_last_chunk_is_a_throttle_and_holds_back_the_ones_streamed_behind_it():
     with ScriptedSmtpServer(chunking=True, final_421=(2,)) as server:
         with plain_transport(server, connections=1) as transport:
             results = transport.send_many(envelopes(5))
+            # Messages 3 to 5 went out in the window behind message 2, and the server
+            # closed without reading them: they come back untried, to wait with the rest.
+            assert statuses(results) == [SENT, TEMPORARY, TEMPORARY, TEMPORARY, TEMPORARY]
+            assert results[1].code == 421 and not results[1].uncertain and results[1].throttled
+            assert not results[1].held_back
+            assert all(r.throttled and r.held_back and not r.uncertain for r in results[2:])
+            assert all(r.error.startswith("not sent yet, the server asked to slow down: 421") for r in results[2:])
+            assert accepted(server) == addresses([1])
+            assert server.connections == 1
 
-    assert statuses(results) == [SENT, TEMPORARY, SENT, SENT, SENT]
-    assert results[1].code == 421 and not results[1].uncertain
+            again = transport.send_many(envelopes(3, start=3))  # the hold ended with the call that met it
+
+    assert statuses(again) == [SENT] * 3
     assert accepted(server) == addresses([1, 3, 4, 5])
     assert [(m.recipients[0], m.connection) for m in server.messages] == [
         ("reader1@example.com", 1), ("reader2@example.com", 1),
@@ -146,13 +156,16 @@ def test_421_after_a_last_chunk_fails_that_message_and_sends_the_ones_behind_it_
     ]
 
 
-def test_421_to_mail_inside_the_stream_fails_that_message_for_now_and_the_rest_go_on_a_new_connection():
+def test_421_to_mail_inside_the_stream_is_a_throttle_and_holds_back_the_rest():
     with ScriptedSmtpServer(chunking=True, mail_421=(2,)) as server:
         with plain_transport(server, connections=1) as transport:
             results = transport.send_many(envelopes(4))
+            assert statuses(results) == [SENT, TEMPORARY, TEMPORARY, TEMPORARY]
+            assert results[1].code == 421 and not results[1].uncertain and results[1].throttled
+            assert all(r.held_back and "not sent yet" in r.error for r in results[2:])
+            again = transport.send_many(envelopes(2, start=3))
 
-    assert statuses(results) == [SENT, TEMPORARY, SENT, SENT]
-    assert results[1].code == 421 and not results[1].uncertain
+    assert statuses(again) == [SENT, SENT]
     assert [(m.recipients, m.connection) for m in server.messages] == [
         (["reader1@example.com"], 1), (["reader3@example.com"], 2), (["reader4@example.com"], 2),
     ]

@@ -15,7 +15,8 @@ import trustme
 
 from newsletter.config import settings_from
 from newsletter.transports import make_transport
-from newsletter.transports.base import PERMANENT, SENT, TEMPORARY
+from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Result
+from newsletter.transports.smtp_pipeline import Work
 from tests import postfix_server, smtp_sink
 from tests.conftest import _missing
 from tests.scripted_smtp import ScriptedSmtpServer
@@ -116,27 +117,30 @@ def test_a_line_dropped_after_the_dot_leaves_that_message_uncertain_and_the_next
     assert [m.connection for m in server.messages] == [1, 1, 2, 2]
 
 
-def test_421_after_a_dot_fails_that_message_and_retries_only_the_group_behind_it():
+def test_421_after_a_dot_fails_that_message_for_now_and_holds_back_the_group_behind_it():
     with ScriptedSmtpServer(final_421=(2,)) as server:
         with plain_transport(server, connections=1) as transport:
             results = transport.send_many(envelopes(4))
 
-    assert statuses(results) == [SENT, TEMPORARY, SENT, SENT]
+    assert statuses(results) == [SENT, TEMPORARY, TEMPORARY, TEMPORARY]
     assert results[1].code == 421 and not results[1].uncertain
+    assert all(r.throttled for r in results[1:])  # a 421 asks the sender to slow down
     assert [(m.recipients, m.accepted) for m in server.messages] == [
         (["reader1@example.com"], True), (["reader2@example.com"], False),
-        (["reader3@example.com"], True), (["reader4@example.com"], True),
     ]
-    assert server.connections == 2
+    assert server.connections == 1
 
 
-def test_421_to_mail_inside_a_group_fails_that_message_for_now_and_the_rest_go_on_a_new_connection():
+def test_421_to_mail_inside_a_group_fails_that_message_for_now_and_holds_back_the_rest():
     with ScriptedSmtpServer(mail_421=(2,)) as server:
         with plain_transport(server, connections=1) as transport:
             results = transport.send_many(envelopes(4))
+            assert statuses(results) == [SENT, TEMPORARY, TEMPORARY, TEMPORARY]
+            assert results[1].code == 421 and not results[1].uncertain and results[1].throttled
+            assert "not sent yet" in results[2].error
+            again = transport.send_many(envelopes(2, start=3))
 
-    assert statuses(results) == [SENT, TEMPORARY, SENT, SENT]
-    assert results[1].code == 421 and not results[1].uncertain
+    assert statuses(again) == [SENT, SENT]
     assert [(m.recipients, m.connection) for m in server.messages] == [
         (["reader1@example.com"], 1), (["reader3@example.com"], 2), (["reader4@example.com"], 2),
     ]
@@ -252,3 +256,39 @@ def test_a_real_postfix_takes_pipelined_messages_and_refuses_one_recipient_only(
         if envelope.recipient in received:
             # Postfix adds its Received line on top; the rest arrives as sent.
             assert received[envelope.recipient].data.endswith(as_sunk(envelope.message))
+
+
+def test_a_throttle_holds_back_every_call_waiting_until_the_call_that_met_it_is_collected():
+    # Two calls in the shared queue, as delivery hands the next chunk over before
+    # the last is answered; one lane takes the first message and meets a 421.
+    work = Work(lanes=1)
+    first = work.add(envelopes(3))
+    second = work.add(envelopes(2, start=4))
+    taken = work.take()
+    throttle = Result(first.envelopes[0].delivery_id, TEMPORARY, code=421, throttled=True,
+                      error="421 4.7.0 Too many messages, closing connection")
+    work.finish(taken, throttle)
+
+    # Nothing else starts: the rest of its call and all of the other call come back untried.
+    assert work.take() is None
+    assert second.done.is_set() and first.done.is_set()
+    assert all(r.throttled and r.held_back and r.code == 421 for r in second.outcomes())
+    assert work.collect(first)[0] is throttle
+    assert all(r.held_back for r in first.outcomes()[1:])
+
+    # Its caller has it now (delivery records it and tells the limiter): calls go out again.
+    third = work.add(envelopes(1, start=6))
+    assert not third.done.is_set()
+    assert work.take() is not None
+
+
+def test_a_call_that_comes_during_a_hold_comes_back_untried_at_once():
+    work = Work(lanes=1)
+    first = work.add(envelopes(2))
+    work.finish(work.take(), Result(first.envelopes[0].delivery_id, TEMPORARY, code=451, enhanced_code="4.7.1",
+                                    throttled=True, retry_after=None, error="451 4.7.1 rate exceeded"))
+    late = work.add(envelopes(2, start=3))
+
+    assert late.done.is_set()
+    assert [(r.status, r.held_back) for r in late.outcomes()] == [(TEMPORARY, True)] * 2
+    assert work.take() is None

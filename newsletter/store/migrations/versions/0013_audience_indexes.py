@@ -1,7 +1,7 @@
 """Audiences over a million subscribers: an index for segments on the joining date
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 
 ``joined before / after / on`` compares ``subscribers.created_at``; without an
 index every count of such a segment reads the whole table (at a million
@@ -14,7 +14,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
