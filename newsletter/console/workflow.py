@@ -242,12 +242,25 @@ def dst_warning(when: scheduling.When, now=None) -> str:
             f"{when.local:%H:%M} there is {when.utc:%H:%M} UTC, not {(when.utc + after - before):%H:%M} UTC as today.")
 
 
+def link_refusals(settings: Settings, publication: PublicationRow) -> list[Problem]:
+    """Links a real send of this publication would refuse (not https, or not public);
+    none when its mail goes to the outbox folder (sending/links.py)."""
+    from newsletter.authoring.sending_block import lane_settings
+    from newsletter.sending.links import is_real_send, link_problems
+    from newsletter.store.publications import sending_block
+
+    own = lane_settings(settings, sending_block(publication), publication.slug, secrets=False)
+    return link_problems(publication, own) if is_real_send(own) else []
+
+
 def schedule(session: Session, settings: Settings, draft: Draft, actor: Actor, list_slugs: Sequence[str],
-             at_text: str | None, segment_name: str = "") -> list[Send]:
+             at_text: str | None, segment_name: str = "", allow_private_links: bool = False) -> list[Send]:
     """Store the approved draft as an issue and schedule a send to each list (``at_text`` None: now).
 
     With a segment, one send goes to the people it matches on the lists (on
     any list of the publication when none is ticked), each of them once.
+    Links that are not https and public are refused for a real send unless
+    ``allow_private_links`` (the form's "send anyway" box) says they are meant.
     """
     from newsletter.authoring.publishing import checked_render
     from newsletter.store.issues import store_issue
@@ -262,6 +275,10 @@ def schedule(session: Session, settings: Settings, draft: Draft, actor: Actor, l
     if not list_slugs and not segment_name:
         raise InputError(Problem("lists", "no list is chosen", "tick at least one list, or choose a segment"))
     publication = session.get(PublicationRow, draft.publication_id)
+    refused = [] if allow_private_links else link_refusals(settings, publication)
+    if refused:
+        raise InputError([Problem(p.where, p.message, p.fix + ", or tick \"Send even though its links are not public\" "
+                                  "if this is a test") for p in refused])
     segment = get_segment(session, publication.slug, segment_name) if segment_name else None
     when = scheduling.parse_local_time(at_text, publication.timezone) if at_text else None
     lists = [get_list(session, publication.slug, slug) for slug in list_slugs]
@@ -272,10 +289,11 @@ def schedule(session: Session, settings: Settings, draft: Draft, actor: Actor, l
         write_issue_pages(Path(settings.web_copy_dir) / publication.slug / rendered.issue.slug, rendered)
     if segment is not None:
         sends = [scheduling.schedule_send(session, row, lists, when.utc if when else None, segment=segment,
-                                          batch_size=settings.batch_size)]
+                                          batch_size=settings.batch_size, allow_private_links=allow_private_links)]
     else:
         sends = [scheduling.schedule_send(session, row, mailing_list, when.utc if when else None,
-                                          batch_size=settings.batch_size) for mailing_list in lists]
+                                          batch_size=settings.batch_size, allow_private_links=allow_private_links)
+                 for mailing_list in lists]
     draft.issue_id, draft.state = row.id, "scheduled"
     shown = scheduling.when_from_utc(sends[0].scheduled_at, publication.timezone).describe()
     audience = ", ".join(list_slugs) or "every list"

@@ -157,7 +157,7 @@ def test_sign_up_confirm_receive_read_unsubscribe_and_receive_nothing_more(brows
 
 def wait_for_heading(browser, text: str) -> None:
     """After a click the old page may still be there: wait for the new one's heading."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -166,5 +166,9 @@ def wait_for_heading(browser, text: str) -> None:
             return b.find_element(By.TAG_NAME, "h1").text == text
         except StaleElementReferenceException:
             return False
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return False  # the heading found was the old page's, being torn down: look again
+            raise
 
     WebDriverWait(browser, 20).until(shows, f"the page headed {text!r}")

@@ -240,6 +240,10 @@ def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser,
     steps.wait(lambda: steps.finds("p.ok"), "the time, read back")
     assert f"{at:%H:%M}" in steps.find("p.ok").text and "UTC" in steps.find("p.ok").text
     steps.accessible()
+    # The web app is on loopback here: the step says subscribers could not follow its links, and
+    # a real send takes them only when the editor ticks that this is a test.
+    assert "Subscribers could not follow this publication's links" in steps.find("main").text
+    steps.find("input[name=allow_private_links]").click()
     [label] = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "main button") if b.text.startswith("Schedule for")]
     steps.press(label)
     assert "Scheduled to everyone" in steps.notice()
@@ -332,7 +336,8 @@ def test_every_page_passes_axe_and_works_from_the_keyboard(browser, quiet_consol
 
     pages = [issue_url, f"{issue_url}?scheme=dark&images=off", f"{base_url}/console/accounts",
              f"{base_url}/console/account", f"{base_url}/console/", f"{base_url}/console/?state=draft",
-             f"{issue_url}/schedule", f"{issue_url}/results", f"{base_url}/console/issues/999"]
+             f"{issue_url}/schedule", f"{issue_url}/results", f"{base_url}/console/issues/999",
+             f"{base_url}/console/sending"]
     pages += [f"{issue_url}/sections/{name}" for name in ("01-chair.md", "02-priorities.md", "04-programmes.md",
                                                           "05-vaccination-chart.md", "06-nhs-111.md", "07-news.md")]
     for page in pages:

@@ -171,4 +171,4 @@ def _local(moment, zone_name: str) -> str:
 blueprint.add_app_template_filter(_utc, "console_utc")
 blueprint.add_app_template_filter(_local, "console_local")
 
-from newsletter.web.console import accounts, audience, issues, preview, steps, subscribers  # noqa: E402,F401 - they add the routes
+from newsletter.web.console import accounts, audience, issues, preview, sending, steps, subscribers  # noqa: E402,F401 - they add the routes

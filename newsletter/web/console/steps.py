@@ -93,7 +93,8 @@ def schedule_form(draft_id: int):
         return page("console/schedule.html", publication=publication, draft=draft,
                     state=workflow.display_state(db, draft), audiences=audiences, chosen=chosen, at=at_text,
                     when=when, problem=problem, dst=dst, overlap=overlap, now_local=now_local,
-                    recipients=recipients, segments=saved, segment=segment, found=found)
+                    recipients=recipients, segments=saved, segment=segment, found=found,
+                    link_problems=workflow.link_refusals(settings(), publication))
 
 
 def _list_ids(db, publication, slugs) -> list[int]:
@@ -115,7 +116,8 @@ def schedule(draft_id: int):
     audience += f" (segment {segment_name})" if segment_name else ""
 
     def run(db, draft):
-        sends = workflow.schedule(db, settings(), draft, actor(), lists, None if now else at_text, segment_name)
+        sends = workflow.schedule(db, settings(), draft, actor(), lists, None if now else at_text, segment_name,
+                                  allow_private_links=request.form.get("allow_private_links") == "yes")
         publication_tz = draft_tz(db, draft)
         shown = scheduling.when_from_utc(sends[0].scheduled_at, publication_tz).describe()
         return f"Scheduled to {audience} for {shown}." if not now else \
