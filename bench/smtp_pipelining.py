@@ -89,7 +89,7 @@ def main() -> None:
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-smtp-")))
         sink = send_bench.Sink(stack, sink_binary, folder)
-        groups = {"smtp-sink": lambda: send_bench.listening_on(sink.port)}
+        groups = {"smtp-sink": lambda: [sink.process.pid]}
         modes = MODES
         server_port, server = sink.port, "smtp-sink (PIPELINING, no CHUNKING)"
         if postfix_server.usable() is None:
