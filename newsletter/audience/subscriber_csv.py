@@ -33,7 +33,7 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.store.bulk import insert_many_ignoring
-from newsletter.store.lookups import among
+from newsletter.store.lookups import among, keyset_pages
 from newsletter.audience.subscribers import (
     CHUNK,
     JOIN_STATUSES,
@@ -555,12 +555,7 @@ def _export_pages(session: Session, list_ids: list[int], status: str, attributes
         .order_by(Subscriber.id)
         .limit(EXPORT_PAGE)
     )
-    after = None
-    while True:
-        page = session.execute(query if after is None else query.where(Subscriber.id > after)).all()
-        if not page:
-            return
-        after = page[-1].id
+    for page in keyset_pages(session, query, Subscriber.id):
         if attributes_only:
             yield from (row.attributes or {} for row in page)
             continue

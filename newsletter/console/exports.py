@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from newsletter.audience.segments import audience_filter, get_segment, publication_list_ids
 from newsletter.audience.subscriber_csv import CSV_COLUMNS, formula_safe
 from newsletter.errors import InputError, Problem
+from newsletter.store.lookups import keyset_pages
 from newsletter.store.models import MailingList, Membership, PublicationRow, Subscriber
 
 PAGE = 2000
@@ -50,12 +51,7 @@ def csv_pages(session: Session, where: ColumnElement[bool], list_ids: list[int])
     slug_of = dict(session.execute(select(MailingList.id, MailingList.slug).where(MailingList.id.in_(list_ids))).all())
     query = (select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.attributes)
              .where(where).order_by(Subscriber.id).limit(PAGE))
-    after = None
-    while True:
-        page = session.execute(query if after is None else query.where(Subscriber.id > after)).all()
-        if not page:
-            return
-        after = page[-1].id
+    for page in keyset_pages(session, query, Subscriber.id):
         slugs: dict[int, list[str]] = {}
         for subscriber_id, list_id in session.execute(
             select(Membership.subscriber_id, Membership.list_id).where(
@@ -69,12 +65,7 @@ def csv_pages(session: Session, where: ColumnElement[bool], list_ids: list[int])
 
 def _attribute_pages(session: Session, where: ColumnElement[bool]) -> Iterator[dict]:
     query = select(Subscriber.id, Subscriber.attributes).where(where).order_by(Subscriber.id).limit(PAGE)
-    after = None
-    while True:
-        page = session.execute(query if after is None else query.where(Subscriber.id > after)).all()
-        if not page:
-            return
-        after = page[-1].id
+    for page in keyset_pages(session, query, Subscriber.id):
         yield from (row.attributes or {} for row in page)
 
 

@@ -11,7 +11,7 @@ statement text, whatever the number of values. SQLite has no arrays: there
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from sqlalchemy import any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -25,3 +25,16 @@ def among(session: Session, column, values: Iterable) -> ColumnElement[bool]:
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
     return column.in_(values)
+
+
+def keyset_pages(session: Session, query, id_column) -> Iterator[list]:
+    """The rows of ``query`` (ordered by ``id_column`` and limited to a page) a
+    page at a time, each page after the last one's id: memory stays flat however
+    many rows there are, and a late page costs what the first does (no OFFSET)."""
+    after = None
+    while True:
+        page = session.execute(query if after is None else query.where(id_column > after)).all()
+        if not page:
+            return
+        after = page[-1].id
+        yield page
