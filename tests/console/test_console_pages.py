@@ -4,6 +4,7 @@ what used to need a terminal. The files written are the ones the CLI reads."""
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 import yaml
@@ -177,3 +178,57 @@ def test_an_editor_makes_renames_and_describes_a_list_and_gets_its_signup_form(w
     # The snippet's form opens the sign-up page with the address filled in.
     signup = app.test_client().get(f"/subscribe/{world.slug}/monthly?email=someone%40example.com")
     assert 'value="someone@example.com"' in signup.get_data(as_text=True)
+
+
+# --- pictures ------------------------------------------------------------------------------------
+
+
+def huge_png(width=20_000, height=20_000) -> bytes:
+    """A PNG whose header says 20,000 x 20,000 (its pixels are never read)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_a_picture_is_uploaded_once_and_picked_in_a_section_with_its_description(world, app):
+    from tests.console_world import sample_zip, upload
+
+    editor = client_of(app, EDITOR)
+    library = f"/console/pictures?publication={world.slug}"
+    # Too many pixels is said as such, and what was typed stays in the form.
+    response = post(editor, "/console/pictures", {"publication": world.slug, "alt": "A team photo",
+                                                   "image": (io.BytesIO(huge_png()), "team.png")},
+                    page=library, content_type="multipart/form-data")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400 and "too many pixels" in html and "damaged" not in html
+    assert 'id="f-image-error-1"' in html and 'value="A team photo"' in html
+    response = post(editor, "/console/pictures", {"publication": world.slug, "alt": "",
+                                                   "image": (io.BytesIO(png()), "team.png")},
+                    page=library, content_type="multipart/form-data")
+    assert response.status_code == 400 and 'id="f-alt-error-1"' in response.get_data(as_text=True)
+    response = post(editor, "/console/pictures", {"publication": world.slug, "alt": "The team at the Pride stall",
+                                                   "image": (io.BytesIO(png(320, 200)), "team.png")},
+                    page=library, content_type="multipart/form-data")
+    assert response.status_code == 303
+    html = editor.get(library).get_data(as_text=True)
+    thumb = re.search(r'src="(/console/pictures/\d+/thumbnail.png)"', html)[1]
+    with Image.open(io.BytesIO(editor.get(thumb).data)) as small:
+        assert max(small.size) <= 160
+
+    assert upload(editor, sample_zip()).status_code == 303
+    section = "/console/issues/1/sections/05-vaccination-chart.md"
+    html = editor.get(section).get_data(as_text=True)
+    assert 'name="src--pick" value="team.png"' in html
+    fields = form_fields(html, section) | {"src--pick": "team.png", "alt": ""}
+    assert post(editor, section, fields, page=section).status_code == 303
+    from newsletter.store.models import DraftFile
+
+    with session_scope(world.settings) as session:
+        saved = session.scalars(select(DraftFile).where(DraftFile.name == "05-vaccination-chart.md")).one().data.decode()
+        copied = session.scalars(select(DraftFile).where(DraftFile.name == "team.png")).one_or_none()
+    assert "src: team.png" in saved and 'alt: "The team at the Pride stall"' in saved  # its quotes kept
+    assert copied is not None  # the issue's folder holds it, so its download passes `newsletter check`
