@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import String, delete, exists, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.addresses import address_key
@@ -60,7 +60,7 @@ def erase_subscriber(session: Session, email: str) -> ErasureReport:
         session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
     now = utcnow()
     ledger = session.execute(
-        update(Delivery).where(Delivery.email.in_(spellings)).values(email=ERASED_ADDRESS, updated_at=now)
+        update(Delivery).where(_in_ledger(spellings)).values(email=ERASED_ADDRESS, updated_at=now)
     ).rowcount
     events = session.execute(
         update(ProviderEvent).where(ProviderEvent.email.in_(spellings)).values(email=hashed, raw=None, detail="")
@@ -83,7 +83,7 @@ def what_erasure_removes(session: Session, email: str) -> ErasureReport:
     spellings = _spellings(session, address, subscriber)
     memberships = session.scalar(select(func.count()).where(Membership.subscriber_id == subscriber.id)) \
         if subscriber is not None else 0
-    ledger = session.scalar(select(func.count()).where(Delivery.email.in_(spellings)))
+    ledger = session.scalar(select(func.count()).where(_in_ledger(spellings)))
     events = session.scalar(select(func.count()).where(ProviderEvent.email.in_(spellings)))
     mentions = len(_audit_mentions(session, spellings))
     return ErasureReport(subscriber is not None, memberships, ledger, events, mentions)
@@ -103,6 +103,14 @@ def _audit_mentions(session: Session, spellings: list[str]) -> list[AuditEntry]:
             found[entry.id] = entry
     pattern = _quoting(spellings)
     return [entry for entry in found.values() if pattern.search(entry.detail)]
+
+
+def _in_ledger(spellings: list[str]):
+    """The ledger rows of these spellings, found by the index on lower(email).
+    Both sides are lowered by the database (SQLite folds only A-Z), so a row
+    stored as one of the spellings is always found; every spelling is one
+    address key, so no other address matches."""
+    return func.lower(Delivery.email).in_([func.lower(literal(s, String)) for s in spellings])
 
 
 def _spellings(session: Session, address: str, subscriber) -> list[str]:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -163,6 +164,7 @@ class Membership(Base):
     __table_args__ = (
         UniqueConstraint("list_id", "subscriber_id"),
         Index("ix_memberships_list_status_subscriber", "list_id", "status", "subscriber_id"),
+        Index("ix_memberships_subscriber_id", "subscriber_id"),  # a person's lists; erasure
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -301,6 +303,8 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("send_id", "subscriber_id"),
         Index("ix_deliveries_send_state", "send_id", "state"),
+        # A person's rows (erasure; deleting a subscriber sets them to NULL, found by it).
+        Index("ix_deliveries_subscriber_id", "subscriber_id"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -469,6 +473,8 @@ class ProviderEvent(Base):
 
 # Provider events name a message by the id the provider gave when it took it.
 Index("ix_deliveries_provider_message_id", Delivery.provider_message_id)
+# Erasure finds the rows of an address in any case, a subscriber's or not (audience/erasure.py).
+Index("ix_deliveries_email_lower", func.lower(Delivery.email))
 
 
 class WebhookNonce(Base):
@@ -681,6 +687,7 @@ class ImportJob(Base):
     not_resubscribed: Mapped[int] = mapped_column(Integer, default=0)
     problems: Mapped[list] = mapped_column(JSON, default=list)
     error: Mapped[str] = mapped_column(Text, default="")
+    tries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # runs started (imports.TRIES)
     created_by: Mapped[str] = mapped_column(String(320), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # progress moves it
