@@ -25,7 +25,7 @@ from newsletter.config import ConfigError, Settings
 from newsletter.sending.lanes import Lane, Lanes
 from newsletter.sending.links import check_links_allowed
 from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
-from newsletter.authoring.message import Recipient, make_message_id
+from newsletter.authoring.message import Recipient, UnsendableAddress, make_message_id
 from newsletter.sending.return_path import verp_address
 from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable
 from newsletter.sending.scheduling import list_ids_of, message_template, record_send_event
@@ -43,7 +43,8 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.audience.tokens import preferences_url, unsubscribe_url
-from newsletter.errors import InputError
+from newsletter.errors import InputError, Problem
+from newsletter.transports import why_never_delivered
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport
 
 from newsletter.sending.sends import ACTIVE_ROW_STATES
@@ -69,6 +70,7 @@ class BatchReport:
     skipped: int = 0
     released: int = 0
     taken_over: int = 0  # rows another worker took over while this run held them
+    unsendable: int = 0  # rows failed because their address can never go this way: not held against the error budget
     stopped: str = ""  # why the batch stopped early: paused, cancelled, claim lapsed
     errors: list[str] = field(default_factory=list)
 
@@ -379,6 +381,8 @@ class Deliverer:
         for row in chunk:
             try:
                 envelopes.append(template.envelope(send, row))
+            except UnsendableAddress as exc:
+                unbuildable.append(Result(row.delivery_id, PERMANENT, error=f"unsendable: {exc}", unsendable=True))
             except InputError as exc:  # e.g. a stored name that would break a header
                 unbuildable.append(Result(row.delivery_id, PERMANENT, error=f"cannot build the message: {exc}"))
         # A chunk out that is answered already is recorded first: a throttle in
@@ -479,6 +483,9 @@ class Deliverer:
             if result.status == SENT:
                 values.update(state="sent", sent_at=now)
                 report.sent += 1
+            elif result.unsendable:  # the address, not the send: failed, and not held against the error budget
+                values.update(state="failed")
+                report.unsendable += 1
             elif result.throttled:  # slowed down, not failed: no attempt used, no error budget
                 pause = self.settings.rate_limit_throttle_seconds if result.retry_after is None else result.retry_after
                 values.update(state="retry", attempts=row.attempts, next_attempt_at=now + timedelta(seconds=pause),
@@ -668,6 +675,8 @@ class SendTemplate:
         return cls(lane, send, issue, publication, template)
 
     def envelope(self, send: Send, row: Claimed) -> Envelope:
+        if never := why_never_delivered(self.lane.transport, row.email):
+            raise UnsendableAddress(Problem("field email", never, "send through a transport that has SMTPUTF8"))
         recipient = Recipient(
             email=row.email,
             name=row.name,

@@ -473,8 +473,11 @@ class ProviderEvent(Base):
 
 # Provider events name a message by the id the provider gave when it took it.
 Index("ix_deliveries_provider_message_id", Delivery.provider_message_id)
-# Erasure finds the rows of an address in any case, a subscriber's or not (audience/erasure.py).
-Index("ix_deliveries_email_lower", func.lower(Delivery.email))
+# Erasure finds the rows of an address whose subscriber is gone (deleted, or
+# never one) by the address in any case (audience/erasure.py). Partial: a row
+# enters it only when its subscriber is deleted, so freezing a send pays nothing.
+Index("ix_deliveries_orphan_email", func.lower(Delivery.email),
+      sqlite_where=Delivery.subscriber_id.is_(None), postgresql_where=Delivery.subscriber_id.is_(None))
 
 
 class WebhookNonce(Base):
