@@ -92,7 +92,7 @@ def run_import(job_id: int) -> None:
     from newsletter.console.imports import run_job
 
     with session_scope() as session:
-        run_job(session, job_id)
+        run_job(session, job_id, get_settings())
 
 
 # Without its database a batch task can neither send nor say it failed: it

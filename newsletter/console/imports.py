@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.subscriber_csv import PROBLEM_COLUMNS, formula_safe, import_csv, unformula
 from newsletter.audience.subscribers import JOIN_STATUSES, normalise_address
+from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.models import ImportJob, MailingList, PublicationRow, utcnow
 
@@ -264,7 +265,7 @@ def claim(session: Session, job_id: int) -> bool:
     return bool(taken.rowcount)
 
 
-def run_job(session: Session, job_id: int) -> ImportJob | None:
+def run_job(session: Session, job_id: int, settings: Settings | None = None) -> ImportJob | None:
     """Claim the job and import its file with the CLI's importer.
 
     Each chunk of rows is committed with the job's progress, so the page can
@@ -290,7 +291,7 @@ def run_job(session: Session, job_id: int) -> ImportJob | None:
             session.commit()
 
         report = import_csv(session, handle.name, [mailing_list.slug], publication.slug, job.join_status,
-                            progress=progress)
+                            progress=progress, settings=settings)
     except InputError as exc:
         session.rollback()
         return _fail(session, get_job(session, job_id), "; ".join(f"{p.message} ({p.fix})" if p.fix else p.message
