@@ -111,8 +111,8 @@ def deliver_batch(batch_id: int) -> None:
                 record_batch_run(session, report, send_id=send_id, worker=report.holder or deliverer().identity,
                                  started_at=started)
             log.info(
-                "batch %s: %s sent, %s failed, %s retry, %s skipped%s",
-                batch_id, report.sent, report.failed, report.retry, report.skipped,
+                "batch %s: %s sent, %s failed, %s unsendable, %s retry, %s skipped%s",
+                batch_id, report.sent, report.failed, report.unsendable, report.retry, report.skipped,
                 f", stopped: {report.stopped}" if report.stopped else "",
                 extra={"batch_id": batch_id},
             )
