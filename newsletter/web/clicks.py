@@ -67,17 +67,18 @@ def follow(token: str):
     if len(request.query_string) > MAX_QUERY_LENGTH:
         return not_found()
     keys = settings().signing_keys
+    sends = current_app.extensions["newsletter.click_sends"]
     try:
         found = read_token(keys, token)
     except BadClickToken:
-        return not_found()
-    info = current_app.extensions["newsletter.click_sends"].get(found.send_id)
+        return not_found(sends.publication_named_in(token))
+    info = sends.get(found.send_id)
     if not info.exists:
         return not_found()
     ref = read_ref(keys, request.args.get("m", ""))
     count = counter()
     count.record(Click(
-        send_id=found.send_id, link=found.link, at=time.time(),
+        send_id=found.send_id, link=found.link, at=count.clock(),
         client=client_digest(count.secret, request.remote_addr or ""),
         nonce=ref.nonce if ref else "", made_at=ref.made_at if ref else None,
         subscriber_id=ref.subscriber_id if ref and info.per_person else None,
@@ -99,6 +100,14 @@ class _SendCache:
     def __init__(self) -> None:
         self._found: dict[int, tuple[float, SendInfo]] = {}
         self._lock = threading.Lock()
+
+    def publication_named_in(self, token: str):
+        """For the colours of the not-found page only: the publication of the send a
+        bad token claims, if that send exists (nothing else is believed)."""
+        send = token.split(".", 1)[0]
+        if not (0 < len(send) <= 12 and send.isascii() and send.isalnum()):
+            return None
+        return self.get(int(send, 36)).publication
 
     def get(self, send_id: int) -> SendInfo:
         now = time.monotonic()
