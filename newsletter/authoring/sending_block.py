@@ -157,6 +157,7 @@ class SendingBlock:
             "feedback_id_sender": self.feedback_id_sender,
             "dkim": [{"selector": k.selector, "domain": k.domain, "key_file": k.key_file, "key_env": k.key_env,
                       "active_from": k.active_from.isoformat() if k.active_from else ""} for k in self.dkim],
+            "clicks": self.clicks,
         }
         return {k: v for k, v in data.items() if v not in ("", 0, 0.0, {}, [])}
 
