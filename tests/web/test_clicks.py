@@ -26,7 +26,7 @@ from newsletter.sending.scheduling import schedule_send
 from newsletter.sending.sends import claim_due_sends
 from newsletter.store.db import engine_for, session_scope
 from newsletter.store.issues import store_issue
-from newsletter.store.models import ClickCount, ClickHistory, ClickMessage, PageView, Send, Subscriber
+from newsletter.store.models import ClickCount, ClickHistory, ClickMessage, PageView, PublicationRow, Send, Subscriber
 from newsletter.web import create_app
 from tests.conftest import SAMPLE_ISSUE
 from tests.memory_transport import MemoryTransport
@@ -44,10 +44,16 @@ def rendered_sample():
 @pytest.fixture
 def sent(settings, rendered_sample):
     """The sample issue sent to three people; their messages by address, and the send's id."""
+    return send_sample(settings, rendered_sample)
+
+
+def send_sample(settings, rendered_sample, clicks: str = ""):
     settings = replace(settings, base_url="https://news.example.org", transport="outbox")
     issue = rendered_sample.issue
     with session_scope(settings) as session:
         row = store_issue(session, rendered_sample)
+        if clicks:
+            session.get(PublicationRow, row.publication_id).sending = {"clicks": clicks}
         create_list(session, issue.publication.slug, "news", "Monthly news")
         for address in PEOPLE:
             add_subscriber(session, address, address.split("@")[0].title(), ["news"],
@@ -251,3 +257,67 @@ def test_web_copy_pages_are_counted_per_page_and_day_without_a_cookie(sent):
     with session_scope(settings) as session:
         assert sorted((v.path, v.views) for v in session.scalars(select(PageView))) == [
             ("2021-09/", 2), ("2021-09/system-savings/", 1)]
+
+
+def test_per_person_keeps_each_persons_clicks_and_erasure_removes_them(settings, rendered_sample):
+    from newsletter.audience.erasure import erase_subscriber
+
+    settings, app, messages, send_id = send_sample(settings, rendered_sample, "per_person")
+    client = app.test_client()
+    for address in ("ann@example.com", "bob@example.com"):
+        client.get(path_of(counted_links(html_of(messages[address]))[4]), headers={"User-Agent": CHROME})
+    app.extensions["newsletter.clicks"].flush()
+    with session_scope(settings) as session:
+        history = session.execute(select(Subscriber.email, ClickHistory.link, ClickHistory.kind)
+                                  .join(Subscriber, Subscriber.id == ClickHistory.subscriber_id)).all()
+        assert sorted(history) == [("ann@example.com", 5, "human"), ("bob@example.com", 5, "human")]
+        erase_subscriber(session, "ann@example.com")
+    with session_scope(settings) as session:
+        assert session.execute(select(ClickHistory.link)).scalars().all() == [5]
+    assert counts(settings) == {5: (2, 0, 0)}  # the counts stay: they never named anyone
+
+
+def test_sends_clicks_shows_human_machine_and_unsure_by_link_as_text_and_json(sent, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from newsletter.cli import main
+    from newsletter.config import get_settings
+
+    settings, app, messages, send_id = sent
+    client = app.test_client()
+    links = counted_links(html_of(messages["ann@example.com"]))
+    client.get(path_of(links[6]), headers={"User-Agent": CHROME})  # a person
+    client.get(path_of(links[6]), headers={"User-Agent": SCANNER})  # a scanner
+    app.extensions["newsletter.clicks"].flush()
+    monkeypatch.setenv("DATABASE_URL", settings.effective_database_url)
+    monkeypatch.setenv("NEWSLETTER_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    try:
+        as_text = CliRunner().invoke(main, ["sends", "clicks", str(send_id)], catch_exceptions=False)
+        as_json = CliRunner().invoke(main, ["sends", "clicks", str(send_id), "--json"], catch_exceptions=False)
+    finally:
+        get_settings.cache_clear()
+    assert as_text.exit_code == 0 and "3 delivered; 1 messages with a human click" in as_text.output
+    assert "https://111.nhs.uk/" in as_text.output
+    data = json.loads(as_json.output)
+    assert data["delivered"] == 3 and data["messages_with_human_click"] == 1 and data["clicks"] == "aggregate"
+    assert len(data["links"]) == 14
+    nhs = [link for link in data["links"] if link["url"] == "https://111.nhs.uk/"]
+    assert nhs == [{"number": 7, "url": "https://111.nhs.uk/", "section": "NHS 111", "human": 1, "machine": 1, "unsure": 0}]
+    assert sum(link["human"] for link in data["links"]) == 1
+
+
+def test_metrics_count_clicks_by_publication_and_class(sent):
+    settings, app, messages, _ = sent
+    client = app.test_client()
+    link = path_of(counted_links(html_of(messages["bob@example.com"]))[8])
+    client.get(link, headers={"User-Agent": CHROME})
+    client.head(link, headers={"User-Agent": CHROME})
+    app.extensions["newsletter.clicks"].flush()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'newsletter_clicks_total{class="human",publication="together-were-better"} 1.0' in text
+    assert 'newsletter_clicks_total{class="machine",publication="together-were-better"} 1.0' in text
+    assert 'newsletter_clicks_total{class="unsure",publication="together-were-better"} 0.0' in text
