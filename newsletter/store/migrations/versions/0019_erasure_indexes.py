@@ -1,7 +1,7 @@
 """Erasing one person without reading the whole ledger; console imports that give up
 
-Revision ID: 0016
-Revises: 0014
+Revision ID: 0019
+Revises: 0018
 
 Erasure (audience/erasure.py) finds a person's ledger rows by subscriber, and
 those whose subscriber is gone by the address in any case (a partial index:
@@ -18,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
-down_revision = "0014"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
