@@ -77,6 +77,10 @@ def click_like_readers(settings, app, mail, *, readers: float = 0.4, seed: int =
             continue
         if rng.random() > readers:
             continue
+        if rng.random() < 0.06:  # a reader who clicks seconds after delivery: unsure
+            counter.clock = lambda: time.time() + 5
+            client.get("/" + path(links[rng.randrange(len(links))]), headers={"User-Agent": BROWSER})
+            continue
         for _ in range(rng.choice((1, 1, 1, 2))):
             hours = after_hours + int(rng.expovariate(1 / 6))
             counter.clock = lambda hours=hours: time.time() + 3600 * hours + 60

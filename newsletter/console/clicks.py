@@ -44,8 +44,12 @@ class ClicksPage:
         return max((f.total for _, f in self.results.sections), default=0) if self.results else 0
 
     @property
-    def max_hour_clicks(self) -> int:
-        return max((h.total for h in self.results.hours), default=0) if self.results else 0
+    def max_people_hour(self) -> int:
+        return max((h.human + h.unsure for h in self.results.hours), default=0) if self.results else 0
+
+    @property
+    def max_machine_hour(self) -> int:
+        return max((h.machine for h in self.results.hours), default=0) if self.results else 0
 
     @property
     def max_rate(self) -> float:
