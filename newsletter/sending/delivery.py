@@ -15,6 +15,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
@@ -676,10 +677,10 @@ class SendTemplate:
             preferences_url=preferences_url(self.settings, row.subscriber_id or 0),
             web_url=self.web_url,
         )
-        envelope = self.template.envelope(row.delivery_id, recipient)
+        signer = self.lane.signer(utcnow())
+        # Signed from its parts: what every recipient shares is canonicalised once.
+        sign = None if signer is None else partial(signer.sign_parts, domain=self.domain)
+        envelope = self.template.envelope(row.delivery_id, recipient, sign=sign)
         if self.settings.bounce_domain:  # VERP: a bounce names its ledger row
             envelope = replace(envelope, sender=verp_address(self.settings, row.delivery_id))
-        signer = self.lane.signer(utcnow())
-        if signer is not None:
-            envelope = replace(envelope, message=signer.sign(envelope.message, self.domain))
         return envelope

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import dkim as dkimpy
+from dkim.util import parse_tag_value
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -36,6 +38,14 @@ def dns_for(signer: dkim.DkimSigner, domain: str):
     def lookup(name, timeout=5):
         return signer.dns_record().encode() if name == f"{SELECTOR}._domainkey.{domain}.".encode() else None
     return lookup
+
+
+def signature_tags(message: bytes) -> dict[bytes, object]:
+    """The first DKIM-Signature's tags, h= as a list of lower-case names."""
+    header = message.split(b"\r\nFrom: ")[0].removeprefix(b"DKIM-Signature:")
+    tags = parse_tag_value(re.sub(rb"\s+", b"", header))
+    tags[b"h"] = tags[b"h"].lower().split(b":")
+    return tags
 
 
 def sent_messages(session, settings, count=3):
@@ -76,9 +86,9 @@ def test_the_list_unsubscribe_headers_and_subject_are_covered(session, signing):
     signer = dkim.signer_for(signing)
     lookup = dns_for(signer, "gazette.example.org")
     assert dkimpy.verify(message, dnsfunc=lookup)
-    signature = message.split(b"\r\nFrom: ")[0].replace(b"\r\n ", b" ")
+    signed = signature_tags(message)[b"h"]
     for name in (b"from", b"subject", b"list-unsubscribe", b"list-unsubscribe-post"):
-        assert f" {name.decode()} :".encode() in signature
+        assert signed.count(name) == 2  # once more than the message holds it
 
     for header, value in ((b"Subject: ", b"Subject: You won a prize\r\n"),
                           (b"List-Unsubscribe: ", b"List-Unsubscribe: <https://evil.example/u>\r\n")):
@@ -96,9 +106,9 @@ def test_the_fast_path_signs_exactly_as_dkimpy_alone(key_pem):
                b"\r\nBody\r\n")
     fast, reference = signer.sign(message), signer.sign_reference(message)
 
-    # The t= tag may differ by a second; the body hash and header list never do.
-    strip = lambda m: b"".join(p for p in m.split(b"\r\n\r\n")[0].split(b";") if not p.strip().startswith((b"t=", b"b=")))
-    assert strip(fast) == strip(reference)
+    # The t= tag may differ by a second, and the folding differs; the tags never do.
+    same = lambda m: {k: v for k, v in signature_tags(m).items() if k not in (b"t", b"b", b"i", b"q")}
+    assert same(fast) == same(reference)
     assert dkimpy.verify(fast, dnsfunc=dns_for(signer, "example.org"))
     assert dkimpy.verify(reference, dnsfunc=dns_for(signer, "example.org"))
 
