@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from newsletter.sending import dkim, scheduling
 from newsletter.config import ConfigError
+from tests import dkim_verifiers
+from tests.dkim_verifiers import assert_verified_everywhere
 from tests.memory_transport import MemoryTransport
 from tests.sending.test_sends import make_world, run_send
 
@@ -65,6 +67,9 @@ def test_every_message_sent_is_signed_and_verifies(session, signing):
     for message in messages:
         assert message.startswith(b"DKIM-Signature: ")
         assert dkimpy.verify(message, dnsfunc=dns_for(signer, "gazette.example.org"))
+    if dkim_verifiers.missing() is None:  # and OpenDKIM and Mail::DKIM, where installed
+        for message in messages:
+            assert_verified_everywhere(message, {f"{SELECTOR}._domainkey.gazette.example.org": signer.dns_record()}, 1)
 
 
 def test_an_ed25519_key_in_the_environment_defaults_signs_every_message(session, signing, tmp_path):
