@@ -38,13 +38,17 @@ def relaxed_field(field: bytes) -> tuple[bytes, bytes]:
     spaces and tabs one space, none at either end of the value."""
     name, _, value = field.partition(b":")
     name = name.rstrip(b" \t").lower()
-    value = _WSP_RUN.sub(b" ", value.replace(CRLF, b"")).strip(b" ")
-    return name, name + b":" + value
+    value = value.replace(CRLF, b"")
+    if b"\t" in value or b"  " in value:
+        value = _WSP_RUN.sub(b" ", value)
+    return name, name + b":" + value.strip(b" ")
 
 
 def relaxed_lines(data: bytes) -> bytes:
     """Body lines as relaxed canonicalisation writes them: each run of spaces and
     tabs one space, none at a line's end. Lines already so come back as they are."""
+    if b"\t" not in data and b"  " not in data and b" \r\n" not in data:
+        return data  # most pieces: nothing to change, and no copy made
     return _WSP_AT_LINE_END.sub(CRLF, _WSP_RUN.sub(b" ", data))
 
 
