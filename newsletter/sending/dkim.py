@@ -285,10 +285,9 @@ class Signer:
         front, canonicalised once for all of them."""
         canonical = CanonicalMessage(parts.head, parts.shared, parts.personal)
         headers = [key.signature_of(canonical, domain) for key in self.keys]
-        message = parts.message()
         if any(header is None for header in headers):
-            return self.sign(message, domain)
-        return b"".join(headers) + message
+            return self.sign(parts.message(), domain)
+        return parts.message(b"".join(headers))
 
 
 @dataclass(frozen=True)
