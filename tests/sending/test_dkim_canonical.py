@@ -67,8 +67,8 @@ def template(**changes) -> MessageTemplate:
     return MessageTemplate(**(fields | changes))
 
 
-def recipient(name: str, number: int = 1) -> Recipient:
-    return Recipient(email=f"reader{number}@example.net", name=name, message_id=make_message_id(DOMAIN, 7, number),
+def recipient(name: str, number: int = 1, email: str = "") -> Recipient:
+    return Recipient(email=email or f"reader{number}@example.net", name=name, message_id=make_message_id(DOMAIN, 7, number),
                      unsubscribe_url=f"https://newsletter.{DOMAIN}/u/{number}.abc", web_url=f"https://{DOMAIN}/2021-09/")
 
 
@@ -83,6 +83,10 @@ def test_messages_a_send_builds_verify_everywhere(pems, canonicalize, keys):
     for number, name in enumerate(NAMES, start=1):
         message = signer.sign_parts(built.parts(recipient(name, number)))
         assert_verified_everywhere(message, records(signer), len(keys))
+    # A local part beyond ASCII goes in the To header as UTF-8 (RFC 6532): signed as the bytes it is.
+    message = signer.sign_parts(built.parts(recipient("Zoë", 9, email="zoë.ångström@example.net")))
+    assert "<zoë.ångström@example.net>".encode() in message.split(b"\r\n\r\n")[0]
+    assert_verified_everywhere(message, records(signer), len(keys))
 
 
 def test_a_large_body_verifies_everywhere(signer):
