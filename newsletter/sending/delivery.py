@@ -27,7 +27,7 @@ from newsletter.sending.links import check_links_allowed
 from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
 from newsletter.authoring.message import Recipient, make_message_id
 from newsletter.sending.return_path import verp_address
-from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable
+from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable, RateLimitYield
 from newsletter.sending.scheduling import list_ids_of, message_template, record_send_event
 from newsletter.store.lookups import among
 from newsletter.store.models import (
@@ -46,7 +46,7 @@ from newsletter.audience.tokens import preferences_url, unsubscribe_url
 from newsletter.errors import InputError
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport
 
-from newsletter.sending.sends import ACTIVE_ROW_STATES
+from newsletter.sending.sends import ACTIVE_ROW_STATES, others_need_the_worker
 from newsletter.store.upsert import dialect_insert
 from newsletter.audience.suppressions import add_suppression, suppressed_addresses
 
@@ -66,6 +66,7 @@ class BatchReport:
     retry: int = 0
     throttled: int = 0  # rows the provider asked to slow down for: retried, not failures
     deferred: int = 0  # rows given back until the account's limits have room
+    held: int = 0  # rows given back, unsent, rather than wait for the account's limit while others need the worker
     skipped: int = 0
     released: int = 0
     taken_over: int = 0  # rows another worker took over while this run held them
@@ -277,6 +278,30 @@ class Deliverer:
                              extra={"batch_id": batch.id})
                     session.commit()
                     break
+                except RateLimitYield as wait:
+                    # The account's limit has no room for now and other work
+                    # needs the worker: what is out is recorded, the rest goes
+                    # back untouched and the batch waits, held, for the beat
+                    # to hand it out again (sends.batches_to_requeue).
+                    out.record()
+                    report.stopped = "held for the rate limit"
+                    report.held += self._release(session, lease.holder, claimed[start:], "paused")
+                    session.execute(update(Batch).where(Batch.id == batch.id).values(state="held"))
+                    log.info("batch %s gives its worker to other work: %s", batch.id, wait,
+                             extra={"batch_id": batch.id})
+                    session.commit()
+                    break
+                except RateLimiterUnavailable as exc:
+                    # The shared limiter is away: nothing more goes out, but
+                    # what was handed over is answered and recorded first, so
+                    # it is never sent again. The rest goes back for the beat.
+                    out.record()
+                    report.stopped = "rate limiter unavailable"
+                    report.released += self._release(session, lease.holder, claimed[start:], "paused")
+                    self._hand_out_again(session, batch.id)
+                    log.warning("batch %s stops: %s", batch.id, exc, extra={"batch_id": batch.id})
+                    session.commit()
+                    break
                 if not delivered:
                     # The lease lapsed (the run was stuck, or the database away for
                     # longer than a lease): what it still holds goes back, and the
@@ -386,7 +411,13 @@ class Deliverer:
         if out.record_answered():
             session.commit()  # its rows are not kept locked while the limiter waits
         lane = template.lane
-        lane.limiter.acquire(len(envelopes))
+        if getattr(lane.limiter, "limited", True):  # an account with no limit is not asked at all
+            def should_wait(_seconds: float) -> bool:
+                others = others_need_the_worker(session, send.id, report.batch_id, utcnow())
+                session.commit()  # no transaction is kept open while the run waits
+                return not others
+
+            lane.limiter.acquire(len(envelopes), should_wait=should_wait)
         now = utcnow()
         if not lease.renew(session, now):
             return False

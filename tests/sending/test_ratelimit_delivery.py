@@ -4,10 +4,12 @@ reached, through the real delivery code, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 import uuid
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 import redis
@@ -16,6 +18,7 @@ from sqlalchemy import select
 
 from newsletter.sending import delivery, scheduling, sends as sending
 from newsletter.sending.ratelimit import AccountLimits, limiter_for
+from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, RateLimitThrottle, Send, SendEvent, utcnow
 from newsletter.transports.postmark import PostmarkTransport
 from newsletter.transports.smtp import SmtpTransport
@@ -196,3 +199,130 @@ def test_a_full_cap_with_a_chunk_in_flight_records_it_and_gives_the_rest_back(se
     assert len(smtp_server.messages) == 25
     waiting = session.scalars(select(Delivery).where(Delivery.send_id == send_id, Delivery.state == "retry")).all()
     assert {(r.attempts, r.claimed_by, r.possible_duplicate) for r in waiting} == {(0, "", False)}
+
+
+# --- fair workers: a send waiting for its account's limit holds no worker ----------------
+
+
+def add_publication(session, slug, count, sending=None):
+    """A publication with one list of ``count`` confirmed people and an issue; (list, issue)."""
+    from sqlalchemy import insert
+
+    from newsletter.store.models import IssueRow, MailingList, Membership, PublicationRow, Subscriber
+    from tests.sending.test_sends import HTML, TEXT
+
+    publication = PublicationRow(
+        slug=slug, name=slug.title(), from_name=slug.title(), from_email=f"news@{slug}.example.org",
+        reply_to=f"editor@{slug}.example.org", postal_address="1 High Street, Exampleton",
+        web_base_url=f"https://{slug}.example.org/", timezone="Europe/London", language="en-GB", settings={},
+        sending=sending or {},
+    )
+    session.add(publication)
+    session.flush()
+    mailing_list = MailingList(publication_id=publication.id, slug="all", name="Everyone", description="")
+    session.add(mailing_list)
+    session.flush()
+    ids = session.scalars(insert(Subscriber).returning(Subscriber.id), [
+        {"email": f"{slug}{i:04d}@example.com", "email_key": f"{slug}{i:04d}@example.com", "name": f"Reader {i}",
+         "status": "active", "attributes": {}} for i in range(count)
+    ]).all()
+    session.execute(insert(Membership), [{"list_id": mailing_list.id, "subscriber_id": i, "status": "confirmed"}
+                                         for i in ids])
+    issue = IssueRow(
+        publication_id=publication.id, slug="2026-12", title="December", subject=f"{slug}: December",
+        preheader="News", issue_date=date(2026, 12, 1), html=HTML, text=TEXT, mjml="", content_hash="x",
+    )
+    session.add(issue)
+    session.commit()
+    return mailing_list, issue
+
+
+class Workers:
+    """Beat and ``count`` workers as Celery runs them: the tick every ``beat``
+    seconds hands batch ids to one queue, taken first in, first out, each
+    delivered by a worker with a Deliverer (and so lanes) of its own."""
+
+    def __init__(self, settings, count, beat=0.2):
+        self.settings, self.beat = settings, beat
+        self.queue: queue.Queue = queue.Queue()
+        self.stopping = threading.Event()
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._beat, daemon=True)]
+        self.threads += [threading.Thread(target=self._work, args=(n,), daemon=True) for n in range(count)]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def _beat(self):
+        while not self.stopping.is_set():
+            with session_scope(self.settings) as session:
+                for batch_id in sending.tick(session, self.settings):
+                    self.queue.put(batch_id)
+            self.stopping.wait(self.beat)
+
+    def _work(self, number):
+        deliverer = delivery.Deliverer(self.settings)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    batch_id = self.queue.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                with session_scope(self.settings) as session:
+                    deliverer.deliver_batch(session, batch_id)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            self.errors.append(exc)
+        finally:
+            deliverer.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_send_waiting_for_its_accounts_limit_leaves_the_workers_to_a_send_that_can_go_now(
+    session, settings, redis_url, smtp_server
+):
+    # A: its account limited to 10 a second, 1,000 people (100 s of sending);
+    # B: no limit, 300 people. Scheduled in the same second, A first: its ten
+    # batches are ahead of B's three in the queue of two workers.
+    fair = replace(settings, redis_url=redis_url, transport="smtp", smtp_host=smtp_server.host,
+                   smtp_port=smtp_server.port, smtp_security="none", smtp_connections=2, smtp_timeout=10,
+                   batch_size=100)
+    account = f"limited-{uuid.uuid4().hex[:8]}"
+    list_a, issue_a = add_publication(session, "alpha", 1000, {"per_second": 10, "account": account})
+    list_b, issue_b = add_publication(session, "beta", 300)
+    send_a = scheduling.schedule_send(session, issue_a, list_a, None, batch_size=fair.batch_size)
+    session.commit()
+    send_b = scheduling.schedule_send(session, issue_b, list_b, None, batch_size=fair.batch_size)
+    session.commit()
+    send_a, send_b = send_a.id, send_b.id
+
+    with Workers(fair, count=2) as workers:
+        deadline = time.monotonic() + 45  # the issue's bound; alone, B takes a second or two
+        while time.monotonic() < deadline and not workers.errors:
+            session.expire_all()
+            if session.get(Send, send_b).state == "finished":
+                break
+            time.sleep(0.2)
+        session.expire_all()
+        b_state, a_progress = session.get(Send, send_b).state, sending.progress(session, send_a)
+        scheduling.cancel(session, send_a)
+        session.commit()
+    assert not workers.errors, workers.errors
+
+    assert b_state == "finished", sending.summary_line(sending.progress(session, send_b))
+    assert states(session, send_b) == {"sent": 300}
+    received_b = sorted(r for m in smtp_server.messages for r in m.recipients if r.startswith("beta"))
+    assert received_b == [f"beta{i:04d}@example.com" for i in range(300)]  # each once
+    assert a_progress.counts.get("sent", 0) > 0  # A went on meanwhile, at its own pace
+    # Nothing of A was lost or doubled on the way: whatever was not sent is cancelled.
+    received_a = [r for m in smtp_server.messages for r in m.recipients if r.startswith("alpha")]
+    assert len(received_a) == len(set(received_a)) == states(session, send_a).get("sent", 0)
+    assert set(states(session, send_a)) <= {"sent", "cancelled"}
+    assert sending.progress(session, send_a).possible_duplicates == 0
