@@ -326,3 +326,109 @@ def test_a_send_waiting_for_its_accounts_limit_leaves_the_workers_to_a_send_that
     assert len(received_a) == len(set(received_a)) == states(session, send_a).get("sent", 0)
     assert set(states(session, send_a)) <= {"sent", "cancelled"}
     assert sending.progress(session, send_a).possible_duplicates == 0
+
+
+# --- the shared limiter's Redis away ---------------------------------------------------
+
+
+class OwnRedis:
+    """A redis-server of this test's own on a free port, to stop and start again."""
+
+    def __init__(self):
+        import shutil
+
+        from tests.conftest import free_port
+
+        self.port, self.binary, self.process = free_port(), shutil.which("redis-server"), None
+        if self.binary is None:
+            pytest.fail("redis-server is not installed")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "OwnRedis":
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("own redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def test_an_account_with_no_limit_sends_without_asking_the_limiter(session, settings):
+    from tests.conftest import free_port
+    from tests.memory_transport import MemoryTransport
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    fast = strict(settings, redis_url=nowhere, batch_size=20)
+    send_id = schedule(session, fast, 20)
+    transport = MemoryTransport()
+
+    deliver_until_done(session, fast, delivery.Deliverer(fast, transport), send_id)
+
+    assert session.get(Send, send_id).state == "finished"
+    assert states(session, send_id) == {"sent": 20}
+    assert sorted(transport.recipients()) == [f"reader{i:03d}@example.com" for i in range(20)]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_the_limiters_redis_going_away_mid_batch_sends_nothing_twice(session, settings, smtp_server):
+    own = OwnRedis().start()
+    try:
+        fast = strict(settings, redis_url=own.url, batch_size=75)
+        send_id = schedule(session, fast, 75)
+        # 25 a second, a burst of 25: chunks of 25, the second waits a second for room.
+        limiter = limiter_for(fast, AccountLimits(f"relay-{uuid.uuid4().hex[:8]}", per_second=25))
+        transport = SmtpTransport(smtp_server.host, smtp_server.port, security="none", connections=1, timeout=10)
+        smtp_server.hold(1)  # the first chunk stays at the server, unanswered, while Redis goes
+        deliverer = delivery.Deliverer(fast, transport, limiter)
+        (batch_id,) = sending.tick(session, fast)
+        outcome: dict = {}
+
+        def run():
+            try:
+                outcome["report"] = deliverer.deliver_batch(session, batch_id)
+            except Exception as exc:  # noqa: BLE001 - the test looks at it
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        for _ in range(600):
+            if smtp_server.held:
+                break
+            time.sleep(0.01)
+        own.stop()
+        smtp_server.release()
+        worker.join(timeout=60)
+
+        # What was handed over is answered and recorded; the rest waits, unsent and unflagged.
+        assert "error" not in outcome, outcome
+        assert outcome["report"].stopped == "rate limiter unavailable"
+        counts = rows_by_state(session, send_id)
+        assert set(counts) == {"sent", "pending"} and counts["sent"] == len(smtp_server.messages) >= 25
+        assert sending.progress(session, send_id).possible_duplicates == 0
+
+        own.start()
+        with transport:
+            deliver_until_done(session, fast, deliverer, send_id)
+    finally:
+        own.stop()
+
+    assert states(session, send_id) == {"sent": 75}
+    received = sorted(r for m in smtp_server.messages for r in m.recipients)
+    assert received == [f"reader{i:03d}@example.com" for i in range(75)]  # each once
+    assert sending.progress(session, send_id).possible_duplicates == 0
