@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, exists, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, or_, select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
@@ -36,6 +36,7 @@ from newsletter.store.models import (
     Delivery,
     IssueRow,
     Membership,
+    POLICY_REFUSAL,
     PublicationRow,
     RateLimitThrottle,
     Send,
@@ -72,6 +73,8 @@ class BatchReport:
     taken_over: int = 0  # rows another worker took over while this run held them
     stopped: str = ""  # why the batch stopped early: paused, cancelled, claim lapsed
     errors: list[str] = field(default_factory=list)
+    counted_attempts: int = 0  # results already added to the send's error-budget window
+    counted_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,14 @@ class Claimed:
 DATABASE_AWAY = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 TRANSIENT_FAILURES = (*DATABASE_AWAY, RateLimiterUnavailable)
 SEND_TIME_FAILURE = "stopped at send time"
+
+
+class _SendStopped(Exception):
+    """The send is no longer sending (paused or cancelled): hand nothing more over."""
+
+    def __init__(self, state: str):
+        super().__init__(state)
+        self.state = state
 
 
 class _HandOver:
@@ -257,15 +268,16 @@ class Deliverer:
             for start in range(0, len(claimed), size):
                 chunk = claimed[start : start + size]
                 lease.progressed()
-                state = session.scalar(select(Send.state).where(Send.id == send.id))
-                if state != "sending":
-                    out.record()
-                    report.stopped = state
-                    report.released += self._release(session, lease.holder, claimed[start:], state)
-                    session.commit()
-                    break
                 try:
                     delivered = self._deliver_chunk(session, send, template, lease, chunk, report, out)
+                except _SendStopped as stopped:
+                    # Paused (by an operator or the error budget) or cancelled,
+                    # seen before the chunk went out: it and the rest go back.
+                    out.record()
+                    report.stopped = stopped.state
+                    report.released += self._release(session, lease.holder, claimed[start:], stopped.state)
+                    session.commit()
+                    break
                 except RateLimitDeferred as wait:
                     # The account's limits have no room for a long while: the rows
                     # wait as retries, and the worker moves on to other work. The
@@ -318,7 +330,6 @@ class Deliverer:
         finally:
             out.wait()  # nothing is left at the transport when this returns, or raises
         self._close_batch(session, batch)
-        self._check_error_budget(session, send, report)
 
     def _claim(self, session: Session, batch: Batch, holder: str, now: datetime) -> list[Claimed]:
         in_batch = and_(
@@ -410,6 +421,11 @@ class Deliverer:
         # it then slows the account down before this chunk asks for permits.
         if out.record_answered():
             session.commit()  # its rows are not kept locked while the limiter waits
+        # After that record, which may have spent the error budget: a paused
+        # send hands nothing more over, whichever worker paused it.
+        state = session.scalar(select(Send.state).where(Send.id == send.id))
+        if state != "sending":
+            raise _SendStopped(state)
         lane = template.lane
         if getattr(lane.limiter, "limited", True):  # an account with no limit is not asked at all
             def should_wait(_seconds: float) -> bool:
@@ -529,6 +545,8 @@ class Deliverer:
                 report.errors.append(result.error)
             else:
                 values.update(state="failed")
+                if result.policy_refusal:  # the sender or content, not the address: never suppressed
+                    values["last_error"] = f"{POLICY_REFUSAL}: {result.error}"[:2000]
                 report.failed += 1
                 report.errors.append(result.error)
                 if result.hard_bounce:
@@ -545,7 +563,8 @@ class Deliverer:
             self._slow_down(session, self._templates[send.id].lane, throttles, now)
         for email, result in suppress:
             add_suppression(session, email, "hard_bounce", f"send {send.id}: {result.code} {result.enhanced_code} {result.error}"[:200])
-        session.execute(update(Send).where(Send.id == send.id).values(last_progress_at=now))
+        attempts, failures = self._count_for_error_budget(session, send, report, now)
+        self._check_error_budget(session, send.id, attempts, failures, report)
 
     def _slow_down(self, session: Session, lane: Lane, throttles: list[Result], now: datetime) -> None:
         """Tell the account's limiter (every worker slows down) and count the event for /metrics."""
@@ -638,19 +657,34 @@ class Deliverer:
         )
         session.execute(update(Batch).where(Batch.id == batch.id, ~open_rows).values(state="done"))
 
-    def _check_error_budget(self, session: Session, send: Send, report: BatchReport) -> None:
-        attempted = report.sent + report.failed + report.retry
-        failures = report.failed + report.retry
+    def _count_for_error_budget(self, session: Session, send: Send, report: BatchReport, now: datetime):
+        """Add this record's results to the send's error-budget window; the window's counts.
+
+        Counted on the send's row, which every worker's record updates anyway,
+        so the budget sees the results of all of them as they arrive. The
+        window starts again once it holds a batch's worth (or the minimum).
+        """
+        attempted = report.sent + report.failed + report.retry - report.counted_attempts
+        failed = report.failed + report.retry - report.counted_failures
+        report.counted_attempts += attempted
+        report.counted_failures += failed
+        restart = Send.budget_attempts >= max(self.settings.error_budget_minimum, send.batch_size)
+        return session.execute(
+            update(Send).where(Send.id == send.id)
+            .values(last_progress_at=now,
+                    budget_attempts=case((restart, attempted), else_=Send.budget_attempts + attempted),
+                    budget_failures=case((restart, failed), else_=Send.budget_failures + failed))
+            .returning(Send.budget_attempts, Send.budget_failures)
+            .execution_options(synchronize_session=False)
+        ).one()
+
+    def _check_error_budget(self, session: Session, send_id: int, attempted: int, failures: int,
+                            report: BatchReport) -> None:
         if attempted < self.settings.error_budget_minimum or failures < attempted * self.settings.error_budget_ratio:
             return
         common = max(set(report.errors), key=report.errors.count) if report.errors else ""
-        reason = f"error budget exceeded: {failures} of {attempted} messages in one batch failed; most common error: {common}"
-        paused = session.execute(
-            update(Send).where(Send.id == send.id, Send.state == "sending").values(state="paused", paused_reason=reason[:2000])
-        ).rowcount
-        if paused:
-            record_send_event(session, send.id, "paused", reason)
-            log.warning("send paused by its error budget", extra={"send_id": send.id, "reason": reason})
+        self._pause_send(session, send_id, f"error budget exceeded: {failures} of {attempted} messages failed; "
+                                           f"most common error: {common}")
 
     def _template(self, session: Session, send: Send) -> "SendTemplate":
         # Compiled once per send in each worker; List-Id and Feedback-ID are per send.

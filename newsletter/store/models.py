@@ -292,6 +292,10 @@ class Batch(Base):
 
 DELIVERY_STATES = ("pending", "claimed", "sending", "retry", "sent", "failed", "skipped", "cancelled")
 FINAL_DELIVERY_STATES = ("sent", "failed", "skipped", "cancelled")
+# How ``last_error`` of a row failed by a policy refusal (5.7.x) begins: the
+# sender or the content was refused, not the address. Such a row is sent again
+# when its send is resumed (sending.scheduling.resume).
+POLICY_REFUSAL = "refused by the server's policy, not for the address"
 
 
 class Delivery(Base):

@@ -4,7 +4,6 @@ reached, through the real delivery code, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import uuid
@@ -18,12 +17,12 @@ from sqlalchemy import select
 
 from newsletter.sending import delivery, scheduling, sends as sending
 from newsletter.sending.ratelimit import AccountLimits, limiter_for
-from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, RateLimitThrottle, Send, SendEvent, utcnow
 from newsletter.transports.postmark import PostmarkTransport
 from newsletter.transports.smtp import SmtpTransport
 from newsletter.web import create_app
 from tests.fake_providers import POSTMARK_TOKEN, postmark_server  # noqa: F401 (a fixture)
+from tests.beat_and_workers import Workers
 from tests.scripted_smtp import ScriptedSmtpServer
 from tests.sending.test_sends import make_world, states
 from tests.smtp_server import smtp_server  # noqa: F401 (a fixture)
@@ -235,52 +234,6 @@ def add_publication(session, slug, count, sending=None):
     session.add(issue)
     session.commit()
     return mailing_list, issue
-
-
-class Workers:
-    """Beat and ``count`` workers as Celery runs them: the tick every ``beat``
-    seconds hands batch ids to one queue, taken first in, first out, each
-    delivered by a worker with a Deliverer (and so lanes) of its own."""
-
-    def __init__(self, settings, count, beat=0.2):
-        self.settings, self.beat = settings, beat
-        self.queue: queue.Queue = queue.Queue()
-        self.stopping = threading.Event()
-        self.errors: list[BaseException] = []
-        self.threads = [threading.Thread(target=self._beat, daemon=True)]
-        self.threads += [threading.Thread(target=self._work, args=(n,), daemon=True) for n in range(count)]
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=60)
-
-    def _beat(self):
-        while not self.stopping.is_set():
-            with session_scope(self.settings) as session:
-                for batch_id in sending.tick(session, self.settings):
-                    self.queue.put(batch_id)
-            self.stopping.wait(self.beat)
-
-    def _work(self, number):
-        deliverer = delivery.Deliverer(self.settings)
-        try:
-            while not self.stopping.is_set():
-                try:
-                    batch_id = self.queue.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                with session_scope(self.settings) as session:
-                    deliverer.deliver_batch(session, batch_id)
-        except BaseException as exc:  # noqa: BLE001 - the test reports it
-            self.errors.append(exc)
-        finally:
-            deliverer.close()
 
 
 @pytest.mark.redis
