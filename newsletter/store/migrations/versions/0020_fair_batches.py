@@ -1,7 +1,7 @@
 """Fair workers and an error budget judged as results arrive
 
-Revision ID: 0019
-Revises: 0014
+Revision ID: 0020
+Revises: 0019
 
 - ``batches.state`` is read by a run that would wait for its account's rate
   limit ("does another send have a batch waiting for a worker?") and by the
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0019"
-down_revision = "0014"
+revision = "0020"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
