@@ -208,8 +208,9 @@ class Deliverer:
     # at 10 a worker sent ~12% fewer. Under a rate limit, no more at once than
     # the limit lets through at once, so that it holds where it counts: at the server.
     # Over SMTP no more than CHUNK_BYTES of messages either: two chunks are out at
-    # once, every message built in full; 20 connections of 25 messages of 72 KiB held 70 MiB.
-    CHUNK_BYTES = 16 * 1024 * 1024
+    # once, each message built in full and dot-stuffed, so 10 connections of 25
+    # messages of 72 KiB held some 70 MiB; 8 MiB a chunk sent as fast (bench/README.md).
+    CHUNK_BYTES = 8 * 1024 * 1024
 
     @staticmethod
     def chunk_size(lane: Lane, message_bytes: int = 0) -> int:
