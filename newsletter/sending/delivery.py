@@ -15,6 +15,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import and_, bindparam, case, exists, or_, select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
@@ -760,10 +761,10 @@ class SendTemplate:
             web_url=self.web_url,
             click_ref=self.click_refs.make(row.subscriber_id) if self.click_refs else "",
         )
-        envelope = self.template.envelope(row.delivery_id, recipient)
+        signer = self.lane.signer(utcnow())
+        # Signed from its parts: what every recipient shares is canonicalised once.
+        sign = None if signer is None else partial(signer.sign_parts, domain=self.domain)
+        envelope = self.template.envelope(row.delivery_id, recipient, sign=sign)
         if self.settings.bounce_domain:  # VERP: a bounce names its ledger row
             envelope = replace(envelope, sender=verp_address(self.settings, row.delivery_id))
-        signer = self.lane.signer(utcnow())
-        if signer is not None:
-            envelope = replace(envelope, message=signer.sign(envelope.message, self.domain))
         return envelope
