@@ -95,3 +95,14 @@ def test_with_per_person_a_subscribers_page_shows_their_own_clicks(settings):
     other = text(editor.get(f"/console/publications/{world.slug}/subscribers/{ids['reader001@example.com']}"))
     assert "Clicked a link in" in reader and "https://111.nhs.uk/ (human)" in reader
     assert "Clicked a link in" not in other
+
+
+def test_the_click_map_shows_each_links_human_clicks_on_the_email(clicked):
+    editor, draft_id = clicked
+    assert f"/console/issues/{draft_id}/clicks/map" in editor.get(f"/console/issues/{draft_id}/clicks").get_data(as_text=True)
+    response = editor.get(f"/console/issues/{draft_id}/clicks/map")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and "script-src" not in response.headers["Content-Security-Policy"]
+    nhs = re.search(r'href="https://111\.nhs\.uk/"[^>]*>.*?</a><span title="([^"]+)"[^>]*>(\d+)</span>', page, re.DOTALL)
+    assert nhs.groups() == ("2 human, 0 unsure, 2 machine", "2")
+    assert page.count('<span title="') == 14  # every counted link, none of the others
