@@ -63,7 +63,8 @@ BURST_LINKS = 3  # different links of one message ...
 BURST_SECONDS = 10.0  # ... from one address within this many seconds: a machine
 EARLY_SECONDS = 30  # a click this soon after the message was made is unsure
 FLUSH_SECONDS = 0.5  # a SIGKILL loses what came since the last write: under a second
-MAX_WAITING_KEYS = 200_000  # counts kept while the database is away; beyond, the oldest go
+MAX_WAITING_KEYS = 200_000  # counts kept while the database is away; beyond, they go
+MAX_QUEUED = 1_000_000  # clicks not yet classed (the thread stuck on a database that hangs); beyond, the oldest go
 
 # Link scanners, previewers and HTTP libraries. People's browsers never say these.
 SCANNER_AGENTS = re.compile(
@@ -292,7 +293,7 @@ class ClickCounter:
         self.clock = clock  # when a click came; tests move it on
         self.flush_seconds = flush_seconds
         self.secret = hashlib.sha256(b"newsletter.click-client\0" + settings.signing_keys[0].encode()).digest()
-        self._queue: collections.deque = collections.deque()
+        self._queue: collections.deque = collections.deque(maxlen=MAX_QUEUED)
         self._classifier = Classifier()
         self._waiting = Deltas()
         self._lock = threading.Lock()  # one flush at a time
