@@ -1,0 +1,57 @@
+"""One copy of an issue per person, across all the issue's sends; explicit resends
+
+Revision ID: 0015
+Revises: 0014
+
+Each ledger row now carries its send's issue, and a partial unique index keeps
+one row per issue and person among the rows that give the person the issue
+(every row but an explicit resend, a skipped or a cancelled one: HOLDS_ISSUE in
+the models). A send scheduled with ``--resend`` marks its rows for people who
+already had the issue as resends.
+
+Existing rows get their send's issue. Where a person already had an issue more
+than once (sends made one per list before this), the first row keeps the issue
+and the later ones are marked as resends: they were extra copies, and are kept
+as they are. Stop the workers before upgrading, as for every migration.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+# Spelled out here, not imported from the models (see 0001).
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+HOLDS_ISSUE = "NOT resend AND state NOT IN ('cancelled', 'skipped')"
+
+revision = "0015"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("sends", sa.Column("resend", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column("deliveries", sa.Column("resend", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column("deliveries", sa.Column("issue_id", ID, nullable=True))
+    op.execute("UPDATE deliveries SET issue_id = (SELECT sends.issue_id FROM sends WHERE sends.id = deliveries.send_id)")
+    op.execute(
+        "UPDATE deliveries SET resend = true WHERE id IN ("
+        " SELECT id FROM ("
+        "  SELECT id, row_number() OVER (PARTITION BY issue_id, subscriber_id ORDER BY id) AS copy"
+        "  FROM deliveries WHERE subscriber_id IS NOT NULL AND state NOT IN ('cancelled', 'skipped')"
+        " ) AS numbered WHERE copy > 1)"
+    )
+    with op.batch_alter_table("deliveries") as batch:  # SQLite copies the table; PostgreSQL alters it
+        batch.alter_column("issue_id", existing_type=ID, nullable=False)
+    op.create_index("uq_deliveries_issue_subscriber", "deliveries", ["issue_id", "subscriber_id"], unique=True,
+                    postgresql_where=sa.text(HOLDS_ISSUE), sqlite_where=sa.text(HOLDS_ISSUE))
+
+
+def downgrade() -> None:
+    op.drop_index("uq_deliveries_issue_subscriber", table_name="deliveries")
+    with op.batch_alter_table("deliveries") as batch:
+        batch.drop_column("issue_id")
+        batch.drop_column("resend")
+    with op.batch_alter_table("sends") as batch:
+        batch.drop_column("resend")
