@@ -33,8 +33,12 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("sends", sa.Column("resend", sa.Boolean(), nullable=False, server_default=sa.false()))
     op.add_column("deliveries", sa.Column("resend", sa.Boolean(), nullable=False, server_default=sa.false()))
-    op.add_column("deliveries", sa.Column("issue_id", ID, nullable=True))
+    # NOT NULL from the start (SQLite cannot add it later without copying the table,
+    # which rows of provider_events referring to the ledger would forbid).
+    op.add_column("deliveries", sa.Column("issue_id", ID, nullable=False, server_default="0"))
     op.execute("UPDATE deliveries SET issue_id = (SELECT sends.issue_id FROM sends WHERE sends.id = deliveries.send_id)")
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column("deliveries", "issue_id", server_default=None)  # a freeze always gives it
     op.execute(
         "UPDATE deliveries SET resend = true WHERE id IN ("
         " SELECT id FROM ("
@@ -42,16 +46,12 @@ def upgrade() -> None:
         "  FROM deliveries WHERE subscriber_id IS NOT NULL AND state NOT IN ('cancelled', 'skipped')"
         " ) AS numbered WHERE copy > 1)"
     )
-    with op.batch_alter_table("deliveries") as batch:  # SQLite copies the table; PostgreSQL alters it
-        batch.alter_column("issue_id", existing_type=ID, nullable=False)
     op.create_index("uq_deliveries_issue_subscriber", "deliveries", ["issue_id", "subscriber_id"], unique=True,
                     postgresql_where=sa.text(HOLDS_ISSUE), sqlite_where=sa.text(HOLDS_ISSUE))
 
 
 def downgrade() -> None:
     op.drop_index("uq_deliveries_issue_subscriber", table_name="deliveries")
-    with op.batch_alter_table("deliveries") as batch:
-        batch.drop_column("issue_id")
-        batch.drop_column("resend")
-    with op.batch_alter_table("sends") as batch:
-        batch.drop_column("resend")
+    op.drop_column("deliveries", "issue_id")
+    op.drop_column("deliveries", "resend")
+    op.drop_column("sends", "resend")
