@@ -192,17 +192,20 @@ def reached_before(session: Session, send: Send) -> bool:
     through the one-copy index, so that the first send of an issue, by far the most
     common, freezes as it always did. Ask it before the send's own rows are frozen."""
     return session.scalar(select(Delivery.id).where(Delivery.issue_id == send.issue_id, Delivery.send_id != send.id,
-                                                    ~Delivery.resend, Delivery.state.not_in(("cancelled", "skipped")))
-                          .limit(1)) is not None
+                                                    *holds_issue()).limit(1)) is not None
 
 
 def had_issue(issue_id: int, other_than: int | None = None):
-    """A WHERE on Subscriber: a send gave (or is giving) this person the issue: a
-    ledger row of the issue that holds it (``models.HOLDS_ISSUE``, spelled alike), in
-    a send ``other_than`` the one asking."""
-    return exists().where(Delivery.issue_id == issue_id, Delivery.subscriber_id == Subscriber.id, ~Delivery.resend,
-                          Delivery.state.not_in(("cancelled", "skipped")),
+    """A WHERE on Subscriber: a send ``other_than`` the one asking gave (or is giving)
+    this person the issue."""
+    return exists().where(Delivery.issue_id == issue_id, Delivery.subscriber_id == Subscriber.id, *holds_issue(),
                           *([Delivery.send_id != other_than] if other_than is not None else []))
+
+
+def holds_issue() -> tuple:
+    """A ledger row that gives its person the issue: ``models.HOLDS_ISSUE``, the one-copy
+    index's condition, spelled alike so that the database can answer from that index."""
+    return ~Delivery.resend, Delivery.state.not_in(("cancelled", "skipped"))
 
 
 def schedule_send(
