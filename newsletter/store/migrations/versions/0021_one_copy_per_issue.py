@@ -1,7 +1,7 @@
 """One copy of an issue per person, across all the issue's sends; explicit resends
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0021
+Revises: 0020
 
 Each ledger row now carries its send's issue, and a partial unique index keeps
 one row per issue and person among the rows that give the person the issue
@@ -24,8 +24,8 @@ from alembic import op
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 HOLDS_ISSUE = "NOT resend AND state NOT IN ('cancelled', 'skipped')"
 
-revision = "0015"
-down_revision = "0014"
+revision = "0021"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
