@@ -186,3 +186,4 @@ blueprint.add_app_template_filter(_local, "console_local")
 
 from newsletter.web.console import (  # noqa: E402,F401 - they add the routes
     accounts, audience, issues, lists, pictures, preview, publications, sending, steps, subscribers)
+from newsletter.web.console import clicks  # noqa: E402,F401 - an issue's clicks (docs/clicks.md)
