@@ -1,7 +1,7 @@
 """A picture library per publication: uploaded once with its description, picked in any issue
 
-Revision ID: 0017
-Revises: 0014
+Revision ID: 0022
+Revises: 0021
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from alembic import op
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 UTC_DATETIME = sa.DateTime(timezone=True)
 
-revision = "0017"
-down_revision = "0014"
+revision = "0022"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
