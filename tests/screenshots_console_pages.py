@@ -88,6 +88,7 @@ def main(out: Path) -> None:
             driver.set_window_size(1280, 900)
             driver.get(f"{base_url}/console/lists/{world.slug}/staff")
             driver.save_screenshot(str(out / "console-list.png"))
+            driver.set_window_size(1280, 1150)
             driver.get(f"{base_url}{library}")
             driver.save_screenshot(str(out / "console-pictures.png"))
         finally:
