@@ -13,7 +13,6 @@ The views live in the modules beside this one; each adds its routes to
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import timedelta
 from pathlib import Path
 
 from flask import Blueprint, Response, abort, flash, g, get_flashed_messages, redirect, render_template, request, url_for
@@ -30,24 +29,14 @@ from newsletter.web.pages import database
 STATIC = Path(__file__).resolve().parent.parent / "static" / "console"
 blueprint = Blueprint("console", __name__, static_folder=str(STATIC), static_url_path="/static")
 
-OPEN_ENDPOINTS = {"console.login_form", "console.login", "console.static", "console.welcome_form",
-                  "console.welcome", "console.forgot_form", "console.forgot"}
+OPEN_ENDPOINTS = {"console.static", "console.welcome_form", "console.welcome", "console.forgot_form", "console.forgot"}
 # Console pages hold the preview frames and the live refresh's script, on top of the site's policy.
 EXTRA_POLICY = "; frame-src 'self'; script-src 'self'; connect-src 'self'"
 UPLOAD_BYTES = 25 * 1024 * 1024  # a zipped issue with its pictures
 IMPORT_BYTES = 10 * 1024 * 1024 + 64 * 1024  # a subscriber CSV (console.imports.MAX_BYTES) and the form around it
 
 
-def install(state) -> None:
-    from newsletter.web.pages import install as install_pages
-
-    install_pages(state)
-    app = state.app
-    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=app.config["SETTINGS"].ops_session_seconds)
-    auth.install(app)
-
-
-blueprint.record_once(install)
+blueprint.record_once(auth.install)
 
 
 @blueprint.after_request
@@ -69,7 +58,7 @@ def require_account():
     if g.operator is None:
         if request.path.endswith(".json"):
             return {"error": "log in first"}, 401
-        return redirect(url_for("console.login_form", next=request.full_path.rstrip("?")))
+        return redirect(auth.login_url(request.full_path.rstrip("?")))
     with database() as db:  # read now: a page is rendered while the view holds its own session
         g.may_operate = admins.may_operate(db, g.operator)
     if request.method == "POST" and security.csrf_problem():
