@@ -166,7 +166,7 @@ class Settings:
 
     # Ops dashboard (/ops): how long an operator stays logged in, and the login limit.
     ops_session_seconds: int = 12 * 3600
-    ops_login_attempts: int = 10  # login attempts per client address and per account...
+    ops_login_attempts: int = 10  # failed logins per client address and per account...
     ops_login_window_seconds: int = 900  # ...per this many seconds
 
     # Tests and CI: a missing PostgreSQL or Redis is a failure, not a skip.
