@@ -89,8 +89,34 @@ def finding(problem: Problem, folder: Path) -> Finding:
     name = _draft_file(path, folder)
     if name and not field:
         field = field_at(folder / name, line, problem.about) if name != PUBLICATION_FILE else ""
-    where = f"{folder.name}/{name}" + (f":{line}" if line else "") if name and name != PUBLICATION_FILE else problem.where
-    return Finding(problem.severity, problem.message, problem.fix, where, name, field)
+    if name == PUBLICATION_FILE:
+        where = "the publication's settings"
+    elif name:
+        where = f"{folder.name}/{name}" + (f":{line}" if line else "")
+    else:
+        where = _without_paths(problem.where, folder)
+    return Finding(problem.severity, _without_paths(problem.message, folder), _without_paths(problem.fix, folder),
+                   where, name, field)
+
+
+# An absolute path in a message: "/tmp/newsletter-draft-x/pub/issues/2021-09/chart.png". Not the
+# path of a URL ("https://host/path"): one starts after a space, a quote or a bracket.
+_PATH = re.compile(r"(?<![\w:/.\-])/(?:[^\s'\"(),:]+/)*[^\s'\"(),:]+")
+
+
+def _without_paths(text: str, folder: Path) -> str:
+    """``text`` with the server's paths taken out: a file of the issue by its name in the
+    issue, anything else by its own name. The console runs checks in a temporary folder,
+    which is nobody's business."""
+    def shown(match: re.Match) -> str:
+        candidate = Path(match.group(0))
+        for base in (folder, folder.resolve()):
+            try:
+                return candidate.relative_to(base).as_posix() or folder.name
+            except ValueError:
+                continue
+        return candidate.name
+    return _PATH.sub(shown, text)
 
 
 def _draft_file(path: str, folder: Path) -> str:

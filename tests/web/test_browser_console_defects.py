@@ -108,8 +108,25 @@ def broken_sample(tmp_path):
     return root
 
 
+def small_logo(settings, world, tmp_path) -> None:
+    """The publication's logo, 100 pixels wide where 192 are needed: a warning about it."""
+    from PIL import Image
+
+    from newsletter.console.drafts import store_publication_files
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import PublicationRow
+    from tests.console_world import PUBLICATION_FOLDER
+
+    folder = tmp_path / "publication"
+    shutil.copytree(PUBLICATION_FOLDER, folder, ignore=shutil.ignore_patterns("issues"))
+    Image.new("RGB", (100, 40), "#005eb8").save(folder / "logo.png")
+    with session_scope(settings) as session:
+        store_publication_files(session, session.get(PublicationRow, world.publication_id), folder)
+
+
 def test_every_finding_is_shown_at_once_and_each_at_its_field(browser, site, tmp_path):  # noqa: F811
     settings, world, base_url = site
+    small_logo(settings, world, tmp_path)
     steps = Steps(browser, base_url)
     browser.set_window_size(1280, 1000)
     steps.log_in(EDITOR)
@@ -124,6 +141,9 @@ def test_every_finding_is_shown_at_once_and_each_at_its_field(browser, site, tmp
     assert any("has no `alt` text" in text for text in findings), findings
     assert any("https" in text and text.startswith("ERROR") for text in findings), findings
     assert any("the subject is" in text for text in findings), findings
+    # The logo's warning too, without the server's temporary folder in it.
+    assert any("logo.png is 100 pixels wide" in text for text in findings), findings
+    assert "/tmp" not in steps.find("main").text and "newsletter-draft" not in steps.find("main").text
     steps.accessible()
 
     # The alt text's finding links to the alt text field, and the field shows it.
@@ -137,3 +157,71 @@ def test_every_finding_is_shown_at_once_and_each_at_its_field(browser, site, tmp
     assert "has no `alt` text" in steps.find(f"#{described}").text
     assert steps.find(f"#{described}").is_displayed()
     steps.accessible()
+
+
+def approved_issue(settings, world) -> int:
+    """The sample issue, uploaded by the editor and approved, through the console's forms."""
+    from sqlalchemy import select
+
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import Draft
+    from tests.console_world import APPROVER, log_in, post, upload
+
+    app = create_app(settings)
+    editor, approver = app.test_client(), app.test_client()
+    log_in(editor, EDITOR)
+    log_in(approver, APPROVER)
+    upload(editor, sample_zip(), publication_id=world.publication_id)
+    with session_scope(settings) as session:
+        draft_id = session.scalars(select(Draft.id).order_by(Draft.id.desc())).first()
+    page = f"/console/issues/{draft_id}"
+    post(editor, f"{page}/submit", page=page)
+    post(approver, f"{page}/approve", page=page)
+    return draft_id
+
+
+def test_a_time_in_the_past_is_refused_in_the_forms_words_saying_the_time_it_is_there(browser, site):  # noqa: F811
+    from datetime import timedelta
+
+    from newsletter.sending.scheduling import when_from_utc
+    from newsletter.store.models import utcnow
+
+    settings, world, base_url = site
+    draft_id = approved_issue(settings, world)
+    steps = Steps(browser, base_url)
+    steps.log_in(EDITOR)
+    browser.get(f"{base_url}/console/issues/{draft_id}/schedule")
+    wait_for_heading(browser, "Schedule “Together We're Better Monthly Newsletter”")
+    # The example is a date to come.
+    example = steps.find("#at").get_attribute("placeholder")
+    assert example > f"{when_from_utc(utcnow(), 'Europe/London').local:%Y-%m-%d %H:%M}", example
+    yesterday = when_from_utc(utcnow() - timedelta(days=1), "Europe/London").local
+    steps.find("input[name=lists][value=everyone]").click()
+    steps.find("#at").send_keys(f"{yesterday:%Y-%m-%d %H:%M}")
+    steps.press("Check this time and these lists")
+    problem = steps.wait(lambda: steps.finds("#at-problem"), "the problem with the time")[0].text
+    assert "is in the past: it is now" in problem and "in Europe/London" in problem, problem
+    assert "--" not in steps.find("main").text
+    assert not [b for b in steps.finds("main button") if b.text.startswith("Schedule for")]
+    assert steps.find("#at").get_attribute("aria-describedby") == "at-problem"
+    steps.accessible()
+    # A time that happens twice when the clocks go back is flagged.
+    at = steps.find("#at")
+    at.clear()
+    at.send_keys(f"{next_fall_back(utcnow()):%Y-%m-%d} 01:30")
+    steps.press("Check this time and these lists")
+    note = steps.wait(lambda: [n.text for n in steps.finds("p.warn") if "happens twice" in n.text], "the DST note")[0]
+    assert "the clocks go back" in note and "BST" in note, note
+    assert [b for b in steps.finds("main button") if b.text.startswith("Schedule for")]
+
+
+def next_fall_back(now):
+    """The next last Sunday of October: Europe/London's clocks go back at 02:00 BST."""
+    from datetime import date, timedelta
+
+    for year in (now.year, now.year + 1):
+        day = date(year, 10, 31)
+        day -= timedelta(days=(day.weekday() + 1) % 7)
+        if day > now.date():
+            return day
+    raise AssertionError("no autumn in two years")

@@ -12,6 +12,7 @@ The views live in the modules beside this one; each adds its routes to
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -121,8 +122,27 @@ def done(text: str, target: str):
 def problem_text(exc) -> list[str]:
     problems = getattr(exc, "problems", None)
     if problems:
-        return [f"{p.where}: {p.message}" + (f" ({p.fix})" if p.fix else "") for p in problems]
-    return [str(exc)]
+        return [for_people(f"{p.where}: {p.message}" + (f" ({p.fix})" if p.fix else "")) for p in problems]
+    return [for_people(str(exc))]
+
+
+# The library's problems name the command line's options; the console's forms have labels.
+FORM_WORDS = (
+    ("--allow-private-links", "the box “Send even though its links are not public”"),
+    ("--list / --segment", "lists"),
+    ("--at", "date and time"),
+    ("--now", "Send now"),
+    ("--to", "proof addresses"),
+    ("--list", "lists"),
+    ("--segment", "segment"),
+)
+_FLAG = re.compile(r"(?<![\w-])(" + "|".join(re.escape(flag) for flag, _ in FORM_WORDS) + r")(?![\w-])")
+
+
+def for_people(text: str) -> str:
+    """A library's message in the console's words: "date and time", not "--at"."""
+    words = dict(FORM_WORDS)
+    return _FLAG.sub(lambda match: words[match.group(1)], text)
 
 
 @blueprint.errorhandler(403)
@@ -159,5 +179,6 @@ def _local(moment, zone_name: str) -> str:
 
 blueprint.add_app_template_filter(_utc, "console_utc")
 blueprint.add_app_template_filter(_local, "console_local")
+blueprint.add_app_template_filter(for_people, "for_people")
 
 from newsletter.web.console import accounts, audience, issues, preview, sending, steps, subscribers  # noqa: E402,F401 - they add the routes
