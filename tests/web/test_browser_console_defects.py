@@ -225,3 +225,28 @@ def next_fall_back(now):
         if day > now.date():
             return day
     raise AssertionError("no autumn in two years")
+
+
+def test_who_edited_an_issue_is_not_offered_the_approve_button_and_is_told_why(browser, site, tmp_path):  # noqa: F811
+    from tests.console_world import ADMIN, APPROVER
+
+    settings, world, base_url = site
+    steps = Steps(browser, base_url)
+    browser.set_window_size(1280, 1000)
+    steps.log_in(ADMIN)  # an admin holds every role, approver too
+    archive = tmp_path / "2021-09.zip"
+    archive.write_bytes(sample_zip())
+    steps.follow("New issue")
+    steps.find("#zip").send_keys(str(archive))
+    steps.press("Upload")
+    steps.wait(lambda: steps.finds("#state"), "the issue page")
+    issue_url = browser.current_url
+    steps.press("Send for approval")
+    assert steps.find("#state").text == "awaiting approval"
+    assert not [b for b in steps.finds("main button") if b.text == "Approve"]
+    assert "You edited this issue, so another approver must approve it." in steps.find("#not-yours").text
+    steps.accessible()
+    steps.log_in(APPROVER)
+    browser.get(issue_url)
+    assert [b for b in steps.finds("main button") if b.text == "Approve"]
+    assert not steps.finds("#not-yours")
