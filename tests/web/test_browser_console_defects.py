@@ -36,7 +36,7 @@ def site(tmp_path, sqlite_url):
                        secret_keys=("browser-defects-key",), base_url=base_url, web_copy_dir=tmp_path / "web",
                        ops_login_attempts=LOGIN_ATTEMPTS)
     upgrade(settings.effective_database_url)
-    world = make_world(settings, subscribers=3)
+    world = make_world(settings, subscribers=20)  # the walk's sent issue fails two of them
     server = make_server("127.0.0.1", port, create_app(settings), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -250,3 +250,125 @@ def test_who_edited_an_issue_is_not_offered_the_approve_button_and_is_told_why(b
     browser.get(issue_url)
     assert [b for b in steps.finds("main button") if b.text == "Approve"]
     assert not steps.finds("#not-yours")
+
+
+# --- every page, every role, a phone and a desktop ---------------------------------------------
+
+WIDTHS = (1280, 375)
+AXE_RUN = """
+    const done = arguments[arguments.length - 1];
+    axe.run(document, {resultTypes: ['violations'], reporter: 'no-passes', iframes: false})
+      .then(r => done(r.violations.map(v => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ')}`)))
+      .catch(e => done([`axe-error: ${e}`]));
+"""
+# How far the page reaches past the window's right edge, in CSS pixels, and what reaches furthest.
+OVERFLOW = """
+    const width = document.documentElement.clientWidth;
+    let widest = null, right = width;
+    for (const e of document.querySelectorAll('body *')) {
+      const box = e.getBoundingClientRect();
+      if (box.right > right + 0.5) { right = box.right; widest = e; }
+    }
+    const extra = Math.max(0, document.documentElement.scrollWidth - width);
+    return extra ? `${extra}px wider than the window (${widest ? widest.tagName + '.' + widest.className : '?'})` : '';
+"""
+
+
+def page_problems(driver, axe: str) -> list[str]:
+    """axe-core's violations of any impact and sideways scrolling, at each width, on the page shown."""
+    problems = []
+    for width in WIDTHS:
+        driver.set_window_size(width, 900)
+        overflow = driver.execute_script(OVERFLOW)
+        if overflow:
+            problems.append(f"{width}px: {overflow}")
+        if not driver.execute_script("return typeof axe !== 'undefined'"):
+            driver.execute_script(axe)
+        problems += [f"{width}px: {v}" for v in driver.execute_async_script(AXE_RUN)]
+    return problems
+
+
+def walk_setup(settings, world) -> dict[str, str]:
+    """Issues in every state (sent with failures, approved, awaiting approval, draft), an import,
+    a subscriber with a history and a suppression: the pages' paths by name."""
+    from sqlalchemy import select
+
+    from newsletter.audience.suppressions import add_suppression
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import Draft, Send, Subscriber, Suppression
+    from tests.console_world import APPROVER, log_in, post
+    from tests.screenshots_console import prepare, prepare_import
+
+    app = create_app(settings)
+    sent_id = prepare(settings, world, app)
+    approver = app.test_client()
+    log_in(approver, APPROVER)
+    post(approver, f"/console/issues/{sent_id + 1}/approve", page=f"/console/issues/{sent_id + 1}")
+    editor = app.test_client()
+    log_in(editor, EDITOR)
+    post(editor, f"/console/issues/{sent_id + 2}/submit", page=f"/console/issues/{sent_id + 2}")
+    mapping_id, report_id = prepare_import(settings, app)
+    with session_scope(settings) as session:
+        add_suppression(session, "reader012@example.com", "manual", "asked by phone to stop all mail")
+        suppression_id = session.scalars(select(Suppression.id)).first()
+        subscriber_id = session.scalars(select(Subscriber.id).where(Subscriber.email == "reader005@example.com")).one()
+        send_id = session.scalars(select(Send.id)).first()
+        draft_ids = list(session.scalars(select(Draft.id).order_by(Draft.id)))
+    pub = f"/console/publications/{world.slug}"
+    issue = f"/console/issues/{sent_id + 1}"
+    pages = {
+        "issues": "/console/", "new issue": "/console/new",
+        "sent issue": f"/console/issues/{sent_id}", "results": f"/console/issues/{sent_id}/results",
+        "approved issue": issue, "dark preview": f"{issue}?scheme=dark&images=off", "schedule": f"{issue}/schedule",
+        "awaiting approval": f"/console/issues/{sent_id + 2}", "not found": "/console/issues/999",
+        "subscribers": "/console/subscribers", "list of subscribers": f"{pub}/subscribers",
+        "subscriber": f"{pub}/subscribers/{subscriber_id}", "erase": f"{pub}/subscribers/{subscriber_id}/erase",
+        "suppressions": "/console/suppressions", "unsuppress": f"/console/suppressions/{suppression_id}/remove",
+        "audience": "/console/audience", "import": "/console/imports/new",
+        "import mapping": f"/console/imports/{mapping_id}", "import report": f"/console/imports/{report_id}",
+        "segment": f"/console/segments/new?publication={world.slug}", "how mail is sent": "/console/sending",
+        "account": "/console/account", "accounts": "/console/accounts",
+        "ops dashboard": "/ops/", "ops publications": "/ops/publications",
+        "ops retry": f"/ops/sends/{send_id}/retry-failed",
+    }
+    sections = ("01-chair.md", "02-priorities.md", "04-programmes.md", "05-vaccination-chart.md", "06-nhs-111.md",
+                "07-news.md")
+    pages |= {f"section {name}": f"/console/issues/{draft_ids[-1]}/sections/{name}" for name in sections}
+    return pages
+
+
+# The admin sees every page. The others see the same pages with fewer buttons and links: each
+# visits those its role changes (the steps of an issue, the dashboard, a page it may not see).
+ROLE_PAGES = {
+    "editor": ("issues", "awaiting approval", "schedule", "ops dashboard"),
+    "approver": ("awaiting approval", "approved issue"),
+    "operator": ("ops dashboard", "sent issue"),
+}
+
+
+def test_every_page_for_every_role_has_no_axe_violation_and_no_sideways_scroll_at_375_and_1280(
+        browser, site, tmp_path):  # noqa: F811
+    from tests.conftest import AXE_SCRIPT
+    from tests.console_world import ADMIN, APPROVER, OPERATOR
+
+    settings, world, base_url = site
+    pages = walk_setup(settings, world)
+    axe = AXE_SCRIPT.read_text()
+    steps = Steps(browser, base_url)
+    found: dict[str, list[str]] = {}
+
+    def visit(name: str, path: str) -> None:
+        browser.get(base_url + path)
+        problems = page_problems(browser, axe)
+        if problems:
+            found[f"{name} ({path})"] = problems
+
+    for path in ("/console/login", "/console/forgot"):
+        visit(path, path)
+    for role, email in (("admin", ADMIN), ("editor", EDITOR), ("approver", APPROVER), ("operator", OPERATOR)):
+        browser.set_window_size(1280, 900)
+        steps.log_in(email)
+        names = pages if role == "admin" else ROLE_PAGES[role]
+        for name in names:
+            visit(f"{role}: {name}", pages[name])
+    assert not found, "\n".join(f"{page}:\n  " + "\n  ".join(problems) for page, problems in found.items())
