@@ -22,7 +22,8 @@ or build one with the options you need::
 
 Options: ``tls`` is None (plain), "starttls" (offered, not required) or
 "implicit" (TLS from the first byte); ``users`` maps login to password and
-makes AUTH required; ``ca`` is a ``trustme.CA`` (a fresh one by default).
+makes AUTH required; ``ca`` is a ``trustme.CA`` (a fresh one by default);
+``smtputf8`` offers SMTPUTF8 (addresses beyond ASCII, RFC 6531).
 
 Knobs, callable while the server runs:
 
@@ -283,6 +284,7 @@ class SmtpTestServer:
         users: dict[str, str] | None = None,
         ca: trustme.CA | None = None,
         server_name: str = "localhost",
+        smtputf8: bool = False,
     ):
         if tls not in (None, "starttls", "implicit"):
             raise ValueError(f"tls={tls!r}: expected None, 'starttls' or 'implicit'")
@@ -292,7 +294,8 @@ class SmtpTestServer:
         self.ca = ca or trustme.CA()
         self._handler = _RecordingHandler(users)
         self._controller = _CountingController(
-            self._handler, hostname=self.host, port=self.port, **self._smtp_options(tls, users, server_name)
+            self._handler, hostname=self.host, port=self.port, **self._smtp_options(tls, users, server_name),
+            enable_SMTPUTF8=smtputf8,
         )
 
     def _smtp_options(self, tls, users, server_name) -> dict:

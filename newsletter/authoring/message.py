@@ -11,6 +11,11 @@ obvious way as the yardstick the tests compare against).
 Every value that goes into a header is checked: a line break, raw or hidden in
 an RFC 2047 encoded word, is refused with an ``InputError`` naming the field,
 so a subscriber's name can never add a header (a Bcc, say) to a message.
+
+A recipient's address goes out in its wire form (``addresses.wire_address``:
+the domain in IDNA ASCII). A local part that is not ASCII goes into the To
+header as UTF-8 (RFC 6532), for a transport that can carry it (SMTPUTF8); an
+address that cannot go into a header at all raises ``UnsendableAddress``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 
+from newsletter.addresses import wire_address
 from newsletter.authoring import placeholders
 from newsletter.errors import InputError, Problem
 
@@ -44,6 +50,10 @@ _LINE_BREAKING = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 # A dot-atom address with an ASCII domain: what we can put in a header as is.
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+# A recipient's address in wire form: the same, but a local part may hold
+# characters beyond ASCII (sent with SMTPUTF8).
+_RECIPIENT_ADDRESS = re.compile(
+    r"(?:[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f\s\x85\u2028\u2029])+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _PERCENT_LINE_BREAK = re.compile(r"%0[adAD]")
 _MESSAGE_ID = re.compile(r"<[^<>\s@]+@[A-Za-z0-9.-]+>")
 # ASCII printable but space, double quote and angle brackets.
@@ -53,6 +63,10 @@ _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 # A display name that needs neither quotes nor encoding: atext words.
 _MAX_UNFOLDED_NAME = 200  # longer names are folded, to keep To under 998 octets
 _PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/?^_`{|}~-]+)*")
+
+
+class UnsendableAddress(InputError):
+    """The recipient's address cannot be put on a message at all: the row can never be sent."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,7 @@ class Recipient:
     unsubscribe_url: str
     preferences_url: str = ""
     web_url: str = ""
+    click_ref: str = ""  # sending/clicks.py: never an id or address of the person in aggregate mode
 
 
 @dataclass(frozen=True)
@@ -169,12 +184,12 @@ class MessageTemplate:
 
     def build(self, recipient: Recipient) -> bytes:
         """The recipient's complete message: CRLF line endings, ready for SMTP."""
-        name = _check_recipient(recipient)
+        name, address = _check_recipient(recipient)
         values = _placeholder_values(recipient, name)
         e = self._encoded
         return b"".join((
             e.from_line,
-            _to_line(name, recipient.email),
+            recipient_header(name, address),
             e.reply_to_and_subject,
             _DATE_LINE(),
             b"Message-ID: ", recipient.message_id.encode("ascii"), CRLF,
@@ -193,7 +208,7 @@ class MessageTemplate:
         return Envelope(
             delivery_id=delivery_id,
             sender=self.return_path,
-            recipient=recipient.email,
+            recipient=wire_address(recipient.email),
             message=self.build(recipient),
             message_id=recipient.message_id,
             template=self,
@@ -207,7 +222,7 @@ class MessageTemplate:
 
     def values_for(self, recipient: Recipient) -> tuple[str, dict[str, str]]:
         """The recipient's name as shown and placeholder values, checked as build checks them."""
-        name = _check_recipient(recipient)
+        name = _check_recipient(recipient)[0]
         return name, _placeholder_values(recipient, name)
 
 
@@ -216,11 +231,11 @@ def build_reference(template: MessageTemplate, recipient: Recipient) -> bytes:
 
     Kept as the yardstick for ``MessageTemplate.build`` in tests and benchmarks.
     """
-    name = _check_recipient(recipient)
+    name, address = _check_recipient(recipient)
     values = _placeholder_values(recipient, name)
     msg = EmailMessage(policy=_POLICY)
     msg["From"] = Address(template.from_name, addr_spec=template.from_email)
-    msg["To"] = Address(name, addr_spec=recipient.email)
+    msg["To"] = Address(name, addr_spec=address)  # an ASCII local part only: email.headerregistry refuses others
     if template.reply_to:
         msg["Reply-To"] = template.reply_to
     msg["Subject"] = template.full_subject
@@ -337,6 +352,7 @@ def _placeholder_values(recipient: Recipient, name: str) -> dict[str, str]:
         "unsubscribe_url": recipient.unsubscribe_url,
         "preferences_url": recipient.preferences_url,
         "web_url": recipient.web_url,
+        "click_ref": recipient.click_ref,
     }
 
 
@@ -382,13 +398,16 @@ def _static_tail(t: MessageTemplate, boundary: bytes) -> bytes:
     return b"".join(lines)
 
 
-def _to_line(name: str, email: str) -> bytes:
+def recipient_header(name: str, email: str) -> bytes:
+    """The To header for an address in wire form; UTF-8 when its local part is not ASCII."""
     if not name:
-        return b"To: " + email.encode("ascii") + CRLF
-    if len(name) > _MAX_UNFOLDED_NAME:
+        return b"To: " + email.encode("utf-8") + CRLF
+    if len(name) > _MAX_UNFOLDED_NAME and email.isascii():
         # Rare enough to take the slow road: email.message folds it properly.
         return _header_line("To", str(Address(name, addr_spec=email)))
-    if _PLAIN_PHRASE.fullmatch(name):
+    if len(name) > _MAX_UNFOLDED_NAME:
+        phrase = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")  # folded encoded words
+    elif _PLAIN_PHRASE.fullmatch(name):
         phrase = name
     elif name.isascii() and "=?" not in name:
         phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -396,7 +415,7 @@ def _to_line(name: str, email: str) -> bytes:
         # Not ASCII, or text a reader would take for an encoded word:
         # encode it, so it reads back exactly as written.
         phrase = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")
-    return f"To: {phrase} <{email}>\r\n".encode("ascii")
+    return f"To: {phrase} <{email}>\r\n".encode("utf-8")
 
 
 class _DateLine:
@@ -441,21 +460,35 @@ def _check_template(t: MessageTemplate) -> None:
         raise InputError(problems)
 
 
-def _check_recipient(r: Recipient) -> str:
-    """Refuse values that could break a header; return the name as shown."""
-    problems = [*_header_text_problems("name", r.name, r.email), *_address_problems("email", r.email)]
+def _check_recipient(r: Recipient) -> tuple[str, str]:
+    """Refuse values that could break a header; return the name as shown and the address in wire form."""
+    address = wire_address(r.email)
+    unsendable = _recipient_address_problems(r.email, address)
+    if unsendable:
+        raise UnsendableAddress(unsendable)
+    problems = _header_text_problems("name", r.name, r.email)
     if not (r.message_id.isascii() and _MESSAGE_ID.fullmatch(r.message_id)):
         problems.append(Problem("field message_id", f"{r.message_id!r} is not a Message-ID",
                                 "make it with message.make_message_id"))
     for label, url in (("unsubscribe_url", r.unsubscribe_url), ("preferences_url", r.preferences_url),
-                       ("web_url", r.web_url)):
+                       ("web_url", r.web_url), ("click_ref", r.click_ref)):
         if (url or label == "unsubscribe_url") and not (_URL.fullmatch(url) and len(url) <= _MAX_URL_LENGTH):
             problems.append(Problem(f"field {label}", f"{url!r} is not a usable link",
                                     "links must be ASCII, one line, with no spaces or angle brackets"))
     if problems:
         raise InputError(problems)
     # Runs of spaces and tabs in a name are typing accidents; show one space.
-    return " ".join(r.name.split())
+    return " ".join(r.name.split()), address
+
+
+def _recipient_address_problems(stored: str, address: str) -> list[Problem]:
+    if _LINE_BREAKING.search(address) or _PERCENT_LINE_BREAK.search(address):
+        return [Problem("field email", f"{stored!r} contains a line break or control character",
+                        "correct the address; it could add headers to the message")]
+    if not _RECIPIENT_ADDRESS.fullmatch(address):
+        return [Problem("field email", f"{stored!r} is not an address we can send to",
+                        "correct the address: a plain address like name@example.org")]
+    return []
 
 
 def header_field_problems(label: str, value: str, *, address: bool = False) -> list[Problem]:

@@ -25,10 +25,12 @@ from newsletter.config import ConfigError, Settings
 from newsletter.sending.lanes import Lane, Lanes
 from newsletter.sending.links import check_links_allowed
 from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
-from newsletter.authoring.message import Recipient, make_message_id
+from newsletter.authoring.message import Recipient, UnsendableAddress, make_message_id
 from newsletter.sending.return_path import verp_address
 from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable
 from newsletter.sending.scheduling import list_ids_of, message_template, record_send_event
+from newsletter.sending import clicks
+from newsletter.store.publications import sending_block
 from newsletter.store.lookups import among
 from newsletter.store.models import (
     Batch,
@@ -43,7 +45,8 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.audience.tokens import preferences_url, unsubscribe_url
-from newsletter.errors import InputError
+from newsletter.errors import InputError, Problem
+from newsletter.transports import why_never_delivered
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport
 
 from newsletter.sending.sends import ACTIVE_ROW_STATES
@@ -69,6 +72,7 @@ class BatchReport:
     skipped: int = 0
     released: int = 0
     taken_over: int = 0  # rows another worker took over while this run held them
+    unsendable: int = 0  # rows failed because their address can never go this way: not held against the error budget
     stopped: str = ""  # why the batch stopped early: paused, cancelled, claim lapsed
     errors: list[str] = field(default_factory=list)
 
@@ -379,6 +383,8 @@ class Deliverer:
         for row in chunk:
             try:
                 envelopes.append(template.envelope(send, row))
+            except UnsendableAddress as exc:
+                unbuildable.append(Result(row.delivery_id, PERMANENT, error=f"unsendable: {exc}", unsendable=True))
             except InputError as exc:  # e.g. a stored name that would break a header
                 unbuildable.append(Result(row.delivery_id, PERMANENT, error=f"cannot build the message: {exc}"))
         # A chunk out that is answered already is recorded first: a throttle in
@@ -479,6 +485,9 @@ class Deliverer:
             if result.status == SENT:
                 values.update(state="sent", sent_at=now)
                 report.sent += 1
+            elif result.unsendable:  # the address, not the send: failed, and not held against the error budget
+                values.update(state="failed")
+                report.unsendable += 1
             elif result.throttled:  # slowed down, not failed: no attempt used, no error budget
                 pause = self.settings.rate_limit_throttle_seconds if result.retry_after is None else result.retry_after
                 values.update(state="retry", attempts=row.attempts, next_attempt_at=now + timedelta(seconds=pause),
@@ -651,9 +660,16 @@ class SendTemplate:
         self.lane = lane
         self.settings = lane.settings
         self.send_id = send.id
-        self.template = template
         self.web_url = f"{publication.web_base_url.rstrip('/')}/{issue.slug}/"
         self.domain = template.domain
+        # Counted links (docs/clicks.md): rewritten here, once per send; per message only a nonce.
+        mode = sending_block(publication).clicks
+        self.click_refs = clicks.ClickRefs(mode, self.settings.signing_keys) if mode else None
+        if mode:
+            html, text, _ = clicks.rewrite(template.html, template.text, keys=self.settings.signing_keys,
+                                           base_url=self.settings.base_url, send_id=send.id)
+            template = replace(template, html=html, text=text)
+        self.template = template
 
     @classmethod
     def load(cls, session: Session, settings: Settings, send: Send, *, subject_prefix: str = "",
@@ -668,6 +684,8 @@ class SendTemplate:
         return cls(lane, send, issue, publication, template)
 
     def envelope(self, send: Send, row: Claimed) -> Envelope:
+        if never := why_never_delivered(self.lane.transport, row.email):
+            raise UnsendableAddress(Problem("field email", never, "send through a transport that has SMTPUTF8"))
         recipient = Recipient(
             email=row.email,
             name=row.name,
@@ -675,6 +693,7 @@ class SendTemplate:
             unsubscribe_url=unsubscribe_url(self.settings, send.id, row.subscriber_id or 0),
             preferences_url=preferences_url(self.settings, row.subscriber_id or 0),
             web_url=self.web_url,
+            click_ref=self.click_refs.make(row.subscriber_id) if self.click_refs else "",
         )
         envelope = self.template.envelope(row.delivery_id, recipient)
         if self.settings.bounce_domain:  # VERP: a bounce names its ledger row

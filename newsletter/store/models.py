@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -163,6 +164,7 @@ class Membership(Base):
     __table_args__ = (
         UniqueConstraint("list_id", "subscriber_id"),
         Index("ix_memberships_list_status_subscriber", "list_id", "status", "subscriber_id"),
+        Index("ix_memberships_subscriber_id", "subscriber_id"),  # a person's lists; erasure
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -301,6 +303,8 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("send_id", "subscriber_id"),
         Index("ix_deliveries_send_state", "send_id", "state"),
+        # A person's rows (erasure; deleting a subscriber sets them to NULL, found by it).
+        Index("ix_deliveries_subscriber_id", "subscriber_id"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -469,6 +473,11 @@ class ProviderEvent(Base):
 
 # Provider events name a message by the id the provider gave when it took it.
 Index("ix_deliveries_provider_message_id", Delivery.provider_message_id)
+# Erasure finds the rows of an address whose subscriber is gone (deleted, or
+# never one) by the address in any case (audience/erasure.py). Partial: a row
+# enters it only when its subscriber is deleted, so freezing a send pays nothing.
+Index("ix_deliveries_orphan_email", func.lower(Delivery.email),
+      sqlite_where=Delivery.subscriber_id.is_(None), postgresql_where=Delivery.subscriber_id.is_(None))
 
 
 class WebhookNonce(Base):
@@ -681,7 +690,66 @@ class ImportJob(Base):
     not_resubscribed: Mapped[int] = mapped_column(Integer, default=0)
     problems: Mapped[list] = mapped_column(JSON, default=list)
     error: Mapped[str] = mapped_column(Text, default="")
+    tries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # runs started (imports.TRIES)
     created_by: Mapped[str] = mapped_column(String(320), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # progress moves it
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# --- Clicks: counts, never people (docs/clicks.md) ------------------------------------
+
+
+class ClickCount(Base):
+    """Clicks on one counted link of a send in one hour, by class (feedback/clicks.py).
+
+    Link 0 is the trap link nobody can see. No row names a person or a client address.
+    """
+
+    __tablename__ = "click_counts"
+
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
+    link: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    machine: Mapped[int] = mapped_column(Integer, default=0)
+    unsure: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ClickMessage(Base):
+    """Clicks from one message of a send, known only by the random nonce in its links:
+    how many distinct messages had a human click, without knowing whose."""
+
+    __tablename__ = "click_messages"
+
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(16), primary_key=True)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    machine: Mapped[int] = mapped_column(Integer, default=0)
+    unsure: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PageView(Base):
+    """Views of one web copy page on one day (no cookies, no addresses)."""
+
+    __tablename__ = "page_views"
+
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<issue>/" or "<issue>/<article>/"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    views: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ClickHistory(Base):
+    """One person's click, kept only for a publication with ``sending.clicks: per_person``
+    (a lawful basis of its own); erasure removes it with the person."""
+
+    __tablename__ = "click_history"
+    __table_args__ = (Index("ix_click_history_subscriber", "subscriber_id", "clicked_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), index=True)
+    link: Mapped[int] = mapped_column(Integer)
+    clicked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(10))  # human | machine | unsure

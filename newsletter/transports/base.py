@@ -44,6 +44,10 @@ class Result:
     # (``not_tried``). Such a row only waits; the throttle is told once, by
     # the answer that was the throttle.
     held_back: bool = False
+    # PERMANENT because the address can never go this way (a local part
+    # beyond ASCII and no SMTPUTF8): the row fails, but says nothing about the
+    # send's health, so it is not held against the send's error budget.
+    unsendable: bool = False
 
     def not_tried(self, envelope: Envelope) -> Result:
         """The Result for an envelope held back, untried, after this throttle."""
@@ -69,6 +73,9 @@ class Transport(ABC):
     # True when send_many may be called again, from another thread, before the
     # last call returns (the sender then hands over the next chunk early).
     concurrent_calls: bool = False
+    # True when it can carry an address whose local part is not ASCII
+    # (``jörg@example.org``: SMTPUTF8, RFC 6531), given a server that offers it.
+    utf8_local_parts: bool = False
 
     @abstractmethod
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:

@@ -52,6 +52,7 @@ SECURITY_MODES = ("starttls", "tls", "none")
 class SmtpTransport(Transport):
     name = "smtp"
     concurrent_calls = True  # send_many may be called again before the last call returns
+    utf8_local_parts = True  # with SMTPUTF8 where the server offers it; where not, such a row is unsendable
 
     def __init__(
         self,

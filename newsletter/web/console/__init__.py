@@ -182,3 +182,4 @@ blueprint.add_app_template_filter(_local, "console_local")
 blueprint.add_app_template_filter(for_people, "for_people")
 
 from newsletter.web.console import accounts, audience, issues, preview, sending, steps, subscribers  # noqa: E402,F401 - they add the routes
+from newsletter.web.console import clicks  # noqa: E402,F401 - an issue's clicks (docs/clicks.md)
