@@ -330,6 +330,7 @@ def walk_setup(settings, world) -> dict[str, str]:
     pages = {
         "issues": "/console/", "new issue": "/console/new",
         "sent issue": f"/console/issues/{sent_id}", "results": f"/console/issues/{sent_id}/results",
+        "clicks": f"/console/issues/{sent_id}/clicks",
         "approved issue": issue, "dark preview": f"{issue}?scheme=dark&images=off", "schedule": f"{issue}/schedule",
         "awaiting approval": f"/console/issues/{sent_id + 2}", "not found": "/console/issues/999",
         "subscribers": "/console/subscribers", "list of subscribers": f"{pub}/subscribers",
