@@ -32,6 +32,8 @@ Knobs, callable while the server runs:
   the connection, as real servers do.
 - ``fail_for(seconds, reply, at)``: the same for a while.
 - ``reject_recipients(*addresses)``: "550 5.1.1" at RCPT for those addresses.
+- ``stop_failing()``: forget every failure and rejection set so far (the
+  cause was fixed).
 - ``drop_after_data(count)``: take the next ``count`` messages, then drop the
   connection instead of answering (the message is recorded with
   ``answered=False``).
@@ -343,6 +345,11 @@ class SmtpTestServer:
                 self._handler.rejected[address.lower()] = (
                     reply or f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
                 )
+
+    def stop_failing(self) -> None:
+        with self._handler.lock:
+            self._handler.rules.clear()
+            self._handler.rejected.clear()
 
     def drop_after_data(self, count: int = 1) -> None:
         with self._handler.lock:

@@ -25,6 +25,7 @@ import html
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy as email_policy
 from email.header import Header, decode_header, make_header
@@ -96,6 +97,31 @@ class Envelope:
     # Set by MessageTemplate.envelope; transports that send the bytes ignore them.
     template: MessageTemplate | None = field(default=None, compare=False, repr=False)
     person: Recipient | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class MessageParts:
+    """One recipient's message as the pieces it is joined from.
+
+    ``head`` is the header fields and the blank line after them; the body is
+    ``shared[0]``, ``personal[0]``, ``shared[1]``, ... ``shared[-1]``. The
+    shared pieces are the same objects in every message of one template, the
+    personal ones are the recipient's few encoded values, and every piece is
+    empty or ends on a line break (``=\\r\\n`` at worst), so each can be
+    canonicalised on its own.
+    """
+
+    head: bytes
+    shared: tuple[bytes, ...]
+    personal: tuple[bytes, ...]
+
+    def message(self, before: bytes = b"") -> bytes:
+        """The message, with ``before`` (header fields, such as DKIM signatures) in front: one join, one copy."""
+        pieces: list[bytes] = [b""] * (2 * len(self.personal) + 3)
+        pieces[0], pieces[1] = before, self.head
+        pieces[2::2] = self.shared
+        pieces[3::2] = self.personal
+        return b"".join(pieces)
 
 
 def make_message_id(domain: str, send_id: int, delivery_id: int, install: str = "") -> str:
@@ -184,10 +210,15 @@ class MessageTemplate:
 
     def build(self, recipient: Recipient) -> bytes:
         """The recipient's complete message: CRLF line endings, ready for SMTP."""
+        return self.parts(recipient).message()
+
+    def parts(self, recipient: Recipient) -> MessageParts:
+        """The recipient's message as the pieces it is joined from: what a DKIM
+        signer takes, to canonicalise the pieces every message shares only once."""
         name, address = _check_recipient(recipient)
         values = _placeholder_values(recipient, name)
         e = self._encoded
-        return b"".join((
+        head = b"".join((
             e.from_line,
             recipient_header(name, address),
             e.reply_to_and_subject,
@@ -196,20 +227,19 @@ class MessageTemplate:
             b"MIME-Version: 1.0\r\n",
             b"List-Unsubscribe: ", self.list_unsubscribe(recipient.unsubscribe_url).encode("ascii"), CRLF,
             e.tail_headers,
-            b"--", e.boundary, CRLF, _TEXT_PART_HEADERS,
-            e.text.fill(values, escape_html=False),
-            CRLF, b"--", e.boundary, CRLF, _HTML_PART_HEADERS,
-            e.html.fill(values, escape_html=True),
-            CRLF, b"--", e.boundary, b"--", CRLF,
         ))
+        return MessageParts(head, e.shared, e.personal(values))
 
-    def envelope(self, delivery_id: int, recipient: Recipient) -> Envelope:
-        """What a transport takes for this recipient."""
+    def envelope(self, delivery_id: int, recipient: Recipient,
+                 sign: Callable[[MessageParts], bytes] | None = None) -> Envelope:
+        """What a transport takes for this recipient; ``sign`` (a DKIM signer's
+        ``sign_parts``) makes the signed message from its parts."""
+        parts = self.parts(recipient)
         return Envelope(
             delivery_id=delivery_id,
             sender=self.return_path,
             recipient=wire_address(recipient.email),
-            message=self.build(recipient),
+            message=sign(parts) if sign is not None else parts.message(),
             message_id=recipient.message_id,
             template=self,
             person=recipient,
@@ -262,23 +292,44 @@ class _EncodedTemplate:
     from_line: bytes
     reply_to_and_subject: bytes
     tail_headers: bytes  # List-Unsubscribe-Post ... Content-Type and the blank line
-    boundary: bytes
-    text: _EncodedPart
-    html: _EncodedPart
+    # The body: shared[0], a value, shared[1], ...; slots says which value
+    # goes between (escaped for HTML or not, the placeholder's name).
+    shared: tuple[bytes, ...]
+    slots: tuple[tuple[bool, str], ...]
 
     @classmethod
     def of(cls, t: MessageTemplate) -> _EncodedTemplate:
         # "=_" never occurs in quoted-printable, so one boundary serves every message.
         boundary = b"=_nl_" + secrets.token_hex(12).encode()
         reply_to = _header_line("Reply-To", t.reply_to) if t.reply_to else b""
+        text = _EncodedPart.compile(_canonical_body(t.text), "text")
+        html = _EncodedPart.compile(_canonical_body(t.html), "html")
+        shared, slots = [b"--" + boundary + CRLF + _TEXT_PART_HEADERS + text.statics[0]], []
+        for escape_html, part, after in (
+            (False, text, CRLF + b"--" + boundary + CRLF + _HTML_PART_HEADERS),
+            (True, html, CRLF + b"--" + boundary + b"--" + CRLF),
+        ):
+            for name, static in zip(part.names, part.statics[1:]):
+                slots.append((escape_html, name))
+                shared.append(static)
+            shared[-1] += after
+            if part is text:
+                shared[-1] += html.statics[0]
         return cls(
             from_line=_header_line("From", str(Address(t.from_name, addr_spec=t.from_email))),
             reply_to_and_subject=reply_to + _header_line("Subject", t.full_subject),
             tail_headers=_static_tail(t, boundary),
-            boundary=boundary,
-            text=_EncodedPart.compile(_canonical_body(t.text), "text"),
-            html=_EncodedPart.compile(_canonical_body(t.html), "html"),
+            shared=tuple(shared),
+            slots=tuple(slots),
         )
+
+    def personal(self, values: dict[str, str]) -> tuple[bytes, ...]:
+        """The recipient's encoded values, one per slot."""
+        encoded: dict[tuple[bool, str], bytes] = {}
+        for slot in self.slots:
+            if slot not in encoded:
+                encoded[slot] = _qp_value(values[slot[1]], slot[0])
+        return tuple(encoded[slot] for slot in self.slots)
 
 
 # --- bodies ---------------------------------------------------------------
@@ -296,7 +347,8 @@ class _EncodedPart:
     """A body as quoted-printable pieces: statics[0], names[0], statics[1], ...
 
     Every piece ends on a line break, so the pieces and the recipient's
-    encoded values join into valid quoted-printable with lines under 77 octets.
+    encoded values join into valid quoted-printable with lines under 77 octets
+    (and each can be DKIM-canonicalised on its own).
     """
 
     statics: tuple[bytes, ...]
@@ -314,16 +366,6 @@ class _EncodedPart:
                 "use only " + ", ".join(f"%%{n}%%" for n in placeholders.NAMES),
             ))
         return cls(tuple(_qp_piece(p) for p in pieces[0::2]), names)
-
-    def fill(self, values: dict[str, str], *, escape_html: bool) -> bytes:
-        if not self.names:
-            return self.statics[0]
-        encoded = {name: _qp_value(values[name], escape_html) for name in set(self.names)}
-        out = [self.statics[0]]
-        for name, static in zip(self.names, self.statics[1:]):
-            out.append(encoded[name])
-            out.append(static)
-        return b"".join(out)
 
 
 def _canonical_body(body: str) -> str:

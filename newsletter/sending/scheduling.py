@@ -22,6 +22,7 @@ from newsletter.store.models import (
     Delivery,
     IssueRow,
     MailingList,
+    POLICY_REFUSAL,
     PublicationRow,
     Segment,
     Send,
@@ -258,9 +259,18 @@ def resume(session: Session, send_id: int) -> Send:
     """Carry on with a paused send (by an operator or by its error budget).
 
     Its unfinished batches are marked for the next beat tick to hand out, so
-    workers pick the send up again within a beat interval.
+    workers pick the send up again within a beat interval. Rows a server
+    refused by policy (5.7.x: the sender or the content, not the address) are
+    tried again: the pause was the time to fix the cause.
     """
     send = _transition(session, send_id, ("paused",), "sending", "resumed", "")
+    now = utcnow()
+    session.execute(
+        update(Delivery)
+        .where(Delivery.send_id == send_id, Delivery.state == "failed", Delivery.last_error.startswith(POLICY_REFUSAL),
+               ~suppressed_in_sql(Delivery.email))
+        .values(state="retry", next_attempt_at=now, claimed_by="", updated_at=now)
+    )
     session.execute(update(Batch).where(Batch.send_id == send_id, Batch.state != "done").values(state="waiting"))
     return send
 
@@ -283,6 +293,7 @@ def _transition(session, send_id, from_states, to_state, kind, reason) -> Send:
     elif to_state == "sending":
         values["paused_reason"] = ""
         values["last_progress_at"] = utcnow()  # a resumed send is not "stalled"
+        values["budget_attempts"] = values["budget_failures"] = 0  # its error budget starts afresh
     if to_state == "cancelled":
         values["finished_at"] = utcnow()
     result = session.execute(update(Send).where(Send.id == send_id, Send.state.in_(from_states)).values(**values))
@@ -320,6 +331,7 @@ def retry_failed(session: Session, send_id: int, *, now: datetime | None = None)
         )
         .values(state="retry", next_attempt_at=now, claimed_by="", updated_at=now)
     ).rowcount
+    session.execute(update(Send).where(Send.id == send_id).values(budget_attempts=0, budget_failures=0))
     if retried and send.state == "finished":
         session.execute(
             update(Send).where(Send.id == send_id, Send.state == "finished")

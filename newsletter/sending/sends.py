@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, insert, literal, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from newsletter.config import Settings
 from newsletter.sending.leases import unheld
@@ -28,6 +28,7 @@ from newsletter.sending.scheduling import record_send_event, get_send, list_ids_
 from newsletter.audience.segments import audience_filter
 from newsletter.store.models import (
     Batch,
+    ClaimLease,
     Delivery,
     Membership,
     Send,
@@ -161,7 +162,11 @@ def batches_to_requeue(session: Session, settings: Settings, now: datetime | Non
     - rows held by a run whose lease has lapsed (its worker died, or lost the
       database for longer than a lease), once per lease;
     - a sending send that made no progress for ``claim_timeout_seconds`` while
-      some of its batches still have unfinished rows (the broker lost the tasks).
+      some of its batches still have unfinished rows (the broker lost the tasks);
+    - one ``held`` batch of a send that has no batch out (queued or paced):
+      its rate-limited run gave the worker to other work (see
+      ``others_need_the_worker``). It goes out ``paced``, one at a time per
+      send, so a send waiting for its account's limit never fills the queue.
     """
     now = now or utcnow()
     stall = timedelta(seconds=settings.claim_timeout_seconds)
@@ -190,13 +195,49 @@ def batches_to_requeue(session: Session, settings: Settings, now: datetime | Non
         .order_by(Batch.id)
     )
     ids = session.scalars(query).all()
-    if ids:
-        session.execute(
-            update(Batch)
-            .where(Batch.id.in_(ids))
-            .values(state="queued", enqueued_at=now, times_enqueued=Batch.times_enqueued + 1)
-        )
-    return ids
+    out = aliased(Batch)
+    paced = session.scalars(
+        select(func.min(Batch.id))
+        .join(Send, Send.id == Batch.send_id)
+        .where(Send.state == "sending", Batch.state == "held",
+               ~exists().where(out.send_id == Batch.send_id, out.state.in_(("queued", "paced"))))
+        .group_by(Batch.send_id)
+    ).all()
+    paced = [i for i in paced if i not in ids]
+    for batch_ids, state in ((ids, "queued"), (paced, "paced")):
+        if batch_ids:
+            session.execute(
+                update(Batch)
+                .where(Batch.id.in_(batch_ids))
+                .values(state=state, enqueued_at=now, times_enqueued=Batch.times_enqueued + 1)
+            )
+    return sorted([*ids, *paced])
+
+
+def others_need_the_worker(session: Session, send_id: int, batch_id: int, now: datetime) -> bool:
+    """Whether a run of ``batch_id`` should give its worker up rather than wait
+    for its account's rate limit.
+
+    Yes when another run of the same send is under way on an earlier batch
+    (one run a send is enough to wait for one limit), or when another sending
+    send has a batch handed out that no worker has started yet (queued, and
+    no live lease on it): that send may be able to go now. Batches handed out
+    again after a hold (``paced``) do not count: they too would only wait for
+    a limit, and two sends of one account would take turns for nothing.
+    """
+    live = select(ClaimLease.batch_id).where(ClaimLease.expires_at >= now)
+    same_send_earlier = (
+        select(Batch.id)
+        .where(Batch.send_id == send_id, Batch.id < batch_id, Batch.id.in_(live))
+        .exists()
+    )
+    waiting = (
+        select(Batch.id)
+        .join(Send, Send.id == Batch.send_id)
+        .where(Batch.state == "queued", Batch.send_id != send_id, Send.state == "sending", Batch.id.not_in(live))
+        .exists()
+    )
+    return bool(session.scalar(select(or_(same_send_earlier, waiting))))
 
 
 def finish_sends(session: Session, now: datetime | None = None) -> list[int]:

@@ -245,6 +245,10 @@ class Send(Base):
     segment_condition: Mapped[str] = mapped_column(Text, default="", server_default="")
     # The operator let this send go out with links that are not https and public.
     allow_private_links: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The error budget's current window (newsletter/sending/delivery.py): the
+    # results of this send counted as each chunk is recorded, by every worker.
+    budget_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    budget_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -267,13 +271,16 @@ class Batch(Base):
 
     A batch task carries only the batch id. ``state``: queued | done |
     waiting (to be enqueued at the next beat tick: its send was resumed, or a
-    run gave its rows back). ``enqueued_at`` lets the beat tick re-enqueue a
+    run gave its rows back) | held (a run gave its rows back rather than wait
+    for its account's rate limit while other work needed the worker) | paced
+    (a held batch handed out again, one at a time per send; see
+    sending.sends.batches_to_requeue). ``enqueued_at`` lets the beat tick re-enqueue a
     batch whose task was lost (a broker restart), whose rows wait for a retry,
     or whose holder's lease lapsed.
     """
 
     __tablename__ = "batches"
-    __table_args__ = (UniqueConstraint("send_id", "first_delivery_id"),)
+    __table_args__ = (UniqueConstraint("send_id", "first_delivery_id"), Index("ix_batches_state_send_id", "state", "send_id"))
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     send_id: Mapped[int] = mapped_column(ForeignKey("sends.id"), index=True)
@@ -287,6 +294,10 @@ class Batch(Base):
 
 DELIVERY_STATES = ("pending", "claimed", "sending", "retry", "sent", "failed", "skipped", "cancelled")
 FINAL_DELIVERY_STATES = ("sent", "failed", "skipped", "cancelled")
+# How ``last_error`` of a row failed by a policy refusal (5.7.x) begins: the
+# sender or the content was refused, not the address. Such a row is sent again
+# when its send is resumed (sending.scheduling.resume).
+POLICY_REFUSAL = "refused by the server's policy, not for the address"
 
 
 class Delivery(Base):

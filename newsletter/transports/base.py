@@ -56,6 +56,12 @@ class Result:
                       throttled=True, retry_after=self.retry_after, held_back=True)
 
     @property
+    def policy_refusal(self) -> bool:
+        """A permanent failure that refuses the sender or the content (5.7.x: authentication,
+        reputation, spam), not the address: the recipient is not at fault."""
+        return self.status == PERMANENT and self.enhanced_code.startswith("5.7.")
+
+    @property
     def hard_bounce(self) -> bool:
         """A permanent failure that says the address does not exist (5.1.x)."""
         return self.status == PERMANENT and self.enhanced_code.startswith("5.1.")
