@@ -214,8 +214,11 @@ def sample_issue(folder: Path, key_files: list[Path]) -> Path:
     shutil.copytree(SAMPLE.parent.parent, publication, dirs_exist_ok=True)
     keys = "".join(f"    - {{selector: bench{n}, domain: example.org, key_file: {path}}}\n"
                    for n, path in enumerate(key_files, start=1))
-    with (publication / "publication.yaml").open("a", encoding="utf-8") as yaml:
-        yaml.write(f"sending:\n  dkim:\n{keys}")
+    yaml = publication / "publication.yaml"
+    text = yaml.read_text(encoding="utf-8")
+    # Into the sample's own sending block (its other settings, such as clicks, stay), or a new one.
+    text, found = re.subn(r"(?m)^sending:\n", lambda m: f"sending:\n  dkim:\n{keys}", text, count=1)
+    yaml.write_text(text if found else text + f"sending:\n  dkim:\n{keys}", encoding="utf-8")
     return publication / SAMPLE.relative_to(SAMPLE.parent.parent)
 
 

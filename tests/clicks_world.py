@@ -24,8 +24,9 @@ SCANNER = "Mozilla/5.0 (compatible; Proofpoint URL Defense)"
 LINK = re.compile(r'href="(https?://[^"]+/c/[^"]+)"')
 
 
-def send_through_console(settings, world, app, slug: str = "2021-09"):
-    """Upload, approve, schedule now and deliver the sample issue; (draft id, memory transport)."""
+def send_through_console(settings, world, app, slug: str = "2021-09", clicks: str = ""):
+    """Upload, approve, schedule now and deliver the sample issue; (draft id, memory transport).
+    ``clicks`` sets the publication's ``sending.clicks`` (as a publication.yaml would) before it goes."""
     from newsletter.sending.delivery import Deliverer
     from newsletter.sending.sends import claim_due_sends, finish_sends
     from newsletter.store.models import Draft
@@ -42,6 +43,12 @@ def send_through_console(settings, world, app, slug: str = "2021-09"):
     post(approver, f"{page}/approve", page=page)
     post(editor, f"{page}/schedule", {"lists": "everyone", "when": "now"}, page=page)
     mail = MemoryTransport()
+    if clicks:
+        from newsletter.store.models import PublicationRow
+
+        with session_scope(settings) as session:
+            session.execute(update(PublicationRow).where(PublicationRow.id == world.publication_id)
+                            .values(sending={"clicks": clicks}))
     with session_scope(settings) as session:
         batches = claim_due_sends(session, settings)
     with session_scope(settings) as session:

@@ -199,6 +199,12 @@ class MessageTemplate:
         object.__setattr__(self, "_encoded", _EncodedTemplate.of(self))
 
     @property
+    def size_hint(self) -> int:
+        """About how many bytes each message is: all but the recipient's header values and placeholders."""
+        e = self._encoded
+        return len(e.from_line) + len(e.reply_to_and_subject) + len(e.tail_headers) + sum(map(len, e.shared))
+
+    @property
     def full_subject(self) -> str:
         return self.subject_prefix + self.subject
 

@@ -86,3 +86,25 @@ def _figures(session: Session, issue: IssueRow, current: bool) -> IssueFigures:
         left = sum(unsubscribed_after(session, send) for send in sends)
     return IssueFigures(issue.slug, issue.title, delivered, human / delivered if delivered else 0.0,
                         1000 * left / delivered if delivered else 0.0, current)
+
+
+def click_moments(session: Session, publication_id: int, subscriber_id: int) -> list[tuple]:
+    """(when, what, detail) of each click this person made, newest first: only a publication
+    with ``sending.clicks: per_person`` keeps them (``click_history``); erasure removes them."""
+    from newsletter.sending.clicks import issue_links
+    from newsletter.store.models import ClickHistory
+
+    rows = session.execute(
+        select(ClickHistory, IssueRow).join(Send, Send.id == ClickHistory.send_id)
+        .join(IssueRow, IssueRow.id == Send.issue_id)
+        .where(ClickHistory.subscriber_id == subscriber_id, IssueRow.publication_id == publication_id)
+        .order_by(ClickHistory.clicked_at.desc()).limit(200)
+    ).all()
+    links: dict[int, dict[int, str]] = {}
+    out = []
+    for click, issue in rows:
+        if issue.id not in links:
+            links[issue.id] = {link.number: link.url for link in issue_links(issue.html, issue.text)}
+        url = links[issue.id].get(click.link, "the hidden link" if click.link == 0 else f"link {click.link}")
+        out.append((click.clicked_at, f"Clicked a link in “{issue.title}”", f"{url} ({click.kind})"))
+    return out

@@ -207,9 +207,18 @@ class Deliverer:
     # SMTP, 25 a connection: each chunk costs two commits and a ledger update;
     # at 10 a worker sent ~12% fewer. Under a rate limit, no more at once than
     # the limit lets through at once, so that it holds where it counts: at the server.
+    # Over SMTP no more than CHUNK_BYTES of messages either: two chunks are out at
+    # once, each message built in full and dot-stuffed, so 10 connections of 25
+    # messages of 72 KiB held some 70 MiB; 8 MiB a chunk sent as fast (bench/README.md).
+    CHUNK_BYTES = 8 * 1024 * 1024
+
     @staticmethod
-    def chunk_size(lane: Lane) -> int:
-        size = lane.transport.preferred_chunk or max(10, lane.settings.smtp_connections * 25)
+    def chunk_size(lane: Lane, message_bytes: int = 0) -> int:
+        size = lane.transport.preferred_chunk  # a provider's batch call: its own size
+        if not size:
+            size = max(10, lane.settings.smtp_connections * 25)
+            if message_bytes:
+                size = max(10, min(size, Deliverer.CHUNK_BYTES // message_bytes))
         burst = getattr(lane.limiter, "burst", 0)
         return min(size, burst) if burst else size
 
@@ -268,7 +277,7 @@ class Deliverer:
         claimed = self._skip_unwanted(session, send, lease.holder, claimed, report)
         session.commit()
         out = _HandOver(self, session, send, lease, report, template.lane.transport)
-        size = self.chunk_size(template.lane)
+        size = self.chunk_size(template.lane, template.template.size_hint)
         try:
             for start in range(0, len(claimed), size):
                 chunk = claimed[start : start + size]

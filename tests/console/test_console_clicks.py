@@ -70,3 +70,39 @@ def test_the_results_page_links_to_the_clicks_and_the_csv_has_every_link(clicked
     assert ["7", "https://111.nhs.uk/", "NHS 111", "2", "2", "0"] in rows
     assert len(rows) == 1 + 14 + 1  # the header, every link, the hidden one
     assert rows[-1][:3] == ["trap", "", "(the hidden link)"] and rows[-1][4] == "2"
+
+
+def test_with_per_person_a_subscribers_page_shows_their_own_clicks(settings):
+    import time
+
+    from sqlalchemy import select
+
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import Subscriber
+
+    world = make_world(settings, subscribers=2)
+    app = create_app(settings)
+    _draft_id, mail = send_through_console(settings, world, app, clicks="per_person")
+    app.extensions["newsletter.clicks"].clock = lambda: time.time() + 600
+    [ann] = [e for e in mail.accepted if e.recipient == "reader000@example.com"]
+    app.test_client().get("/" + links_of(ann)[6].split("://", 1)[1].split("/", 1)[1], headers={"User-Agent": BROWSER})
+    app.extensions["newsletter.clicks"].flush()
+    with session_scope(settings) as session:
+        ids = dict(session.execute(select(Subscriber.email, Subscriber.id)).all())
+    editor = app.test_client()
+    log_in(editor, EDITOR)
+    reader = text(editor.get(f"/console/publications/{world.slug}/subscribers/{ids['reader000@example.com']}"))
+    other = text(editor.get(f"/console/publications/{world.slug}/subscribers/{ids['reader001@example.com']}"))
+    assert "Clicked a link in" in reader and "https://111.nhs.uk/ (human)" in reader
+    assert "Clicked a link in" not in other
+
+
+def test_the_click_map_shows_each_links_human_clicks_on_the_email(clicked):
+    editor, draft_id = clicked
+    assert f"/console/issues/{draft_id}/clicks/map" in editor.get(f"/console/issues/{draft_id}/clicks").get_data(as_text=True)
+    response = editor.get(f"/console/issues/{draft_id}/clicks/map")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and "script-src" not in response.headers["Content-Security-Policy"]
+    nhs = re.search(r'href="https://111\.nhs\.uk/"[^>]*>.*?</a><span title="([^"]+)"[^>]*>(\d+)</span>', page, re.DOTALL)
+    assert nhs.groups() == ("2 human, 0 unsure, 2 machine", "2")
+    assert page.count('<span title="') == 14  # every counted link, none of the others
