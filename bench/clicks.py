@@ -4,11 +4,13 @@
 
 Sets up a fresh PostgreSQL schema with the sample issue (its publication counts
 clicks: ``sending.clicks: aggregate``) and a send of it, and makes the send's
-counted links exactly as a worker does (``sending/clicks.rewrite``), each with
+counted links exactly as a worker does (``authoring/counted_links.rewrite``), each with
 the ``m=`` of one of 5,000 made-up messages. Then the web app runs under
 gunicorn as the Procfile starts it (one worker process, gthread), pinned to one
 core, and client processes pinned to the other core follow links over
-keep-alive connections, with a browser's user agent, for ``--seconds``.
+keep-alive connections, with a browser's user agent, for ``--seconds``. A
+redis-server of its own holds the burst rule's short-lived keys, shared as in
+a deployment with ``REDIS_URL``.
 
 Prints requests a second, the worker's CPU time per request (the figure that
 does not depend on what else the machine is doing), and checks that every
@@ -68,7 +70,7 @@ def prepare(database_url: str, base_url: str) -> list[str]:
     from newsletter.authoring.content import load_issue
     from newsletter.authoring.render import render_issue
     from newsletter.config import settings_from
-    from newsletter.sending.clicks import ClickRefs, rewrite
+    from newsletter.authoring.counted_links import ClickRefs, rewrite
     from newsletter.sending.scheduling import schedule_send
     from newsletter.store.issues import store_issue
     from newsletter.store.migrate import upgrade
@@ -160,8 +162,29 @@ def client(port: int, paths: list[str], seconds: float, core: int, results) -> N
     results.put((done, redirected))
 
 
-def start_web(database_url: str, base_url: str, port: int, core: int, threads: int) -> subprocess.Popen:
-    env = dict(os.environ, DATABASE_URL=database_url, SECRET_KEYS=KEYS[0], BASE_URL=base_url, LOG_LEVEL="WARNING")
+def start_redis(core: int) -> tuple[subprocess.Popen | None, str]:
+    """A redis-server of our own (the burst memory's short-lived keys), or none if not installed."""
+    import shutil
+
+    if not shutil.which("redis-server"):
+        return None, ""
+    port = free_port()
+    process = subprocess.Popen(["taskset", "-c", str(core), "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, start_new_session=True)
+    import redis
+
+    for _ in range(100):
+        try:
+            redis.Redis(port=port).ping()
+            return process, f"redis://127.0.0.1:{port}/0"
+        except redis.RedisError:
+            time.sleep(0.05)
+    raise SystemExit("redis-server did not start")
+
+
+def start_web(database_url: str, base_url: str, port: int, core: int, threads: int, redis_url: str) -> subprocess.Popen:
+    env = dict(os.environ, DATABASE_URL=database_url, SECRET_KEYS=KEYS[0], BASE_URL=base_url, LOG_LEVEL="WARNING",
+               REDIS_URL=redis_url)
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     process = subprocess.Popen(
         ["taskset", "-c", str(core), gunicorn, "--workers", "1", "--worker-class", "gthread", "--threads", str(threads),
@@ -234,7 +257,9 @@ def main() -> None:
         print(f"{len(paths)} click paths over 5,000 messages; web app on core {server_core}, "
               f"{args.clients} clients on core {client_core}")
         in_process(database_url, base_url, paths)
-        web = start_web(database_url, base_url, port, server_core, args.threads)
+        redis_server, redis_url = start_redis(client_core)
+        print(f"burst memory: {'shared through ' + redis_url if redis_url else 'the web process (no redis-server)'}")
+        web = start_web(database_url, base_url, port, server_core, args.threads, redis_url)
         try:
             [worker] = worker_pids(web.pid)
             load(port, paths[:2000], 2, args.clients, client_core)  # warm up
@@ -245,14 +270,14 @@ def main() -> None:
             done, redirected = load(port, paths, args.seconds, args.clients, client_core)
             elapsed = time.monotonic() - start
             cpu = cpu_seconds(worker) - cpu
-            time.sleep(2.5)  # the counter writes twice a second
+            time.sleep(2.5)  # the counter writes four times a second
             total, writes = counted(database_url)
             total -= before_total
             writes -= before_writes
             print(f"redirects        {done / elapsed:8,.0f} requests/s   ({done:,} in {elapsed:.1f} s, {redirected:,} answered 302)")
             print(f"web worker CPU   {1e6 * cpu / done:8,.0f} µs/request  ({done / cpu:,.0f} requests per CPU second)")
             print(f"counted          {total:8,} clicks in the database ({'all' if total == done else 'NOT all'} of them), "
-                  f"{writes:,} rows added or updated (counts per link and hour, and per message), twice a second")
+                  f"{writes:,} rows added or updated (counts per link and hour, and per message), four times a second")
             if total != done:
                 raise SystemExit("clicks answered were not all counted")
 
@@ -277,6 +302,9 @@ def main() -> None:
             if web.poll() is None:
                 os.killpg(web.pid, signal.SIGKILL)
             web.wait()
+            if redis_server is not None:
+                redis_server.terminate()
+                redis_server.wait()
     finally:
         drop()
 

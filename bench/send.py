@@ -256,6 +256,7 @@ def schedule(settings, slugs: tuple[str, str], list_slug: str) -> int:
         send = scheduling.schedule_send(
             session, get_issue(session, *slugs), get_list(session, slugs[0], list_slug), None,
             batch_size=settings.batch_size, allow_private_links=True,  # the bench's web app is on loopback
+            resend=True,  # every run sends the sample issue to its list again, on purpose
         )
         return send.id
 

@@ -29,13 +29,12 @@ from newsletter.sending.leases import Lease, holder_is_gone, process_identity, u
 from newsletter.authoring.message import Recipient, UnsendableAddress, make_message_id
 from newsletter.sending.return_path import verp_address
 from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable, RateLimitYield
-from newsletter.sending.scheduling import list_ids_of, message_template, record_send_event
-from newsletter.sending import clicks
+from newsletter.sending.scheduling import header_list_of, list_ids_of, message_template, record_send_event
+from newsletter.authoring import counted_links as clicks
 from newsletter.store.publications import sending_block
 from newsletter.store.lookups import among
 from newsletter.store.models import (
     Batch,
-    MailingList,
     Delivery,
     IssueRow,
     Membership,
@@ -751,10 +750,9 @@ class SendTemplate:
              lanes: Lanes | None = None) -> "SendTemplate":
         issue = session.get(IssueRow, send.issue_id)
         publication = session.get(PublicationRow, issue.publication_id)
-        mailing_list = session.get(MailingList, send.list_id)
-        template = message_template(issue, publication, mailing_list, send.id, subject_prefix)
+        template = message_template(issue, publication, header_list_of(session, send), send.id, subject_prefix)
         lane = (lanes or Lanes(settings)).lane(publication)
-        check_links_allowed(publication, lane.settings, send)
+        check_links_allowed(publication, lane.settings, send.allow_private_links)
         lane.signer(utcnow())  # a key that cannot be used stops the send before anything is claimed
         return cls(lane, send, issue, publication, template)
 

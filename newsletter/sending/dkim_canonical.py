@@ -107,6 +107,7 @@ class CanonicalMessage:
         self.personal = personal
         self._body_hashes: dict[bool, bytes | None] = {}
         self._canonical: list[tuple[bytes, bytes]] | None = None
+        self._signed: dict[tuple[bytes, ...], bytes] = {}
 
     def body_hash(self, relaxed: bool) -> bytes | None:
         if relaxed not in self._body_hashes:
@@ -117,6 +118,8 @@ class CanonicalMessage:
         """The relaxed form of the fields ``names`` (lower case, in h= order)
         picks, each name taking the last field of that name not yet taken, as a
         verifier picks them (RFC 6376, 5.4.2); a name with none left picks nothing."""
+        if names in self._signed:  # two keys sign the same header fields
+            return self._signed[names]
         if self._canonical is None:
             self._canonical = [relaxed_field(field) for field in self.fields]
         left: dict[bytes, list[bytes]] = {}
@@ -128,7 +131,8 @@ class CanonicalMessage:
             if found:
                 out.append(found.pop())
                 out.append(CRLF)
-        return b"".join(out)
+        signed = self._signed[names] = b"".join(out)
+        return signed
 
 
 def split_message(message: bytes) -> tuple[bytes, bytes] | None:

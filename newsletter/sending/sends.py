@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, aliased
 
 from newsletter.config import Settings
 from newsletter.sending.leases import unheld
-from newsletter.sending.scheduling import record_send_event, get_send, list_ids_of, publication_of
+from newsletter.sending.scheduling import get_send, had_issue, list_ids_of, publication_of, reached_before, record_send_event
 from newsletter.audience.segments import audience_filter
 from newsletter.store.models import (
     Batch,
@@ -67,9 +67,11 @@ def claim_due_sends(session: Session, settings: Settings, now: datetime | None =
         ).rowcount
         if claimed != 1:
             continue  # another tick got it first
+        earlier = reached_before(session, get_send(session, send_id))  # asked before its own rows exist
         size = freeze_audience(session, send_id)
         batch_ids += plan_batches(session, send_id, now=now)
-        record_send_event(session, send_id, "started", f"audience frozen at {size} recipients")
+        left_out = _left_out(session, send_id) if earlier else ""
+        record_send_event(session, send_id, "started", f"audience frozen at {size} recipients{left_out}")
         session.commit()
         log.info("send started", extra={"send_id": send_id, "audience": size})
     return batch_ids
@@ -85,12 +87,22 @@ def freeze_audience(session: Session, send_id: int) -> int:
     One row per subscriber, and so one per person: a person is one subscriber
     whatever the case of their address. Later subscribers are not added;
     later unsubscribes are honoured when the row is claimed.
+
+    One copy of an issue per person, across its sends: people an earlier send
+    of the issue reached (or is reaching) are left out, unless this send is an
+    explicit resend, whose rows for them are marked ``resend``. The database
+    holds to it too (``uq_deliveries_issue_subscriber``): two sends of one issue
+    frozen at the same moment cannot both take a person; the second fails,
+    its claim is rolled back, and the next tick starts it again.
     """
     send = get_send(session, send_id)
     publication, list_ids = publication_of(session, send), list_ids_of(session, send)
+    earlier = reached_before(session, send)
     # INSERT .. SELECT skips Python-side defaults, so every column is given.
     columns = {
         "send_id": literal(send_id),
+        "issue_id": literal(send.issue_id),
+        "resend": had_issue(send.issue_id, send_id) if send.resend and earlier else literal(False),
         "subscriber_id": Subscriber.id,
         "email": Subscriber.email,
         "state": literal("pending"),
@@ -109,6 +121,8 @@ def freeze_audience(session: Session, send_id: int) -> int:
         )
         where = audience_filter(session, publication, list_ids, send.segment_condition, strict=False,
                                 first_id=first, last_id=last)
+        if earlier and not send.resend:
+            where = and_(where, ~had_issue(send.issue_id, send_id))
         audience = select(*(value.label(name) for name, value in columns.items())).where(where).order_by(Subscriber.id)
         session.execute(insert(Delivery).from_select(list(columns), audience))
         first = None if last is None else session.scalar(select(func.min(Subscriber.id)).where(Subscriber.id > last))
@@ -116,6 +130,18 @@ def freeze_audience(session: Session, send_id: int) -> int:
     session.execute(update(Send).where(Send.id == send_id).values(audience_size=size))
     refresh_planner_statistics(session)
     return size
+
+
+def _left_out(session: Session, send_id: int) -> str:
+    """What the "started" line says of people an earlier send of the issue reached."""
+    send = get_send(session, send_id)
+    if send.resend:
+        again = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send_id, Delivery.resend))
+        return f"; {again} of them already had this issue and get it again (a resend)" if again else ""
+    where = audience_filter(session, publication_of(session, send), list_ids_of(session, send), send.segment_condition,
+                            strict=False)
+    had = session.scalar(select(func.count()).select_from(Subscriber).where(where, had_issue(send.issue_id, send_id))) or 0
+    return f"; {had} who already had this issue from an earlier send are left out" if had else ""
 
 
 def refresh_planner_statistics(session: Session) -> None:

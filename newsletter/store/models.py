@@ -22,6 +22,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -245,6 +247,9 @@ class Send(Base):
     segment_condition: Mapped[str] = mapped_column(Text, default="", server_default="")
     # The operator let this send go out with links that are not https and public.
     allow_private_links: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The operator asked for the issue to go again to people who already had it
+    # from an earlier send (see ``Delivery.resend``).
+    resend: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The error budget's current window (newsletter/sending/delivery.py): the
     # results of this send counted as each chunk is recorded, by every worker.
     budget_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -294,6 +299,12 @@ class Batch(Base):
 
 DELIVERY_STATES = ("pending", "claimed", "sending", "retry", "sent", "failed", "skipped", "cancelled")
 FINAL_DELIVERY_STATES = ("sent", "failed", "skipped", "cancelled")
+# A ledger row that gives its person the issue, or may still: every row but an
+# explicit resend and those that ended without a copy (skipped, cancelled). The
+# database keeps one such row per issue and person (uq_deliveries_issue_subscriber),
+# whatever sends and lists the issue went to. A row never comes back from
+# skipped or cancelled, so only an INSERT (a freeze) can meet the rule.
+HOLDS_ISSUE = "NOT resend AND state NOT IN ('cancelled', 'skipped')"
 # How ``last_error`` of a row failed by a policy refusal (5.7.x) begins: the
 # sender or the content was refused, not the address. Such a row is sent again
 # when its send is resumed (sending.scheduling.resume).
@@ -314,12 +325,19 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("send_id", "subscriber_id"),
         Index("ix_deliveries_send_state", "send_id", "state"),
+        # One copy of an issue per person, across all its sends: see HOLDS_ISSUE.
+        Index("uq_deliveries_issue_subscriber", "issue_id", "subscriber_id", unique=True,
+              postgresql_where=text(HOLDS_ISSUE), sqlite_where=text(HOLDS_ISSUE)),
         # A person's rows (erasure; deleting a subscriber sets them to NULL, found by it).
         Index("ix_deliveries_subscriber_id", "subscriber_id"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     send_id: Mapped[int] = mapped_column(ForeignKey("sends.id"))
+    # The send's issue, copied here so that the database itself keeps one copy of
+    # an issue per person (no foreign key: the send's already is, and a freeze
+    # of a million rows would check it a million times).
+    issue_id: Mapped[int] = mapped_column(Id)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True)
     email: Mapped[str] = mapped_column(String(320))  # frozen with the audience
     state: Mapped[str] = mapped_column(String(20), default="pending")
@@ -332,6 +350,9 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # An extra copy the operator asked for (a send scheduled with --resend) to a
+    # person who already had the issue; such rows stand outside the one-copy rule.
+    resend: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Which transport and account the row was last handed to ("" before it was).
     transport: Mapped[str] = mapped_column(String(20), default="", server_default="")
     account: Mapped[str] = mapped_column(String(200), default="", server_default="")
@@ -646,6 +667,25 @@ class PublicationFile(Base):
     name: Mapped[str] = mapped_column(String(255))
     data: Mapped[bytes] = mapped_column(LargeBinary)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Picture(Base):
+    """A picture in a publication's library (``console/pictures.py``): uploaded once, with
+    its description (alt text), and copied into an issue's folder when a section picks it."""
+
+    __tablename__ = "pictures"
+    __table_args__ = (UniqueConstraint("publication_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))  # the file name a section's src gives
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    thumbnail: Mapped[bytes] = mapped_column(LargeBinary)  # a PNG at most THUMBNAIL pixels a side
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    alt: Mapped[str] = mapped_column(Text, default="")  # "" for a picture that is only decoration
+    uploaded_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # --- Ops: queue depth over time ----------------------------------------------------
