@@ -342,6 +342,10 @@ def walk_setup(settings, world) -> dict[str, str]:
         "account": "/console/account", "accounts": "/console/accounts",
         "ops dashboard": "/ops/", "ops publications": "/ops/publications",
         "ops retry": f"/ops/sends/{send_id}/retry-failed", "welcome": welcome,
+        "click map": f"/console/issues/{sent_id}/clicks/map", "publications": "/console/publications",
+        "new publication": "/console/publications/new", "publication": f"{pub}/edit",
+        "new list": "/console/lists/new", "list": f"/console/lists/{world.slug}/everyone",
+        "pictures": f"/console/pictures?publication={world.slug}",
     }
     sections = ("01-chair.md", "02-priorities.md", "04-programmes.md", "05-vaccination-chart.md", "06-nhs-111.md",
                 "07-news.md")
