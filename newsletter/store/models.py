@@ -281,6 +281,9 @@ class Batch(Base):
     state: Mapped[str] = mapped_column(String(20), default="queued")
     enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     times_enqueued: Mapped[int] = mapped_column(Integer, default=1)
+    # When a run last began on it (the database's clock): a batch enqueued since
+    # and never begun, while the queue is empty, was lost by the broker.
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 DELIVERY_STATES = ("pending", "claimed", "sending", "retry", "sent", "failed", "skipped", "cancelled")
@@ -317,6 +320,11 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Copies beyond the first that may have reached the person: one for each
+    # time the row was taken over, or given back, while it was at the transport
+    # (less those the run that had it knows went nowhere), or that broke off
+    # after the message went out. ``possible_duplicate`` is this being above 0.
+    extra_copies: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Which transport and account the row was last handed to ("" before it was).
     transport: Mapped[str] = mapped_column(String(20), default="", server_default="")
     account: Mapped[str] = mapped_column(String(200), default="", server_default="")
