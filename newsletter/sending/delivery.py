@@ -72,6 +72,7 @@ class BatchReport:
     released: int = 0
     taken_over: int = 0  # rows another worker took over while this run held them
     withdrawn: int = 0  # rows the transport did not hand over once the run had lost its lease
+    expired: int = 0  # rows throttled until their retry window ran out: failed, not the recipients' fault
     stopped: str = ""  # why the batch stopped early: paused, cancelled, claim lapsed
     errors: list[str] = field(default_factory=list)
 
@@ -93,6 +94,7 @@ class Claimed:
 DATABASE_AWAY = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 TRANSIENT_FAILURES = (*DATABASE_AWAY, RateLimiterUnavailable)
 SEND_TIME_FAILURE = "stopped at send time"
+THROTTLED_TOO_LONG = "gave up: the server kept asking to slow down until the retry window (RETRY_WINDOW_SECONDS) ran out"
 
 
 class _HandOver:
@@ -503,6 +505,11 @@ class Deliverer:
             if result.status == SENT:
                 values.update(state="sent", sent_at=now)
                 report.sent += 1
+            elif result.throttled and now >= window_end:
+                # Slowed down for the whole retry window: the row ends, with the reason.
+                values.update(state="failed", attempts=row.attempts,
+                              last_error=f"{THROTTLED_TOO_LONG}: {result.error}"[:2000])
+                report.expired += 1
             elif result.throttled:  # slowed down, not failed: no attempt used, no error budget
                 pause = self.settings.rate_limit_throttle_seconds if result.retry_after is None else result.retry_after
                 values.update(state="retry", attempts=row.attempts, next_attempt_at=now + timedelta(seconds=pause),
