@@ -302,8 +302,9 @@ class Deliverer:
             if report.withdrawn and not report.stopped:
                 # The run lost its lease with messages not yet handed over: they
                 # went back to pending, and the beat hands the batch out again.
-                report.stopped = "claim lapsed"
                 self._hand_out_again(session, batch.id)
+            if (report.withdrawn or report.taken_over) and not report.stopped:
+                report.stopped = "claim lapsed"
             session.commit()
         finally:
             out.wait()  # nothing is left at the transport when this returns, or raises
@@ -573,6 +574,8 @@ class Deliverer:
                 update(Delivery).where(Delivery.id.in_(locked))
                 .values(extra_copies=Delivery.extra_copies - 1, possible_duplicate=Delivery.extra_copies > 1)
             )
+            log.info("%s row(s) taken over from this run never went out: each counts one copy less",
+                     len(locked))
 
     def _slow_down(self, session: Session, lane: Lane, throttles: list[Result], now: datetime) -> None:
         """Tell the account's limiter (every worker slows down) and count the event for /metrics."""

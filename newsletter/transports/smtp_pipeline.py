@@ -470,6 +470,11 @@ class Lane:
                 return
         if current is None:
             return
+        if waiting is not None and not chunk.may_hand_over(current.index):
+            # Taken before the last answer came; its caller no longer lets it go out.
+            self._used -= 1
+            self._needs_reset = self._needs_reset or current.kinds[0] == "RSET"
+            return
         replies = []
         for kind, command in zip(current.kinds, current.commands):
             _write(smtp, command)
