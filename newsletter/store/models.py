@@ -323,7 +323,7 @@ class Delivery(Base):
     # Copies beyond the first that may have reached the person: one for each
     # time the row was taken over, or given back, while it was at the transport
     # (less those the run that had it knows went nowhere), or that broke off
-    # after the message went out. ``possible_duplicate`` is this being above 0.
+    # after the message went out. ``possible_duplicate`` is set whenever this is above 0.
     extra_copies: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Which transport and account the row was last handed to ("" before it was).
     transport: Mapped[str] = mapped_column(String(20), default="", server_default="")
