@@ -20,7 +20,7 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.addresses import address_key
-from newsletter.store.models import AuditEntry, Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow
+from newsletter.store.models import AuditEntry, ClickHistory, Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow
 from newsletter.audience.suppressions import add_suppression, erased_keys, find_suppression, hashed_address
 
 # What an erased recipient's ledger rows say instead of the address.
@@ -57,6 +57,7 @@ def erase_subscriber(session: Session, email: str) -> ErasureReport:
     if subscriber is not None:
         memberships = session.execute(delete(Membership).where(Membership.subscriber_id == subscriber.id)).rowcount
         # Ledger rows keep their place (SET NULL); other rows keyed on the person go with them.
+        session.execute(delete(ClickHistory).where(ClickHistory.subscriber_id == subscriber.id))  # per_person clicks
         session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
     now = utcnow()
     ledger = session.execute(

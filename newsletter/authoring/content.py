@@ -36,7 +36,7 @@ MANIFEST_FILE = "issue.yaml"
 # The web app's own top-level paths: a publication's pages are served at
 # /<publication slug>/, so no publication may take one of these names.
 RESERVED_PUBLICATION_SLUGS = frozenset(
-    {"confirm", "console", "healthz", "metrics", "ops", "p", "static", "subscribe", "u", "webhooks"}
+    {"c", "confirm", "console", "healthz", "metrics", "ops", "p", "static", "subscribe", "u", "webhooks"}
 )
 
 

@@ -65,6 +65,7 @@ class Recipient:
     unsubscribe_url: str
     preferences_url: str = ""
     web_url: str = ""
+    click_ref: str = ""  # sending/clicks.py: never an id or address of the person in aggregate mode
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,7 @@ def _placeholder_values(recipient: Recipient, name: str) -> dict[str, str]:
         "unsubscribe_url": recipient.unsubscribe_url,
         "preferences_url": recipient.preferences_url,
         "web_url": recipient.web_url,
+        "click_ref": recipient.click_ref,
     }
 
 
@@ -448,7 +450,7 @@ def _check_recipient(r: Recipient) -> str:
         problems.append(Problem("field message_id", f"{r.message_id!r} is not a Message-ID",
                                 "make it with message.make_message_id"))
     for label, url in (("unsubscribe_url", r.unsubscribe_url), ("preferences_url", r.preferences_url),
-                       ("web_url", r.web_url)):
+                       ("web_url", r.web_url), ("click_ref", r.click_ref)):
         if (url or label == "unsubscribe_url") and not (_URL.fullmatch(url) and len(url) <= _MAX_URL_LENGTH):
             problems.append(Problem(f"field {label}", f"{url!r} is not a usable link",
                                     "links must be ASCII, one line, with no spaces or angle brackets"))

@@ -73,8 +73,12 @@ TRANSPORT_FIELDS: dict[str, dict[str, tuple[str, type | str]]] = {
 CONNECTIONS_FIELD = {"smtp": "smtp_connections", "ses": "ses_connections"}
 BLOCK_FIELDS = (
     "base_url", "transport", "account", "connections", "rate", "bounce_domain",
-    "list_id_domain", "feedback_id_sender", "dkim", *TRANSPORT_FIELDS,
+    "list_id_domain", "feedback_id_sender", "dkim", "clicks", *TRANSPORT_FIELDS,
 )
+# sending.clicks: off ("", the default), counts only, or counts and each person's history.
+CLICKS_AGGREGATE = "aggregate"
+CLICKS_PER_PERSON = "per_person"
+CLICK_MODES = (CLICKS_AGGREGATE, CLICKS_PER_PERSON)
 RATE_FIELDS = ("per_second", "per_hour", "per_day")
 DKIM_FIELDS = ("selector", "domain", "key_file", "key_env", "active_from")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$")
@@ -135,6 +139,7 @@ class SendingBlock:
     list_id_domain: str = ""
     feedback_id_sender: str = ""
     dkim: tuple[DkimKeyRef, ...] = ()
+    clicks: str = ""  # "" (links left as written), "aggregate" or "per_person": docs/clicks.md
 
     @property
     def sets_transport(self) -> bool:
@@ -152,6 +157,7 @@ class SendingBlock:
             "feedback_id_sender": self.feedback_id_sender,
             "dkim": [{"selector": k.selector, "domain": k.domain, "key_file": k.key_file, "key_env": k.key_env,
                       "active_from": k.active_from.isoformat() if k.active_from else ""} for k in self.dkim],
+            "clicks": self.clicks,
         }
         return {k: v for k, v in data.items() if v not in ("", 0, 0.0, {}, [])}
 
@@ -175,6 +181,7 @@ class SendingBlock:
             dkim=tuple(DkimKeyRef(k["selector"], k["domain"], k.get("key_file", ""), k.get("key_env", ""),
                                   datetime.fromisoformat(k["active_from"]) if k.get("active_from") else None)
                        for k in data.get("dkim", [])),
+            clicks=data.get("clicks", ""),
         )
 
     def secret_refs(self) -> list[SecretRef]:
@@ -318,6 +325,7 @@ def read_sending_block(fields: Fields, slug: str) -> SendingBlock:
         list_id_domain=_domain(block, "list_id_domain", slug),
         feedback_id_sender=_sender_id(block, slug),
         dkim=_read_dkim(block, slug),
+        clicks=_clicks(block, slug),
     )
 
 
@@ -389,6 +397,16 @@ def _base_url(block: Fields, slug: str) -> str:
         block.problem("base_url", f"publication '{slug}': `sending.base_url` {url!r} has a query or fragment",
                       "give the web app's address only, like https://news.example.org")
     return url.rstrip("/")
+
+
+def _clicks(block: Fields, slug: str) -> str:
+    value = block.text("clicks")
+    if value and value not in CLICK_MODES:
+        block.problem("clicks", f"publication '{slug}': `sending.clicks` {value!r} is not a way of counting clicks we know",
+                      "write `clicks: aggregate` (counts only), `clicks: per_person` (only with a lawful basis), "
+                      "or leave it out (links are left as written)")
+        return ""
+    return value
 
 
 def _whole(fields: Fields, key: str, where: str) -> int | None:

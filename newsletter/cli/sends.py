@@ -256,3 +256,33 @@ def reschedule_send(send_id: int, at_text: str):
         when = scheduling.parse_local_time(at_text, tz)
         scheduling.reschedule(session, send_id, when.utc)
     console.print(f"Send {send_id} now goes at {when.describe()}.")
+
+
+@sends.command("clicks")
+@click.argument("send_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (for scripts).")
+def send_clicks(send_id: int, as_json: bool):
+    """Clicks on the send's links: human, machine and unsure, by link and section (docs/clicks.md)."""
+    import json
+
+    from newsletter.feedback.click_results import send_clicks as clicks_of
+
+    settings, scope = _session()
+    with scope as session:
+        results = clicks_of(session, send_id)
+    if as_json:
+        click.echo(json.dumps(results.as_json(), indent=2))
+        return
+    if not results.mode:
+        console.print("Clicks are not counted for this publication (set `sending.clicks: aggregate`).")
+    t = results.totals
+    console.print(f"Send {send_id}: {results.delivered} delivered; {results.messages_with_human_click} messages with "
+                  f"a human click ({results.human_click_rate:.1%}); clicks: {t.human} human, {t.machine} machine, "
+                  f"{t.unsure} unsure; the hidden link was fetched {results.trap.total} times.", highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("#", "link", "section", "human", "machine", "unsure"):
+        table.add_column(name, no_wrap=name != "link", justify="right" if name in ("#", "human", "machine", "unsure") else "left")
+    for link in results.links:
+        f = link.figures
+        table.add_row(str(link.number), link.url, link.section, str(f.human), str(f.machine), str(f.unsure))
+    console.print(table)

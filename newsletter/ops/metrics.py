@@ -37,6 +37,7 @@ class OpsCollector:
             yield messages_by_outcome(session, self.settings.transport)
             yield batch_durations(session)
             yield throttles_by_account(session)
+            yield clicks_by_class(session)
         yield from queue_metrics(status)
         yield from worker_metrics(status)
         yield from send_metrics(status)
@@ -47,6 +48,17 @@ def registry_for(settings: Settings, broker: BrokerView | None = None) -> Collec
     registry = CollectorRegistry(auto_describe=False)
     registry.register(OpsCollector(settings, broker))
     return registry
+
+
+def clicks_by_class(session: Session) -> CounterMetricFamily:
+    """Clicks on counted links by publication and class (human, machine, unsure; docs/clicks.md)."""
+    from newsletter.feedback.click_results import clicks_by_publication
+
+    metric = CounterMetricFamily("newsletter_clicks", "Clicks on counted links, all sends",
+                                 labels=["publication", "class"])
+    for slug, kind, count in clicks_by_publication(session):
+        metric.add_metric([slug, kind], count)
+    return metric
 
 
 def messages_by_outcome(session: Session, transport: str) -> CounterMetricFamily:

@@ -30,7 +30,9 @@ from newsletter.authoring.message import Recipient, make_message_id
 from newsletter.sending.return_path import verp_address
 from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable
 from newsletter.sending.scheduling import list_ids_of, message_template, record_send_event
+from newsletter.sending import clicks
 from newsletter.store import clock
+from newsletter.store.publications import sending_block
 from newsletter.store.lookups import among
 from newsletter.store.models import (
     Batch,
@@ -713,9 +715,16 @@ class SendTemplate:
         self.lane = lane
         self.settings = lane.settings
         self.send_id = send.id
-        self.template = template
         self.web_url = f"{publication.web_base_url.rstrip('/')}/{issue.slug}/"
         self.domain = template.domain
+        # Counted links (docs/clicks.md): rewritten here, once per send; per message only a nonce.
+        mode = sending_block(publication).clicks
+        self.click_refs = clicks.ClickRefs(mode, self.settings.signing_keys) if mode else None
+        if mode:
+            html, text, _ = clicks.rewrite(template.html, template.text, keys=self.settings.signing_keys,
+                                           base_url=self.settings.base_url, send_id=send.id)
+            template = replace(template, html=html, text=text)
+        self.template = template
 
     @classmethod
     def load(cls, session: Session, settings: Settings, send: Send, *, subject_prefix: str = "",
@@ -737,6 +746,7 @@ class SendTemplate:
             unsubscribe_url=unsubscribe_url(self.settings, send.id, row.subscriber_id or 0),
             preferences_url=preferences_url(self.settings, row.subscriber_id or 0),
             web_url=self.web_url,
+            click_ref=self.click_refs.make(row.subscriber_id) if self.click_refs else "",
         )
         envelope = self.template.envelope(row.delivery_id, recipient)
         if self.settings.bounce_domain:  # VERP: a bounce names its ledger row

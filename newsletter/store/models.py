@@ -693,3 +693,61 @@ class ImportJob(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # progress moves it
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# --- Clicks: counts, never people (docs/clicks.md) ------------------------------------
+
+
+class ClickCount(Base):
+    """Clicks on one counted link of a send in one hour, by class (feedback/clicks.py).
+
+    Link 0 is the trap link nobody can see. No row names a person or a client address.
+    """
+
+    __tablename__ = "click_counts"
+
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
+    link: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    machine: Mapped[int] = mapped_column(Integer, default=0)
+    unsure: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ClickMessage(Base):
+    """Clicks from one message of a send, known only by the random nonce in its links:
+    how many distinct messages had a human click, without knowing whose."""
+
+    __tablename__ = "click_messages"
+
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(16), primary_key=True)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    machine: Mapped[int] = mapped_column(Integer, default=0)
+    unsure: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PageView(Base):
+    """Views of one web copy page on one day (no cookies, no addresses)."""
+
+    __tablename__ = "page_views"
+
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<issue>/" or "<issue>/<article>/"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    views: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ClickHistory(Base):
+    """One person's click, kept only for a publication with ``sending.clicks: per_person``
+    (a lawful basis of its own); erasure removes it with the person."""
+
+    __tablename__ = "click_history"
+    __table_args__ = (Index("ix_click_history_subscriber", "subscriber_id", "clicked_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), index=True)
+    link: Mapped[int] = mapped_column(Integer)
+    clicked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(10))  # human | machine | unsure

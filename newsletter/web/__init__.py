@@ -25,6 +25,7 @@ BLUEPRINTS = {
     "newsletter.web.console": "/console",
     "newsletter.web.health": "",
     "newsletter.web.metrics": "",
+    "newsletter.web.clicks": "",  # /c/<token>: counted links (docs/clicks.md)
     "newsletter.web.archive": "",  # the web copy: /<publication>/...
 }
 

@@ -1,7 +1,7 @@
 """Every extra copy counted, and when a batch was last taken by a run
 
 Revision ID: 0020
-Revises: 0014
+Revises: 0018
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic import op
 UTC_DATETIME = sa.DateTime(timezone=True)
 
 revision = "0020"
-down_revision = "0014"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
