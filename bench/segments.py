@@ -164,6 +164,9 @@ def freeze(settings, name: str) -> dict:
           f" {len(batches):,} batches (freeze {spent['freeze_audience']:.2f} s, plan {spent['plan_batches']:.2f} s)\n"
           f"  {'':<27}CPU: this process {cpu:.2f} s, backend {backend:.2f} s;"
           f" RSS {before:.1f} MiB before, {rss_mib():.1f} after, peak so far {peak_mib():.1f}; {load()}")
+    with session_scope(settings) as session:
+        # Its rows no longer hold the issue, so the next segment's freeze is a first send's too.
+        scheduling.cancel(session, send_id)
     return {"seconds": seconds, "rows": size, "peak": peak_mib()}
 
 

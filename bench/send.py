@@ -24,6 +24,11 @@ workers (and the kernel's part of it), each worker process's peak memory, and
 the CPU per message of every other process taking part (Postfix, the sink, the
 proxy, PostgreSQL, Redis). --scale N ... sends the full list again on loopback
 with N send worker processes; --profile DIR samples the send workers with py-spy.
+
+--dkim rsa|ed25519|both signs every message of every run with keys made for
+the run (RSA-2048, Ed25519, or one of each, each adding its own
+DKIM-Signature): a single key as the environment's DKIM_PRIVATE_KEY_PATH, two
+as the publication's ``sending.dkim`` keys. The first line says which.
 """
 
 from __future__ import annotations
@@ -181,7 +186,43 @@ def write_subscribers(path: Path, count: int, small: int) -> None:
             writer.writerow([f"reader{n:06d}@example.com", f"Reader {n}", "everyone;sample" if n <= small else "everyone"])
 
 
-def prepare(settings, folder: Path, count: int, small: int) -> tuple[str, str]:
+def dkim_keys(kind: str | None, folder: Path) -> tuple[dict[str, str], list[Path]]:
+    """Keys made for this run: the environment that signs with one, or the key files for the publication to name."""
+    if not kind:
+        return {}, []
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    made = {"rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            "ed25519": ed25519.Ed25519PrivateKey.generate}
+    paths = []
+    for name in ("rsa", "ed25519") if kind == "both" else (kind,):
+        path = folder / f"dkim-{name}.pem"
+        path.write_bytes(made[name]().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+        paths.append(path)
+    if len(paths) == 1:
+        return {"DKIM_PRIVATE_KEY_PATH": str(paths[0]), "DKIM_SELECTOR": "bench", "DKIM_DOMAIN": "example.org"}, []
+    return {}, paths
+
+
+def sample_issue(folder: Path, key_files: list[Path]) -> Path:
+    """The sample issue, its publication naming ``key_files`` as its DKIM keys when there are any."""
+    if not key_files:
+        return SAMPLE
+    publication = folder / "publication"
+    shutil.copytree(SAMPLE.parent.parent, publication, dirs_exist_ok=True)
+    keys = "".join(f"    - {{selector: bench{n}, domain: example.org, key_file: {path}}}\n"
+                   for n, path in enumerate(key_files, start=1))
+    yaml = publication / "publication.yaml"
+    text = yaml.read_text(encoding="utf-8")
+    # Into the sample's own sending block (its other settings, such as clicks, stay), or a new one.
+    text, found = re.subn(r"(?m)^sending:\n", lambda m: f"sending:\n  dkim:\n{keys}", text, count=1)
+    yaml.write_text(text if found else text + f"sending:\n  dkim:\n{keys}", encoding="utf-8")
+    return publication / SAMPLE.relative_to(SAMPLE.parent.parent)
+
+
+def prepare(settings, folder: Path, count: int, small: int, issue: Path = SAMPLE) -> tuple[str, str]:
     """Store the sample issue and import the subscribers; return the publication's and the issue's slugs."""
     from newsletter.authoring.publishing import checked_render
     from newsletter.store.issues import store_issue
@@ -190,7 +231,7 @@ def prepare(settings, folder: Path, count: int, small: int) -> tuple[str, str]:
     from newsletter.audience.subscribers import create_list
 
     upgrade(settings.effective_database_url)
-    rendered, _ = checked_render(SAMPLE)
+    rendered, _ = checked_render(issue)
     slug = rendered.issue.publication.slug
     csv_path = folder / "subscribers.csv"
     write_subscribers(csv_path, count, small)
@@ -215,6 +256,7 @@ def schedule(settings, slugs: tuple[str, str], list_slug: str) -> int:
         send = scheduling.schedule_send(
             session, get_issue(session, *slugs), get_list(session, slugs[0], list_slug), None,
             batch_size=settings.batch_size, allow_private_links=True,  # the bench's web app is on loopback
+            resend=True,  # every run sends the sample issue to its list again, on purpose
         )
         return send.id
 
@@ -552,6 +594,8 @@ def parse_args() -> argparse.Namespace:
                              "for each N given, e.g. --scale 1 2 4")
     parser.add_argument("--profile", type=Path,
                         help="sample the send workers with py-spy during each run; collapsed stacks go in this folder")
+    parser.add_argument("--dkim", choices=("rsa", "ed25519", "both"),
+                        help="sign every message: RSA-2048, Ed25519, or both (keys made for the run)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (logs of every process)")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="a PostgreSQL server to use a fresh schema of")
     return parser.parse_args()
@@ -587,15 +631,17 @@ def main() -> None:
         sink = Sink(stack, sink_binary, folder)
         redis_url, redis_pid = start_redis(stack, folder)
         env = base_env(args, folder, fresh_postgres_schema(stack, args.postgres), redis_url, sink.port)
+        dkim_env, key_files = dkim_keys(args.dkim, folder)
+        env.update(dkim_env)
         settings = settings_from(env)
         # Every run counts the CPU of these too; the far runs add Postfix's and the proxy's.
         elsewhere = Processes({"smtp-sink": lambda: [sink.process.pid],
                                "PostgreSQL": postgres_backends(settings), "Redis": lambda: [redis_pid]})
-        slugs = prepare(settings, folder, args.subscribers, args.small)
+        slugs = prepare(settings, folder, args.subscribers, args.small, sample_issue(folder, key_files))
         size = message_size(settings, slugs)
         sessions = max(8, settings.smtp_connections * 2)
         source_rate = smtp_source(source_binary, sink.port, args.source_messages, size, sessions)
-        print(f"message size {size / 1024:.1f} KiB; {_machine()}; {_load()}")
+        print(f"message size {size / 1024:.1f} KiB; {_signed(args.dkim)}; {_machine()}; {_load()}")
         print(f"  {'smtp-source, ' + str(sessions) + ' reused connections':<34} {source_rate:>7,.0f} messages/s")
         runs = [("sample", args.small, f"loopback, {args.small:,} subscribers"),
                 ("everyone", args.subscribers, f"loopback, {args.subscribers:,} subscribers")]
@@ -672,6 +718,11 @@ def _load() -> str:
     # The machine may be shared: the figures only compare within one run.
     one, five, _ = os.getloadavg()
     return f"load average {one:.1f} (1 min), {five:.1f} (5 min)"
+
+
+def _signed(kind: str | None) -> str:
+    return {None: "not signed", "rsa": "DKIM: RSA-2048", "ed25519": "DKIM: Ed25519",
+            "both": "DKIM: RSA-2048 and Ed25519"}[kind] + (" (relaxed/relaxed)" if kind else "")
 
 
 def _machine() -> str:

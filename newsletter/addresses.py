@@ -8,6 +8,12 @@ person. Subscribers keep their address as typed for display and sending, and
 are found by this key (``subscribers.email_key``); the suppression list is
 keyed by it (``suppressions.email``).
 
+``wire_address`` is the form an address goes out in: the domain in its IDNA
+ASCII form (``x@xn--bcher-kva.example``), which every server and provider
+takes, and the local part as stored. A local part that is not ASCII
+(``jörg@example.org``) can go out only over SMTP to a server that offers
+SMTPUTF8 (RFC 6531), or through a provider that does (``local_part_is_ascii``).
+
 ``normalise_address`` is the stored form of an address, as email-validator
 gives it. Most addresses are plain ASCII (``jo.bloggs@example.org``); for
 those the answer is known without running the whole validator on each one:
@@ -47,6 +53,24 @@ def _domain_key(domain: str) -> str:
         return idna.decode(idna.encode(domain, uts46=True))
     except idna.IDNAError:
         return lowered  # not a domain IDNA can read: compared as typed, lower-cased
+
+
+def wire_address(address: str) -> str:
+    """The address with its domain in IDNA ASCII form, as SMTP and providers take it;
+    an address whose domain IDNA cannot encode is given back as it is (and refused
+    when the message is built)."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        return address
+
+
+def local_part_is_ascii(address: str) -> bool:
+    """False when the part before the @ needs SMTPUTF8 to be sent at all."""
+    return address.rpartition("@")[0].isascii()
 
 
 # A plain address: dot-atom ASCII local part, one @, an ASCII host name of

@@ -22,7 +22,8 @@ or build one with the options you need::
 
 Options: ``tls`` is None (plain), "starttls" (offered, not required) or
 "implicit" (TLS from the first byte); ``users`` maps login to password and
-makes AUTH required; ``ca`` is a ``trustme.CA`` (a fresh one by default).
+makes AUTH required; ``ca`` is a ``trustme.CA`` (a fresh one by default);
+``smtputf8`` offers SMTPUTF8 (addresses beyond ASCII, RFC 6531).
 
 Knobs, callable while the server runs:
 
@@ -31,6 +32,8 @@ Knobs, callable while the server runs:
   the connection, as real servers do.
 - ``fail_for(seconds, reply, at)``: the same for a while.
 - ``reject_recipients(*addresses)``: "550 5.1.1" at RCPT for those addresses.
+- ``stop_failing()``: forget every failure and rejection set so far (the
+  cause was fixed).
 - ``drop_after_data(count)``: take the next ``count`` messages, then drop the
   connection instead of answering (the message is recorded with
   ``answered=False``).
@@ -283,6 +286,7 @@ class SmtpTestServer:
         users: dict[str, str] | None = None,
         ca: trustme.CA | None = None,
         server_name: str = "localhost",
+        smtputf8: bool = False,
     ):
         if tls not in (None, "starttls", "implicit"):
             raise ValueError(f"tls={tls!r}: expected None, 'starttls' or 'implicit'")
@@ -292,7 +296,8 @@ class SmtpTestServer:
         self.ca = ca or trustme.CA()
         self._handler = _RecordingHandler(users)
         self._controller = _CountingController(
-            self._handler, hostname=self.host, port=self.port, **self._smtp_options(tls, users, server_name)
+            self._handler, hostname=self.host, port=self.port, **self._smtp_options(tls, users, server_name),
+            enable_SMTPUTF8=smtputf8,
         )
 
     def _smtp_options(self, tls, users, server_name) -> dict:
@@ -340,6 +345,11 @@ class SmtpTestServer:
                 self._handler.rejected[address.lower()] = (
                     reply or f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
                 )
+
+    def stop_failing(self) -> None:
+        with self._handler.lock:
+            self._handler.rules.clear()
+            self._handler.rejected.clear()
 
     def drop_after_data(self, count: int = 1) -> None:
         with self._handler.lock:

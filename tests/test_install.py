@@ -271,7 +271,8 @@ def test_the_procfile_from_the_wheel_delivers_serves_and_unsubscribes(
         answer = requests.post(link, data={"List-Unsubscribe": "One-Click"}, timeout=HTTP_TIMEOUT)
         assert answer.status_code == 200
 
-        second = _send_id(deployment.newsletter("schedule", issue, "--list", "staff", "--now", "--allow-private-links"))
+        second = _send_id(deployment.newsletter("schedule", issue, "--list", "staff", "--now", "--allow-private-links",
+                                                "--resend"))
         deployment.wait_until("the second send finishes", lambda: deployment.send_state(second) == "finished")
         delivered = Counter(r for m in smtp_server.messages for r in m.recipients)
         assert delivered[leaver] == 1

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from newsletter.sending import delivery, sends as sending
 from newsletter.config import get_settings
-from newsletter.logs import bind_log_context, reset_log_context
+from newsletter.logs import bind_log_context, log_context, reset_log_context
 from newsletter.ops.broker import broker_view
 from newsletter.ops.heartbeats import record_batch_run
 from newsletter.ops.queues import SEND
@@ -106,7 +106,7 @@ def run_import(job_id: int) -> None:
     from newsletter.console.imports import run_job
 
     with session_scope() as session:
-        run_job(session, job_id)
+        run_job(session, job_id, get_settings())
 
 
 # Without its database a batch task can neither send nor say it failed: it
@@ -118,29 +118,31 @@ def run_import(job_id: int) -> None:
 def deliver_batch(batch_id: int) -> None:
     started = utcnow()
     with session_scope() as session:
-        report = deliverer().deliver_batch(session, batch_id)
         send_id = session.scalar(select(Batch.send_id).where(Batch.id == batch_id))
-        if send_id is not None:
-            record_batch_run(session, report, send_id=send_id, worker=report.holder or deliverer().identity,
-                             started_at=started)
-    log.info(
-        "batch %s: %s sent, %s failed, %s retry, %s skipped%s",
-        batch_id, report.sent, report.failed, report.retry, report.skipped,
-        f", stopped: {report.stopped}" if report.stopped else "",
-        extra={"batch_id": batch_id},
-    )
+        with log_context(send_id=send_id):  # the batch is bound already (_bind_batch_to_logs)
+            report = deliverer().deliver_batch(session, batch_id)
+            if send_id is not None:
+                record_batch_run(session, report, send_id=send_id, worker=report.holder or deliverer().identity,
+                                 started_at=started)
+            log.info(
+                "batch %s: %s sent, %s failed, %s unsendable, %s retry, %s skipped%s",
+                batch_id, report.sent, report.failed, report.unsendable, report.retry, report.skipped,
+                f", stopped: {report.stopped}" if report.stopped else "",
+                extra={"batch_id": batch_id},
+            )
 
 
-# Every log line of a batch task, Celery's own included, carries its send and batch.
+# Every log line of a batch task, Celery's own included, carries its batch;
+# those of the work itself carry its send too. Labelling takes only the id
+# the task was given: no database session of its own, so a database that is
+# away or out of connections is met (and retried) by the task, not here.
 _log_tokens: dict = {}
 
 
 @task_prerun.connect(sender=deliver_batch)
 def _bind_batch_to_logs(task_id=None, args=(), **_kwargs):
     batch_id = args[0] if args else None
-    with session_scope() as session:
-        send_id = session.scalar(select(Batch.send_id).where(Batch.id == batch_id))
-    _log_tokens[task_id] = bind_log_context(send_id=send_id, batch_id=batch_id)
+    _log_tokens[task_id] = bind_log_context(batch_id=batch_id)
 
 
 @task_postrun.connect(sender=deliver_batch)

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import String, and_, delete, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.addresses import address_key
@@ -61,7 +61,8 @@ def erase_subscriber(session: Session, email: str) -> ErasureReport:
         session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
     now = utcnow()
     ledger = session.execute(
-        update(Delivery).where(Delivery.email.in_(spellings)).values(email=ERASED_ADDRESS, updated_at=now)
+        # The subscriber is deleted by now: all their rows have lost it, and are found as orphans.
+        update(Delivery).where(_in_ledger(None, spellings)).values(email=ERASED_ADDRESS, updated_at=now)
     ).rowcount
     events = session.execute(
         update(ProviderEvent).where(ProviderEvent.email.in_(spellings)).values(email=hashed, raw=None, detail="")
@@ -84,7 +85,7 @@ def what_erasure_removes(session: Session, email: str) -> ErasureReport:
     spellings = _spellings(session, address, subscriber)
     memberships = session.scalar(select(func.count()).where(Membership.subscriber_id == subscriber.id)) \
         if subscriber is not None else 0
-    ledger = session.scalar(select(func.count()).where(Delivery.email.in_(spellings)))
+    ledger = session.scalar(select(func.count()).where(_in_ledger(subscriber, spellings)))
     events = session.scalar(select(func.count()).where(ProviderEvent.email.in_(spellings)))
     mentions = len(_audit_mentions(session, spellings))
     return ErasureReport(subscriber is not None, memberships, ledger, events, mentions)
@@ -106,6 +107,17 @@ def _audit_mentions(session: Session, spellings: list[str]) -> list[AuditEntry]:
     return [entry for entry in found.values() if pattern.search(entry.detail)]
 
 
+def _in_ledger(subscriber, spellings: list[str]):
+    """The person's ledger rows: the subscriber's, and those whose subscriber is
+    gone (deleted: their rows' subscriber_id is NULL) by the address, through
+    the partial index on lower(email). Both sides are lowered by the database
+    (SQLite folds only A-Z), so a row stored as one of the spellings is always
+    found; every spelling is one address key, so no other address matches."""
+    orphans = and_(Delivery.subscriber_id.is_(None),
+                   func.lower(Delivery.email).in_([func.lower(literal(s, String)) for s in spellings]))
+    return orphans if subscriber is None else or_(Delivery.subscriber_id == subscriber.id, orphans)
+
+
 def _spellings(session: Session, address: str, subscriber) -> list[str]:
     """Every form of the address the ledger and events may hold: as given, as
     the subscriber has it, and as it was frozen into their ledger rows (the
@@ -116,8 +128,9 @@ def _spellings(session: Session, address: str, subscriber) -> list[str]:
         found.update(session.scalars(
             select(Delivery.email).where(Delivery.subscriber_id == subscriber.id).distinct()
         ))
-    found.update(session.scalars(
-        select(Delivery.email).where(func.lower(Delivery.email) == address_key(address)).distinct()
+    found.update(session.scalars(  # rows whose subscriber is gone (partial index ix_deliveries_orphan_email)
+        select(Delivery.email).where(Delivery.subscriber_id.is_(None),
+                                     func.lower(Delivery.email) == address_key(address)).distinct()
     ))
     return sorted(email for email in found if address_key(email) == address_key(address))
 

@@ -157,7 +157,22 @@ def parse(condition: str):
     try:
         return _Tree().transform(_parser().parse(condition))
     except UnexpectedInput as exc:
-        raise InputError(_syntax_problem(condition, exc)) from None
+        raise InputError(_left_out_already(condition) or _syntax_problem(condition, exc)) from None
+
+
+# People an audience never holds, whatever the condition: a condition about
+# them ("not bounced") is a mistake worth naming as such, not as bad grammar.
+_ALWAYS_LEFT_OUT = re.compile(r"\b(bounc\w*|suppress\w*|complain\w*)", re.IGNORECASE)
+
+
+def _left_out_already(condition: str, column: int | None = None) -> Problem | None:
+    found = _ALWAYS_LEFT_OUT.search(condition)
+    if found is None:
+        return None
+    return Problem(f"condition, column {column or found.start() + 1}",
+                   f"{found.group()!r}: bounced people are always left out of every audience, and so are "
+                   "suppressed and unsubscribed people: a segment needs no condition about them",
+                   "remove that part of the condition")
 
 
 def _syntax_problem(condition: str, exc: UnexpectedInput) -> Problem:
@@ -235,6 +250,8 @@ class Compiler:
 
     def _custom_field(self, test: Test) -> str:
         if self.strict and self.session.scalar(select(Subscriber.id).where(_custom(test.field).is_not(None)).limit(1)) is None:
+            if left_out := _left_out_already(test.field, test.column):
+                raise InputError(left_out)
             known = ", ".join(sorted(BUILT_IN))
             custom = ", ".join(custom_field_sample(self.session)) or "none yet"
             raise InputError(Problem(

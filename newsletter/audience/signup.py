@@ -33,7 +33,8 @@ import redis
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.addresses import address_key
+from newsletter.addresses import address_key, wire_address
+from newsletter.authoring.message import recipient_header
 from newsletter.config import Settings
 from newsletter.errors import InputError, NewsletterError, NotFound, Problem
 from newsletter.store.models import (
@@ -50,7 +51,7 @@ from newsletter.store.publications import settings_for
 from newsletter.audience.subscribers import checked_address, checked_name, subscriber_by_id
 from newsletter.audience.suppressions import is_suppressed
 from newsletter.audience.tokens import CONFIRM, BadToken, make_token, read_token
-from newsletter.transports import SENT, Envelope, Transport, make_transport
+from newsletter.transports import SENT, Envelope, Transport, make_transport, why_never_delivered
 
 # What request_subscription did; the web page is the same for all of them.
 EMAIL_SENT = "email_sent"
@@ -120,6 +121,8 @@ def request_subscription(
     if problems:
         raise InputError(problems)
     publication, mailing_list = find_list(session, publication_slug, list_slug)
+    if never := why_never_delivered(settings_for(settings, publication).transport, address):
+        raise InputError(Problem("field email", never, "use another address"))
     if is_suppressed(session, address):
         return SUPPRESSED
     subscriber = _subscriber_for(session, address, name)
@@ -238,7 +241,7 @@ def confirmation_envelope(settings, publication: PublicationRow, mailing_list: M
     domain = publication.from_email.rsplit("@", 1)[-1].lower()
     message = EmailMessage()
     message["From"] = Address(publication.from_name, addr_spec=publication.from_email)
-    message["To"] = Address(subscriber.name, addr_spec=subscriber.email)
+    to = wire_address(subscriber.email)  # the domain in IDNA form; a local part beyond ASCII as UTF-8 (SMTPUTF8)
     if publication.reply_to:
         message["Reply-To"] = publication.reply_to
     message["Subject"] = f"Please confirm your subscription to {publication.name}"
@@ -247,8 +250,9 @@ def confirmation_envelope(settings, publication: PublicationRow, mailing_list: M
     # RFC 3834: no vacation replies to a message a machine sent.
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(_confirmation_text(settings, publication, mailing_list, subscriber, token))
-    return Envelope(delivery_id=0, sender=publication.from_email, recipient=subscriber.email,
-                    message=message.as_bytes(policy=message.policy.clone(linesep="\r\n")),
+    name = " ".join(subscriber.name.split())
+    return Envelope(delivery_id=0, sender=publication.from_email, recipient=to,
+                    message=recipient_header(name, to) + message.as_bytes(policy=message.policy.clone(linesep="\r\n")),
                     message_id=message["Message-ID"])
 
 

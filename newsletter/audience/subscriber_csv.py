@@ -25,10 +25,13 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import address_key
 from newsletter.errors import InputError, Problem
-from newsletter.store.publications import get_publication
+from newsletter.config import Settings
+from newsletter.store.publications import get_publication, settings_for
+from newsletter.transports import why_never_delivered
 from newsletter.store.models import (
     MailingList,
     Membership,
+    PublicationRow,
     Subscriber,
     utcnow,
 )
@@ -47,6 +50,8 @@ from newsletter.audience.subscribers import (
 from newsletter.audience.suppressions import suppressed_addresses
 
 CSV_COLUMNS = ("email", "name", "lists")
+NEVER_DELIVERED_FIX = ("correct the address, or send this publication's mail by SMTP through a server that offers "
+                       "SMTPUTF8 (or by Mailgun)")
 # A cell a spreadsheet would run as a formula (OWASP, "CSV Injection"), or one
 # that export protected with a leading quote: quotes before such a start.
 _FORMULA = re.compile(r"'*[=+\-@\t\r]")
@@ -121,20 +126,24 @@ def import_csv(
     publication_slug: str | None = None,
     status: str = "confirmed",
     progress: Callable[[int, int], None] | None = None,
+    settings: Settings | None = None,
 ) -> ImportReport:
     """Add or update the subscribers in a CSV file; the file's bad rows are reported, not fatal.
 
     Columns: email (required), name, lists (list slugs separated by ";", added
     to ``list_slugs``); any other column becomes a custom attribute. Importing
     the same file again changes nothing. ``progress(rows written, good rows)``
-    is called after each chunk (the console's progress bar).
+    is called after each chunk (the console's progress bar). With ``settings``,
+    a row whose address its lists' publication's transport can never deliver
+    to is rejected with the reason (``transports.why_never_delivered``).
     """
     if status not in JOIN_STATUSES:
         raise InputError(Problem("field status", f"{status!r} is not a status to join with", "use confirmed or unconfirmed"))
     default_ids = tuple(get_list(session, publication_slug, slug).id for slug in list_slugs)
     lists_by_slug = _lists_by_slug(session, publication_slug)
     report = ImportReport(path=str(path))
-    rows = _read_rows(Path(path), lists_by_slug, default_ids, report)
+    never = _never_delivered(session, settings) if settings is not None else None
+    rows = _read_rows(Path(path), lists_by_slug, default_ids, report, never)
     done = 0
     for chunk in chunks(rows, CHUNK):
         _apply_chunk(session, chunk, status, report)
@@ -144,6 +153,20 @@ def import_csv(
     session.flush()
     report.problems.sort(key=lambda problem: problem.line)  # in file order
     return report
+
+
+def _never_delivered(session: Session, settings: Settings) -> Callable[[CsvRow], str]:
+    """Why a row's address can never be delivered to by the transport of one of its lists'
+    publications ("" when every one can)."""
+    transports = {
+        list_id: settings_for(settings, publication).transport
+        for list_id, publication in session.execute(select(MailingList.id, PublicationRow).join(PublicationRow))
+    }
+
+    def why(row: CsvRow) -> str:
+        return next((reason for list_id in row.list_ids
+                     if (reason := why_never_delivered(transports[list_id], row.email))), "")
+    return why
 
 
 def _lists_by_slug(session: Session, publication_slug: str | None) -> dict[str, int | None]:
@@ -196,7 +219,8 @@ def _header(path: Path, lines: list[str]) -> tuple[list[str], int]:
     return columns, reader.line_num
 
 
-def _read_rows(path: Path, lists_by_slug: dict, default_ids: tuple[int, ...], report: ImportReport) -> list[CsvRow]:
+def _read_rows(path: Path, lists_by_slug: dict, default_ids: tuple[int, ...], report: ImportReport,
+               never: Callable[[CsvRow], str] | None = None) -> list[CsvRow]:
     """Every good row, each address once; rejected rows go into the report.
 
     A quote that is never closed (or closed lines later) would swallow the
@@ -226,6 +250,8 @@ def _read_rows(path: Path, lists_by_slug: dict, default_ids: tuple[int, ...], re
             if rejected is None and row is not None and row.key in first_line:
                 rejected = RowRejected(f"{row.email} is also on line {first_line[row.key]}",
                                        "keep one row per address", "email")
+            if rejected is None and row is not None and never is not None and (reason := never(row)):
+                rejected = RowRejected(reason, NEVER_DELIVERED_FIX, "email")
             if rejected is not None:
                 report.reject(line, rejected.message, rejected.fix, rejected.column)
             elif row is not None:

@@ -70,7 +70,9 @@ def checked_name(raw: str, where: str = "field name") -> str:
     """A name as typed, spaces tidied, or InputError if it is too long or could break a header.
 
     The one check of names for every way in: sign-up, the CLI and CSV import.
+    A TAB (a spreadsheet's cell separator, pasted into a cell) is a space.
     """
+    raw = raw.replace("\t", " ")
     found = _LINE_BREAKING.search(raw)
     if found:
         character = found.group()

@@ -11,6 +11,11 @@ obvious way as the yardstick the tests compare against).
 Every value that goes into a header is checked: a line break, raw or hidden in
 an RFC 2047 encoded word, is refused with an ``InputError`` naming the field,
 so a subscriber's name can never add a header (a Bcc, say) to a message.
+
+A recipient's address goes out in its wire form (``addresses.wire_address``:
+the domain in IDNA ASCII). A local part that is not ASCII goes into the To
+header as UTF-8 (RFC 6532), for a transport that can carry it (SMTPUTF8); an
+address that cannot go into a header at all raises ``UnsendableAddress``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import html
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy as email_policy
 from email.header import Header, decode_header, make_header
@@ -27,6 +33,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 
+from newsletter.addresses import wire_address
 from newsletter.authoring import placeholders
 from newsletter.errors import InputError, Problem
 
@@ -44,6 +51,10 @@ _LINE_BREAKING = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 # A dot-atom address with an ASCII domain: what we can put in a header as is.
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+# A recipient's address in wire form: the same, but a local part may hold
+# characters beyond ASCII (sent with SMTPUTF8).
+_RECIPIENT_ADDRESS = re.compile(
+    r"(?:[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f\s\x85\u2028\u2029])+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _PERCENT_LINE_BREAK = re.compile(r"%0[adAD]")
 _MESSAGE_ID = re.compile(r"<[^<>\s@]+@[A-Za-z0-9.-]+>")
 # ASCII printable but space, double quote and angle brackets.
@@ -53,6 +64,10 @@ _DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 # A display name that needs neither quotes nor encoding: atext words.
 _MAX_UNFOLDED_NAME = 200  # longer names are folded, to keep To under 998 octets
 _PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/?^_`{|}~-]+)*")
+
+
+class UnsendableAddress(InputError):
+    """The recipient's address cannot be put on a message at all: the row can never be sent."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,31 @@ class Envelope:
     # Set by MessageTemplate.envelope; transports that send the bytes ignore them.
     template: MessageTemplate | None = field(default=None, compare=False, repr=False)
     person: Recipient | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class MessageParts:
+    """One recipient's message as the pieces it is joined from.
+
+    ``head`` is the header fields and the blank line after them; the body is
+    ``shared[0]``, ``personal[0]``, ``shared[1]``, ... ``shared[-1]``. The
+    shared pieces are the same objects in every message of one template, the
+    personal ones are the recipient's few encoded values, and every piece is
+    empty or ends on a line break (``=\\r\\n`` at worst), so each can be
+    canonicalised on its own.
+    """
+
+    head: bytes
+    shared: tuple[bytes, ...]
+    personal: tuple[bytes, ...]
+
+    def message(self, before: bytes = b"") -> bytes:
+        """The message, with ``before`` (header fields, such as DKIM signatures) in front: one join, one copy."""
+        pieces: list[bytes] = [b""] * (2 * len(self.personal) + 3)
+        pieces[0], pieces[1] = before, self.head
+        pieces[2::2] = self.shared
+        pieces[3::2] = self.personal
+        return b"".join(pieces)
 
 
 def make_message_id(domain: str, send_id: int, delivery_id: int, install: str = "") -> str:
@@ -159,6 +199,12 @@ class MessageTemplate:
         object.__setattr__(self, "_encoded", _EncodedTemplate.of(self))
 
     @property
+    def size_hint(self) -> int:
+        """About how many bytes each message is: all but the recipient's header values and placeholders."""
+        e = self._encoded
+        return len(e.from_line) + len(e.reply_to_and_subject) + len(e.tail_headers) + sum(map(len, e.shared))
+
+    @property
     def full_subject(self) -> str:
         return self.subject_prefix + self.subject
 
@@ -170,32 +216,36 @@ class MessageTemplate:
 
     def build(self, recipient: Recipient) -> bytes:
         """The recipient's complete message: CRLF line endings, ready for SMTP."""
-        name = _check_recipient(recipient)
+        return self.parts(recipient).message()
+
+    def parts(self, recipient: Recipient) -> MessageParts:
+        """The recipient's message as the pieces it is joined from: what a DKIM
+        signer takes, to canonicalise the pieces every message shares only once."""
+        name, address = _check_recipient(recipient)
         values = _placeholder_values(recipient, name)
         e = self._encoded
-        return b"".join((
+        head = b"".join((
             e.from_line,
-            _to_line(name, recipient.email),
+            recipient_header(name, address),
             e.reply_to_and_subject,
             _DATE_LINE(),
             b"Message-ID: ", recipient.message_id.encode("ascii"), CRLF,
             b"MIME-Version: 1.0\r\n",
             b"List-Unsubscribe: ", self.list_unsubscribe(recipient.unsubscribe_url).encode("ascii"), CRLF,
             e.tail_headers,
-            b"--", e.boundary, CRLF, _TEXT_PART_HEADERS,
-            e.text.fill(values, escape_html=False),
-            CRLF, b"--", e.boundary, CRLF, _HTML_PART_HEADERS,
-            e.html.fill(values, escape_html=True),
-            CRLF, b"--", e.boundary, b"--", CRLF,
         ))
+        return MessageParts(head, e.shared, e.personal(values))
 
-    def envelope(self, delivery_id: int, recipient: Recipient) -> Envelope:
-        """What a transport takes for this recipient."""
+    def envelope(self, delivery_id: int, recipient: Recipient,
+                 sign: Callable[[MessageParts], bytes] | None = None) -> Envelope:
+        """What a transport takes for this recipient; ``sign`` (a DKIM signer's
+        ``sign_parts``) makes the signed message from its parts."""
+        parts = self.parts(recipient)
         return Envelope(
             delivery_id=delivery_id,
             sender=self.return_path,
-            recipient=recipient.email,
-            message=self.build(recipient),
+            recipient=wire_address(recipient.email),
+            message=sign(parts) if sign is not None else parts.message(),
             message_id=recipient.message_id,
             template=self,
             person=recipient,
@@ -208,7 +258,7 @@ class MessageTemplate:
 
     def values_for(self, recipient: Recipient) -> tuple[str, dict[str, str]]:
         """The recipient's name as shown and placeholder values, checked as build checks them."""
-        name = _check_recipient(recipient)
+        name = _check_recipient(recipient)[0]
         return name, _placeholder_values(recipient, name)
 
 
@@ -217,11 +267,11 @@ def build_reference(template: MessageTemplate, recipient: Recipient) -> bytes:
 
     Kept as the yardstick for ``MessageTemplate.build`` in tests and benchmarks.
     """
-    name = _check_recipient(recipient)
+    name, address = _check_recipient(recipient)
     values = _placeholder_values(recipient, name)
     msg = EmailMessage(policy=_POLICY)
     msg["From"] = Address(template.from_name, addr_spec=template.from_email)
-    msg["To"] = Address(name, addr_spec=recipient.email)
+    msg["To"] = Address(name, addr_spec=address)  # an ASCII local part only: email.headerregistry refuses others
     if template.reply_to:
         msg["Reply-To"] = template.reply_to
     msg["Subject"] = template.full_subject
@@ -248,23 +298,44 @@ class _EncodedTemplate:
     from_line: bytes
     reply_to_and_subject: bytes
     tail_headers: bytes  # List-Unsubscribe-Post ... Content-Type and the blank line
-    boundary: bytes
-    text: _EncodedPart
-    html: _EncodedPart
+    # The body: shared[0], a value, shared[1], ...; slots says which value
+    # goes between (escaped for HTML or not, the placeholder's name).
+    shared: tuple[bytes, ...]
+    slots: tuple[tuple[bool, str], ...]
 
     @classmethod
     def of(cls, t: MessageTemplate) -> _EncodedTemplate:
         # "=_" never occurs in quoted-printable, so one boundary serves every message.
         boundary = b"=_nl_" + secrets.token_hex(12).encode()
         reply_to = _header_line("Reply-To", t.reply_to) if t.reply_to else b""
+        text = _EncodedPart.compile(_canonical_body(t.text), "text")
+        html = _EncodedPart.compile(_canonical_body(t.html), "html")
+        shared, slots = [b"--" + boundary + CRLF + _TEXT_PART_HEADERS + text.statics[0]], []
+        for escape_html, part, after in (
+            (False, text, CRLF + b"--" + boundary + CRLF + _HTML_PART_HEADERS),
+            (True, html, CRLF + b"--" + boundary + b"--" + CRLF),
+        ):
+            for name, static in zip(part.names, part.statics[1:]):
+                slots.append((escape_html, name))
+                shared.append(static)
+            shared[-1] += after
+            if part is text:
+                shared[-1] += html.statics[0]
         return cls(
             from_line=_header_line("From", str(Address(t.from_name, addr_spec=t.from_email))),
             reply_to_and_subject=reply_to + _header_line("Subject", t.full_subject),
             tail_headers=_static_tail(t, boundary),
-            boundary=boundary,
-            text=_EncodedPart.compile(_canonical_body(t.text), "text"),
-            html=_EncodedPart.compile(_canonical_body(t.html), "html"),
+            shared=tuple(shared),
+            slots=tuple(slots),
         )
+
+    def personal(self, values: dict[str, str]) -> tuple[bytes, ...]:
+        """The recipient's encoded values, one per slot."""
+        encoded: dict[tuple[bool, str], bytes] = {}
+        for slot in self.slots:
+            if slot not in encoded:
+                encoded[slot] = _qp_value(values[slot[1]], slot[0])
+        return tuple(encoded[slot] for slot in self.slots)
 
 
 # --- bodies ---------------------------------------------------------------
@@ -282,7 +353,8 @@ class _EncodedPart:
     """A body as quoted-printable pieces: statics[0], names[0], statics[1], ...
 
     Every piece ends on a line break, so the pieces and the recipient's
-    encoded values join into valid quoted-printable with lines under 77 octets.
+    encoded values join into valid quoted-printable with lines under 77 octets
+    (and each can be DKIM-canonicalised on its own).
     """
 
     statics: tuple[bytes, ...]
@@ -300,16 +372,6 @@ class _EncodedPart:
                 "use only " + ", ".join(f"%%{n}%%" for n in placeholders.NAMES),
             ))
         return cls(tuple(_qp_piece(p) for p in pieces[0::2]), names)
-
-    def fill(self, values: dict[str, str], *, escape_html: bool) -> bytes:
-        if not self.names:
-            return self.statics[0]
-        encoded = {name: _qp_value(values[name], escape_html) for name in set(self.names)}
-        out = [self.statics[0]]
-        for name, static in zip(self.names, self.statics[1:]):
-            out.append(encoded[name])
-            out.append(static)
-        return b"".join(out)
 
 
 def _canonical_body(body: str) -> str:
@@ -384,13 +446,16 @@ def _static_tail(t: MessageTemplate, boundary: bytes) -> bytes:
     return b"".join(lines)
 
 
-def _to_line(name: str, email: str) -> bytes:
+def recipient_header(name: str, email: str) -> bytes:
+    """The To header for an address in wire form; UTF-8 when its local part is not ASCII."""
     if not name:
-        return b"To: " + email.encode("ascii") + CRLF
-    if len(name) > _MAX_UNFOLDED_NAME:
+        return b"To: " + email.encode("utf-8") + CRLF
+    if len(name) > _MAX_UNFOLDED_NAME and email.isascii():
         # Rare enough to take the slow road: email.message folds it properly.
         return _header_line("To", str(Address(name, addr_spec=email)))
-    if _PLAIN_PHRASE.fullmatch(name):
+    if len(name) > _MAX_UNFOLDED_NAME:
+        phrase = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")  # folded encoded words
+    elif _PLAIN_PHRASE.fullmatch(name):
         phrase = name
     elif name.isascii() and "=?" not in name:
         phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -398,7 +463,7 @@ def _to_line(name: str, email: str) -> bytes:
         # Not ASCII, or text a reader would take for an encoded word:
         # encode it, so it reads back exactly as written.
         phrase = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")
-    return f"To: {phrase} <{email}>\r\n".encode("ascii")
+    return f"To: {phrase} <{email}>\r\n".encode("utf-8")
 
 
 class _DateLine:
@@ -443,9 +508,13 @@ def _check_template(t: MessageTemplate) -> None:
         raise InputError(problems)
 
 
-def _check_recipient(r: Recipient) -> str:
-    """Refuse values that could break a header; return the name as shown."""
-    problems = [*_header_text_problems("name", r.name, r.email), *_address_problems("email", r.email)]
+def _check_recipient(r: Recipient) -> tuple[str, str]:
+    """Refuse values that could break a header; return the name as shown and the address in wire form."""
+    address = wire_address(r.email)
+    unsendable = _recipient_address_problems(r.email, address)
+    if unsendable:
+        raise UnsendableAddress(unsendable)
+    problems = _header_text_problems("name", r.name, r.email)
     if not (r.message_id.isascii() and _MESSAGE_ID.fullmatch(r.message_id)):
         problems.append(Problem("field message_id", f"{r.message_id!r} is not a Message-ID",
                                 "make it with message.make_message_id"))
@@ -457,7 +526,17 @@ def _check_recipient(r: Recipient) -> str:
     if problems:
         raise InputError(problems)
     # Runs of spaces and tabs in a name are typing accidents; show one space.
-    return " ".join(r.name.split())
+    return " ".join(r.name.split()), address
+
+
+def _recipient_address_problems(stored: str, address: str) -> list[Problem]:
+    if _LINE_BREAKING.search(address) or _PERCENT_LINE_BREAK.search(address):
+        return [Problem("field email", f"{stored!r} contains a line break or control character",
+                        "correct the address; it could add headers to the message")]
+    if not _RECIPIENT_ADDRESS.fullmatch(address):
+        return [Problem("field email", f"{stored!r} is not an address we can send to",
+                        "correct the address: a plain address like name@example.org")]
+    return []
 
 
 def header_field_problems(label: str, value: str, *, address: bool = False) -> list[Problem]:

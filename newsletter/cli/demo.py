@@ -93,9 +93,10 @@ def _prepare(settings, folder: Path, count: int, delay: int):
         )
         mailing_list = get_list(session, publication.slug, LIST_SLUG)
         at = utcnow() + timedelta(seconds=delay)
-        # The demo's links point at its own web app on loopback, on purpose.
-        send = scheduling.schedule_send(session, issue_row, mailing_list, at, batch_size=settings.batch_size,
-                                        allow_private_links=True)
+        # The demo's links point at its own web app on loopback, on purpose; and on a
+        # database of its own a second demo sends the sample issue to its readers again.
+        send = scheduling.schedule_issue(session, settings, issue_row, [mailing_list], at, allow_private_links=True,
+                                         resend=True).send
         when = scheduling.when_from_utc(send.scheduled_at, publication.timezone)
         console.print(f"[bold]3.[/] Scheduled send {send.id} for {when.describe()}")
         send_id = send.id

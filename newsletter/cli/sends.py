@@ -43,14 +43,18 @@ def prepared_issue(folder: Path, settings):
 @click.option("--preview", is_flag=True, help="Show who it would go to today, and schedule nothing.")
 @click.option("--allow-private-links", is_flag=True,
               help="Let a real send go out with links that are not https, or point at loopback or a private address.")
+@click.option("--resend", is_flag=True,
+              help="Send it again to people who already had this issue from an earlier send (left out otherwise).")
 def schedule(folder: Path, list_slugs: tuple[str, ...], segment_name: str | None, at_text: str | None, now_: bool,
-             batch_size: int | None, preview: bool, allow_private_links: bool):
+             batch_size: int | None, preview: bool, allow_private_links: bool, resend: bool):
     """Check an issue, store it, and schedule it for one or more lists or a segment.
 
     The audience count and ten of its people are shown first. Who receives it
-    is fixed when the send starts: people who join later are not added.
+    is fixed when the send starts: people who join later are not added, and
+    people an earlier send of the issue reached are left out unless --resend.
     """
     from newsletter.cli.segments import show_audience
+    from newsletter.sending.links import sending_warnings
     from newsletter.store.publications import get_publication
     from newsletter.audience.segments import get_segment, publication_list_ids
     from newsletter.audience.segments import preview as audience_preview
@@ -64,7 +68,6 @@ def schedule(folder: Path, list_slugs: tuple[str, ...], segment_name: str | None
     settings, scope = _session()
     rendered = prepared_issue(folder, settings)
     publication = rendered.issue.publication
-    _check_sending(publication, settings, allow_private_links)
     when = scheduling.parse_local_time(at_text, publication.timezone) if at_text else None
     with scope as session:
         lists = [get_list(session, publication.slug, slug) for slug in dict.fromkeys(list_slugs)]
@@ -73,36 +76,26 @@ def schedule(folder: Path, list_slugs: tuple[str, ...], segment_name: str | None
         list_ids = [row.id for row in lists] or publication_list_ids(session, pub_row)
         show_audience(audience_preview(session, pub_row, list_ids, segment.condition if segment else ""))
         if preview:
+            print_problems(sending_warnings(publication, settings))
             console.print("Nothing was scheduled (--preview).")
             return
         issue_row = store_issue(session, rendered)
-        send = scheduling.schedule_send(
-            session, issue_row, lists, when.utc if when else None, segment=segment,
-            batch_size=batch_size or settings.batch_size, allow_private_links=allow_private_links,
+        # Links subscribers could not follow are refused here, and nothing is stored.
+        scheduled = scheduling.schedule_issue(
+            session, settings, issue_row, lists, when.utc if when else None, segment=segment,
+            batch_size=batch_size, allow_private_links=allow_private_links, resend=resend,
         )
-        shown = scheduling.when_from_utc(send.scheduled_at, publication.timezone)
-        send_id, audience = send.id, audience_words(lists, segment)
+        shown = scheduling.when_from_utc(scheduled.send.scheduled_at, publication.timezone)
+        send_id, audience = scheduled.send.id, audience_words(lists, segment)
+    print_problems(sending_warnings(publication, settings))
     # Only now, after the commit: a send that is announced exists.
     console.print(
         f"Scheduled send [bold]{send_id}[/]: {publication.name} {rendered.issue.slug} "
         f"to {audience} at {shown.describe()}."
     )
+    if scheduled.already_had:
+        console.print(scheduled.already_had_words("--resend"), highlight=False)
     console.print("Workers and beat must be running (see the Procfile) for it to go out.")
-
-
-def _check_sending(publication, settings, allow_private_links: bool) -> None:
-    """Warn about links that are not https and public (and secrets not set here);
-    refuse such links for a real send unless --allow-private-links says so."""
-    from newsletter.authoring.sending_block import SendingBlock, lane_settings
-    from newsletter.sending.links import ALLOW_FLAG, is_real_send, link_problems, sending_warnings
-
-    warnings = sending_warnings(publication, settings)
-    own = lane_settings(settings, publication.sending or SendingBlock(), publication.slug, secrets=False)
-    links = link_problems(publication, own)
-    if links and is_real_send(own) and not allow_private_links:
-        raise InputError([Problem(p.where, p.message + f"; a send through {own.transport} refuses them",
-                                  p.fix + f", or pass {ALLOW_FLAG} if that is meant") for p in links])
-    print_problems(warnings)
 
 
 def audience_words(lists, segment) -> str:

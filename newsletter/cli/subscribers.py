@@ -261,7 +261,7 @@ def subscribers_import(path, list_slugs, unconfirmed, errors_path, publication) 
     if errors_path and Path(errors_path).resolve() == Path(path).resolve():
         raise InputError(Problem("--errors", "is the file being imported", "name another file for the problems"))
     with database() as session:
-        report = subscriber_csv.import_csv(session, path, list_slugs, publication, status)
+        report = subscriber_csv.import_csv(session, path, list_slugs, publication, status, settings=get_settings())
     if errors_path:
         subscriber_csv.write_problems(report, errors_path)
     show_report(report, errors_path)

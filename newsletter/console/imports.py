@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 import tempfile
 from dataclasses import dataclass
@@ -25,13 +26,17 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.subscriber_csv import PROBLEM_COLUMNS, formula_safe, import_csv, unformula
 from newsletter.audience.subscribers import JOIN_STATUSES, normalise_address
+from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.models import ImportJob, MailingList, PublicationRow, utcnow
+
+log = logging.getLogger(__name__)
 
 MAX_BYTES = 10 * 1024 * 1024  # about 100,000 rows
 PREVIEW_ROWS = 10
 INLINE_ROWS = 1000  # files with at most this many rows are imported while the page waits
 STALE = timedelta(minutes=10)  # a job that long without progress lost its worker
+TRIES = 3  # runs an import is given: one that fails unexpectedly (or loses its worker) that often is failed
 UPLOAD_KEPT = timedelta(hours=24)  # an upload never mapped is deleted after this
 
 TARGETS = ("email", "name", "lists", "field", "ignore")
@@ -241,6 +246,8 @@ def due_jobs(session: Session, now=None) -> list[int]:
     now = now or utcnow()
     session.execute(delete(ImportJob).where(ImportJob.state == "uploaded", ImportJob.created_at < now - UPLOAD_KEPT))
     lost = ImportJob.state.in_(("queued", "running")) & (ImportJob.updated_at < now - STALE)
+    for job in session.scalars(select(ImportJob).where(lost, ImportJob.tries >= TRIES)):
+        _give_up(session, job)
     ids = session.scalars(select(ImportJob.id).where(or_(ImportJob.state == "waiting", lost))).all()
     handed = []
     for job_id in ids:
@@ -254,11 +261,11 @@ def due_jobs(session: Session, now=None) -> list[int]:
 def claim(session: Session, job_id: int) -> bool:
     """Take a waiting or queued job to run it; False when another run has it (or it is done)."""
     taken = session.execute(update(ImportJob).where(ImportJob.id == job_id, ImportJob.state.in_(("waiting", "queued")))
-                            .values(state="running", rows_done=0, updated_at=utcnow()))
+                            .values(state="running", rows_done=0, tries=ImportJob.tries + 1, updated_at=utcnow()))
     return bool(taken.rowcount)
 
 
-def run_job(session: Session, job_id: int) -> ImportJob | None:
+def run_job(session: Session, job_id: int, settings: Settings | None = None) -> ImportJob | None:
     """Claim the job and import its file with the CLI's importer.
 
     Each chunk of rows is committed with the job's progress, so the page can
@@ -284,20 +291,44 @@ def run_job(session: Session, job_id: int) -> ImportJob | None:
             session.commit()
 
         report = import_csv(session, handle.name, [mailing_list.slug], publication.slug, job.join_status,
-                            progress=progress)
+                            progress=progress, settings=settings)
     except InputError as exc:
         session.rollback()
         return _fail(session, get_job(session, job_id), "; ".join(f"{p.message} ({p.fix})" if p.fix else p.message
                                                                 for p in exc.problems))
+    except Exception as exc:  # noqa: BLE001 - a bug or an outage: said on the page, tried again a few times
+        log.exception("import %s failed unexpectedly", job_id)
+        session.rollback()
+        return _failed_try(session, get_job(session, job_id), f"{type(exc).__name__}: {exc}")
     finally:
         Path(handle.name).unlink(missing_ok=True)
     job.added, job.updated, job.unchanged = report.added, report.updated, report.unchanged
     job.rejected, job.not_resubscribed = report.rejected, report.not_resubscribed
     job.problems = [[p.line, p.column, p.severity, p.message, p.fix] for p in report.problems]
-    job.rows_done, job.state, job.data = job.rows_total, "finished", None
+    job.rows_done, job.state, job.data, job.error = job.rows_total, "finished", None, ""  # an earlier try's error is over
     job.finished_at = job.updated_at = utcnow()
     session.commit()
     return job
+
+
+def _failed_try(session: Session, job: ImportJob, error: str) -> ImportJob:
+    """A run that failed unexpectedly: the job is tried again after STALE (``due_jobs``), the
+    error shown meanwhile; after TRIES runs it is failed."""
+    job.error = f"try {job.tries} of {TRIES} failed with an unexpected error: {error}"[:2000]
+    if job.tries >= TRIES:
+        return _give_up(session, job)
+    job.state, job.updated_at = "queued", utcnow()  # as if its worker were lost: handed out again after STALE
+    session.commit()
+    return job
+
+
+def _give_up(session: Session, job: ImportJob) -> ImportJob:
+    last = job.error.split(": ", 1)[1] if job.error.startswith("try ") else ""
+    why = f"the last one failed with an unexpected error: {last}" if last else \
+        "each time its worker stopped before it finished (the workers' log says why)"
+    return _fail(session, job, f"gave up after {job.tries} tries: {why}. Nothing after the last "
+                               "committed chunk was imported; upload the file again (rows already "
+                               "imported count as unchanged), and if it fails again, tell your operator")
 
 
 def _fail(session: Session, job: ImportJob, error: str) -> ImportJob:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.ops.sends import SendStatus, error_groups, send_status
+from newsletter.sending.scheduling import list_ids_of, list_labels
 from newsletter.store.models import (
     Delivery,
     Draft,
@@ -38,27 +39,36 @@ def results(session: Session, settings: Settings, draft: Draft) -> list[SendResu
         return []
     now = utcnow()
     rows = session.execute(
-        select(Send, PublicationRow.slug, IssueRow.slug, MailingList.slug, MailingList.name)
-        .join(IssueRow, IssueRow.id == Send.issue_id).join(MailingList, MailingList.id == Send.list_id)
+        select(Send, PublicationRow.slug, IssueRow.slug)
+        .join(IssueRow, IssueRow.id == Send.issue_id)
         .join(PublicationRow, PublicationRow.id == IssueRow.publication_id)
         .where(Send.issue_id == draft.issue_id).order_by(Send.id)
     ).all()
-    return [SendResult(send_status(session, send, (pub, issue, list_slug), now),
-                       list_name, [(g.reason, g.count) for g in error_groups(session, send.id, shown=20)],
+    labels = list_labels(session, [send.id for send, *_ in rows])
+    return [SendResult(send_status(session, send, (pub, issue, labels[send.id]), now),
+                       list_names(session, send), [(g.reason, g.count) for g in error_groups(session, send.id, shown=20)],
                        unsubscribed_after(session, send))
-            for send, pub, issue, list_slug, list_name in rows]
+            for send, pub, issue in rows]
+
+
+def list_names(session: Session, send: Send) -> str:
+    """The names of the lists a send went to, "Staff, Board" for a send to several."""
+    ids = list_ids_of(session, send)
+    names = dict(session.execute(select(MailingList.id, MailingList.name).where(MailingList.id.in_(ids))).all())
+    return ", ".join(names[i] for i in ids)
 
 
 def unsubscribed_after(session: Session, send: Send) -> int:
     if send.started_at is None:
         return 0
-    left = or_(and_(Membership.list_id == send.list_id, Membership.status == "unsubscribed",
+    list_ids = list_ids_of(session, send)
+    left = or_(and_(Membership.list_id.in_(list_ids), Membership.status == "unsubscribed",
                     Membership.updated_at >= send.started_at),
                and_(Subscriber.status == "unsubscribed", Subscriber.updated_at >= send.started_at))
     return session.scalar(
         select(func.count(func.distinct(Delivery.subscriber_id)))
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .join(Membership, and_(Membership.subscriber_id == Subscriber.id, Membership.list_id == send.list_id))
+        .join(Membership, and_(Membership.subscriber_id == Subscriber.id, Membership.list_id.in_(list_ids)))
         .where(Delivery.send_id == send.id, Delivery.state == "sent", left)
     ) or 0
 
@@ -70,12 +80,13 @@ def failures_csv(session: Session, draft: Draft) -> str:
     writer.writerow(["send", "list", "email", "attempts", "error"])
     if draft.issue_id is not None:
         rows = session.execute(
-            select(Send.id, MailingList.slug, Delivery.email, Delivery.attempts, Delivery.last_error)
-            .join(Send, Send.id == Delivery.send_id).join(MailingList, MailingList.id == Send.list_id)
+            select(Send.id, Delivery.email, Delivery.attempts, Delivery.last_error)
+            .join(Send, Send.id == Delivery.send_id)
             .where(Send.issue_id == draft.issue_id, Delivery.state == "failed").order_by(Send.id, Delivery.id)
         ).all()
-        for row in rows:
-            writer.writerow([_cell(str(v)) for v in row])
+        labels = list_labels(session, sorted({row[0] for row in rows}))
+        for send_id, *rest in rows:
+            writer.writerow([_cell(str(v)) for v in (send_id, labels[send_id], *rest)])
     return out.getvalue()
 
 

@@ -28,6 +28,7 @@ from newsletter.audience.suppressions import find_suppression
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.ops import audit
 from newsletter.console.workflow import Actor
+from newsletter.console.clicks import click_moments
 from newsletter.store.models import (
     AuditEntry,
     ConfirmationEmail,
@@ -212,6 +213,8 @@ def history(session: Session, publication_id: int, subscriber: Subscriber, lists
         moments.append(Moment(at, "sent" if delivery.state == "sent" else "not-sent",
                               f"“{issue.title}” ({issue.issue_date:%d %B %Y})", detail))
     moments += _event_moments(session, subscriber, delivery_ids)
+    moments += [Moment(at, "clicked", text, detail)  # per_person publications only (docs/clicks.md)
+                for at, text, detail in click_moments(session, publication_id, subscriber.id)]
     if suppression is not None:
         moments.append(Moment(suppression.created_at, "suppressed", f"Suppressed: {REASONS.get(suppression.reason, suppression.reason)}",
                               suppression.source))

@@ -32,6 +32,9 @@ from newsletter.audience.suppressions import suppressed_in_sql
 
 # The one publication setting the console adds: may one person edit and approve an issue?
 SELF_APPROVAL = "one_person_may_approve"
+# The schedule form's boxes, as the operator reads them.
+ALLOW_BOX = "Send even though its links are not public"
+RESEND_BOX = "Send again to people who already had it"
 STATES = ("draft", "awaiting approval", "approved", "scheduled", "sending", "paused", "sent", "cancelled")
 
 
@@ -242,25 +245,19 @@ def dst_warning(when: scheduling.When, now=None) -> str:
             f"{when.local:%H:%M} there is {when.utc:%H:%M} UTC, not {(when.utc + after - before):%H:%M} UTC as today.")
 
 
-def link_refusals(settings: Settings, publication: PublicationRow) -> list[Problem]:
-    """Links a real send of this publication would refuse (not https, or not public);
-    none when its mail goes to the outbox folder (sending/links.py)."""
-    from newsletter.authoring.sending_block import lane_settings
-    from newsletter.sending.links import is_real_send, link_problems
-    from newsletter.store.publications import sending_block
-
-    own = lane_settings(settings, sending_block(publication), publication.slug, secrets=False)
-    return link_problems(publication, own) if is_real_send(own) else []
-
-
 def schedule(session: Session, settings: Settings, draft: Draft, actor: Actor, list_slugs: Sequence[str],
-             at_text: str | None, segment_name: str = "", allow_private_links: bool = False) -> list[Send]:
-    """Store the approved draft as an issue and schedule a send to each list (``at_text`` None: now).
+             at_text: str | None, segment_name: str = "", allow_private_links: bool = False,
+             resend: bool = False) -> scheduling.Scheduled:
+    """Store the approved draft as an issue and schedule it (``at_text`` None: now).
 
-    With a segment, one send goes to the people it matches on the lists (on
-    any list of the publication when none is ticked), each of them once.
-    Links that are not https and public are refused for a real send unless
-    ``allow_private_links`` (the form's "send anyway" box) says they are meant.
+    One send to all the ticked lists, as ``newsletter schedule`` makes
+    (``scheduling.schedule_issue``, the one function both call): a person on
+    several of them gets the issue once, and people an earlier send of the issue
+    reached are left out unless ``resend`` (the form's "send again" box).
+    With a segment, the people it matches on the lists (on any list of the
+    publication when none is ticked). Links that are not https and public are
+    refused for a real send unless ``allow_private_links`` (the form's "send
+    anyway" box) says they are meant.
     """
     from newsletter.authoring.publishing import checked_render
     from newsletter.store.issues import store_issue
@@ -275,30 +272,34 @@ def schedule(session: Session, settings: Settings, draft: Draft, actor: Actor, l
     if not list_slugs and not segment_name:
         raise InputError(Problem("lists", "no list is chosen", "tick at least one list, or choose a segment"))
     publication = session.get(PublicationRow, draft.publication_id)
-    refused = [] if allow_private_links else link_refusals(settings, publication)
-    if refused:
-        raise InputError([Problem(p.where, p.message, p.fix + ", or tick \"Send even though its links are not public\" "
-                                  "if this is a test") for p in refused])
     segment = get_segment(session, publication.slug, segment_name) if segment_name else None
     when = scheduling.parse_local_time(at_text, publication.timezone) if at_text else None
-    lists = [get_list(session, publication.slug, slug) for slug in list_slugs]
+    lists = [get_list(session, publication.slug, slug) for slug in dict.fromkeys(list_slugs)]
     with laid_out(session, draft) as folder:
         rendered, _warnings = checked_render(folder, settings.templates_dir)
         row = store_issue(session, rendered)
+        scheduled = scheduling.schedule_issue(
+            session, settings, row, lists, when.utc if when else None, segment=segment,
+            allow_private_links=allow_private_links, resend=resend, how_to_allow=f"tick \"{ALLOW_BOX}\"")
         # The pictures the email links to, where the web app serves the web copy from.
         write_issue_pages(Path(settings.web_copy_dir) / publication.slug / rendered.issue.slug, rendered)
-    if segment is not None:
-        sends = [scheduling.schedule_send(session, row, lists, when.utc if when else None, segment=segment,
-                                          batch_size=settings.batch_size, allow_private_links=allow_private_links)]
-    else:
-        sends = [scheduling.schedule_send(session, row, mailing_list, when.utc if when else None,
-                                          batch_size=settings.batch_size, allow_private_links=allow_private_links)
-                 for mailing_list in lists]
     draft.issue_id, draft.state = row.id, "scheduled"
-    shown = scheduling.when_from_utc(sends[0].scheduled_at, publication.timezone).describe()
+    shown = scheduling.when_from_utc(scheduled.send.scheduled_at, publication.timezone).describe()
     audience = ", ".join(list_slugs) or "every list"
-    log(session, actor, draft, "scheduled", f"to {audience}{f' (segment {segment.name})' if segment else ''} at {shown}")
-    return sends
+    had = f"; {scheduled.already_had_words(f'tick {RESEND_BOX!r}')}" if scheduled.already_had else ""
+    log(session, actor, draft, "scheduled",
+        f"to {audience}{f' (segment {segment.name})' if segment else ''} at {shown}{' (a resend)' if resend else ''}{had}")
+    return scheduled
+
+
+def issue_id_of(session: Session, draft: Draft) -> int | None:
+    """The stored issue the draft is, if it was ever stored (scheduled here, or from the command line)."""
+    from newsletter.store.models import IssueRow
+
+    if draft.issue_id is not None:
+        return draft.issue_id
+    return session.scalar(select(IssueRow.id).where(IssueRow.publication_id == draft.publication_id,
+                                                    IssueRow.slug == draft.slug))
 
 
 def scheduled_sends(session: Session, draft: Draft) -> list[Send]:
@@ -346,32 +347,9 @@ def send_now(session: Session, draft: Draft, actor: Actor) -> int:
 
 def waiting_recipients(session: Session, draft: Draft) -> int:
     """How many people the draft's waiting sends would go to if they started now."""
-    from newsletter.store.models import MailingList
-
-    from newsletter.audience.segments import preview
-
-    sizes = {a.list_slug: a.recipients for a in audience_sizes(session, draft.publication_id)}
     total = 0
     for send in scheduled_sends(session, draft):
-        if send.state == "scheduled" and send.segment_condition:  # a segment's people, on its lists
-            publication = session.get(PublicationRow, draft.publication_id)
-            total += preview(session, publication, scheduling.list_ids_of(session, send), send.segment_condition).count
-        elif send.state == "scheduled":
-            total += sizes.get(session.get(MailingList, send.list_id).slug, 0)
+        if send.state == "scheduled":
+            audience, had = scheduling.audience_today(session, send)
+            total += audience if send.resend else audience - had
     return total
-
-
-def overlap_warning(session: Session, publication_id: int, list_slugs: Sequence[str]) -> str:
-    from newsletter.store.models import MailingList
-
-    if len(list_slugs) < 2:
-        return ""
-    ids = session.scalars(select(MailingList.id).where(MailingList.publication_id == publication_id,
-                                                       MailingList.slug.in_(list_slugs))).all()
-    shared = session.scalar(select(func.count()).select_from(
-        select(Membership.subscriber_id).where(Membership.list_id.in_(ids), Membership.status == "confirmed")
-        .group_by(Membership.subscriber_id).having(func.count() > 1).subquery()))
-    return (f"{shared} people are on more than one of these lists: each list gets its own send, "
-            "so they would receive the issue once per list.") if shared else ""
-
-

@@ -23,19 +23,22 @@ The rules, in order (docs/clicks.md says why; each has a test):
 
 The redirect never waits for this: ``ClickCounter.record`` appends to a
 queue in memory; a thread classes the queue and writes the counts to the
-database in one transaction a second. If the database is away, counts wait
+database in one transaction four times a second. If the database is away, counts wait
 in memory (merged, so memory stays small) and go with the next write that
 works; a SIGKILL loses at most the last second. Client addresses are held
-only in memory, as a keyed digest, for ``BURST_SECONDS``; they are never
-written anywhere.
+only as a keyed digest, in memory and (with Redis, shared by the web
+processes: ``SharedMemory``) in keys that expire, for ``BURST_SECONDS``;
+never in the database or a log.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
+import functools
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -61,8 +64,9 @@ CLASSES = (HUMAN, MACHINE, UNSURE)
 BURST_LINKS = 3  # different links of one message ...
 BURST_SECONDS = 10.0  # ... from one address within this many seconds: a machine
 EARLY_SECONDS = 30  # a click this soon after the message was made is unsure
-FLUSH_SECONDS = 1.0
-MAX_WAITING_KEYS = 200_000  # counts kept while the database is away; beyond, the oldest go
+FLUSH_SECONDS = 0.25  # a SIGKILL loses what came since the last write, and the write under way
+MAX_WAITING_KEYS = 200_000  # counts kept while the database is away; beyond, they go
+MAX_QUEUED = 1_000_000  # clicks not yet classed (the thread stuck on a database that hangs); beyond, the oldest go
 
 # Link scanners, previewers and HTTP libraries. People's browsers never say these.
 SCANNER_AGENTS = re.compile(
@@ -96,13 +100,16 @@ def request_rule(method: str, headers) -> str:
     if method != "GET":
         return "request"
     for name in _PREFETCH_HEADERS:
-        value = (headers.get(name) or "").lower()
-        if "prefetch" in value or "preview" in value or "prerender" in value:
+        value = headers.get(name)
+        if value and ("prefetch" in value.lower() or "preview" in value.lower() or "prerender" in value.lower()):
             return "request"
-    agent = headers.get("User-Agent") or ""
-    if not agent.strip() or SCANNER_AGENTS.search(agent):
-        return "agent"
-    return ""
+    return "agent" if scanner_agent(headers.get("User-Agent") or "") else ""
+
+
+@functools.lru_cache(maxsize=4096)
+def scanner_agent(agent: str) -> bool:
+    """Rule 2 for one user agent; a few hundred agents make up nearly every click, so remembered."""
+    return not agent.strip() or bool(SCANNER_AGENTS.search(agent))
 
 
 def client_digest(secret: bytes, address: str) -> bytes:
@@ -208,6 +215,27 @@ class Classifier:
         recent.counted.append(_Counted(click.link, hour, kind, click.at, click.subscriber_id))
         return kind
 
+    # --- shared through Redis (SharedMemory) ---------------------------------------------
+
+    def keys_of(self, clicks: list[Click]) -> list[tuple[bytes, int, str]]:
+        return list(dict.fromkeys((c.client, c.send_id, c.nonce) for c in clicks))
+
+    def export(self, key: tuple[bytes, int, str]) -> str | None:
+        recent = self._recent.get(key)
+        if recent is None:
+            return None
+        return json.dumps({
+            "f": recent.fetches, "m": recent.machine, "l": recent.last,
+            "c": [[c.link, c.hour.timestamp(), c.kind, c.at, c.subscriber_id] for c in recent.counted],
+        }, separators=(",", ":"))
+
+    def load(self, key: tuple[bytes, int, str], data: str | bytes) -> None:
+        value = json.loads(data)
+        self._recent[key] = _Recent(
+            fetches=[(at, link) for at, link in value["f"]], machine=value["m"], last=value["l"],
+            counted=[_Counted(link, datetime.fromtimestamp(hour, timezone.utc), kind, at, sub)
+                     for link, hour, kind, at, sub in value["c"]])
+
     def _sweep(self, now: float) -> None:
         if now - self._swept < BURST_SECONDS:
             return
@@ -273,11 +301,72 @@ def _add_up(session: Session, model, rows: list[dict], keys: list[str], columns:
     session.execute(statement, rows)
 
 
+# --- what several web processes saw: short-lived Redis keys ---------------------------------
+
+
+class SharedMemory:
+    """The burst and trap rules' memory, shared by the web processes through Redis.
+
+    One key per client digest, send and message nonce, holding what that client
+    fetched of that message, and gone ``BURST_SECONDS`` after its last fetch.
+    The key names a keyed digest of the address, never the address. Read once
+    and written once per batch (two round trips); when Redis cannot answer,
+    each process goes on with its own memory.
+    """
+
+    PREFIX = "newsletter:clicks:recent:"
+
+    def __init__(self, url: str):
+        import redis
+
+        self._errors = (redis.RedisError, OSError)
+        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._set_all = self._redis.register_script(
+            "for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i], 'PX', ARGV[#KEYS + 1]) end")
+        self.ok = True
+
+    def _name(self, key: tuple[bytes, int, str]) -> str:
+        client, send_id, nonce = key
+        return f"{self.PREFIX}{client.hex()}:{send_id}:{nonce}"
+
+    def before(self, classifier: Classifier, keys: list) -> None:
+        if not keys:
+            return
+        try:
+            values = self._redis.mget([self._name(k) for k in keys])
+        except self._errors as exc:
+            self._away(exc)
+            return
+        for key, value in zip(keys, values):
+            if value is not None:
+                classifier.load(key, value)
+        self.ok = True
+
+    def after(self, classifier: Classifier, keys: list) -> None:
+        if not keys or not self.ok:
+            return
+        names, values = [], []
+        for key in keys:
+            data = classifier.export(key)
+            if data is not None:
+                names.append(self._name(key))
+                values.append(data)
+        try:  # one command for the whole batch: a command per key would cost more than the clicks
+            self._set_all(keys=names, args=[*values, int(BURST_SECONDS * 1000)])
+        except self._errors as exc:
+            self._away(exc)
+
+    def _away(self, exc: Exception) -> None:
+        if self.ok:
+            log.warning("click burst memory is this process's own: Redis cannot be reached (%s)", exc)
+        self.ok = False
+
+
 # --- the counter the web app holds --------------------------------------------------------
 
 
 class ClickCounter:
-    """Takes clicks and page views from requests; writes them once a second from a thread.
+    """Takes clicks and page views from requests; writes them four times a second from a thread.
 
     ``record`` and ``page_view`` never block and never touch the database. The
     thread starts on first use in each process (gunicorn forks after import).
@@ -288,7 +377,7 @@ class ClickCounter:
         self.clock = clock  # when a click came; tests move it on
         self.flush_seconds = flush_seconds
         self.secret = hashlib.sha256(b"newsletter.click-client\0" + settings.signing_keys[0].encode()).digest()
-        self._queue: collections.deque = collections.deque()
+        self._queue: collections.deque = collections.deque(maxlen=MAX_QUEUED)
         self._classifier = Classifier()
         self._waiting = Deltas()
         self._lock = threading.Lock()  # one flush at a time
@@ -297,6 +386,7 @@ class ClickCounter:
         self._stop = threading.Event()
         self.database_ok = True
         self.written = 0  # clicks and views written, for tests and the bench
+        self.shared = SharedMemory(settings.redis_url) if settings.redis_url else None
 
     def record(self, click: Click) -> None:
         self._queue.append(click)
@@ -310,17 +400,24 @@ class ClickCounter:
         """Class what is queued and write it with whatever waited; True when written."""
         with self._lock:
             deltas = Deltas()
-            taken = 0
+            items = []
             while True:
                 try:
-                    item = self._queue.popleft()
+                    items.append(self._queue.popleft())
                 except IndexError:
                     break
-                taken += 1
+            taken = len(items)
+            clicks = [item for item in items if isinstance(item, Click)]
+            keys = self._classifier.keys_of(clicks) if self.shared else []
+            if self.shared:
+                self.shared.before(self._classifier, keys)
+            for item in items:
                 if isinstance(item, Click):
                     self._classifier.classify(item, deltas)
                 else:
                     deltas.views[item] = deltas.views.get(item, 0) + 1
+            if self.shared:
+                self.shared.after(self._classifier, keys)
             self._waiting.merge(deltas)
             if not len(self._waiting):
                 return True

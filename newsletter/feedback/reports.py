@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.sending.scheduling import When, when_from_utc
+from newsletter.sending.scheduling import When, list_labels, when_from_utc
 from newsletter.sending.sends import Progress, progress
-from newsletter.store.models import IssueRow, MailingList, PublicationRow, Send
+from newsletter.store.models import IssueRow, PublicationRow, Send
 
 
 @dataclass
@@ -17,7 +17,7 @@ class SendRow:
     send_id: int
     publication: str
     issue: str
-    list: str
+    list: str  # its lists' slugs, "a, b" for a send to several
     state: str
     when: When
     progress: Progress
@@ -25,20 +25,21 @@ class SendRow:
 
 def send_overview(session: Session, *, include_finished: bool = False, limit: int = 50) -> list[SendRow]:
     query = (
-        select(Send, IssueRow.slug, MailingList.slug, PublicationRow.slug, PublicationRow.timezone)
+        select(Send, IssueRow.slug, PublicationRow.slug, PublicationRow.timezone)
         .join(IssueRow, IssueRow.id == Send.issue_id)
-        .join(MailingList, MailingList.id == Send.list_id)
         .join(PublicationRow, PublicationRow.id == IssueRow.publication_id)
         .order_by(Send.id.desc())
         .limit(limit)
     )
     if not include_finished:
         query = query.where(Send.state.in_(("scheduled", "sending", "paused")))
+    found = session.execute(query).all()
+    lists = list_labels(session, [send.id for send, *_ in found])
     rows = []
-    for send, issue_slug, list_slug, publication_slug, tz in session.execute(query).all():
+    for send, issue_slug, publication_slug, tz in found:
         moment = send.started_at or send.scheduled_at
         rows.append(
-            SendRow(send.id, publication_slug, issue_slug, list_slug, send.state, when_from_utc(moment, tz),
-                    progress(session, send.id))
+            SendRow(send.id, publication_slug, issue_slug, lists[send.id], send.state,
+                    when_from_utc(moment, tz), progress(session, send.id))
         )
     return rows

@@ -12,6 +12,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.sending.leases import holder_is_gone, live_holders
+from newsletter.sending.scheduling import list_labels
 from newsletter.sending.sends import ACTIVE_ROW_STATES, LOST_BATCHES_EVENT, progress
 from newsletter.store.models import (
     ClaimLease, Delivery, IssueRow, MailingList, PublicationRow, RateLimitThrottle, Send, SendEvent, Suppression,
@@ -109,16 +110,18 @@ def send_statuses(session: Session, now: datetime, limit: int = 20, *,
     query = _labelled(select(Send, PublicationRow.slug, IssueRow.slug, MailingList.slug)).where(
         or_(Send.state.in_(("sending", "paused")), and_(Send.state.in_(("finished", "cancelled")), Send.finished_at >= now - RECENT))
     ).order_by(Send.id.desc()).limit(limit)
-    return [
-        send_status(session, send, (publication, issue, list_slug), now, throttled_after=throttled_after)
-        for send, publication, issue, list_slug in session.execute(query).all()
-    ]
+    found = session.execute(query).all()
+    lists = list_labels(session, [send.id for send, *_ in found])
+    return [send_status(session, send, (publication, issue, lists[send.id]), now, throttled_after=throttled_after)
+            for send, publication, issue, _ in found]
 
 
 def scheduled_sends(session: Session, limit: int = SCHEDULED_SHOWN) -> list[ScheduledSend]:
     query = _labelled(select(Send.id, PublicationRow.slug, IssueRow.slug, MailingList.slug, Send.scheduled_at))
     query = query.where(Send.state == "scheduled").order_by(Send.scheduled_at, Send.id).limit(limit)
-    return [ScheduledSend(*row) for row in session.execute(query).all()]
+    found = session.execute(query).all()
+    lists = list_labels(session, [row[0] for row in found])
+    return [ScheduledSend(send_id, publication, issue, lists[send_id], at) for send_id, publication, issue, _, at in found]
 
 
 def send_status(session: Session, send: Send, labels: tuple[str, str, str], now: datetime, *,

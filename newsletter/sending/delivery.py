@@ -14,8 +14,8 @@ import random
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import partial
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import and_, bindparam, case, exists, or_, select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
@@ -26,20 +26,20 @@ from newsletter.config import ConfigError, Settings
 from newsletter.sending.lanes import Lane, Lanes
 from newsletter.sending.links import check_links_allowed
 from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
-from newsletter.authoring.message import Recipient, make_message_id
+from newsletter.authoring.message import Recipient, UnsendableAddress, make_message_id
 from newsletter.sending.return_path import verp_address
-from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable
-from newsletter.sending.scheduling import list_ids_of, message_template, record_send_event
+from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable, RateLimitYield
+from newsletter.sending.scheduling import header_list_of, list_ids_of, message_template, record_send_event
 from newsletter.sending import clicks
 from newsletter.store import clock
 from newsletter.store.publications import sending_block
 from newsletter.store.lookups import among
 from newsletter.store.models import (
     Batch,
-    MailingList,
     Delivery,
     IssueRow,
     Membership,
+    POLICY_REFUSAL,
     PublicationRow,
     RateLimitThrottle,
     Send,
@@ -47,10 +47,11 @@ from newsletter.store.models import (
     utcnow,
 )
 from newsletter.audience.tokens import preferences_url, unsubscribe_url
-from newsletter.errors import InputError
+from newsletter.errors import InputError, Problem
+from newsletter.transports import why_never_delivered
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport
 
-from newsletter.sending.sends import ACTIVE_ROW_STATES
+from newsletter.sending.sends import ACTIVE_ROW_STATES, others_need_the_worker
 from newsletter.store.upsert import dialect_insert
 from newsletter.audience.suppressions import add_suppression, suppressed_addresses
 
@@ -70,13 +71,17 @@ class BatchReport:
     retry: int = 0
     throttled: int = 0  # rows the provider asked to slow down for: retried, not failures
     deferred: int = 0  # rows given back until the account's limits have room
+    held: int = 0  # rows given back, unsent, rather than wait for the account's limit while others need the worker
     skipped: int = 0
     released: int = 0
     taken_over: int = 0  # rows another worker took over while this run held them
     withdrawn: int = 0  # rows the transport did not hand over once the run had lost its lease
     expired: int = 0  # rows throttled until their retry window ran out: failed, not the recipients' fault
+    unsendable: int = 0  # rows failed because their address can never go this way: not held against the error budget
     stopped: str = ""  # why the batch stopped early: paused, cancelled, claim lapsed
     errors: list[str] = field(default_factory=list)
+    counted_attempts: int = 0  # results already added to the send's error-budget window
+    counted_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,14 @@ DATABASE_AWAY = (OperationalError, InterfaceError, DisconnectionError, PoolTimeo
 TRANSIENT_FAILURES = (*DATABASE_AWAY, RateLimiterUnavailable)
 SEND_TIME_FAILURE = "stopped at send time"
 THROTTLED_TOO_LONG = "gave up: the server kept asking to slow down until the retry window (RETRY_WINDOW_SECONDS) ran out"
+
+
+class _SendStopped(Exception):
+    """The send is no longer sending (paused or cancelled): hand nothing more over."""
+
+    def __init__(self, state: str):
+        super().__init__(state)
+        self.state = state
 
 
 class _HandOver:
@@ -201,9 +214,18 @@ class Deliverer:
     # SMTP, 25 a connection: each chunk costs two commits and a ledger update;
     # at 10 a worker sent ~12% fewer. Under a rate limit, no more at once than
     # the limit lets through at once, so that it holds where it counts: at the server.
+    # Over SMTP no more than CHUNK_BYTES of messages either: two chunks are out at
+    # once, each message built in full and dot-stuffed, so 10 connections of 25
+    # messages of 72 KiB held some 70 MiB; 8 MiB a chunk sent as fast (bench/README.md).
+    CHUNK_BYTES = 8 * 1024 * 1024
+
     @staticmethod
-    def chunk_size(lane: Lane) -> int:
-        size = lane.transport.preferred_chunk or max(10, lane.settings.smtp_connections * 25)
+    def chunk_size(lane: Lane, message_bytes: int = 0) -> int:
+        size = lane.transport.preferred_chunk  # a provider's batch call: its own size
+        if not size:
+            size = max(10, lane.settings.smtp_connections * 25)
+            if message_bytes:
+                size = max(10, min(size, Deliverer.CHUNK_BYTES // message_bytes))
         burst = getattr(lane.limiter, "burst", 0)
         return min(size, burst) if burst else size
 
@@ -263,20 +285,21 @@ class Deliverer:
         claimed = self._skip_unwanted(session, send, lease.holder, claimed, report)
         session.commit()
         out = _HandOver(self, session, send, lease, report, template.lane.transport)
-        size = self.chunk_size(template.lane)
+        size = self.chunk_size(template.lane, template.template.size_hint)
         try:
             for start in range(0, len(claimed), size):
                 chunk = claimed[start : start + size]
                 lease.progressed()
-                state = session.scalar(select(Send.state).where(Send.id == send.id))
-                if state != "sending":
-                    out.record()
-                    report.stopped = state
-                    report.released += self._release(session, lease.holder, claimed[start:], state)
-                    session.commit()
-                    break
                 try:
                     delivered = self._deliver_chunk(session, send, template, lease, chunk, report, out)
+                except _SendStopped as stopped:
+                    # Paused (by an operator or the error budget) or cancelled,
+                    # seen before the chunk went out: it and the rest go back.
+                    out.record()
+                    report.stopped = stopped.state
+                    report.released += self._release(session, lease.holder, claimed[start:], stopped.state)
+                    session.commit()
+                    break
                 except RateLimitDeferred as wait:
                     # The account's limits have no room for a long while: the rows
                     # wait as retries, and the worker moves on to other work. The
@@ -287,6 +310,30 @@ class Deliverer:
                     report.deferred += self._defer(session, lease.holder, claimed[start:], wait)
                     log.info("batch %s gives back %s row(s): %s", batch.id, report.deferred, wait,
                              extra={"batch_id": batch.id})
+                    session.commit()
+                    break
+                except RateLimitYield as wait:
+                    # The account's limit has no room for now and other work
+                    # needs the worker: what is out is recorded, the rest goes
+                    # back untouched and the batch waits, held, for the beat
+                    # to hand it out again (sends.batches_to_requeue).
+                    out.record()
+                    report.stopped = "held for the rate limit"
+                    report.held += self._release(session, lease.holder, claimed[start:], "paused")
+                    session.execute(update(Batch).where(Batch.id == batch.id).values(state="held"))
+                    log.info("batch %s gives its worker to other work: %s", batch.id, wait,
+                             extra={"batch_id": batch.id})
+                    session.commit()
+                    break
+                except RateLimiterUnavailable as exc:
+                    # The shared limiter is away: nothing more goes out, but
+                    # what was handed over is answered and recorded first, so
+                    # it is never sent again. The rest goes back for the beat.
+                    out.record()
+                    report.stopped = "rate limiter unavailable"
+                    report.released += self._release(session, lease.holder, claimed[start:], "paused")
+                    self._hand_out_again(session, batch.id)
+                    log.warning("batch %s stops: %s", batch.id, exc, extra={"batch_id": batch.id})
                     session.commit()
                     break
                 if not delivered:
@@ -311,7 +358,6 @@ class Deliverer:
         finally:
             out.wait()  # nothing is left at the transport when this returns, or raises
         self._close_batch(session, batch)
-        self._check_error_budget(session, send, report)
 
     def _claim(self, session: Session, batch: Batch, holder: str, now: datetime | None) -> list[Claimed]:
         in_batch = and_(
@@ -401,14 +447,27 @@ class Deliverer:
         for row in chunk:
             try:
                 envelopes.append(template.envelope(send, row))
+            except UnsendableAddress as exc:
+                unbuildable.append(Result(row.delivery_id, PERMANENT, error=f"unsendable: {exc}", unsendable=True))
             except InputError as exc:  # e.g. a stored name that would break a header
                 unbuildable.append(Result(row.delivery_id, PERMANENT, error=f"cannot build the message: {exc}"))
         # A chunk out that is answered already is recorded first: a throttle in
         # it then slows the account down before this chunk asks for permits.
         if out.record_answered():
             session.commit()  # its rows are not kept locked while the limiter waits
+        # After that record, which may have spent the error budget: a paused
+        # send hands nothing more over, whichever worker paused it.
+        state = session.scalar(select(Send.state).where(Send.id == send.id))
+        if state != "sending":
+            raise _SendStopped(state)
         lane = template.lane
-        lane.limiter.acquire(len(envelopes))
+        if getattr(lane.limiter, "limited", True):  # an account with no limit is not asked at all
+            def should_wait(_seconds: float) -> bool:
+                others = others_need_the_worker(session, send.id, report.batch_id, clock.now_sql(session))
+                session.commit()  # no transaction is kept open while the run waits
+                return not others
+
+            lane.limiter.acquire(len(envelopes), should_wait=should_wait)
         if not lease.renew(session):
             return False
         now = clock.now_sql(session)
@@ -508,6 +567,9 @@ class Deliverer:
             if result.status == SENT:
                 values.update(state="sent", sent_at=now)
                 report.sent += 1
+            elif result.unsendable:  # the address, not the send: failed, and not held against the error budget
+                values.update(state="failed")
+                report.unsendable += 1
             elif result.throttled and now >= window_end:
                 # Slowed down for the whole retry window: the row ends, with the reason.
                 values.update(state="failed", attempts=row.attempts,
@@ -534,6 +596,8 @@ class Deliverer:
                 report.errors.append(result.error)
             else:
                 values.update(state="failed")
+                if result.policy_refusal:  # the sender or content, not the address: never suppressed
+                    values["last_error"] = f"{POLICY_REFUSAL}: {result.error}"[:2000]
                 report.failed += 1
                 report.errors.append(result.error)
                 if result.hard_bounce:
@@ -557,7 +621,8 @@ class Deliverer:
             self._slow_down(session, self._templates[send.id].lane, throttles, now)
         for email, result in suppress:
             add_suppression(session, email, "hard_bounce", f"send {send.id}: {result.code} {result.enhanced_code} {result.error}"[:200])
-        session.execute(update(Send).where(Send.id == send.id).values(last_progress_at=now))
+        attempts, failures = self._count_for_error_budget(session, send, report, now)
+        self._check_error_budget(session, send.id, attempts, failures, report)
 
     def _uncount_copies_not_made(self, session: Session, results: list[Result]) -> None:
         """Rows taken over while this run had them at the transport were counted by
@@ -671,19 +736,34 @@ class Deliverer:
         )
         session.execute(update(Batch).where(Batch.id == batch.id, ~open_rows).values(state="done"))
 
-    def _check_error_budget(self, session: Session, send: Send, report: BatchReport) -> None:
-        attempted = report.sent + report.failed + report.retry
-        failures = report.failed + report.retry
+    def _count_for_error_budget(self, session: Session, send: Send, report: BatchReport, now: datetime):
+        """Add this record's results to the send's error-budget window; the window's counts.
+
+        Counted on the send's row, which every worker's record updates anyway,
+        so the budget sees the results of all of them as they arrive. The
+        window starts again once it holds a batch's worth (or the minimum).
+        """
+        attempted = report.sent + report.failed + report.retry - report.counted_attempts
+        failed = report.failed + report.retry - report.counted_failures
+        report.counted_attempts += attempted
+        report.counted_failures += failed
+        restart = Send.budget_attempts >= max(self.settings.error_budget_minimum, send.batch_size)
+        return session.execute(
+            update(Send).where(Send.id == send.id)
+            .values(last_progress_at=now,
+                    budget_attempts=case((restart, attempted), else_=Send.budget_attempts + attempted),
+                    budget_failures=case((restart, failed), else_=Send.budget_failures + failed))
+            .returning(Send.budget_attempts, Send.budget_failures)
+            .execution_options(synchronize_session=False)
+        ).one()
+
+    def _check_error_budget(self, session: Session, send_id: int, attempted: int, failures: int,
+                            report: BatchReport) -> None:
         if attempted < self.settings.error_budget_minimum or failures < attempted * self.settings.error_budget_ratio:
             return
         common = max(set(report.errors), key=report.errors.count) if report.errors else ""
-        reason = f"error budget exceeded: {failures} of {attempted} messages in one batch failed; most common error: {common}"
-        paused = session.execute(
-            update(Send).where(Send.id == send.id, Send.state == "sending").values(state="paused", paused_reason=reason[:2000])
-        ).rowcount
-        if paused:
-            record_send_event(session, send.id, "paused", reason)
-            log.warning("send paused by its error budget", extra={"send_id": send.id, "reason": reason})
+        self._pause_send(session, send_id, f"error budget exceeded: {failures} of {attempted} messages failed; "
+                                           f"most common error: {common}")
 
     def _template(self, session: Session, send: Send) -> "SendTemplate":
         # Compiled once per send in each worker; List-Id and Feedback-ID are per send.
@@ -731,14 +811,15 @@ class SendTemplate:
              lanes: Lanes | None = None) -> "SendTemplate":
         issue = session.get(IssueRow, send.issue_id)
         publication = session.get(PublicationRow, issue.publication_id)
-        mailing_list = session.get(MailingList, send.list_id)
-        template = message_template(issue, publication, mailing_list, send.id, subject_prefix)
+        template = message_template(issue, publication, header_list_of(session, send), send.id, subject_prefix)
         lane = (lanes or Lanes(settings)).lane(publication)
-        check_links_allowed(publication, lane.settings, send)
+        check_links_allowed(publication, lane.settings, send.allow_private_links)
         lane.signer(utcnow())  # a key that cannot be used stops the send before anything is claimed
         return cls(lane, send, issue, publication, template)
 
     def envelope(self, send: Send, row: Claimed) -> Envelope:
+        if never := why_never_delivered(self.lane.transport, row.email):
+            raise UnsendableAddress(Problem("field email", never, "send through a transport that has SMTPUTF8"))
         recipient = Recipient(
             email=row.email,
             name=row.name,
@@ -748,10 +829,10 @@ class SendTemplate:
             web_url=self.web_url,
             click_ref=self.click_refs.make(row.subscriber_id) if self.click_refs else "",
         )
-        envelope = self.template.envelope(row.delivery_id, recipient)
+        signer = self.lane.signer(utcnow())
+        # Signed from its parts: what every recipient shares is canonicalised once.
+        sign = None if signer is None else partial(signer.sign_parts, domain=self.domain)
+        envelope = self.template.envelope(row.delivery_id, recipient, sign=sign)
         if self.settings.bounce_domain:  # VERP: a bounce names its ledger row
             envelope = replace(envelope, sender=verp_address(self.settings, row.delivery_id))
-        signer = self.lane.signer(utcnow())
-        if signer is not None:
-            envelope = replace(envelope, message=signer.sign(envelope.message, self.domain))
         return envelope

@@ -3,8 +3,9 @@
 RFC 8058 one-click unsubscribe and the big mailbox providers want an https
 link, and a subscriber cannot follow one to loopback or a private address.
 ``newsletter check`` and ``schedule`` warn about such links; a real send
-(any transport but the outbox) refuses to start with them unless the
-operator said so when scheduling (``--allow-private-links``, kept on the send).
+(any transport but the outbox) is refused with them, when it is scheduled and
+again when it starts, unless the operator said so when scheduling
+(``--allow-private-links``, or the console's box; kept on the send).
 """
 
 from __future__ import annotations
@@ -41,14 +42,23 @@ def is_real_send(settings: Settings) -> bool:
     return settings.transport != "outbox"
 
 
-def check_links_allowed(publication, settings: Settings, send) -> None:
-    """Refuse a real send whose links are not https and public, unless allowed."""
-    if not is_real_send(settings) or send.allow_private_links:
-        return
-    problems = link_problems(publication, settings, severity="error")
+def refused_links(publication, settings: Settings) -> list[Problem]:
+    """The links a real send would refuse (none when mail goes to the outbox folder).
+    ``settings`` are the publication's own, as for ``link_problems``."""
+    return link_problems(publication, settings, severity="error") if is_real_send(settings) else []
+
+
+def check_links_allowed(publication, settings: Settings, allowed: bool,
+                        how_to_allow: str = f"schedule with {ALLOW_FLAG}") -> None:
+    """Refuse a real send whose links are not https and public, unless allowed.
+
+    The one link check: scheduling (``scheduling.schedule_issue``) and the start
+    of each batch run ask it; ``how_to_allow`` says how the operator says so
+    where they are (a flag, a box to tick)."""
+    problems = [] if allowed else refused_links(publication, settings)
     if problems:
         raise InputError([Problem(p.where, p.message + f"; a send through {settings.transport} refuses them",
-                                  p.fix + f", or schedule with {ALLOW_FLAG} if that is meant") for p in problems])
+                                  p.fix + f", or {how_to_allow} if that is meant") for p in problems])
 
 
 def sending_warnings(publication, settings: Settings) -> list[Problem]:

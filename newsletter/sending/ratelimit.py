@@ -28,7 +28,11 @@ cap, whether the provider counts by the clock or rolling.
 clock (in seconds) at the moment of the grant. An account limiter waits at
 most ``max_wait`` seconds; when its limits leave no room for longer (a daily
 cap reached in the afternoon), it raises ``RateLimitDeferred`` instead, and
-the caller gives its messages back until then.
+the caller gives its messages back until then. Before any wait it asks the
+caller's ``should_wait`` (when given) whether waiting is worth a worker: if
+not, it raises ``RateLimitYield``, having waited for nothing, and the caller
+gives the worker to other work. A limiter whose ``limited`` is False (no
+limit set) need not be asked at all.
 """
 
 from __future__ import annotations
@@ -70,11 +74,22 @@ class RateLimiterUnavailable(NewsletterError):
     """The shared limit cannot be consulted; the caller should retry later."""
 
 
+class RateLimitYield(NewsletterError):
+    """The limit has no room now, and the caller said not to wait for it
+    (``should_wait``): other work can use the worker meanwhile."""
+
+    def __init__(self, account: str, seconds: float):
+        super().__init__(f"account {account!r}: no room for {seconds:.1f}s; other work goes first")
+        self.account = account
+        self.seconds = seconds
+
+
 class NullRateLimiter:
     """No limit (a rate of 0), and no account to slow down."""
 
     rate = 0.0
     account = ""
+    limited = False
 
     def __init__(self):
         self.granted = 0
@@ -82,7 +97,7 @@ class NullRateLimiter:
     def throttled(self, retry_after: float | None = None) -> None:
         pass
 
-    def acquire(self, n: int = 1) -> float:
+    def acquire(self, n: int = 1, should_wait: Callable[[float], bool] | None = None) -> float:
         self.granted += n
         return time.monotonic()
 
@@ -115,24 +130,27 @@ class _BlockingLimiter:
     (seconds to wait, or 0 when n permits were granted; the clock at that time)."""
 
     burst: int
+    limited = True
     _sleep: Callable[[float], None] = staticmethod(time.sleep)
 
-    def acquire(self, n: int = 1) -> float:
+    def acquire(self, n: int = 1, should_wait: Callable[[float], bool] | None = None) -> float:
         """Block until n permits are granted; return the limiter's clock at the grant."""
         granted_at = 0.0
         for part in _parts(n, self.burst):
-            granted_at = self._acquire_part(part)
+            granted_at = self._acquire_part(part, should_wait)
         return granted_at
 
     def try_acquire(self, n: int = 1) -> bool:
         """Take n permits if they are free now, without waiting."""
         return n <= self.burst and self._take(n)[0] == 0
 
-    def _acquire_part(self, n: int) -> float:
+    def _acquire_part(self, n: int, should_wait: Callable[[float], bool] | None) -> float:
         while True:
             wait, now = self._take(n)
             if wait == 0:
                 return now
+            if should_wait is not None and not should_wait(wait):
+                raise RateLimitYield(getattr(self, "key", "local"), wait)
             self._sleep(wait)
 
     def _take(self, n: int) -> tuple[float, float]:
@@ -333,11 +351,17 @@ class AccountLimiter:
         self._sleep = sleep
         self._count_lock = threading.Lock()
 
-    def acquire(self, n: int = 1) -> float:
+    @property
+    def limited(self) -> bool:
+        """False when the account has no limit at all: there is nothing to ask."""
+        return bool(self.rate or self.limits.per_hour or self.limits.per_day)
+
+    def acquire(self, n: int = 1, should_wait: Callable[[float], bool] | None = None) -> float:
         """Block until n permits are granted in every window; return the clock at the grant.
 
         Raises RateLimitDeferred, having waited for nothing, when the wait
-        would pass ``max_wait`` (permits of an earlier part stay taken).
+        would pass ``max_wait``, and RateLimitYield when ``should_wait(wait)``
+        says not to wait (permits of an earlier part stay taken).
         """
         granted_at, waited, left = 0.0, 0.0, n
         for part in _parts(n, self._largest_part(n)):
@@ -348,6 +372,8 @@ class AccountLimiter:
                     break
                 if waited + wait > self.max_wait:
                     raise RateLimitDeferred(self.account, wait, self._why(reason))
+                if should_wait is not None and not should_wait(wait):
+                    raise RateLimitYield(self.account, wait)
                 self._sleep(wait)
                 waited += wait
             with self._count_lock:

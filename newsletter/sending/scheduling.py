@@ -11,22 +11,27 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.authoring.message import MessageTemplate, publication_template
+from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
-from newsletter.store.publications import sending_block
+from newsletter.audience.segments import audience_filter
+from newsletter.sending.links import ALLOW_FLAG, check_links_allowed
+from newsletter.store.publications import sending_block, settings_for
 from newsletter.store.models import (
     Batch,
     Delivery,
     IssueRow,
     MailingList,
+    POLICY_REFUSAL,
     PublicationRow,
     Segment,
     Send,
     SendEvent,
     SendList,
+    Subscriber,
     utcnow,
 )
 from newsletter.audience.suppressions import suppressed_in_sql
@@ -110,6 +115,100 @@ def get_send(session: Session, send_id: int, *, lock: bool = False) -> Send:
     return send
 
 
+@dataclass(frozen=True)
+class Scheduled:
+    """A send just put on the calendar, and who it would reach if it started now."""
+
+    send: Send
+    audience: int  # people on its lists (in its segment) today, each once
+    already_had: int  # of them, people an earlier send of the issue reached: left out unless a resend
+
+    def already_had_words(self, how_to_resend: str) -> str:
+        """What the operator is told of people who already had the issue ("" when nobody did)."""
+        had, audience = self.already_had, self.audience
+        if not had:
+            return ""
+        if self.send.resend:
+            return f"{had} of its {audience} recipient(s) already had this issue from an earlier send and get it again."
+        return (f"{had} of its {audience} recipient(s) already had this issue from an earlier send and are left out "
+                f"(one copy per person; {how_to_resend} to send it to them again).")
+
+
+def schedule_issue(
+    session: Session,
+    settings: Settings,
+    issue: IssueRow,
+    lists: Sequence[MailingList],
+    at: datetime | None,
+    *,
+    segment: Segment | None = None,
+    batch_size: int | None = None,
+    allow_private_links: bool = False,
+    resend: bool = False,
+    how_to_allow: str = f"schedule with {ALLOW_FLAG}",
+) -> Scheduled:
+    """The one way an issue is put on the calendar, from the command line and the console.
+
+    One send, whatever the number of lists: each person once. A real send whose
+    links subscribers could not follow is refused unless ``allow_private_links``
+    (``how_to_allow`` says how the operator says so where they are). People an
+    earlier send of the issue reached are left out when it starts, unless
+    ``resend`` asks for them to get it again; ``already_had`` says how many of
+    today's audience that is.
+    """
+    publication = session.get(PublicationRow, issue.publication_id)
+    check_links_allowed(publication, settings_for(settings, publication), allow_private_links, how_to_allow)
+    send = schedule_send(session, issue, lists, at, segment=segment, batch_size=batch_size or settings.batch_size,
+                         allow_private_links=allow_private_links, resend=resend)
+    audience, had = audience_today(session, send)
+    if had:
+        record_send_event(session, send.id, "resend" if resend else "already had it",
+                          f"{had} of {audience} recipient(s) already had this issue from an earlier send: "
+                          + ("they get it again" if resend else "they are left out"))
+    return Scheduled(send, audience, had)
+
+
+def audience_today(session: Session, send: Send) -> tuple[int, int]:
+    """(people the send would reach if it started now, how many of them already had its issue)."""
+    publication, list_ids = publication_of(session, send), list_ids_of(session, send)
+    where = audience_filter(session, publication, list_ids, send.segment_condition, strict=False)
+    audience = session.scalar(select(func.count()).select_from(Subscriber).where(where)) or 0
+    if not reached_before(session, send):
+        return audience, 0
+    return audience, already_had(session, send.issue_id, publication, list_ids, send.segment_condition, other_than=send.id)
+
+
+def already_had(session: Session, issue_id: int | None, publication: PublicationRow, list_ids: Sequence[int],
+                condition: str = "", *, other_than: int | None = None) -> int:
+    """How many of the people on ``list_ids`` (in the segment ``condition``) a send of the
+    issue reached (or is reaching): those a new send leaves out unless it is a resend."""
+    if issue_id is None:
+        return 0
+    where = audience_filter(session, publication, list(list_ids), condition, strict=False)
+    return session.scalar(select(func.count()).select_from(Subscriber).where(where, had_issue(issue_id, other_than))) or 0
+
+
+def reached_before(session: Session, send: Send) -> bool:
+    """Whether another send of the issue reached (or is reaching) anyone: a quick look
+    through the one-copy index, so that the first send of an issue, by far the most
+    common, freezes as it always did. Ask it before the send's own rows are frozen."""
+    return session.scalar(select(Delivery.id).where(Delivery.issue_id == send.issue_id, Delivery.send_id != send.id,
+                                                    *holds_issue()).limit(1)) is not None
+
+
+def had_issue(issue_id: int, other_than: int | None = None):
+    """A WHERE on Subscriber: a send ``other_than`` the one asking gave (or is giving)
+    this person the issue."""
+    return exists().where(Delivery.issue_id == issue_id, Delivery.subscriber_id == Subscriber.id, *holds_issue(),
+                          *([Delivery.send_id != other_than] if other_than is not None else []))
+
+
+def holds_issue() -> tuple:
+    """A ledger row that gives its person the issue: ``models.HOLDS_ISSUE``, the one-copy
+    index's condition, spelled alike so that the database can answer from that index."""
+    return ~Delivery.resend, Delivery.state.not_in(("cancelled", "skipped"))
+
+
 def schedule_send(
     session: Session,
     issue: IssueRow,
@@ -120,6 +219,7 @@ def schedule_send(
     now: datetime | None = None,
     batch_size: int = 200,
     allow_private_links: bool = False,
+    resend: bool = False,
 ) -> Send:
     """Put an issue on the calendar for one list, several, or a segment. ``at=None`` means now.
 
@@ -128,6 +228,9 @@ def schedule_send(
     the past is refused: the caller asks for "now" explicitly.
     ``allow_private_links`` lets a real send go out with links that are not
     https and public (sending/links.py); the demo's are, on purpose.
+    ``resend``: people who already had the issue from an earlier send get it
+    again (without it they are left out when the audience is frozen).
+    Front doors call ``schedule_issue``, which checks the links first.
     """
     now = now or utcnow()
     targets = [lists] if isinstance(lists, MailingList) else list(dict.fromkeys(lists or ()))
@@ -149,11 +252,13 @@ def schedule_send(
         segment_name=segment.name if segment else "",
         segment_condition=segment.condition if segment else "",
         allow_private_links=allow_private_links,
+        resend=resend,
     )
     session.add(send)
     session.flush()
     session.add_all(SendList(send_id=send.id, list_id=target.id) for target in targets)
-    _check_headers(session, send, issue, targets[0])
+    session.flush()
+    _check_headers(session, send, issue, header_list_of(session, send))
     record_send_event(session, send.id, "scheduled", f"for {send.scheduled_at:%Y-%m-%d %H:%M:%S} UTC")
     return send
 
@@ -181,13 +286,45 @@ def message_template(
     )
 
 
-def _check_headers(session: Session, send: Send, issue: IssueRow, mailing_list: MailingList) -> None:
+def header_list_of(session: Session, send: Send) -> MailingList | None:
+    """The list a send's List-Id names: its list when it goes to one, else None, and
+    the List-Id is the publication's own (``message_template``): a message that goes
+    to people on several lists, each once, is not one list's more than another's."""
+    list_ids = list_ids_of(session, send)
+    return session.get(MailingList, list_ids[0]) if len(list_ids) == 1 else None
+
+
+def list_slugs_of(session: Session, send_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Each send's lists, by slug, in the order they were given (for people to read)."""
+    found: dict[int, list[str]] = {}
+    rows = session.execute(
+        select(SendList.send_id, MailingList.slug).join(MailingList, MailingList.id == SendList.list_id)
+        .where(SendList.send_id.in_(send_ids)).order_by(SendList.send_id, SendList.id)
+    ).all()
+    for send_id, slug in rows:
+        found.setdefault(send_id, []).append(slug)
+    missing = [i for i in send_ids if i not in found]  # sends made before there could be several
+    if missing:
+        for send_id, slug in session.execute(
+            select(Send.id, MailingList.slug).join(MailingList, MailingList.id == Send.list_id).where(Send.id.in_(missing))
+        ).all():
+            found[send_id] = [slug]
+    return found
+
+
+def list_labels(session: Session, send_ids: Sequence[int]) -> dict[int, str]:
+    """Each send's lists as people read them: "staff", or "staff, board" for a send to several."""
+    return {send_id: ", ".join(slugs) for send_id, slugs in list_slugs_of(session, send_ids).items()}
+
+
+def _check_headers(session: Session, send: Send, issue: IssueRow, mailing_list: MailingList | None) -> None:
     """Build the send's message template now, as the workers will: whatever they would
     refuse (a list name that could add a header, say) is refused here, before anything is stored."""
     try:
         message_template(issue, publication_of(session, send), mailing_list, send.id)
     except InputError as exc:
-        raise InputError([Problem(f"list {mailing_list.slug}: {p.where}", p.message, p.fix) for p in exc.problems]) from None
+        where = f"list {mailing_list.slug}" if mailing_list else f"publication {publication_of(session, send).slug}"
+        raise InputError([Problem(f"{where}: {p.where}", p.message, p.fix) for p in exc.problems]) from None
 
 
 def _check_audience(session: Session, issue: IssueRow, targets: list[MailingList], segment: Segment | None) -> None:
@@ -258,9 +395,18 @@ def resume(session: Session, send_id: int) -> Send:
     """Carry on with a paused send (by an operator or by its error budget).
 
     Its unfinished batches are marked for the next beat tick to hand out, so
-    workers pick the send up again within a beat interval.
+    workers pick the send up again within a beat interval. Rows a server
+    refused by policy (5.7.x: the sender or the content, not the address) are
+    tried again: the pause was the time to fix the cause.
     """
     send = _transition(session, send_id, ("paused",), "sending", "resumed", "")
+    now = utcnow()
+    session.execute(
+        update(Delivery)
+        .where(Delivery.send_id == send_id, Delivery.state == "failed", Delivery.last_error.startswith(POLICY_REFUSAL),
+               ~suppressed_in_sql(Delivery.email))
+        .values(state="retry", next_attempt_at=now, claimed_by="", updated_at=now)
+    )
     session.execute(update(Batch).where(Batch.send_id == send_id, Batch.state != "done").values(state="waiting"))
     return send
 
@@ -283,6 +429,7 @@ def _transition(session, send_id, from_states, to_state, kind, reason) -> Send:
     elif to_state == "sending":
         values["paused_reason"] = ""
         values["last_progress_at"] = utcnow()  # a resumed send is not "stalled"
+        values["budget_attempts"] = values["budget_failures"] = 0  # its error budget starts afresh
     if to_state == "cancelled":
         values["finished_at"] = utcnow()
     result = session.execute(update(Send).where(Send.id == send_id, Send.state.in_(from_states)).values(**values))
@@ -320,6 +467,7 @@ def retry_failed(session: Session, send_id: int, *, now: datetime | None = None)
         )
         .values(state="retry", next_attempt_at=now, claimed_by="", updated_at=now)
     ).rowcount
+    session.execute(update(Send).where(Send.id == send_id).values(budget_attempts=0, budget_failures=0))
     if retried and send.state == "finished":
         session.execute(
             update(Send).where(Send.id == send_id, Send.state == "finished")

@@ -20,15 +20,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, insert, literal, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from newsletter.config import Settings
 from newsletter.sending.leases import unheld
-from newsletter.sending.scheduling import record_send_event, get_send, list_ids_of, publication_of
+from newsletter.sending.scheduling import get_send, had_issue, list_ids_of, publication_of, reached_before, record_send_event
 from newsletter.audience.segments import audience_filter
 from newsletter.store import clock
 from newsletter.store.models import (
     Batch,
+    ClaimLease,
     Delivery,
     Membership,
     Send,
@@ -68,9 +69,11 @@ def claim_due_sends(session: Session, settings: Settings, now: datetime | None =
         ).rowcount
         if claimed != 1:
             continue  # another tick got it first
+        earlier = reached_before(session, get_send(session, send_id))  # asked before its own rows exist
         size = freeze_audience(session, send_id)
         batch_ids += plan_batches(session, send_id, now=now)
-        record_send_event(session, send_id, "started", f"audience frozen at {size} recipients")
+        left_out = _left_out(session, send_id) if earlier else ""
+        record_send_event(session, send_id, "started", f"audience frozen at {size} recipients{left_out}")
         session.commit()
         log.info("send started", extra={"send_id": send_id, "audience": size})
     return batch_ids
@@ -86,12 +89,22 @@ def freeze_audience(session: Session, send_id: int) -> int:
     One row per subscriber, and so one per person: a person is one subscriber
     whatever the case of their address. Later subscribers are not added;
     later unsubscribes are honoured when the row is claimed.
+
+    One copy of an issue per person, across its sends: people an earlier send
+    of the issue reached (or is reaching) are left out, unless this send is an
+    explicit resend, whose rows for them are marked ``resend``. The database
+    holds to it too (``uq_deliveries_issue_subscriber``): two sends of one issue
+    frozen at the same moment cannot both take a person; the second fails,
+    its claim is rolled back, and the next tick starts it again.
     """
     send = get_send(session, send_id)
     publication, list_ids = publication_of(session, send), list_ids_of(session, send)
+    earlier = reached_before(session, send)
     # INSERT .. SELECT skips Python-side defaults, so every column is given.
     columns = {
         "send_id": literal(send_id),
+        "issue_id": literal(send.issue_id),
+        "resend": had_issue(send.issue_id, send_id) if send.resend and earlier else literal(False),
         "subscriber_id": Subscriber.id,
         "email": Subscriber.email,
         "state": literal("pending"),
@@ -110,6 +123,8 @@ def freeze_audience(session: Session, send_id: int) -> int:
         )
         where = audience_filter(session, publication, list_ids, send.segment_condition, strict=False,
                                 first_id=first, last_id=last)
+        if earlier and not send.resend:
+            where = and_(where, ~had_issue(send.issue_id, send_id))
         audience = select(*(value.label(name) for name, value in columns.items())).where(where).order_by(Subscriber.id)
         session.execute(insert(Delivery).from_select(list(columns), audience))
         first = None if last is None else session.scalar(select(func.min(Subscriber.id)).where(Subscriber.id > last))
@@ -117,6 +132,18 @@ def freeze_audience(session: Session, send_id: int) -> int:
     session.execute(update(Send).where(Send.id == send_id).values(audience_size=size))
     refresh_planner_statistics(session)
     return size
+
+
+def _left_out(session: Session, send_id: int) -> str:
+    """What the "started" line says of people an earlier send of the issue reached."""
+    send = get_send(session, send_id)
+    if send.resend:
+        again = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send_id, Delivery.resend))
+        return f"; {again} of them already had this issue and get it again (a resend)" if again else ""
+    where = audience_filter(session, publication_of(session, send), list_ids_of(session, send), send.segment_condition,
+                            strict=False)
+    had = session.scalar(select(func.count()).select_from(Subscriber).where(where, had_issue(send.issue_id, send_id))) or 0
+    return f"; {had} who already had this issue from an earlier send are left out" if had else ""
 
 
 def refresh_planner_statistics(session: Session) -> None:
@@ -167,7 +194,11 @@ def batches_to_requeue(session: Session, settings: Settings, now: datetime | Non
       queue empty (``queue_empty``);
     - a sending send that made no progress for ``claim_timeout_seconds`` while
       some of its batches still have unfinished rows (the broker lost the tasks,
-      and its queue could not be read).
+      and its queue could not be read);
+    - one ``held`` batch of a send that has no batch out (queued or paced):
+      its rate-limited run gave the worker to other work (see
+      ``others_need_the_worker``). It goes out ``paced``, one at a time per
+      send, so a send waiting for its account's limit never fills the queue.
 
     ``now``: the database's clock unless given.
     """
@@ -202,13 +233,49 @@ def batches_to_requeue(session: Session, settings: Settings, now: datetime | Non
         lost = lost_batches(session, settings, now)
         ids = sorted(set(ids) | set(lost))
         _record_lost(session, settings, lost)
-    if ids:
-        session.execute(
-            update(Batch)
-            .where(Batch.id.in_(ids))
-            .values(state="queued", enqueued_at=now, times_enqueued=Batch.times_enqueued + 1)
-        )
-    return ids
+    out = aliased(Batch)
+    paced = session.scalars(
+        select(func.min(Batch.id))
+        .join(Send, Send.id == Batch.send_id)
+        .where(Send.state == "sending", Batch.state == "held",
+               ~exists().where(out.send_id == Batch.send_id, out.state.in_(("queued", "paced"))))
+        .group_by(Batch.send_id)
+    ).all()
+    paced = [i for i in paced if i not in ids]
+    for batch_ids, state in ((ids, "queued"), (paced, "paced")):
+        if batch_ids:
+            session.execute(
+                update(Batch)
+                .where(Batch.id.in_(batch_ids))
+                .values(state=state, enqueued_at=now, times_enqueued=Batch.times_enqueued + 1)
+            )
+    return sorted([*ids, *paced])
+
+
+def others_need_the_worker(session: Session, send_id: int, batch_id: int, now: datetime) -> bool:
+    """Whether a run of ``batch_id`` should give its worker up rather than wait
+    for its account's rate limit.
+
+    Yes when another run of the same send is under way on an earlier batch
+    (one run a send is enough to wait for one limit), or when another sending
+    send has a batch handed out that no worker has started yet (queued, and
+    no live lease on it): that send may be able to go now. Batches handed out
+    again after a hold (``paced``) do not count: they too would only wait for
+    a limit, and two sends of one account would take turns for nothing.
+    """
+    live = select(ClaimLease.batch_id).where(ClaimLease.expires_at >= now)
+    same_send_earlier = (
+        select(Batch.id)
+        .where(Batch.send_id == send_id, Batch.id < batch_id, Batch.id.in_(live))
+        .exists()
+    )
+    waiting = (
+        select(Batch.id)
+        .join(Send, Send.id == Batch.send_id)
+        .where(Batch.state == "queued", Batch.send_id != send_id, Send.state == "sending", Batch.id.not_in(live))
+        .exists()
+    )
+    return bool(session.scalar(select(or_(same_send_earlier, waiting))))
 
 
 def lost_batches(session: Session, settings: Settings, now: datetime) -> list[int]:
@@ -224,7 +291,7 @@ def lost_batches(session: Session, settings: Settings, now: datetime) -> list[in
     )
     return session.scalars(
         select(Batch.id).join(Send, Send.id == Batch.send_id)
-        .where(Send.state == "sending", Batch.state == "queued",
+        .where(Send.state == "sending", Batch.state.in_(("queued", "paced")),
                Batch.enqueued_at < now - timedelta(seconds=settings.batch_lost_seconds),
                or_(Batch.taken_at.is_(None), Batch.taken_at < Batch.enqueued_at), unfinished)
         .order_by(Batch.id)

@@ -22,6 +22,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
+    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -163,6 +166,7 @@ class Membership(Base):
     __table_args__ = (
         UniqueConstraint("list_id", "subscriber_id"),
         Index("ix_memberships_list_status_subscriber", "list_id", "status", "subscriber_id"),
+        Index("ix_memberships_subscriber_id", "subscriber_id"),  # a person's lists; erasure
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -243,6 +247,13 @@ class Send(Base):
     segment_condition: Mapped[str] = mapped_column(Text, default="", server_default="")
     # The operator let this send go out with links that are not https and public.
     allow_private_links: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The operator asked for the issue to go again to people who already had it
+    # from an earlier send (see ``Delivery.resend``).
+    resend: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The error budget's current window (newsletter/sending/delivery.py): the
+    # results of this send counted as each chunk is recorded, by every worker.
+    budget_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    budget_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -265,13 +276,16 @@ class Batch(Base):
 
     A batch task carries only the batch id. ``state``: queued | done |
     waiting (to be enqueued at the next beat tick: its send was resumed, or a
-    run gave its rows back). ``enqueued_at`` lets the beat tick re-enqueue a
+    run gave its rows back) | held (a run gave its rows back rather than wait
+    for its account's rate limit while other work needed the worker) | paced
+    (a held batch handed out again, one at a time per send; see
+    sending.sends.batches_to_requeue). ``enqueued_at`` lets the beat tick re-enqueue a
     batch whose task was lost (a broker restart), whose rows wait for a retry,
     or whose holder's lease lapsed.
     """
 
     __tablename__ = "batches"
-    __table_args__ = (UniqueConstraint("send_id", "first_delivery_id"),)
+    __table_args__ = (UniqueConstraint("send_id", "first_delivery_id"), Index("ix_batches_state_send_id", "state", "send_id"))
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     send_id: Mapped[int] = mapped_column(ForeignKey("sends.id"), index=True)
@@ -288,6 +302,16 @@ class Batch(Base):
 
 DELIVERY_STATES = ("pending", "claimed", "sending", "retry", "sent", "failed", "skipped", "cancelled")
 FINAL_DELIVERY_STATES = ("sent", "failed", "skipped", "cancelled")
+# A ledger row that gives its person the issue, or may still: every row but an
+# explicit resend and those that ended without a copy (skipped, cancelled). The
+# database keeps one such row per issue and person (uq_deliveries_issue_subscriber),
+# whatever sends and lists the issue went to. A row never comes back from
+# skipped or cancelled, so only an INSERT (a freeze) can meet the rule.
+HOLDS_ISSUE = "NOT resend AND state NOT IN ('cancelled', 'skipped')"
+# How ``last_error`` of a row failed by a policy refusal (5.7.x) begins: the
+# sender or the content was refused, not the address. Such a row is sent again
+# when its send is resumed (sending.scheduling.resume).
+POLICY_REFUSAL = "refused by the server's policy, not for the address"
 
 
 class Delivery(Base):
@@ -304,10 +328,19 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("send_id", "subscriber_id"),
         Index("ix_deliveries_send_state", "send_id", "state"),
+        # One copy of an issue per person, across all its sends: see HOLDS_ISSUE.
+        Index("uq_deliveries_issue_subscriber", "issue_id", "subscriber_id", unique=True,
+              postgresql_where=text(HOLDS_ISSUE), sqlite_where=text(HOLDS_ISSUE)),
+        # A person's rows (erasure; deleting a subscriber sets them to NULL, found by it).
+        Index("ix_deliveries_subscriber_id", "subscriber_id"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     send_id: Mapped[int] = mapped_column(ForeignKey("sends.id"))
+    # The send's issue, copied here so that the database itself keeps one copy of
+    # an issue per person (no foreign key: the send's already is, and a freeze
+    # of a million rows would check it a million times).
+    issue_id: Mapped[int] = mapped_column(Id)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True)
     email: Mapped[str] = mapped_column(String(320))  # frozen with the audience
     state: Mapped[str] = mapped_column(String(20), default="pending")
@@ -325,6 +358,9 @@ class Delivery(Base):
     # (less those the run that had it knows went nowhere), or that broke off
     # after the message went out. ``possible_duplicate`` is set whenever this is above 0.
     extra_copies: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # An extra copy the operator asked for (a send scheduled with --resend) to a
+    # person who already had the issue; such rows stand outside the one-copy rule.
+    resend: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Which transport and account the row was last handed to ("" before it was).
     transport: Mapped[str] = mapped_column(String(20), default="", server_default="")
     account: Mapped[str] = mapped_column(String(200), default="", server_default="")
@@ -477,6 +513,11 @@ class ProviderEvent(Base):
 
 # Provider events name a message by the id the provider gave when it took it.
 Index("ix_deliveries_provider_message_id", Delivery.provider_message_id)
+# Erasure finds the rows of an address whose subscriber is gone (deleted, or
+# never one) by the address in any case (audience/erasure.py). Partial: a row
+# enters it only when its subscriber is deleted, so freezing a send pays nothing.
+Index("ix_deliveries_orphan_email", func.lower(Delivery.email),
+      sqlite_where=Delivery.subscriber_id.is_(None), postgresql_where=Delivery.subscriber_id.is_(None))
 
 
 class WebhookNonce(Base):
@@ -689,6 +730,7 @@ class ImportJob(Base):
     not_resubscribed: Mapped[int] = mapped_column(Integer, default=0)
     problems: Mapped[list] = mapped_column(JSON, default=list)
     error: Mapped[str] = mapped_column(Text, default="")
+    tries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # runs started (imports.TRIES)
     created_by: Mapped[str] = mapped_column(String(320), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # progress moves it

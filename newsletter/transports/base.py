@@ -47,6 +47,10 @@ class Result:
     # Not tried: withdrawn before it was handed over, because the caller said
     # it may hand over no more (``send_many``'s ``may_hand_over``).
     withdrawn: bool = False
+    # PERMANENT because the address can never go this way (a local part
+    # beyond ASCII and no SMTPUTF8): the row fails, but says nothing about the
+    # send's health, so it is not held against the send's error budget.
+    unsendable: bool = False
 
     @classmethod
     def withdrawn_from(cls, envelope: Envelope) -> Result:
@@ -59,6 +63,12 @@ class Result:
         return Result(envelope.delivery_id, TEMPORARY, code=self.code, enhanced_code=self.enhanced_code,
                       error=f"not sent yet, the server asked to slow down: {self.error}"[:2000],
                       throttled=True, retry_after=self.retry_after, held_back=True)
+
+    @property
+    def policy_refusal(self) -> bool:
+        """A permanent failure that refuses the sender or the content (5.7.x: authentication,
+        reputation, spam), not the address: the recipient is not at fault."""
+        return self.status == PERMANENT and self.enhanced_code.startswith("5.7.")
 
     @property
     def hard_bounce(self) -> bool:
@@ -82,6 +92,9 @@ class Transport(ABC):
     # hands over each message; once it says False, the messages not yet handed
     # over come back withdrawn (``Result.withdrawn``), untried.
     withdraws: bool = False
+    # True when it can carry an address whose local part is not ASCII
+    # (``jörg@example.org``: SMTPUTF8, RFC 6531), given a server that offers it.
+    utf8_local_parts: bool = False
 
     @abstractmethod
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:

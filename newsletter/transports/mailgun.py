@@ -48,6 +48,7 @@ def merge_tag(name: str, part: str) -> str:
 
 class MailgunTransport(HttpTransport):
     name = "Mailgun"
+    utf8_local_parts = True  # its messages API sends with SMTPUTF8 (its "Internationalization" guide)
     credentials = "MAILGUN_API_KEY (and MAILGUN_API_URL for the EU region)"
 
     def __init__(self, api_key: str, domain: str, *, api_url: str = "https://api.mailgun.net",

@@ -26,6 +26,7 @@ from newsletter.transports.base import SENT, TEMPORARY, Envelope, Result, Transp
 
 class OutboxTransport(Transport):
     name = "outbox"
+    utf8_local_parts = True  # a file takes any address
 
     def __init__(self, folder: Path | str):
         self.folder = Path(folder)

@@ -48,6 +48,7 @@ _NOT_THE_RECIPIENTS_FAULT = {
 
 class PostmarkTransport(HttpTransport):
     name = "Postmark"
+    utf8_local_parts = False  # not documented as taking a local part beyond ASCII
     credentials = "POSTMARK_SERVER_TOKEN"
 
     def __init__(self, server_token: str, *, api_url: str = "https://api.postmarkapp.com",

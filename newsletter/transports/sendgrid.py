@@ -43,6 +43,7 @@ def merge_tag(name: str, part: str) -> str:
 
 class SendGridTransport(HttpTransport):
     name = "SendGrid"
+    utf8_local_parts = False  # refuses a local part beyond ASCII ("501 Recipient syntax error")
     credentials = "SENDGRID_API_KEY"
 
     def __init__(self, api_key: str, *, api_url: str = "https://api.sendgrid.com", batch_size: int = 1000,

@@ -45,6 +45,8 @@ _ACCOUNT_TROUBLE = {
 
 class SesTransport(Transport):
     name = "Amazon SES"
+    # "Amazon SES does not support the SMTPUTF8 extension": a local part must be 7-bit ASCII.
+    utf8_local_parts = False
 
     def __init__(self, region: str, *, access_key_id: str = "", secret_access_key: str = "",
                  endpoint_url: str = "", configuration_set: str = "", connections: int = 8,

@@ -53,6 +53,7 @@ class SmtpTransport(Transport):
     name = "smtp"
     concurrent_calls = True  # send_many may be called again before the last call returns
     withdraws = True  # asks may_hand_over before each message's MAIL FROM
+    utf8_local_parts = True  # with SMTPUTF8 where the server offers it; where not, such a row is unsendable
 
     def __init__(
         self,

@@ -565,7 +565,8 @@ class Lane:
             problem = _address_problem(smtp, envelope)
             if problem is None:
                 break
-            chunk.finish(index, Result(envelope.delivery_id, PERMANENT, enhanced_code="5.6.7", error=problem))
+            chunk.finish(index, Result(envelope.delivery_id, PERMANENT, enhanced_code="5.6.7", error=problem,
+                                       unsendable=True))
             index = chunk.take()
         if index is None:
             return None
@@ -607,7 +608,8 @@ def _address_problem(smtp: smtplib.SMTP, envelope: Envelope) -> str | None:
     if _UNSAFE_IN_ADDRESS.search(addresses):
         return "the address holds a line break, a control character or an angle bracket"
     if not addresses.isascii() and not smtp.has_extn("smtputf8"):
-        return "the address is not plain ASCII and the server does not offer SMTPUTF8"
+        return (f"unsendable: {envelope.recipient} has a local part beyond ASCII and the server does not "
+                "offer SMTPUTF8: no message can reach it this way")
     return None
 
 

@@ -23,12 +23,17 @@ from types import SimpleNamespace
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
+from werkzeug.datastructures import EnvironHeaders
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.urls import iri_to_uri
 
 from newsletter.authoring.sending_block import CLICKS_PER_PERSON
 from newsletter.feedback.clicks import Click, ClickCounter, client_digest, request_rule
 from newsletter.sending.clicks import TRAP, BadClickToken, read_ref, read_token
+from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, PublicationRow, Send
 from newsletter.web.pages import database, install, not_found, settings
+from newsletter.web.security import HSTS
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +54,20 @@ class SendInfo:
 
 def _install_counter(state) -> None:
     app = state.app
-    if "newsletter.clicks" not in app.extensions:
-        app.extensions["newsletter.clicks"] = ClickCounter(app.config["SETTINGS"])
-        app.extensions["newsletter.click_sends"] = _SendCache()
-        app.after_request(_count_page_view)
+    if "newsletter.clicks" in app.extensions:
+        return
+    settings = app.config["SETTINGS"]
+    count = app.extensions["newsletter.clicks"] = ClickCounter(settings)
+    sends = app.extensions["newsletter.click_sends"] = _SendCache(settings)
+    app.after_request(_count_page_view)
+    # The redirect itself answers before Flask is entered (a Flask request costs several
+    # times more); inside ProxyFix, when there is one, so the client address is the same.
+    fast = FastRedirect(app.wsgi_app.app if isinstance(app.wsgi_app, ProxyFix) else app.wsgi_app,
+                        settings.signing_keys, count, sends)
+    if isinstance(app.wsgi_app, ProxyFix):
+        app.wsgi_app.app = fast
+    else:
+        app.wsgi_app = fast
 
 
 blueprint.record_once(_install_counter)
@@ -62,8 +77,70 @@ def counter() -> ClickCounter:
     return current_app.extensions["newsletter.clicks"]
 
 
+def count_click(count: ClickCounter, found, info: "SendInfo", m: str, method: str, headers, address: str,
+                keys: tuple[str, ...]) -> None:
+    """Hand one click to the counter; never waits."""
+    ref = read_ref(keys, m)
+    count.record(Click(
+        send_id=found.send_id, link=found.link, at=count.clock(),
+        client=client_digest(count.secret, address or ""),
+        nonce=ref.nonce if ref else "", made_at=ref.made_at if ref else None,
+        subscriber_id=ref.subscriber_id if ref and info.per_person else None,
+        machine_reason=request_rule(method, headers),
+    ))
+
+
+class FastRedirect:
+    """WSGI: a good ``GET``/``HEAD /c/<token>`` of a known send is counted and redirected here;
+    anything else (a bad token, the trap, an unknown send) goes on to the Flask view below."""
+
+    def __init__(self, app, keys: tuple[str, ...], count: ClickCounter, sends: "_SendCache"):
+        self.app, self.keys, self.count, self.sends = app, keys, count, sends
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/c/") and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            headers = self._redirect(environ, path[3:])
+            if headers is not None:
+                start_response("302 Found", headers)
+                return [b""]
+        return self.app(environ, start_response)
+
+    def _redirect(self, environ, token: str) -> list[tuple[str, str]] | None:
+        query = environ.get("QUERY_STRING", "")
+        if len(query) > MAX_QUERY_LENGTH:
+            return None
+        try:
+            found = read_token(self.keys, token)
+        except BadClickToken:
+            return None
+        if found.link == TRAP:
+            return None
+        info = self.sends.get(found.send_id)
+        if not info.exists:
+            return None
+        m = next((v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "m"), "")
+        count_click(self.count, found, info, m, environ["REQUEST_METHOD"], EnvironHeaders(environ),
+                    environ.get("REMOTE_ADDR", ""), self.keys)
+        location = found.url if found.url.isascii() else iri_to_uri(found.url)
+        headers = [("Location", location), ("Content-Length", "0"), *REDIRECT_HEADERS]
+        if environ.get("wsgi.url_scheme") == "https":
+            headers.append(("Strict-Transport-Security", HSTS))
+        return headers
+
+
+# What security.add_security_headers gives every response, for a redirect answered outside Flask.
+REDIRECT_HEADERS = (
+    ("Cache-Control", "no-store"),  # every click is a request of its own
+    ("Content-Security-Policy", "default-src 'none'"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+
+
 @blueprint.route("/c/<path:token>", methods=["GET", "HEAD", "POST"])
 def follow(token: str):
+    """What FastRedirect does not answer: the not-found page, or (a POST) the same redirect."""
     if len(request.query_string) > MAX_QUERY_LENGTH:
         return not_found()
     keys = settings().signing_keys
@@ -75,29 +152,18 @@ def follow(token: str):
     info = sends.get(found.send_id)
     if not info.exists:
         return not_found()
-    ref = read_ref(keys, request.args.get("m", ""))
-    count = counter()
-    count.record(Click(
-        send_id=found.send_id, link=found.link, at=count.clock(),
-        client=client_digest(count.secret, request.remote_addr or ""),
-        nonce=ref.nonce if ref else "", made_at=ref.made_at if ref else None,
-        subscriber_id=ref.subscriber_id if ref and info.per_person else None,
-        machine_reason=request_rule(request.method, request.headers),
-    ))
+    count_click(counter(), found, info, request.args.get("m", ""), request.method, request.headers,
+                request.remote_addr or "", keys)
     if found.link == TRAP:
         return not_found(info.publication)
-    response = Response(status=302, headers={
-        "Location": found.url,
-        "Cache-Control": "no-store",  # every click is a request of its own
-        "Content-Security-Policy": "default-src 'none'",
-    })
-    return response
+    return Response(status=302, headers={"Location": found.url, **dict(REDIRECT_HEADERS)})
 
 
 class _SendCache:
     """Send id -> SendInfo, for a minute; the database is asked at most once a minute a send."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings) -> None:
+        self.settings = settings
         self._found: dict[int, tuple[float, SendInfo]] = {}
         self._lock = threading.Lock()
 
@@ -115,7 +181,7 @@ class _SendCache:
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
-            info = _look_up(send_id)
+            info = _look_up(self.settings, send_id)
         except Exception as exc:  # the database is away: the signature is enough to redirect
             log.warning("click redirected without the database: %s", exc)
             return cached[1] if cached else SendInfo(exists=True)
@@ -126,8 +192,8 @@ class _SendCache:
         return info
 
 
-def _look_up(send_id: int) -> SendInfo:
-    with database() as session:
+def _look_up(settings, send_id: int) -> SendInfo:
+    with session_scope(settings) as session:
         row = session.execute(
             select(PublicationRow).join(IssueRow, IssueRow.publication_id == PublicationRow.id)
             .join(Send, Send.issue_id == IssueRow.id).where(Send.id == send_id)

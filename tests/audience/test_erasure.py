@@ -114,3 +114,19 @@ def test_erasure_takes_the_address_out_of_the_audit_log_word_for_word(session, w
     assert sorted(session.scalars(select(AuditEntry.detail))) == [
         "(an erased address): asked by phone", "reader001@example.com.au: someone else too",
         "removed (an erased address) (was: manual)", "xreader001@example.com: someone else"]
+
+
+def test_ledger_rows_of_an_address_outside_ascii_are_found_in_any_case_once_the_subscriber_is_gone(session, world):
+    """Rows whose subscriber was deleted earlier are found by the address alone,
+    in another case (through the index on lower(email))."""
+    from sqlalchemy import update
+
+    [row] = session.scalars(select(Delivery).where(Delivery.email == "reader002@example.com")).all()
+    session.execute(update(Delivery).where(Delivery.id == row.id).values(email="ñandú@Example.COM", subscriber_id=None))
+    session.commit()
+
+    report = erasure.erase_subscriber(session, "Ñandú@example.com")
+    session.commit()
+
+    assert report.ledger_rows_anonymised == 1
+    assert session.get(Delivery, row.id).email == erasure.ERASED_ADDRESS

@@ -98,6 +98,9 @@ def test_every_operator(session, world, condition, names):
     ("in list trustees", "column 9", "gazette has no list 'trustees'", "all, board, staff"),
     ('name is "Ann" and', "column 18", "the condition stops too soon", "a field name"),
     ('name = "Ann"', "column 6", "= was not expected here", "expected an operator"),
+    ("not bounced", "column 5", "bounced people are always left out", "remove that part"),
+    ('in list staff and not Bounced', "column 23", "bounced people are always left out", "remove that part"),
+    ('bounced is "yes"', "column 1", "bounced people are always left out", "remove that part"),
     ("", "condition", "the condition is empty", "joined after"),
 ])
 def test_a_bad_condition_says_where_and_what_is_allowed(session, world, condition, where, message, fix):

@@ -248,3 +248,32 @@ def test_the_confirm_link_uses_the_publications_own_web_address(world, settings,
     assert confirm_link(message).startswith("https://links.partnership.example/confirm/")
     # The link works wherever the web app answers: the token is the install's.
     assert signup.confirm_subscription(world, settings, token_of(message))
+
+
+# -- addresses beyond ASCII ------------------------------------------------------
+
+
+def test_a_sign_up_beyond_ascii_gets_its_confirmation_over_smtputf8(world, settings):
+    from tests.smtp_server import SmtpTestServer
+    from newsletter.transports.smtp import SmtpTransport
+
+    with SmtpTestServer(smtputf8=True) as server, \
+            SmtpTransport(server.host, server.port, security="none", connections=1, timeout=5) as transport:
+        assert signup.request_subscription(world, settings, PUB, "news", "jörg@Bücher.example", "Jörg",
+                                           transport=transport) == signup.EMAIL_SENT
+    [received] = server.messages
+    assert received.recipients == ["jörg@xn--bcher-kva.example"]
+    assert "<jörg@xn--bcher-kva.example>" in received.data.split(b"\r\n\r\n")[0].decode("utf-8")
+
+
+def test_a_sign_up_the_publications_transport_can_never_deliver_is_refused_with_the_reason(world, settings, mail):
+    by_sendgrid = replace(settings, transport="sendgrid")
+    with pytest.raises(InputError) as caught:
+        ask(world, by_sendgrid, mail, email="jörg@example.org")
+
+    [problem] = caught.value.problems
+    assert problem.where == "field email"
+    assert "letters beyond ASCII before the @" in problem.message and "SendGrid" in problem.message
+    assert world.scalar(select(func.count()).select_from(Subscriber)) == 0
+    assert mail.accepted == []
+    assert ask(world, by_sendgrid, mail, email="jo@bücher.example") == signup.EMAIL_SENT  # a domain is fine

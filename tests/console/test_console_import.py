@@ -241,6 +241,59 @@ def test_a_job_whose_worker_was_lost_is_handed_out_again(world, editor, monkeypa
     assert subscriber(world.settings, "x@example.org") is not None
 
 
+def test_an_import_that_keeps_failing_unexpectedly_gives_up_after_a_few_tries_and_says_why(world, editor, monkeypatch):
+    from datetime import timedelta
+
+    from newsletter.store.models import utcnow
+
+    monkeypatch.setattr(imports, "INLINE_ROWS", 0)
+    job_path = upload(editor, "email\nx@example.org\n").headers["Location"]
+    map_and_import(editor, job_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(imports, "import_csv", broken)
+    later = utcnow()
+    for attempt in range(1, imports.TRIES + 1):
+        with session_scope(world.settings) as session:
+            [job_id] = imports.due_jobs(session, now=later)
+            imports.run_job(session, job_id)
+        later += imports.STALE + timedelta(seconds=1)
+        if attempt < imports.TRIES:
+            page = editor.get(job_path).get_data(as_text=True)
+            assert f"try {attempt} of {imports.TRIES} failed with an unexpected error: RuntimeError: the disk is full" in page
+            assert "tried again within ten minutes" in page
+
+    with session_scope(world.settings) as session:
+        assert imports.due_jobs(session, now=later) == []  # not handed out for ever
+    [job] = jobs(world.settings)
+    assert (job.state, job.tries, job.data) == ("failed", imports.TRIES, None)
+    page = editor.get(job_path).get_data(as_text=True)
+    assert "The import failed" in page
+    assert "gave up after 3 tries: the last one failed with an unexpected error: RuntimeError: the disk is full" in page
+
+
+def test_an_import_whose_worker_keeps_dying_gives_up(world, editor, monkeypatch):
+    from datetime import timedelta
+
+    from newsletter.store.models import utcnow
+
+    monkeypatch.setattr(imports, "INLINE_ROWS", 0)
+    job_path = upload(editor, "email\nx@example.org\n").headers["Location"]
+    map_and_import(editor, job_path)
+    later = utcnow()
+    with session_scope(world.settings) as session:
+        for _ in range(imports.TRIES):
+            [job_id] = imports.due_jobs(session, now=later)
+            assert imports.claim(session, job_id)  # a worker took it, then died
+            later += imports.STALE + timedelta(seconds=1)
+        assert imports.due_jobs(session, now=later) == []
+    [job] = jobs(world.settings)
+    assert job.state == "failed" and "each time its worker stopped before it finished" in job.error
+    assert subscriber(world.settings, "x@example.org") is None
+
+
 def test_an_upload_never_mapped_is_deleted_after_a_day(world, editor):
     from datetime import timedelta
 

@@ -71,7 +71,11 @@ def test_a_real_send_from_the_console_names_links_subscribers_could_not_follow(w
     """The schedule step's check: loopback links are refused for SMTP, not for the outbox folder."""
     from dataclasses import replace
 
-    from newsletter.console.workflow import link_refusals
+    from newsletter.sending.links import refused_links
+    from newsletter.store.publications import settings_for
+
+    def link_refusals(settings, row):  # what the schedule form shows, and scheduling refuses
+        return refused_links(row, settings_for(settings, row))
 
     with session_scope(world.settings) as session:
         row = session.query(PublicationRow).filter_by(slug="other").one()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from datetime import date, datetime, timezone
 
 import pytest
@@ -185,7 +187,7 @@ def test_the_per_message_part_is_random_and_names_a_person_only_per_person():
 # --- the counts in the database ----------------------------------------------------------
 
 
-def test_counts_add_up_and_clicks_of_a_send_that_is_gone_are_dropped(session):
+def make_send(session) -> tuple[PublicationRow, Send]:
     publication = PublicationRow(slug="p", name="P", from_name="P", from_email="p@example.org", reply_to="",
                                  postal_address="", web_base_url="https://example.org/p/", settings={})
     session.add(publication)
@@ -198,6 +200,11 @@ def test_counts_add_up_and_clicks_of_a_send_that_is_gone_are_dropped(session):
     send = Send(issue_id=issue.id, list_id=mailing_list.id, scheduled_at=datetime.now(timezone.utc))
     session.add(send)
     session.flush()
+    return publication, send
+
+
+def test_counts_add_up_and_clicks_of_a_send_that_is_gone_are_dropped(session):
+    publication, send = make_send(session)
     hour = datetime(2026, 1, 1, 9, tzinfo=timezone.utc)
     for _ in range(2):
         deltas = Deltas()
@@ -212,3 +219,44 @@ def test_counts_add_up_and_clicks_of_a_send_that_is_gone_are_dropped(session):
     assert sorted((m.nonce, m.human, m.machine) for m in session.scalars(select(ClickMessage))) == [
         ("nonceAAA", 2, 0), ("nonceBBB", 0, 2)]
     assert session.scalars(select(PageView.views)).one() == 6
+
+
+def test_a_burst_spread_over_two_web_processes_is_caught_through_short_lived_redis_keys(settings, redis_url):
+    import redis
+
+    from newsletter.feedback.clicks import ClickCounter, SharedMemory
+    from newsletter.store.db import session_scope
+
+    with session_scope(settings) as db:
+        send_id = make_send(db)[1].id
+    shared = replace(settings, redis_url=redis_url)
+    first, second = ClickCounter(shared), ClickCounter(shared)
+    for counter in (first, second):
+        counter._pid = os.getpid()  # written by hand below, not by a thread
+    first.record(click(1, T0, send_id=send_id))
+    first.flush()
+    second.record(click(2, T0 + 1, send_id=send_id))
+    second.record(click(3, T0 + 2, send_id=send_id))
+    second.flush()
+    with session_scope(settings) as db:
+        rows = db.execute(select(ClickCount.human, ClickCount.machine)).all()
+    assert (sum(r[0] for r in rows), sum(r[1] for r in rows)) == (0, 3)
+    # The keys name a digest of the client, never its address, and go within the window.
+    keys = redis.Redis.from_url(redis_url).keys(f"{SharedMemory.PREFIX}*")
+    assert len(keys) == 1 and b"client-a" not in keys[0]
+    assert 0 < redis.Redis.from_url(redis_url).pttl(keys[0]) <= BURST_SECONDS * 1000
+
+
+def test_without_redis_each_process_goes_on_with_its_own_memory(settings):
+    from newsletter.feedback.clicks import ClickCounter
+    from newsletter.store.db import session_scope
+
+    with session_scope(settings) as db:
+        send_id = make_send(db)[1].id
+    counter = ClickCounter(replace(settings, redis_url="redis://127.0.0.1:1/0"))  # nothing listens there
+    counter._pid = os.getpid()
+    for n in (1, 2, 3):
+        counter.record(click(n, T0 + n, send_id=send_id))
+    assert counter.flush() is True
+    with session_scope(settings) as db:
+        assert sum(db.scalars(select(ClickCount.machine))) == 3

@@ -111,7 +111,7 @@ def test_a_suppressed_address_is_left_out_of_the_next_send_and_cannot_be_added_a
 
     with pytest.raises(InputError, match="suppression list"):
         add_subscriber(session, address, lists=[lst])
-    again = scheduling.schedule_send(session, session.get(IssueRow, first.issue_id), lst, None, batch_size=50)
+    again = scheduling.schedule_send(session, session.get(IssueRow, first.issue_id), lst, None, batch_size=50, resend=True)
     session.commit()
     transport = MemoryTransport()
     run_send(session, fast, transport, again.id)

@@ -4,10 +4,11 @@ reached, through the real delivery code, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 import redis
@@ -21,6 +22,7 @@ from newsletter.transports.postmark import PostmarkTransport
 from newsletter.transports.smtp import SmtpTransport
 from newsletter.web import create_app
 from tests.fake_providers import POSTMARK_TOKEN, postmark_server  # noqa: F401 (a fixture)
+from tests.beat_and_workers import Workers
 from tests.scripted_smtp import ScriptedSmtpServer
 from tests.sending.test_sends import make_world, states
 from tests.smtp_server import smtp_server  # noqa: F401 (a fixture)
@@ -196,3 +198,190 @@ def test_a_full_cap_with_a_chunk_in_flight_records_it_and_gives_the_rest_back(se
     assert len(smtp_server.messages) == 25
     waiting = session.scalars(select(Delivery).where(Delivery.send_id == send_id, Delivery.state == "retry")).all()
     assert {(r.attempts, r.claimed_by, r.possible_duplicate) for r in waiting} == {(0, "", False)}
+
+
+# --- fair workers: a send waiting for its account's limit holds no worker ----------------
+
+
+def add_publication(session, slug, count, sending=None):
+    """A publication with one list of ``count`` confirmed people and an issue; (list, issue)."""
+    from sqlalchemy import insert
+
+    from newsletter.store.models import IssueRow, MailingList, Membership, PublicationRow, Subscriber
+    from tests.sending.test_sends import HTML, TEXT
+
+    publication = PublicationRow(
+        slug=slug, name=slug.title(), from_name=slug.title(), from_email=f"news@{slug}.example.org",
+        reply_to=f"editor@{slug}.example.org", postal_address="1 High Street, Exampleton",
+        web_base_url=f"https://{slug}.example.org/", timezone="Europe/London", language="en-GB", settings={},
+        sending=sending or {},
+    )
+    session.add(publication)
+    session.flush()
+    mailing_list = MailingList(publication_id=publication.id, slug="all", name="Everyone", description="")
+    session.add(mailing_list)
+    session.flush()
+    ids = session.scalars(insert(Subscriber).returning(Subscriber.id), [
+        {"email": f"{slug}{i:04d}@example.com", "email_key": f"{slug}{i:04d}@example.com", "name": f"Reader {i}",
+         "status": "active", "attributes": {}} for i in range(count)
+    ]).all()
+    session.execute(insert(Membership), [{"list_id": mailing_list.id, "subscriber_id": i, "status": "confirmed"}
+                                         for i in ids])
+    issue = IssueRow(
+        publication_id=publication.id, slug="2026-12", title="December", subject=f"{slug}: December",
+        preheader="News", issue_date=date(2026, 12, 1), html=HTML, text=TEXT, mjml="", content_hash="x",
+    )
+    session.add(issue)
+    session.commit()
+    return mailing_list, issue
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_send_waiting_for_its_accounts_limit_leaves_the_workers_to_a_send_that_can_go_now(
+    session, settings, redis_url, smtp_server
+):
+    # A: its account limited to 10 a second, 1,000 people (100 s of sending);
+    # B: no limit, 300 people. Scheduled in the same second, A first: its ten
+    # batches are ahead of B's three in the queue of two workers.
+    fair = replace(settings, redis_url=redis_url, transport="smtp", smtp_host=smtp_server.host,
+                   smtp_port=smtp_server.port, smtp_security="none", smtp_connections=2, smtp_timeout=10,
+                   batch_size=100)
+    account = f"limited-{uuid.uuid4().hex[:8]}"
+    list_a, issue_a = add_publication(session, "alpha", 1000, {"per_second": 10, "account": account})
+    list_b, issue_b = add_publication(session, "beta", 300)
+    send_a = scheduling.schedule_send(session, issue_a, list_a, None, batch_size=fair.batch_size)
+    session.commit()
+    send_b = scheduling.schedule_send(session, issue_b, list_b, None, batch_size=fair.batch_size)
+    session.commit()
+    send_a, send_b = send_a.id, send_b.id
+
+    with Workers(fair, count=2) as workers:
+        deadline = time.monotonic() + 45  # the issue's bound; alone, B takes a second or two
+        while time.monotonic() < deadline and not workers.errors:
+            session.expire_all()
+            if session.get(Send, send_b).state == "finished":
+                break
+            time.sleep(0.2)
+        session.expire_all()
+        b_state, a_progress = session.get(Send, send_b).state, sending.progress(session, send_a)
+        scheduling.cancel(session, send_a)
+        session.commit()
+    assert not workers.errors, workers.errors
+
+    assert b_state == "finished", sending.summary_line(sending.progress(session, send_b))
+    assert states(session, send_b) == {"sent": 300}
+    received_b = sorted(r for m in smtp_server.messages for r in m.recipients if r.startswith("beta"))
+    assert received_b == [f"beta{i:04d}@example.com" for i in range(300)]  # each once
+    assert a_progress.counts.get("sent", 0) > 0  # A went on meanwhile, at its own pace
+    # Nothing of A was lost or doubled on the way: whatever was not sent is cancelled.
+    received_a = [r for m in smtp_server.messages for r in m.recipients if r.startswith("alpha")]
+    assert len(received_a) == len(set(received_a)) == states(session, send_a).get("sent", 0)
+    assert set(states(session, send_a)) <= {"sent", "cancelled"}
+    assert sending.progress(session, send_a).possible_duplicates == 0
+
+
+# --- the shared limiter's Redis away ---------------------------------------------------
+
+
+class OwnRedis:
+    """A redis-server of this test's own on a free port, to stop and start again."""
+
+    def __init__(self):
+        import shutil
+
+        from tests.conftest import free_port
+
+        self.port, self.binary, self.process = free_port(), shutil.which("redis-server"), None
+        if self.binary is None:
+            pytest.fail("redis-server is not installed")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "OwnRedis":
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("own redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def test_an_account_with_no_limit_sends_without_asking_the_limiter(session, settings):
+    from tests.conftest import free_port
+    from tests.memory_transport import MemoryTransport
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    fast = strict(settings, redis_url=nowhere, batch_size=20)
+    send_id = schedule(session, fast, 20)
+    transport = MemoryTransport()
+
+    deliver_until_done(session, fast, delivery.Deliverer(fast, transport), send_id)
+
+    assert session.get(Send, send_id).state == "finished"
+    assert states(session, send_id) == {"sent": 20}
+    assert sorted(transport.recipients()) == [f"reader{i:03d}@example.com" for i in range(20)]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_the_limiters_redis_going_away_mid_batch_sends_nothing_twice(session, settings, smtp_server):
+    own = OwnRedis().start()
+    try:
+        fast = strict(settings, redis_url=own.url, batch_size=75)
+        send_id = schedule(session, fast, 75)
+        # 25 a second, a burst of 25: chunks of 25, the second waits a second for room.
+        limiter = limiter_for(fast, AccountLimits(f"relay-{uuid.uuid4().hex[:8]}", per_second=25))
+        transport = SmtpTransport(smtp_server.host, smtp_server.port, security="none", connections=1, timeout=10)
+        smtp_server.hold(1)  # the first chunk stays at the server, unanswered, while Redis goes
+        deliverer = delivery.Deliverer(fast, transport, limiter)
+        (batch_id,) = sending.tick(session, fast)
+        outcome: dict = {}
+
+        def run():
+            try:
+                outcome["report"] = deliverer.deliver_batch(session, batch_id)
+            except Exception as exc:  # noqa: BLE001 - the test looks at it
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        for _ in range(600):
+            if smtp_server.held:
+                break
+            time.sleep(0.01)
+        own.stop()
+        smtp_server.release()
+        worker.join(timeout=60)
+
+        # What was handed over is answered and recorded; the rest waits, unsent and unflagged.
+        assert "error" not in outcome, outcome
+        assert outcome["report"].stopped == "rate limiter unavailable"
+        counts = rows_by_state(session, send_id)
+        assert set(counts) == {"sent", "pending"} and counts["sent"] == len(smtp_server.messages) >= 25
+        assert sending.progress(session, send_id).possible_duplicates == 0
+
+        own.start()
+        with transport:
+            deliver_until_done(session, fast, deliverer, send_id)
+    finally:
+        own.stop()
+
+    assert states(session, send_id) == {"sent": 75}
+    received = sorted(r for m in smtp_server.messages for r in m.recipients)
+    assert received == [f"reader{i:03d}@example.com" for i in range(75)]  # each once
+    assert sending.progress(session, send_id).possible_duplicates == 0

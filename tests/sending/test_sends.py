@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -28,7 +29,9 @@ from newsletter.store.models import (
     Suppression,
     utcnow,
 )
+from newsletter.transports.smtp import SmtpTransport
 from tests.memory_transport import MemoryTransport
+from tests.smtp_server import smtp_server  # noqa: F401 (a fixture)
 
 HTML = (
     '<html><body><p>Hello %%name%%</p><a href="%%web_url%%">web</a>'
@@ -687,3 +690,68 @@ def test_a_failure_with_chunks_out_records_what_was_answered_and_flags_what_was_
     assert sending.progress(session, send.id).possible_duplicates == 35
     assert len(transport.recipients()) == 35  # the first chunk and the third went out
     assert session.scalar(select(func.count()).select_from(ClaimLease)) == 0
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_the_error_budget_pauses_a_send_as_the_refusals_arrive_whichever_worker_meets_them(session, settings, smtp_server):
+    # A server that refuses everything; two workers, each on a batch of 100 in
+    # chunks of 25. The budget (20% of at least 25) is spent by the first
+    # chunk recorded; each worker may have had two chunks out by then (the next
+    # one goes over before the last is answered), and nothing more goes.
+    from tests.beat_and_workers import Workers
+
+    failing = replace(settings, transport="smtp", smtp_host=smtp_server.host, smtp_port=smtp_server.port,
+                      smtp_security="none", smtp_connections=1, smtp_timeout=10, batch_size=100,
+                      error_budget_ratio=0.2, error_budget_minimum=25, retry_attempts=1)
+    _, lst, issue = make_world(session, 400)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=failing.batch_size)
+    session.commit()
+    smtp_server.fail_next(10_000, "550 5.7.1 Message refused", at="data")
+
+    with Workers(failing, count=2) as workers:
+        for _ in range(600):
+            session.expire_all()
+            counts = states(session, send.id)
+            if session.get(Send, send.id).state == "paused" and not counts.get("claimed") and not counts.get("sending"):
+                break
+            time.sleep(0.05)
+    assert not workers.errors, workers.errors
+
+    paused = session.get(Send, send.id)
+    assert paused.state == "paused"
+    assert "error budget exceeded" in paused.paused_reason and "550 5.7.1 Message refused" in paused.paused_reason
+    refused = states(session, send.id).get("failed", 0)
+    assert 25 <= refused <= 25 + 2 * 2 * 25  # the minimum, and what each worker had out
+    assert states(session, send.id) == {"failed": refused, "pending": 400 - refused}
+
+
+def test_a_policy_refusal_fails_the_row_without_suppressing_and_resume_sends_it_once_fixed(session, settings, smtp_server):
+    # The server refuses the content (550 5.7.1): not the addresses' fault.
+    strict = replace(settings, error_budget_ratio=0.5, error_budget_minimum=10, batch_size=20, smtp_connections=1,
+                     retry_base_delay_seconds=0.0)
+    _, lst, issue = make_world(session, 20)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=20)
+    session.commit()
+    smtp_server.fail_for(3600, "550 5.7.1 Message rejected as spam by content filter", at="data")
+    transport = SmtpTransport(smtp_server.host, smtp_server.port, security="none", connections=1, timeout=10)
+
+    with transport:
+        run_send(session, strict, transport, send.id)
+        session.expire_all()
+        assert session.get(Send, send.id).state == "paused"  # by the error budget
+        refused = session.scalars(select(Delivery).where(Delivery.send_id == send.id, Delivery.state == "failed")).all()
+        assert len(refused) == 20 and smtp_server.messages == []
+        assert all(r.last_error.startswith("refused by the server's policy, not for the address: 550 5.7.1")
+                   for r in refused)
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 0  # nobody is suppressed
+
+        smtp_server.stop_failing()  # the operator fixed the content
+        scheduling.resume(session, send.id)
+        session.commit()
+        run_send(session, strict, transport, send.id)
+
+    session.expire_all()
+    assert session.get(Send, send.id).state == "finished"
+    assert states(session, send.id) == {"sent": 20}
+    received = sorted(r for m in smtp_server.messages for r in m.recipients)
+    assert received == [f"reader{i:03d}@example.com" for i in range(20)]  # each once, the refused ones too

@@ -121,3 +121,35 @@ def test_a_database_that_cannot_be_reached_is_a_message_not_a_traceback(tmp_path
     cli = _run_in(tmp_path, ["newsletter", "lists", "list"], DATABASE_URL=unreachable)
     assert cli.returncode == 2
     assert "check DATABASE_URL" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_a_batch_task_labels_its_logs_without_a_database_session(monkeypatch, caplog):
+    """Labelling a task's log lines must not need a connection: when the
+    database is away or out of connections, the task meets it (and retries),
+    the label does not fail first."""
+    import logging
+    import socket
+
+    from newsletter.config import get_settings
+    from newsletter.logs import ContextFilter
+    from workers import tasks
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{closed}/newsletter")
+    get_settings.cache_clear()
+    try:
+        tasks._bind_batch_to_logs(task_id="labelled", args=(41,))
+        logger = logging.getLogger("tests.workers.labels")
+        logger.addFilter(ContextFilter())
+        with caplog.at_level(logging.INFO, logger="tests.workers.labels"):
+            logger.info("working")
+        tasks._unbind_batch_from_logs(task_id="labelled")
+        with caplog.at_level(logging.INFO, logger="tests.workers.labels"):
+            logger.info("done")
+    finally:
+        get_settings.cache_clear()
+    working, done = caplog.records
+    assert working.batch_id == 41
+    assert not hasattr(done, "batch_id")

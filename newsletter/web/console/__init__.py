@@ -172,3 +172,4 @@ blueprint.add_app_template_filter(_utc, "console_utc")
 blueprint.add_app_template_filter(_local, "console_local")
 
 from newsletter.web.console import accounts, audience, issues, preview, sending, steps, subscribers  # noqa: E402,F401 - they add the routes
+from newsletter.web.console import clicks  # noqa: E402,F401 - an issue's clicks (docs/clicks.md)

@@ -134,7 +134,7 @@ def import_mapping(job_id: int):
                 f"{job.filename} ({job.rows_total} rows) into {mailing_list.slug}, import {job.id}")
         db.commit()
         if inline:
-            imports.run_job(db, job_id)
+            imports.run_job(db, job_id, settings())
     text = "Imported." if inline else "The import has started: this page follows it."
     return done(text, url_for("console.import_page", job_id=job_id))
 

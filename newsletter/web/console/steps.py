@@ -69,32 +69,37 @@ def reject(draft_id: int):
 
 @blueprint.get("/issues/<int:draft_id>/schedule")
 def schedule_form(draft_id: int):
+    from newsletter.sending.links import refused_links
+    from newsletter.store.publications import settings_for
+
     chosen, at_text = request.args.getlist("lists"), request.args.get("at", "").strip()
     segment_name = request.args.get("segment", "")
     with database() as db:
         draft, publication, roles = load(db, draft_id, "editor")
-        when, problem, dst, overlap = None, "", "", ""
+        when, problem, dst = None, "", ""
         if at_text:
             try:
                 when = scheduling.parse_local_time(at_text, publication.timezone)
                 dst = workflow.dst_warning(when)
             except InputError as exc:
                 problem = " ".join(problem_text(exc))
-        if chosen:
-            overlap = workflow.overlap_warning(db, publication.id, chosen)
         audiences = workflow.audience_sizes(db, publication.id)
         now_local = scheduling.when_from_utc(utcnow(), publication.timezone)
-        recipients = sum(a.recipients for a in audiences if a.list_slug in chosen)
         saved = [s for _slug, s in segments.list_segments(db, publication.slug)]
         segment, found = next((s for s in saved if s.name == segment_name), None), None
-        if segment is not None:
-            found = segments.preview(db, publication, _list_ids(db, publication, chosen), segment.condition)
-            recipients, overlap = found.count, ""  # one send: each person once
+        recipients = had = 0
+        if chosen or segment is not None:
+            # One send: each person once, however many of the ticked lists they are on.
+            list_ids, condition = _list_ids(db, publication, chosen), segment.condition if segment else ""
+            everyone = segments.preview(db, publication, list_ids, condition)
+            recipients, found = everyone.count, everyone if segment is not None else None
+            had = scheduling.already_had(db, workflow.issue_id_of(db, draft), publication, list_ids, condition)
         return page("console/schedule.html", publication=publication, draft=draft,
                     state=workflow.display_state(db, draft), audiences=audiences, chosen=chosen, at=at_text,
-                    when=when, problem=problem, dst=dst, overlap=overlap, now_local=now_local,
+                    when=when, problem=problem, dst=dst, had=had, now_local=now_local,
                     recipients=recipients, segments=saved, segment=segment, found=found,
-                    link_problems=workflow.link_refusals(settings(), publication))
+                    allow_box=workflow.ALLOW_BOX, resend_box=workflow.RESEND_BOX,
+                    link_problems=refused_links(publication, settings_for(settings(), publication)))
 
 
 def _list_ids(db, publication, slugs) -> list[int]:
@@ -116,12 +121,15 @@ def schedule(draft_id: int):
     audience += f" (segment {segment_name})" if segment_name else ""
 
     def run(db, draft):
-        sends = workflow.schedule(db, settings(), draft, actor(), lists, None if now else at_text, segment_name,
-                                  allow_private_links=request.form.get("allow_private_links") == "yes")
+        scheduled = workflow.schedule(db, settings(), draft, actor(), lists, None if now else at_text, segment_name,
+                                      allow_private_links=request.form.get("allow_private_links") == "yes",
+                                      resend=request.form.get("resend") == "yes")
         publication_tz = draft_tz(db, draft)
-        shown = scheduling.when_from_utc(sends[0].scheduled_at, publication_tz).describe()
-        return f"Scheduled to {audience} for {shown}." if not now else \
+        shown = scheduling.when_from_utc(scheduled.send.scheduled_at, publication_tz).describe()
+        said = f"Scheduled to {audience} for {shown}." if not now else \
             f"Sending now to {audience}: workers start within seconds."
+        had = scheduled.already_had_words(f"tick \"{workflow.RESEND_BOX}\"")
+        return f"{said} {had}" if had else said
     return _step(draft_id, run, "editor")
 
 

@@ -1,7 +1,7 @@
 """Every extra copy counted, and when a batch was last taken by a run
 
-Revision ID: 0020
-Revises: 0018
+Revision ID: 0022
+Revises: 0021
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from alembic import op
 # Spelled out here, not imported from the models (see 0001).
 UTC_DATETIME = sa.DateTime(timezone=True)
 
-revision = "0020"
-down_revision = "0018"
+revision = "0022"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
