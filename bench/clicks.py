@@ -4,7 +4,7 @@
 
 Sets up a fresh PostgreSQL schema with the sample issue (its publication counts
 clicks: ``sending.clicks: aggregate``) and a send of it, and makes the send's
-counted links exactly as a worker does (``sending/clicks.rewrite``), each with
+counted links exactly as a worker does (``authoring/counted_links.rewrite``), each with
 the ``m=`` of one of 5,000 made-up messages. Then the web app runs under
 gunicorn as the Procfile starts it (one worker process, gthread), pinned to one
 core, and client processes pinned to the other core follow links over
@@ -70,7 +70,7 @@ def prepare(database_url: str, base_url: str) -> list[str]:
     from newsletter.authoring.content import load_issue
     from newsletter.authoring.render import render_issue
     from newsletter.config import settings_from
-    from newsletter.sending.clicks import ClickRefs, rewrite
+    from newsletter.authoring.counted_links import ClickRefs, rewrite
     from newsletter.sending.scheduling import schedule_send
     from newsletter.store.issues import store_issue
     from newsletter.store.migrate import upgrade

@@ -77,9 +77,9 @@ INSERT INTO memberships (list_id, subscriber_id, status, created_at, updated_at)
 SELECT :list_id, id, 'confirmed', :now, :now FROM subscribers
 """
 LEDGER = """
-INSERT INTO deliveries (send_id, subscriber_id, email, state, attempts, last_error, message_id,
+INSERT INTO deliveries (send_id, issue_id, subscriber_id, email, state, attempts, last_error, message_id,
                         provider_message_id, claimed_by, possible_duplicate, transport, account, updated_at)
-SELECT :send_id, id, email, 'sent', 1, '', '', '', '', false, 'smtp', 'smtp', :now FROM subscribers
+SELECT :send_id, :issue_id, id, email, 'sent', 1, '', '', '', '', false, 'smtp', 'smtp', :now FROM subscribers
 """
 
 
@@ -105,7 +105,7 @@ def fill(settings, subscribers: int, sends: int) -> int:
             if number < sends:
                 send.state, send.audience_size = "finished", subscribers
                 session.flush()
-                session.execute(text(LEDGER), {"send_id": send.id, "now": now})
+                session.execute(text(LEDGER), {"send_id": send.id, "issue_id": issue.id, "now": now})
         list_id = everyone.id
     analyze(settings)
     with session_scope(settings) as session:

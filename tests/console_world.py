@@ -79,13 +79,14 @@ def upload(client, data: bytes, name: str = "2021-09.zip", slug: str = "", publi
 
 
 def form_fields(html: str, action: str) -> dict[str, str]:
-    """What a browser would post from the form with this action: inputs, checked boxes, text areas."""
+    """What a browser would post from the form with this action: inputs, checked boxes, text areas,
+    the chosen option of each select."""
     from html.parser import HTMLParser
 
     class Reader(HTMLParser):
         def __init__(self):
             super().__init__()
-            self.inside, self.fields, self.area = False, {}, None
+            self.inside, self.fields, self.area, self.select = False, {}, None, None
 
         def handle_starttag(self, tag, attrs):
             a = dict(attrs)
@@ -98,12 +99,18 @@ def form_fields(html: str, action: str) -> dict[str, str]:
             elif self.inside and tag == "textarea":
                 self.area = a["name"]
                 self.fields[self.area] = ""
+            elif self.inside and tag == "select":
+                self.select = a.get("name")
+            elif self.select and tag == "option" and ("selected" in a or self.select not in self.fields):
+                self.fields[self.select] = a.get("value", "")
 
         def handle_endtag(self, tag):
             if tag == "form":
                 self.inside = False
             elif tag == "textarea":
                 self.area = None
+            elif tag == "select":
+                self.select = None
 
         def handle_data(self, data):
             if self.area:

@@ -109,18 +109,34 @@ def create_list(session: Session, publication_slug: str, slug: str, name: str, d
         raise InputError(
             Problem("list slug", f"{slug!r} cannot name a list", "use lower-case letters, digits and hyphens, e.g. monthly-news")
         )
-    if not name.strip():
-        raise InputError(Problem("list name", "a list needs a name people will recognise", "give --name"))
-    # The name goes into the List-Id header of every message sent to the list.
-    if problems := header_field_problems("list name", name.strip()):
-        raise InputError(Problem("list name", problems[0].message, "write the name on one line"))
+    name = checked_list_name(name)
     taken = select(MailingList.id).where(MailingList.publication_id == publication.id, MailingList.slug == slug)
     if session.scalar(taken) is not None:
         raise InputError(Problem("list slug", f"{publication_slug} already has a list {slug!r}", "choose another slug"))
-    row = MailingList(publication_id=publication.id, slug=slug, name=name.strip(), description=description.strip())
+    row = MailingList(publication_id=publication.id, slug=slug, name=name, description=description.strip())
     session.add(row)
     session.flush()
     return row
+
+
+def update_list(session: Session, row: MailingList, name: str, description: str) -> MailingList:
+    """Rename and describe a list. Its slug stays: it is in sign-up links already out in the world."""
+    row.name = checked_list_name(name)
+    row.description = description.strip()
+    session.flush()
+    return row
+
+
+def checked_list_name(name: str) -> str:
+    if not name.strip():
+        raise InputError(Problem("list name", "a list needs a name people will recognise",
+                                 "give it one, e.g. Monthly news"))
+    # The name goes into the List-Id header of every message sent to the list.
+    if problems := header_field_problems("list name", name.strip()):
+        raise InputError(Problem("list name", problems[0].message, "write the name on one line"))
+    if len(name.strip()) > 200:
+        raise InputError(Problem("list name", "a list's name can be at most 200 characters", "shorten it"))
+    return name.strip()
 
 
 def get_list(session: Session, publication_slug: str | None, slug: str) -> MailingList:

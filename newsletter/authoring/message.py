@@ -80,7 +80,7 @@ class Recipient:
     unsubscribe_url: str
     preferences_url: str = ""
     web_url: str = ""
-    click_ref: str = ""  # sending/clicks.py: never an id or address of the person in aggregate mode
+    click_ref: str = ""  # authoring/counted_links.py: never an id or address of the person in aggregate mode
 
 
 @dataclass(frozen=True)

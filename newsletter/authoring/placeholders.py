@@ -16,7 +16,7 @@ import re
 # preferences_url: the page where the recipient manages lists
 # web_url: the public web copy of the issue (no personal data in it)
 # click_ref: the per-message part of counted links (a random nonce and when the
-#   message was made; see sending/clicks.py), "" when clicks are not counted
+#   message was made; see authoring/counted_links.py), "" when clicks are not counted
 NAMES = ("name", "email", "unsubscribe_url", "preferences_url", "web_url", "click_ref")
 
 PATTERN = re.compile(r"%%([a-z_]+)%%")

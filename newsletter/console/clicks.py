@@ -91,7 +91,7 @@ def _figures(session: Session, issue: IssueRow, current: bool) -> IssueFigures:
 def click_moments(session: Session, publication_id: int, subscriber_id: int) -> list[tuple]:
     """(when, what, detail) of each click this person made, newest first: only a publication
     with ``sending.clicks: per_person`` keeps them (``click_history``); erasure removes them."""
-    from newsletter.sending.clicks import issue_links
+    from newsletter.authoring.counted_links import issue_links
     from newsletter.store.models import ClickHistory
 
     rows = session.execute(

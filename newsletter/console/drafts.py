@@ -50,16 +50,19 @@ class Conflict(InputError):
 
 
 def store_publication_files(session: Session, row: PublicationRow, folder: Path) -> list[str]:
-    """Keep publication.yaml, its logo and its templates/ folder, so any web process can use them."""
+    """Keep publication.yaml, its logos (light and dark) and its templates/ folder, so any web process can use them."""
     folder = Path(folder)
     names = [PUBLICATION_FILE]
     publication = load_publication(folder / PUBLICATION_FILE)
-    if publication.logo is not None:
-        logo = Path(os.path.relpath(Path(publication.logo).resolve(), folder.resolve())).as_posix()
+    for field, picture in (("logo", publication.logo), ("logo_dark", publication.logo_dark)):
+        if picture is None:
+            continue
+        logo = Path(os.path.relpath(Path(picture).resolve(), folder.resolve())).as_posix()
         if logo.startswith("../"):
-            raise InputError(Problem(f"{folder / PUBLICATION_FILE}: field logo", "the logo is outside the publication's folder",
+            raise InputError(Problem(f"{folder / PUBLICATION_FILE}: field {field}", "the logo is outside the publication's folder",
                                      "put the logo in the publication's folder"))
-        names.append(logo)
+        if logo not in names:
+            names.append(logo)
     templates = folder / "templates"
     if templates.is_dir():
         names += sorted(p.relative_to(folder).as_posix() for p in templates.rglob("*") if p.is_file())

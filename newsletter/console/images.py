@@ -8,6 +8,7 @@ sense in a 600-pixel email.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -48,8 +49,13 @@ def check_image(name: str, data: bytes) -> CheckedImage:
                 picture.verify()
             with Image.open(io.BytesIO(data)) as picture:
                 found, (width, height) = picture.format, picture.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError):
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        # Pillow refuses it before reading its pixels: far too many to be a picture for email.
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f" ({int(pixels[1]):,})" if pixels else ""
+        raise InputError(Problem(name, f"it has too many pixels{count}; at most {MAX_SIDE} x {MAX_SIDE} is taken",
+                                 "make it smaller (1200 pixels wide is plenty for an email)")) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InputError(Problem(name, "it is not a picture (or the file is damaged)",
                                  "open it in an image program and save it again as PNG or JPEG")) from None
     if found != FORMATS[suffix]:

@@ -1,7 +1,8 @@
 """Section files and issue.yaml as forms: read a file into fields, write fields back.
 
 A file is rewritten only when its form is saved, so a draft nobody edited
-downloads exactly as it was uploaded. Form field names are the ones
+downloads exactly as it was uploaded; a save changes only the values that
+changed, keeping comments, order and quoting (``yamledit``). Form field names are the ones
 ``findings.field_at`` gives: ``title``, ``body``, ``items-0-heading``,
 ``items-0-image_src``, ``figures-1-label``, ``image_alt`` ...
 Fields the form does not know are kept as they were.
@@ -17,6 +18,7 @@ from typing import Mapping
 import yaml
 
 from newsletter.authoring.sections import KIND_FIELDS
+from newsletter.console import yamledit
 from newsletter.errors import InputError, Problem
 from newsletter.authoring.issue import SECTION_KINDS
 from newsletter.authoring.yamlsource import split_front_matter
@@ -44,6 +46,8 @@ class SectionForm:
     body: str = ""
     items: list[dict] = field(default_factory=list)
     figures: list[dict] = field(default_factory=list)
+    source: str = ""  # the front matter as written, whose layout a save keeps
+    written_body: str = ""  # what follows the front matter as written, kept when the form's body is the same text
 
     def value(self, name: str) -> str:
         return flat(self.values, name)
@@ -73,6 +77,7 @@ def read_section(data: bytes, name: str) -> SectionForm:
         raise InputError(Problem(name, "the file does not start with a front matter block",
                                  "download the issue, fix the file, and upload it again"))
     yaml_text, _line, body, _body_line = split
+    after_front = "".join(text.splitlines(keepends=True)[len(yaml_text.splitlines()) + 2:])
     try:
         values = yaml.safe_load(yaml_text) or {}
     except yaml.YAMLError as exc:
@@ -82,7 +87,7 @@ def read_section(data: bytes, name: str) -> SectionForm:
         raise InputError(Problem(name, "its front matter is not a list of fields", "start it with 'kind: ...'"))
     items = [i for i in values.get("items") or [] if isinstance(i, dict)]
     figures = [f for f in values.get("figures") or [] if isinstance(f, dict)]
-    return SectionForm(str(values.get("kind", "text")), values, body, items, figures)
+    return SectionForm(str(values.get("kind", "text")), values, body, items, figures, yaml_text, after_front)
 
 
 def section_from_form(original: SectionForm, form: Mapping[str, str]) -> SectionForm:
@@ -98,7 +103,8 @@ def section_from_form(original: SectionForm, form: Mapping[str, str]) -> Section
     if kind == "figures":
         values["figures"] = _rows(original.figures, form, "figures", FIGURE_FIELDS)
     body = form.get("body", "") if kind in HAS_BODY else ""
-    return SectionForm(kind, values, _tidy(body), list(values.get("items") or []), list(values.get("figures") or []))
+    return SectionForm(kind, values, _tidy(body), list(values.get("items") or []), list(values.get("figures") or []),
+                       original.source, original.written_body)
 
 
 def _rows(originals: list[dict], form: Mapping[str, str], list_name: str, names: tuple[str, ...]) -> list[dict]:
@@ -154,8 +160,10 @@ def write_section(section: SectionForm) -> bytes:
     for key in [k for k, v in ordered.items() if v in ("", None, [])]:
         if key not in ("items", "figures"):
             ordered.pop(key)
-    front = dump_yaml(ordered)
+    front = _front_text(section.source, ordered)
     body = section.body.strip()
+    if section.written_body.strip() and _tidy(section.written_body) == body:
+        return f"---\n{front}---\n{section.written_body}".encode()
     return f"---\n{front}---\n{body}\n".encode() if body else f"---\n{front}---\n".encode()
 
 
@@ -180,19 +188,29 @@ def new_section(kind: str, title: str) -> bytes:
 # --- issue.yaml ----------------------------------------------------------------------
 
 
-def read_manifest(data: bytes) -> dict:
+class Manifest(dict):
+    """issue.yaml's values, remembering the text they came from (``source``)."""
+
+    source: str = ""
+
+
+def read_manifest(data: bytes) -> Manifest:
+    text = data.decode("utf-8-sig", errors="replace")
     try:
-        values = yaml.safe_load(data.decode("utf-8-sig", errors="replace")) or {}
+        values = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise InputError(Problem("issue.yaml", f"it cannot be read: {exc}",
                                  "download the issue, fix issue.yaml, and upload it again")) from None
     if not isinstance(values, dict):
         raise InputError(Problem("issue.yaml", "it is not a list of fields", "start it with 'title: ...'"))
-    return values
+    manifest = Manifest(values)
+    manifest.source = text
+    return manifest
 
 
-def manifest_from_form(original: dict, form: Mapping[str, str]) -> dict:
-    values = dict(original)
+def manifest_from_form(original: dict, form: Mapping[str, str]) -> Manifest:
+    values = Manifest(original)
+    values.source = getattr(original, "source", "")
     for name in MANIFEST_FORM_FIELDS:
         text = _tidy(form.get(name, ""))
         if name == "date" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
@@ -210,7 +228,7 @@ def write_manifest(values: dict) -> bytes:
     ordered = {k: values[k] for k in ("title", "subject", "preheader", "date", "slug") if k in values}
     ordered |= {k: v for k, v in values.items() if k not in ordered and k != "sections"}
     ordered["sections"] = list(values.get("sections") or [])
-    return dump_yaml(ordered).encode()
+    return _front_text(getattr(values, "source", ""), ordered).encode()
 
 
 def section_names(manifest: dict) -> list[str]:
@@ -218,6 +236,16 @@ def section_names(manifest: dict) -> list[str]:
 
 
 # --- YAML as people write it ------------------------------------------------------------
+
+
+def _front_text(source: str, values: dict) -> str:
+    """``values`` as YAML: the written text with only what changed changed, else a new text."""
+    if source.strip():
+        try:
+            return yamledit.updated(source, values, tuple(values))
+        except yamledit.Unreadable:
+            pass  # the check reports what is wrong with it; the form's values are written anew
+    return dump_yaml(values)
 
 
 class _Dumper(yaml.SafeDumper):

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter.feedback.clicks import CLASSES
-from newsletter.sending.clicks import TRAP, issue_links
+from newsletter.authoring.counted_links import TRAP, issue_links
 from newsletter.store.models import (
     ClickCount, ClickMessage, Delivery, IssueRow, PageView, PublicationRow, Send,
 )

@@ -51,7 +51,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.sending.clicks import TRAP
+from newsletter.authoring.counted_links import TRAP
 from newsletter.store.db import session_scope
 from newsletter.store.models import ClickCount, ClickHistory, ClickMessage, PageView, PublicationRow, Send
 from newsletter.store.upsert import dialect_insert

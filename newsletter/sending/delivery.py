@@ -30,7 +30,7 @@ from newsletter.authoring.message import Recipient, UnsendableAddress, make_mess
 from newsletter.sending.return_path import verp_address
 from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable, RateLimitYield
 from newsletter.sending.scheduling import header_list_of, list_ids_of, message_template, record_send_event
-from newsletter.sending import clicks
+from newsletter.authoring import counted_links as clicks
 from newsletter.store import clock
 from newsletter.store.publications import sending_block
 from newsletter.store.lookups import among

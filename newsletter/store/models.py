@@ -677,6 +677,25 @@ class PublicationFile(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Picture(Base):
+    """A picture in a publication's library (``console/pictures.py``): uploaded once, with
+    its description (alt text), and copied into an issue's folder when a section picks it."""
+
+    __tablename__ = "pictures"
+    __table_args__ = (UniqueConstraint("publication_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))  # the file name a section's src gives
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    thumbnail: Mapped[bytes] = mapped_column(LargeBinary)  # a PNG at most THUMBNAIL pixels a side
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    alt: Mapped[str] = mapped_column(Text, default="")  # "" for a picture that is only decoration
+    uploaded_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # --- Ops: queue depth over time ----------------------------------------------------
 
 

@@ -46,6 +46,7 @@ def publication_settings(publication: Publication) -> dict:
         # The file name only: the folder it sits in differs between machines.
         "logo": publication.logo.name if publication.logo else "",
         "logo_alt": publication.logo_alt,
+        "logo_dark": publication.logo_dark.name if publication.logo_dark else "",
         "why_receiving": publication.why_receiving,
         "signup_url": publication.signup_url,
     }

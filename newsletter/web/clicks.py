@@ -1,6 +1,6 @@
 """/c/<token>: the counted links of an issue (docs/clicks.md); web copy page views.
 
-Thin: the token is read (sending/clicks.py), the click is handed to the
+Thin: the token is read (authoring/counted_links.py), the click is handed to the
 counter (feedback/clicks.py), and the reader is redirected at once. Nothing
 here waits for Redis or the database: a send's publication (for the
 not-found page's colours, and to refuse a deleted issue) is looked up once a
@@ -29,7 +29,7 @@ from werkzeug.urls import iri_to_uri
 
 from newsletter.authoring.sending_block import CLICKS_PER_PERSON
 from newsletter.feedback.clicks import Click, ClickCounter, client_digest, request_rule
-from newsletter.sending.clicks import TRAP, BadClickToken, read_ref, read_token
+from newsletter.authoring.counted_links import TRAP, BadClickToken, read_ref, read_token
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, PublicationRow, Send
 from newsletter.web.pages import database, install, not_found, settings

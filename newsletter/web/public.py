@@ -34,7 +34,9 @@ def subscribe_form(publication_slug: str, list_slug: str):
             publication, mailing_list = signup.find_list(session, publication_slug, list_slug)
         except NoSuchThing:
             return not_found()
-        return page("signup.html", publication=publication, mailing_list=mailing_list, values={}, problems={})
+        # A website's sign-up snippet (console: the list's page) sends the address along.
+        typed = {"email": request.args.get("email", "")[:320]}
+        return page("signup.html", publication=publication, mailing_list=mailing_list, values=typed, problems={})
 
 
 @blueprint.post("/subscribe/<publication_slug>/<list_slug>")

@@ -98,7 +98,7 @@ def test_edit_a_teaser_break_a_link_see_the_finding_point_at_the_field_then_fix_
     fields["items-0-url"] = "http://www.example.org/ics/priorities/frailty"
     assert editor.post(path, data=fields).status_code == 303
     saved = file_text(world.settings, "02-priorities.md")
-    assert "heading: 'Frailty: a strategy for healthy ageing'" in saved
+    assert 'heading: "Frailty: a strategy for healthy ageing"' in saved  # quoted as the file quoted it
     assert "Initial discussions have been held" in saved  # the summary kept
 
     issue_page = editor.get(f"/console/issues/{draft.id}").get_data(as_text=True)

@@ -294,6 +294,22 @@ def test_an_import_whose_worker_keeps_dying_gives_up(world, editor, monkeypatch)
     assert subscriber(world.settings, "x@example.org") is None
 
 
+def test_an_address_the_publications_transport_can_never_deliver_is_rejected_with_the_reason(world):
+    from dataclasses import replace
+
+    client = create_app(replace(world.settings, transport="ses")).test_client()
+    assert log_in(client, EDITOR).status_code == 303
+    job_path = upload(client, "email,name\njörg@example.org,Jörg\njo@bücher.example,Jo\n").headers["Location"]
+    map_and_import(client, job_path)  # a small file: imported while the page waits
+
+    [job] = jobs(world.settings)
+    assert (job.state, job.added, job.rejected) == ("finished", 1, 1)
+    [(line, column, _severity, problem, fix)] = job.problems
+    assert (line, column) == (2, "email") and "Amazon SES cannot send to such an address" in problem
+    assert "SMTPUTF8" in fix
+    assert subscriber(world.settings, "jörg@example.org") is None
+
+
 def test_an_upload_never_mapped_is_deleted_after_a_day(world, editor):
     from datetime import timedelta
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from newsletter.feedback.clicks import (
     BURST_SECONDS, EARLY_SECONDS, HUMAN, MACHINE, UNSURE, Classifier, Click, Deltas, request_rule, write_deltas,
 )
-from newsletter.sending.clicks import TRAP, BadClickToken, ClickRefs, issue_links, read_ref, read_token, rewrite
+from newsletter.authoring.counted_links import TRAP, BadClickToken, ClickRefs, issue_links, read_ref, read_token, rewrite
 from newsletter.store.models import ClickCount, ClickMessage, IssueRow, MailingList, PageView, PublicationRow, Send
 
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
@@ -161,7 +161,7 @@ def test_a_token_names_the_send_and_link_and_is_refused_when_altered():
     assert read_token(KEYS, token).send_id == 42 and read_token(KEYS, token).url == "https://example.org/a?x=1&y=2"
     assert read_token(("a-new-key", *KEYS), token).link == 1  # still good after a rotation
     send, number, url, signature = token.split(".")
-    from newsletter.sending.clicks import _b64
+    from newsletter.authoring.counted_links import _b64
     evil = _b64(b"https://evil.example.net/")
     for bad in (f"{send}.{number}.{evil}.{signature}", f"{send}.2.{url}.{signature}", f"2.{number}.{url}.{signature}",
                 token[:-2] + ("AA" if not token.endswith("AA") else "BB"), "garbage", "a.b.c.d", token + "." + token,

@@ -18,6 +18,7 @@ from newsletter.sending import delivery, scheduling
 from newsletter.store.models import Delivery, Membership, Send, Subscriber, Suppression
 from newsletter.transports.smtp import SmtpTransport
 from tests.sending.test_sends import make_world, run_send
+from tests.fake_providers import postmark_server  # noqa: F401  (a fixture)
 from tests.smtp_server import SmtpTestServer
 
 
@@ -103,3 +104,21 @@ def test_the_batch_report_counts_unsendable_rows_apart(session, strict):
         [batch_id] = sending.tick(session, strict)
         report = delivery.Deliverer(strict, transport).deliver_batch(session, batch_id)
     assert (report.sent, report.failed, report.unsendable) == (1, 0, 2)
+
+
+def test_a_provider_without_smtputf8_is_never_handed_such_an_address(session, strict, postmark_server):
+    """Postmark (like SES and SendGrid) cannot carry a local part beyond ASCII:
+    that row fails as unsendable without a call; the domain beyond ASCII goes in IDNA form."""
+    from newsletter.transports.postmark import PostmarkTransport
+    from tests.fake_providers import POSTMARK_TOKEN
+
+    send_id = world_with(session, ["jörg@example.org", "jo@bücher.example"])
+    with PostmarkTransport(POSTMARK_TOKEN, api_url=postmark_server.url) as transport:
+        run_send(session, strict, transport, send_id)
+
+    assert session.get(Send, send_id).state == "finished"
+    found = rows(session, send_id)
+    assert found["jörg@example.org"][0] == "failed"
+    assert found["jörg@example.org"][1].startswith("unsendable:") and "Postmark cannot send" in found["jörg@example.org"][1]
+    assert found["jo@bücher.example"][0] == "sent"
+    assert sorted(d.to_email for d in postmark_server.delivered) == ["jo@xn--bcher-kva.example", "reader000@example.com"]

@@ -121,7 +121,7 @@ def test_outside_links_go_through_the_redirect_and_name_no_one(sent):
     nonces = {re.search(r"\?m=([^.]+)\.", link).group(1) for link in counted_links(ann)}
     assert len(nonces) == 1 and nonces.isdisjoint({re.search(r"\?m=([^.]+)\.", l).group(1) for l in counted_links(bob)})
     # A token says send, link and address; m= says a random nonce and a time, nothing more.
-    from newsletter.sending.clicks import read_ref, read_token
+    from newsletter.authoring.counted_links import read_ref, read_token
     for link in links:
         token, ref = link.split("/c/", 1)[1].split("?m=")
         found = read_token(settings.signing_keys, token)
@@ -188,7 +188,7 @@ def test_a_bad_link_gets_the_not_found_page_and_counts_nothing(sent, kind):
     link = path_of(counted_links(html_of(messages["ann@example.com"]))[0])
     token = link.split("/c/")[1].split("?")[0]
     send, number, url, signature = token.split(".")
-    from newsletter.sending.clicks import _b64, _signer
+    from newsletter.authoring.counted_links import _b64, _signer
     path = {
         "tampered": link.replace(signature, signature[::-1]),
         "another address": f"/c/{send}.{number}.{_b64(b'https://evil.example.net/')}.{signature}",

@@ -59,7 +59,8 @@ def console_policy(response: Response) -> Response:
 
 @blueprint.before_request
 def require_account():
-    if request.endpoint in ("console.new_issue", "console.upload_image"):
+    if request.endpoint in ("console.new_issue", "console.upload_image", "console.publication_create",
+                            "console.publication_save", "console.picture_upload"):
         request.max_content_length = UPLOAD_BYTES  # the app's default is for forms
     if request.endpoint == "console.import_upload":
         request.max_content_length = IMPORT_BYTES
@@ -129,6 +130,18 @@ def done(text: str, target: str):
     return redirect(target, code=303)
 
 
+def field_errors(exc, fields: dict[str, str]) -> dict[str, list[str]]:
+    """Each problem under the form field it is about (``fields`` maps a problem's
+    ``where`` to a field name); the rest under "form"."""
+    found: dict[str, list[str]] = {}
+    for problem in getattr(exc, "problems", None) or []:
+        text = problem.message + (f" ({problem.fix})" if problem.fix else "")
+        found.setdefault(fields.get(problem.where, "form"), []).append(text)
+    if not found:
+        found["form"] = [str(exc)]
+    return found
+
+
 def problem_text(exc) -> list[str]:
     problems = getattr(exc, "problems", None)
     if problems:
@@ -171,5 +184,6 @@ def _local(moment, zone_name: str) -> str:
 blueprint.add_app_template_filter(_utc, "console_utc")
 blueprint.add_app_template_filter(_local, "console_local")
 
-from newsletter.web.console import accounts, audience, issues, preview, sending, steps, subscribers  # noqa: E402,F401 - they add the routes
+from newsletter.web.console import (  # noqa: E402,F401 - they add the routes
+    accounts, audience, issues, lists, pictures, preview, publications, sending, steps, subscribers)
 from newsletter.web.console import clicks  # noqa: E402,F401 - an issue's clicks (docs/clicks.md)

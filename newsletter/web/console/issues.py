@@ -11,7 +11,7 @@ from flask import Response, abort, g, request, url_for
 from sqlalchemy import select
 
 from newsletter.ops import audit
-from newsletter.console import bundles, drafts, sections, workflow
+from newsletter.console import bundles, drafts, pictures, sections, workflow
 from newsletter.console.images import check_image
 from newsletter.authoring.content import MANIFEST_FILE
 from newsletter.errors import InputError, NotFound
@@ -215,7 +215,8 @@ def save_section(draft_id: int, name: str):
             draft, publication, roles = load(db, draft_id, "editor")
             row = _file(db, draft, name)
             original = sections.read_section(row.data, name)
-            edited = sections.section_from_form(original, request.form)
+            posted = pictures.with_picks(db, draft, request.form, g.operator.email)  # picked from the library
+            edited = sections.section_from_form(original, posted)
             drafts.save_file(db, draft, name, sections.write_section(edited), _version(), g.operator.email)
             workflow.log(db, actor(), draft, "edited", name)
             findings = workflow.check(db, settings(), draft)

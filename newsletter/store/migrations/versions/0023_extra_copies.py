@@ -1,7 +1,7 @@
 """Every extra copy counted, and when a batch was last taken by a run
 
-Revision ID: 0022
-Revises: 0021
+Revision ID: 0023
+Revises: 0022
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from alembic import op
 # Spelled out here, not imported from the models (see 0001).
 UTC_DATETIME = sa.DateTime(timezone=True)
 
-revision = "0022"
-down_revision = "0021"
+revision = "0023"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,4 @@
-"""Counted links: an issue's outside links, rewritten once per send to a short redirect.
+"""Counted links: an issue's outside links, rewritten to a short signed redirect.
 
 Takes in a send's compiled HTML and text (with their placeholders) and hands
 on the same parts with every outside link replaced by
