@@ -19,6 +19,12 @@ from tests.console_world import ADMIN, EDITOR, PUBLICATION_FOLDER, form_fields, 
 
 
 @pytest.fixture
+def database_url(sqlite_url):
+    """SQLite only: tests/web/test_browser_console_pages.py takes the same paths on PostgreSQL."""
+    return sqlite_url
+
+
+@pytest.fixture
 def world(settings):
     return make_world(settings)
 
