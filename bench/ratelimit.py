@@ -1,13 +1,13 @@
-"""What a chunk's ``acquire`` costs against Redis: the old per-transport GCRA
-and an account's limiter with one, two and three limits.
+"""What a chunk's ``acquire`` costs against Redis: an account's limiter with
+one, two and three limits.
 
     python bench/ratelimit.py [--redis redis://127.0.0.1:6379/15] [--acquires 5000]
 
 Limits high enough never to make a worker wait, so what is measured is the
 call itself: Redis round trips per acquire (counted on the connection), the
 client's CPU microseconds per acquire, and the wall-clock microseconds per
-acquire, each the best of three runs, with ratios to the old limiter taken
-within this run. Keys are made under a name of this run's own and deleted
+acquire, each the best of three runs, with ratios to the one-limit account
+taken within this run. Keys are made under a name of this run's own and deleted
 at the end; nothing else in Redis is touched.
 """
 
@@ -24,7 +24,7 @@ sys.path[0] = str(ROOT)
 
 import redis  # noqa: E402
 
-from newsletter.sending.ratelimit import AccountLimits, RedisAccountLimiter, RedisRateLimiter  # noqa: E402
+from newsletter.sending.ratelimit import AccountLimits, RedisAccountLimiter  # noqa: E402
 
 
 class CountingConnection(redis.Connection):
@@ -61,7 +61,6 @@ def main() -> None:
     run = f"bench-{uuid.uuid4().hex[:8]}"
     huge = 10**9
     limiters = {
-        "old: per transport, per second": RedisRateLimiter(client, f"newsletter:rate-limit:{run}", huge),
         "account: per second": RedisAccountLimiter(client, AccountLimits(f"{run}-1", per_second=huge)),
         "account: second + hour": RedisAccountLimiter(client, AccountLimits(f"{run}-2", per_second=huge,
                                                                             per_hour=huge)),
@@ -74,9 +73,9 @@ def main() -> None:
         keys = client.keys(f"newsletter:rate-limit:*{run}*")
         if keys:
             client.delete(*keys)
-    base_wall = results["old: per transport, per second"][2]
+    base_wall = results["account: per second"][2]
     print(f"{args.acquires} acquires, best of 3")
-    print(f"  {'limiter':32} {'round trips':>11} {'client CPU':>12} {'wall':>10} {'wall / old':>10}")
+    print(f"  {'limiter':32} {'round trips':>11} {'client CPU':>12} {'wall':>10} {'wall / one':>10}")
     for name, (trips, cpu, wall) in results.items():
         print(f"  {name:32} {trips:11.2f} {cpu:9.1f} µs {wall:7.1f} µs {wall / base_wall:9.2f}x")
 

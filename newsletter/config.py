@@ -146,10 +146,15 @@ class Settings:
     claim_timeout_seconds: int = 600  # a batch run that made no progress this long loses its claim
     claim_lease_seconds: int = 30  # a claim not renewed this long is taken over (the holder renews it)
     beat_interval_seconds: float = 5.0
+    # A batch enqueued this long ago that no run has begun, while the send queue
+    # is empty, was lost by the broker: the beat hands it out again.
+    batch_lost_seconds: int = 60
 
     # Operations: worker heartbeats, problem thresholds, metrics, logs.
     worker_heartbeat_seconds: float = 5.0  # a worker 3 beats late is gone
     stall_warning_seconds: int = 300  # a sending send with no progress this long
+    # A sending send whose server keeps asking its account to slow down, with nothing sent this long
+    throttled_send_warning_seconds: int = 60
     bounce_rate_warning: float = 0.02
     complaint_rate_warning: float = 0.001  # 0.3% is where mailbox providers act
     metrics_token: str = ""  # bearer token for /metrics; empty: open
@@ -166,7 +171,7 @@ class Settings:
 
     # Ops dashboard (/ops): how long an operator stays logged in, and the login limit.
     ops_session_seconds: int = 12 * 3600
-    ops_login_attempts: int = 10  # login attempts per client address and per account...
+    ops_login_attempts: int = 10  # failed logins per client address and per account...
     ops_login_window_seconds: int = 900  # ...per this many seconds
 
     # Tests and CI: a missing PostgreSQL or Redis is a failure, not a skip.
@@ -280,8 +285,11 @@ def settings_from(env: dict) -> Settings:
         claim_timeout_seconds=_int(env, "CLAIM_TIMEOUT_SECONDS", Settings.claim_timeout_seconds),
         claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", Settings.claim_lease_seconds),
         beat_interval_seconds=_float(env, "BEAT_INTERVAL_SECONDS", Settings.beat_interval_seconds),
+        batch_lost_seconds=_int(env, "BATCH_LOST_SECONDS", Settings.batch_lost_seconds),
         worker_heartbeat_seconds=_float(env, "WORKER_HEARTBEAT_SECONDS", Settings.worker_heartbeat_seconds),
         stall_warning_seconds=_int(env, "STALL_WARNING_SECONDS", Settings.stall_warning_seconds),
+        throttled_send_warning_seconds=_int(env, "THROTTLED_SEND_WARNING_SECONDS",
+                                            Settings.throttled_send_warning_seconds),
         bounce_rate_warning=_float(env, "BOUNCE_RATE_WARNING", Settings.bounce_rate_warning),
         complaint_rate_warning=_float(env, "COMPLAINT_RATE_WARNING", Settings.complaint_rate_warning),
         metrics_token=env.get("METRICS_TOKEN", ""),

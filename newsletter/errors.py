@@ -19,6 +19,9 @@ class Problem:
     message: str  # what is wrong
     fix: str = ""  # what to do about it
     severity: str = "error"  # "error" or "warning"
+    # The field it is about, when that field is missing and so has no line of its own
+    # (``where`` is then the line of the mapping that should hold it): "alt".
+    about: str = ""
 
     def __str__(self) -> str:
         text = f"{self.where}: {self.severity}: {self.message}"

@@ -66,12 +66,13 @@ class Pipeline:
         self.processes[name] = process
         return process
 
-    def start_worker(self, name: str = "worker", concurrency: int = 2, host: str = "") -> subprocess.Popen:
+    def start_worker(self, name: str = "worker", concurrency: int = 2, host: str = "",
+                     queues: str = "send,control") -> subprocess.Popen:
         """A worker; with ``host``, on a "host" of that name (its own UTS
         namespace, so ``socket.gethostname()`` says so: needs root)."""
         prefix = ("unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host) if host else ()
         return self.start(
-            name, "worker", "--queues", "send,control", "--concurrency", str(concurrency),
+            name, "worker", "--queues", queues, "--concurrency", str(concurrency),
             "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
             "--hostname", f"{name}@%h", prefix=prefix,
         )

@@ -1,5 +1,5 @@
 """Screenshots of the comms console for the docs: the issue list, the editor with its
-preview, the results page, a CSV import (its mapping and its report), the segment form, one subscriber's page and the suppression list. Not a test; run it after changing the console's looks:
+preview (also on a phone, 375 px wide), the results page, a CSV import (its mapping and its report), the segment form, one subscriber's page and the suppression list. Not a test; run it after changing the console's looks:
 
     .venv/bin/python -m tests.screenshots_console docs/images
     .venv/bin/python -m tests.screenshots_console /tmp/shots --narrow   # also the new pages 375 px wide, to look at
@@ -189,6 +189,9 @@ def main(out: Path, narrow: bool = False) -> None:
             driver.set_window_size(1280, 1500)
             driver.get(f"{base_url}/console/issues/{sent_id + 2}")
             driver.save_screenshot(str(out / "console-editor.png"))
+            driver.set_window_size(375, 2400)  # the same page on a phone: nothing reaches past the screen
+            driver.get(f"{base_url}/console/issues/{sent_id + 2}")
+            driver.save_screenshot(str(out / "console-issue-375.png"))
             driver.set_window_size(1280, 1000)
             driver.get(f"{base_url}/console/issues/{sent_id}/results")
             driver.save_screenshot(str(out / "console-results.png"))

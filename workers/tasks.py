@@ -11,7 +11,9 @@ from sqlalchemy import select
 from newsletter.sending import delivery, sends as sending
 from newsletter.config import get_settings
 from newsletter.logs import bind_log_context, log_context, reset_log_context
+from newsletter.ops.broker import broker_view
 from newsletter.ops.heartbeats import record_batch_run
+from newsletter.ops.queues import SEND
 from newsletter.ops.queue_history import record_queue_depths
 from newsletter.sending.heap import keep_freed_memory
 from newsletter.store.db import session_scope
@@ -49,12 +51,24 @@ def _close_transport(**_kwargs):
 @app.task(ignore_result=True)
 def tick() -> None:
     """Start due sends, re-enqueue lost or retry-due batches, finish sends."""
+    queue_empty = send_queue_is_empty()
     with session_scope() as session:
-        batch_ids = sending.tick(session, get_settings())
+        batch_ids = sending.tick(session, get_settings(), queue_empty=queue_empty)
     for batch_id in batch_ids:
         deliver_batch.delay(batch_id)
     with session_scope() as session:
         record_queue_depths(session, get_settings())  # for the dashboard's chart
+
+
+def send_queue_is_empty() -> bool | None:
+    """Whether the broker's send queue is empty now; None when it cannot be read
+    (then the beat cannot tell a lost batch from one still waiting its turn)."""
+    try:
+        [stats] = broker_view(get_settings()).queue_stats((SEND,))
+    except Exception:  # noqa: BLE001 - the tick goes on; only this judgment waits
+        log.warning("could not read the send queue's depth", exc_info=True)
+        return None
+    return stats.depth == 0
 
 
 @app.task(ignore_result=True)

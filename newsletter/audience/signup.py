@@ -21,15 +21,16 @@ address was already subscribed: every accepted address gets the same answer.
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-import redis
+from limits import RateLimitItemPerSecond
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
@@ -359,36 +360,26 @@ def _delete_if_nothing_left(session: Session, subscriber_ids: list[int]) -> int:
 
 
 class ClientLimit:
-    """A fixed-window counter of sign-up posts per client address."""
+    """Sign-up posts per client address, in a moving window of the ``limits`` library.
+
+    In Redis when it is configured, so every web process agrees; in memory
+    otherwise. A Redis outage lets posts through: the one-email-per-address
+    window still holds, and it must not stop people signing up.
+    """
 
     def __init__(self, settings: Settings):
         self.limit = settings.signup_requests_per_client
-        self.window = max(1, settings.signup_client_window_seconds)
-        self._redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2) \
-            if settings.redis_url else None
-        self._counts: dict[tuple[str, int], int] = {}
-        self._lock = threading.Lock()
+        self.item = RateLimitItemPerSecond(max(1, self.limit), max(1, settings.signup_client_window_seconds))
+        storage = storage_from_string(settings.redis_url, key_prefix="newsletter", wrap_exceptions=True,
+                                      socket_connect_timeout=2, socket_timeout=2) \
+            if settings.redis_url else MemoryStorage()
+        self._limiter = MovingWindowRateLimiter(storage)
 
     def allow(self, client: str) -> bool:
         """Count one post from ``client``; False once it is over the limit."""
         if self.limit <= 0:
             return True
-        window = int(time.time() // self.window)
-        if self._redis is not None:
-            return self._allow_redis(client, window)
-        with self._lock:
-            for key in [k for k in self._counts if k[1] < window]:
-                del self._counts[key]  # keeps memory bounded by this window's clients
-            self._counts[(client, window)] = self._counts.get((client, window), 0) + 1
-            return self._counts[(client, window)] <= self.limit
-
-    def _allow_redis(self, client: str, window: int) -> bool:
-        key = f"newsletter:signup:client:{client}:{window}"
         try:
-            with self._redis.pipeline() as pipe:
-                count, _ = pipe.incr(key).expire(key, self.window + 1).execute()
-        except redis.RedisError:
-            # The email-per-address window still holds; a Redis outage must
-            # not stop people signing up.
+            return self._limiter.hit(self.item, "signup", client)
+        except StorageError:
             return True
-        return count <= self.limit

@@ -164,7 +164,7 @@ def check_images(issue: Issue, links: list[tuple[str, str, dict]]) -> list[Probl
         name = Path(image.path).name
         if not image.decorative and not image.alt.strip():
             problems.append(Problem(where, f"picture {name} has no alt text",
-                                    "describe it for readers who cannot see it, or mark it decorative"))
+                                    "describe it for readers who cannot see it, or mark it decorative", about="alt"))
         if not Path(image.path).is_file():
             problems.append(Problem(where, f"picture {name} not found at {image.path}", "check the file name"))
     fix = "give it alt text, or alt=\"\" if it is decorative"

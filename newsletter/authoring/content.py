@@ -240,6 +240,19 @@ MANIFEST_FIELDS = ("title", "subject", "preheader", "date", "slug", "sections")
 
 def load_issue(folder: Path) -> Issue:
     """Load the issue in ``folder``; raise one InputError listing every problem."""
+    issue, problems = read_issue(folder)
+    if issue is None or any(problem.is_error for problem in problems):
+        raise ContentError(problems)
+    return issue
+
+
+def read_issue(folder: Path) -> tuple[Issue | None, list[Problem]]:
+    """The issue in ``folder`` as far as it can be read, and every problem found on the way.
+
+    The issue is None when there is none to speak of (no publication, no
+    manifest); otherwise it is returned even with errors, so that the other
+    checks can still run on it and every finding is shown at once (the console).
+    """
     folder = Path(folder)
     if not (folder / MANIFEST_FILE).is_file():
         raise InputError(Problem(location(folder), f"there is no {MANIFEST_FILE} in this folder",
@@ -252,7 +265,7 @@ def load_issue(folder: Path) -> Issue:
         if manifest is not None:
             problems.append(Problem(location(folder / MANIFEST_FILE, 1), f"{MANIFEST_FILE} should be `field: value` lines",
                                     "start it with 'title: ...'"))
-        raise ContentError(problems)
+        return None, problems
     fields = Fields(manifest, folder / MANIFEST_FILE, MANIFEST_FILE, problems, MANIFEST_FIELDS)
     fields.check_unknown()
     issue = Issue(
@@ -270,9 +283,7 @@ def load_issue(folder: Path) -> Issue:
         lines=dict(manifest.key_lines),
     )
     _check_unique_ids(issue.sections, problems)
-    if publication is None or any(problem.is_error for problem in problems):
-        raise ContentError(problems)
-    return issue
+    return (issue if publication is not None else None), problems
 
 
 def _issue_publication(folder: Path, problems: list[Problem]) -> Publication | None:

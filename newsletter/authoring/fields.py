@@ -46,8 +46,9 @@ class Fields:
     def source(self, key: str | None = None) -> Source:
         return Source(self.path, self.line(key))
 
-    def problem(self, key: str | None, message: str, fix: str) -> None:
-        self.problems.append(Problem(location(self.path, self.line(key)), message, fix))
+    def problem(self, key: str | None, message: str, fix: str, about: str = "") -> None:
+        """A problem at ``key``'s line (the mapping's when None); ``about`` names a missing field it is about."""
+        self.problems.append(Problem(location(self.path, self.line(key)), message, fix, about=about))
 
     def has(self, key: str) -> bool:
         return self.values.get(key) not in (None, "")
@@ -56,7 +57,7 @@ class Fields:
         value = self.values.get(key)
         if value is None or value == "":
             if required:
-                self.problem(None, f"{self.what} has no `{key}`", f"add a line `{key}: ...`")
+                self.problem(None, f"{self.what} has no `{key}`", f"add a line `{key}: ...`", about=key)
             return default
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             self.problem(key, f"`{key}` should be text, not {_describe(value)}",

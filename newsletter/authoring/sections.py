@@ -32,7 +32,8 @@ def _image(fields: Fields, folder: Path) -> Image | None:
     """An image from the fields src, alt or decorative, caption, link, width."""
     path = image_file(fields, "src", folder)
     if not fields.has("src"):
-        fields.problem(None, f"{fields.what} has no `src`", "add `src:` with the image file name, relative to the issue folder")
+        fields.problem(None, f"{fields.what} has no `src`", "add `src:` with the image file name, relative to the issue folder",
+                       about="src")
     decorative = fields.flag("decorative")
     alt = fields.text("alt")
     if decorative and alt:
@@ -41,7 +42,7 @@ def _image(fields: Fields, folder: Path) -> Image | None:
     elif not decorative and not alt and "alt" not in fields.values:
         fields.problem(None, f"{fields.what} has no `alt` text",
                        "add `alt:` saying what the picture shows, for people who cannot see it; "
-                       "or `decorative: true` if it is only ornament")
+                       "or `decorative: true` if it is only ornament", about="alt")
     elif not decorative and not alt:
         fields.problem("alt", "`alt` is empty", "say what the picture shows, or write `decorative: true` instead")
     link = https_url(fields, "link")

@@ -138,6 +138,12 @@ def workers_table(snapshot: Status) -> Table:
     return table
 
 
+def duplicates_cell(s) -> str:
+    """Rows that may have gone out more than once, and the extra copies when more than one each."""
+    more = s.extra_copies > s.possible_duplicates
+    return f"{s.possible_duplicates} (+{s.extra_copies})" if more else str(s.possible_duplicates)
+
+
 def sends_table(snapshot: Status, bars: bool):
     if not snapshot.sends:
         return "[dim]No active or recent sends.[/]"
@@ -148,7 +154,7 @@ def sends_table(snapshot: Status, bars: bool):
     for s in snapshot.sends:
         row = [
             str(s.send_id), f"{s.issue} → {s.list}", s.state, str(s.sent), str(s.failed), str(s.skipped),
-            str(s.pending), str(s.possible_duplicates), str(s.orphaned_claims), f"{s.rate_per_second:.1f}",
+            str(s.pending), duplicates_cell(s), str(s.orphaned_claims), f"{s.rate_per_second:.1f}",
             f"{s.expected_finish_at:%H:%M:%S}" if s.expected_finish_at else "", f"{s.bounce_rate:.2%}",
             f"{s.complaint_rate:.2%}",
         ]

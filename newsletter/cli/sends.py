@@ -68,7 +68,7 @@ def schedule(folder: Path, list_slugs: tuple[str, ...], segment_name: str | None
     settings, scope = _session()
     rendered = prepared_issue(folder, settings)
     publication = rendered.issue.publication
-    when = scheduling.parse_local_time(at_text, publication.timezone) if at_text else None
+    when = scheduling.parse_send_time(at_text, publication.timezone) if at_text else None
     with scope as session:
         lists = [get_list(session, publication.slug, slug) for slug in dict.fromkeys(list_slugs)]
         segment = get_segment(session, publication.slug, segment_name) if segment_name else None
@@ -246,7 +246,7 @@ def reschedule_send(send_id: int, at_text: str):
     with scope as session:
         send = scheduling.get_send(session, send_id)
         tz = scheduling.publication_of(session, send).timezone
-        when = scheduling.parse_local_time(at_text, tz)
+        when = scheduling.parse_send_time(at_text, tz)
         scheduling.reschedule(session, send_id, when.utc)
     console.print(f"Send {send_id} now goes at {when.describe()}.")
 

@@ -233,6 +233,9 @@ def audience_sizes(session: Session, publication_id: int) -> list[Audience]:
     return [Audience(slug, name, count) for slug, name, count in session.execute(counted).all()]
 
 
+TIME_FIELD = "date and time"  # what the console's problems about a send time are at
+
+
 def dst_warning(when: scheduling.When, now=None) -> str:
     """A sentence when the clocks change between now and the send, else ""."""
     now = now or utcnow()
@@ -273,7 +276,7 @@ def schedule(session: Session, settings: Settings, draft: Draft, actor: Actor, l
         raise InputError(Problem("lists", "no list is chosen", "tick at least one list, or choose a segment"))
     publication = session.get(PublicationRow, draft.publication_id)
     segment = get_segment(session, publication.slug, segment_name) if segment_name else None
-    when = scheduling.parse_local_time(at_text, publication.timezone) if at_text else None
+    when = scheduling.parse_send_time(at_text, publication.timezone, where=TIME_FIELD) if at_text else None
     lists = [get_list(session, publication.slug, slug) for slug in dict.fromkeys(list_slugs)]
     with laid_out(session, draft) as folder:
         rendered, _warnings = checked_render(folder, settings.templates_dir)
@@ -328,7 +331,7 @@ def unschedule(session: Session, draft: Draft, actor: Actor) -> None:
 def reschedule(session: Session, draft: Draft, actor: Actor, at_text: str) -> scheduling.When:
     require_role(session, actor, draft, "editor")
     publication = session.get(PublicationRow, draft.publication_id)
-    when = scheduling.parse_local_time(at_text, publication.timezone)
+    when = scheduling.parse_send_time(at_text, publication.timezone, where=TIME_FIELD)
     waiting = waiting_sends(session, draft, "schedule it instead")
     for send in waiting:
         scheduling.reschedule(session, send.id, when.utc)

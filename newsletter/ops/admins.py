@@ -6,8 +6,8 @@ invites the others from the console and gives them roles per publication
 (editor, approver, operator; ``ROLES``). Passwords are kept only as
 werkzeug's salted scrypt hashes.
 
-Logging in is limited per client address and per account (a GCRA limit from
-``newsletter.sending.ratelimit``: in Redis when configured, so every web process
+Failed logins are limited per client address and per account (``LoginLimit``,
+with the ``limits`` library: in Redis when configured, so every web process
 agrees, in memory otherwise), and a failed login never says whether the
 account exists: an unknown address costs the same hash as a wrong password.
 """
@@ -16,22 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
+from limits import RateLimitItemPerSecond
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
-from newsletter.sending.ratelimit import (
-    LocalRateLimiter,
-    RateLimiterUnavailable,
-    RedisRateLimiter,
-)
 from newsletter.store.models import ROLES, AccountRole, Admin, LoginClient, PublicationRow, utcnow
 from newsletter.audience.subscribers import checked_address
 from newsletter.ops.websessions import end_sessions_of
@@ -269,56 +266,65 @@ def _hash(password: str) -> str:
 
 
 class LoginLimit:
-    """At most ``ops_login_attempts`` logins per window per client address and per account.
+    """At most ``ops_login_attempts`` failed logins per window per client address and per account.
 
-    Every attempt counts, right or wrong, and before the password is checked:
-    someone guessing from many addresses still meets the per-account limit.
-    That limit must not lock the owner out, so ``check`` tells the two apart:
-    the caller lets an account-limited login through from an address the
-    account has logged in from before (``is_known_client``).
+    Only failures count (``failed``), and a login that succeeds clears its
+    account's count (``succeeded``): a team behind one outgoing address logs in
+    all morning without meeting the limit, while a guesser meets it after a few
+    wrong passwords. ``check`` is asked before the password is; the per-account
+    limit must not lock the owner out, so it tells the two limits apart and the
+    caller lets an account-limited login through from an address the account
+    has logged in from before (``is_known_client``).
+
+    The counts are a moving window of the ``limits`` library: in Redis when it
+    is configured, so every web process agrees, in memory otherwise. When Redis
+    cannot be reached this process counts alone rather than lock everyone out.
     """
 
     CLIENT, ACCOUNT = "client", "account"
 
-    LOCAL_KEYS_KEPT = 10_000  # in-memory limiters, least recently used dropped first
-
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, prefix: str = "ops-login"):
         self.attempts = settings.ops_login_attempts
-        self.rate = self.attempts / max(1, settings.ops_login_window_seconds)
-        self.redis_url = settings.redis_url
-        self._local: OrderedDict[str, LocalRateLimiter] = OrderedDict()
-        self._lock = threading.Lock()  # the web server answers on several threads
-
-    def allow(self, client: str, email: str) -> bool:
-        return self.check(client, email) == ""
+        self.item = RateLimitItemPerSecond(max(1, self.attempts), max(1, settings.ops_login_window_seconds))
+        self.prefix = prefix
+        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._shared = MovingWindowRateLimiter(storage_from_string(
+            settings.redis_url, key_prefix="newsletter", wrap_exceptions=True,
+            socket_connect_timeout=2, socket_timeout=2)) if settings.redis_url else None
 
     def check(self, client: str, email: str) -> str:
-        """"" when the attempt may go ahead, else which limit it met (CLIENT or ACCOUNT)."""
+        """"" when a login may be tried now, else which limit it met (CLIENT or ACCOUNT)."""
         if self.attempts <= 0:
             return ""
-        # Both are counted, so a client cannot spend one without the other.
-        by_client = self._try(f"client:{client}")
-        by_account = self._try(f"account:{login_name(email)}")
-        return "" if by_client and by_account else (self.CLIENT if not by_client else self.ACCOUNT)
+        if not self._ask("test", self.CLIENT, client):
+            return self.CLIENT
+        if not self._ask("test", self.ACCOUNT, login_name(email)):
+            return self.ACCOUNT
+        return ""
 
-    def _try(self, key: str) -> bool:
-        if self.redis_url:
+    def failed(self, client: str, email: str) -> None:
+        """Count a wrong password (or an unknown account) against the address and the account."""
+        if self.attempts > 0:
+            self._ask("hit", self.CLIENT, client)
+            self._ask("hit", self.ACCOUNT, login_name(email))
+
+    def succeeded(self, email: str) -> None:
+        """The owner is in: the account's failures no longer count."""
+        if self.attempts > 0:
+            self._ask("clear", self.ACCOUNT, login_name(email))
+
+    def allow(self, client: str, email: str) -> bool:
+        """Count one request that is not a login (a password reset) and say whether it may go ahead."""
+        return self.attempts <= 0 or (self._ask("hit", "reset-" + self.CLIENT, client) and
+                                      self._ask("hit", "reset-" + self.ACCOUNT, login_name(email)))
+
+    def _ask(self, what: str, kind: str, who: str):
+        keys = (self.prefix, kind, who)
+        if self._shared is not None:
             try:
-                limiter = RedisRateLimiter(self.redis_url, f"newsletter:ops-login:{key}", self.rate, self.attempts)
-                return limiter.try_acquire()
-            except RateLimiterUnavailable:
+                return getattr(self._shared, what)(self.item, *keys)
+            except StorageError:
                 # The dashboard is where an operator sees that Redis is down:
-                # fall back to this process's own count rather than lock them out.
+                # count in this process rather than lock them out.
                 log.warning("Redis unreachable for the login limit; counting in this process")
-        return self._local_limiter(key).try_acquire()
-
-    def _local_limiter(self, key: str) -> LocalRateLimiter:
-        with self._lock:
-            return self._local_limiter_locked(key)
-
-    def _local_limiter_locked(self, key: str) -> LocalRateLimiter:
-        limiter = self._local.pop(key, None) or LocalRateLimiter(self.rate, self.attempts)
-        self._local[key] = limiter
-        while len(self._local) > self.LOCAL_KEYS_KEPT:
-            self._local.popitem(last=False)
-        return limiter
+        return getattr(self._local, what)(self.item, *keys)

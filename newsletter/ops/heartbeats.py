@@ -127,7 +127,8 @@ def record_batch_run(
         BatchRun(
             batch_id=report.batch_id, send_id=send_id, worker=worker, started_at=started_at,
             finished_at=finished_at, duration_seconds=(finished_at - started_at).total_seconds(),
-            sent=report.sent, failed=report.failed + report.unsendable, retry=report.retry, skipped=report.skipped,
+            sent=report.sent, failed=report.failed + report.unsendable + report.expired, retry=report.retry,
+            skipped=report.skipped,
             stopped=(report.stopped or "")[:40],
         )
     )

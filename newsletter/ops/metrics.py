@@ -130,7 +130,9 @@ def _send_gauges() -> dict[str, GaugeMetricFamily]:
     specs = {
         "progress": ("newsletter_send_progress_ratio", "Share of the audience done (sent, failed, skipped, cancelled)"),
         "rate": ("newsletter_send_rate_messages_per_second", "Messages sent per second over the last minute"),
-        "duplicates": ("newsletter_send_possible_duplicates", "Rows that may have been delivered twice"),
+        "duplicates": ("newsletter_send_possible_duplicates", "Rows that may have been delivered more than once"),
+        "extra_copies": ("newsletter_send_extra_copies",
+                         "Copies beyond the first that may have been delivered (each one counted)"),
         "orphaned": ("newsletter_send_orphaned_claims", "Rows held by a batch run that stopped renewing its claim"),
         "bounce": ("newsletter_send_bounce_rate", "Bounces over messages attempted"),
         "complaint": ("newsletter_send_complaint_rate", "Complaints over messages sent"),
@@ -153,6 +155,7 @@ def send_metrics(status: Status) -> Iterator[Metric]:
         gauges["progress"].add_metric([sid], s.done / s.audience if s.audience else 0.0)
         gauges["rate"].add_metric([sid], s.rate_per_second)
         gauges["duplicates"].add_metric([sid], s.possible_duplicates)
+        gauges["extra_copies"].add_metric([sid], s.extra_copies)
         gauges["orphaned"].add_metric([sid], s.orphaned_claims)
         gauges["bounce"].add_metric([sid], s.bounce_rate)
         gauges["complaint"].add_metric([sid], s.complaint_rate)

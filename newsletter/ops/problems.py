@@ -74,6 +74,21 @@ def send_problems(settings: Settings, send: SendStatus, now: datetime) -> list[O
                 "stalled_send", CRITICAL, subject, f"no progress for {idle:.0f}s with {send.pending} recipient(s) to go",
                 "check that send workers are running and the transport answers (newsletter ops status)",
             ))
+    for lane in send.throttled:
+        problems.append(OpsProblem(
+            "throttled_send", CRITICAL, subject,
+            f"the server keeps asking {lane.transport} account '{lane.account}' to slow down and nothing went out "
+            f"for over {lane.seconds:.0f}s; {lane.waiting} recipient(s) wait (last answer: {lane.last_error[:200]})",
+            "ask the provider about the account's limits or reputation, or lower its rate (RATE_LIMIT_PER_SECOND "
+            "or the publication's sending.rate); rows still unsent when RETRY_WINDOW_SECONDS runs out fail with the reason",
+        ))
+    if send.lost_batches:
+        problems.append(OpsProblem(
+            "batches_lost", WARNING, subject, send.lost_batches,
+            "the workers and the transport are not the cause: make the broker keep its queues (Redis with "
+            "persistence, `maxmemory-policy noeviction`); the beat hands lost batches out again within "
+            "BATCH_LOST_SECONDS",
+        ))
     if send.orphaned_claims:
         problems.append(OpsProblem(
             "orphaned_claims", WARNING, subject,

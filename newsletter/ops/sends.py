@@ -13,11 +13,14 @@ from sqlalchemy.orm import Session
 
 from newsletter.sending.leases import holder_is_gone, live_holders
 from newsletter.sending.scheduling import list_labels
-from newsletter.sending.sends import ACTIVE_ROW_STATES, progress
-from newsletter.store.models import ClaimLease, Delivery, IssueRow, MailingList, PublicationRow, Send, Suppression
+from newsletter.sending.sends import ACTIVE_ROW_STATES, LOST_BATCHES_EVENT, progress
+from newsletter.store.models import (
+    ClaimLease, Delivery, IssueRow, MailingList, PublicationRow, RateLimitThrottle, Send, SendEvent, Suppression,
+)
 
 RATE_WINDOW = timedelta(seconds=60)
 RECENT = timedelta(hours=6)  # finished sends stay on the board this long
+LOSS_SHOWN = timedelta(minutes=10)  # batches the broker lost stay a problem this long
 SCHEDULED_SHOWN = 5
 _GAVE_UP = re.compile(r"^gave up after \d+ attempts: ")
 _ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
@@ -28,6 +31,17 @@ _PERMANENT_CODE = re.compile(r"(^|\s)(5\d\d(\s|$)|5\.\d{1,3}\.\d{1,3}\b)")
 class ErrorGroup:
     reason: str
     count: int
+
+
+@dataclass(frozen=True)
+class Throttled:
+    """A transport and account that keep asking a send to slow down, with nothing sent."""
+
+    transport: str
+    account: str
+    waiting: int  # the send's rows waiting for a retry that went through it
+    last_error: str
+    seconds: float  # nothing of the send went out for at least this long
 
 
 @dataclass
@@ -55,6 +69,9 @@ class SendStatus:
     bounces: int
     complaints: int
     errors: list[ErrorGroup] = field(default_factory=list)
+    extra_copies: int = 0  # copies beyond the first that may have reached people: each one counted
+    throttled: list[Throttled] = field(default_factory=list)
+    lost_batches: str = ""  # what the beat said when it last handed out batches the broker lost, if lately
 
     @property
     def done(self) -> int:
@@ -87,14 +104,16 @@ def _labelled(query):
     )
 
 
-def send_statuses(session: Session, now: datetime, limit: int = 20) -> list[SendStatus]:
+def send_statuses(session: Session, now: datetime, limit: int = 20, *,
+                  throttled_after: timedelta = timedelta(seconds=60)) -> list[SendStatus]:
     """Sends that are sending or paused, and those that ended in the last hours."""
     query = _labelled(select(Send, PublicationRow.slug, IssueRow.slug, MailingList.slug)).where(
         or_(Send.state.in_(("sending", "paused")), and_(Send.state.in_(("finished", "cancelled")), Send.finished_at >= now - RECENT))
     ).order_by(Send.id.desc()).limit(limit)
     found = session.execute(query).all()
     lists = list_labels(session, [send.id for send, *_ in found])
-    return [send_status(session, send, (publication, issue, lists[send.id]), now) for send, publication, issue, _ in found]
+    return [send_status(session, send, (publication, issue, lists[send.id]), now, throttled_after=throttled_after)
+            for send, publication, issue, _ in found]
 
 
 def scheduled_sends(session: Session, limit: int = SCHEDULED_SHOWN) -> list[ScheduledSend]:
@@ -105,7 +124,8 @@ def scheduled_sends(session: Session, limit: int = SCHEDULED_SHOWN) -> list[Sche
     return [ScheduledSend(send_id, publication, issue, lists[send_id], at) for send_id, publication, issue, _, at in found]
 
 
-def send_status(session: Session, send: Send, labels: tuple[str, str, str], now: datetime) -> SendStatus:
+def send_status(session: Session, send: Send, labels: tuple[str, str, str], now: datetime, *,
+                throttled_after: timedelta = timedelta(seconds=60)) -> SendStatus:
     p = progress(session, send.id)
     rate = sending_rate(session, send, now)
     pending = p.pending
@@ -115,13 +135,15 @@ def send_status(session: Session, send: Send, labels: tuple[str, str, str], now:
         send_id=send.id, publication=labels[0], issue=labels[1], list=labels[2], state=send.state,
         audience=send.audience_size, sent=p.counts.get("sent", 0), failed=p.counts.get("failed", 0),
         skipped=p.counts.get("skipped", 0), cancelled=p.counts.get("cancelled", 0), pending=pending,
-        possible_duplicates=p.possible_duplicates,
+        possible_duplicates=p.possible_duplicates, extra_copies=p.extra_copies,
         orphaned_claims=orphaned_claims(session, send.id, now),
         rate_per_second=rate, expected_finish_at=finish, scheduled_at=send.scheduled_at,
         started_at=send.started_at, finished_at=send.finished_at, last_progress_at=send.last_progress_at,
         paused_reason=send.paused_reason, bounces=bounces(session, send),
         complaints=suppressed_since_start(session, send, ("complaint",)),
         errors=errors,
+        throttled=throttled_accounts(session, send, now, throttled_after),
+        lost_batches=recent_loss(session, send, now),
     )
 
 
@@ -136,6 +158,39 @@ def sending_rate(session: Session, send: Send, now: datetime) -> float:
         .where(Delivery.send_id == send.id, Delivery.state == "sent", Delivery.sent_at > since)
     )
     return (sent or 0) / seconds
+
+
+def throttled_accounts(session: Session, send: Send, now: datetime, after: timedelta) -> list[Throttled]:
+    """The transports and accounts a sending send's rows wait on because the server
+    keeps asking to slow down (a 421 or 429 within ``after``), when nothing of the
+    send went out for ``after``. Each deferral is an answer, so the send never
+    looks stalled; this is what says so."""
+    if send.state != "sending" or send.started_at is None or send.started_at > now - after:
+        return []
+    since = now - after
+    sent = select(Delivery.id).where(Delivery.send_id == send.id, Delivery.state == "sent", Delivery.sent_at > since)
+    if session.scalar(select(sent.exists())):
+        return []
+    rows = session.execute(
+        select(Delivery.transport, Delivery.account, func.count(), RateLimitThrottle.last_error)
+        .join(RateLimitThrottle, RateLimitThrottle.account == Delivery.account)
+        .where(Delivery.send_id == send.id, Delivery.state == "retry", RateLimitThrottle.last_at > since)
+        .group_by(Delivery.transport, Delivery.account, RateLimitThrottle.last_error)
+    ).all()
+    return [Throttled(transport, account, waiting, error, after.total_seconds())
+            for transport, account, waiting, error in rows]
+
+
+def recent_loss(session: Session, send: Send, now: datetime) -> str:
+    """What the beat said when it last handed out batches of this send that the broker lost, if lately."""
+    if send.state not in ("sending", "paused"):
+        return ""
+    detail = session.scalar(
+        select(SendEvent.detail).where(SendEvent.send_id == send.id, SendEvent.kind == LOST_BATCHES_EVENT,
+                                       SendEvent.created_at > now - LOSS_SHOWN)
+        .order_by(SendEvent.id.desc()).limit(1)
+    )
+    return detail or ""
 
 
 def orphaned_claims(session: Session, send_id: int, now: datetime) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -16,7 +16,7 @@ from newsletter.ops.broker import BrokerView, QueueStats, broker_view, queue_nam
 from newsletter.ops.heartbeats import WorkerStatus, worker_statuses
 from newsletter.ops.problems import CRITICAL, OpsProblem, find_problems
 from newsletter.ops.sends import ScheduledSend, SendStatus, scheduled_sends, send_statuses
-from newsletter.store.models import utcnow
+from newsletter.store import clock
 
 
 @dataclass
@@ -52,10 +52,10 @@ def _plain(value):
 def collect_status(
     session: Session, settings: Settings, broker: BrokerView | None = None, now: datetime | None = None
 ) -> Status:
-    now = now or utcnow()
+    now = clock.read(session, now)  # the database's clock, as the leases it judges
     queues, broker_problem = _queue_stats(settings, broker)
     workers = worker_statuses(session, settings, now)
-    sends = send_statuses(session, now)
+    sends = send_statuses(session, now, throttled_after=timedelta(seconds=settings.throttled_send_warning_seconds))
     problems = find_problems(settings, queues, workers, sends, now)
     if broker_problem:
         problems.insert(0, broker_problem)

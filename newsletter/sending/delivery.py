@@ -31,6 +31,7 @@ from newsletter.sending.return_path import verp_address
 from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable, RateLimitYield
 from newsletter.sending.scheduling import header_list_of, list_ids_of, message_template, record_send_event
 from newsletter.authoring import counted_links as clicks
+from newsletter.store import clock
 from newsletter.store.publications import sending_block
 from newsletter.store.lookups import among
 from newsletter.store.models import (
@@ -74,6 +75,8 @@ class BatchReport:
     skipped: int = 0
     released: int = 0
     taken_over: int = 0  # rows another worker took over while this run held them
+    withdrawn: int = 0  # rows the transport did not hand over once the run had lost its lease
+    expired: int = 0  # rows throttled until their retry window ran out: failed, not the recipients' fault
     unsendable: int = 0  # rows failed because their address can never go this way: not held against the error budget
     stopped: str = ""  # why the batch stopped early: paused, cancelled, claim lapsed
     errors: list[str] = field(default_factory=list)
@@ -98,6 +101,7 @@ class Claimed:
 DATABASE_AWAY = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 TRANSIENT_FAILURES = (*DATABASE_AWAY, RateLimiterUnavailable)
 SEND_TIME_FAILURE = "stopped at send time"
+THROTTLED_TOO_LONG = "gave up: the server kept asking to slow down until the retry window (RETRY_WINDOW_SECONDS) ran out"
 
 
 class _SendStopped(Exception):
@@ -127,11 +131,15 @@ class _HandOver:
         self._out: deque = deque()  # (chunk, envelopes, unbuildable, future of the results)
 
     def send(self, chunk: list[Claimed], envelopes: list[Envelope], unbuildable: list[Result]) -> None:
+        call = self._transport.send_many
+        if self._transport.withdraws and envelopes:
+            # Asked before each message goes out: a run that lost its lease hands over no more.
+            call = partial(self._transport.send_many, may_hand_over=self._lease.may_hand_over)
         if self._ahead and envelopes:
-            results = self._deliverer._calls().submit(self._transport.send_many, envelopes)
+            results = self._deliverer._calls().submit(call, envelopes)
         else:
             results = Future()
-            results.set_result(self._transport.send_many(envelopes) if envelopes else [])
+            results.set_result(call(envelopes) if envelopes else [])
         self._out.append((chunk, envelopes, unbuildable, results))
         self.record(keep=self._ahead)
 
@@ -249,9 +257,10 @@ class Deliverer:
             session.commit()
             report.stopped = "paused"
             return report
-        now, send_id = now or utcnow(), send.id
+        send_id = send.id
         lease = Lease.take(session, self.settings, batch_id, self.identity, now)
         report.holder = lease.holder
+        session.execute(update(Batch).where(Batch.id == batch_id).values(taken_at=clock.now_sql(session, now)))
         claimed = self._claim(session, batch, lease.holder, now)
         report.claimed = len(claimed)
         if not claimed:
@@ -339,12 +348,18 @@ class Deliverer:
                     break
                 session.commit()
             out.record()
+            if report.withdrawn and not report.stopped:
+                # The run lost its lease with messages not yet handed over: they
+                # went back to pending, and the beat hands the batch out again.
+                self._hand_out_again(session, batch.id)
+            if (report.withdrawn or report.taken_over) and not report.stopped:
+                report.stopped = "claim lapsed"
             session.commit()
         finally:
             out.wait()  # nothing is left at the transport when this returns, or raises
         self._close_batch(session, batch)
 
-    def _claim(self, session: Session, batch: Batch, holder: str, now: datetime) -> list[Claimed]:
+    def _claim(self, session: Session, batch: Batch, holder: str, now: datetime | None) -> list[Claimed]:
         in_batch = and_(
             Delivery.send_id == batch.send_id,
             Delivery.id >= batch.first_delivery_id,
@@ -354,6 +369,8 @@ class Deliverer:
             select(Delivery.claimed_by).where(in_batch, Delivery.state.in_(ACTIVE_ROW_STATES)).distinct()
         ).all()
         gone = [h for h in holders if holder_is_gone(h)]
+        now = clock.now_sql(session, now)  # leases are judged by the database's clock
+        in_doubt = Delivery.state == "sending"
         takeable = or_(
             Delivery.state == "pending",
             and_(Delivery.state == "retry", Delivery.next_attempt_at <= now),
@@ -372,7 +389,9 @@ class Deliverer:
                 state="claimed",
                 claimed_by=holder,
                 claimed_at=now,
-                possible_duplicate=or_(Delivery.possible_duplicate, Delivery.state == "sending"),
+                possible_duplicate=or_(Delivery.possible_duplicate, in_doubt),
+                # Each copy in doubt is counted, however often the row is taken over.
+                extra_copies=Delivery.extra_copies + case((in_doubt, 1), else_=0),
                 updated_at=now,
             )
             .returning(Delivery.id)
@@ -444,14 +463,14 @@ class Deliverer:
         lane = template.lane
         if getattr(lane.limiter, "limited", True):  # an account with no limit is not asked at all
             def should_wait(_seconds: float) -> bool:
-                others = others_need_the_worker(session, send.id, report.batch_id, utcnow())
+                others = others_need_the_worker(session, send.id, report.batch_id, clock.now_sql(session))
                 session.commit()  # no transaction is kept open while the run waits
                 return not others
 
             lane.limiter.acquire(len(envelopes), should_wait=should_wait)
-        now = utcnow()
-        if not lease.renew(session, now):
+        if not lease.renew(session):
             return False
+        now = clock.now_sql(session)
         # The change to "sending" is the check: only the rows this run still
         # holds change, and only those go out. Another worker may have taken
         # the rest over; they are its to send.
@@ -481,7 +500,7 @@ class Deliverer:
 
     def _defer(self, session: Session, holder: str, rows: list[Claimed], wait: RateLimitDeferred) -> int:
         """Give claimed rows back as retries due when the limits have room; no attempt is used."""
-        now = utcnow()
+        now = clock.read(session)
         return session.execute(
             update(Delivery)
             .where(Delivery.id.in_([c.delivery_id for c in rows]), Delivery.claimed_by == holder,
@@ -497,12 +516,13 @@ class Deliverer:
         record sees the takeover), and ``possible_duplicate`` is read as it
         is now: a flag the taker set is never written over.
         """
-        now = utcnow()
+        now = clock.read(session)
         by_id = {c.delivery_id: c for c in chunk}
         answered = list(results) + unbuildable
-        held = dict(
-            session.execute(
-                select(Delivery.id, Delivery.possible_duplicate)
+        held = {
+            row_id: (flagged, extra)
+            for row_id, flagged, extra in session.execute(
+                select(Delivery.id, Delivery.possible_duplicate, Delivery.extra_copies)
                 .where(
                     among(session, Delivery.id, [r.delivery_id for r in answered]),
                     Delivery.claimed_by == holder,
@@ -511,20 +531,25 @@ class Deliverer:
                 .order_by(Delivery.id)  # the order every locker takes rows in, so none deadlock
                 .with_for_update()
             ).all()
-        )
+        }
         if len(held) < len(answered):
             report.taken_over += len(answered) - len(held)
             log.warning(
                 "%s row(s) of batch %s were taken over while being sent; the new holder counts them as possible duplicates",
                 len(answered) - len(held), report.batch_id, extra={"batch_id": report.batch_id},
             )
+            self._uncount_copies_not_made(session, [r for r in results if r.delivery_id not in held])
         message_ids = {e.delivery_id: e.message_id for e in envelopes}
-        updates, suppress = [], []
+        updates, suppress, withdrawn = [], [], []
         window_end = (send.started_at or now) + timedelta(seconds=self.settings.retry_window_seconds)
         for result in answered:
             if result.delivery_id not in held:
                 continue
             row = by_id[result.delivery_id]
+            flagged, extra = held[row.delivery_id]
+            if result.withdrawn:  # never handed over: back as it was, for the next run
+                withdrawn.append(row.delivery_id)
+                continue
             attempts = row.attempts + 1
             values = {
                 "delivery_id": row.delivery_id,
@@ -532,7 +557,8 @@ class Deliverer:
                 "message_id": message_ids.get(row.delivery_id, ""),
                 "last_error": result.error[:2000],
                 "claimed_by": "",
-                "possible_duplicate": bool(held[row.delivery_id]),
+                "possible_duplicate": bool(flagged),
+                "extra_copies": extra,
                 "updated_at": now,
                 "provider_message_id": result.provider_message_id,
                 "sent_at": None,
@@ -544,10 +570,16 @@ class Deliverer:
             elif result.unsendable:  # the address, not the send: failed, and not held against the error budget
                 values.update(state="failed")
                 report.unsendable += 1
+            elif result.throttled and now >= window_end:
+                # Slowed down for the whole retry window: the row ends, with the reason.
+                values.update(state="failed", attempts=row.attempts,
+                              last_error=f"{THROTTLED_TOO_LONG}: {result.error}"[:2000])
+                report.expired += 1
             elif result.throttled:  # slowed down, not failed: no attempt used, no error budget
                 pause = self.settings.rate_limit_throttle_seconds if result.retry_after is None else result.retry_after
                 values.update(state="retry", attempts=row.attempts, next_attempt_at=now + timedelta(seconds=pause),
-                              possible_duplicate=values["possible_duplicate"] or result.uncertain)
+                              possible_duplicate=values["possible_duplicate"] or result.uncertain,
+                              extra_copies=extra + result.uncertain)
                 report.throttled += 1
             elif result.status == TEMPORARY:
                 delay = retry_delay(self.settings, attempts)
@@ -558,7 +590,8 @@ class Deliverer:
                     values.update(state="failed", last_error=f"gave up after {attempts} attempts: {result.error}"[:2000])
                     report.failed += 1
                 else:
-                    values.update(state="retry", next_attempt_at=retry_at)
+                    # A copy the server may have taken goes out again: count it.
+                    values.update(state="retry", next_attempt_at=retry_at, extra_copies=extra + result.uncertain)
                     report.retry += 1
                 report.errors.append(result.error)
             else:
@@ -574,6 +607,13 @@ class Deliverer:
             # Core's executemany (one round trip on psycopg), not the ORM's bulk
             # update by primary key, which costs about as much again per row.
             session.execute(_RECORD_RESULT, updates)
+        if withdrawn:
+            report.withdrawn += session.execute(
+                update(Delivery).where(Delivery.id.in_(withdrawn))
+                .values(state="pending", claimed_by="", updated_at=now)
+            ).rowcount
+        if not updates:
+            return  # nothing answered: no progress
         # Rows held back untried after a throttle another chunk met only wait:
         # that chunk's record tells the limiter, once.
         throttles = [r for r in answered if r.throttled and not r.held_back]
@@ -583,6 +623,26 @@ class Deliverer:
             add_suppression(session, email, "hard_bounce", f"send {send.id}: {result.code} {result.enhanced_code} {result.error}"[:200])
         attempts, failures = self._count_for_error_budget(session, send, report, now)
         self._check_error_budget(session, send.id, attempts, failures, report)
+
+    def _uncount_copies_not_made(self, session: Session, results: list[Result]) -> None:
+        """Rows taken over while this run had them at the transport were counted by
+        the taker as one copy more each (``extra_copies``): take back the count of
+        those this run knows reached no one (withdrawn before they went out, or
+        refused). A copy the server took, or may have, stays counted."""
+        made_none = sorted(r.delivery_id for r in results if r.status != SENT and not r.uncertain)
+        if not made_none:
+            return
+        locked = session.scalars(
+            select(Delivery.id).where(among(session, Delivery.id, made_none), Delivery.extra_copies > 0)
+            .order_by(Delivery.id).with_for_update()
+        ).all()
+        if locked:
+            session.execute(
+                update(Delivery).where(Delivery.id.in_(locked))
+                .values(extra_copies=Delivery.extra_copies - 1, possible_duplicate=Delivery.extra_copies > 1)
+            )
+            log.info("%s row(s) taken over from this run never went out: each counts one copy less",
+                     len(locked))
 
     def _slow_down(self, session: Session, lane: Lane, throttles: list[Result], now: datetime) -> None:
         """Tell the account's limiter (every worker slows down) and count the event for /metrics."""
@@ -613,7 +673,7 @@ class Deliverer:
                 Delivery.claimed_by == holder,
                 Delivery.state == "claimed",
             )
-            .values(state=target, claimed_by="", updated_at=utcnow())
+            .values(state=target, claimed_by="", updated_at=clock.now_sql(session))
         ).rowcount
 
     def _give_back(self, session: Session, send_id: int, batch: Batch, lease: Lease, exc: BaseException) -> None:
@@ -635,11 +695,12 @@ class Deliverer:
                 Delivery.id <= rows[2],
                 Delivery.claimed_by == lease.holder,
             )
-            now = utcnow()
+            in_doubt = Delivery.state == "sending"
             returned = session.execute(
                 update(Delivery).where(in_batch, Delivery.state.in_(ACTIVE_ROW_STATES))
-                .values(state="pending", claimed_by="", updated_at=now,
-                        possible_duplicate=or_(Delivery.possible_duplicate, Delivery.state == "sending"))
+                .values(state="pending", claimed_by="", updated_at=clock.now_sql(session),
+                        possible_duplicate=or_(Delivery.possible_duplicate, in_doubt),
+                        extra_copies=Delivery.extra_copies + case((in_doubt, 1), else_=0))
             ).rowcount
             self._hand_out_again(session, batch_id)
             if isinstance(exc, Exception) and not isinstance(exc, TRANSIENT_FAILURES):

@@ -20,8 +20,12 @@ too. Every later state change it makes is conditional on still holding the
 row, so it never records over the new holder, and the rows it had handed to
 the transport are flagged ``possible_duplicate`` by whoever takes them over.
 
-Leases are compared with each worker's own clock: keep the hosts' clocks in
-sync (NTP), well within a lease.
+Leases are taken, renewed and judged by the database's clock
+(newsletter/store/clock.py), inside the SQL that does it: a host whose clock
+is wrong can neither take rows from a live worker nor keep rows it lost.
+A run also knows, without asking the database, until when its lease holds at
+the least (``holds``): the transport asks before it hands over each message
+(``may_hand_over``), so a run that lost its lease stops handing over at once.
 """
 
 from __future__ import annotations
@@ -34,16 +38,20 @@ import time
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
+from newsletter.store.clock import later_sql, now_sql
 from newsletter.store.db import session_scope
-from newsletter.store.models import ClaimLease, Delivery, utcnow
+from newsletter.store.models import ClaimLease, Delivery
 
 log = logging.getLogger(__name__)
 
-KEPT_AFTER_EXPIRY = timedelta(days=1)  # lapsed leases are kept a while, for ops to read
+KEPT_AFTER_EXPIRY = timedelta(days=1)
+# What a run allows for between reading its own clock and the database
+# extending its lease: it stops handing over this much before the lease lapses.
+MARGIN = 0.1  # lapsed leases are kept a while, for ops to read
 
 _process: tuple[int, str] | None = None
 
@@ -82,12 +90,13 @@ def holder_is_gone(holder: str) -> bool:
     return False
 
 
-def live_holders(now: datetime):
-    """The holders whose lease is still valid at ``now``, as a subquery."""
+def live_holders(now):
+    """The holders whose lease is still valid at ``now`` (a time, or the SQL of the
+    database's clock: ``store.clock.now_sql``), as a subquery."""
     return select(ClaimLease.holder).where(ClaimLease.expires_at >= now)
 
 
-def unheld(now: datetime):
+def unheld(now):
     """SQL: the ledger row's holder has no valid lease (or never had one)."""
     return Delivery.claimed_by.not_in(live_holders(now))
 
@@ -100,22 +109,26 @@ class Lease:
         self.holder = holder
         self.batch_id = batch_id
         self._touched = time.monotonic()
+        self._valid_until = self._touched + settings.claim_lease_seconds - MARGIN  # monotonic
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def take(cls, session: Session, settings: Settings, batch_id: int, identity: str, now: datetime) -> Lease:
-        """Add the lease to ``session``'s transaction: commit it with the claim."""
+    def take(cls, session: Session, settings: Settings, batch_id: int, identity: str,
+             now: datetime | None = None) -> Lease:
+        """Add the lease to ``session``'s transaction: commit it with the claim.
+        ``now``: the database's clock unless given."""
         lease = cls(settings, f"{identity}/{uuid.uuid4().hex[:8]}", batch_id)
         host, _, rest = identity.partition(":")
         pid = rest.split(":", 1)[0]
-        session.add(
-            ClaimLease(
+        session.execute(
+            insert(ClaimLease).values(
                 holder=lease.holder, hostname=host, pid=int(pid) if pid.isdigit() else 0, batch_id=batch_id,
-                taken_at=now, expires_at=now + timedelta(seconds=settings.claim_lease_seconds),
+                taken_at=now_sql(session, now), expires_at=later_sql(session, settings.claim_lease_seconds, now),
             )
         )
-        session.execute(delete(ClaimLease).where(ClaimLease.expires_at < now - KEPT_AFTER_EXPIRY))
+        forgotten = later_sql(session, -KEPT_AFTER_EXPIRY.total_seconds(), now)
+        session.execute(delete(ClaimLease).where(ClaimLease.expires_at < forgotten))
         return lease
 
     def progressed(self) -> None:
@@ -123,14 +136,31 @@ class Lease:
         self._touched = time.monotonic()
 
     def renew(self, session: Session, now: datetime | None = None) -> bool:
-        """Extend the lease; False if it had already lapsed (it stays lapsed)."""
-        now = now or utcnow()
-        return session.execute(
+        """Extend the lease; False if it had already lapsed (it stays lapsed).
+        ``now``: the database's clock unless given."""
+        asked = time.monotonic()
+        renewed = session.execute(
             update(ClaimLease)
-            .where(ClaimLease.holder == self.holder, ClaimLease.expires_at >= now)
-            .values(expires_at=now + timedelta(seconds=self.settings.claim_lease_seconds))
+            .where(ClaimLease.holder == self.holder, ClaimLease.expires_at >= now_sql(session, now))
+            .values(expires_at=later_sql(session, self.settings.claim_lease_seconds, now))
             .execution_options(synchronize_session=False)  # read from the database, never from the object
         ).rowcount == 1
+        if renewed:  # the database's new expiry is at least this far from when it was asked
+            self._valid_until = max(self._valid_until, asked + self.settings.claim_lease_seconds - MARGIN)
+        else:
+            self._valid_until = 0.0
+        return renewed
+
+    def holds(self) -> bool:
+        """Whether the lease still holds, by what this run knows without asking:
+        never True once the database would let another run take the rows."""
+        return time.monotonic() < self._valid_until
+
+    def may_hand_over(self) -> bool:
+        """Asked by the transport before it hands over each message: the run is
+        moving (it keeps renewing), and may go on only while its lease holds."""
+        self.progressed()
+        return self.holds()
 
     def drop(self, session: Session) -> None:
         """End the lease: whatever the run still holds can be taken over at once."""

@@ -48,27 +48,6 @@ import redis
 
 from newsletter.errors import NewsletterError
 
-# KEYS[1]: the theoretical arrival time, in microseconds on Redis' clock.
-# ARGV: microseconds per permit, burst (permits), permits asked.
-# Returns {1 granted or 0, microseconds to wait, Redis' clock in microseconds}.
-_GCRA_SCRIPT = """
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local asked = tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local due = tonumber(redis.call('GET', KEYS[1])) or now
-if due < now then due = now end
-local next_due = due + asked * interval
-local wait = next_due - burst * interval - now
-if wait > 0.5 then -- half a microsecond: rounding, not a real wait
-  return {0, math.ceil(wait), now}
-end
-local keep_ms = math.ceil((next_due - now) / 1000) + 1000
-redis.call('SET', KEYS[1], string.format('%.17g', next_due), 'PX', keep_ms)
-return {1, 0, now}
-"""
-
 
 class RateLimiterUnavailable(NewsletterError):
     """The shared limit cannot be consulted; the caller should retry later."""
@@ -84,155 +63,6 @@ class RateLimitYield(NewsletterError):
         self.seconds = seconds
 
 
-class NullRateLimiter:
-    """No limit (a rate of 0), and no account to slow down."""
-
-    rate = 0.0
-    account = ""
-    limited = False
-
-    def __init__(self):
-        self.granted = 0
-
-    def throttled(self, retry_after: float | None = None) -> None:
-        pass
-
-    def acquire(self, n: int = 1, should_wait: Callable[[float], bool] | None = None) -> float:
-        self.granted += n
-        return time.monotonic()
-
-    def try_acquire(self, n: int = 1) -> bool:
-        self.granted += n
-        return True
-
-
-class _Gcra:
-    """The algorithm on any clock, for the in-memory limiter."""
-
-    def __init__(self, rate: float, burst: int):
-        self.interval = 1.0 / rate
-        self.burst = burst
-        self.due = -math.inf
-
-    def take(self, now: float, n: int) -> float:
-        """Grant n permits and return 0, or return the seconds to wait first."""
-        due = max(self.due, now)
-        next_due = due + n * self.interval
-        wait = next_due - self.burst * self.interval - now
-        if wait > 1e-9:  # anything less is rounding of the sums, not a real wait
-            return wait
-        self.due = next_due
-        return 0.0
-
-
-class _BlockingLimiter:
-    """acquire/try_acquire on top of ``_take``, which each limiter implements:
-    (seconds to wait, or 0 when n permits were granted; the clock at that time)."""
-
-    burst: int
-    limited = True
-    _sleep: Callable[[float], None] = staticmethod(time.sleep)
-
-    def acquire(self, n: int = 1, should_wait: Callable[[float], bool] | None = None) -> float:
-        """Block until n permits are granted; return the limiter's clock at the grant."""
-        granted_at = 0.0
-        for part in _parts(n, self.burst):
-            granted_at = self._acquire_part(part, should_wait)
-        return granted_at
-
-    def try_acquire(self, n: int = 1) -> bool:
-        """Take n permits if they are free now, without waiting."""
-        return n <= self.burst and self._take(n)[0] == 0
-
-    def _acquire_part(self, n: int, should_wait: Callable[[float], bool] | None) -> float:
-        while True:
-            wait, now = self._take(n)
-            if wait == 0:
-                return now
-            if should_wait is not None and not should_wait(wait):
-                raise RateLimitYield(getattr(self, "key", "local"), wait)
-            self._sleep(wait)
-
-    def _take(self, n: int) -> tuple[float, float]:
-        raise NotImplementedError
-
-
-class LocalRateLimiter(_BlockingLimiter):
-    """A limit shared by the threads of one process (the embedded mode)."""
-
-    def __init__(
-        self,
-        rate: float,
-        burst: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
-        self.rate = _positive_rate(rate)
-        self.burst = _burst(rate, burst)
-        self.granted = 0
-        self._gcra = _Gcra(rate, self.burst)
-        self._lock = threading.Lock()
-        self._clock = clock
-        self._sleep = sleep
-
-    def _take(self, n: int) -> tuple[float, float]:
-        with self._lock:
-            now = self._clock()
-            wait = self._gcra.take(now, n)
-            if wait == 0:
-                self.granted += n
-            return wait, now
-
-
-class RedisRateLimiter(_BlockingLimiter):
-    """A limit shared through Redis by every worker on every host."""
-
-    def __init__(self, redis_client_or_url: redis.Redis | str, key: str, rate_per_second: float,
-                 burst: int | None = None):
-        self.rate = _positive_rate(rate_per_second)
-        self.burst = _burst(rate_per_second, burst)
-        self.key = key
-        self.granted = 0
-        self._client = _client(redis_client_or_url)
-        self._script = self._client.register_script(_GCRA_SCRIPT)
-        self._interval_us = repr(1_000_000 / rate_per_second)
-        self._count_lock = threading.Lock()
-
-    def _take(self, n: int) -> tuple[float, float]:
-        """(seconds to wait, or 0 when granted; Redis' clock in seconds)."""
-        try:
-            granted, wait_us, now_us = self._script(keys=[self.key], args=[self._interval_us, self.burst, n])
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise RateLimiterUnavailable(
-                f"cannot reach Redis at {_where(self._client)} for the rate limit {self.key!r} ({exc}): "
-                "check REDIS_URL and that Redis is running; the messages will be tried again later"
-            ) from exc
-        if granted:
-            with self._count_lock:
-                self.granted += n
-            return 0.0, now_us / 1e6
-        return wait_us / 1e6, now_us / 1e6
-
-
-RateLimiter = NullRateLimiter | LocalRateLimiter | RedisRateLimiter
-
-
-def make_rate_limiter(settings, name: str) -> RateLimiter:
-    """The limit for ``name`` (a transport): Redis when configured, else in memory."""
-    rate = settings.rate_limit_per_second
-    if rate <= 0:
-        return NullRateLimiter()
-    if settings.redis_url:
-        return RedisRateLimiter(settings.redis_url, f"newsletter:rate-limit:{name}", rate)
-    return _local_rate_limiter(name, rate)
-
-
-@lru_cache(maxsize=None)
-def _local_rate_limiter(name: str, rate: float) -> LocalRateLimiter:
-    # One per name in the process, so every thread that sends shares it.
-    return LocalRateLimiter(rate)
-
-
 def _parts(n: int, burst: int) -> Iterator[int]:
     # More than a burst at once could never be granted; take it a burst at a time.
     if n < 0:
@@ -241,12 +71,6 @@ def _parts(n: int, burst: int) -> Iterator[int]:
         part = min(n, burst)
         yield part
         n -= part
-
-
-def _positive_rate(rate: float) -> float:
-    if not rate > 0:
-        raise ValueError(f"rate {rate!r}: must be more than 0 (use NullRateLimiter for no limit)")
-    return float(rate)
 
 
 def _burst(rate: float, burst: int | None) -> int:

@@ -482,3 +482,47 @@ def publication_of(session: Session, send: Send) -> PublicationRow:
     return session.scalars(
         select(PublicationRow).join(IssueRow, IssueRow.publication_id == PublicationRow.id).where(IssueRow.id == send.issue_id)
     ).one()
+
+
+# --- a send time as a person types it (the CLI's --at and the console's form) ------------------
+
+
+def parse_send_time(text: str, tz_name: str, *, now: datetime | None = None, where: str = "--at") -> When:
+    """``parse_local_time`` for a send: a time already past is refused, saying the time it is now.
+
+    ``where`` names the field in the problems ("--at" for the CLI, the form's label in the console).
+    """
+    now = now or utcnow()
+    try:
+        when = parse_local_time(text, tz_name)
+    except InputError as exc:
+        example = f'write it as "YYYY-MM-DD HH:MM", e.g. "{example_time(tz_name, now)}"'
+        raise InputError([Problem(where, p.message, example if p.message.startswith("cannot read") else p.fix,
+                                  p.severity) for p in exc.problems]) from None
+    if when.utc < now - timedelta(seconds=1):  # the rule schedule_send applies
+        current = when_from_utc(now, tz_name).local
+        at_once = "use --now to send at once" if where.startswith("--") else "press Send now to send at once"
+        raise InputError(Problem(
+            where, f"{when.local:%Y-%m-%d %H:%M} is in the past: it is now "
+                   f"{current:%A %d %B %Y %H:%M} {current.tzname()} in {tz_name}",
+            f"choose a later time, such as {example_time(tz_name, now)}, or {at_once}"))
+    return when
+
+
+def repeated_time(when: When) -> str:
+    """A sentence when the local time happens twice (the clocks go back then), else ""."""
+    local = when.local.replace(tzinfo=None)
+    tz = when.local.tzinfo
+    first, second = local.replace(tzinfo=tz, fold=0), local.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return ""
+    return (f"{local:%H:%M} on {local:%d %B %Y} happens twice in {tz}: the clocks go back that night. "
+            f"This is the first, {first.tzname()} ({first.astimezone(timezone.utc):%H:%M} UTC); the second "
+            f"would be {second.astimezone(timezone.utc):%H:%M} UTC. Choose another time if you meant the second.")
+
+
+def example_time(tz_name: str, now: datetime | None = None) -> str:
+    """A time to show as an example of the format: 09:00 on the first of next month there."""
+    local = (now or utcnow()).astimezone(zone(tz_name))
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    return f"{year:04d}-{month:02d}-01 09:00"

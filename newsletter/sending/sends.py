@@ -26,6 +26,7 @@ from newsletter.config import Settings
 from newsletter.sending.leases import unheld
 from newsletter.sending.scheduling import get_send, had_issue, list_ids_of, publication_of, reached_before, record_send_event
 from newsletter.audience.segments import audience_filter
+from newsletter.store import clock
 from newsletter.store.models import (
     Batch,
     ClaimLease,
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 ACTIVE_ROW_STATES = ("claimed", "sending")
 UNFINISHED_ROW_STATES = ("pending", "claimed", "sending", "retry")
+LOST_BATCHES_EVENT = "batches_lost"  # a send event: the broker lost batches, handed out again
 FREEZE_PAGE = 50_000  # subscriber ids per INSERT .. SELECT when an audience is frozen
 
 
@@ -180,21 +182,27 @@ def plan_batches(session: Session, send_id: int, *, now: datetime) -> list[int]:
 # --- keeping sends moving ----------------------------------------------------------
 
 
-def batches_to_requeue(session: Session, settings: Settings, now: datetime | None = None) -> list[int]:
+def batches_to_requeue(session: Session, settings: Settings, now: datetime | None = None, *,
+                       queue_empty: bool | None = None) -> list[int]:
     """Batches whose task must be enqueued again, and mark them enqueued.
 
     - a batch marked ``waiting``: its send was resumed, or a run gave it back;
     - rows waiting for a retry whose time has come;
     - rows held by a run whose lease has lapsed (its worker died, or lost the
       database for longer than a lease), once per lease;
+    - a batch the broker lost (``lost_batches``), when the caller saw the send
+      queue empty (``queue_empty``);
     - a sending send that made no progress for ``claim_timeout_seconds`` while
-      some of its batches still have unfinished rows (the broker lost the tasks);
+      some of its batches still have unfinished rows (the broker lost the tasks,
+      and its queue could not be read);
     - one ``held`` batch of a send that has no batch out (queued or paced):
       its rate-limited run gave the worker to other work (see
       ``others_need_the_worker``). It goes out ``paced``, one at a time per
       send, so a send waiting for its account's limit never fills the queue.
+
+    ``now``: the database's clock unless given.
     """
-    now = now or utcnow()
+    now = clock.read(session, now)
     stall = timedelta(seconds=settings.claim_timeout_seconds)
     lease = timedelta(seconds=settings.claim_lease_seconds)
     in_range = and_(
@@ -221,6 +229,10 @@ def batches_to_requeue(session: Session, settings: Settings, now: datetime | Non
         .order_by(Batch.id)
     )
     ids = session.scalars(query).all()
+    if queue_empty:
+        lost = lost_batches(session, settings, now)
+        ids = sorted(set(ids) | set(lost))
+        _record_lost(session, settings, lost)
     out = aliased(Batch)
     paced = session.scalars(
         select(func.min(Batch.id))
@@ -266,6 +278,41 @@ def others_need_the_worker(session: Session, send_id: int, batch_id: int, now: d
     return bool(session.scalar(select(or_(same_send_earlier, waiting))))
 
 
+def lost_batches(session: Session, settings: Settings, now: datetime) -> list[int]:
+    """Batches of sending sends enqueued more than ``batch_lost_seconds`` ago that
+    no run has begun since, with rows to send. Judged one batch at a time, by the
+    database's clock: the rest of the send being busy does not hide a lost one.
+    Only the caller knows whether the queue is empty (then they were lost, not waiting)."""
+    unfinished = exists().where(
+        Delivery.send_id == Batch.send_id,
+        Delivery.id >= Batch.first_delivery_id,
+        Delivery.id <= Batch.last_delivery_id,
+        Delivery.state.in_(UNFINISHED_ROW_STATES),
+    )
+    return session.scalars(
+        select(Batch.id).join(Send, Send.id == Batch.send_id)
+        .where(Send.state == "sending", Batch.state.in_(("queued", "paced")),
+               Batch.enqueued_at < now - timedelta(seconds=settings.batch_lost_seconds),
+               or_(Batch.taken_at.is_(None), Batch.taken_at < Batch.enqueued_at), unfinished)
+        .order_by(Batch.id)
+    ).all()
+
+
+def _record_lost(session: Session, settings: Settings, batch_ids: list[int]) -> None:
+    """Say in each send's history that the broker lost some of its batches (ops shows it)."""
+    if not batch_ids:
+        return
+    by_send = session.execute(
+        select(Batch.send_id, func.count()).where(Batch.id.in_(batch_ids)).group_by(Batch.send_id)
+    ).all()
+    for send_id, count in by_send:
+        detail = (f"{count} batch(es) enqueued over {settings.batch_lost_seconds}s ago never reached a worker, "
+                  "and the send queue was empty: the broker lost them; handed out again")
+        record_send_event(session, send_id, LOST_BATCHES_EVENT, detail)
+        log.warning("the broker lost %s batch(es) of send %s; handed out again", count, send_id,
+                    extra={"send_id": send_id})
+
+
 def finish_sends(session: Session, now: datetime | None = None) -> list[int]:
     """Mark finished every sending send whose ledger rows are all final."""
     now = now or utcnow()
@@ -284,14 +331,17 @@ def finish_sends(session: Session, now: datetime | None = None) -> list[int]:
     return finished
 
 
-def tick(session: Session, settings: Settings, now: datetime | None = None) -> list[int]:
+def tick(session: Session, settings: Settings, now: datetime | None = None, *,
+         queue_empty: bool | None = None) -> list[int]:
     """What the beat does every few seconds: start, keep moving, finish.
 
-    Returns the batch ids whose tasks must be enqueued.
+    Returns the batch ids whose tasks must be enqueued. ``queue_empty``: whether
+    the broker's send queue was seen empty (None: it could not be read).
+    ``now``: the database's clock unless given.
     """
-    now = now or utcnow()
+    now = clock.read(session, now)
     batch_ids = claim_due_sends(session, settings, now)
-    batch_ids += batches_to_requeue(session, settings, now)
+    batch_ids += batches_to_requeue(session, settings, now, queue_empty=queue_empty)
     finish_sends(session, now)
     session.commit()
     return batch_ids
@@ -308,6 +358,7 @@ class Progress:
     counts: dict[str, int]
     possible_duplicates: int
     paused_reason: str = ""
+    extra_copies: int = 0  # copies beyond the first that may have reached people (at most)
 
     @property
     def done(self) -> int:
@@ -325,10 +376,11 @@ def progress(session: Session, send_id: int) -> Progress:
             select(Delivery.state, func.count()).where(Delivery.send_id == send_id).group_by(Delivery.state)
         ).all()
     )
-    duplicates = session.scalar(
-        select(func.count()).select_from(Delivery).where(Delivery.send_id == send_id, Delivery.possible_duplicate.is_(True))
-    )
-    return Progress(send_id, send.state, send.audience_size, counts, duplicates or 0, send.paused_reason)
+    duplicates, extra = session.execute(
+        select(func.count(), func.coalesce(func.sum(Delivery.extra_copies), 0))
+        .where(Delivery.send_id == send_id, Delivery.possible_duplicate.is_(True))
+    ).one()
+    return Progress(send_id, send.state, send.audience_size, counts, duplicates or 0, send.paused_reason, int(extra or 0))
 
 
 def summary_line(p: Progress) -> str:
@@ -336,6 +388,7 @@ def summary_line(p: Progress) -> str:
     return (
         f"{c.get('sent', 0)} sent, {c.get('failed', 0)} failed, {c.get('skipped', 0)} skipped, "
         f"{c.get('cancelled', 0)} cancelled, {p.pending} pending, {p.possible_duplicates} possibly duplicated"
+        + (f" ({p.extra_copies} extra copies at most)" if p.extra_copies > p.possible_duplicates else "")
     )
 
 

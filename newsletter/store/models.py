@@ -295,6 +295,9 @@ class Batch(Base):
     state: Mapped[str] = mapped_column(String(20), default="queued")
     enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     times_enqueued: Mapped[int] = mapped_column(Integer, default=1)
+    # When a run last began on it (the database's clock): a batch enqueued since
+    # and never begun, while the queue is empty, was lost by the broker.
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 DELIVERY_STATES = ("pending", "claimed", "sending", "retry", "sent", "failed", "skipped", "cancelled")
@@ -350,6 +353,11 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Copies beyond the first that may have reached the person: one for each
+    # time the row was taken over, or given back, while it was at the transport
+    # (less those the run that had it knows went nowhere), or that broke off
+    # after the message went out. ``possible_duplicate`` is set whenever this is above 0.
+    extra_copies: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # An extra copy the operator asked for (a send scheduled with --resend) to a
     # person who already had the issue; such rows stand outside the one-copy rule.
     resend: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

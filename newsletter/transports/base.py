@@ -44,10 +44,19 @@ class Result:
     # (``not_tried``). Such a row only waits; the throttle is told once, by
     # the answer that was the throttle.
     held_back: bool = False
+    # Not tried: withdrawn before it was handed over, because the caller said
+    # it may hand over no more (``send_many``'s ``may_hand_over``).
+    withdrawn: bool = False
     # PERMANENT because the address can never go this way (a local part
     # beyond ASCII and no SMTPUTF8): the row fails, but says nothing about the
     # send's health, so it is not held against the send's error budget.
     unsendable: bool = False
+
+    @classmethod
+    def withdrawn_from(cls, envelope: Envelope) -> Result:
+        """The Result for an envelope withdrawn, untried, when the caller may hand over no more."""
+        return cls(envelope.delivery_id, TEMPORARY, error="not sent: withdrawn before it was handed over",
+                   withdrawn=True)
 
     def not_tried(self, envelope: Envelope) -> Result:
         """The Result for an envelope held back, untried, after this throttle."""
@@ -79,6 +88,10 @@ class Transport(ABC):
     # True when send_many may be called again, from another thread, before the
     # last call returns (the sender then hands over the next chunk early).
     concurrent_calls: bool = False
+    # True when send_many takes ``may_hand_over``: a callable it asks before it
+    # hands over each message; once it says False, the messages not yet handed
+    # over come back withdrawn (``Result.withdrawn``), untried.
+    withdraws: bool = False
     # True when it can carry an address whose local part is not ASCII
     # (``jörg@example.org``: SMTPUTF8, RFC 6531), given a server that offers it.
     utf8_local_parts: bool = False

@@ -38,7 +38,7 @@ import smtplib
 import socket
 import ssl
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 from newsletter.transports.base import Envelope, Result, Transport, TransportError
 from newsletter.transports.smtp_chunking import WINDOW, Chunking
@@ -52,6 +52,7 @@ SECURITY_MODES = ("starttls", "tls", "none")
 class SmtpTransport(Transport):
     name = "smtp"
     concurrent_calls = True  # send_many may be called again before the last call returns
+    withdraws = True  # asks may_hand_over before each message's MAIL FROM
     utf8_local_parts = True  # with SMTPUTF8 where the server offers it; where not, such a row is unsendable
 
     def __init__(
@@ -111,11 +112,12 @@ class SmtpTransport(Transport):
         return f"{self.host}:{self.port}"
 
     # -- sending -------------------------------------------------------------
-    def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:
+    def send_many(self, envelopes: Sequence[Envelope],
+                  may_hand_over: Callable[[], bool] | None = None) -> list[Result]:
         if not envelopes:
             return []
         self._start_threads()
-        chunk = self._work.add(envelopes)
+        chunk = self._work.add(envelopes, may_hand_over)
         while not chunk.done.wait(1.0):
             if not all(thread.is_alive() for thread in self._threads):
                 raise TransportError(f"an SMTP connection thread for {self.where} stopped; see the log")

@@ -97,8 +97,9 @@ class Pipelining:
 class Chunk:
     """The envelopes of one ``send_many`` call and their results as they come in."""
 
-    def __init__(self, envelopes: Sequence[Envelope]):
+    def __init__(self, envelopes: Sequence[Envelope], may_hand_over: Callable[[], bool] | None = None):
         self.envelopes = list(envelopes)
+        self.may_hand_over = may_hand_over  # asked before each message goes out (Transport.withdraws)
         self.results: list[Result | None] = [None] * len(self.envelopes)
         self.remaining = len(self.envelopes)
         self.done = threading.Event()
@@ -148,8 +149,8 @@ class Work:
         self._throttled_call: Chunk | None = None  # the call that met it
 
     # -- the callers' side -------------------------------------------------------
-    def add(self, envelopes: Sequence[Envelope]) -> Chunk:
-        chunk = Chunk(envelopes)
+    def add(self, envelopes: Sequence[Envelope], may_hand_over: Callable[[], bool] | None = None) -> Chunk:
+        chunk = Chunk(envelopes, may_hand_over)
         with self._lock:
             for position in range(len(chunk.envelopes)):
                 number = next(self._numbers)
@@ -200,7 +201,23 @@ class Work:
 
     def take(self) -> int | None:
         with self._lock:
-            return self._pending.popleft() if self._pending else None
+            while self._pending:
+                number = self._pending.popleft()
+                if self._may_hand_over(number):
+                    return number
+            return None
+
+    def may_hand_over(self, number: int) -> bool:
+        """Whether the message's caller still lets it go out; if not, it is settled withdrawn."""
+        with self._lock:
+            return self._may_hand_over(number)
+
+    def _may_hand_over(self, number: int) -> bool:
+        chunk, position = self._messages[number]
+        if chunk.may_hand_over is None or chunk.may_hand_over():
+            return True
+        self._settle(number, Result.withdrawn_from(chunk.envelopes[position]))
+        return False
 
     def put_back(self, number: int) -> None:
         """For another lane: this one could not open a session."""
@@ -357,7 +374,11 @@ class Lane:
         holds the queue (those come back held back, see ``Work``)."""
         if self._again and chunk.hold_back(self._again):
             self._again.clear()
-        return self._again.pop(0) if self._again else chunk.take()
+        while self._again:
+            number = self._again.pop(0)
+            if chunk.may_hand_over(number):
+                return number
+        return chunk.take()
 
     def _try_again(self, chunk: Work, index: int) -> bool:
         """Send a message nothing of which was taken first on the next session, once."""
@@ -448,6 +469,11 @@ class Lane:
                     chunk.put_back(current.index)  # none of its commands went out
                 return
         if current is None:
+            return
+        if waiting is not None and not chunk.may_hand_over(current.index):
+            # Taken before the last answer came; its caller no longer lets it go out.
+            self._used -= 1
+            self._needs_reset = self._needs_reset or current.kinds[0] == "RSET"
             return
         replies = []
         for kind, command in zip(current.kinds, current.commands):

@@ -21,6 +21,7 @@ BLUEPRINTS = {
     "newsletter.web.public": "",
     "newsletter.web.unsubscribe": "",
     "newsletter.web.webhooks": "/webhooks",
+    "newsletter.web.auth": "/console",  # the one login, for the console and the ops dashboard
     "newsletter.web.ops": "/ops",
     "newsletter.web.console": "/console",
     "newsletter.web.health": "",

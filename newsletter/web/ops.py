@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -37,6 +36,7 @@ from flask import (
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
+from newsletter.authoring.issue import Colours
 from newsletter.ops import admins, audit
 from newsletter.sending import scheduling
 from newsletter.errors import InputError
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static" / "ops"
 blueprint = Blueprint("ops", __name__, static_folder=str(STATIC), static_url_path="/static")
 
-OPEN_ENDPOINTS = {"ops.login_form", "ops.login", "ops.static"}
+OPEN_ENDPOINTS = {"ops.login_form", "ops.static"}
 POLL_SECONDS = 5
 NO_SCRIPT_REFRESH_SECONDS = 30
 CHART_HOURS = 6
@@ -60,16 +60,7 @@ CHART_BUCKET = timedelta(minutes=10)
 EXTRA_POLICY = "; script-src 'self'; connect-src 'self'"
 
 
-def install(state) -> None:
-    from newsletter.web.pages import install as install_pages
-
-    install_pages(state)  # security headers, CSRF tokens in templates
-    app = state.app
-    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=app.config["SETTINGS"].ops_session_seconds)
-    auth.install(app)
-
-
-blueprint.record_once(install)
+blueprint.record_once(auth.install)
 
 
 @blueprint.after_request
@@ -93,56 +84,16 @@ def require_operator():
         if request.path.endswith(".json"):
             return jsonify(error="this account is not an operator"), 403
         return message_page("Not for this account", "The ops dashboard is for operators and admins.",
-                            "Ask an admin for the operator role, or go to the console.", status=403)
+                            "Ask an admin for the operator role, or go to the console.", status=403, may_operate=False)
     if request.path.endswith(".json"):
-        return jsonify(error="log in first", login=url_for("ops.login_form")), 401
-    return redirect(url_for("ops.login_form", next=request.full_path.rstrip("?")))
-
-
-def safe_next(target: str | None) -> str:
-    """Back to the dashboard page asked for, never to another site."""
-    parts = urlsplit(target or "")
-    if parts.scheme or parts.netloc or not parts.path.startswith(blueprint_root()):
-        return url_for("ops.dashboard")
-    return target
-
-
-def blueprint_root() -> str:
-    return url_for("ops.dashboard")
-
-
-# --- logging in and out ----------------------------------------------------------------
+        return jsonify(error="log in first", login=url_for("auth.login_form")), 401
+    return redirect(auth.login_url(request.full_path.rstrip("?")))
 
 
 @blueprint.get("/login")
 def login_form():
-    return ops_page("ops/login.html", next=safe_next(request.args.get("next")), email="", problem="")
-
-
-@blueprint.post("/login")
-def login():
-    email, password = request.form.get("email", ""), request.form.get("password", "")
-    target = safe_next(request.form.get("next"))
-
-    def again(problem: str, status: int):
-        return ops_page("ops/login.html", status, next=target, email=email, problem=problem)
-
-    if security.csrf_problem():
-        return again("The form had expired. Please log in again.", 400)
-    operator, problem, status = auth.log_in(email, password, "ops dashboard")
-    if operator is None:
-        return again(problem, status)
-    return redirect(target, code=303)
-
-
-@blueprint.post("/logout")
-def logout():
-    if security.csrf_problem():
-        return message_page("Not logged out", "The form had expired.", "Reload the page and try again.", status=400)
-    auth.log_out("ops dashboard")
-    log.info("operator %s logged out", g.operator.email)
-    flash("You are logged out.")
-    return redirect(url_for("ops.login_form"), code=303)
+    """The dashboard's old login address: the one login, coming back here."""
+    return redirect(auth.login_url(request.args.get("next") or url_for("ops.dashboard")), code=301)
 
 
 # --- the dashboard ---------------------------------------------------------------------
@@ -362,12 +313,16 @@ def queue_chart(db: Session, status: Status, since: datetime, buckets: int) -> C
 
 
 def ops_page(template: str, http_status: int = 200, **context):
-    html = render_template(template, operator=g.get("operator"), notices=get_flashed_messages(), **context)
+    """A page in the console's shell, which links back here for operators."""
+    context = {"may_operate": True, "publication": None, "colours": asdict(Colours())} | context
+    html = render_template(template, operator=g.get("operator"), notices=get_flashed_messages(with_categories=True),
+                           **context)
     return html, http_status
 
 
-def message_page(title: str, *paragraphs: str, status: int = 200):
-    return ops_page("ops/message.html", status, title=title, paragraphs=paragraphs)
+def message_page(title: str, *paragraphs: str, status: int = 200, may_operate: bool = True):
+    return ops_page("console/message.html", status, title=title, paragraphs=paragraphs,
+                    back=url_for("ops.dashboard") if may_operate else "", may_operate=may_operate)
 
 
 def utc_time(moment: datetime | None) -> str:

@@ -79,3 +79,45 @@ def test_publications_add_keeps_the_files_the_console_lays_issues_out_with(cli, 
     kept = {f.name: f.data for f in session.scalars(select(PublicationFile))}
     assert sorted(kept) == ["logo.png", "publication.yaml"]
     assert kept["logo.png"] == (SAMPLE_ISSUE.parent.parent / "logo.png").read_bytes()
+
+
+@pytest.fixture
+def sample_copy(tmp_path):
+    """The sample publication's folder, to break."""
+    import shutil
+
+    root = tmp_path / "pub"
+    shutil.copytree(SAMPLE_ISSUE.parent.parent, root)
+    return root / "issues" / SAMPLE_ISSUE.name
+
+
+def _edit(path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_every_finding_of_every_check_is_shown_at_once_each_at_its_field(sample_copy):
+    from newsletter.console.findings import check_folder
+
+    chart = sample_copy / "05-vaccination-chart.md"
+    chart.write_text("".join(line for line in chart.read_text().splitlines(keepends=True)
+                             if not line.startswith("alt:")))  # the picture's alt text is gone
+    _edit(sample_copy / "02-priorities.md", "url: https://", "url: http://")
+    manifest = sample_copy / "issue.yaml"
+    _edit(manifest, 'subject: "', 'subject: "A subject much longer than any phone shows in its list of messages: ')
+    rendered, findings = check_folder(sample_copy)
+    assert rendered is None  # an error in the files: nothing to preview or send
+    by_field = {(f.file, f.field): f for f in findings}
+    assert "has no `alt` text" in by_field[("05-vaccination-chart.md", "alt")].message
+    assert by_field[("02-priorities.md", "items-0-url")].is_error
+    assert "subject is" in by_field[("issue.yaml", "subject")].message
+
+
+def test_a_missing_field_of_a_nested_picture_is_at_that_field(sample_copy):
+    from newsletter.console.findings import check_folder
+
+    chair = sample_copy / "01-chair.md"
+    _edit(chair, "kind: letter", "kind: letter\nimage:\n  src: ../../logo.png")
+    _rendered, findings = check_folder(sample_copy)
+    assert [f.field for f in findings if "no `alt`" in f.message and f.file == "01-chair.md"] == ["image_alt"]

@@ -9,6 +9,7 @@ put a worker mid-send for as long as a test needs; nothing waits on a clock.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -284,11 +286,211 @@ def test_a_send_that_cannot_be_built_at_send_time_pauses_with_the_reason_shown(
         assert "field subject" in progress.paused_reason
         shown = newsletter(pipeline, "sends", "show", str(send_id))
         assert "Paused: stopped at send time: the message cannot be built" in " ".join(shown.split())
-        import json
-
         snapshot = json.loads(newsletter(pipeline, "ops", "status", "--json"))
         problem = next(p for p in snapshot["problems"] if p["kind"] == "paused_by_send_failure")
         assert problem["subject"] == f"send {send_id}" and "field subject" in problem["message"]
         assert f"newsletter sends resume {send_id}" in problem["fix"]
     finally:
         pipeline.stop_all()
+
+
+# --- a server slower than the claim timeout --------------------------------------------
+
+
+def lapsed_runs(pipeline, send_id: int) -> int:
+    """Batch runs that ended because they had lost their claim."""
+    with session_scope(pipeline.settings) as session:
+        return session.scalar(select(func.count()).select_from(BatchRun)
+                              .where(BatchRun.send_id == send_id, BatchRun.stopped == "claim lapsed"))
+
+
+def extra_copies(pipeline, send_id: int) -> dict[str, int]:
+    with session_scope(pipeline.settings) as session:
+        return dict(session.execute(
+            select(Delivery.email, Delivery.extra_copies).where(Delivery.send_id == send_id, Delivery.extra_copies > 0)
+        ).all())
+
+
+def test_runs_that_lose_their_claim_to_a_slow_server_hand_over_no_more_and_every_extra_copy_is_counted(
+    tmp_path, postgres_url, redis_url, smtp
+):
+    # Every answer takes longer than a run may go without progress: each run
+    # loses its claim with a message at the server, another takes the batch
+    # over and sends that message again, and may lose it the same way.
+    # One command at a time (no pipelining): a run has one message at the server at most.
+    pipeline = Pipeline(tmp_path, postgres_url, redis_url, smtp, SMTP_CONNECTIONS=1, BATCH_SIZE=10,
+                        CLAIM_TIMEOUT_SECONDS=1, CLAIM_LEASE_SECONDS=1, SMTP_TIMEOUT=600, SMTP_PIPELINING="false")
+    try:
+        smtp.reply_delay = 2.5
+        send_id = pipeline.prepare(20, delay=0.5)
+        pipeline.start_worker("control", concurrency=1, queues="control")
+        pipeline.start_worker("senders", concurrency=3, queues="send")
+        pipeline.start_beat()
+        pipeline.wait_for(lambda: max(received(smtp).values(), default=0) >= 2, what="a claim to be taken over")
+        smtp.reply_delay = 0  # the server recovers
+        pipeline.wait_finished(send_id, timeout=180)
+        pipeline.wait_for(lambda: not holders_sending(pipeline, send_id) and lapsed_runs(pipeline, send_id)
+                          and batch_runs(pipeline, send_id) >= lapsed_runs(pipeline, send_id) + 2,
+                          what="every run to end")
+        twice = assert_none_lost_and_every_duplicate_counted(pipeline, smtp, send_id, 20)
+        real = {address: count - 1 for address, count in received(smtp).items() if count > 1}
+        counted = extra_copies(pipeline, send_id)
+        runs = batch_runs(pipeline, send_id)
+        snapshot = json.loads(newsletter(pipeline, "ops", "status", "--json"))
+    finally:
+        pipeline.stop_all()
+    assert twice, "no copy went out twice: the test took no claim over"
+    assert counted == real  # each extra copy is counted, and only those
+    [shown] = [s for s in snapshot["sends"] if s["send_id"] == send_id]
+    assert shown["extra_copies"] == sum(real.values())
+    # A run hands over nothing once it has lost its claim: a copy goes out twice
+    # only for the message it had at the server then. At least one run of each
+    # batch finished it; every other run costs one extra copy at most.
+    assert sum(real.values()) <= runs - 2
+
+
+# --- a worker whose host clock is wrong ----------------------------------------------------
+
+
+def test_a_worker_whose_clock_is_five_minutes_fast_takes_no_rows_from_a_live_worker_nor_writes_future_times(
+    tmp_path, postgres_url, redis_url, smtp
+):
+    import time_machine
+
+    from newsletter.sending.delivery import Deliverer
+    from newsletter.store import clock
+    from newsletter.store.models import Batch
+    from newsletter.transports.smtp import SmtpTransport
+
+    pipeline = Pipeline(tmp_path, postgres_url, redis_url, smtp, SMTP_CONNECTIONS=1, BATCH_SIZE=10,
+                        CLAIM_TIMEOUT_SECONDS=NEVER, CLAIM_LEASE_SECONDS=3)
+    try:
+        smtp.hold(1)
+        send_id = pipeline.prepare(20, delay=0.5)
+        pipeline.start_worker("control", concurrency=1, queues="control")
+        pipeline.start_worker("live", concurrency=1, queues="send")
+        pipeline.start_beat()
+        pipeline.wait_for(lambda: smtp.held == 1, what="the live worker to be mid-send")
+        with session_scope(pipeline.settings) as session:
+            batches = session.execute(select(Batch.id, Batch.first_delivery_id, Batch.last_delivery_id)
+                                      .where(Batch.send_id == send_id).order_by(Batch.id)).all()
+            sending_id = session.scalar(select(Delivery.id).where(Delivery.send_id == send_id,
+                                                                  Delivery.state == "sending").limit(1))
+        [live_batch] = [b for b, first, last in batches if first <= sending_id <= last]
+        [other_batch] = [b for b, _, _ in batches if b != live_batch]
+
+        # Another worker, on a host whose clock is five minutes fast, is handed both batches.
+        fast = Deliverer(pipeline.settings, SmtpTransport.from_settings(pipeline.settings),
+                         identity="fast-host.example.net:1:ffffffff")
+        try:
+            with time_machine.travel(clock_now(pipeline) + timedelta(minutes=5), tick=True):
+                with session_scope(pipeline.settings) as session:
+                    taken = fast.deliver_batch(session, live_batch)
+                    other = fast.deliver_batch(session, other_batch)
+        finally:
+            fast.close()
+        smtp.release()
+        pipeline.wait_finished(send_id, timeout=120)
+        twice = assert_none_lost_and_every_duplicate_counted(pipeline, smtp, send_id, 20)
+        with session_scope(pipeline.settings) as session:
+            latest = session.scalar(select(func.max(Delivery.sent_at)).where(Delivery.send_id == send_id))
+            now = clock.read(session)
+    finally:
+        pipeline.stop_all()
+    assert taken.claimed == 0  # the live worker's rows stayed its own
+    assert other.sent == 10
+    assert twice == set()
+    assert latest <= now  # no time from the fast host's clock
+
+
+def clock_now(pipeline):
+    from newsletter.store import clock
+
+    with session_scope(pipeline.settings) as session:
+        return clock.read(session)
+
+
+# --- a server that answers 421 for ever ---------------------------------------------------
+
+
+def test_a_server_that_defers_every_message_is_called_out_and_each_row_fails_when_its_window_runs_out(
+    tmp_path, postgres_url, redis_url, smtp
+):
+    from newsletter.ops.status import collect_status
+    from newsletter.sending.delivery import THROTTLED_TOO_LONG
+
+    pipeline = Pipeline(tmp_path, postgres_url, redis_url, smtp, SMTP_CONNECTIONS=1, BATCH_SIZE=10,
+                        CLAIM_TIMEOUT_SECONDS=NEVER, RATE_LIMIT_THROTTLE_SECONDS=0.3, RETRY_WINDOW_SECONDS=8,
+                        THROTTLED_SEND_WARNING_SECONDS=1, RATE_LIMIT_ACCOUNT="newsletters-main")
+
+    def throttled_problem():
+        with session_scope(pipeline.settings) as session:
+            status = collect_status(session, pipeline.settings)
+        return next((p for p in status.problems if p.kind == "throttled_send"), None)
+
+    try:
+        smtp.fail_for(3600, "421 4.7.0 Too many messages, slow down", at="mail")
+        send_id = pipeline.prepare(20, delay=0.5)
+        pipeline.start_worker("control", concurrency=1, queues="control")
+        pipeline.start_worker("worker", concurrency=1, queues="send")
+        pipeline.start_beat()
+        problem = pipeline.wait_for(throttled_problem, timeout=60, what="the throttled send to be called out")
+        pipeline.wait_finished(send_id, timeout=120)
+        progress = pipeline.progress(send_id)
+        with session_scope(pipeline.settings) as session:
+            reasons = set(session.scalars(select(Delivery.last_error).where(Delivery.send_id == send_id)).all())
+    finally:
+        pipeline.stop_all()
+    assert problem.subject == f"send {send_id}" and problem.severity == "critical"
+    assert "smtp account 'newsletters-main'" in problem.message and "421 4.7.0" in problem.message
+    assert progress.counts == {"failed": 20}  # each row ended, none waits for ever
+    assert smtp.messages == []
+    assert all(reason.startswith(THROTTLED_TOO_LONG + ": ") for reason in reasons)
+    assert any("421 4.7.0" in reason for reason in reasons)
+
+
+# --- a broker that loses its queue --------------------------------------------------------
+
+
+def test_batches_a_broker_lost_are_handed_out_again_within_their_own_wait_and_the_cause_is_named(
+    tmp_path, postgres_url, redis_url, smtp
+):
+    import redis
+
+    from newsletter.ops.broker import broker_view
+    from newsletter.ops.status import collect_status
+
+    pipeline = Pipeline(tmp_path, postgres_url, redis_url, smtp, SMTP_CONNECTIONS=1, BATCH_SIZE=10,
+                        CLAIM_TIMEOUT_SECONDS=NEVER, BATCH_LOST_SECONDS=2)
+    broker = broker_view(pipeline.settings)
+
+    def depth() -> int:
+        [stats] = broker.queue_stats(("send",))
+        return stats.depth
+
+    def status():
+        with session_scope(pipeline.settings) as session:
+            return collect_status(session, pipeline.settings)
+
+    try:
+        smtp.hold(1)
+        send_id = pipeline.prepare(30, delay=0.5)
+        pipeline.start_worker("control", concurrency=1, queues="control")
+        pipeline.start_worker("worker", concurrency=1, queues="send")
+        pipeline.start_beat()
+        pipeline.wait_for(lambda: smtp.held == 1 and depth() == 2, what="one batch at the server, two queued")
+        redis.Redis.from_url(redis_url).delete("send")  # the broker loses its queue
+        # The one batch at the server makes no progress meanwhile; the lost
+        # ones are judged on their own, not by the send's progress.
+        lost = pipeline.wait_for(lambda: next((p for p in status().problems if p.kind == "batches_lost"), None),
+                                 timeout=60, what="the lost batches to be named")
+        assert depth() == 2  # handed out again
+        kinds = {p.kind for p in status().problems}
+        smtp.release()
+        pipeline.wait_finished(send_id, timeout=120)
+        assert_none_lost_and_every_duplicate_counted(pipeline, smtp, send_id, 30)
+    finally:
+        pipeline.stop_all()
+    assert lost.subject == f"send {send_id}" and "the broker lost them" in lost.message
+    assert not kinds & {"stalled_send", "worker_gone", "queue_without_consumer"}
+    assert set(received(smtp).values()) == {1}

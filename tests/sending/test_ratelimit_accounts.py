@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -29,10 +30,51 @@ from newsletter.sending.ratelimit import (
     account_limits,
     limiter_for,
 )
-from tests.sending.test_ratelimit import FakeClock, acquire_in_threads, assert_within_limit
 from tests.smtp_server import free_loopback_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class FakeClock:
+    """A clock that moves only when the limiter sleeps."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.slept = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+
+
+def assert_within_limit(grant_times: list[float], rate: float, burst: int) -> None:
+    """In every stretch from the first grant to the k-th, at most rate * t + burst permits."""
+    grant_times = sorted(grant_times)
+    first = grant_times[0]
+    for count, granted_at in enumerate(grant_times, start=1):
+        allowed = burst + rate * (granted_at - first)
+        assert count <= allowed + 1e-6, f"{count} permits by {granted_at - first:.4f}s, limit {allowed:.2f}"
+
+
+def acquire_in_threads(limiters, permits_each: int) -> list[float]:
+    grant_times: list[float] = []
+    lock = threading.Lock()
+
+    def worker(limiter):
+        for _ in range(permits_each):
+            granted_at = limiter.acquire()
+            with lock:
+                grant_times.append(granted_at)
+
+    threads = [threading.Thread(target=worker, args=(limiter,)) for limiter in limiters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return grant_times
 
 
 def unique(name: str) -> str:

@@ -80,8 +80,8 @@ def csrf_of(client, path: str) -> str:
 
 
 def log_in(client, email: str = OPERATOR, password: str = PASSWORD, **environ):
-    token = csrf_of(client, "/ops/login")
-    return client.post("/ops/login", data={"email": email, "password": password, "csrf_token": token,
+    token = csrf_of(client, "/console/login")
+    return client.post("/console/login", data={"email": email, "password": password, "csrf_token": token,
                                            "next": "/ops/"}, environ_base=environ)
 
 
@@ -106,15 +106,23 @@ def press(client, send_id: int, action: str):
 def test_anonymous_pages_redirect_to_the_login(app, path):
     response = app.test_client().get(path)
     assert response.status_code == 302
-    assert response.headers["Location"].startswith("/ops/login?next=")
+    assert response.headers["Location"].startswith("/console/login?next=")
+
+
+def test_the_old_login_address_leads_to_the_one_login_and_back_here(app):
+    client = app.test_client()
+    response = client.get("/ops/login")
+    assert response.status_code == 301
+    assert response.headers["Location"] == "/console/login?next=/ops/"
+    assert client.post("/ops/login", data={"email": OPERATOR, "password": PASSWORD}).status_code == 405
 
 
 def test_anonymous_json_gets_401_and_anonymous_posts_change_nothing(app, settings, rendered):
     send_id = start_send(settings, rendered, 5)
     client = app.test_client()
     response = client.get("/ops/status.json")
-    assert response.status_code == 401 and response.get_json()["login"] == "/ops/login"
-    token = csrf_of(client, "/ops/login")  # a real token, but no login
+    assert response.status_code == 401 and response.get_json()["login"] == "/console/login"
+    token = csrf_of(client, "/console/login")  # a real token, but no login
     for action in ("pause", "cancel"):
         assert client.post(f"/ops/sends/{send_id}/{action}", data={"csrf_token": token}).status_code == 302
     assert send_state(settings, send_id) == "sending"
@@ -145,13 +153,13 @@ def test_log_in_see_the_dashboard_and_log_out(app):
     assert cookie  # the signed session
     set_cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie and "Secure" in set_cookie  # base_url is https
-    client.post("/ops/logout", data={"csrf_token": csrf_of(client, "/ops/")})
+    client.post("/console/logout", data={"csrf_token": csrf_of(client, "/ops/")})
     assert client.get("/ops/").status_code == 302
 
 
 def test_a_login_without_a_csrf_token_does_not_log_in(app):
     client = app.test_client()
-    response = client.post("/ops/login", data={"email": OPERATOR, "password": PASSWORD})
+    response = client.post("/console/login", data={"email": OPERATOR, "password": PASSWORD})
     assert response.status_code == 400
     assert client.get("/ops/").status_code == 302
 

@@ -12,8 +12,8 @@ The views live in the modules beside this one; each adds its routes to
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
-from datetime import timedelta
 from pathlib import Path
 
 from flask import Blueprint, Response, abort, flash, g, get_flashed_messages, redirect, render_template, request, url_for
@@ -30,24 +30,14 @@ from newsletter.web.pages import database
 STATIC = Path(__file__).resolve().parent.parent / "static" / "console"
 blueprint = Blueprint("console", __name__, static_folder=str(STATIC), static_url_path="/static")
 
-OPEN_ENDPOINTS = {"console.login_form", "console.login", "console.static", "console.welcome_form",
-                  "console.welcome", "console.forgot_form", "console.forgot"}
+OPEN_ENDPOINTS = {"console.static", "console.welcome_form", "console.welcome", "console.forgot_form", "console.forgot"}
 # Console pages hold the preview frames and the live refresh's script, on top of the site's policy.
 EXTRA_POLICY = "; frame-src 'self'; script-src 'self'; connect-src 'self'"
 UPLOAD_BYTES = 25 * 1024 * 1024  # a zipped issue with its pictures
 IMPORT_BYTES = 10 * 1024 * 1024 + 64 * 1024  # a subscriber CSV (console.imports.MAX_BYTES) and the form around it
 
 
-def install(state) -> None:
-    from newsletter.web.pages import install as install_pages
-
-    install_pages(state)
-    app = state.app
-    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=app.config["SETTINGS"].ops_session_seconds)
-    auth.install(app)
-
-
-blueprint.record_once(install)
+blueprint.record_once(auth.install)
 
 
 @blueprint.after_request
@@ -70,7 +60,7 @@ def require_account():
     if g.operator is None:
         if request.path.endswith(".json"):
             return {"error": "log in first"}, 401
-        return redirect(url_for("console.login_form", next=request.full_path.rstrip("?")))
+        return redirect(auth.login_url(request.full_path.rstrip("?")))
     with database() as db:  # read now: a page is rendered while the view holds its own session
         g.may_operate = admins.may_operate(db, g.operator)
     if request.method == "POST" and security.csrf_problem():
@@ -145,8 +135,27 @@ def field_errors(exc, fields: dict[str, str]) -> dict[str, list[str]]:
 def problem_text(exc) -> list[str]:
     problems = getattr(exc, "problems", None)
     if problems:
-        return [f"{p.where}: {p.message}" + (f" ({p.fix})" if p.fix else "") for p in problems]
-    return [str(exc)]
+        return [for_people(f"{p.where}: {p.message}" + (f" ({p.fix})" if p.fix else "")) for p in problems]
+    return [for_people(str(exc))]
+
+
+# The library's problems name the command line's options; the console's forms have labels.
+FORM_WORDS = (
+    ("--allow-private-links", "the box “Send even though its links are not public”"),
+    ("--list / --segment", "lists"),
+    ("--at", "date and time"),
+    ("--now", "Send now"),
+    ("--to", "proof addresses"),
+    ("--list", "lists"),
+    ("--segment", "segment"),
+)
+_FLAG = re.compile(r"(?<![\w-])(" + "|".join(re.escape(flag) for flag, _ in FORM_WORDS) + r")(?![\w-])")
+
+
+def for_people(text: str) -> str:
+    """A library's message in the console's words: "date and time", not "--at"."""
+    words = dict(FORM_WORDS)
+    return _FLAG.sub(lambda match: words[match.group(1)], text)
 
 
 @blueprint.errorhandler(403)
@@ -183,6 +192,7 @@ def _local(moment, zone_name: str) -> str:
 
 blueprint.add_app_template_filter(_utc, "console_utc")
 blueprint.add_app_template_filter(_local, "console_local")
+blueprint.add_app_template_filter(for_people, "for_people")
 
 from newsletter.web.console import (  # noqa: E402,F401 - they add the routes
     accounts, audience, issues, lists, pictures, preview, publications, sending, steps, subscribers)

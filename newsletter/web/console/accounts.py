@@ -1,8 +1,6 @@
-"""Logging in and out, invitations and password resets, and the admins' accounts page."""
+"""Invitations and password resets, your account, and the admins' accounts page (the login is ``newsletter.web.auth``)."""
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit
 
 from flask import abort, current_app, g, redirect, request, url_for
 from sqlalchemy import select
@@ -17,37 +15,6 @@ from newsletter.web import auth
 from newsletter.web.console import blueprint, done, message, page, problem_text
 from newsletter.web.pages import database, settings
 from newsletter.web import security
-
-
-def safe_next(target: str | None) -> str:
-    """Back to the console or dashboard page asked for, never to another site."""
-    parts = urlsplit(target or "")
-    if parts.scheme or parts.netloc or not parts.path.startswith(("/console/", "/ops/")):
-        return url_for("console.issue_list")
-    return target
-
-
-@blueprint.get("/login")
-def login_form():
-    return page("console/login.html", next=safe_next(request.args.get("next")), email="", problem="")
-
-
-@blueprint.post("/login")
-def login():
-    email, password = request.form.get("email", ""), request.form.get("password", "")
-    target = safe_next(request.form.get("next"))
-    if security.csrf_problem():
-        return page("console/login.html", 400, next=target, email=email, problem="The form had expired. Please log in again.")
-    account, problem, status = auth.log_in(email, password, "console")
-    if account is None:
-        return page("console/login.html", status, next=target, email=email, problem=problem)
-    return redirect(target, code=303)
-
-
-@blueprint.post("/logout")
-def logout():
-    auth.log_out("console")
-    return done("You are logged out.", url_for("console.login_form"))
 
 
 # --- invitations and resets -----------------------------------------------------------------------
@@ -80,7 +47,7 @@ def welcome(token: str):
             admin, purpose = invitations.account_for_link(db, settings(), token)
             return page("console/welcome.html", 400, email=admin.email, purpose=purpose, token=token,
                         problem=" ".join(problem_text(exc)))
-    return done("Your password is set. Log in with it now.", url_for("console.login_form"))
+    return done("Your password is set. Log in with it now.", url_for("auth.login_form"))
 
 
 @blueprint.get("/forgot")
@@ -103,7 +70,7 @@ def forgot():
                 audit.record(db, email, "asked for a new password", client=auth.client_address())
     # The same answer whether or not the account exists.
     return message("Check your email", "If an account has that address, a link to choose a new password is on its way. "
-                   "It works once, for an hour.", back=url_for("console.login_form"))
+                   "It works once, for an hour.", back=url_for("auth.login_form"))
 
 
 def _a_publication_of(db, admin: Admin) -> PublicationRow | None:
@@ -135,9 +102,9 @@ def change_password():
     except InputError as exc:
         return page("console/account.html", 400, problem=" ".join(problem_text(exc)))
     # Every session of the account ended, this one too: log in with the new password.
-    auth.log_out("console")
+    auth.log_out()
     return done("Your password is changed, and every session of your account has ended. Log in again.",
-                url_for("console.login_form"))
+                url_for("auth.login_form"))
 
 
 # --- accounts (admins) ----------------------------------------------------------------------------

@@ -44,14 +44,14 @@ class Preview:
     problem: str = ""  # why there is no rendering
 
 
-_cache: OrderedDict[tuple[int, int], Preview] = OrderedDict()
+_cache: OrderedDict[tuple[str, int, int], Preview] = OrderedDict()
 _lock = threading.Lock()
 
 
 def preview_of(draft_id: int) -> Preview:
     with database() as db:
         draft, _publication, _roles = load(db, draft_id)
-        key = (draft.id, draft.version)
+        key = (settings().effective_database_url, draft.id, draft.version)  # apps on two databases share the process
         with _lock:
             if key in _cache:
                 _cache.move_to_end(key)

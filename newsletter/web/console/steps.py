@@ -79,8 +79,8 @@ def schedule_form(draft_id: int):
         when, problem, dst = None, "", ""
         if at_text:
             try:
-                when = scheduling.parse_local_time(at_text, publication.timezone)
-                dst = workflow.dst_warning(when)
+                when = scheduling.parse_send_time(at_text, publication.timezone, where=workflow.TIME_FIELD)
+                dst = " ".join(filter(None, (workflow.dst_warning(when), scheduling.repeated_time(when))))
             except InputError as exc:
                 problem = " ".join(problem_text(exc))
         audiences = workflow.audience_sizes(db, publication.id)
@@ -97,6 +97,7 @@ def schedule_form(draft_id: int):
         return page("console/schedule.html", publication=publication, draft=draft,
                     state=workflow.display_state(db, draft), audiences=audiences, chosen=chosen, at=at_text,
                     when=when, problem=problem, dst=dst, had=had, now_local=now_local,
+                    example=scheduling.example_time(publication.timezone),
                     recipients=recipients, segments=saved, segment=segment, found=found,
                     allow_box=workflow.ALLOW_BOX, resend_box=workflow.RESEND_BOX,
                     link_problems=refused_links(publication, settings_for(settings(), publication)))

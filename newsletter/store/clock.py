@@ -1,0 +1,55 @@
+"""The database's clock.
+
+Time that decides who holds what (a lease, a retry that is due, a batch the
+broker lost) and the times written in the ledger are the database's, never a
+host's: one host whose clock runs fast must not take rows from a live worker,
+nor write a ``sent_at`` in the future. Leases are judged inside the SQL that
+claims and renews them (``now_sql``, ``later_sql``); a time that is written
+after a decision is read once (``read``).
+
+``now``, where a caller gives one, stands for the clock (tests that move time on).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, literal, select, type_coerce
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from newsletter.store.models import UTCDateTime
+
+# SQLite's "now" with microseconds as SQLAlchemy writes them (it keeps milliseconds),
+# so that times it writes compare as text with times written from Python.
+_SQLITE_FORMAT = "%Y-%m-%d %H:%M:%f000"
+
+
+def now_sql(session: Session, now: datetime | None = None) -> ColumnElement:
+    """SQL for the database's time at this statement (or ``now``, when given)."""
+    if now is not None:
+        return literal(now, UTCDateTime())
+    if _dialect(session) == "sqlite":
+        return type_coerce(func.strftime(_SQLITE_FORMAT, "now"), UTCDateTime())
+    # Not now(): that is when the transaction began, which may be long before.
+    return type_coerce(func.statement_timestamp(), UTCDateTime())
+
+
+def later_sql(session: Session, seconds: float, now: datetime | None = None) -> ColumnElement:
+    """SQL for ``seconds`` after the database's time at this statement (or after ``now``)."""
+    if now is not None:
+        return literal(now + timedelta(seconds=seconds), UTCDateTime())
+    if _dialect(session) == "sqlite":
+        return type_coerce(func.strftime(_SQLITE_FORMAT, "now", f"{seconds:+.6f} seconds"), UTCDateTime())
+    return type_coerce(func.statement_timestamp() + func.make_interval(0, 0, 0, 0, 0, 0, seconds), UTCDateTime())
+
+
+def read(session: Session, now: datetime | None = None) -> datetime:
+    """The database's time now (or ``now``, when given), as an aware UTC datetime."""
+    if now is not None:
+        return now
+    return session.scalar(select(now_sql(session)))
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
