@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from newsletter.sending import delivery, sends as sending
 from newsletter.config import get_settings
-from newsletter.logs import bind_log_context, log_context, reset_log_context
+from newsletter.logs import bind_log_context, reset_log_context
 from newsletter.ops.broker import broker_view
 from newsletter.ops.heartbeats import record_batch_run
 from newsletter.ops.queues import SEND
@@ -119,7 +119,10 @@ def deliver_batch(batch_id: int) -> None:
     started = utcnow()
     with session_scope() as session:
         send_id = session.scalar(select(Batch.send_id).where(Batch.id == batch_id))
-        with log_context(send_id=send_id):  # the batch is bound already (_bind_batch_to_logs)
+        # The batch is bound already (_bind_batch_to_logs); its send stays bound
+        # until the task's end, so Celery's own "succeeded" line names it too.
+        label = bind_log_context(send_id=send_id)
+        try:
             report = deliverer().deliver_batch(session, batch_id)
             if send_id is not None:
                 record_batch_run(session, report, send_id=send_id, worker=report.holder or deliverer().identity,
@@ -130,6 +133,9 @@ def deliver_batch(batch_id: int) -> None:
                 f", stopped: {report.stopped}" if report.stopped else "",
                 extra={"batch_id": batch_id},
             )
+        finally:
+            if deliver_batch.request.id not in _log_tokens:  # called directly, not run by a worker
+                reset_log_context(label)
 
 
 # Every log line of a batch task, Celery's own included, carries its batch;
