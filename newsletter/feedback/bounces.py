@@ -5,7 +5,9 @@ Each message's envelope sender is a VERP return path naming its ledger row
 from a Maildir folder or over IMAP:
 
 - delivery status notifications (RFC 3464): Action failed with Status 5.x.x
-  is a hard bounce, 4.x.x a soft one; "delayed" is only a notice, not a bounce;
+  is a hard bounce, 4.x.x a soft one; 5.7.x refuses the sender or the content
+  (authentication, reputation, policy), not the address, so it is recorded as
+  blocked and never suppresses the person; "delayed" is only a notice;
 - feedback reports (RFC 5965, ARF): a complaint.
 
 Anyone can send mail to the bounce mailbox, so a report counts only when a
@@ -37,7 +39,7 @@ from newsletter.config import Settings
 from newsletter.errors import InputError, NewsletterError, Problem
 from newsletter.store.models import Delivery
 from newsletter.sending.return_path import delivery_from_verp
-from newsletter.feedback.events import BOUNCED, COMPLAINED, HARD, SOFT, Event, EventReport, record_events
+from newsletter.feedback.events import BLOCKED, BOUNCED, COMPLAINED, HARD, SOFT, Event, EventReport, record_events
 
 SOURCE = "mailbox"
 _STATUS = re.compile(r"([245])\.\d{1,3}\.\d{1,3}")
@@ -80,9 +82,15 @@ def _dsn_events(message: Message, key_base: str, common: dict) -> list[Event]:
         if action != "failed" or not status or not recipient or status.group(1) == "2":
             continue  # delayed, delivered, relayed, expanded: not bounces
         diagnostic = " ".join((block.get("Diagnostic-Code") or "").split())
-        found.append(Event(key=f"{key_base}:{recipient}", kind=BOUNCED, bounce=HARD if status.group(1) == "5" else SOFT,
+        found.append(Event(key=f"{key_base}:{recipient}", kind=BOUNCED, bounce=_bounce_of(status.group(0)),
                            email=recipient, detail=f"{status.group(0)} {diagnostic}".strip(), **common))
     return found
+
+
+def _bounce_of(status: str) -> str:
+    if status.startswith("5.7."):
+        return BLOCKED
+    return HARD if status.startswith("5") else SOFT
 
 
 def _arf_events(settings: Settings, message: Message, key_base: str, common: dict) -> list[Event]:

@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 DELIVERED, BOUNCED, COMPLAINED, UNSUBSCRIBED = "delivered", "bounced", "complained", "unsubscribed"
 KINDS = (DELIVERED, BOUNCED, COMPLAINED, UNSUBSCRIBED)
 HARD, SOFT = "hard", "soft"
+# A refusal of the sender or the content (5.7.x: authentication, reputation,
+# policy), not of the address: recorded, and never held against the person.
+BLOCKED = "blocked"
+BOUNCE_KINDS = (HARD, SOFT, BLOCKED)
 # The worst thing heard of a message wins, whatever order the events came in.
 PRECEDENCE = {DELIVERED: 0, UNSUBSCRIBED: 1, BOUNCED: 2, COMPLAINED: 3}
 SUPPRESSION_REASONS = ("hard_bounce", "complaint", "soft_bounce", "manual", "erased")
@@ -64,7 +68,7 @@ class Event:
     kind: str  # one of KINDS
     email: str
     occurred_at: datetime
-    bounce: str = ""  # hard | soft, for bounced
+    bounce: str = ""  # hard | soft | blocked, for bounced
     provider_message_id: str = ""
     message_id: str = ""  # the Message-ID header
     delivery_id: int | None = None  # known from a VERP return path
@@ -74,8 +78,8 @@ class Event:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown event kind {self.kind!r}")
-        if (self.kind == BOUNCED) != (self.bounce in (HARD, SOFT)):
-            raise ValueError("a bounced event, and only one, says hard or soft")
+        if (self.kind == BOUNCED) != (self.bounce in BOUNCE_KINDS):
+            raise ValueError("a bounced event, and only one, says hard, soft or blocked")
         if self.occurred_at.tzinfo is None:
             raise ValueError("occurred_at must be timezone-aware")
 
@@ -139,6 +143,8 @@ def _apply(session, settings, event: Event, email: str, delivery, now, report: E
         _suppress(session, email, "complaint", why, report)
     elif event.kind == BOUNCED and event.bounce == HARD:
         _suppress(session, email, "hard_bounce", why, report)
+    elif event.kind == BOUNCED and event.bounce == BLOCKED:
+        log.info("message blocked by policy; the address is not suppressed", extra={"detail": event.detail[:200]})
     elif event.kind == BOUNCED and soft_bounces(session, settings, email, now) >= settings.soft_bounce_threshold:
         _suppress(session, email, "soft_bounce", f"{settings.soft_bounce_threshold} soft bounces; last {why}"[:200], report)
     elif event.kind == UNSUBSCRIBED:

@@ -482,8 +482,8 @@ class ConfirmationEmail(Base):
 class ProviderEvent(Base):
     """One thing a provider or a bounce mailbox told us about one message.
 
-    ``kind``: delivered | bounced | complained | unsubscribed; ``bounce``: hard
-    or soft for bounced. ``(source, key)`` is unique: the same event arriving
+    ``kind``: delivered | bounced | complained | unsubscribed; ``bounce``: hard,
+    soft or blocked (5.7.x, the sender or content refused) for bounced. ``(source, key)`` is unique: the same event arriving
     twice is recorded once. ``raw`` (the payload, for debugging) is emptied
     after ``raw_event_retention_days``; the normalised fields are kept.
     """

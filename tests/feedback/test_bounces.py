@@ -150,6 +150,22 @@ def test_a_delay_notice_is_not_a_bounce_and_a_4xx_failure_is_soft(session, verp,
     assert suppressions(session) == {}
 
 
+def test_a_policy_refusal_in_a_bounce_notice_is_blocked_and_never_suppresses_the_person(session, verp, sent, maildir):
+    # 5.7.x refuses the sender or the content (authentication, reputation), not the mailbox.
+    folder, path = maildir
+    sender, original = sent["reader000@example.com"]
+    folder.add(dsn(sender, "reader000@example.com", original, status="5.7.1"))
+
+    # Even where one soft bounce would suppress, a block is not one.
+    report = bounces.read_maildir(session, replace(verp, soft_bounce_threshold=1), path)
+
+    assert report.events.recorded == 1
+    event = session.scalars(select(ProviderEvent)).one()
+    assert (event.kind, event.bounce, event.email) == ("bounced", "blocked", "reader000@example.com")
+    assert event.detail.startswith("5.7.1")
+    assert suppressions(session) == {}
+
+
 def test_a_feedback_report_is_a_complaint(session, verp, sent, maildir):
     folder, path = maildir
     sender, original = sent["reader000@example.com"]
