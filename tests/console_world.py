@@ -123,3 +123,10 @@ def form_fields(html: str, action: str) -> dict[str, str]:
         if value.startswith("\n"):  # HTML drops the newline right after <textarea>
             reader.fields[name] = value[1:]
     return reader.fields
+
+
+def client_of(app, email: str):
+    """A test client of ``app``, logged in as ``email``."""
+    client = app.test_client()
+    assert log_in(client, email).status_code == 303
+    return client

@@ -15,27 +15,15 @@ from sqlalchemy import select
 
 from newsletter.store.db import session_scope
 from newsletter.store.models import AuditEntry, Draft, DraftFile, Send
-from newsletter.web import create_app
 from tests.conftest import SAMPLE_ISSUE
 from tests.console_world import (
-    ADMIN, APPROVER, EDITOR, OPERATOR, csrf_of, form_fields, log_in, make_world, post, sample_zip, upload,
+    ADMIN, APPROVER, EDITOR, OPERATOR, client_of, csrf_of, form_fields, log_in, make_world, post, sample_zip, upload,
 )
 
 
 @pytest.fixture
 def world(settings):
     return make_world(settings, subscribers=3)
-
-
-@pytest.fixture
-def app(world):
-    return create_app(world.settings)
-
-
-def client_of(app, email):
-    client = app.test_client()
-    assert log_in(client, email).status_code == 303
-    return client
 
 
 @pytest.fixture

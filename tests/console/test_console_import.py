@@ -33,11 +33,6 @@ def world(settings):
 
 
 @pytest.fixture
-def app(world):
-    return create_app(world.settings)
-
-
-@pytest.fixture
 def editor(app):
     client = app.test_client()
     assert log_in(client, EDITOR).status_code == 303

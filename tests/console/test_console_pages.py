@@ -7,15 +7,13 @@ import io
 import re
 
 import pytest
-import yaml
 from PIL import Image
 from sqlalchemy import select
 
 from newsletter.authoring.content import PUBLICATION_FILE
 from newsletter.store.db import session_scope
 from newsletter.store.models import AuditEntry, MailingList, PublicationFile, PublicationRow
-from newsletter.web import create_app
-from tests.console_world import ADMIN, EDITOR, PUBLICATION_FOLDER, form_fields, log_in, make_world, post
+from tests.console_world import ADMIN, EDITOR, client_of, form_fields, make_world, post
 
 
 @pytest.fixture
@@ -27,17 +25,6 @@ def database_url(sqlite_url):
 @pytest.fixture
 def world(settings):
     return make_world(settings)
-
-
-@pytest.fixture
-def app(world):
-    return create_app(world.settings)
-
-
-def client_of(app, email):
-    client = app.test_client()
-    assert log_in(client, email).status_code == 303
-    return client
 
 
 @pytest.fixture

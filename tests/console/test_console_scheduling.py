@@ -12,9 +12,8 @@ from newsletter.sending import scheduling
 from newsletter.sending.sends import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Send, Subscriber
-from newsletter.web import create_app
 from tests.conftest import SAMPLE_ISSUE
-from tests.console_world import APPROVER, EDITOR, log_in, make_world, post, sample_zip, upload
+from tests.console_world import APPROVER, EDITOR, client_of, make_world, post, sample_zip, upload
 
 SLUG = "together-were-better"
 
@@ -30,17 +29,6 @@ def world(settings):
             add_subscriber(session, f"reader{n}@example.org", lists=lists, publication_slug=SLUG)
         add_subscriber(session, "trustee@example.org", lists=["board"], publication_slug=SLUG)
     return world
-
-
-@pytest.fixture
-def app(world):
-    return create_app(world.settings)
-
-
-def client_of(app, email):
-    client = app.test_client()
-    assert log_in(client, email).status_code == 303
-    return client
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from newsletter.audience.subscribers import add_subscriber, create_list
 from newsletter.console.segment_form import Rule, condition_text
 from newsletter.store.db import session_scope
 from newsletter.store.models import Segment
-from newsletter.web import create_app
 from tests.console_world import APPROVER, EDITOR, csrf_of, log_in, make_world
 
 SLUG = "together-were-better"
@@ -37,11 +36,6 @@ def world(settings):
         add_subscriber(session, "other@example.org", name="=cmd|' /C calc'!A0", lists=["everyone"],
                        publication_slug=SLUG, attributes={"organisation": "Elsewhere"})
     return world
-
-
-@pytest.fixture
-def app(world):
-    return create_app(world.settings)
 
 
 @pytest.fixture

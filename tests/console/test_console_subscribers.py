@@ -20,7 +20,7 @@ from newsletter.store.models import (
     AuditEntry, Delivery, Membership, ProviderEvent, PublicationRow, Subscriber, Suppression, utcnow,
 )
 from newsletter.web import create_app
-from tests.console_world import ADMIN, APPROVER, EDITOR, OPERATOR, PASSWORD, log_in, make_world, post, sample_zip, upload
+from tests.console_world import ADMIN, APPROVER, EDITOR, OPERATOR, PASSWORD, client_of, make_world, post, sample_zip, upload
 
 OUTSIDER = "outsider@example.org"  # an editor of another publication only
 ADA = "Ada.Lovelace@example.org"
@@ -43,17 +43,6 @@ def world(settings):
         account = admins.invite_account(session, OUTSIDER, other.id, ["editor"])
         admins.set_password(session, account, PASSWORD)
     return world
-
-
-@pytest.fixture
-def app(world):
-    return create_app(world.settings)
-
-
-def client_of(app, email):
-    client = app.test_client()
-    assert log_in(client, email).status_code == 303
-    return client
 
 
 def subscriber_id(settings, email: str) -> int:
