@@ -46,6 +46,8 @@ class Pipeline:
                 "CLAIM_TIMEOUT_SECONDS": "4",
                 "CLAIM_LEASE_SECONDS": "3",
                 "RETRY_BASE_DELAY_SECONDS": "0.3",
+                # A throttle (421, 429) that names no wait pauses the account this long.
+                "RATE_LIMIT_THROTTLE_SECONDS": "2",
                 "ERROR_BUDGET_RATIO": "2",
                 "BATCH_SIZE": "20",
             }
