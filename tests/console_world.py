@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
+
+from werkzeug.security import generate_password_hash
 
 from newsletter.ops import admins
 from newsletter.console.drafts import store_publication_files
@@ -30,11 +34,18 @@ class World:
     slug: str
 
 
+@functools.cache
+def _hash_once(password: str) -> str:
+    return generate_password_hash(password, method=admins.HASH_METHOD)
+
+
 def make_world(settings, subscribers: int = 0) -> World:
     """The sample publication as `newsletter publications add` records it, an admin, one
     account per role, and a list with ``subscribers`` confirmed readers."""
     publication = load_publication(PUBLICATION_FOLDER / "publication.yaml")
-    with session_scope(settings) as session:
+    # scrypt costs 0.1 s a hash, four a world: the accounts share one hash of
+    # PASSWORD, made once per test process (logging in still checks it for real).
+    with session_scope(settings) as session, patch.object(admins, "_hash", _hash_once):
         row = sync_publication(session, publication)
         store_publication_files(session, row, PUBLICATION_FOLDER)
         admins.create_admin(session, ADMIN, PASSWORD)
