@@ -47,6 +47,7 @@ class AcceptingTransport(Transport):
     def __init__(self) -> None:
         self.messages = 0
         self.octets = 0
+        self.largest_chunk = 0
 
     def send_many(self, envelopes):
         results = []
@@ -54,6 +55,7 @@ class AcceptingTransport(Transport):
             self.octets += len(_dot_stuffed(envelope.message))
             results.append(Result(envelope.delivery_id, SENT, provider_message_id=f"q{envelope.delivery_id}"))
         self.messages += len(envelopes)
+        self.largest_chunk = max(self.largest_chunk, len(envelopes))
         return results
 
 
@@ -102,7 +104,7 @@ def main() -> None:
         if progress.counts.get("sent") != args.subscribers:
             raise SystemExit(f"the ledger says {progress.counts}, expected {args.subscribers} sent")
         print(f"{args.subscribers:,} messages of {transport.octets / transport.messages / 1024:.1f} KiB in "
-              f"{len(batch_ids)} batches of {args.batch_size}, chunks of {deliverer.chunk_size}; "
+              f"{len(batch_ids)} batches of {args.batch_size}, chunks of up to {transport.largest_chunk}; "
               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
         print(f"  CPU {cpu * 1e6 / args.subscribers:.0f} µs/message ({wall * 1e6 / args.subscribers:.0f} µs wall),"
               f" {faults / args.subscribers:.1f} page faults/message"
