@@ -25,7 +25,9 @@ from sqlalchemy.orm import Session
 from newsletter.addresses import address_key, normalise_address
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.authoring.message import header_field_problems
-from newsletter.store.publications import get_publication
+from newsletter.config import Settings
+from newsletter.store.publications import get_publication, settings_for
+from newsletter.transports import why_never_delivered
 from newsletter.store.models import (
     MailingList,
     Membership,
@@ -241,17 +243,26 @@ def add_subscriber(
     *,
     publication_slug: str | None = None,
     source: str = "cli",
+    settings: Settings | None = None,
 ) -> Subscriber:
     """Add a person (or update their name and attributes) and put them on ``lists``.
 
     ``lists`` holds list slugs or MailingList rows; ``status`` is the status of
     the new memberships: confirmed or unconfirmed (awaiting a confirm link).
+    With ``settings``, an address that a list's publication can never send to
+    (``transports.why_never_delivered``) is refused, as an import refuses it.
     """
     if status not in JOIN_STATUSES:
         raise InputError(Problem("field status", f"{status!r} is not a status to join with", "use confirmed or unconfirmed"))
     address = checked_address(email)
     name = checked_name(name)
     targets = [resolve_list(session, publication_slug, item) for item in lists]
+    if settings is not None:
+        for target in targets:
+            publication = session.get(PublicationRow, target.publication_id)
+            if never := why_never_delivered(settings_for(settings, publication).transport, address):
+                raise InputError(Problem("email", never, "use another address, or send through a transport "
+                                                         "with SMTPUTF8 (docs/publications.md)"))
     _refuse_resubscribe(session, address)
     subscriber = find_subscriber(session, address)
     if subscriber is None:

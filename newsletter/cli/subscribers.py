@@ -148,7 +148,8 @@ def subscribers_add(email, name, list_slugs, attribute_pairs, unconfirmed, publi
     status = "unconfirmed" if unconfirmed else "confirmed"
     with database() as session:
         row = subs.add_subscriber(
-            session, email, name, list_slugs, parse_attributes(attribute_pairs), status, publication_slug=publication
+            session, email, name, list_slugs, parse_attributes(attribute_pairs), status, publication_slug=publication,
+            settings=get_settings(),
         )
         address = row.email
     on = f" on {', '.join(list_slugs)} ({status})" if list_slugs else ""

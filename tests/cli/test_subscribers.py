@@ -114,6 +114,21 @@ def test_user_mistakes_are_reported_without_a_traceback(run, monthly):
     assert "is not KEY=VALUE" in bad_attribute.stderr
 
 
+def test_adding_an_address_the_transport_can_never_deliver_is_refused_with_the_reason(run, monthly, monkeypatch):
+    monkeypatch.setenv("TRANSPORT", "ses")  # no SMTPUTF8: a local part beyond ASCII cannot go
+    get_settings.cache_clear()
+
+    refused = run("subscribers", "add", "jörg@example.org", "--list", "monthly")
+    idn_domain = run("subscribers", "add", "jo@bücher.example", "--list", "monthly")
+
+    assert refused.exit_code == 2
+    assert "jörg@example.org has letters beyond ASCII before the @, and Amazon SES cannot send" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert idn_domain.exit_code == 0, idn_domain.output  # a domain beyond ASCII goes in its IDNA form
+    listed = run("subscribers", "list").stdout
+    assert "jo@bücher.example" in listed and "jörg" not in listed
+
+
 def test_list_pages_with_after(run, monthly):
     for n in range(3):
         run("subscribers", "add", f"reader{n}@example.com", "--list", "monthly")
