@@ -40,6 +40,7 @@ from newsletter.store.lookups import among, keyset_pages
 from newsletter.audience.subscribers import (
     CHUNK,
     JOIN_STATUSES,
+    NEVER_DELIVERED_FIX,
     check_status,
     checked_name,
     chunks,
@@ -50,8 +51,6 @@ from newsletter.audience.subscribers import (
 from newsletter.audience.suppressions import suppressed_addresses
 
 CSV_COLUMNS = ("email", "name", "lists")
-NEVER_DELIVERED_FIX = ("correct the address, or send this publication's mail by SMTP through a server that offers "
-                       "SMTPUTF8 (or by Mailgun)")
 # A cell a spreadsheet would run as a formula (OWASP, "CSV Injection"), or one
 # that export protected with a leading quote: quotes before such a start.
 _FORMULA = re.compile(r"'*[=+\-@\t\r]")

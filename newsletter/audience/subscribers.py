@@ -40,6 +40,10 @@ from newsletter.store.models import (
 from newsletter.audience.suppressions import is_suppressed
 
 LIST_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
+# What to do about an address a publication's transport can never deliver
+# (``transports.why_never_delivered``), wherever one is refused.
+NEVER_DELIVERED_FIX = ("correct the address, or send this publication's mail by SMTP through a server that offers "
+                       "SMTPUTF8 (or by Mailgun)")
 JOIN_STATUSES = ("confirmed", "unconfirmed")  # what an add or an import may set
 SUBSCRIBER_STATUSES = ("active", "unsubscribed", "erased")
 MEMBERSHIP_STATUSES = ("confirmed", "unconfirmed", "unsubscribed")
@@ -261,8 +265,7 @@ def add_subscriber(
         for target in targets:
             publication = session.get(PublicationRow, target.publication_id)
             if never := why_never_delivered(settings_for(settings, publication).transport, address):
-                raise InputError(Problem("email", never, "use another address, or send through a transport "
-                                                         "with SMTPUTF8 (docs/publications.md)"))
+                raise InputError(Problem("field email", never, NEVER_DELIVERED_FIX))
     _refuse_resubscribe(session, address)
     subscriber = find_subscriber(session, address)
     if subscriber is None:
