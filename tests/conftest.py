@@ -117,9 +117,9 @@ def migrated_sqlite(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def migrated_postgres(postgres_server) -> str | None:
-    """pg_dump's SQL of a schema with every migration applied, naming it ``{schema}``;
-    None where pg_dump cannot be run (each test then migrates its own)."""
+def migrated_postgres(postgres_server) -> tuple[str, str] | None:
+    """A schema's name and pg_dump's SQL of it, with every migration applied
+    (since dropped); None where pg_dump cannot be run (each test then migrates its own)."""
     import shutil
     import subprocess
 
@@ -139,10 +139,8 @@ def migrated_postgres(postgres_server) -> str | None:
         url = _in_schema(postgres_server, schema)
         upgrade(url)
         engine_for(url).dispose()
-        libpq_url = sqlalchemy.engine.make_url(postgres_server).set(drivername="postgresql")
         dumped = subprocess.run(
-            [pg_dump, "--schema", schema, "--no-owner", "--no-privileges", "--inserts",
-             libpq_url.render_as_string(hide_password=False)],
+            [pg_dump, "--schema", schema, "--no-owner", "--no-privileges", "--inserts", _libpq(postgres_server)],
             capture_output=True, text=True, timeout=60,
         )
     finally:
@@ -153,7 +151,14 @@ def migrated_postgres(postgres_server) -> str | None:
         return None
     lines = [line for line in dumped.stdout.splitlines()
              if not line.startswith("\\") and not line.startswith(f"CREATE SCHEMA {schema}")]
-    return "\n".join(lines).replace("{", "{{").replace("}", "}}").replace(schema, "{schema}")
+    return schema, "\n".join(lines)
+
+
+def _libpq(url: str) -> str:
+    """A SQLAlchemy URL as libpq (pg_dump, psycopg) takes it."""
+    import sqlalchemy
+
+    return sqlalchemy.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _in_schema(server_url: str, schema: str) -> str:
@@ -174,15 +179,13 @@ def _migrate(request, url: str) -> None:
             return
     else:
         schema = _SCHEMAS.get(url)
-        sql = request.getfixturevalue("migrated_postgres") if schema else None
-        if sql is not None:
+        migrated = request.getfixturevalue("migrated_postgres") if schema else None
+        if migrated is not None:
             import psycopg
 
-            import sqlalchemy
-
-            libpq_url = sqlalchemy.engine.make_url(POSTGRES_URL).set(drivername="postgresql")
-            with psycopg.connect(libpq_url.render_as_string(hide_password=False), autocommit=True) as conn:
-                conn.execute(sql.format(schema=schema))
+            template, sql = migrated
+            with psycopg.connect(_libpq(request.getfixturevalue("postgres_server")), autocommit=True) as conn:
+                conn.execute(sql.replace(template, schema))
             return
     upgrade(url)
 
