@@ -17,7 +17,7 @@ from newsletter.audience.subscribers import add_subscriber, create_list
 from newsletter.console.segment_form import Rule, condition_text
 from newsletter.store.db import session_scope
 from newsletter.store.models import Segment
-from tests.console_world import APPROVER, EDITOR, csrf_of, log_in, make_world
+from tests.console_world import APPROVER, EDITOR, client_of, csrf_of, log_in, make_world
 
 SLUG = "together-were-better"
 
@@ -40,9 +40,7 @@ def world(settings):
 
 @pytest.fixture
 def editor(app):
-    client = app.test_client()
-    assert log_in(client, EDITOR).status_code == 303
-    return client
+    return client_of(app, EDITOR)
 
 
 def submit(client, rules: list[tuple[str, str, str]], do: str = "preview", join: str = "and", name: str = ""):
