@@ -27,6 +27,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from email import policy as email_policy
 from email.header import Header, decode_header, make_header
 from email.headerregistry import Address
@@ -221,7 +222,9 @@ class MessageTemplate:
     def parts(self, recipient: Recipient) -> MessageParts:
         """The recipient's message as the pieces it is joined from: what a DKIM
         signer takes, to canonicalise the pieces every message shares only once."""
-        name, address = _check_recipient(recipient)
+        return self._parts(recipient, *_check_recipient(recipient))
+
+    def _parts(self, recipient: Recipient, name: str, address: str) -> MessageParts:
         values = _placeholder_values(recipient, name)
         e = self._encoded
         head = b"".join((
@@ -240,11 +243,12 @@ class MessageTemplate:
                  sign: Callable[[MessageParts], bytes] | None = None) -> Envelope:
         """What a transport takes for this recipient; ``sign`` (a DKIM signer's
         ``sign_parts``) makes the signed message from its parts."""
-        parts = self.parts(recipient)
+        name, address = _check_recipient(recipient)
+        parts = self._parts(recipient, name, address)
         return Envelope(
             delivery_id=delivery_id,
             sender=self.return_path,
-            recipient=wire_address(recipient.email),
+            recipient=address,
             message=sign(parts) if sign is not None else parts.message(),
             message_id=recipient.message_id,
             template=self,
@@ -302,6 +306,14 @@ class _EncodedTemplate:
     # goes between (escaped for HTML or not, the placeholder's name).
     shared: tuple[bytes, ...]
     slots: tuple[tuple[bool, str], ...]
+    # Each distinct slot is encoded once per message, then laid out in slot order.
+    _distinct: tuple[tuple[bool, str], ...] = field(init=False, repr=False, compare=False)
+    _lay_out: Callable[[list[bytes]], tuple[bytes, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        distinct, lay_out = _slot_plan(self.slots)
+        object.__setattr__(self, "_distinct", distinct)
+        object.__setattr__(self, "_lay_out", lay_out)
 
     @classmethod
     def of(cls, t: MessageTemplate) -> _EncodedTemplate:
@@ -330,12 +342,20 @@ class _EncodedTemplate:
         )
 
     def personal(self, values: dict[str, str]) -> tuple[bytes, ...]:
-        """The recipient's encoded values, one per slot."""
-        encoded: dict[tuple[bool, str], bytes] = {}
-        for slot in self.slots:
-            if slot not in encoded:
-                encoded[slot] = _qp_value(values[slot[1]], slot[0])
-        return tuple(encoded[slot] for slot in self.slots)
+        """The recipient's encoded values, one per slot: each distinct slot encoded once."""
+        return self._lay_out([_qp_value(values[name], escape_html) for escape_html, name in self._distinct])
+
+
+
+def _slot_plan(slots: tuple[tuple[bool, str], ...]):
+    """The distinct slots of a template, and a function that lays their encoded
+    values out in slot order: each is encoded once, though a counted link's
+    ``click_ref`` fills dozens of slots with one value."""
+    distinct = tuple(dict.fromkeys(slots))
+    index = tuple(distinct.index(slot) for slot in slots)
+    if len(index) > 1:
+        return distinct, itemgetter(*index)
+    return distinct, lambda encoded: tuple(encoded[i] for i in index)
 
 
 # --- bodies ---------------------------------------------------------------

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import and_, bindparam, case, exists, or_, select, update
+from sqlalchemy import and_, case, exists, or_, select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from newsletter.config import ConfigError, Settings
+from newsletter.sending.chunk_sql import chunk_statements
 from newsletter.sending.lanes import Lane, Lanes
 from newsletter.sending.links import check_links_allowed
 from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
@@ -457,7 +458,7 @@ class Deliverer:
             session.commit()  # its rows are not kept locked while the limiter waits
         # After that record, which may have spent the error budget: a paused
         # send hands nothing more over, whichever worker paused it.
-        state = session.scalar(select(Send.state).where(Send.id == send.id))
+        state = session.scalar(chunk_statements(session).send_state, {"send_id": send.id})
         if state != "sending":
             raise _SendStopped(state)
         lane = template.lane
@@ -470,23 +471,14 @@ class Deliverer:
             lane.limiter.acquire(len(envelopes), should_wait=should_wait)
         if not lease.renew(session):
             return False
-        now = clock.now_sql(session)
         # The change to "sending" is the check: only the rows this run still
         # holds change, and only those go out. Another worker may have taken
         # the rest over; they are its to send.
         won = set(
-            session.execute(
-                update(Delivery)
-                .where(
-                    among(session, Delivery.id, [e.delivery_id for e in envelopes]),
-                    Delivery.claimed_by == lease.holder,
-                    Delivery.state == "claimed",
-                )
-                .values(state="sending", claimed_at=now, updated_at=now,
-                        transport=lane.transport_name, account=lane.account)
-                .returning(Delivery.id)
-                .execution_options(synchronize_session=False)
-            ).scalars().all()
+            session.scalars(chunk_statements(session).mark_sending, {
+                "ids": [e.delivery_id for e in envelopes], "holder": lease.holder,
+                "by_transport": lane.transport_name, "for_account": lane.account,
+            }).all()
         ) if envelopes else set()
         session.commit()  # from here on, a crash leaves these rows in doubt
         lost = len(envelopes) - len(won)
@@ -516,22 +508,13 @@ class Deliverer:
         record sees the takeover), and ``possible_duplicate`` is read as it
         is now: a flag the taker set is never written over.
         """
-        now = clock.read(session)
         by_id = {c.delivery_id: c for c in chunk}
         answered = list(results) + unbuildable
-        held = {
-            row_id: (flagged, extra)
-            for row_id, flagged, extra in session.execute(
-                select(Delivery.id, Delivery.possible_duplicate, Delivery.extra_copies)
-                .where(
-                    among(session, Delivery.id, [r.delivery_id for r in answered]),
-                    Delivery.claimed_by == holder,
-                    Delivery.state.in_(ACTIVE_ROW_STATES),
-                )
-                .order_by(Delivery.id)  # the order every locker takes rows in, so none deadlock
-                .with_for_update()
-            ).all()
-        }
+        # The database's time comes with the locked rows: one round trip, not two.
+        locked = session.execute(chunk_statements(session).lock_for_record,
+                                 {"ids": [r.delivery_id for r in answered], "holder": holder}).all()
+        held = {row_id: (flagged, extra) for row_id, flagged, extra, _ in locked}
+        now = locked[0][3] if locked else clock.read(session)
         if len(held) < len(answered):
             report.taken_over += len(answered) - len(held)
             log.warning(
@@ -606,7 +589,7 @@ class Deliverer:
         if updates:
             # Core's executemany (one round trip on psycopg), not the ORM's bulk
             # update by primary key, which costs about as much again per row.
-            session.execute(_RECORD_RESULT, updates)
+            session.execute(chunk_statements(session).record_result, updates)
         if withdrawn:
             report.withdrawn += session.execute(
                 update(Delivery).where(Delivery.id.in_(withdrawn))
@@ -747,15 +730,10 @@ class Deliverer:
         failed = report.failed + report.retry - report.counted_failures
         report.counted_attempts += attempted
         report.counted_failures += failed
-        restart = Send.budget_attempts >= max(self.settings.error_budget_minimum, send.batch_size)
-        return session.execute(
-            update(Send).where(Send.id == send.id)
-            .values(last_progress_at=now,
-                    budget_attempts=case((restart, attempted), else_=Send.budget_attempts + attempted),
-                    budget_failures=case((restart, failed), else_=Send.budget_failures + failed))
-            .returning(Send.budget_attempts, Send.budget_failures)
-            .execution_options(synchronize_session=False)
-        ).one()
+        return session.execute(chunk_statements(session).count_for_error_budget, {
+            "send_id": send.id, "now": now, "attempted": attempted, "failed": failed,
+            "window": max(self.settings.error_budget_minimum, send.batch_size),
+        }).one()
 
     def _check_error_budget(self, session: Session, send_id: int, attempted: int, failures: int,
                             report: BatchReport) -> None:
@@ -770,11 +748,6 @@ class Deliverer:
         if send.id not in self._templates:
             self._templates[send.id] = SendTemplate.load(session, self.settings, send, lanes=self.lanes)
         return self._templates[send.id]
-
-
-_RECORD_RESULT = (
-    update(Delivery.__table__).where(Delivery.__table__.c.id == bindparam("delivery_id"))
-)
 
 
 def retry_delay(settings: Settings, attempts: int) -> timedelta:
@@ -818,7 +791,7 @@ class SendTemplate:
         return cls(lane, send, issue, publication, template)
 
     def envelope(self, send: Send, row: Claimed) -> Envelope:
-        if never := why_never_delivered(self.lane.transport, row.email):
+        if not row.email.isascii() and (never := why_never_delivered(self.lane.transport, row.email)):
             raise UnsendableAddress(Problem("field email", never, "send through a transport that has SMTPUTF8"))
         recipient = Recipient(
             email=row.email,

@@ -36,13 +36,14 @@ import socket
 import threading
 import time
 import uuid
+from functools import cache
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Float, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.store.clock import later_sql, now_sql
+from newsletter.store.clock import later_in, later_sql, now_in, now_sql
 from newsletter.store.db import session_scope
 from newsletter.store.models import ClaimLease, Delivery
 
@@ -101,6 +102,17 @@ def unheld(now):
     return Delivery.claimed_by.not_in(live_holders(now))
 
 
+@cache
+def _renewal(dialect: str):
+    """Lease.renew's statement by the database's clock, built once per dialect."""
+    leases = ClaimLease.__table__
+    return (
+        update(leases)
+        .where(leases.c.holder == bindparam("lease_holder"), leases.c.expires_at >= now_in(dialect))
+        .values(expires_at=later_in(dialect, bindparam("seconds", type_=Float())))
+    )
+
+
 class Lease:
     """One batch run's claim on its ledger rows; see the module docstring."""
 
@@ -139,12 +151,17 @@ class Lease:
         """Extend the lease; False if it had already lapsed (it stays lapsed).
         ``now``: the database's clock unless given."""
         asked = time.monotonic()
-        renewed = session.execute(
-            update(ClaimLease)
-            .where(ClaimLease.holder == self.holder, ClaimLease.expires_at >= now_sql(session, now))
-            .values(expires_at=later_sql(session, self.settings.claim_lease_seconds, now))
-            .execution_options(synchronize_session=False)  # read from the database, never from the object
-        ).rowcount == 1
+        if now is None:  # the usual case, once a chunk: a statement built once
+            renewed = session.execute(_renewal(session.get_bind().dialect.name),
+                                      {"lease_holder": self.holder, "seconds": self.settings.claim_lease_seconds})
+        else:
+            renewed = session.execute(
+                update(ClaimLease)
+                .where(ClaimLease.holder == self.holder, ClaimLease.expires_at >= now_sql(session, now))
+                .values(expires_at=later_sql(session, self.settings.claim_lease_seconds, now))
+                .execution_options(synchronize_session=False)  # read from the database, never from the object
+            )
+        renewed = renewed.rowcount == 1
         if renewed:  # the database's new expiry is at least this far from when it was asked
             self._valid_until = max(self._valid_until, asked + self.settings.claim_lease_seconds - MARGIN)
         else:

@@ -29,18 +29,33 @@ def now_sql(session: Session, now: datetime | None = None) -> ColumnElement:
     """SQL for the database's time at this statement (or ``now``, when given)."""
     if now is not None:
         return literal(now, UTCDateTime())
-    if _dialect(session) == "sqlite":
-        return type_coerce(func.strftime(_SQLITE_FORMAT, "now"), UTCDateTime())
-    # Not now(): that is when the transaction began, which may be long before.
-    return type_coerce(func.statement_timestamp(), UTCDateTime())
+    return now_in(_dialect(session))
 
 
 def later_sql(session: Session, seconds: float, now: datetime | None = None) -> ColumnElement:
     """SQL for ``seconds`` after the database's time at this statement (or after ``now``)."""
     if now is not None:
         return literal(now + timedelta(seconds=seconds), UTCDateTime())
-    if _dialect(session) == "sqlite":
-        return type_coerce(func.strftime(_SQLITE_FORMAT, "now", f"{seconds:+.6f} seconds"), UTCDateTime())
+    return later_in(_dialect(session), seconds)
+
+
+# For statements built once per database and run many times (sending/chunk_sql.py).
+
+def now_in(dialect: str) -> ColumnElement:
+    """SQL for the database's time at this statement, on ``dialect`` ("sqlite", "postgresql")."""
+    if dialect == "sqlite":
+        return type_coerce(func.strftime(_SQLITE_FORMAT, "now"), UTCDateTime())
+    # Not now(): that is when the transaction began, which may be long before.
+    return type_coerce(func.statement_timestamp(), UTCDateTime())
+
+
+def later_in(dialect: str, seconds) -> ColumnElement:
+    """SQL for ``seconds`` (a number, or a bound parameter of one) after the database's
+    time at this statement, on ``dialect``."""
+    if dialect == "sqlite":
+        modifier = (f"{seconds:+.6f} seconds" if isinstance(seconds, (int, float))
+                    else func.printf("%+.6f seconds", seconds))
+        return type_coerce(func.strftime(_SQLITE_FORMAT, "now", modifier), UTCDateTime())
     return type_coerce(func.statement_timestamp() + func.make_interval(0, 0, 0, 0, 0, 0, seconds), UTCDateTime())
 
 

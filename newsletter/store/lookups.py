@@ -27,6 +27,14 @@ def among(session: Session, column, values: Iterable) -> ColumnElement[bool]:
     return column.in_(values)
 
 
+def among_param(dialect: str, column, name: str) -> ColumnElement[bool]:
+    """``among`` for a statement built once and run many times: the values are
+    given at each run as the parameter ``name`` (a list)."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
 def keyset_pages(session: Session, query, id_column) -> Iterator[list]:
     """The rows of ``query`` (ordered by ``id_column`` and limited to a page) a
     page at a time, each page after the last one's id: memory stays flat however
