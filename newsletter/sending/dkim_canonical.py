@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections import deque
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -32,6 +33,9 @@ _WSP_AT_LINE_END = re.compile(rb"[ \t]+\r\n")
 _FIELD_START = re.compile(rb"\r\n(?![ \t])")  # a line break that is not folding
 
 
+# Most fields of a send's messages are the same in each (From, Subject, List-Id,
+# Content-Type ...): those are found here, not canonicalised again.
+@lru_cache(maxsize=1024)
 def relaxed_field(field: bytes) -> tuple[bytes, bytes]:
     """One header field (folded lines, no final CRLF) as relaxed canonicalisation
     writes it: the lower-case name, and ``name:value`` unfolded, each run of
@@ -83,15 +87,21 @@ def body_hash(shared: tuple[bytes, ...], personal: tuple[bytes, ...], relaxed: b
     """The base64 SHA-256 of the canonical body, or None when a piece does not
     end on a line break. A whole body is one personal piece between two empty shared ones."""
     canonical_shared = _shared_canonical(shared, relaxed)
-    if canonical_shared is None or len(shared) != len(personal) + 1 or not _ends_on_line(personal):
+    if canonical_shared is None or len(shared) != len(personal) + 1:
+        return None
+    # A value fills many slots (a counted link's reference, dozens): each distinct one is looked at once.
+    distinct = set(personal)
+    if not _ends_on_line(distinct):
         return None
     pieces: list[bytes] = [b""] * len(shared + personal)
     pieces[0::2] = canonical_shared
-    pieces[1::2] = [relaxed_lines(piece) for piece in personal] if relaxed else personal
+    if relaxed and any(relaxed_lines(piece) is not piece for piece in distinct):
+        pieces[1::2] = [relaxed_lines(piece) for piece in personal]
+    else:
+        pieces[1::2] = personal
     pieces = _without_trailing_empty_lines(pieces)
     digest = hashlib.sha256()
-    for piece in pieces:
-        digest.update(piece)
+    deque(map(digest.update, pieces), maxlen=0)  # every piece, without a loop in Python
     if not pieces and not relaxed:
         digest.update(CRLF)  # an empty body is one empty line in simple, nothing in relaxed
     return base64.b64encode(digest.digest())
