@@ -1,6 +1,7 @@
 """The library's CPU per message when the server costs nothing: delivering batches in one process.
 
-    python bench/deliver.py [--subscribers 10000] [--batch-size 200] [--connections 4] [--profile FILE]
+    python bench/deliver.py [--subscribers 10000] [--batch-size 200] [--connections 4] [--dkim rsa|ed25519|both]
+                            [--profile FILE]
 
 What a send worker does for each batch, without Celery and without a socket:
 ``Deliverer.deliver_batch`` against a fresh PostgreSQL schema (the ledger, the
@@ -28,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
-from bench.send import DEFAULT_POSTGRES, fresh_postgres_schema, prepare, schedule  # noqa: E402
+from bench.send import DEFAULT_POSTGRES, dkim_keys, fresh_postgres_schema, prepare, sample_issue, schedule  # noqa: E402
 from newsletter.config import settings_from  # noqa: E402
 from newsletter.sending import sends  # noqa: E402
 from newsletter.sending.delivery import Deliverer  # noqa: E402
@@ -52,7 +53,7 @@ class AcceptingTransport(Transport):
     def send_many(self, envelopes):
         results = []
         for envelope in envelopes:
-            self.octets += len(_dot_stuffed(envelope.message))
+            self.octets += len(_dot_stuffed(envelope.message, envelope.dot_free))
             results.append(Result(envelope.delivery_id, SENT, provider_message_id=f"q{envelope.delivery_id}"))
         self.messages += len(envelopes)
         self.largest_chunk = max(self.largest_chunk, len(envelopes))
@@ -71,6 +72,8 @@ def main() -> None:
     parser.add_argument("--return-freed-memory", action="store_true",
                         help="leave glibc's malloc as it is (newsletter/sending/heap.py), to compare")
     parser.add_argument("--profile", type=Path, help="write cProfile's statistics here and print the top of them")
+    parser.add_argument("--dkim", choices=("rsa", "ed25519", "both"),
+                        help="sign every message with keys made for the run, as bench/send.py does")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES)
     args = parser.parse_args()
     with ExitStack() as stack:
@@ -80,8 +83,10 @@ def main() -> None:
             "SECRET_KEYS": "bench-secret-key", "BASE_URL": "https://newsletter.example.org",
             "TRANSPORT": "outbox", "BATCH_SIZE": str(args.batch_size), "SMTP_CONNECTIONS": str(args.connections),
         }
-        settings = settings_from(env)
-        slugs = prepare(settings, folder, args.subscribers, min(args.subscribers, 1_000))
+        dkim_env, key_files = dkim_keys(args.dkim, folder)
+        settings = settings_from({**env, **dkim_env})
+        slugs = prepare(settings, folder, args.subscribers, min(args.subscribers, 1_000),
+                        sample_issue(folder, key_files))
         send_id = schedule(settings, slugs, "everyone")
         with session_scope(settings) as session:
             batch_ids = sends.tick(session, settings)
@@ -104,7 +109,8 @@ def main() -> None:
         if progress.counts.get("sent") != args.subscribers:
             raise SystemExit(f"the ledger says {progress.counts}, expected {args.subscribers} sent")
         print(f"{args.subscribers:,} messages of {transport.octets / transport.messages / 1024:.1f} KiB in "
-              f"{len(batch_ids)} batches of {args.batch_size}, chunks of up to {transport.largest_chunk}; "
+              f"{len(batch_ids)} batches of {args.batch_size}, chunks of up to {transport.largest_chunk}, "
+              f"{'signed with ' + args.dkim if args.dkim else 'not signed'}; "
               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
         print(f"  CPU {cpu * 1e6 / args.subscribers:.0f} µs/message ({wall * 1e6 / args.subscribers:.0f} µs wall),"
               f" {faults / args.subscribers:.1f} page faults/message"

@@ -45,6 +45,7 @@ PROOF_PREFIX = "[PROOF] "
 CRLF = b"\r\n"
 _POLICY = email_policy.SMTP
 _SOFT_BREAK = b"=\r\n"
+_QP_LINE_LENGTH = 76  # octets, the soft break's "=" included (RFC 2045, 6.7)
 
 # Characters that end or break a header line in some reader: C0 controls but
 # tab, DEL, and the Unicode line and paragraph separators.
@@ -93,6 +94,9 @@ class Envelope:
     recipient: str
     message: bytes  # the complete RFC 5322 message, CRLF line endings
     message_id: str = ""
+    # No line of ``message`` starts with ".": SMTP's DATA carries it as it is,
+    # unscanned. Set only by MessageTemplate.envelope, which makes it so.
+    dot_free: bool = False
     # What the message was built from, for provider APIs that take the issue
     # once per call and each recipient's values (SendGrid, Mailgun, Postmark).
     # Set by MessageTemplate.envelope; transports that send the bytes ignore them.
@@ -251,6 +255,10 @@ class MessageTemplate:
             recipient=address,
             message=sign(parts) if sign is not None else parts.message(),
             message_id=recipient.message_id,
+            # The body's pieces never start a line with a dot (_qp_piece), nor do
+            # the header fields, whose lines start with a name or folding space;
+            # the head is looked at all the same, being the recipient's.
+            dot_free=b"\n." not in parts.head,
             template=self,
             person=recipient,
         )
@@ -401,10 +409,31 @@ def _canonical_body(body: str) -> str:
 
 
 def _qp_piece(text: str) -> bytes:
+    """Quoted-printable lines ending on a line break, none of them starting with a dot."""
     if not text:
         return b""
     encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", CRLF)
-    return encoded if encoded.endswith(CRLF) else encoded + _SOFT_BREAK
+    return _no_line_starts_with_dot(encoded if encoded.endswith(CRLF) else encoded + _SOFT_BREAK)
+
+
+def _no_line_starts_with_dot(encoded: bytes) -> bytes:
+    """Each line that starts with "." starts with its encoding "=2E" instead (any
+    octet may be encoded: RFC 2045, 6.7): the same text to a reader, and nothing
+    for SMTP to dot-stuff, so the transport need not look for such lines in
+    every message (``Envelope.dot_free``). A line that would grow past 76 octets gives
+    its dot a line of its own, ended by a soft break."""
+    if not encoded.startswith(b".") and b"\n." not in encoded:
+        return encoded
+    out = []
+    for line in encoded.split(CRLF):
+        while line.startswith(b"."):
+            if len(line) + 2 <= _QP_LINE_LENGTH:
+                line = b"=2E" + line[1:]
+                break
+            out.append(b"=2E=")
+            line = line[1:]
+        out.append(line)
+    return CRLF.join(out)
 
 
 def _qp_value(value: str, escape_html: bool) -> bytes:

@@ -521,7 +521,7 @@ class Lane:
                 break
         if go_ahead:
             # A server that said 354 despite a refusal gets an empty message, ended at once.
-            message.data = b".\r\n" if refusal else _dot_stuffed(message.envelope.message)
+            message.data = b".\r\n" if refusal else _dot_stuffed(message.envelope.message, message.envelope.dot_free)
             message.verdict = refusal
             return
         self._needs_reset = True
@@ -665,8 +665,11 @@ def _too_many_recipients(code: int, text: bytes) -> bool:
     return code == 452 and (b"4.5.3" in text or b"too many recipients" in text.lower())
 
 
-def _dot_stuffed(message: bytes) -> bytes:
-    """The DATA payload: leading dots doubled, ended by a lone dot (RFC 5321 4.5.2)."""
+def _dot_stuffed(message: bytes, dot_free: bool = False) -> bytes:
+    """The DATA payload: leading dots doubled, ended by a lone dot (RFC 5321 4.5.2).
+    ``dot_free``: the builder made sure no line starts with a dot (Envelope.dot_free)."""
+    if dot_free:
+        return message + (b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n")
     # A newsletter's 60-70 KB hold a handful of lines that start with a dot.
     # Finding them is a fast scan for the literal (about 6 µs of CPU); neither
     # re.sub(rb"(?m)^\.", ...) nor bytes.replace(b"\n.", b"\n..") is (about

@@ -373,3 +373,32 @@ def test_the_sample_issue_reads_the_same_as_the_reference():
     body_html = fast.get_body("html").get_content()
     assert html.escape(recipient.unsubscribe_url) in body_html
     assert placeholders.find(body_html) == []
+
+
+DOTTED_TEXT = (
+    ".A line that starts with a dot.\n"
+    ".\n"
+    "..two dots, and a line of dots as long as a line can be:\n"
+    + "." * 90 + "\n"
+    "Dear %%name%%.\n"  # the piece after a placeholder starts a line of its own
+    "%%name%%\n"
+)
+DOTTED_NAMES = [".Ann", "..", "." * 80, "Ann Lee"]
+
+
+@pytest.mark.parametrize("name", DOTTED_NAMES)
+def test_no_line_starts_with_a_dot_and_the_text_reads_as_written(name):
+    template = make_template(text=DOTTED_TEXT, html="<p>" + DOTTED_TEXT.replace("\n", "</p>\n<p>") + "</p>")
+    recipient = make_recipient(name)
+    envelope = template.envelope(1, recipient)
+    raw = envelope.message
+
+    # What SMTP would have to dot-stuff is not there, so it sends the message unscanned.
+    assert not raw.startswith(b".") and b"\n." not in raw
+    assert envelope.dot_free
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+    fast, reference = parse(raw), parse(build_reference(template, recipient))
+    for fast_part, reference_part in zip(fast.iter_parts(), reference.iter_parts()):
+        assert fast_part.get_content() == reference_part.get_content()
+    assert f"Dear {name}.\n" in fast.get_body("plain").get_content().replace("\r\n", "\n")

@@ -83,6 +83,26 @@ def test_lines_starting_with_dots_arrive_as_written(smtp_server, body):
     assert received.data.rstrip(b"\r\n") == message.rstrip(b"\r\n")
 
 
+def test_a_built_message_goes_out_unscanned_and_arrives_as_written(smtp_server):
+    from newsletter.authoring.message import MessageTemplate, Recipient, make_message_id
+
+    text = ".A line that starts with a dot.\n.\n..and two: %%name%%\n"
+    template = MessageTemplate(
+        subject="Dots", html="<p>" + text + "</p>", text=text, from_name="News", from_email="news@example.org",
+        reply_to="", domain="example.org", list_id="News <news.example.org>", feedback_id="",
+        return_path="bounces@example.org",
+    )
+    envelope = template.envelope(1, Recipient(
+        email="reader1@example.com", name=".Ann", message_id=make_message_id("example.org", 1, 1),
+        unsubscribe_url="https://example.org/u/x",
+    ))
+    assert envelope.dot_free
+    with plain_transport(smtp_server) as transport:
+        assert statuses(transport.send_many([envelope])) == [SENT]
+    [received] = smtp_server.messages
+    assert received.data == envelope.message
+
+
 def test_one_connection_carries_many_messages_across_calls(smtp_server):
     with plain_transport(smtp_server, connections=1) as transport:
         first = transport.send_many(envelopes(3))
