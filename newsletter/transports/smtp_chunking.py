@@ -90,10 +90,13 @@ class Chunking:
                     if message is None:
                         break
                     window.append(message)  # before the write: a break during it settles the message
+                    # Two writes, so the message is sent from the bytes the chunk holds, never
+                    # copied: a window of 2 MiB a connection, ten connections, was 20 MiB more.
                     _write(smtp, b"".join(message.commands))
+                    _write(smtp, message.data)
                     message.written = True
                     lane._needs_reset = True  # the next group starts with RSET
-                    in_flight += len(message.commands[-1])
+                    in_flight += len(message.data)
                 if not window:
                     return
                 message = window[0]
@@ -102,7 +105,7 @@ class Chunking:
                 # holds that back; otherwise it goes first on the next session).
                 still_open = _settle(lane, chunk, message, behind=list(window)[1:])
                 window.popleft()
-                in_flight -= len(message.commands[-1])
+                in_flight -= len(message.data)
                 if not still_open:
                     lane._discard()
                     return

@@ -307,8 +307,10 @@ class _InFlight:
     index: int
     envelope: Envelope
     kinds: tuple[str, ...]  # the commands of its group: ("RSET",) "MAIL", "RCPT", "DATA" or "BDAT"
-    commands: tuple[bytes, ...]  # with BDAT, the last one carries the message
-    data: bytes = b""  # what follows a 354: the message and its final dot
+    commands: tuple[bytes, ...]
+    # What follows: with DATA, after the 354, the message and its final dot; with
+    # BDAT, right after its command, the message itself (no copy of it is made).
+    data: bytes = b""
     verdict: Result | None = None  # decided before the final reply (a server that said 354 anyway)
     written: bool = False  # streamed (BDAT): all of its group went out
     replies: list[tuple[int, bytes]] = field(default_factory=list)  # streamed: the replies read so far
@@ -570,20 +572,22 @@ class Lane:
             index = chunk.take()
         if index is None:
             return None
+        data = b""
         if chunking:
-            kinds, commands = ("MAIL", "RCPT", "BDAT"), _group(smtp, envelope, chunking=True)
+            data = _bdat_payload(envelope.message)
+            kinds, commands = ("MAIL", "RCPT", "BDAT"), _group(smtp, envelope, bdat_size=len(data))
         else:
             kinds, commands = ("MAIL", "RCPT", "DATA"), _group(smtp, envelope)
         if self._needs_reset:
             kinds, commands = ("RSET",) + kinds, (b"RSET\r\n",) + commands
             self._needs_reset = False
         self._used += 1
-        return _InFlight(index, envelope, kinds, commands)
+        return _InFlight(index, envelope, kinds, commands, data)
 
 
-def _group(smtp: smtplib.SMTP, envelope: Envelope, chunking: bool = False) -> tuple[bytes, ...]:
+def _group(smtp: smtplib.SMTP, envelope: Envelope, bdat_size: int | None = None) -> tuple[bytes, ...]:
     """MAIL, RCPT and DATA for one message, with the parameters the server takes;
-    with ``chunking``, MAIL, RCPT and BDAT followed by the whole message."""
+    with ``bdat_size``, MAIL, RCPT and the BDAT of a message of that size, sent whole."""
     options = []
     if smtp.has_extn("size"):
         options.append(f"SIZE={len(envelope.message)}")
@@ -592,15 +596,13 @@ def _group(smtp: smtplib.SMTP, envelope: Envelope, chunking: bool = False) -> tu
     if not (envelope.sender + envelope.recipient).isascii():
         options.append("SMTPUTF8")
     mail = " ".join([f"MAIL FROM:<{envelope.sender}>"] + options)
-    last = _last_chunk(envelope.message) if chunking else b"DATA\r\n"
+    last = b"DATA\r\n" if bdat_size is None else b"BDAT %d LAST\r\n" % bdat_size
     return f"{mail}\r\n".encode(), f"RCPT TO:<{envelope.recipient}>\r\n".encode(), last
 
 
-def _last_chunk(message: bytes) -> bytes:
+def _bdat_payload(message: bytes) -> bytes:
     """The message as one BDAT chunk (RFC 3030): sent as it is, no dot-stuffing, no final dot."""
-    if not message.endswith(b"\r\n"):
-        message += b"\r\n"  # as DATA would end it
-    return b"BDAT %d LAST\r\n" % len(message) + message
+    return message if message.endswith(b"\r\n") else message + b"\r\n"  # as DATA would end it
 
 
 def _address_problem(smtp: smtplib.SMTP, envelope: Envelope) -> str | None:
