@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from newsletter.config import Settings
@@ -42,6 +42,8 @@ class Lane:
     account: str
     block: SendingBlock
     own_transport: bool  # made for this lane (closed with it), not the worker's
+    # The last signer chosen, and from when until when it is the one (asked once a message).
+    _signing: tuple[datetime, datetime, object] | None = field(default=None, init=False, repr=False)
 
     @property
     def transport_name(self) -> str:
@@ -52,7 +54,17 @@ class Lane:
         ``active_from``: from that moment the new key of a type signs, the old one nothing."""
         if not self.block.dkim:
             return dkim.signer_for(self.settings)
-        return dkim.signer_for_keys(key_specs(self.slug, self.block), now)
+        if self._signing is not None and self._signing[0] <= now < self._signing[1]:
+            return self._signing[2]
+        specs = key_specs(self.slug, self.block)
+        signer = dkim.signer_for_keys(specs, now)
+        starts = [spec.active_from for spec in specs if spec.active_from is not None]
+        self._signing = (max((t for t in starts if t <= now), default=_ALWAYS[0]),
+                         min((t for t in starts if t > now), default=_ALWAYS[1]), signer)
+        return signer
+
+
+_ALWAYS = (datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc))
 
 
 def key_specs(slug: str, block: SendingBlock) -> tuple[dkim.KeySpec, ...]:

@@ -171,7 +171,11 @@ def test_a_new_key_signs_from_its_active_from_and_the_old_one_then_signs_nothing
                for s, pem in (("old", old_pem), ("new", new_pem))}
     message = (b"From: news@gazette.example.org\r\nTo: a@example.com\r\nSubject: hi\r\n"
                b"Date: Tue, 01 Dec 2026 09:00:00 +0000\r\nMessage-ID: <1@gazette.example.org>\r\n\r\nHello\r\n")
-    for now, selector, other in ((switch - timedelta(seconds=1), b"old", b"new"), (switch, b"new", b"old")):
+    # The lane keeps the signer it chose, for as long as it is the one: asked in
+    # any order, each moment gets the key of its own.
+    for now, selector, other in ((switch - timedelta(seconds=1), b"old", b"new"), (switch, b"new", b"old"),
+                                 (switch + timedelta(days=1), b"new", b"old"),
+                                 (switch - timedelta(days=1), b"old", b"new")):
         signed = lane.signer(now).sign(message, "gazette.example.org")
         assert dkimpy.verify(signed, dnsfunc=lambda name, timeout=5: records.get(name))
         assert b"s=" + selector + b";" in signed and b"s=" + other + b";" not in signed
