@@ -348,6 +348,16 @@ def postgres_backends(settings) -> Callable[[], list[int]]:
     return pids
 
 
+def ledger_size(settings) -> str:
+    """The ledger's rows and its size on disk (table, TOAST and indexes) after the runs."""
+    with session_scope(settings) as session:
+        rows = session.scalar(sqlalchemy.text("SELECT count(*) FROM deliveries"))
+        table, total = session.execute(sqlalchemy.text(
+            "SELECT pg_table_size('deliveries'), pg_total_relation_size('deliveries')")).one()
+    return (f"the ledger: {rows:,} rows, {total / 2**20:,.0f} MiB on disk ({table / 2**20:,.0f} MiB the table, "
+            f"{(total - table) / 2**20:,.0f} MiB its indexes; {total / max(rows, 1):,.0f} bytes a row)")
+
+
 def children_of(parent: int) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -653,7 +663,7 @@ def main() -> None:
             print_result(result, source_rate)
         if not args.skip_delay:
             run_delayed(args, env, folder, sink, slugs, source_binary, size, elsewhere)
-        print(f"at the end: {_load()}")
+        print(f"at the end: {_load()}; {ledger_size(settings)}")
 
 
 def run_delayed(args, env: dict, folder: Path, sink: Sink, slugs: tuple[str, str], source_binary: str, size: int,
