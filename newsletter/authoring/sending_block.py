@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from newsletter.config import TRANSPORTS, ConfigError, Settings, read_secret, secret_is_set
+from newsletter.config import TRANSPORTS, Settings, read_secret, secret_is_set
 from newsletter.authoring.fields import Fields
 from newsletter.errors import Problem
 from newsletter.authoring.yamlsource import LineMap, location
@@ -499,12 +499,3 @@ def _active_from(key: Fields, where: str) -> datetime | None:
 
 def _problem_at(fields: Fields, line: int, message: str, fix: str) -> Problem:
     return Problem(location(fields.path, line), message, fix)
-
-
-def check_sending_settings(settings: Settings, block: SendingBlock, slug: str) -> None:
-    """Raise ConfigError when the publication's mail could not go out as set:
-    a secret not there, a key file that cannot be read."""
-    lane_settings(settings, block, slug)
-    for number, key in enumerate(block.dkim, start=1):
-        key.secret(number).read(slug)
-

@@ -21,7 +21,7 @@ import yaml
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.authoring.content import MANIFEST_FILE, PUBLICATION_FILE, find_publication_file, load_publication
+from newsletter.authoring.content import MANIFEST_FILE, PUBLICATION_FILE, load_publication
 from newsletter.authoring.fields import SLUG
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.models import Draft, DraftFile, PublicationFile, PublicationRow, Send, utcnow
@@ -81,11 +81,6 @@ def publication_files(session: Session, publication_id: int) -> dict[str, bytes]
         raise InputError(Problem(f"publication {slug}", "the console has no copy of its publication.yaml",
                                  "run `newsletter publications add FOLDER` once with the publication's folder"))
     return files
-
-
-def publication_folder_of(issue_folder: Path) -> Path | None:
-    found = find_publication_file(Path(issue_folder).resolve())
-    return found.parent if found else None
 
 
 # --- drafts ---------------------------------------------------------------------------------

@@ -43,19 +43,3 @@ def current_revision(url: str) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("")).get_current_head()
-
-
-def make_revision(url: str, message: str) -> str:
-    """Write a new migration script by comparing ``url``'s schema with the models.
-
-    For developers: upgrade a scratch database first, change the models, then
-    run this and read (and correct) the script it writes.
-    """
-    upgrade(url)
-    head = head_revision()
-    next_id = f"{int(head) + 1:04d}" if head and head.isdigit() else None
-    with engine_for(url).begin() as connection:
-        config = alembic_config(url, connection)
-        config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
-        script = command.revision(config, message=message, autogenerate=True, rev_id=next_id)
-    return script.path

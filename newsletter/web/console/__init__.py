@@ -16,7 +16,7 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, flash, g, get_flashed_messages, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, g, get_flashed_messages, redirect, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 

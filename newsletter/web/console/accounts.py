@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, current_app, g, redirect, request, url_for
+from flask import abort, current_app, g, request, url_for
 from sqlalchemy import select
 
 from newsletter.ops import admins, audit
