@@ -31,7 +31,7 @@ sys.path[0] = str(ROOT)
 
 from bench.send import DEFAULT_POSTGRES, dkim_keys, fresh_postgres_schema, prepare, sample_issue, schedule  # noqa: E402
 from newsletter.config import settings_from  # noqa: E402
-from newsletter.sending import sends  # noqa: E402
+from newsletter.sending import lifecycle  # noqa: E402
 from newsletter.sending.delivery import Deliverer  # noqa: E402
 from newsletter.sending.heap import keep_freed_memory  # noqa: E402
 from newsletter.store.db import session_scope  # noqa: E402
@@ -89,7 +89,7 @@ def main() -> None:
                         sample_issue(folder, key_files))
         send_id = schedule(settings, slugs, "everyone")
         with session_scope(settings) as session:
-            batch_ids = sends.tick(session, settings)
+            batch_ids = lifecycle.tick(session, settings)
         transport = AcceptingTransport()
         if not args.return_freed_memory:
             keep_freed_memory()  # as a send worker does (workers/tasks.py)
@@ -105,7 +105,7 @@ def main() -> None:
             profiler.disable()
         cpu, wall, faults = time.process_time() - cpu, time.perf_counter() - wall, _minor_faults() - faults
         with session_scope(settings) as session:
-            progress = sends.progress(session, send_id)
+            progress = lifecycle.progress(session, send_id)
         if progress.counts.get("sent") != args.subscribers:
             raise SystemExit(f"the ledger says {progress.counts}, expected {args.subscribers} sent")
         print(f"{args.subscribers:,} messages of {transport.octets / transport.messages / 1024:.1f} KiB in "

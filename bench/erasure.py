@@ -48,7 +48,7 @@ from newsletter.audience.erasure import erase_subscriber  # noqa: E402
 from newsletter.audience.subscribers import create_list  # noqa: E402
 from newsletter.authoring.issue import Publication  # noqa: E402
 from newsletter.config import settings_from  # noqa: E402
-from newsletter.sending import scheduling, sends as sending  # noqa: E402
+from newsletter.sending import lifecycle, scheduling  # noqa: E402
 from newsletter.store.db import make_engine, session_scope  # noqa: E402
 from newsletter.store.migrate import upgrade  # noqa: E402
 from newsletter.store.models import Delivery, IssueRow, MailingList  # noqa: E402
@@ -158,7 +158,7 @@ def freeze(settings) -> float:
     started, cpu = time.perf_counter(), time.process_time()
     with session_scope(settings) as session:
         backend = server_cpu(session)
-        sending.claim_due_sends(session, settings, datetime.now(timezone.utc))
+        lifecycle.claim_due_sends(session, settings, datetime.now(timezone.utc))
         backend = server_cpu(session) - backend
     seconds = time.perf_counter() - started
     print(f"  freeze one more send: {seconds:.2f} s (CPU: this process {time.process_time() - cpu:.2f} s,"

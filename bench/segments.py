@@ -44,7 +44,7 @@ _import_bench = importlib.import_module("import")
 DEFAULT_POSTGRES, fresh_postgres_schema = _import_bench.DEFAULT_POSTGRES, _import_bench.fresh_postgres_schema
 server_cpu = _import_bench.server_cpu
 
-from newsletter.sending import scheduling, sends as sending
+from newsletter.sending import lifecycle, scheduling
 from newsletter.audience import segments  # noqa: E402
 from newsletter.config import settings_from  # noqa: E402
 from newsletter.authoring.issue import Publication  # noqa: E402
@@ -153,10 +153,10 @@ def freeze(settings, name: str) -> dict:
     spent: dict[str, float] = {}
     started, cpu = time.perf_counter(), time.process_time()
     with session_scope(settings) as session, \
-            patch.object(sending, "freeze_audience", timed(sending.freeze_audience, spent)), \
-            patch.object(sending, "plan_batches", timed(sending.plan_batches, spent)):
+            patch.object(lifecycle, "freeze_audience", timed(lifecycle.freeze_audience, spent)), \
+            patch.object(lifecycle, "plan_batches", timed(lifecycle.plan_batches, spent)):
         backend = server_cpu(session)
-        batches = sending.claim_due_sends(session, settings, datetime.now(timezone.utc))
+        batches = lifecycle.claim_due_sends(session, settings, datetime.now(timezone.utc))
         backend = server_cpu(session) - backend
         size = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send_id))
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from newsletter.sending import delivery, sends as sending
+from newsletter.sending import delivery, lifecycle
 from newsletter.store.db import session_scope
 
 
@@ -42,7 +42,7 @@ class Workers:
         try:
             while not self.stopping.is_set():
                 with session_scope(self.settings) as session:
-                    for batch_id in sending.tick(session, self.settings):
+                    for batch_id in lifecycle.tick(session, self.settings):
                         self.queue.put(batch_id)
                 self.stopping.wait(self.beat)
         except BaseException as exc:  # noqa: BLE001 - the test reports it

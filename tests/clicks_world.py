@@ -28,7 +28,7 @@ def send_through_console(settings, world, app, slug: str = "2021-09", clicks: st
     """Upload, approve, schedule now and deliver the sample issue; (draft id, memory transport).
     ``clicks`` sets the publication's ``sending.clicks`` (as a publication.yaml would) before it goes."""
     from newsletter.sending.delivery import Deliverer
-    from newsletter.sending.sends import claim_due_sends, finish_sends
+    from newsletter.sending.lifecycle import claim_due_sends, finish_sends
     from newsletter.store.models import Draft
     from tests.memory_transport import MemoryTransport
 

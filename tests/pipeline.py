@@ -142,7 +142,7 @@ class Pipeline:
         return f"reader{n:05d}@example.com"
 
     def progress(self, send_id: int):
-        from newsletter.sending.sends import progress
+        from newsletter.sending.lifecycle import progress
 
         with session_scope(self.settings) as session:
             return progress(session, send_id)

@@ -30,7 +30,7 @@ from tests.console_world import APPROVER, EDITOR, PASSWORD, form_fields, log_in,
 
 def prepare(settings, world, app) -> int:
     from newsletter.sending.delivery import Deliverer
-    from newsletter.sending.sends import claim_due_sends, finish_sends
+    from newsletter.sending.lifecycle import claim_due_sends, finish_sends
     from newsletter.store.models import Batch, Draft
     from newsletter.audience.subscribers import unsubscribe
     from tests.memory_transport import MemoryTransport

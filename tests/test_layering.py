@@ -163,7 +163,7 @@ def test_the_check_finds_a_circle_but_not_a_lazy_or_type_only_import():
 
 
 @pytest.mark.parametrize("path, source, expected", [
-    ("newsletter/store/models.py", "from newsletter.sending.sends import progress\n", "a later stage than store"),
+    ("newsletter/store/models.py", "from newsletter.sending.lifecycle import progress\n", "a later stage than store"),
     ("newsletter/audience/signup.py", "def f():\n    from newsletter.feedback import events\n", "a later stage"),
     ("newsletter/ops/broker.py", "from workers.queues import ALL\n", "a front door"),
     ("newsletter/sending/delivery.py", "from newsletter.web import pages\n", "a front door"),

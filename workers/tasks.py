@@ -8,7 +8,7 @@ import os
 from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 from sqlalchemy import select
 
-from newsletter.sending import delivery, sends as sending
+from newsletter.sending import delivery, lifecycle
 from newsletter.config import get_settings
 from newsletter.logs import bind_log_context, reset_log_context
 from newsletter.ops.broker import broker_view
@@ -53,7 +53,7 @@ def tick() -> None:
     """Start due sends, re-enqueue lost or retry-due batches, finish sends."""
     queue_empty = send_queue_is_empty()
     with session_scope() as session:
-        batch_ids = sending.tick(session, get_settings(), queue_empty=queue_empty)
+        batch_ids = lifecycle.tick(session, get_settings(), queue_empty=queue_empty)
     for batch_id in batch_ids:
         deliver_batch.delay(batch_id)
     with session_scope() as session:

@@ -138,7 +138,7 @@ def _start_processes(env: dict, folder: Path) -> list[subprocess.Popen]:
 
 
 def _watch(settings, send_id: int, timeout: int, processes) -> None:
-    from newsletter.sending.sends import progress
+    from newsletter.sending.lifecycle import progress
     from newsletter.store.db import session_scope
 
     deadline = time.monotonic() + timeout
@@ -160,7 +160,7 @@ def _watch(settings, send_id: int, timeout: int, processes) -> None:
 
 
 def _summary(settings, send_id: int, sink, folder: Path, build) -> None:
-    from newsletter.sending.sends import progress, summary_line
+    from newsletter.sending.lifecycle import progress, summary_line
     from newsletter.store.db import session_scope
 
     with session_scope(settings) as session:

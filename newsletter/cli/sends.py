@@ -8,7 +8,7 @@ import click
 from rich import box
 from rich.table import Table
 
-from newsletter.sending import scheduling, sends as sending
+from newsletter.sending import lifecycle, scheduling
 from newsletter.cli import LazyConsole, main, print_problems
 from newsletter.config import get_settings
 from newsletter.errors import EXIT_CODES_HELP, InputError, Problem
@@ -168,7 +168,7 @@ def show_send(send_id: int):
     with scope as session:
         send = scheduling.get_send(session, send_id)
         tz = scheduling.publication_of(session, send).timezone
-        p = sending.progress(session, send_id)
+        p = lifecycle.progress(session, send_id)
         history = session.scalars(select(SendEvent).where(SendEvent.send_id == send_id).order_by(SendEvent.id)).all()
         when = scheduling.when_from_utc(send.scheduled_at, tz)
         console.print(f"Send {send_id}: [bold]{p.state}[/], scheduled for {when.describe()}")
@@ -180,8 +180,8 @@ def show_send(send_id: int):
         if send.started_at is None:
             console.print("The audience is frozen when the send starts.")
         else:
-            console.print(f"{p.audience} recipients: {sending.summary_line(p)}")
-        for transport, account, rows in sending.sent_through(session, send_id):
+            console.print(f"{p.audience} recipients: {lifecycle.summary_line(p)}")
+        for transport, account, rows in lifecycle.sent_through(session, send_id):
             console.print(f"Through {transport}, account {account}: {rows} recipients", highlight=False)
         if send.allow_private_links:
             console.print("Links that are not https and public were allowed (--allow-private-links).")

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.sending.scheduling import When, list_labels, when_from_utc
-from newsletter.sending.sends import Progress, progress
+from newsletter.sending.lifecycle import Progress, progress
 from newsletter.store.models import IssueRow, PublicationRow, Send
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select, Update
 
-from newsletter.sending.sends import ACTIVE_ROW_STATES
+from newsletter.sending.lifecycle import ACTIVE_ROW_STATES
 from newsletter.store.clock import now_in
 from newsletter.store.lookups import among_param
 from newsletter.store.models import Delivery, Send

@@ -52,7 +52,7 @@ from newsletter.errors import InputError, Problem
 from newsletter.transports import why_never_delivered
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport
 
-from newsletter.sending.sends import ACTIVE_ROW_STATES, others_need_the_worker
+from newsletter.sending.lifecycle import ACTIVE_ROW_STATES, others_need_the_worker
 from newsletter.store.upsert import dialect_insert
 from newsletter.audience.suppressions import add_suppression, suppressed_addresses
 

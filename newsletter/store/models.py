@@ -279,7 +279,7 @@ class Batch(Base):
     run gave its rows back) | held (a run gave its rows back rather than wait
     for its account's rate limit while other work needed the worker) | paced
     (a held batch handed out again, one at a time per send; see
-    sending.sends.batches_to_requeue). ``enqueued_at`` lets the beat tick re-enqueue a
+    sending.lifecycle.batches_to_requeue). ``enqueued_at`` lets the beat tick re-enqueue a
     batch whose task was lost (a broker restart), whose rows wait for a retry,
     or whose holder's lease lapsed.
     """

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from newsletter.sending import scheduling, sends as sending
+from newsletter.sending import lifecycle, scheduling
 from newsletter.audience import segments
 from newsletter.errors import InputError, NotFound
 from newsletter.store.models import Membership, MailingList, Subscriber, Suppression
@@ -142,7 +142,7 @@ def test_a_segment_name_is_checked_and_a_bad_condition_is_not_saved(session, wor
 
 
 def test_a_send_to_a_segment_reaches_exactly_the_people_it_matches(session, world, fast, monkeypatch):
-    monkeypatch.setattr(sending, "FREEZE_PAGE", 2)  # several keyset pages even for a few people
+    monkeypatch.setattr(lifecycle, "FREEZE_PAGE", 2)  # several keyset pages even for a few people
     pub, lists, issue = world
     segment = segments.create_segment(session, "gazette", "stoke", 'organisation contains "stoke"')
     send = scheduling.schedule_send(session, issue, [], None, segment=segment, batch_size=fast.batch_size)
@@ -156,7 +156,7 @@ def test_a_send_to_a_segment_reaches_exactly_the_people_it_matches(session, worl
 
 
 def test_a_send_to_several_lists_reaches_a_member_of_both_once(session, world, fast, monkeypatch):
-    monkeypatch.setattr(sending, "FREEZE_PAGE", 3)
+    monkeypatch.setattr(lifecycle, "FREEZE_PAGE", 3)
     pub, lists, issue = world
     send = scheduling.schedule_send(session, issue, [lists["staff"], lists["board"]], None, batch_size=fast.batch_size)
     session.commit()
@@ -174,7 +174,7 @@ def test_a_segment_narrows_the_lists_and_the_audience_is_frozen_at_the_start(ses
     send = scheduling.schedule_send(session, issue, [lists["board"], lists["all"]], None, segment=segment,
                                     batch_size=fast.batch_size)
     session.commit()
-    batch_ids = sending.claim_due_sends(session, fast)
+    batch_ids = lifecycle.claim_due_sends(session, fast)
     # After the freeze Cy joins staff (no longer matches) and Di leaves "all": the
     # first is still sent (frozen), the second is honoured (an unsubscribe).
     cy = session.scalar(select(Subscriber).where(Subscriber.name == "Cy"))

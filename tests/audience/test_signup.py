@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from newsletter.audience import signup
 from newsletter.errors import InputError
 from newsletter.sending.scheduling import schedule_send
-from newsletter.sending.sends import freeze_audience
+from newsletter.sending.lifecycle import freeze_audience
 from newsletter.store.models import Delivery, IssueRow, Membership, PublicationRow, Subscriber, utcnow
 from newsletter.audience.subscribers import create_list, get_list, unsubscribe
 from newsletter.audience.tokens import BadToken

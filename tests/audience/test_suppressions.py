@@ -10,7 +10,7 @@ import pytest
 from alembic import command
 from sqlalchemy import select, text
 
-from newsletter.sending import delivery, scheduling, sends as sending
+from newsletter.sending import delivery, lifecycle, scheduling
 from newsletter.audience import erasure
 from newsletter.feedback import events
 from newsletter.errors import InputError
@@ -72,7 +72,7 @@ def test_a_complaint_in_another_case_after_the_freeze_skips_the_frozen_recipient
     _, lst, issue = make_world(session, 5)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
     session.commit()
-    batch_ids = sending.claim_due_sends(session, fast)
+    batch_ids = lifecycle.claim_due_sends(session, fast)
     complaint(session, fast, SHOUTED)
     transport = MemoryTransport()
 

@@ -310,7 +310,7 @@ def test_schedule_in_local_time_with_utc_and_a_dst_warning_then_send_now_and_see
     import json
 
     from newsletter.sending.delivery import Deliverer
-    from newsletter.sending.sends import claim_due_sends, finish_sends
+    from newsletter.sending.lifecycle import claim_due_sends, finish_sends
     from newsletter.store.models import Batch
     from tests.memory_transport import MemoryTransport
 

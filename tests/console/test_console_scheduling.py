@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from newsletter.audience.subscribers import add_subscriber, create_list
 from newsletter.sending import scheduling
-from newsletter.sending.sends import claim_due_sends
+from newsletter.sending.lifecycle import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Send, Subscriber
 from tests.conftest import SAMPLE_ISSUE

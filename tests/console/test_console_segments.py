@@ -143,7 +143,7 @@ def approved(world, app, editor):
 
 
 def test_schedule_an_issue_to_a_segment_after_seeing_its_count_and_ten_of_them(world, editor, approved):
-    from newsletter.sending.sends import claim_due_sends
+    from newsletter.sending.lifecycle import claim_due_sends
     from newsletter.store.models import Delivery, Send, Subscriber
     from tests.console_world import post
 

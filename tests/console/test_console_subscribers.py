@@ -154,7 +154,7 @@ def test_pages_of_subscribers_follow_on_by_id_without_repeating_anyone(world, ap
 def deliver_the_sample_issue(world, app) -> None:
     """Upload, approve and send the sample issue to 'everyone', delivered in-process."""
     from newsletter.sending.delivery import Deliverer
-    from newsletter.sending.sends import claim_due_sends, finish_sends
+    from newsletter.sending.lifecycle import claim_due_sends, finish_sends
     from newsletter.store.models import Batch, Draft
     from tests.memory_transport import MemoryTransport
 

@@ -17,7 +17,7 @@ from newsletter.ops.broker import FolderBroker
 from newsletter.ops.heartbeats import record_heartbeat, record_stopped, worker_statuses
 from newsletter.ops.status import collect_status
 from newsletter.sending.delivery import Deliverer
-from newsletter.sending.sends import batches_to_requeue, claim_due_sends, finish_sends
+from newsletter.sending.lifecycle import batches_to_requeue, claim_due_sends, finish_sends
 from newsletter.audience.suppressions import add_suppression
 from newsletter.store.models import Delivery, Send, utcnow
 from tests.conftest import SAMPLE_ISSUE

@@ -97,11 +97,11 @@ def test_a_row_the_server_can_never_take_fails_as_unsendable_and_spares_the_erro
 
 def test_the_batch_report_counts_unsendable_rows_apart(session, strict):
     send_id = world_with(session, ["jörg@example.org", "zoë@example.org"])
-    from newsletter.sending import sends as sending
+    from newsletter.sending import lifecycle
 
     with SmtpTestServer() as server, \
             SmtpTransport(server.host, server.port, security="none", connections=1, timeout=5) as transport:
-        [batch_id] = sending.tick(session, strict)
+        [batch_id] = lifecycle.tick(session, strict)
         report = delivery.Deliverer(strict, transport).deliver_batch(session, batch_id)
     assert (report.sent, report.failed, report.unsendable) == (1, 0, 2)
 

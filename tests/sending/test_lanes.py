@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from newsletter.authoring.sending_block import DkimKeyRef, SendingBlock
-from newsletter.sending import dkim, scheduling, sends as sending
+from newsletter.sending import dkim, lifecycle, scheduling
 from newsletter.sending.delivery import Deliverer
 from newsletter.sending.lanes import Lanes
 from newsletter.store.models import Delivery, IssueRow, MailingList, Membership, PublicationRow, Send, Subscriber, utcnow
@@ -49,7 +49,7 @@ def publication(session, slug: str, sending: dict | None = None, readers: int = 
 def run(session, settings, deliverer, *send_ids, rounds=20):
     now = utcnow()
     for _ in range(rounds):
-        for batch_id in sending.tick(session, settings, now):
+        for batch_id in lifecycle.tick(session, settings, now):
             deliverer.deliver_batch(session, batch_id)
         session.expire_all()
         if all(session.get(Send, s).state in ("finished", "paused", "cancelled") for s in send_ids):

@@ -104,9 +104,9 @@ def test_people_a_cancelled_send_never_reached_get_the_issue_from_the_next(sessi
     _pub, everyone, _staff, issue = world
     first = scheduling.schedule_issue(session, fast, issue, [everyone], None)
     session.commit()
-    from newsletter.sending import sends
+    from newsletter.sending import lifecycle
 
-    sends.claim_due_sends(session, fast)  # frozen, nothing sent yet
+    lifecycle.claim_due_sends(session, fast)  # frozen, nothing sent yet
     scheduling.cancel(session, first.send.id)
     session.commit()
 

@@ -15,7 +15,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from newsletter.sending import delivery, scheduling, sends as sending
+from newsletter.sending import delivery, lifecycle, scheduling
 from newsletter.sending.ratelimit import AccountLimits, limiter_for
 from newsletter.store.models import Delivery, RateLimitThrottle, Send, SendEvent, utcnow
 from newsletter.transports.postmark import PostmarkTransport
@@ -43,13 +43,13 @@ def deliver_until_done(session, settings, deliverer, send_id, rounds=600):
     rounds, so a send that never finishes fails the test instead of hanging it.
     """
     for _ in range(rounds):
-        for batch_id in sending.tick(session, settings):
+        for batch_id in lifecycle.tick(session, settings):
             deliverer.deliver_batch(session, batch_id)
         session.expire_all()
         if session.get(Send, send_id).state != "sending":
             return
         time.sleep(0.05)
-    raise AssertionError(f"send {send_id} did not finish: {sending.summary_line(sending.progress(session, send_id))}")
+    raise AssertionError(f"send {send_id} did not finish: {lifecycle.summary_line(lifecycle.progress(session, send_id))}")
 
 
 def throttle_metric(session, settings) -> dict[str, float]:
@@ -129,7 +129,7 @@ def test_a_full_daily_cap_gives_the_rows_back_until_it_has_room(session, setting
     send_id = schedule(session, fast, 40)
     limiter = limiter_for(fast, AccountLimits(f"ses-{uuid.uuid4().hex[:8]}", per_day=30))
     deliverer = delivery.Deliverer(fast, MemoryTransport(), limiter)  # chunks of 25
-    (batch_id,) = sending.tick(session, fast)
+    (batch_id,) = lifecycle.tick(session, fast)
 
     started = utcnow()
     report = deliverer.deliver_batch(session, batch_id)
@@ -143,8 +143,8 @@ def test_a_full_daily_cap_gives_the_rows_back_until_it_has_room(session, setting
     assert {r.attempts for r in waiting} == {0}
     assert all(r.claimed_by == "" and "cap of 30 messages a day" in r.last_error for r in waiting)
     assert all(started + timedelta(hours=23) < r.next_attempt_at < started + timedelta(hours=25) for r in waiting)
-    assert sending.tick(session, fast, utcnow() + timedelta(minutes=5)) == []  # nothing to do for now
-    assert sending.tick(session, fast, utcnow() + timedelta(hours=25)) == [batch_id]
+    assert lifecycle.tick(session, fast, utcnow() + timedelta(minutes=5)) == []  # nothing to do for now
+    assert lifecycle.tick(session, fast, utcnow() + timedelta(hours=25)) == [batch_id]
 
 
 def rows_by_state(session, send_id) -> dict[str, int]:
@@ -163,7 +163,7 @@ def test_a_421_in_a_stream_with_the_next_chunk_handed_over_slows_the_send_and_lo
     with ScriptedSmtpServer(chunking=True, final_421=(2,)) as server:
         with SmtpTransport("127.0.0.1", server.port, security="none", connections=1, timeout=5) as transport:
             deliverer = delivery.Deliverer(fast, transport, limiter)
-            (batch_id,) = sending.tick(session, fast)
+            (batch_id,) = lifecycle.tick(session, fast)
             report = deliverer.deliver_batch(session, batch_id)
 
             # Nothing is left claimed or sending; what the 421 held back waits as a retry.
@@ -188,7 +188,7 @@ def test_a_full_cap_with_a_chunk_in_flight_records_it_and_gives_the_rest_back(se
     limiter = limiter_for(fast, AccountLimits(f"relay-{uuid.uuid4().hex[:8]}", per_day=30))
     transport = SmtpTransport(smtp_server.host, smtp_server.port, security="none", connections=1, timeout=5)
     with transport:
-        (batch_id,) = sending.tick(session, fast)
+        (batch_id,) = lifecycle.tick(session, fast)
         report = delivery.Deliverer(fast, transport, limiter).deliver_batch(session, batch_id)
 
     # The first chunk of 25 was out when the second would have passed the cap:
@@ -264,12 +264,12 @@ def test_a_send_waiting_for_its_accounts_limit_leaves_the_workers_to_a_send_that
                 break
             time.sleep(0.2)
         session.expire_all()
-        b_state, a_progress = session.get(Send, send_b).state, sending.progress(session, send_a)
+        b_state, a_progress = session.get(Send, send_b).state, lifecycle.progress(session, send_a)
         scheduling.cancel(session, send_a)
         session.commit()
     assert not workers.errors, workers.errors
 
-    assert b_state == "finished", sending.summary_line(sending.progress(session, send_b))
+    assert b_state == "finished", lifecycle.summary_line(lifecycle.progress(session, send_b))
     assert states(session, send_b) == {"sent": 300}
     received_b = sorted(r for m in smtp_server.messages for r in m.recipients if r.startswith("beta"))
     assert received_b == [f"beta{i:04d}@example.com" for i in range(300)]  # each once
@@ -278,7 +278,7 @@ def test_a_send_waiting_for_its_accounts_limit_leaves_the_workers_to_a_send_that
     received_a = [r for m in smtp_server.messages for r in m.recipients if r.startswith("alpha")]
     assert len(received_a) == len(set(received_a)) == states(session, send_a).get("sent", 0)
     assert set(states(session, send_a)) <= {"sent", "cancelled"}
-    assert sending.progress(session, send_a).possible_duplicates == 0
+    assert lifecycle.progress(session, send_a).possible_duplicates == 0
 
 
 # --- the shared limiter's Redis away ---------------------------------------------------
@@ -349,7 +349,7 @@ def test_the_limiters_redis_going_away_mid_batch_sends_nothing_twice(session, se
         transport = SmtpTransport(smtp_server.host, smtp_server.port, security="none", connections=1, timeout=10)
         smtp_server.hold(1)  # the first chunk stays at the server, unanswered, while Redis goes
         deliverer = delivery.Deliverer(fast, transport, limiter)
-        (batch_id,) = sending.tick(session, fast)
+        (batch_id,) = lifecycle.tick(session, fast)
         outcome: dict = {}
 
         def run():
@@ -373,7 +373,7 @@ def test_the_limiters_redis_going_away_mid_batch_sends_nothing_twice(session, se
         assert outcome["report"].stopped == "rate limiter unavailable"
         counts = rows_by_state(session, send_id)
         assert set(counts) == {"sent", "pending"} and counts["sent"] == len(smtp_server.messages) >= 25
-        assert sending.progress(session, send_id).possible_duplicates == 0
+        assert lifecycle.progress(session, send_id).possible_duplicates == 0
 
         own.start()
         with transport:
@@ -384,4 +384,4 @@ def test_the_limiters_redis_going_away_mid_batch_sends_nothing_twice(session, se
     assert states(session, send_id) == {"sent": 75}
     received = sorted(r for m in smtp_server.messages for r in m.recipients)
     assert received == [f"reader{i:03d}@example.com" for i in range(75)]  # each once
-    assert sending.progress(session, send_id).possible_duplicates == 0
+    assert lifecycle.progress(session, send_id).possible_duplicates == 0

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from newsletter.config import Settings
-from newsletter.sending import delivery, scheduling, sends as sending
+from newsletter.sending import delivery, lifecycle, scheduling
 from newsletter.errors import InputError
 from newsletter.store.db import session_scope
 from newsletter.ops.sends import orphaned_claims
@@ -78,14 +78,14 @@ def run_send(session, settings, transport, send_id, *, now=None, rounds=20):
     deliverer = delivery.Deliverer(settings, transport)
     now = now or utcnow()
     for _ in range(rounds):
-        batch_ids = sending.tick(session, settings, now)
+        batch_ids = lifecycle.tick(session, settings, now)
         for batch_id in batch_ids:
             deliverer.deliver_batch(session, batch_id)
         session.expire_all()
         if session.get(Send, send_id).state in ("finished", "cancelled", "paused"):
             return
         now = utcnow()
-    raise AssertionError(f"send {send_id} did not finish: {sending.summary_line(sending.progress(session, send_id))}")
+    raise AssertionError(f"send {send_id} did not finish: {lifecycle.summary_line(lifecycle.progress(session, send_id))}")
 
 
 def states(session, send_id):
@@ -102,7 +102,7 @@ def test_every_subscriber_gets_the_issue_exactly_once(session, fast):
     session.commit()
     transport = MemoryTransport()
 
-    assert sending.tick(session, fast) == []  # not due yet
+    assert lifecycle.tick(session, fast) == []  # not due yet
     run_send(session, fast, transport, send.id, now=utcnow() + timedelta(minutes=6))
 
     assert sorted(transport.recipients()) == [f"reader{i:03d}@example.com" for i in range(20)]
@@ -123,7 +123,7 @@ def test_audience_is_frozen_and_later_unsubscribes_are_honoured(session, fast):
     session.execute(update(Subscriber).where(Subscriber.email == "reader002@example.com").values(status="unsubscribed"))
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
     session.commit()
-    batch_ids = sending.claim_due_sends(session, fast)
+    batch_ids = lifecycle.claim_due_sends(session, fast)
     # After the freeze: a new subscriber is not added; an unsubscribe is honoured.
     late = Subscriber(email="late@example.com", name="Late", status="active", attributes={})
     session.add(late)
@@ -149,7 +149,7 @@ def test_audience_is_frozen_and_later_unsubscribes_are_honoured(session, fast):
 
 @pytest.mark.parametrize("audience, batch_size", [(23, 7), (21, 7), (1, 7), (0, 7), (23, 1)])
 def test_the_frozen_audience_is_cut_into_batches_that_cover_the_ledger_once(session, fast, monkeypatch, audience, batch_size):
-    monkeypatch.setattr(sending, "FREEZE_PAGE", 4)  # several keyset pages of the freeze
+    monkeypatch.setattr(lifecycle, "FREEZE_PAGE", 4)  # several keyset pages of the freeze
     _, lst, issue = make_world(session, 26)
     ids = session.scalars(select(Subscriber.id).order_by(Subscriber.id)).all()
     # Three people who should not get it: suppressed, unsubscribed, left the list.
@@ -160,7 +160,7 @@ def test_the_frozen_audience_is_cut_into_batches_that_cover_the_ledger_once(sess
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=batch_size)
     session.commit()
 
-    batch_ids = sending.claim_due_sends(session, fast)
+    batch_ids = lifecycle.claim_due_sends(session, fast)
 
     ledger = session.execute(select(Delivery.id, Delivery.subscriber_id).where(Delivery.send_id == send.id)
                              .order_by(Delivery.id)).all()
@@ -179,7 +179,7 @@ def test_a_batch_delivered_twice_sends_nothing_twice(session, fast):
     _, lst, issue = make_world(session, 10)
     scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
     session.commit()
-    batch_ids = sending.tick(session, fast)
+    batch_ids = lifecycle.tick(session, fast)
     transport = MemoryTransport()
     deliverer = delivery.Deliverer(fast, transport)
     for batch_id in batch_ids + batch_ids:
@@ -197,8 +197,8 @@ def test_two_ticks_start_a_send_once(settings, fast):
         send_id = send.id
     now = utcnow()
     with session_scope(fast) as a, session_scope(fast) as b:
-        first = sending.claim_due_sends(a, fast, now)
-        second = sending.claim_due_sends(b, fast, now)
+        first = lifecycle.claim_due_sends(a, fast, now)
+        second = lifecycle.claim_due_sends(b, fast, now)
     assert len(first) == 2 and second == []
     with session_scope(fast) as session:
         assert session.scalar(select(func.count()).select_from(Delivery).where(Delivery.send_id == send_id)) == 10
@@ -251,7 +251,7 @@ def test_rows_left_sending_by_a_dead_worker_are_resent_and_counted(session, fast
     _, lst, issue = make_world(session, 10)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
     session.commit()
-    batch_ids = sending.tick(session, fast)
+    batch_ids = lifecycle.tick(session, fast)
     # A worker on this host claimed the first batch, handed three rows to the
     # server, and was killed (its pid no longer exists).
     dead = f"{socket.gethostname()}:999999999:dead/1"
@@ -268,17 +268,17 @@ def test_rows_left_sending_by_a_dead_worker_are_resent_and_counted(session, fast
     run_send(session, fast, transport, send.id)
 
     assert len(transport.recipients()) == 10
-    progress = sending.progress(session, send.id)
+    progress = lifecycle.progress(session, send.id)
     assert progress.counts == {"sent": 10}
     assert progress.possible_duplicates == 3
-    assert "3 possibly duplicated" in sending.summary_line(progress)
+    assert "3 possibly duplicated" in lifecycle.summary_line(progress)
 
 
 def test_rows_of_a_worker_on_another_host_are_taken_over_once_its_lease_lapses(session, fast):
     _, lst, issue = make_world(session, 7)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=fast.batch_size)
     session.commit()
-    [batch_id] = sending.tick(session, fast)
+    [batch_id] = lifecycle.tick(session, fast)
     # A run on another host claimed the batch and handed three rows to its server.
     holder, now = "otherhost:42:abcd1234/1", utcnow()
     expires = now + timedelta(seconds=fast.claim_lease_seconds)
@@ -293,17 +293,17 @@ def test_rows_of_a_worker_on_another_host_are_taken_over_once_its_lease_lapses(s
     # While its lease is valid, its rows are its own: no one else claims them,
     # and the beat does not hand the batch out again.
     assert delivery.Deliverer(fast, transport).deliver_batch(session, batch_id).claimed == 0
-    assert sending.batches_to_requeue(session, fast, expires) == []
+    assert lifecycle.batches_to_requeue(session, fast, expires) == []
     assert orphaned_claims(session, send.id, expires) == 0
 
     # Its heartbeat stopped: one lease later the beat hands the batch out and
     # another worker takes the rows over, counting those in doubt.
     later = expires + timedelta(seconds=1)
     assert orphaned_claims(session, send.id, later) == 7
-    assert sending.batches_to_requeue(session, fast, later) == [batch_id]
+    assert lifecycle.batches_to_requeue(session, fast, later) == [batch_id]
     assert delivery.Deliverer(fast, transport).deliver_batch(session, batch_id, now=later).claimed == 7
     assert states(session, send.id) == {"sent": 7}
-    assert sending.progress(session, send.id).possible_duplicates == 3
+    assert lifecycle.progress(session, send.id).possible_duplicates == 3
     # With the default lease and beat, "one lease later" and the next tick come
     # well within the minute the operations guide promises for a lost host.
     defaults = Settings()
@@ -319,7 +319,7 @@ def test_uncertain_outcome_is_retried_and_counted(session, fast):
     transport.uncertain = {"reader001@example.com"}
     run_send(session, fast, transport, send.id)
     assert transport.recipients().count("reader001@example.com") == 2
-    assert sending.progress(session, send.id).possible_duplicates == 1
+    assert lifecycle.progress(session, send.id).possible_duplicates == 1
 
 
 def test_pause_stops_within_the_batch_and_resume_finishes_without_repeats(session, fast):
@@ -327,7 +327,7 @@ def test_pause_stops_within_the_batch_and_resume_finishes_without_repeats(sessio
     settings = replace(fast, batch_size=30)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=30)
     session.commit()
-    [batch_id] = sending.tick(session, settings)
+    [batch_id] = lifecycle.tick(session, settings)
     transport = MemoryTransport()
 
     def pause_after_first_chunk(_chunk):
@@ -340,7 +340,7 @@ def test_pause_stops_within_the_batch_and_resume_finishes_without_repeats(sessio
     assert report.stopped == "paused"
     sent_while_running = len(transport.recipients())
     assert 0 < sent_while_running < 30
-    assert sending.tick(session, settings) == []  # a paused send is left alone
+    assert lifecycle.tick(session, settings) == []  # a paused send is left alone
 
     transport.on_send = None
     scheduling.resume(session, send.id)
@@ -355,7 +355,7 @@ def test_cancel_marks_the_rest_cancelled(session, fast):
     _, lst, issue = make_world(session, 14)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=7)
     session.commit()
-    batch_ids = sending.tick(session, fast)
+    batch_ids = lifecycle.tick(session, fast)
     delivery.Deliverer(fast, MemoryTransport()).deliver_batch(session, batch_ids[0])
     scheduling.cancel(session, send.id)
     session.commit()
@@ -372,7 +372,7 @@ def test_error_budget_pauses_a_failing_send_with_the_reason(session, settings):
     session.commit()
     transport = MemoryTransport()
     transport.permanent = {f"reader{i:03d}@example.com": (554, "5.7.1", "policy rejection") for i in range(15)}
-    [batch_id] = sending.tick(session, settings)
+    [batch_id] = lifecycle.tick(session, settings)
     delivery.Deliverer(settings, transport).deliver_batch(session, batch_id)
     session.expire_all()
     paused = session.get(Send, send.id)
@@ -443,7 +443,7 @@ def test_a_stuck_run_loses_its_claim_and_neither_sends_nor_records_what_was_take
     settings = replace(fast, batch_size=30, claim_timeout_seconds=1, claim_lease_seconds=1)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=30)
     session.commit()
-    [batch_id] = sending.tick(session, settings)
+    [batch_id] = lifecycle.tick(session, settings)
     stuck, other = MemoryTransport(), MemoryTransport()
     taker_reports = []
 
@@ -452,7 +452,7 @@ def test_a_stuck_run_loses_its_claim_and_neither_sends_nor_records_what_was_take
             return
         wait_until(lambda: lease_of(settings, "hosta:").expires_at < utcnow(), "the stuck run's lease to lapse")
         with session_scope(settings) as elsewhere:
-            assert sending.batches_to_requeue(elsewhere, settings) == [batch_id]
+            assert lifecycle.batches_to_requeue(elsewhere, settings) == [batch_id]
             taker = delivery.Deliverer(settings, other, identity="hostb:1:bbbbbbbb")
             taker_reports.append(taker.deliver_batch(elsewhere, batch_id))
 
@@ -478,7 +478,7 @@ def test_a_slow_chunk_keeps_its_claim_while_its_run_is_alive(session, fast):
     settings = replace(fast, claim_lease_seconds=1, claim_timeout_seconds=600)
     scheduling.schedule_send(session, issue, lst, None, batch_size=7)
     session.commit()
-    [batch_id] = sending.tick(session, settings)
+    [batch_id] = lifecycle.tick(session, settings)
     transport = MemoryTransport()
     seen = []
 
@@ -521,7 +521,7 @@ def test_a_run_that_raises_gives_its_rows_back_flags_the_doubtful_and_pauses_a_f
     settings = replace(fast, batch_size=30)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=30)
     session.commit()
-    [batch_id] = sending.tick(session, settings)
+    [batch_id] = lifecycle.tick(session, settings)
     transport = Broken(RuntimeError("the transport has a bug"))
     with pytest.raises(RuntimeError):
         delivery.Deliverer(settings, transport).deliver_batch(session, batch_id)
@@ -530,13 +530,13 @@ def test_a_run_that_raises_gives_its_rows_back_flags_the_doubtful_and_pauses_a_f
     # Nothing is left held: every row is pending again; the 25 handed to the
     # transport are counted as possible duplicates.
     assert states(session, send.id) == {"pending": 30}
-    assert sending.progress(session, send.id).possible_duplicates == 25
+    assert lifecycle.progress(session, send.id).possible_duplicates == 25
     assert session.scalar(select(func.count()).select_from(ClaimLease)) == 0
     paused = session.get(Send, send.id)
     assert paused.state == "paused"
     assert paused.paused_reason.startswith("stopped at send time:")
     assert "RuntimeError: the transport has a bug" in paused.paused_reason
-    assert sending.tick(session, settings) == []  # it does not loop
+    assert lifecycle.tick(session, settings) == []  # it does not loop
 
     scheduling.resume(session, send.id)
     session.commit()
@@ -552,7 +552,7 @@ def test_a_run_that_lost_the_database_gives_its_rows_back_and_the_next_tick_hand
     settings = replace(fast, batch_size=10)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=10)
     session.commit()
-    [batch_id] = sending.tick(session, settings)
+    [batch_id] = lifecycle.tick(session, settings)
     transport = Broken(OperationalError("UPDATE deliveries", {}, Exception("server closed the connection")))
     with pytest.raises(OperationalError):
         delivery.Deliverer(settings, transport).deliver_batch(session, batch_id)
@@ -560,9 +560,9 @@ def test_a_run_that_lost_the_database_gives_its_rows_back_and_the_next_tick_hand
     session.expire_all()
     assert session.get(Send, send.id).state == "sending"  # it passes: no pause
     assert states(session, send.id) == {"pending": 10}
-    assert sending.progress(session, send.id).possible_duplicates == 10
+    assert lifecycle.progress(session, send.id).possible_duplicates == 10
     # Not after CLAIM_TIMEOUT_SECONDS: at the very next tick.
-    assert sending.tick(session, settings) == [batch_id]
+    assert lifecycle.tick(session, settings) == [batch_id]
 
 
 def test_a_message_that_cannot_be_built_pauses_the_send_with_the_reason_and_holds_nothing(session, fast):
@@ -571,7 +571,7 @@ def test_a_message_that_cannot_be_built_pauses_the_send_with_the_reason_and_hold
     # A subject that slipped past the checks (schedule_send refuses one): changed in the database after.
     session.execute(update(IssueRow).where(IssueRow.id == issue.id).values(subject="Hello\r\nBcc: someone@example.net"))
     session.commit()
-    batch_ids = sending.tick(session, fast)
+    batch_ids = lifecycle.tick(session, fast)
     transport = MemoryTransport()
     report = delivery.Deliverer(fast, transport).deliver_batch(session, batch_ids[0])
 
@@ -582,7 +582,7 @@ def test_a_message_that_cannot_be_built_pauses_the_send_with_the_reason_and_hold
     assert "field subject" in paused.paused_reason and "line break" in paused.paused_reason
     assert states(session, send.id) == {"pending": 10}
     assert transport.recipients() == []
-    assert sending.tick(session, fast) == []
+    assert lifecycle.tick(session, fast) == []
     assert delivery.Deliverer(fast, transport).deliver_batch(session, batch_ids[1]).stopped == "paused"
 
 
@@ -591,19 +591,19 @@ def test_a_resumed_send_is_handed_out_at_the_next_tick(session, fast):
     settings = replace(fast, batch_size=10, claim_timeout_seconds=3600)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=10)
     session.commit()
-    batch_ids = sending.tick(session, settings)
+    batch_ids = lifecycle.tick(session, settings)
     transport = MemoryTransport()
     delivery.Deliverer(settings, transport).deliver_batch(session, batch_ids[0])
     scheduling.pause(session, send.id)
     session.commit()
     for batch_id in batch_ids[1:]:  # their tasks come while it is paused
         assert delivery.Deliverer(settings, transport).deliver_batch(session, batch_id).stopped == "paused"
-    assert sending.tick(session, settings) == []
+    assert lifecycle.tick(session, settings) == []
 
     scheduling.resume(session, send.id)
     session.commit()
-    assert sending.tick(session, settings) == batch_ids[1:]
-    assert sending.tick(session, settings) == []  # once
+    assert lifecycle.tick(session, settings) == batch_ids[1:]
+    assert lifecycle.tick(session, settings) == []  # once
 
 
 def test_a_send_resumed_after_its_error_budget_paused_it_is_handed_out_at_the_next_tick(session, settings):
@@ -614,7 +614,7 @@ def test_a_send_resumed_after_its_error_budget_paused_it_is_handed_out_at_the_ne
     session.commit()
     transport = MemoryTransport()
     transport.temporary = {f"reader{i:03d}@example.com": 1 for i in range(15)}
-    batch_ids = sending.tick(session, settings)
+    batch_ids = lifecycle.tick(session, settings)
     delivery.Deliverer(settings, transport).deliver_batch(session, batch_ids[0])
     delivery.Deliverer(settings, transport).deliver_batch(session, batch_ids[1])
     session.expire_all()
@@ -623,7 +623,7 @@ def test_a_send_resumed_after_its_error_budget_paused_it_is_handed_out_at_the_ne
 
     scheduling.resume(session, send.id)
     session.commit()
-    assert sending.tick(session, settings) == [batch_ids[1]]
+    assert lifecycle.tick(session, settings) == [batch_ids[1]]
 
 
 class Overlapping(MemoryTransport):
@@ -669,7 +669,7 @@ def test_a_transport_that_takes_calls_concurrently_gets_the_next_chunk_before_th
     assert transport.most_out == 2  # never more than two chunks in doubt
     assert states(session, send.id) == {"sent": 60}
     assert sorted(transport.recipients()) == [f"reader{i:03d}@example.com" for i in range(60)]
-    assert sending.progress(session, send.id).possible_duplicates == 0
+    assert lifecycle.progress(session, send.id).possible_duplicates == 0
 
 
 def test_a_failure_with_chunks_out_records_what_was_answered_and_flags_what_was_in_doubt(session, fast):
@@ -677,7 +677,7 @@ def test_a_failure_with_chunks_out_records_what_was_answered_and_flags_what_was_
     settings = replace(fast, batch_size=60, smtp_connections=1)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=60)
     session.commit()
-    [batch_id] = sending.tick(session, settings)
+    [batch_id] = lifecycle.tick(session, settings)
     transport = Overlapping(fail_second=True)
     with pytest.raises(RuntimeError):
         delivery.Deliverer(settings, transport).deliver_batch(session, batch_id)
@@ -687,7 +687,7 @@ def test_a_failure_with_chunks_out_records_what_was_answered_and_flags_what_was_
     # second failed once the third (the last 10) had been handed over too: those
     # two chunks were in doubt, and are given back flagged.
     assert states(session, send.id) == {"sent": 25, "pending": 35}
-    assert sending.progress(session, send.id).possible_duplicates == 35
+    assert lifecycle.progress(session, send.id).possible_duplicates == 35
     assert len(transport.recipients()) == 35  # the first chunk and the third went out
     assert session.scalar(select(func.count()).select_from(ClaimLease)) == 0
 

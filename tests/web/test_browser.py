@@ -5,7 +5,7 @@ read its web copy, leave with one POST of the List-Unsubscribe link (as a
 mailbox provider does) and receive nothing from the next send.
 
 The app runs on loopback in a thread; sends are driven in-process through
-``newsletter.sending.sends`` with an in-memory transport. Chromium and its driver
+``newsletter.sending.lifecycle`` with an in-memory transport. Chromium and its driver
 come from Debian (scripts/install-browser); nothing is downloaded here.
 """
 
@@ -26,7 +26,7 @@ from newsletter.authoring.content import load_issue
 from newsletter.authoring.render import render_issue
 from newsletter.sending.scheduling import schedule_send
 from newsletter.sending.delivery import Deliverer
-from newsletter.sending.sends import claim_due_sends
+from newsletter.sending.lifecycle import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.issues import store_issue
 from newsletter.store.migrate import upgrade

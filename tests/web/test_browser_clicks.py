@@ -26,7 +26,7 @@ from newsletter.authoring.webcopy import write_site
 from newsletter.config import settings_from
 from newsletter.sending.delivery import Deliverer
 from newsletter.sending.scheduling import schedule_send
-from newsletter.sending.sends import claim_due_sends
+from newsletter.sending.lifecycle import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.issues import store_issue
 from newsletter.store.migrate import upgrade

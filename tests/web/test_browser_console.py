@@ -266,7 +266,7 @@ def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser,
     # 10. The results page shows the ledger's counts.
     from sqlalchemy import select
 
-    from newsletter.sending.sends import progress
+    from newsletter.sending.lifecycle import progress
     from newsletter.store.models import Send
 
     with session_scope(pipeline.settings) as session:

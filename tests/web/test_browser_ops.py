@@ -3,7 +3,7 @@ log in, see a send's counts, pause it through the confirmation page, see it
 paused, and see the page's own script keep the numbers current.
 
 The app runs on loopback in a thread; the send is driven in-process through
-``newsletter.sending.sends`` with an in-memory transport, as in test_browser.
+``newsletter.sending.lifecycle`` with an in-memory transport, as in test_browser.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from newsletter.authoring.render import render_issue
 from newsletter.audience.subscribers import add_subscriber, create_list, get_list
 from newsletter.sending.delivery import Deliverer
 from newsletter.sending.scheduling import schedule_send
-from newsletter.sending.sends import claim_due_sends
+from newsletter.sending.lifecycle import claim_due_sends
 from newsletter.store.db import engine_for, session_scope
 from newsletter.store.issues import store_issue
 from newsletter.store.models import ClickCount, ClickHistory, ClickMessage, PageView, PublicationRow, Send, Subscriber

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from newsletter.ops import admins
 from newsletter.sending import scheduling
 from newsletter.sending.delivery import Deliverer
-from newsletter.sending.sends import claim_due_sends
+from newsletter.sending.lifecycle import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.models import Batch, Delivery, Send, SendEvent, utcnow
 from newsletter.web import create_app

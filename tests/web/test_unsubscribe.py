@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from newsletter.sending.scheduling import schedule_send
 from newsletter.sending.delivery import Deliverer
-from newsletter.sending.sends import claim_due_sends
+from newsletter.sending.lifecycle import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, MailingList, Membership, PublicationRow, Subscriber
 from newsletter.audience.subscribers import add_subscriber, create_list, get_list
