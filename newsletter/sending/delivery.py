@@ -10,7 +10,6 @@ again (none lost) and flagged ``possible_duplicate`` (counted, never hidden).
 from __future__ import annotations
 
 import logging
-import random
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import ConfigError, Settings
 from newsletter.sending.chunk_sql import chunk_statements
+from newsletter.sending import outcomes
 from newsletter.sending.lanes import Lane, Lanes
 from newsletter.sending.links import check_links_allowed
 from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
@@ -40,7 +40,6 @@ from newsletter.store.models import (
     Delivery,
     IssueRow,
     Membership,
-    POLICY_REFUSAL,
     PublicationRow,
     RateLimitThrottle,
     Send,
@@ -50,7 +49,7 @@ from newsletter.store.models import (
 from newsletter.audience.tokens import preferences_url, unsubscribe_url
 from newsletter.errors import InputError, Problem
 from newsletter.transports import why_never_delivered
-from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport
+from newsletter.transports.base import PERMANENT, SENT, Envelope, Result, Transport
 
 from newsletter.sending.lifecycle import ACTIVE_ROW_STATES, others_need_the_worker
 from newsletter.store.upsert import dialect_insert
@@ -102,7 +101,6 @@ class Claimed:
 DATABASE_AWAY = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 TRANSIENT_FAILURES = (*DATABASE_AWAY, RateLimiterUnavailable)
 SEND_TIME_FAILURE = "stopped at send time"
-THROTTLED_TOO_LONG = "gave up: the server kept asking to slow down until the retry window (RETRY_WINDOW_SECONDS) ran out"
 
 
 class _SendStopped(Exception):
@@ -528,64 +526,20 @@ class Deliverer:
         for result in answered:
             if result.delivery_id not in held:
                 continue
-            row = by_id[result.delivery_id]
-            flagged, extra = held[row.delivery_id]
+            claimed = by_id[result.delivery_id]
             if result.withdrawn:  # never handed over: back as it was, for the next run
-                withdrawn.append(row.delivery_id)
+                withdrawn.append(claimed.delivery_id)
                 continue
-            attempts = row.attempts + 1
-            values = {
-                "delivery_id": row.delivery_id,
-                "attempts": attempts,
-                "message_id": message_ids.get(row.delivery_id, ""),
-                "last_error": result.error[:2000],
-                "claimed_by": "",
-                "possible_duplicate": bool(flagged),
-                "extra_copies": extra,
-                "updated_at": now,
-                "provider_message_id": result.provider_message_id,
-                "sent_at": None,
-                "next_attempt_at": None,
-            }
-            if result.status == SENT:
-                values.update(state="sent", sent_at=now)
-                report.sent += 1
-            elif result.unsendable:  # the address, not the send: failed, and not held against the error budget
-                values.update(state="failed")
-                report.unsendable += 1
-            elif result.throttled and now >= window_end:
-                # Slowed down for the whole retry window: the row ends, with the reason.
-                values.update(state="failed", attempts=row.attempts,
-                              last_error=f"{THROTTLED_TOO_LONG}: {result.error}"[:2000])
-                report.expired += 1
-            elif result.throttled:  # slowed down, not failed: no attempt used, no error budget
-                pause = self.settings.rate_limit_throttle_seconds if result.retry_after is None else result.retry_after
-                values.update(state="retry", attempts=row.attempts, next_attempt_at=now + timedelta(seconds=pause),
-                              possible_duplicate=values["possible_duplicate"] or result.uncertain,
-                              extra_copies=extra + result.uncertain)
-                report.throttled += 1
-            elif result.status == TEMPORARY:
-                delay = retry_delay(self.settings, attempts)
-                retry_at = now + delay
-                if result.uncertain:
-                    values["possible_duplicate"] = True
-                if attempts >= self.settings.retry_attempts or retry_at > window_end:
-                    values.update(state="failed", last_error=f"gave up after {attempts} attempts: {result.error}"[:2000])
-                    report.failed += 1
-                else:
-                    # A copy the server may have taken goes out again: count it.
-                    values.update(state="retry", next_attempt_at=retry_at, extra_copies=extra + result.uncertain)
-                    report.retry += 1
+            flagged, extra = held[claimed.delivery_id]
+            row = outcomes.Row(claimed.delivery_id, claimed.attempts, bool(flagged), extra,
+                               message_ids.get(claimed.delivery_id, ""))
+            decided = outcomes.outcome(result, row, now=now, window_end=window_end, settings=self.settings)
+            updates.append(decided.values)
+            setattr(report, decided.counted_as, getattr(report, decided.counted_as) + 1)
+            if decided.against_budget:
                 report.errors.append(result.error)
-            else:
-                values.update(state="failed")
-                if result.policy_refusal:  # the sender or content, not the address: never suppressed
-                    values["last_error"] = f"{POLICY_REFUSAL}: {result.error}"[:2000]
-                report.failed += 1
-                report.errors.append(result.error)
-                if result.hard_bounce:
-                    suppress.append((row.email, result))
-            updates.append(values)
+            if decided.suppress:
+                suppress.append((claimed.email, result))
         if updates:
             # Core's executemany (one round trip on psycopg), not the ORM's bulk
             # update by primary key, which costs about as much again per row.
@@ -748,13 +702,6 @@ class Deliverer:
         if send.id not in self._templates:
             self._templates[send.id] = SendTemplate.load(session, self.settings, send, lanes=self.lanes)
         return self._templates[send.id]
-
-
-def retry_delay(settings: Settings, attempts: int) -> timedelta:
-    """Exponential backoff with jitter, so retries from many workers spread out."""
-    base = settings.retry_base_delay_seconds * (2 ** max(0, attempts - 1))
-    capped = min(base, 3600.0)
-    return timedelta(seconds=capped * random.uniform(0.5, 1.5))
 
 
 # --- the message for one recipient ---------------------------------------------------

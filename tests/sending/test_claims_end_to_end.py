@@ -417,7 +417,7 @@ def test_a_server_that_defers_every_message_is_called_out_and_each_row_fails_whe
     tmp_path, postgres_url, redis_url, smtp
 ):
     from newsletter.ops.status import collect_status
-    from newsletter.sending.delivery import THROTTLED_TOO_LONG
+    from newsletter.sending.outcomes import THROTTLED_TOO_LONG
 
     pipeline = Pipeline(tmp_path, postgres_url, redis_url, smtp, SMTP_CONNECTIONS=1, BATCH_SIZE=10,
                         CLAIM_TIMEOUT_SECONDS=NEVER, RATE_LIMIT_THROTTLE_SECONDS=0.3, RETRY_WINDOW_SECONDS=8,
