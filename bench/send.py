@@ -265,7 +265,8 @@ def message_size(settings, slugs: tuple[str, str]) -> int:
     """Bytes of one subscriber's complete message, as the workers build it."""
     from types import SimpleNamespace
 
-    from newsletter.sending.delivery import Claimed, SendTemplate
+    from newsletter.sending.delivery import Claimed
+    from newsletter.sending.send_template import SendTemplate
     from newsletter.store.issues import get_issue
     from newsletter.audience.subscribers import get_list
 

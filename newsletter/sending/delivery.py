@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -25,30 +25,23 @@ from newsletter.config import ConfigError, Settings
 from newsletter.sending.chunk_sql import chunk_statements
 from newsletter.sending import outcomes
 from newsletter.sending.lanes import Lane, Lanes
-from newsletter.sending.links import check_links_allowed
 from newsletter.sending.leases import Lease, holder_is_gone, process_identity, unheld
-from newsletter.authoring.message import Recipient, UnsendableAddress, make_message_id
-from newsletter.sending.return_path import verp_address
+from newsletter.authoring.message import UnsendableAddress
 from newsletter.sending.ratelimit import RateLimitDeferred, RateLimiterUnavailable, RateLimitYield
-from newsletter.sending.scheduling import header_list_of, list_ids_of, message_template, record_send_event
-from newsletter.authoring import counted_links as clicks
+from newsletter.sending.scheduling import list_ids_of, record_send_event
+from newsletter.sending.send_template import SendTemplate
 from newsletter.store import clock
-from newsletter.store.publications import sending_block
 from newsletter.store.lookups import among
 from newsletter.store.models import (
     Batch,
     Delivery,
-    IssueRow,
     Membership,
-    PublicationRow,
     RateLimitThrottle,
     Send,
     Subscriber,
     utcnow,
 )
-from newsletter.audience.tokens import preferences_url, unsubscribe_url
-from newsletter.errors import InputError, Problem
-from newsletter.transports import why_never_delivered
+from newsletter.errors import InputError
 from newsletter.transports.base import PERMANENT, SENT, Envelope, Result, Transport
 
 from newsletter.sending.lifecycle import ACTIVE_ROW_STATES, others_need_the_worker
@@ -697,62 +690,8 @@ class Deliverer:
         self._pause_send(session, send_id, f"error budget exceeded: {failures} of {attempted} messages failed; "
                                            f"most common error: {common}")
 
-    def _template(self, session: Session, send: Send) -> "SendTemplate":
+    def _template(self, session: Session, send: Send) -> SendTemplate:
         # Compiled once per send in each worker; List-Id and Feedback-ID are per send.
         if send.id not in self._templates:
             self._templates[send.id] = SendTemplate.load(session, self.settings, send, lanes=self.lanes)
         return self._templates[send.id]
-
-
-# --- the message for one recipient ---------------------------------------------------
-
-
-class SendTemplate:
-    """A compiled issue ready to be personalised for the recipients of one send,
-    through its publication's lane: its links, return path, List-Id, keys."""
-
-    def __init__(self, lane: Lane, send: Send, issue: IssueRow, publication: PublicationRow, template):
-        self.lane = lane
-        self.settings = lane.settings
-        self.send_id = send.id
-        self.web_url = f"{publication.web_base_url.rstrip('/')}/{issue.slug}/"
-        self.domain = template.domain
-        # Counted links (docs/clicks.md): rewritten here, once per send; per message only a nonce.
-        mode = sending_block(publication).clicks
-        self.click_refs = clicks.ClickRefs(mode, self.settings.signing_keys) if mode else None
-        if mode:
-            html, text, _ = clicks.rewrite(template.html, template.text, keys=self.settings.signing_keys,
-                                           base_url=self.settings.base_url, send_id=send.id)
-            template = replace(template, html=html, text=text)
-        self.template = template
-
-    @classmethod
-    def load(cls, session: Session, settings: Settings, send: Send, *, subject_prefix: str = "",
-             lanes: Lanes | None = None) -> "SendTemplate":
-        issue = session.get(IssueRow, send.issue_id)
-        publication = session.get(PublicationRow, issue.publication_id)
-        template = message_template(issue, publication, header_list_of(session, send), send.id, subject_prefix)
-        lane = (lanes or Lanes(settings)).lane(publication)
-        check_links_allowed(publication, lane.settings, send.allow_private_links)
-        lane.signer(utcnow())  # a key that cannot be used stops the send before anything is claimed
-        return cls(lane, send, issue, publication, template)
-
-    def envelope(self, send: Send, row: Claimed) -> Envelope:
-        if not row.email.isascii() and (never := why_never_delivered(self.lane.transport, row.email)):
-            raise UnsendableAddress(Problem("field email", never, "send through a transport that has SMTPUTF8"))
-        recipient = Recipient(
-            email=row.email,
-            name=row.name,
-            message_id=make_message_id(self.domain, send.id, row.delivery_id, self.settings.install_tag),
-            unsubscribe_url=unsubscribe_url(self.settings, send.id, row.subscriber_id or 0),
-            preferences_url=preferences_url(self.settings, row.subscriber_id or 0),
-            web_url=self.web_url,
-            click_ref=self.click_refs.make(row.subscriber_id) if self.click_refs else "",
-        )
-        signer = self.lane.signer(utcnow())
-        # Signed from its parts: what every recipient shares is canonicalised once.
-        sign = None if signer is None else partial(signer.sign_parts, domain=self.domain)
-        envelope = self.template.envelope(row.delivery_id, recipient, sign=sign)
-        if self.settings.bounce_domain:  # VERP: a bounce names its ledger row
-            envelope = replace(envelope, sender=verp_address(self.settings, row.delivery_id))
-        return envelope
