@@ -295,3 +295,25 @@ def pytest_collection_modifyitems(config, items):
     processes, the long ones then overlap with the many short ones instead of
     leaving one process alone with them at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+class TokenClock:
+    """The clock timed links (confirmation) are signed and read by, moved on by hand."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def advance(self, seconds: int) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def token_clock(monkeypatch) -> TokenClock:
+    """Expiry tests move itsdangerous's clock on instead of sleeping."""
+    import time
+
+    from itsdangerous.timed import TimestampSigner
+
+    clock = TokenClock()
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(time.time()) + clock.offset)
+    return clock
