@@ -317,3 +317,11 @@ def token_clock(monkeypatch) -> TokenClock:
     clock = TokenClock()
     monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(time.time()) + clock.offset)
     return clock
+
+
+@pytest.fixture
+def fast(settings):
+    """Settings with retries that come round quickly and no error budget."""
+    return replace(
+        settings, retry_base_delay_seconds=0.0, error_budget_ratio=2.0, batch_size=7, smtp_connections=1
+    )

@@ -16,7 +16,7 @@ from newsletter.store.models import Delivery, Membership, ProviderEvent, Subscri
 from newsletter.audience.subscriber_csv import import_csv
 from newsletter.audience.subscribers import add_subscriber
 from tests.memory_transport import MemoryTransport
-from tests.sending.test_sends import make_world, run_send
+from tests.sending.world import make_world, run_send
 
 ADDRESS = "reader001@example.com"
 

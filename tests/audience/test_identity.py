@@ -32,7 +32,7 @@ from newsletter.transports.smtp import SmtpTransport
 from newsletter.feedback.events import Event
 from tests.memory_transport import MemoryTransport
 from tests.smtp_server import smtp_server  # noqa: F401  (a fixture)
-from tests.sending.test_sends import HTML, TEXT, fast, make_world, run_send, states  # noqa: F401  (fast is a fixture)
+from tests.sending.world import HTML, TEXT, make_world, run_send, states
 
 
 @pytest.mark.parametrize("typed, key", [

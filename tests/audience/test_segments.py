@@ -12,7 +12,7 @@ from newsletter.audience import segments
 from newsletter.errors import InputError, NotFound
 from newsletter.store.models import Membership, MailingList, Subscriber, Suppression
 from tests.memory_transport import MemoryTransport
-from tests.sending.test_sends import fast, make_world, run_send, states  # noqa: F401  (fast is a fixture)
+from tests.sending.world import make_world, run_send, states
 
 LONDON_SUMMER = timezone(timedelta(hours=1))
 

@@ -21,7 +21,7 @@ from newsletter.audience.subscriber_csv import import_csv
 from newsletter.audience.subscribers import add_subscriber, find_subscriber
 from newsletter.audience.suppressions import is_suppressed
 from tests.memory_transport import MemoryTransport
-from tests.sending.test_sends import make_world, run_send, states
+from tests.sending.world import make_world, run_send, states
 
 STORED = "reader001@example.com"  # as make_world stores the subscriber
 SHOUTED = "Reader001@example.com"  # the same mailbox, as a provider or a person may write it

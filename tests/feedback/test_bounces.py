@@ -19,7 +19,7 @@ from newsletter.sending import return_path, scheduling
 from newsletter.errors import InputError
 from newsletter.store.models import Delivery, ProviderEvent, Suppression
 from tests.memory_transport import MemoryTransport
-from tests.sending.test_sends import make_world, run_send
+from tests.sending.world import make_world, run_send
 
 BOUNCE_DOMAIN = "bounces.example.org"
 

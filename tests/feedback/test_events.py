@@ -16,7 +16,7 @@ from newsletter.store.models import Delivery, IssueRow, MailingList, Membership,
 from newsletter.audience.subscribers import add_subscriber
 from newsletter.feedback.webhooks import remember_nonce
 from tests.memory_transport import MemoryTransport
-from tests.sending.test_sends import make_world, run_send
+from tests.sending.world import make_world, run_send
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from newsletter.sending import delivery, scheduling
 from newsletter.store.models import Delivery, Membership, Send, Subscriber, Suppression
 from newsletter.transports.smtp import SmtpTransport
-from tests.sending.test_sends import make_world, run_send
+from tests.sending.world import make_world, run_send
 from tests.fake_providers import postmark_server  # noqa: F401  (a fixture)
 from tests.smtp_server import SmtpTestServer
 

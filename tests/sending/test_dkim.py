@@ -16,7 +16,7 @@ from newsletter.config import ConfigError
 from tests import dkim_verifiers
 from tests.dkim_verifiers import assert_verified_everywhere
 from tests.memory_transport import MemoryTransport
-from tests.sending.test_sends import make_world, run_send
+from tests.sending.world import make_world, run_send
 
 SELECTOR = "news2026"
 

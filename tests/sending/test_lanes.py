@@ -19,7 +19,7 @@ from newsletter.sending.delivery import Deliverer
 from newsletter.sending.lanes import Lanes
 from newsletter.store.models import Delivery, IssueRow, MailingList, Membership, PublicationRow, Send, Subscriber, utcnow
 from tests.memory_transport import MemoryTransport
-from tests.sending.test_sends import HTML, TEXT
+from tests.sending.world import HTML, TEXT
 from tests.smtp_server import SmtpTestServer
 
 

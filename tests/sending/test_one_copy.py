@@ -12,7 +12,7 @@ from newsletter.errors import InputError
 from newsletter.sending import scheduling
 from newsletter.store.models import Delivery, MailingList, Membership, SendEvent, Subscriber
 from tests.memory_transport import MemoryTransport
-from tests.sending.test_sends import fast, make_world, run_send, states  # noqa: F401  (fast is a fixture)
+from tests.sending.world import make_world, run_send, states
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from newsletter.web import create_app
 from tests.fake_providers import POSTMARK_TOKEN, postmark_server  # noqa: F401 (a fixture)
 from tests.beat_and_workers import Workers
 from tests.scripted_smtp import ScriptedSmtpServer
-from tests.sending.test_sends import make_world, states
+from tests.sending.world import make_world, states
 from tests.smtp_server import smtp_server  # noqa: F401 (a fixture)
 
 
@@ -208,7 +208,7 @@ def add_publication(session, slug, count, sending=None):
     from sqlalchemy import insert
 
     from newsletter.store.models import IssueRow, MailingList, Membership, PublicationRow, Subscriber
-    from tests.sending.test_sends import HTML, TEXT
+    from tests.sending.world import HTML, TEXT
 
     publication = PublicationRow(
         slug=slug, name=slug.title(), from_name=slug.title(), from_email=f"news@{slug}.example.org",

@@ -60,7 +60,7 @@ def test_the_one_copy_migration_gives_each_ledger_row_its_issue_and_marks_earlie
     from sqlalchemy.orm import Session
 
     from newsletter.sending import scheduling
-    from tests.sending.test_sends import make_world
+    from tests.sending.world import make_world
 
     upgrade(database_url)
     with Session(engine_for(database_url)) as session:

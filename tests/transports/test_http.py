@@ -25,7 +25,7 @@ from tests.fake_providers import (  # noqa: F401 (fixtures)
     sample_template,
     sendgrid_server,
 )
-from tests.sending.test_sends import make_world, run_send, states
+from tests.sending.world import make_world, run_send, states
 
 
 @pytest.mark.parametrize("code, status", [

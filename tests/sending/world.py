@@ -1,0 +1,65 @@
+"""The world most sending tests build: one publication, one list, its readers and an issue;
+and a send driven the way beat and workers drive it, until it ends."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import func, select
+
+from newsletter.sending import delivery, lifecycle
+from newsletter.store.models import Delivery, IssueRow, MailingList, Membership, PublicationRow, Send, Subscriber, utcnow
+
+HTML = (
+    '<html><body><p>Hello %%name%%</p><a href="%%web_url%%">web</a>'
+    '<a href="%%unsubscribe_url%%">unsubscribe</a><a href="%%preferences_url%%">prefs</a></body></html>'
+)
+TEXT = "Hello %%name%%\nWeb: %%web_url%%\nUnsubscribe: %%unsubscribe_url%%\nPreferences: %%preferences_url%%\n"
+
+
+def make_world(session, count=20):
+    pub = PublicationRow(
+        slug="gazette", name="The Gazette", from_name="The Gazette", from_email="news@gazette.example.org",
+        reply_to="editor@gazette.example.org", postal_address="1 High Street, Exampleton",
+        web_base_url="https://gazette.example.org/", timezone="Europe/London", language="en-GB", settings={},
+    )
+    session.add(pub)
+    session.flush()
+    lst = MailingList(publication_id=pub.id, slug="all", name="Everyone", description="")
+    session.add(lst)
+    session.flush()
+    for i in range(count):
+        sub = Subscriber(email=f"reader{i:03d}@example.com", name=f"Reader {i}", status="active", attributes={})
+        session.add(sub)
+        session.flush()
+        session.add(Membership(list_id=lst.id, subscriber_id=sub.id, status="confirmed"))
+    issue = IssueRow(
+        publication_id=pub.id, slug="2026-12", title="December", subject="The Gazette: December",
+        preheader="News", issue_date=date(2026, 12, 1), html=HTML, text=TEXT, mjml="", content_hash="x",
+    )
+    session.add(issue)
+    session.commit()
+    return pub, lst, issue
+
+
+def run_send(session, settings, transport, send_id, *, now=None, rounds=20):
+    """Drive ticks and batches the way beat and workers would, until finished."""
+    deliverer = delivery.Deliverer(settings, transport)
+    now = now or utcnow()
+    for _ in range(rounds):
+        batch_ids = lifecycle.tick(session, settings, now)
+        for batch_id in batch_ids:
+            deliverer.deliver_batch(session, batch_id)
+        session.expire_all()
+        if session.get(Send, send_id).state in ("finished", "cancelled", "paused"):
+            return
+        now = utcnow()
+    raise AssertionError(f"send {send_id} did not finish: {lifecycle.summary_line(lifecycle.progress(session, send_id))}")
+
+
+def states(session, send_id):
+    return dict(
+        session.execute(
+            select(Delivery.state, func.count()).where(Delivery.send_id == send_id).group_by(Delivery.state)
+        ).all()
+    )
