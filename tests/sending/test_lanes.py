@@ -5,7 +5,7 @@ publication and the field; one publication's failures never pause another's."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import dkim as dkimpy
 import pytest
@@ -17,33 +17,15 @@ from newsletter.authoring.sending_block import DkimKeyRef, SendingBlock
 from newsletter.sending import dkim, lifecycle, scheduling
 from newsletter.sending.delivery import Deliverer
 from newsletter.sending.lanes import Lanes
-from newsletter.store.models import Delivery, IssueRow, MailingList, Membership, PublicationRow, Send, Subscriber, utcnow
+from newsletter.store.models import Delivery, Send, utcnow
 from tests.memory_transport import MemoryTransport
-from tests.sending.world import HTML, TEXT
+from tests.sending.world import make_world
 from tests.smtp_server import SmtpTestServer
 
 
 def publication(session, slug: str, sending: dict | None = None, readers: int = 10):
-    pub = PublicationRow(
-        slug=slug, name=slug.title(), from_name=slug.title(), from_email=f"news@{slug}.example.org",
-        reply_to=f"editor@{slug}.example.org", postal_address="1 High Street", web_base_url=f"https://{slug}.example.org/",
-        timezone="Europe/London", language="en-GB", settings={}, sending=sending or {},
-    )
-    session.add(pub)
-    session.flush()
-    lst = MailingList(publication_id=pub.id, slug="all", name="Everyone", description="")
-    session.add(lst)
-    session.flush()
-    for i in range(readers):
-        sub = Subscriber(email=f"{slug}{i:03d}@example.com", name=f"Reader {i}", status="active", attributes={})
-        session.add(sub)
-        session.flush()
-        session.add(Membership(list_id=lst.id, subscriber_id=sub.id, status="confirmed"))
-    issue = IssueRow(publication_id=pub.id, slug="2026-12", title="December", subject=f"{slug}: December",
-                     preheader="News", issue_date=date(2026, 12, 1), html=HTML, text=TEXT, mjml="", content_hash="x")
-    session.add(issue)
-    session.commit()
-    return pub, lst, issue
+    """A publication of its own slug, name and readers (``<slug>000@example.com`` ...)."""
+    return make_world(session, readers, slug=slug, name=slug.title(), sending=sending, reader=slug)
 
 
 def run(session, settings, deliverer, *send_ids, rounds=20):

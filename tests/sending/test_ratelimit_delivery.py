@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 import redis
@@ -205,34 +205,10 @@ def test_a_full_cap_with_a_chunk_in_flight_records_it_and_gives_the_rest_back(se
 
 def add_publication(session, slug, count, sending=None):
     """A publication with one list of ``count`` confirmed people and an issue; (list, issue)."""
-    from sqlalchemy import insert
+    from tests.sending.world import make_world
 
-    from newsletter.store.models import IssueRow, MailingList, Membership, PublicationRow, Subscriber
-    from tests.sending.world import HTML, TEXT
-
-    publication = PublicationRow(
-        slug=slug, name=slug.title(), from_name=slug.title(), from_email=f"news@{slug}.example.org",
-        reply_to=f"editor@{slug}.example.org", postal_address="1 High Street, Exampleton",
-        web_base_url=f"https://{slug}.example.org/", timezone="Europe/London", language="en-GB", settings={},
-        sending=sending or {},
-    )
-    session.add(publication)
-    session.flush()
-    mailing_list = MailingList(publication_id=publication.id, slug="all", name="Everyone", description="")
-    session.add(mailing_list)
-    session.flush()
-    ids = session.scalars(insert(Subscriber).returning(Subscriber.id), [
-        {"email": f"{slug}{i:04d}@example.com", "email_key": f"{slug}{i:04d}@example.com", "name": f"Reader {i}",
-         "status": "active", "attributes": {}} for i in range(count)
-    ]).all()
-    session.execute(insert(Membership), [{"list_id": mailing_list.id, "subscriber_id": i, "status": "confirmed"}
-                                         for i in ids])
-    issue = IssueRow(
-        publication_id=publication.id, slug="2026-12", title="December", subject=f"{slug}: December",
-        preheader="News", issue_date=date(2026, 12, 1), html=HTML, text=TEXT, mjml="", content_hash="x",
-    )
-    session.add(issue)
-    session.commit()
+    _, mailing_list, issue = make_world(session, count, slug=slug, name=slug.title(), sending=sending, reader=slug,
+                                        digits=4)
     return mailing_list, issue
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from newsletter.sending import delivery, lifecycle
 from newsletter.store.models import Delivery, IssueRow, MailingList, Membership, PublicationRow, Send, Subscriber, utcnow
@@ -17,24 +17,31 @@ HTML = (
 TEXT = "Hello %%name%%\nWeb: %%web_url%%\nUnsubscribe: %%unsubscribe_url%%\nPreferences: %%preferences_url%%\n"
 
 
-def make_world(session, count=20):
+def make_world(session, count=20, *, slug="gazette", name="The Gazette", sending: dict | None = None,
+               reader: str = "reader", digits: int = 3):
+    """A publication (its ``sending`` block, if given), its list "all" of ``count``
+    confirmed readers (``<reader>000@example.com`` ..., numbered with ``digits``)
+    and an issue; the three rows."""
     pub = PublicationRow(
-        slug="gazette", name="The Gazette", from_name="The Gazette", from_email="news@gazette.example.org",
-        reply_to="editor@gazette.example.org", postal_address="1 High Street, Exampleton",
-        web_base_url="https://gazette.example.org/", timezone="Europe/London", language="en-GB", settings={},
+        slug=slug, name=name, from_name=name, from_email=f"news@{slug}.example.org",
+        reply_to=f"editor@{slug}.example.org", postal_address="1 High Street, Exampleton",
+        web_base_url=f"https://{slug}.example.org/", timezone="Europe/London", language="en-GB", settings={},
+        sending=sending or {},
     )
     session.add(pub)
     session.flush()
     lst = MailingList(publication_id=pub.id, slug="all", name="Everyone", description="")
     session.add(lst)
     session.flush()
-    for i in range(count):
-        sub = Subscriber(email=f"reader{i:03d}@example.com", name=f"Reader {i}", status="active", attributes={})
-        session.add(sub)
-        session.flush()
-        session.add(Membership(list_id=lst.id, subscriber_id=sub.id, status="confirmed"))
+    if count:  # in two statements however many: some tests want thousands
+        ids = session.scalars(insert(Subscriber).returning(Subscriber.id), [
+            {"email": f"{reader}{i:0{digits}d}@example.com", "name": f"Reader {i}", "status": "active",
+             "attributes": {}} for i in range(count)
+        ]).all()
+        session.execute(insert(Membership), [{"list_id": lst.id, "subscriber_id": i, "status": "confirmed"}
+                                             for i in ids])
     issue = IssueRow(
-        publication_id=pub.id, slug="2026-12", title="December", subject="The Gazette: December",
+        publication_id=pub.id, slug="2026-12", title="December", subject=f"{name}: December",
         preheader="News", issue_date=date(2026, 12, 1), html=HTML, text=TEXT, mjml="", content_hash="x",
     )
     session.add(issue)
