@@ -354,7 +354,6 @@ class _EncodedTemplate:
         return self._lay_out([_qp_value(values[name], escape_html) for escape_html, name in self._distinct])
 
 
-
 def _slot_plan(slots: tuple[tuple[bool, str], ...]):
     """The distinct slots of a template, and a function that lays their encoded
     values out in slot order: each is encoded once, though a counted link's

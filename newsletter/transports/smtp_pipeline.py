@@ -670,20 +670,22 @@ def _too_many_recipients(code: int, text: bytes) -> bool:
 def _dot_stuffed(message: bytes, dot_free: bool = False) -> bytes:
     """The DATA payload: leading dots doubled, ended by a lone dot (RFC 5321 4.5.2).
     ``dot_free``: the builder made sure no line starts with a dot (Envelope.dot_free)."""
+    ending = b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n"
     if dot_free:
-        return message + (b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n")
+        return message + ending
     # A newsletter's 60-70 KB hold a handful of lines that start with a dot.
-    # Finding them is a fast scan for the literal (about 6 µs of CPU); neither
-    # re.sub(rb"(?m)^\.", ...) nor bytes.replace(b"\n.", b"\n..") is (about
-    # 100 µs: CPython counts the matches the slow way first), and each made a
-    # copy of the message besides. One join builds the payload.
+    # Finding them is a scan for the literal (about 35 µs of CPU for the
+    # sample's 75 KiB); neither re.sub(rb"(?m)^\.", ...) nor
+    # bytes.replace(b"\n.", b"\n..") is as fast (about 100 µs: CPython counts
+    # the matches the slow way first), and each made a copy of the message
+    # besides. One join builds the payload.
     pieces, start = [b"."] if message.startswith(b".") else [], 0
     for match in _LINE_STARTING_WITH_DOT.finditer(message):
         end = match.start() + 1  # after the line feed: the dot begins the next piece
         pieces += (message[start:end], b".")
         start = end
     pieces.append(message[start:] if start else message)
-    pieces.append(b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n")
+    pieces.append(ending)
     return b"".join(pieces)
 
 
