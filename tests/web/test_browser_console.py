@@ -101,9 +101,13 @@ class Steps:
         self.checked.append(self.driver.current_url)
 
     def wait(self, condition, what: str, seconds: float = 30):
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.driver, seconds, poll_frequency=0.2).until(lambda d: condition(), what)
+        # A page that polls replaces its elements as it goes: one found just before
+        # the swap is asked again at the next poll, not taken for a failure.
+        return WebDriverWait(self.driver, seconds, poll_frequency=0.2,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: condition(), what)
 
     def notice(self) -> str:
         return self.wait(lambda: (n := self.finds("p.notice")) and n[0].text, "a notice")
