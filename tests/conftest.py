@@ -42,6 +42,30 @@ def axe_source() -> str:
     return AXE_SCRIPT.read_text(encoding="utf-8")
 
 
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium (Debian's, with its driver) through Selenium: skips, or
+    fails under NEWSLETTER_REQUIRE_SERVICES, where it is not installed."""
+    from tests.web.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = "Chromium is not installed (scripts/install-browser installs it)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message + "; NEWSLETTER_REQUIRE_SERVICES is set, so this is a failure", pytrace=False)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

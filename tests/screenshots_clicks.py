@@ -32,7 +32,7 @@ def main(out: Path) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from tests.web.test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+    from tests.web.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

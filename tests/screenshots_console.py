@@ -157,7 +157,7 @@ def main(out: Path, narrow: bool = False) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from tests.web.test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+    from tests.web.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -42,7 +42,7 @@ def main(out: Path) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from tests.web.test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, wait_for_heading
+    from tests.web.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, wait_for_heading
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

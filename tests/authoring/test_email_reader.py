@@ -29,7 +29,6 @@ from newsletter.authoring.issue import DARK_COLOURS, Colours
 from newsletter.authoring.preview import write_sample_email
 from newsletter.authoring.render import render_issue
 from tests.conftest import REQUIRE_SERVICES, SAMPLE_ISSUE
-from tests.web.test_browser import browser  # noqa: F401 - the fixture
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 WIDTHS = (375, 600)
@@ -120,7 +119,7 @@ def rgb(colour: str) -> str:
     return "rgb({}, {}, {})".format(*(int(digits[i:i + 2], 16) for i in (0, 2, 4)))
 
 
-def test_no_accessibility_violations_and_no_sideways_scrolling(browser, axe_source, issue_folder, tmp_path):  # noqa: F811
+def test_no_accessibility_violations_and_no_sideways_scrolling(browser, axe_source, issue_folder, tmp_path):
     page = write_sample_email(render_issue(load_issue(issue_folder)), tmp_path / "email")
     for scheme in SCHEMES:
         for width in WIDTHS:
@@ -135,7 +134,7 @@ def computed(driver, selector: str, prop: str) -> str:
         "return getComputedStyle(document.querySelector(arguments[0]))[arguments[1]]", selector, prop)
 
 
-def test_the_readers_colour_scheme_decides_the_colours(browser, tmp_path):  # noqa: F811
+def test_the_readers_colour_scheme_decides_the_colours(browser, tmp_path):
     page = write_sample_email(render_issue(load_issue(SAMPLE_ISSUE)), tmp_path / "email")
     for scheme, colours in (("light", Colours()), ("dark", DARK_COLOURS)):
         show(browser, page, scheme, 600)
@@ -149,7 +148,7 @@ def test_the_readers_colour_scheme_decides_the_colours(browser, tmp_path):  # no
         assert computed(browser, ".nl-band h1", "color") == "rgb(255, 255, 255)", scheme
 
 
-def test_the_logo_is_shown_at_its_set_width_from_a_sharper_file(browser, tmp_path):  # noqa: F811
+def test_the_logo_is_shown_at_its_set_width_from_a_sharper_file(browser, tmp_path):
     page = write_sample_email(render_issue(load_issue(SAMPLE_ISSUE)), tmp_path / "email")
     show(browser, page, "light", 375)
     logo = browser.execute_script(
@@ -158,7 +157,7 @@ def test_the_logo_is_shown_at_its_set_width_from_a_sharper_file(browser, tmp_pat
     assert logo == [192, 96]
 
 
-def test_a_dark_logo_replaces_the_logo_where_the_scheme_is_dark(browser, tmp_path):  # noqa: F811
+def test_a_dark_logo_replaces_the_logo_where_the_scheme_is_dark(browser, tmp_path):
     publication = tmp_path / "together-were-better"
     shutil.copytree(SAMPLE_ISSUE.parent.parent, publication)
     PIL.Image.new("RGB", (192, 192), "#ffffff").save(publication / "logo-dark.png")

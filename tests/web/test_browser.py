@@ -16,7 +16,6 @@ import threading
 import urllib.request
 from dataclasses import replace
 from email import message_from_bytes, policy
-from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
@@ -33,35 +32,9 @@ from newsletter.store.migrate import upgrade
 from newsletter.audience.subscribers import add_subscriber, create_list, get_list
 from newsletter.authoring.webcopy import write_site
 from newsletter.web import create_app
-from tests.conftest import REQUIRE_SERVICES, SAMPLE_ISSUE, free_port
+from tests.conftest import SAMPLE_ISSUE, free_port
 from tests.memory_transport import MemoryTransport
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage")
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        message = "Chromium is not installed (scripts/install-browser installs it)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message + "; NEWSLETTER_REQUIRE_SERVICES is set, so this is a failure", pytrace=False)
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-
+from tests.web.browser import wait_for_heading
 
 @pytest.fixture
 def site(tmp_path, sqlite_url):
@@ -153,22 +126,3 @@ def test_sign_up_confirm_receive_read_unsubscribe_and_receive_nothing_more(brows
     # Sent again (a resend: Bob has had it once), it reaches Bob and not Ann.
     second = send_issue(settings, publication_slug, issue_slug, resend=True)
     assert second.recipients() == ["bob@example.com"]
-
-
-def wait_for_heading(browser, text: str) -> None:
-    """After a click the old page may still be there: wait for the new one's heading."""
-    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    def shows(b) -> bool:
-        try:
-            return b.find_element(By.TAG_NAME, "h1").text == text
-        except StaleElementReferenceException:
-            return False
-        except WebDriverException as exc:
-            if "does not belong to the document" in str(exc):
-                return False  # the heading found was the old page's, being torn down: look again
-            raise
-
-    WebDriverWait(browser, 20).until(shows, f"the page headed {text!r}")

@@ -34,7 +34,6 @@ from newsletter.store.models import ClickCount
 from newsletter.web import create_app
 from tests.conftest import SAMPLE_ISSUE, free_port
 from tests.memory_transport import MemoryTransport
-from tests.web.test_browser import browser  # noqa: F401 - the fixture: skips or fails without Chromium
 
 
 @pytest.fixture
@@ -71,7 +70,7 @@ def delivered(tmp_path, sqlite_url):
     thread.join(timeout=10)
 
 
-def test_a_person_clicking_a_link_twice_is_taken_there_and_counted_human_twice(browser, delivered):  # noqa: F811
+def test_a_person_clicking_a_link_twice_is_taken_there_and_counted_human_twice(browser, delivered):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

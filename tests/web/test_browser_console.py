@@ -27,132 +27,13 @@ from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
 from newsletter.store.models import utcnow
 from newsletter.web import create_app
-from tests.conftest import AXE_SCRIPT, REQUIRE_SERVICES, ROOT, free_port
-from tests.console_world import APPROVER, EDITOR, PASSWORD, make_world, sample_zip
-from tests.pipeline import Pipeline
-from tests.smtp_server import SmtpTestServer
-from tests.web.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
+from tests.conftest import free_port
+from tests.console_world import APPROVER, EDITOR, make_world, sample_zip
+from tests.web.browser import SUBSCRIBERS, Steps, wait_for_heading
 
 pytestmark = pytest.mark.slow
 
-AXE = AXE_SCRIPT
-SUBSCRIBERS = 6
-
-
-@pytest.fixture
-def smtp():
-    with SmtpTestServer() as server:
-        yield server
-
-
-@pytest.fixture
-def console(tmp_path, postgres_url, redis_url, smtp):
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    pipeline = Pipeline(tmp_path, postgres_url, redis_url, smtp, BASE_URL=base_url)
-    settings = pipeline.settings
-    upgrade(settings.effective_database_url)
-    world = make_world(settings, subscribers=SUBSCRIBERS)
-    server = make_server("127.0.0.1", port, create_app(settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield pipeline, world, base_url
-    pipeline.stop_all()
-    server.shutdown()
-    thread.join(timeout=10)
-
-
-def axe_problems(driver) -> list[str]:
-    """Serious and critical axe-core violations on the page shown."""
-    if not AXE.is_file():
-        message = "axe-core is not installed (scripts/install-test-services installs it)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    driver.execute_script(AXE.read_text())
-    violations = driver.execute_async_script("""
-        const done = arguments[arguments.length - 1];
-        axe.run(document, {resultTypes: ['violations']})
-          .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                                   nodes: v.nodes.map(n => n.target.join(' '))}))))
-          .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));
-    """)
-    return [f"{v['id']} ({v['impact']}): {v['help']} at {v['nodes'][:3]}" for v in violations
-            if v["impact"] in ("serious", "critical")]
-
-
-class Steps:
-    def __init__(self, driver, base_url: str):
-        self.driver, self.base_url, self.checked = driver, base_url, []
-
-    def find(self, css: str):
-        from selenium.webdriver.common.by import By
-
-        return self.driver.find_element(By.CSS_SELECTOR, css)
-
-    def finds(self, css: str):
-        from selenium.webdriver.common.by import By
-
-        return self.driver.find_elements(By.CSS_SELECTOR, css)
-
-    def accessible(self) -> None:
-        problems = axe_problems(self.driver)
-        assert not problems, f"{self.driver.current_url}:\n" + "\n".join(problems)
-        self.checked.append(self.driver.current_url)
-
-    def wait(self, condition, what: str, seconds: float = 30):
-        from selenium.common.exceptions import StaleElementReferenceException
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        # A page that polls replaces its elements as it goes: one found just before
-        # the swap is asked again at the next poll, not taken for a failure.
-        return WebDriverWait(self.driver, seconds, poll_frequency=0.2,
-                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: condition(), what)
-
-    def notice(self) -> str:
-        return self.wait(lambda: (n := self.finds("p.notice")) and n[0].text, "a notice")
-
-    def log_in(self, email: str) -> None:
-        self.driver.delete_all_cookies()
-        self.driver.get(f"{self.base_url}/console/")
-        wait_for_heading(self.driver, "Log in")
-        self.accessible()
-        self.find("#email").send_keys(email)
-        self.find("#password").send_keys(PASSWORD)
-        self.find("main button[type=submit]").click()
-        wait_for_heading(self.driver, "Issues")
-        self.accessible()
-
-    def press(self, label: str) -> None:
-        """Press the button and wait for the page it leads to (the old page goes stale)."""
-        from selenium.webdriver.common.by import By
-
-        old = self.find("html")
-        [button] = [b for b in self.driver.find_elements(By.CSS_SELECTOR, "main button") if b.text == label]
-        button.click()
-        self.wait(lambda: self.left(old), f"the page after {label!r}")
-
-    def follow(self, link_text: str) -> None:
-        from selenium.webdriver.common.by import By
-
-        old = self.find("html")
-        self.driver.find_element(By.LINK_TEXT, link_text).click()
-        self.wait(lambda: self.left(old), f"the page after {link_text!r}")
-
-    def left(self, old) -> bool:
-        """True once ``old`` (the last page's root) is gone; asked again while Chromium is mid-navigation."""
-        from selenium.common.exceptions import WebDriverException
-        from selenium.webdriver.support import expected_conditions
-
-        try:
-            return expected_conditions.staleness_of(old)(self.driver)
-        except WebDriverException as exc:
-            if "does not belong to the document" in str(exc):
-                return False  # the old page is being torn down: look again at the next poll
-            raise
-
-
-def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser, console, smtp, tmp_path):  # noqa: F811
+def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser, console, smtp, tmp_path):
     from selenium.webdriver.common.by import By
 
     pipeline, world, base_url = console
@@ -311,7 +192,7 @@ def quiet_console(tmp_path, sqlite_url):
     thread.join(timeout=10)
 
 
-def test_every_page_passes_axe_and_works_from_the_keyboard(browser, quiet_console, tmp_path):  # noqa: F811
+def test_every_page_passes_axe_and_works_from_the_keyboard(browser, quiet_console, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 

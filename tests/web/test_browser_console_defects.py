@@ -22,8 +22,7 @@ from newsletter.store.migrate import upgrade
 from newsletter.web import create_app
 from tests.conftest import SAMPLE_ISSUE, free_port
 from tests.console_world import EDITOR, PASSWORD, make_world, sample_zip
-from tests.web.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
-from tests.web.test_browser_console import Steps
+from tests.web.browser import Steps, wait_for_heading
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +54,7 @@ def type_login(steps: Steps, email: str, password: str) -> None:
     steps.press("Log in")
 
 
-def test_a_team_logs_in_all_day_from_one_address_while_guessing_is_still_limited(browser, site):  # noqa: F811
+def test_a_team_logs_in_all_day_from_one_address_while_guessing_is_still_limited(browser, site):
     settings, world, base_url = site
     steps = Steps(browser, base_url)
     # More logins from one address than the limit allows failures: every one gets in.
@@ -75,7 +74,7 @@ def test_a_team_logs_in_all_day_from_one_address_while_guessing_is_still_limited
     steps.accessible()
 
 
-def test_the_old_ops_login_address_leads_to_the_one_login_and_back_to_the_dashboard(browser, site):  # noqa: F811
+def test_the_old_ops_login_address_leads_to_the_one_login_and_back_to_the_dashboard(browser, site):
     from tests.console_world import OPERATOR
 
     settings, world, base_url = site
@@ -126,7 +125,7 @@ def small_logo(settings, world, tmp_path) -> None:
         store_publication_files(session, session.get(PublicationRow, world.publication_id), folder)
 
 
-def test_every_finding_is_shown_at_once_and_each_at_its_field(browser, site, tmp_path):  # noqa: F811
+def test_every_finding_is_shown_at_once_and_each_at_its_field(browser, site, tmp_path):
     settings, world, base_url = site
     small_logo(settings, world, tmp_path)
     steps = Steps(browser, base_url)
@@ -182,7 +181,7 @@ def approved_issue(settings, world) -> int:
     return draft_id
 
 
-def test_a_time_in_the_past_is_refused_in_the_forms_words_saying_the_time_it_is_there(browser, site):  # noqa: F811
+def test_a_time_in_the_past_is_refused_in_the_forms_words_saying_the_time_it_is_there(browser, site):
     from datetime import timedelta
 
     from newsletter.sending.scheduling import when_from_utc
@@ -229,7 +228,7 @@ def next_fall_back(now):
     raise AssertionError("no autumn in two years")
 
 
-def test_who_edited_an_issue_is_not_offered_the_approve_button_and_is_told_why(browser, site, tmp_path):  # noqa: F811
+def test_who_edited_an_issue_is_not_offered_the_approve_button_and_is_told_why(browser, site, tmp_path):
     from tests.console_world import ADMIN, APPROVER
 
     settings, world, base_url = site
@@ -367,7 +366,7 @@ ROLE_PAGES = {
 
 
 def test_every_page_for_every_role_has_no_axe_violation_and_no_sideways_scroll_at_375_and_1280(
-        browser, site, tmp_path):  # noqa: F811
+        browser, site, tmp_path):
     from tests.conftest import AXE_SCRIPT
     from tests.console_world import ADMIN, APPROVER, OPERATOR
 

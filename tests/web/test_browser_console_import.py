@@ -15,8 +15,7 @@ import pytest
 
 from newsletter.console import imports
 from tests.console_world import EDITOR
-from tests.web.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
-from tests.web.test_browser_console import Steps, console, smtp  # noqa: F401 - fixtures
+from tests.web.browser import Steps, wait_for_heading
 
 pytestmark = pytest.mark.slow
 ROWS = 3000

@@ -27,8 +27,7 @@ from newsletter.store.models import DraftFile, MailingList, PublicationRow
 from newsletter.web import create_app
 from tests.conftest import AXE_SCRIPT, REQUIRE_SERVICES, free_port
 from tests.console_world import ADMIN, EDITOR, make_world, sample_zip
-from tests.web.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
-from tests.web.test_browser_console import Steps
+from tests.web.browser import Steps, wait_for_heading
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +95,7 @@ def huge_png() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-def test_publications_lists_and_pictures_in_the_browser(browser, console, tmp_path):  # noqa: F811
+def test_publications_lists_and_pictures_in_the_browser(browser, console, tmp_path):
     settings, base_url = console
     steps = Steps(browser, base_url)
     browser.set_window_size(1280, 900)

@@ -21,8 +21,7 @@ from newsletter.store.models import Membership, Subscriber, Suppression
 from newsletter.web import create_app
 from tests.conftest import free_port
 from tests.console_world import ADMIN, EDITOR, make_world
-from tests.web.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
-from tests.web.test_browser_console import Steps
+from tests.web.browser import Steps, wait_for_heading
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +58,7 @@ def fits(driver) -> bool:
     return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
 
 
-def test_search_open_a_subscriber_take_them_off_a_list_and_erase(browser, console):  # noqa: F811
+def test_search_open_a_subscriber_take_them_off_a_list_and_erase(browser, console):
     from selenium.webdriver.common.by import By
 
     settings, base_url = console
