@@ -1,7 +1,9 @@
 """The system of record: SQLAlchemy 2 models.
 
 Schema changes go through Alembic (``newsletter/store/migrations``); tests
-check that the migrations and these models agree.
+check that the migrations and these models agree. The tables come in the
+order of the pipeline, a section each: publications and issues, the audience,
+sends and their ledger, feedback, ops, accounts, and the console's own.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class Base(DeclarativeBase):
     pass
 
 
+# --- Publications and issues: what is sent --------------------------------------------------------
+
+
 class PublicationRow(Base):
     __tablename__ = "publications"
 
@@ -81,6 +86,32 @@ class PublicationRow(Base):
     # The publication.yaml `sending:` block without secrets (authoring/sending_block.py).
     sending: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IssueRow(Base):
+    """A built issue: what every recipient's message is made from."""
+
+    __tablename__ = "issues"
+    __table_args__ = (UniqueConstraint("publication_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id"))
+    slug: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str] = mapped_column(String(300))
+    subject: Mapped[str] = mapped_column(String(300))
+    preheader: Mapped[str] = mapped_column(String(300), default="")
+    issue_date: Mapped[date] = mapped_column(Date)
+    html: Mapped[str] = mapped_column(Text)  # compiled, with per-recipient placeholders
+    text: Mapped[str] = mapped_column(Text)  # with per-recipient placeholders
+    mjml: Mapped[str] = mapped_column(Text, default="")
+    web_html: Mapped[str] = mapped_column(Text, default="")  # the public copy, no personal data
+    articles: Mapped[dict] = mapped_column(JSON, default=dict)  # slug -> public article HTML
+    content_hash: Mapped[str] = mapped_column(String(64))
+    source_folder: Mapped[str] = mapped_column(Text, default="")
+    built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- Audience: lists, subscribers, segments, suppressions, sign-up --------------------------------
 
 
 class MailingList(Base):
@@ -193,27 +224,23 @@ class Suppression(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class IssueRow(Base):
-    """A built issue: what every recipient's message is made from."""
+class ConfirmationEmail(Base):
+    """When an address was last sent a link to confirm a subscription.
 
-    __tablename__ = "issues"
-    __table_args__ = (UniqueConstraint("publication_id", "slug"),)
+    One row per subscriber, so at most one confirmation email goes to an
+    address per ``signup_email_window_seconds`` however often the sign-up form
+    is posted with it (by the person, or by someone else trying to flood them).
+    """
+
+    __tablename__ = "confirmation_emails"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id"))
-    slug: Mapped[str] = mapped_column(String(100))
-    title: Mapped[str] = mapped_column(String(300))
-    subject: Mapped[str] = mapped_column(String(300))
-    preheader: Mapped[str] = mapped_column(String(300), default="")
-    issue_date: Mapped[date] = mapped_column(Date)
-    html: Mapped[str] = mapped_column(Text)  # compiled, with per-recipient placeholders
-    text: Mapped[str] = mapped_column(Text)  # with per-recipient placeholders
-    mjml: Mapped[str] = mapped_column(Text, default="")
-    web_html: Mapped[str] = mapped_column(Text, default="")  # the public copy, no personal data
-    articles: Mapped[dict] = mapped_column(JSON, default=dict)  # slug -> public article HTML
-    content_hash: Mapped[str] = mapped_column(String(64))
-    source_folder: Mapped[str] = mapped_column(Text, default="")
-    built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), unique=True)
+    last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    emails_sent: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- Sends and the ledger: an issue going to lists, one row per recipient -------------------------
 
 
 SEND_STATES = ("scheduled", "sending", "paused", "finished", "cancelled")
@@ -367,6 +394,15 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+# Provider events name a message by the id the provider gave when it took it.
+Index("ix_deliveries_provider_message_id", Delivery.provider_message_id)
+# Erasure finds the rows of an address whose subscriber is gone (deleted, or
+# never one) by the address in any case (audience/erasure.py). Partial: a row
+# enters it only when its subscriber is deleted, so freezing a send pays nothing.
+Index("ix_deliveries_orphan_email", func.lower(Delivery.email),
+      sqlite_where=Delivery.subscriber_id.is_(None), postgresql_where=Delivery.subscriber_id.is_(None))
+
+
 class SendEvent(Base):
     """What happened to a send, for people: started, paused (and why), resumed..."""
 
@@ -379,7 +415,132 @@ class SendEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-# --- Ops: what workers report about themselves, for `newsletter ops` and /metrics ---
+class ClaimLease(Base):
+    """A batch run's lease on the ledger rows it claimed (newsletter/sending/leases.py).
+
+    The run renews ``expires_at`` while it makes progress. Rows whose
+    ``claimed_by`` has no lease that is still valid belong to nobody: the next
+    worker that claims their batch takes them over.
+    """
+
+    __tablename__ = "claim_leases"
+
+    holder: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid:nonce/run
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    batch_id: Mapped[int] = mapped_column(Id)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+# --- Feedback: what providers and the bounce mailbox report, and clicks ---------------------------
+
+
+class ProviderEvent(Base):
+    """One thing a provider or a bounce mailbox told us about one message.
+
+    ``kind``: delivered | bounced | complained | unsubscribed; ``bounce``: hard,
+    soft or blocked (5.7.x, the sender or content refused) for bounced. ``(source, key)`` is unique: the same event arriving
+    twice is recorded once. ``raw`` (the payload, for debugging) is emptied
+    after ``raw_event_retention_days``; the normalised fields are kept.
+    """
+
+    __tablename__ = "provider_events"
+    __table_args__ = (
+        UniqueConstraint("source", "key"),
+        Index("ix_provider_events_email_kind", "email", "kind", "occurred_at"),
+        Index("ix_provider_events_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    source: Mapped[str] = mapped_column(String(40))  # ses | sendgrid | mailgun | postmark | mailbox
+    key: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(20))
+    bounce: Mapped[str] = mapped_column(String(10), default="")
+    email: Mapped[str] = mapped_column(String(320))
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    message_ref: Mapped[str] = mapped_column(String(300), default="")  # the message, to count soft bounces
+    detail: Mapped[str] = mapped_column(Text, default="")
+    raw: Mapped[str | None] = mapped_column(Text, nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookNonce(Base):
+    """A signed webhook's one-time token, and the token with its content's
+    fingerprint, kept while its signature is still fresh: a captured token on
+    other content is refused (webhooks.remember_nonce)."""
+
+    __tablename__ = "webhook_nonces"
+    __table_args__ = (UniqueConstraint("source", "nonce"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    source: Mapped[str] = mapped_column(String(40))
+    nonce: Mapped[str] = mapped_column(String(200))
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+# --- Clicks: counts, never people (docs/clicks.md) ------------------------------------
+
+
+class ClickCount(Base):
+    """Clicks on one counted link of a send in one hour, by class (feedback/clicks.py).
+
+    Link 0 is the trap link nobody can see. No row names a person or a client address.
+    """
+
+    __tablename__ = "click_counts"
+
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
+    link: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    machine: Mapped[int] = mapped_column(Integer, default=0)
+    unsure: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ClickMessage(Base):
+    """Clicks from one message of a send, known only by the random nonce in its links:
+    how many distinct messages had a human click, without knowing whose."""
+
+    __tablename__ = "click_messages"
+
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(16), primary_key=True)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    machine: Mapped[int] = mapped_column(Integer, default=0)
+    unsure: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PageView(Base):
+    """Views of one web copy page on one day (no cookies, no addresses)."""
+
+    __tablename__ = "page_views"
+
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<issue>/" or "<issue>/<article>/"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    views: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ClickHistory(Base):
+    """One person's click, kept only for a publication with ``sending.clicks: per_person``
+    (a lawful basis of its own); erasure removes it with the person."""
+
+    __tablename__ = "click_history"
+    __table_args__ = (Index("ix_click_history_subscriber", "subscriber_id", "clicked_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), index=True)
+    link: Mapped[int] = mapped_column(Integer)
+    clicked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(10))  # human | machine | unsure
+
+
+# --- Ops: what workers report about themselves, and the queues over time (`newsletter ops`, /metrics) ---
 
 
 class WorkerHeartbeat(Base):
@@ -403,24 +564,6 @@ class WorkerHeartbeat(Base):
     state: Mapped[str] = mapped_column(String(20), default="running")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class ClaimLease(Base):
-    """A batch run's lease on the ledger rows it claimed (newsletter/sending/leases.py).
-
-    The run renews ``expires_at`` while it makes progress. Rows whose
-    ``claimed_by`` has no lease that is still valid belong to nobody: the next
-    worker that claims their batch takes them over.
-    """
-
-    __tablename__ = "claim_leases"
-
-    holder: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid:nonce/run
-    hostname: Mapped[str] = mapped_column(String(200))
-    pid: Mapped[int] = mapped_column(Integer)
-    batch_id: Mapped[int] = mapped_column(Id)
-    taken_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class BatchRun(Base):
@@ -457,84 +600,22 @@ class RateLimitThrottle(Base):
     last_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-# --- Sign-up ---------------------------------------------------------------------
+class QueueSample(Base):
+    """How many messages waited in the broker's queues at one moment.
 
-
-class ConfirmationEmail(Base):
-    """When an address was last sent a link to confirm a subscription.
-
-    One row per subscriber, so at most one confirmation email goes to an
-    address per ``signup_email_window_seconds`` however often the sign-up form
-    is posted with it (by the person, or by someone else trying to flood them).
+    The broker keeps no history, so the beat tick samples it about once a
+    minute for the dashboard's chart; samples older than a day are dropped.
     """
 
-    __tablename__ = "confirmation_emails"
+    __tablename__ = "queue_samples"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), unique=True)
-    last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    emails_sent: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    depth: Mapped[int] = mapped_column(Integer)  # all queues together
+    depths: Mapped[dict] = mapped_column(JSON, default=dict)  # queue name -> depth
 
 
-# --- Events ----------------------------------------------------------------------
-
-
-class ProviderEvent(Base):
-    """One thing a provider or a bounce mailbox told us about one message.
-
-    ``kind``: delivered | bounced | complained | unsubscribed; ``bounce``: hard,
-    soft or blocked (5.7.x, the sender or content refused) for bounced. ``(source, key)`` is unique: the same event arriving
-    twice is recorded once. ``raw`` (the payload, for debugging) is emptied
-    after ``raw_event_retention_days``; the normalised fields are kept.
-    """
-
-    __tablename__ = "provider_events"
-    __table_args__ = (
-        UniqueConstraint("source", "key"),
-        Index("ix_provider_events_email_kind", "email", "kind", "occurred_at"),
-        Index("ix_provider_events_received_at", "received_at"),
-    )
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    source: Mapped[str] = mapped_column(String(40))  # ses | sendgrid | mailgun | postmark | mailbox
-    key: Mapped[str] = mapped_column(String(300))
-    kind: Mapped[str] = mapped_column(String(20))
-    bounce: Mapped[str] = mapped_column(String(10), default="")
-    email: Mapped[str] = mapped_column(String(320))
-    delivery_id: Mapped[int | None] = mapped_column(
-        ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True, index=True
-    )
-    message_ref: Mapped[str] = mapped_column(String(300), default="")  # the message, to count soft bounces
-    detail: Mapped[str] = mapped_column(Text, default="")
-    raw: Mapped[str | None] = mapped_column(Text, nullable=True)
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-# Provider events name a message by the id the provider gave when it took it.
-Index("ix_deliveries_provider_message_id", Delivery.provider_message_id)
-# Erasure finds the rows of an address whose subscriber is gone (deleted, or
-# never one) by the address in any case (audience/erasure.py). Partial: a row
-# enters it only when its subscriber is deleted, so freezing a send pays nothing.
-Index("ix_deliveries_orphan_email", func.lower(Delivery.email),
-      sqlite_where=Delivery.subscriber_id.is_(None), postgresql_where=Delivery.subscriber_id.is_(None))
-
-
-class WebhookNonce(Base):
-    """A signed webhook's one-time token, and the token with its content's
-    fingerprint, kept while its signature is still fresh: a captured token on
-    other content is refused (webhooks.remember_nonce)."""
-
-    __tablename__ = "webhook_nonces"
-    __table_args__ = (UniqueConstraint("source", "nonce"),)
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    source: Mapped[str] = mapped_column(String(40))
-    nonce: Mapped[str] = mapped_column(String(200))
-    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-
-
-# --- Operators -------------------------------------------------------------------
+# --- Accounts: operators and editors, their roles and sessions, the audit log ---------------------
 
 
 class Admin(Base):
@@ -613,7 +694,8 @@ class AuditEntry(Base):
     draft_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 
-# --- The console: issues written in the browser ------------------------------------
+# --- The console: issues written in the browser, CSV imports started there ------------------------
+
 
 DRAFT_STATES = ("draft", "awaiting approval", "approved")
 
@@ -696,27 +778,6 @@ class Picture(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-# --- Ops: queue depth over time ----------------------------------------------------
-
-
-class QueueSample(Base):
-    """How many messages waited in the broker's queues at one moment.
-
-    The broker keeps no history, so the beat tick samples it about once a
-    minute for the dashboard's chart; samples older than a day are dropped.
-    """
-
-    __tablename__ = "queue_samples"
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    depth: Mapped[int] = mapped_column(Integer)  # all queues together
-    depths: Mapped[dict] = mapped_column(JSON, default=dict)  # queue name -> depth
-
-
-# --- Console: a CSV import started in the browser ------------------------------------
-
-
 class ImportJob(Base):
     """A CSV file uploaded in the console, on its way into a list (``console/imports.py``).
 
@@ -754,61 +815,3 @@ class ImportJob(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # progress moves it
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-
-
-# --- Clicks: counts, never people (docs/clicks.md) ------------------------------------
-
-
-class ClickCount(Base):
-    """Clicks on one counted link of a send in one hour, by class (feedback/clicks.py).
-
-    Link 0 is the trap link nobody can see. No row names a person or a client address.
-    """
-
-    __tablename__ = "click_counts"
-
-    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
-    link: Mapped[int] = mapped_column(Integer, primary_key=True)
-    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
-    human: Mapped[int] = mapped_column(Integer, default=0)
-    machine: Mapped[int] = mapped_column(Integer, default=0)
-    unsure: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class ClickMessage(Base):
-    """Clicks from one message of a send, known only by the random nonce in its links:
-    how many distinct messages had a human click, without knowing whose."""
-
-    __tablename__ = "click_messages"
-
-    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True)
-    nonce: Mapped[str] = mapped_column(String(16), primary_key=True)
-    human: Mapped[int] = mapped_column(Integer, default=0)
-    machine: Mapped[int] = mapped_column(Integer, default=0)
-    unsure: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class PageView(Base):
-    """Views of one web copy page on one day (no cookies, no addresses)."""
-
-    __tablename__ = "page_views"
-
-    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id", ondelete="CASCADE"), primary_key=True)
-    path: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<issue>/" or "<issue>/<article>/"
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
-    views: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class ClickHistory(Base):
-    """One person's click, kept only for a publication with ``sending.clicks: per_person``
-    (a lawful basis of its own); erasure removes it with the person."""
-
-    __tablename__ = "click_history"
-    __table_args__ = (Index("ix_click_history_subscriber", "subscriber_id", "clicked_at"),)
-
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
-    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id", ondelete="CASCADE"), index=True)
-    link: Mapped[int] = mapped_column(Integer)
-    clicked_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    kind: Mapped[str] = mapped_column(String(10))  # human | machine | unsure
