@@ -13,7 +13,7 @@ from newsletter.ops import admins
 from newsletter.store.db import session_scope
 from newsletter.store.models import Admin, AuditEntry
 from newsletter.web import create_app
-from tests.web.test_ops import OPERATOR, PASSWORD, csrf_of, log_in
+from tests.ops_world import OPERATOR, PASSWORD, csrf_of, log_in
 
 
 @pytest.fixture

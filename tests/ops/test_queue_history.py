@@ -4,17 +4,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from newsletter.ops.broker import QueueStats
 from newsletter.ops.queue_history import record_queue_depths
 from newsletter.store.models import QueueSample, utcnow
-
-
-class Broker:
-    def __init__(self, **depths):
-        self.depths = depths
-
-    def queue_stats(self, names):
-        return [QueueStats(name, self.depths.get(name, 0), None) for name in names]
+from tests.ops_world import Broker
 
 
 class BrokenBroker:

@@ -1,5 +1,5 @@
-"""Fixtures of the browser tests in this folder: an SMTP server on loopback, and the
-console served on a loopback port with a real worker and beat behind it."""
+"""Fixtures of the tests in this folder: the sample issue rendered, an SMTP server on
+loopback, and the console served on a loopback port with a real worker and beat behind it."""
 
 from __future__ import annotations
 
@@ -10,11 +10,18 @@ from werkzeug.serving import make_server
 
 from newsletter.store.migrate import upgrade
 from newsletter.web import create_app
-from tests.conftest import free_port
+from tests.conftest import SAMPLE_ISSUE, free_port
 from tests.console_world import make_world
 from tests.pipeline import Pipeline
 from tests.smtp_server import SmtpTestServer
 from tests.web.browser import SUBSCRIBERS
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    from newsletter.authoring.publishing import checked_render
+
+    return checked_render(SAMPLE_ISSUE)[0]
 
 
 @pytest.fixture

@@ -21,15 +21,8 @@ from newsletter.store.migrate import upgrade
 from newsletter.web import create_app
 from tests.conftest import free_port
 from tests.memory_transport import MemoryTransport
-from tests.web.test_browser import browser, wait_for_heading  # noqa: F401 - the fixture: skips or fails without Chromium
-from tests.web.test_ops import (  # noqa: F401
-    OPERATOR,
-    PASSWORD,
-    deliver_batches,
-    rendered,
-    send_state,
-    start_send,
-)
+from tests.web.browser import wait_for_heading
+from tests.ops_world import OPERATOR, PASSWORD, deliver_batches, send_state, start_send
 
 
 @pytest.fixture
@@ -54,7 +47,7 @@ def cell(driver, send_id: int, field: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, f'tr[data-send="{send_id}"] [data-field="{field}"]').text
 
 
-def test_log_in_see_a_send_pause_it_and_see_it_paused(browser, dashboard, rendered):  # noqa: F811
+def test_log_in_see_a_send_pause_it_and_see_it_paused(browser, dashboard, rendered):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

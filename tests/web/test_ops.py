@@ -13,59 +13,13 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.ops import admins
-from newsletter.sending import scheduling
-from newsletter.sending.delivery import Deliverer
-from newsletter.sending.lifecycle import claim_due_sends
 from newsletter.store.db import session_scope
-from newsletter.store.models import Batch, Delivery, Send, SendEvent, utcnow
+from newsletter.store.models import Delivery, SendEvent, utcnow
 from newsletter.web import create_app
-from tests.conftest import SAMPLE_ISSUE
 from tests.memory_transport import MemoryTransport
-
-PASSWORD = "correct horse battery staple"
-OPERATOR = "ops@example.org"
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture(scope="module")
-def rendered():
-    from newsletter.authoring.publishing import checked_render
-
-    return checked_render(SAMPLE_ISSUE)[0]
-
-
-def address(n: int) -> str:
-    return f"reader{n:03d}@example.com"
-
-
-def start_send(settings, rendered, subscribers: int, batch_size: int = 10) -> int:
-    """A send that is sending, its audience frozen and cut into batches, nothing sent yet."""
-    from newsletter.store.issues import store_issue
-    from newsletter.audience.subscribers import add_subscriber, create_list
-
-    slug = rendered.issue.publication.slug
-    with session_scope(settings) as session:
-        issue = store_issue(session, rendered)
-        mailing_list = create_list(session, slug, "everyone", "Everyone")
-        for n in range(subscribers):
-            add_subscriber(session, address(n), lists=["everyone"], publication_slug=slug)
-        send = scheduling.schedule_send(session, issue, mailing_list, None, batch_size=batch_size)
-        session.commit()
-        claim_due_sends(session, settings)
-        return send.id
-
-
-def deliver_batches(settings, transport, send_id: int, count: int | None = None) -> list:
-    """Deliver the send's first ``count`` batches (all when None), as workers would."""
-    with session_scope(settings) as session:
-        batch_ids = session.scalars(select(Batch.id).where(Batch.send_id == send_id).order_by(Batch.id)).all()
-        deliverer = Deliverer(settings, transport)
-        return [deliverer.deliver_batch(session, b) for b in batch_ids[:count]]
-
-
-def send_state(settings, send_id: int) -> str:
-    with session_scope(settings) as session:
-        return session.get(Send, send_id).state
+from tests.ops_world import (
+    OPERATOR, PASSWORD, Broker, address, csrf_of, deliver_batches, log_in, send_state, start_send,
+)
 
 
 @pytest.fixture
@@ -73,16 +27,6 @@ def app(settings):
     with session_scope(settings) as session:
         admins.create_admin(session, OPERATOR, PASSWORD)
     return create_app(settings)
-
-
-def csrf_of(client, path: str) -> str:
-    return CSRF.search(client.get(path).get_data(as_text=True)).group(1)
-
-
-def log_in(client, email: str = OPERATOR, password: str = PASSWORD, **environ):
-    token = csrf_of(client, "/console/login")
-    return client.post("/console/login", data={"email": email, "password": password, "csrf_token": token,
-                                           "next": "/ops/"}, environ_base=environ)
 
 
 @pytest.fixture
@@ -294,7 +238,6 @@ def test_a_post_without_a_csrf_token_changes_nothing(app, settings, rendered, op
 
 def test_the_queue_chart_shows_the_beats_samples(app, settings, operator):
     from newsletter.ops.queue_history import record_queue_depths
-    from tests.ops.test_queue_history import Broker
 
     with session_scope(settings) as db:
         record_queue_depths(db, settings, utcnow() - timedelta(minutes=30), broker=Broker(send=57))
