@@ -227,7 +227,7 @@ def prepare(settings, folder: Path, count: int, small: int, issue: Path = SAMPLE
     from newsletter.authoring.publishing import checked_render
     from newsletter.store.issues import store_issue
     from newsletter.store.migrate import upgrade
-    from newsletter.audience.subscriber_csv import import_csv
+    from newsletter.audience.csv_import import import_csv
     from newsletter.audience.subscribers import create_list
 
     upgrade(settings.effective_database_url)
@@ -265,7 +265,7 @@ def message_size(settings, slugs: tuple[str, str]) -> int:
     """Bytes of one subscriber's complete message, as the workers build it."""
     from types import SimpleNamespace
 
-    from newsletter.sending.delivery import Claimed
+    from newsletter.sending.claims import Claimed
     from newsletter.sending.send_template import SendTemplate
     from newsletter.store.issues import get_issue
     from newsletter.audience.subscribers import get_list

@@ -71,7 +71,7 @@ def _prepare(settings, folder: Path, count: int, delay: int):
     from newsletter.store.issues import store_issue
     from newsletter.store.migrate import upgrade
     from newsletter.store.models import utcnow
-    from newsletter.audience.subscriber_csv import import_csv
+    from newsletter.audience.csv_import import import_csv
     from newsletter.audience.subscribers import create_list, get_list, list_lists
 
     console.print(f"[bold]1.[/] Building the sample issue from {_shown(SAMPLE)}")

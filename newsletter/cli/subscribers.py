@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from newsletter.audience import subscriber_csv
+from newsletter.audience import csv_import
 from newsletter.audience import subscribers as subs
 from newsletter.cli import LazyConsole, err_console, main
 from newsletter.config import get_settings
@@ -262,15 +262,15 @@ def subscribers_import(path, list_slugs, unconfirmed, errors_path, publication) 
     if errors_path and Path(errors_path).resolve() == Path(path).resolve():
         raise InputError(Problem("--errors", "is the file being imported", "name another file for the problems"))
     with database() as session:
-        report = subscriber_csv.import_csv(session, path, list_slugs, publication, status, settings=get_settings())
+        report = csv_import.import_csv(session, path, list_slugs, publication, status, settings=get_settings())
     if errors_path:
-        subscriber_csv.write_problems(report, errors_path)
+        csv_import.write_problems(report, errors_path)
     show_report(report, errors_path)
     if report.rejected:
         sys.exit(1)
 
 
-def show_report(report: subscriber_csv.ImportReport, errors_path: str | None = None) -> None:
+def show_report(report: csv_import.ImportReport, errors_path: str | None = None) -> None:
     shown = PROBLEMS_SHOWN if errors_path is None else PROBLEMS_SHOWN_WITH_FILE
     for problem in report.problems[:shown]:
         style = "red" if problem.is_error else "yellow"
@@ -297,7 +297,7 @@ def subscribers_export(path, list_slug, unconfirmed, publication) -> None:
     status = "unconfirmed" if unconfirmed else "confirmed"
     with database() as session:
         if path == "-":
-            subscriber_csv.export_csv(session, sys.stdout, list_slug, publication_slug=publication, status=status)
+            csv_import.export_csv(session, sys.stdout, list_slug, publication_slug=publication, status=status)
             return
-        count = subscriber_csv.export_csv(session, path, list_slug, publication_slug=publication, status=status)
+        count = csv_import.export_csv(session, path, list_slug, publication_slug=publication, status=status)
     err_console.print(f"wrote {count} subscribers to {path}", highlight=False)

@@ -13,7 +13,7 @@ from newsletter.feedback import events
 from newsletter.sending import scheduling
 from newsletter.errors import InputError
 from newsletter.store.models import Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow
-from newsletter.audience.subscriber_csv import import_csv
+from newsletter.audience.csv_import import import_csv
 from newsletter.audience.subscribers import add_subscriber
 from tests.memory_transport import MemoryTransport
 from tests.sending.world import make_world, run_send

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import select
 
-from newsletter.audience import erasure, signup, subscriber_csv
+from newsletter.audience import csv_import, erasure, signup
 from newsletter.feedback import events
 from newsletter.sending import scheduling
 from newsletter.audience import subscribers as subs
@@ -70,7 +70,7 @@ def test_import_finds_the_person_whatever_the_case(session, gazette, tmp_path):
     path = tmp_path / "people.csv"
     path.write_text("email,name,team\nsomeone@EXAMPLE.org,,Comms\nnew@example.org,New,\n", encoding="utf-8")
 
-    report = subscriber_csv.import_csv(session, path, ["all"])
+    report = csv_import.import_csv(session, path, ["all"])
 
     assert (report.added, report.updated, report.rejected) == (1, 1, 0)
     person = subs.get_subscriber(session, "SOMEONE@example.org")
@@ -83,7 +83,7 @@ def test_import_does_not_bring_back_another_spelling_of_someone_who_left(session
     path = tmp_path / "people.csv"
     path.write_text("email\nsomeone@example.org\n", encoding="utf-8")
 
-    report = subscriber_csv.import_csv(session, path, ["all"])
+    report = csv_import.import_csv(session, path, ["all"])
 
     assert (report.added, report.not_resubscribed) == (0, 1)
     with pytest.raises(InputError, match="unsubscribed"):

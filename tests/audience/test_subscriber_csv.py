@@ -14,7 +14,7 @@ import io
 import pytest
 from sqlalchemy import delete, select
 
-from newsletter.audience import subscriber_csv
+from newsletter.audience import csv_import
 from newsletter.audience import subscribers as subs
 from newsletter.store.models import Membership, Subscriber
 from tests.audience.test_subscribers import memberships, monthly, write_csv  # noqa: F401 (fixture)
@@ -50,7 +50,7 @@ def problems_by_line(report) -> dict[int, str]:
 def test_a_name_with_a_line_break_is_rejected_with_its_line(session, monthly, tmp_path, cell, shown):
     path = write_csv(tmp_path, f"email,name\nbefore@example.com,Before\nann@example.com,{cell}\nafter@example.com,After\n")
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     assert (report.added, report.rejected) == (2, 1)
     [problem] = report.problems
@@ -67,7 +67,7 @@ def test_import_and_sign_up_refuse_the_same_names(session, monthly, tmp_path):
     names = ["Ann\tLee", "Ann\u2028Lee", "=?utf-8?q?Ann?=", "Ann Lee", "Zoë O'Brien", "x" * 201]
     path = write_csv(tmp_path, "email,name\n" + "".join(f"p{n}@example.com,{name}\n" for n, name in enumerate(names)))
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     rejected_by_import = {line - 2 for line in problems_by_line(report)}
     rejected_by_signup = set()
@@ -82,7 +82,7 @@ def test_import_and_sign_up_refuse_the_same_names(session, monthly, tmp_path):
 def test_a_tab_inside_a_name_is_read_as_a_space(session, monthly, tmp_path):
     path = write_csv(tmp_path, "email,name\nann@example.com,\"Ann\tLee\"\nbo@example.com,Bo\t\tKing\t\n")
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     assert (report.added, report.rejected) == (2, 0)
     assert stored(session) == {"ann@example.com": "Ann Lee", "bo@example.com": "Bo King"}
@@ -110,7 +110,7 @@ def test_a_nul_byte_rejects_its_row_by_line_and_column_and_keeps_the_others(sess
         b"five@example.com,Five,Ops\n"
     )
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
     session.flush()
 
     assert (report.added, report.rejected) == (2, 3)
@@ -126,7 +126,7 @@ def test_a_utf16_file_without_a_byte_order_mark_is_named_as_such(session, monthl
     path.write_bytes("email,name\none@example.com,One\n".encode("utf-16-le"))
 
     with pytest.raises(InputError, match="NUL") as raised:
-        subscriber_csv.import_csv(session, path, ["monthly"])
+        csv_import.import_csv(session, path, ["monthly"])
 
     assert raised.value.problems[0].where == f"{path}:1" and "CSV UTF-8" in raised.value.problems[0].fix
     assert stored(session) == {}
@@ -142,7 +142,7 @@ def good_rows(first: int, count: int) -> str:
 def test_a_quote_never_closed_is_named_and_the_rows_after_it_are_kept(session, monthly, tmp_path):
     path = write_csv(tmp_path, "email,name\n" + good_rows(0, 3) + 'open@example.com,"Smith, Jo\n' + good_rows(3, 1000))
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     assert (report.added, report.rejected) == (1003, 1)
     [problem] = report.problems
@@ -156,7 +156,7 @@ def test_a_quote_never_closed_is_named_and_the_rows_after_it_are_kept(session, m
 def test_a_quote_opened_on_the_last_line_is_named_too(session, monthly, tmp_path):
     path = write_csv(tmp_path, "email,name\n" + good_rows(0, 2) + 'last@example.com,"Jo\n')
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     assert [(p.line, p.column) for p in report.problems] == [(4, "name")]
     assert "never closed" in report.problems[0].message
@@ -168,7 +168,7 @@ def test_a_quote_closed_lines_later_is_named_with_both_lines(session, monthly, t
             + "c@example.com,C,Ops\n" + 'd@example.com,D,"Finance"\n' + "e@example.com,E,Ops\n")
     path = write_csv(tmp_path, text)
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     assert problems_by_line(report).keys() == {3}
     assert "closed only on line 5" in report.problems[0].message and report.problems[0].column == "team"
@@ -179,7 +179,7 @@ def test_a_quote_closed_lines_later_is_named_with_both_lines(session, monthly, t
 def test_a_quoted_value_over_several_lines_is_still_one_value(session, monthly, tmp_path):
     path = write_csv(tmp_path, 'email,name,address\na@example.com,A,"1 Example Street\nExample Town"\nb@example.com,B,\n')
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     assert (report.added, report.rejected) == (2, 0)
     assert subs.get_subscriber(session, "a@example.com").attributes == {"address": "1 Example Street\nExample Town"}
@@ -188,7 +188,7 @@ def test_a_quoted_value_over_several_lines_is_still_one_value(session, monthly, 
 def test_a_quote_open_past_the_csv_field_limit_is_named_too(session, monthly, tmp_path):
     path = write_csv(tmp_path, 'email,name\nopen@example.com,"Jo\n' + "x" * 200_000 + "\n" + good_rows(0, 2))
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     assert report.problems[0].line == 2 and 'quote (")' in report.problems[0].message
     assert {"reader0@example.com", "reader1@example.com"} <= set(stored(session))
@@ -201,10 +201,10 @@ def test_write_problems_lists_every_problem_with_line_and_column(session, monthl
     rows = "".join(f"bad{n}.example.com,Reader {n}\n" for n in range(120))
     path = write_csv(tmp_path, "email,name\n" + rows + "=cmd@example.com,=HYPERLINK(\"http://example.net\")\n"
                      + "=cmd@example.com,Again\n")
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
     out = tmp_path / "problems.csv"
 
-    assert subscriber_csv.write_problems(report, out) == 121
+    assert csv_import.write_problems(report, out) == 121
 
     written = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [row["line"] for row in written] == [str(n) for n in range(2, 122)] + ["123"]
@@ -231,7 +231,7 @@ def test_export_neutralises_formulas_and_imports_back_the_same(session, monthly,
         subs.add_subscriber(session, email, name, ["monthly"], {"note": "\t=1+1" if email == "at@example.com" else "ok"})
     exported = tmp_path / "export.csv"
 
-    assert subscriber_csv.export_csv(session, exported) == len(FORMULAS)
+    assert csv_import.export_csv(session, exported) == len(FORMULAS)
 
     cells = [cell for row in csv.reader(exported.open(encoding="utf-8", newline="")) for cell in row]
     assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
@@ -244,7 +244,7 @@ def test_export_neutralises_formulas_and_imports_back_the_same(session, monthly,
 
     session.execute(delete(Membership))  # an empty install, the file imported there
     session.execute(delete(Subscriber))
-    report = subscriber_csv.import_csv(session, exported, [])
+    report = csv_import.import_csv(session, exported, [])
 
     assert (report.added, report.rejected) == (len(FORMULAS), 0)
     assert stored(session) == FORMULAS
@@ -255,7 +255,7 @@ def test_an_export_to_a_stream_is_neutralised_too(session, monthly):
     subs.add_subscriber(session, "one@example.com", "@SUM(A1:A9)", ["monthly"], {"=team": "=1"})
     out = io.StringIO()
 
-    subscriber_csv.export_csv(session, out)
+    csv_import.export_csv(session, out)
 
     assert out.getvalue().splitlines() == ["email,name,lists,'=team", "one@example.com,'@SUM(A1:A9),monthly,'=1"]
 
@@ -281,7 +281,7 @@ def test_a_file_of_several_chunks_is_stored_alike_on_both_databases(session, mon
     add_suppression(session, "reader00004@example.com", "complaint", "test")
     before = datetime.now(timezone.utc)
 
-    report = subscriber_csv.import_csv(session, write_csv(tmp_path, "\n".join(lines) + "\n"), ["monthly"], "together")
+    report = csv_import.import_csv(session, write_csv(tmp_path, "\n".join(lines) + "\n"), ["monthly"], "together")
 
     assert (report.added, report.updated, report.unchanged, report.not_resubscribed, report.rejected) == (2_345, 1, 0, 1, 1)
     assert problems_by_line(report)[2_347] == "reader00007@example.com is also on line 9"
@@ -300,7 +300,7 @@ def test_a_file_of_several_chunks_is_stored_alike_on_both_databases(session, mon
     assert session.scalar(select(Membership.id).where(Membership.status != "confirmed")) is None
     assert "reader00004@example.com" not in {key.lower() for key in rows}
 
-    again = subscriber_csv.import_csv(session, write_csv(tmp_path, "\n".join(lines) + "\n"), ["monthly"], "together")
+    again = csv_import.import_csv(session, write_csv(tmp_path, "\n".join(lines) + "\n"), ["monthly"], "together")
     assert (again.added, again.updated, again.unchanged) == (0, 0, 2_345 + 2 - 1)
 
 
@@ -312,7 +312,7 @@ def test_an_address_the_transport_can_never_deliver_is_rejected_with_the_reason(
 
     path = write_csv(tmp_path, "email,name\njörg@example.org,Jörg\njo@bücher.example,Jo\nann@example.com,Ann\n")
 
-    by_ses = subscriber_csv.import_csv(session, path, ["monthly"], settings=replace(settings, transport="ses"))
+    by_ses = csv_import.import_csv(session, path, ["monthly"], settings=replace(settings, transport="ses"))
 
     assert (by_ses.added, by_ses.rejected) == (2, 1)
     [problem] = by_ses.problems
@@ -321,5 +321,5 @@ def test_an_address_the_transport_can_never_deliver_is_rejected_with_the_reason(
     assert "SMTPUTF8" in problem.fix
     assert set(stored(session)) == {"jo@bücher.example", "ann@example.com"}
 
-    by_smtp = subscriber_csv.import_csv(session, path, ["monthly"], settings=replace(settings, transport="smtp"))
+    by_smtp = csv_import.import_csv(session, path, ["monthly"], settings=replace(settings, transport="smtp"))
     assert (by_smtp.added, by_smtp.rejected) == (1, 0)  # SMTP can, where the server offers SMTPUTF8

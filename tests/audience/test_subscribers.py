@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
-from newsletter.audience import subscriber_csv
+from newsletter.audience import csv_import
 from newsletter.audience import subscribers as subs
 from newsletter.errors import InputError, NotFound
 from newsletter.authoring.issue import Colours, Publication
@@ -199,7 +199,7 @@ TWO@example.com,Reader 6,,
 def test_import_reports_each_broken_row_by_line_and_keeps_the_good_ones(session, monthly, tmp_path):
     path = write_csv(tmp_path, GOOD_AND_BROKEN)
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     assert (report.added, report.rejected) == (2, 4)
     rejected = {p.where: p.message for p in report.problems}
@@ -215,7 +215,7 @@ def test_import_reports_each_broken_row_by_line_and_keeps_the_good_ones(session,
 def test_a_repeated_address_in_the_file_is_rejected_with_the_first_line(session, monthly, tmp_path):
     path = write_csv(tmp_path, "email\none@example.com\nother@example.com\none@EXAMPLE.COM\n")
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     assert report.added == 2
     assert [(p.where, p.message) for p in report.problems] == [(f"{path}:4", "one@example.com is also on line 2")]
@@ -223,19 +223,19 @@ def test_a_repeated_address_in_the_file_is_rejected_with_the_first_line(session,
 
 def test_importing_the_same_file_again_changes_nothing(session, monthly, tmp_path):
     path = write_csv(tmp_path, GOOD_AND_BROKEN)
-    subscriber_csv.import_csv(session, path, ["monthly"])
+    csv_import.import_csv(session, path, ["monthly"])
     before = session.execute(select(Subscriber.email, Subscriber.name, Subscriber.updated_at)).all()
 
-    again = subscriber_csv.import_csv(session, path, ["monthly"])
+    again = csv_import.import_csv(session, path, ["monthly"])
 
     assert (again.added, again.updated, again.unchanged, again.rejected) == (0, 0, 2, 4)
     assert session.execute(select(Subscriber.email, Subscriber.name, Subscriber.updated_at)).all() == before
 
 
 def test_a_changed_file_updates_names_attributes_and_lists(session, monthly, tmp_path):
-    subscriber_csv.import_csv(session, write_csv(tmp_path, "email,name,team\none@example.com,Reader 1,Finance\n"), ["monthly"])
+    csv_import.import_csv(session, write_csv(tmp_path, "email,name,team\none@example.com,Reader 1,Finance\n"), ["monthly"])
 
-    report = subscriber_csv.import_csv(
+    report = csv_import.import_csv(
         session, write_csv(tmp_path, "email,name,lists,site\none@example.com,,staff,North\n", "changed.csv"), ["monthly"]
     )
 
@@ -255,7 +255,7 @@ def test_import_does_not_resubscribe_the_unsubscribed_or_suppressed(session, mon
     session.flush()
     path = write_csv(tmp_path, "email,lists\nleft@example.com,\nbounced@example.com,\nleft-staff@example.com,staff\n")
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     assert (report.added, report.not_resubscribed) == (0, 3)
     warnings = [str(p) for p in report.problems]
@@ -269,11 +269,11 @@ def test_import_does_not_resubscribe_the_unsubscribed_or_suppressed(session, mon
 
 def test_import_confirms_but_never_unconfirms(session, monthly, tmp_path):
     path = write_csv(tmp_path, "email\none@example.com\n")
-    subscriber_csv.import_csv(session, path, ["monthly"], status="unconfirmed")
+    csv_import.import_csv(session, path, ["monthly"], status="unconfirmed")
     assert memberships(session, "one@example.com") == {"monthly": "unconfirmed"}
 
-    assert subscriber_csv.import_csv(session, path, ["monthly"], status="confirmed").updated == 1
-    assert subscriber_csv.import_csv(session, path, ["monthly"], status="unconfirmed").unchanged == 1
+    assert csv_import.import_csv(session, path, ["monthly"], status="confirmed").updated == 1
+    assert csv_import.import_csv(session, path, ["monthly"], status="unconfirmed").unchanged == 1
     assert memberships(session, "one@example.com") == {"monthly": "confirmed"}
 
 
@@ -290,7 +290,7 @@ def test_a_file_that_cannot_be_imported_is_an_input_error_naming_it(session, mon
     path.write_bytes(content)
 
     with pytest.raises(InputError, match=expected) as raised:
-        subscriber_csv.import_csv(session, path, ["monthly"])
+        csv_import.import_csv(session, path, ["monthly"])
 
     assert str(path) in raised.value.problems[0].where
     assert session.scalars(select(Subscriber)).all() == []
@@ -298,13 +298,13 @@ def test_a_file_that_cannot_be_imported_is_an_input_error_naming_it(session, mon
 
 def test_a_missing_file_is_an_input_error(session, monthly, tmp_path):
     with pytest.raises(InputError, match="cannot read the file"):
-        subscriber_csv.import_csv(session, tmp_path / "absent.csv", ["monthly"])
+        csv_import.import_csv(session, tmp_path / "absent.csv", ["monthly"])
 
 
 def test_an_unknown_list_given_to_the_import_stops_it_before_writing(session, monthly, tmp_path):
     path = write_csv(tmp_path, "email\none@example.com\n")
     with pytest.raises(NotFound, match="no list 'weekly'"):
-        subscriber_csv.import_csv(session, path, ["weekly"])
+        csv_import.import_csv(session, path, ["weekly"])
     assert session.scalars(select(Membership)).all() == []
 
 
@@ -312,7 +312,7 @@ def test_a_spreadsheet_file_with_a_byte_order_mark_and_odd_header_case_imports(s
     path = tmp_path / "people.csv"
     path.write_bytes("\ufeffEmail , Name\r\none@example.com,Reader 1\r\n,,\r\n".encode("utf-8"))
 
-    report = subscriber_csv.import_csv(session, path, ["monthly"])
+    report = csv_import.import_csv(session, path, ["monthly"])
 
     assert (report.added, report.rejected) == (1, 0)
     assert subs.get_subscriber(session, "one@example.com").name == "Reader 1"
@@ -326,19 +326,19 @@ def test_export_round_trips_through_import(session, monthly, tmp_path):
         tmp_path,
         'email,name,lists,team\none@example.com,"Reader, One",staff,Finance\ntwo@example.com,Reader 2,,\n',
     )
-    subscriber_csv.import_csv(session, source, ["monthly"])
+    csv_import.import_csv(session, source, ["monthly"])
     subs.add_subscriber(session, "left@example.com", lists=["monthly"])
     subs.unsubscribe(session, "left@example.com")
     exported = tmp_path / "export.csv"
 
-    assert subscriber_csv.export_csv(session, exported) == 2
+    assert csv_import.export_csv(session, exported) == 2
 
     rows = list(csv.DictReader(exported.open(encoding="utf-8")))
     assert rows == [
         {"email": "one@example.com", "name": "Reader, One", "lists": "monthly;staff", "team": "Finance"},
         {"email": "two@example.com", "name": "Reader 2", "lists": "monthly", "team": ""},
     ]
-    again = subscriber_csv.import_csv(session, exported, [])
+    again = csv_import.import_csv(session, exported, [])
     assert (again.unchanged, again.added, again.updated, again.rejected) == (2, 0, 0, 0)
 
 
@@ -347,6 +347,6 @@ def test_export_of_one_list_writes_only_its_members(session, monthly):
     subs.add_subscriber(session, "monthly-only@example.com", lists=["monthly"])
     out = io.StringIO()
 
-    subscriber_csv.export_csv(session, out, "staff")
+    csv_import.export_csv(session, out, "staff")
 
     assert out.getvalue().splitlines() == ["email,name,lists", "both@example.com,,staff"]

@@ -17,7 +17,7 @@ from newsletter.errors import InputError
 from newsletter.store.db import engine_for
 from newsletter.store.migrate import alembic_config, upgrade
 from newsletter.store.models import Send, Subscriber, utcnow
-from newsletter.audience.subscriber_csv import import_csv
+from newsletter.audience.csv_import import import_csv
 from newsletter.audience.subscribers import add_subscriber, find_subscriber
 from newsletter.audience.suppressions import is_suppressed
 from tests.memory_transport import MemoryTransport
