@@ -3,15 +3,24 @@
 Every setting has an embedded default so that a fresh checkout runs with no
 configuration at all (SQLite in ``var/``, an embedded broker, the file outbox).
 Production sets ``DATABASE_URL``, ``REDIS_URL``, ``SECRET_KEYS`` and a transport.
+
+Each field of ``Settings`` is declared once, in its section, with the
+environment variable it is read from (``setting``); ``settings_from`` reads
+them all the same way. A transport's settings form a group of their own
+(``provider=``), which also says what a publication's ``sending:`` block may
+set; the transport's module (``newsletter/transports/<name>.py``) says the
+rest: its class, its account key and its webhook. README.md's configuration
+tables list every variable read here, with its default (tests/test_config.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -47,7 +56,46 @@ def make_folder(path: Path, setting: str) -> Path:
     return path
 
 
-def _int(env: dict, name: str, default: int) -> int:
+# --- how a value is read ------------------------------------------------------------------
+# A reader takes the environment, the variable's name, the field's default and
+# the fields read so far (folders default to places in the data folder).
+
+Reader = Callable[[dict, str, Any, dict], Any]
+
+
+def _text(env: dict, name: str, default: str, _read: dict | None = None) -> str:
+    return env.get(name, default)  # set but empty stays empty
+
+
+def _text_or_default(env: dict, name: str, default: str, _read: dict | None = None) -> str:
+    return env.get(name) or default
+
+
+def _url(env: dict, name: str, default: str, _read: dict | None = None) -> str:
+    return (env.get(name) or default).rstrip("/")
+
+
+def _trimmed(env: dict, name: str, default: str, _read: dict | None = None) -> str:
+    return env.get(name, default).strip()
+
+
+def _domain(env: dict, name: str, default: str, _read: dict | None = None) -> str:
+    return env.get(name, default).strip().lower()
+
+
+def _lower(env: dict, name: str, default: str, _read: dict | None = None) -> str:
+    return (env.get(name) or default).lower()
+
+
+def _upper(env: dict, name: str, default: str, _read: dict | None = None) -> str:
+    return (env.get(name) or default).upper()
+
+
+def _comma_list(env: dict, name: str, default: tuple, _read: dict | None = None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip()) or default
+
+
+def _int(env: dict, name: str, default: int, _read: dict | None = None) -> int:
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -57,7 +105,7 @@ def _int(env: dict, name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
 
 
-def _float(env: dict, name: str, default: float) -> float:
+def _float(env: dict, name: str, default: float, _read: dict | None = None) -> float:
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -67,7 +115,7 @@ def _float(env: dict, name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r}: expected a number") from None
 
 
-def _bool(env: dict, name: str, default: bool) -> bool:
+def _bool(env: dict, name: str, default: bool, _read: dict | None = None) -> bool:
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -78,122 +126,196 @@ def _bool(env: dict, name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r}: expected true or false")
 
 
+def _absolute_folder(env: dict, name: str, default: Path, _read: dict | None = None) -> Path:
+    return Path(env.get(name) or default).absolute()
+
+
+def _folder(env: dict, name: str, default: Path, _read: dict | None = None) -> Path:
+    return Path(env.get(name) or default)
+
+
+def _in_data_dir(env: dict, name: str, default: Path, read: dict) -> Path:
+    """A folder that defaults to its place in the data folder (``var/outbox`` -> ``<data_dir>/outbox``)."""
+    return Path(env.get(name) or read["data_dir"] / default.relative_to(DEFAULT_DATA_DIR))
+
+
+# How a field is read when its declaration names no reader: by its type.
+_BY_TYPE: dict[str, Reader] = {"str": _text, "int": _int, "float": _float, "bool": _bool}
+
+
+def setting(env: str, default: Any, *, read: Reader | None = None, shown: str = "", provider: str = "",
+            sending: str = "", secret: bool = False) -> Any:
+    """Declare a field of ``Settings``: read from the environment variable ``env``.
+
+    ``read``: how, when the field's type is not enough; ``shown``: the default
+    in words, for the README, when the value itself does not say it.
+    ``provider``: the transport whose setting it is (a TRANSPORT value);
+    ``sending``: the key a publication's ``sending.<provider>:`` block may set
+    it with (``connections`` is ``sending.connections``, for that transport);
+    ``secret``: a publication names where it is (``<key>_env``, ``<key>_file``),
+    never writes it.
+    """
+    metadata = {"env": env, "read": read, "shown": shown, "provider": provider, "sending": sending, "secret": secret}
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class Settings:
-    # Where state lives when nothing else is configured.
-    data_dir: Path = DEFAULT_DATA_DIR
-    templates_dir: Path = TEMPLATES_DIR
+    # --- Where state lives, and what is shipped -------------------------------------------------
+    data_dir: Path = setting("NEWSLETTER_DATA_DIR", DEFAULT_DATA_DIR, read=_absolute_folder,
+                             shown="`var/` in the folder the process starts in")
+    templates_dir: Path = setting("NEWSLETTER_TEMPLATES_DIR", TEMPLATES_DIR, read=_folder,
+                                  shown="the templates shipped in the package")
+
+    # --- Database and broker --------------------------------------------------------------------
     # The system of record. Default: a SQLite file in data_dir.
-    database_url: str = ""
+    database_url: str = setting("DATABASE_URL", "", shown="SQLite in `var/`")
     # Broker and shared rate limiter. Empty: embedded broker, local limiter.
-    redis_url: str = ""
-    # Signing keys for links (newest first; older ones still verify).
-    secret_keys: tuple[str, ...] = ()
+    redis_url: str = setting("REDIS_URL", "")
+
+    # --- Web app and links ----------------------------------------------------------------------
     # Where the web app is served; links in emails point here.
-    base_url: str = "http://127.0.0.1:8000"
+    base_url: str = setting("BASE_URL", "http://127.0.0.1:8000", read=_url)
+    # Signing keys for links (newest first; older ones still verify).
+    secret_keys: tuple[str, ...] = setting("SECRET_KEYS", (), read=_comma_list, shown="a generated key in `var/`")
+    web_copy_dir: Path = setting("WEB_COPY_DIR", DEFAULT_DATA_DIR / "web", read=_in_data_dir,
+                                 shown="`var/web`")  # a build's web/ folder: images of issues
+    web_proxy_count: int = setting("WEB_PROXY_COUNT", 0)  # proxies in front of the app whose X-Forwarded-* to trust
+    # Sign-up and confirmation.
+    confirm_max_age_seconds: int = setting("CONFIRM_MAX_AGE_SECONDS", 7 * 24 * 3600)  # how long a confirm link works
+    # At most one confirm email per address per window.
+    signup_email_window_seconds: int = setting("SIGNUP_EMAIL_WINDOW_SECONDS", 900)
+    signup_requests_per_client: int = setting("SIGNUP_REQUESTS_PER_CLIENT", 10)  # sign-up posts per client address...
+    signup_client_window_seconds: int = setting("SIGNUP_CLIENT_WINDOW_SECONDS", 600)  # ...per this many seconds
+    # The console and the ops dashboard (/ops): how long a login lasts, and the login limit.
+    ops_session_seconds: int = setting("OPS_SESSION_SECONDS", 12 * 3600)
+    ops_login_attempts: int = setting("OPS_LOGIN_ATTEMPTS", 10)  # failed logins per client address and account...
+    ops_login_window_seconds: int = setting("OPS_LOGIN_WINDOW_SECONDS", 900)  # ...per this many seconds
 
-    # Transport: "outbox" (a folder of .eml files) or "smtp".
-    transport: str = "outbox"
-    outbox_dir: Path = DEFAULT_DATA_DIR / "outbox"
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 25
-    smtp_username: str = ""
-    smtp_password: str = ""
-    smtp_security: str = "starttls"  # starttls | tls | none
-    smtp_verify_certificates: bool = True
-    smtp_timeout: float = 30.0
-    smtp_connections: int = 4  # connections in flight per worker process
-    smtp_messages_per_connection: int = 500
-    smtp_pipelining: bool = True  # use PIPELINING (RFC 2920) when the server offers it
-    smtp_chunking: bool = True  # stream messages with BDAT (RFC 3030) when it offers CHUNKING too
-    smtp_window: int = 16  # messages in flight per connection when streaming
-    # Email provider APIs (docs/providers.md). API URLs are settings so tests can
-    # point them at local servers; keys are secrets.
-    http_connect_timeout: float = 10.0
-    http_read_timeout: float = 60.0
-    ses_region: str = ""
-    ses_access_key_id: str = ""  # empty: boto3's own chain (instance role, profile)
-    ses_secret_access_key: str = ""
-    ses_endpoint_url: str = ""
-    ses_configuration_set: str = ""
-    ses_connections: int = 8  # SendEmail calls in flight per worker process
-    sendgrid_api_key: str = ""
-    sendgrid_api_url: str = "https://api.sendgrid.com"
-    sendgrid_batch_size: int = 1000
-    postmark_server_token: str = ""
-    postmark_api_url: str = "https://api.postmarkapp.com"
-    postmark_message_stream: str = "broadcast"
-    postmark_batch_size: int = 500
-    mailgun_api_key: str = ""
-    mailgun_domain: str = ""
-    mailgun_api_url: str = "https://api.mailgun.net"
-    mailgun_batch_size: int = 1000
+    # --- Transports: how mail leaves, and each one's own settings (docs/providers.md) ------------
+    transport: str = setting("TRANSPORT", "outbox")  # one of TRANSPORTS, below
+    # outbox: a folder of .eml files.
+    outbox_dir: Path = setting("OUTBOX_DIR", DEFAULT_DATA_DIR / "outbox", read=_in_data_dir, shown="`var/outbox`",
+                               provider="outbox", sending="dir")
+    # smtp: a relay or server; sessions, pipelining and chunking in transports/smtp.py.
+    smtp_host: str = setting("SMTP_HOST", "127.0.0.1", provider="smtp", sending="host")
+    smtp_port: int = setting("SMTP_PORT", 25, provider="smtp", sending="port")
+    smtp_username: str = setting("SMTP_USERNAME", "", provider="smtp", sending="username")
+    smtp_password: str = setting("SMTP_PASSWORD", "", provider="smtp", sending="password", secret=True)
+    smtp_security: str = setting("SMTP_SECURITY", "starttls", provider="smtp", sending="security")  # starttls | tls | none
+    smtp_verify_certificates: bool = setting("SMTP_VERIFY_CERTIFICATES", True, provider="smtp",
+                                             sending="verify_certificates")
+    smtp_timeout: float = setting("SMTP_TIMEOUT", 30.0, provider="smtp", sending="timeout")
+    # Connections in flight per worker process.
+    smtp_connections: int = setting("SMTP_CONNECTIONS", 4, provider="smtp", sending="connections")
+    smtp_messages_per_connection: int = setting("SMTP_MESSAGES_PER_CONNECTION", 500, provider="smtp",
+                                                sending="messages_per_connection")
+    # Use PIPELINING (RFC 2920) when the server offers it, and stream with BDAT
+    # (RFC 3030) when it offers CHUNKING too, up to a window of messages per connection.
+    smtp_pipelining: bool = setting("SMTP_PIPELINING", True, provider="smtp", sending="pipelining")
+    smtp_chunking: bool = setting("SMTP_CHUNKING", True, provider="smtp")
+    smtp_window: int = setting("SMTP_WINDOW", 16, provider="smtp")
+    # Email provider APIs. API URLs are settings so tests can point them at
+    # local servers; keys are secrets. These two are every provider's.
+    http_connect_timeout: float = setting("HTTP_CONNECT_TIMEOUT", 10.0)
+    http_read_timeout: float = setting("HTTP_READ_TIMEOUT", 60.0)
+    # ses: Amazon SES; its events arrive through SNS.
+    ses_region: str = setting("SES_REGION", "", provider="ses", sending="region")
+    # Empty: boto3's own chain (instance role, profile).
+    ses_access_key_id: str = setting("SES_ACCESS_KEY_ID", "", provider="ses", sending="access_key_id")
+    ses_secret_access_key: str = setting("SES_SECRET_ACCESS_KEY", "", provider="ses", sending="secret_access_key",
+                                         secret=True)
+    ses_endpoint_url: str = setting("SES_ENDPOINT_URL", "", provider="ses", sending="endpoint_url")
+    ses_configuration_set: str = setting("SES_CONFIGURATION_SET", "", provider="ses", sending="configuration_set")
+    # SendEmail calls in flight per worker process.
+    ses_connections: int = setting("SES_CONNECTIONS", 8, provider="ses", sending="connections")
+    # SES notifications are accepted only from these topics.
+    sns_topic_arns: tuple[str, ...] = setting("SNS_TOPIC_ARN", (), read=_comma_list, provider="ses")
+    # sendgrid
+    sendgrid_api_key: str = setting("SENDGRID_API_KEY", "", provider="sendgrid", sending="api_key", secret=True)
+    sendgrid_api_url: str = setting("SENDGRID_API_URL", "https://api.sendgrid.com", read=_url, provider="sendgrid",
+                                    sending="api_url")
+    sendgrid_batch_size: int = setting("SENDGRID_BATCH_SIZE", 1000, provider="sendgrid", sending="batch_size")
+    # The signed event webhook's verification key (base64 DER or PEM).
+    sendgrid_webhook_public_key: str = setting("SENDGRID_WEBHOOK_PUBLIC_KEY", "", provider="sendgrid")
+    # postmark
+    postmark_server_token: str = setting("POSTMARK_SERVER_TOKEN", "", provider="postmark", sending="server_token",
+                                         secret=True)
+    postmark_api_url: str = setting("POSTMARK_API_URL", "https://api.postmarkapp.com", read=_url,
+                                    provider="postmark", sending="api_url")
+    postmark_message_stream: str = setting("POSTMARK_MESSAGE_STREAM", "broadcast", read=_text_or_default,
+                                           provider="postmark", sending="message_stream")
+    postmark_batch_size: int = setting("POSTMARK_BATCH_SIZE", 500, provider="postmark", sending="batch_size")
+    postmark_webhook_username: str = setting("POSTMARK_WEBHOOK_USERNAME", "", provider="postmark")
+    postmark_webhook_password: str = setting("POSTMARK_WEBHOOK_PASSWORD", "", provider="postmark")
+    # mailgun
+    mailgun_api_key: str = setting("MAILGUN_API_KEY", "", provider="mailgun", sending="api_key", secret=True)
+    mailgun_domain: str = setting("MAILGUN_DOMAIN", "", provider="mailgun", sending="domain")
+    mailgun_api_url: str = setting("MAILGUN_API_URL", "https://api.mailgun.net", read=_url, provider="mailgun",
+                                   sending="api_url")
+    mailgun_batch_size: int = setting("MAILGUN_BATCH_SIZE", 1000, provider="mailgun", sending="batch_size")
+    mailgun_webhook_signing_key: str = setting("MAILGUN_WEBHOOK_SIGNING_KEY", "", provider="mailgun")
 
-    # Sending.
-    batch_size: int = 500  # recipients per batch task: each costs a Celery task, a claim and a few statements
-    # Rate limits of the provider account (docs/operations.md, "Rate limits").
-    rate_limit_account: str = ""  # empty: the transport's name
-    rate_limit_per_second: float = 0.0  # 0: unlimited
-    rate_limit_per_hour: int = 0
-    rate_limit_per_day: int = 0
-    rate_limit_max_wait_seconds: float = 60.0  # a longer wait gives the messages back until then
-    rate_limit_throttle_seconds: float = 30.0  # the pause after a throttle that does not say how long
-    retry_attempts: int = 8
-    retry_window_seconds: int = 6 * 3600
-    retry_base_delay_seconds: float = 30.0
-    error_budget_ratio: float = 0.2  # pause a send when this share of attempts fail
-    error_budget_minimum: int = 50  # ...after at least this many attempts
-    claim_timeout_seconds: int = 600  # a batch run that made no progress this long loses its claim
-    claim_lease_seconds: int = 30  # a claim not renewed this long is taken over (the holder renews it)
-    beat_interval_seconds: float = 5.0
+    # --- Sending: batches, the account's rate limits, retries, claims ---------------------------
+    # Recipients per batch task: each costs a Celery task, a claim and a few statements.
+    batch_size: int = setting("BATCH_SIZE", 500)
+    # Rate limits of the provider account (docs/operations.md, "Rate limits"); 0: unlimited.
+    rate_limit_account: str = setting("RATE_LIMIT_ACCOUNT", "", read=_trimmed,
+                                      shown="made from the transport and its login")  # empty: the transport's
+    rate_limit_per_second: float = setting("RATE_LIMIT_PER_SECOND", 0.0)
+    rate_limit_per_hour: int = setting("RATE_LIMIT_PER_HOUR", 0)
+    rate_limit_per_day: int = setting("RATE_LIMIT_PER_DAY", 0)
+    # A longer wait gives the messages back until then.
+    rate_limit_max_wait_seconds: float = setting("RATE_LIMIT_MAX_WAIT_SECONDS", 60.0)
+    # The pause after a throttle that does not say how long.
+    rate_limit_throttle_seconds: float = setting("RATE_LIMIT_THROTTLE_SECONDS", 30.0)
+    retry_attempts: int = setting("RETRY_ATTEMPTS", 8)
+    retry_window_seconds: int = setting("RETRY_WINDOW_SECONDS", 6 * 3600)
+    retry_base_delay_seconds: float = setting("RETRY_BASE_DELAY_SECONDS", 30.0)
+    error_budget_ratio: float = setting("ERROR_BUDGET_RATIO", 0.2)  # pause a send when this share of attempts fail
+    error_budget_minimum: int = setting("ERROR_BUDGET_MINIMUM", 50)  # ...after at least this many attempts
+    # A batch run that made no progress this long loses its claim.
+    claim_timeout_seconds: int = setting("CLAIM_TIMEOUT_SECONDS", 600)
+    # A claim not renewed this long is taken over (the holder renews it).
+    claim_lease_seconds: int = setting("CLAIM_LEASE_SECONDS", 30)
+    beat_interval_seconds: float = setting("BEAT_INTERVAL_SECONDS", 5.0)
     # A batch enqueued this long ago that no run has begun, while the send queue
     # is empty, was lost by the broker: the beat hands it out again.
-    batch_lost_seconds: int = 60
+    batch_lost_seconds: int = setting("BATCH_LOST_SECONDS", 60)
 
-    # Operations: worker heartbeats, problem thresholds, metrics, logs.
-    worker_heartbeat_seconds: float = 5.0  # a worker 3 beats late is gone
-    stall_warning_seconds: int = 300  # a sending send with no progress this long
-    # A sending send whose server keeps asking its account to slow down, with nothing sent this long
-    throttled_send_warning_seconds: int = 60
-    bounce_rate_warning: float = 0.02
-    complaint_rate_warning: float = 0.001  # 0.3% is where mailbox providers act
-    metrics_token: str = ""  # bearer token for /metrics; empty: open
-    log_format: str = "text"  # text | json
-    log_level: str = "INFO"
+    # --- Return path and signatures -------------------------------------------------------------
+    # Set: envelope sender bounces+<signed delivery id>@bounce_domain (VERP).
+    bounce_domain: str = setting("BOUNCE_DOMAIN", "", read=_domain)
+    dkim_private_key_path: str = setting("DKIM_PRIVATE_KEY_PATH", "")  # set: sign every message (PEM key)
+    dkim_selector: str = setting("DKIM_SELECTOR", "")
+    # Empty: the domain of the publication's From address.
+    dkim_domain: str = setting("DKIM_DOMAIN", "", read=_domain, shown="the From address's domain")
 
-    # Public web app: sign-up, confirm, unsubscribe, preferences, web copy.
-    confirm_max_age_seconds: int = 7 * 24 * 3600  # how long a confirm link works
-    signup_email_window_seconds: int = 900  # at most one confirm email per address per window
-    signup_requests_per_client: int = 10  # sign-up posts per client address...
-    signup_client_window_seconds: int = 600  # ...per this many seconds
-    web_copy_dir: Path = DEFAULT_DATA_DIR / "web"  # a build's web/ folder: images of issues
-    web_proxy_count: int = 0  # proxies in front of the app whose X-Forwarded-* to trust
-
-    # Ops dashboard (/ops): how long an operator stays logged in, and the login limit.
-    ops_session_seconds: int = 12 * 3600
-    ops_login_attempts: int = 10  # failed logins per client address and per account...
-    ops_login_window_seconds: int = 900  # ...per this many seconds
-
-    # Tests and CI: a missing PostgreSQL or Redis is a failure, not a skip.
-    require_services: bool = False
-
-    # Events: provider webhooks, bounces, complaints, suppression.
-    sns_topic_arns: tuple[str, ...] = ()  # SES notifications are accepted only from these topics
-    sendgrid_webhook_public_key: str = ""  # the signed event webhook's verification key (base64 DER or PEM)
-    mailgun_webhook_signing_key: str = ""
-    postmark_webhook_username: str = ""
-    postmark_webhook_password: str = ""
+    # --- Events: provider webhooks, bounces, complaints, suppression ----------------------------
     # A signed webhook older than this is refused. Mailgun retries a failed
     # webhook for 8 hours, and SendGrid for 24, with the original timestamp.
-    webhook_max_age_seconds: int = 25 * 3600
-    soft_bounce_threshold: int = 3  # soft bounces of different messages ...
-    soft_bounce_window_days: int = 30  # ... within this many days suppress an address
-    raw_event_retention_days: int = 30  # provider payloads are kept this long, for debugging
-    unconfirmed_retention_days: int = 30  # sign-ups never confirmed are forgotten after this long
-    bounce_domain: str = ""  # set: envelope sender bounces+<signed delivery id>@bounce_domain (VERP)
-    dkim_private_key_path: str = ""  # set: sign every message (PEM RSA key)
-    dkim_selector: str = ""
-    dkim_domain: str = ""  # empty: the domain of the publication's From address
+    webhook_max_age_seconds: int = setting("WEBHOOK_MAX_AGE_SECONDS", 25 * 3600)
+    soft_bounce_threshold: int = setting("SOFT_BOUNCE_THRESHOLD", 3)  # soft bounces of different messages ...
+    soft_bounce_window_days: int = setting("SOFT_BOUNCE_WINDOW_DAYS", 30)  # ... within this many days suppress
+
+    # --- Privacy: how long what is not needed is kept -------------------------------------------
+    # Provider payloads, kept for debugging.
+    raw_event_retention_days: int = setting("RAW_EVENT_RETENTION_DAYS", 30)
+    # Sign-ups never confirmed are forgotten after this long.
+    unconfirmed_retention_days: int = setting("UNCONFIRMED_RETENTION_DAYS", 30)
+
+    # --- Operations: worker heartbeats, problem thresholds, metrics, logs -----------------------
+    worker_heartbeat_seconds: float = setting("WORKER_HEARTBEAT_SECONDS", 5.0)  # a worker 3 beats late is gone
+    stall_warning_seconds: int = setting("STALL_WARNING_SECONDS", 300)  # a sending send with no progress this long
+    # A sending send whose server keeps asking its account to slow down, with nothing sent this long.
+    throttled_send_warning_seconds: int = setting("THROTTLED_SEND_WARNING_SECONDS", 60)
+    bounce_rate_warning: float = setting("BOUNCE_RATE_WARNING", 0.02)
+    complaint_rate_warning: float = setting("COMPLAINT_RATE_WARNING", 0.001)  # 0.3% is where mailbox providers act
+    metrics_token: str = setting("METRICS_TOKEN", "")  # bearer token for /metrics; empty: open
+    log_format: str = setting("LOG_FORMAT", "text", read=_lower)  # text | json
+    log_level: str = setting("LOG_LEVEL", "INFO", read=_upper)
+    # Tests and CI: a missing PostgreSQL or Redis is a failure, not a skip.
+    require_services: bool = setting("NEWSLETTER_REQUIRE_SERVICES", False)
 
     @property
     def effective_database_url(self) -> str:
@@ -226,6 +348,11 @@ class Settings:
         return (_local_secret(self.data_dir),)
 
 
+# The TRANSPORT values, in the order their settings are declared: each names
+# newsletter/transports/<name>.py.
+TRANSPORTS = tuple(dict.fromkeys(f.metadata["provider"] for f in fields(Settings) if f.metadata["provider"]))
+
+
 @lru_cache(maxsize=8)
 def _local_secret(data_dir: Path) -> str:
     path = data_dir / "secret-key"
@@ -242,86 +369,11 @@ def _local_secret(data_dir: Path) -> str:
 
 def settings_from(env: dict) -> Settings:
     """Build Settings from a mapping shaped like ``os.environ``."""
-    data_dir = Path(env.get("NEWSLETTER_DATA_DIR") or Settings.data_dir).absolute()
-    keys = tuple(k.strip() for k in env.get("SECRET_KEYS", "").split(",") if k.strip())
-    s = Settings(
-        data_dir=data_dir,
-        templates_dir=Path(env.get("NEWSLETTER_TEMPLATES_DIR") or Settings.templates_dir),
-        database_url=env.get("DATABASE_URL", ""),
-        redis_url=env.get("REDIS_URL", ""),
-        secret_keys=keys,
-        base_url=(env.get("BASE_URL") or Settings.base_url).rstrip("/"),
-        transport=env.get("TRANSPORT", Settings.transport),
-        outbox_dir=Path(env.get("OUTBOX_DIR") or data_dir / "outbox"),
-        smtp_host=env.get("SMTP_HOST", Settings.smtp_host),
-        smtp_port=_int(env, "SMTP_PORT", Settings.smtp_port),
-        smtp_username=env.get("SMTP_USERNAME", ""),
-        smtp_password=env.get("SMTP_PASSWORD", ""),
-        smtp_security=env.get("SMTP_SECURITY", Settings.smtp_security),
-        smtp_verify_certificates=_bool(env, "SMTP_VERIFY_CERTIFICATES", True),
-        smtp_timeout=_float(env, "SMTP_TIMEOUT", Settings.smtp_timeout),
-        smtp_connections=_int(env, "SMTP_CONNECTIONS", Settings.smtp_connections),
-        smtp_messages_per_connection=_int(
-            env, "SMTP_MESSAGES_PER_CONNECTION", Settings.smtp_messages_per_connection
-        ),
-        smtp_pipelining=_bool(env, "SMTP_PIPELINING", Settings.smtp_pipelining),
-        smtp_chunking=_bool(env, "SMTP_CHUNKING", Settings.smtp_chunking),
-        smtp_window=_int(env, "SMTP_WINDOW", Settings.smtp_window),
-        **_provider_settings(env),
-        batch_size=_int(env, "BATCH_SIZE", Settings.batch_size),
-        rate_limit_account=env.get("RATE_LIMIT_ACCOUNT", "").strip(),
-        rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),
-        rate_limit_per_hour=_int(env, "RATE_LIMIT_PER_HOUR", 0),
-        rate_limit_per_day=_int(env, "RATE_LIMIT_PER_DAY", 0),
-        rate_limit_max_wait_seconds=_float(env, "RATE_LIMIT_MAX_WAIT_SECONDS", Settings.rate_limit_max_wait_seconds),
-        rate_limit_throttle_seconds=_float(env, "RATE_LIMIT_THROTTLE_SECONDS", Settings.rate_limit_throttle_seconds),
-        retry_attempts=_int(env, "RETRY_ATTEMPTS", Settings.retry_attempts),
-        retry_window_seconds=_int(env, "RETRY_WINDOW_SECONDS", Settings.retry_window_seconds),
-        retry_base_delay_seconds=_float(
-            env, "RETRY_BASE_DELAY_SECONDS", Settings.retry_base_delay_seconds
-        ),
-        error_budget_ratio=_float(env, "ERROR_BUDGET_RATIO", Settings.error_budget_ratio),
-        error_budget_minimum=_int(env, "ERROR_BUDGET_MINIMUM", Settings.error_budget_minimum),
-        claim_timeout_seconds=_int(env, "CLAIM_TIMEOUT_SECONDS", Settings.claim_timeout_seconds),
-        claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", Settings.claim_lease_seconds),
-        beat_interval_seconds=_float(env, "BEAT_INTERVAL_SECONDS", Settings.beat_interval_seconds),
-        batch_lost_seconds=_int(env, "BATCH_LOST_SECONDS", Settings.batch_lost_seconds),
-        worker_heartbeat_seconds=_float(env, "WORKER_HEARTBEAT_SECONDS", Settings.worker_heartbeat_seconds),
-        stall_warning_seconds=_int(env, "STALL_WARNING_SECONDS", Settings.stall_warning_seconds),
-        throttled_send_warning_seconds=_int(env, "THROTTLED_SEND_WARNING_SECONDS",
-                                            Settings.throttled_send_warning_seconds),
-        bounce_rate_warning=_float(env, "BOUNCE_RATE_WARNING", Settings.bounce_rate_warning),
-        complaint_rate_warning=_float(env, "COMPLAINT_RATE_WARNING", Settings.complaint_rate_warning),
-        metrics_token=env.get("METRICS_TOKEN", ""),
-        log_format=(env.get("LOG_FORMAT") or Settings.log_format).lower(),
-        log_level=(env.get("LOG_LEVEL") or Settings.log_level).upper(),
-        confirm_max_age_seconds=_int(env, "CONFIRM_MAX_AGE_SECONDS", Settings.confirm_max_age_seconds),
-        signup_email_window_seconds=_int(env, "SIGNUP_EMAIL_WINDOW_SECONDS", Settings.signup_email_window_seconds),
-        signup_requests_per_client=_int(env, "SIGNUP_REQUESTS_PER_CLIENT", Settings.signup_requests_per_client),
-        signup_client_window_seconds=_int(
-            env, "SIGNUP_CLIENT_WINDOW_SECONDS", Settings.signup_client_window_seconds
-        ),
-        web_copy_dir=Path(env.get("WEB_COPY_DIR") or data_dir / "web"),
-        web_proxy_count=_int(env, "WEB_PROXY_COUNT", 0),
-        ops_session_seconds=_int(env, "OPS_SESSION_SECONDS", Settings.ops_session_seconds),
-        ops_login_attempts=_int(env, "OPS_LOGIN_ATTEMPTS", Settings.ops_login_attempts),
-        ops_login_window_seconds=_int(env, "OPS_LOGIN_WINDOW_SECONDS", Settings.ops_login_window_seconds),
-        require_services=_bool(env, "NEWSLETTER_REQUIRE_SERVICES", False),
-        sns_topic_arns=tuple(a.strip() for a in env.get("SNS_TOPIC_ARN", "").split(",") if a.strip()),
-        sendgrid_webhook_public_key=env.get("SENDGRID_WEBHOOK_PUBLIC_KEY", ""),
-        mailgun_webhook_signing_key=env.get("MAILGUN_WEBHOOK_SIGNING_KEY", ""),
-        postmark_webhook_username=env.get("POSTMARK_WEBHOOK_USERNAME", ""),
-        postmark_webhook_password=env.get("POSTMARK_WEBHOOK_PASSWORD", ""),
-        webhook_max_age_seconds=_int(env, "WEBHOOK_MAX_AGE_SECONDS", Settings.webhook_max_age_seconds),
-        soft_bounce_threshold=_int(env, "SOFT_BOUNCE_THRESHOLD", Settings.soft_bounce_threshold),
-        soft_bounce_window_days=_int(env, "SOFT_BOUNCE_WINDOW_DAYS", Settings.soft_bounce_window_days),
-        raw_event_retention_days=_int(env, "RAW_EVENT_RETENTION_DAYS", Settings.raw_event_retention_days),
-        unconfirmed_retention_days=_int(env, "UNCONFIRMED_RETENTION_DAYS", Settings.unconfirmed_retention_days),
-        bounce_domain=env.get("BOUNCE_DOMAIN", "").strip().lower(),
-        dkim_private_key_path=env.get("DKIM_PRIVATE_KEY_PATH", ""),
-        dkim_selector=env.get("DKIM_SELECTOR", ""),
-        dkim_domain=env.get("DKIM_DOMAIN", "").strip().lower(),
-    )
+    read: dict[str, Any] = {}
+    for declared in fields(Settings):  # data_dir first: some folders default to places in it
+        reader = declared.metadata["read"] or _BY_TYPE[declared.type]
+        read[declared.name] = reader(env, declared.metadata["env"], declared.default, read)
+    s = Settings(**read)
     if s.transport not in TRANSPORTS:
         raise ConfigError(f"TRANSPORT={s.transport!r}: expected one of {', '.join(TRANSPORTS)}")
     if s.smtp_security not in ("starttls", "tls", "none"):
@@ -339,34 +391,6 @@ def settings_from(env: dict) -> Settings:
         if value < 0:
             raise ConfigError(f"RATE_LIMIT_{name.upper()}={value}: must be 0 or more")
     return s
-
-
-TRANSPORTS = ("outbox", "smtp", "ses", "sendgrid", "postmark", "mailgun")
-
-
-def _provider_settings(env: dict) -> dict:
-    d = Settings
-    return dict(
-        http_connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", d.http_connect_timeout),
-        http_read_timeout=_float(env, "HTTP_READ_TIMEOUT", d.http_read_timeout),
-        ses_region=env.get("SES_REGION", ""),
-        ses_access_key_id=env.get("SES_ACCESS_KEY_ID", ""),
-        ses_secret_access_key=env.get("SES_SECRET_ACCESS_KEY", ""),
-        ses_endpoint_url=env.get("SES_ENDPOINT_URL", ""),
-        ses_configuration_set=env.get("SES_CONFIGURATION_SET", ""),
-        ses_connections=_int(env, "SES_CONNECTIONS", d.ses_connections),
-        sendgrid_api_key=env.get("SENDGRID_API_KEY", ""),
-        sendgrid_api_url=(env.get("SENDGRID_API_URL") or d.sendgrid_api_url).rstrip("/"),
-        sendgrid_batch_size=_int(env, "SENDGRID_BATCH_SIZE", d.sendgrid_batch_size),
-        postmark_server_token=env.get("POSTMARK_SERVER_TOKEN", ""),
-        postmark_api_url=(env.get("POSTMARK_API_URL") or d.postmark_api_url).rstrip("/"),
-        postmark_message_stream=env.get("POSTMARK_MESSAGE_STREAM") or d.postmark_message_stream,
-        postmark_batch_size=_int(env, "POSTMARK_BATCH_SIZE", d.postmark_batch_size),
-        mailgun_api_key=env.get("MAILGUN_API_KEY", ""),
-        mailgun_domain=env.get("MAILGUN_DOMAIN", ""),
-        mailgun_api_url=(env.get("MAILGUN_API_URL") or d.mailgun_api_url).rstrip("/"),
-        mailgun_batch_size=_int(env, "MAILGUN_BATCH_SIZE", d.mailgun_batch_size),
-    )
 
 
 def read_secret(*, env_name: str = "", file: str = "", where: str, environ: dict | None = None) -> str:
