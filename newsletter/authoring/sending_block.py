@@ -13,10 +13,9 @@ environment's defaults), so transports, links and VERP use it unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,49 +27,25 @@ from newsletter.authoring.yamlsource import LineMap, location
 
 SECRET = "secret"  # a field given as <name>_env or <name>_file, never inline
 
-# Each transport's sub-block: YAML key -> (Settings field, kind).
-TRANSPORT_FIELDS: dict[str, dict[str, tuple[str, type | str]]] = {
-    "smtp": {
-        "host": ("smtp_host", str),
-        "port": ("smtp_port", int),
-        "username": ("smtp_username", str),
-        "password": ("smtp_password", SECRET),
-        "security": ("smtp_security", str),
-        "verify_certificates": ("smtp_verify_certificates", bool),
-        "timeout": ("smtp_timeout", float),
-        "messages_per_connection": ("smtp_messages_per_connection", int),
-        "pipelining": ("smtp_pipelining", bool),
-    },
-    "ses": {
-        "region": ("ses_region", str),
-        "access_key_id": ("ses_access_key_id", str),
-        "secret_access_key": ("ses_secret_access_key", SECRET),
-        "endpoint_url": ("ses_endpoint_url", str),
-        "configuration_set": ("ses_configuration_set", str),
-    },
-    "sendgrid": {
-        "api_key": ("sendgrid_api_key", SECRET),
-        "api_url": ("sendgrid_api_url", str),
-        "batch_size": ("sendgrid_batch_size", int),
-    },
-    "postmark": {
-        "server_token": ("postmark_server_token", SECRET),
-        "api_url": ("postmark_api_url", str),
-        "message_stream": ("postmark_message_stream", str),
-        "batch_size": ("postmark_batch_size", int),
-    },
-    "mailgun": {
-        "api_key": ("mailgun_api_key", SECRET),
-        "domain": ("mailgun_domain", str),
-        "api_url": ("mailgun_api_url", str),
-        "batch_size": ("mailgun_batch_size", int),
-    },
-    "outbox": {
-        "dir": ("outbox_dir", "path"),
-    },
-}
-# "connections" means connections (SMTP) or calls (SES) in flight per worker process.
-CONNECTIONS_FIELD = {"smtp": "smtp_connections", "ses": "ses_connections"}
+_KINDS = {"str": str, "int": int, "float": float, "bool": bool, "Path": "path"}
+
+
+def _transport_fields() -> tuple[dict[str, dict[str, tuple[str, type | str]]], dict[str, str]]:
+    """Each transport's sub-block, as config.py declares it: YAML key -> (Settings
+    field, kind); and the field ``sending.connections`` sets, for each transport that has
+    one (connections, for SMTP, or calls, for SES, in flight per worker process)."""
+    blocks: dict[str, dict[str, tuple[str, type | str]]] = {name: {} for name in TRANSPORTS}
+    connections = {}
+    for declared in fields(Settings):
+        key, transport = declared.metadata["sending"], declared.metadata["provider"]
+        if key == "connections":
+            connections[transport] = declared.name
+        elif key:
+            blocks[transport][key] = (declared.name, SECRET if declared.metadata["secret"] else _KINDS[declared.type])
+    return blocks, connections
+
+
+TRANSPORT_FIELDS, CONNECTIONS_FIELD = _transport_fields()
 BLOCK_FIELDS = (
     "base_url", "transport", "account", "connections", "rate", "bounce_domain",
     "list_id_domain", "feedback_id_sender", "dkim", "clicks", *TRANSPORT_FIELDS,
@@ -232,36 +207,6 @@ def lane_settings(settings: Settings, block: SendingBlock, slug: str, *, secrets
     if block.bounce_domain:
         changes["bounce_domain"] = block.bounce_domain
     return replace(settings, **changes)
-
-
-def account_of(settings: Settings, block: SendingBlock) -> str:
-    """The account a publication's mail is counted against: the rate-limit key.
-
-    Set by ``sending.account``; otherwise made from the transport and who logs
-    in (host and user, or a short hash of the API key), so two publications
-    with the same credentials share a limit and two others never do.
-    """
-    if block.account:
-        return block.account
-    s = settings
-    if s.rate_limit_account:  # RATE_LIMIT_ACCOUNT, when the publication logs in as the environment does
-        return s.rate_limit_account
-    if s.transport == "smtp":
-        return f"smtp:{s.smtp_username + '@' if s.smtp_username else ''}{s.smtp_host}:{s.smtp_port}"
-    if s.transport == "ses":
-        return f"ses:{s.ses_region or 'default'}:{s.ses_access_key_id or 'default'}"
-    if s.transport == "sendgrid":
-        return f"sendgrid:{_fingerprint(s.sendgrid_api_key)}"
-    if s.transport == "postmark":
-        return f"postmark:{_fingerprint(s.postmark_server_token)}"
-    if s.transport == "mailgun":
-        return f"mailgun:{s.mailgun_domain}:{_fingerprint(s.mailgun_api_key)}"
-    return s.transport
-
-
-def _fingerprint(secret: str) -> str:
-    # Tells keys apart without saying anything about them.
-    return hashlib.sha256(secret.encode()).hexdigest()[:10] if secret else "none"
 
 
 # --- links: https and public --------------------------------------------------------------

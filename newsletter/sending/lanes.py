@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from newsletter.config import Settings
-from newsletter.authoring.sending_block import SendingBlock, account_of, lane_settings
+from newsletter.authoring.sending_block import SendingBlock, lane_settings
 from newsletter.sending import dkim
 from newsletter.sending.ratelimit import AccountLimits, limiter_for
 from newsletter.store.models import PublicationRow
 from newsletter.store.publications import sending_block
-from newsletter.transports import Transport, make_transport
+from newsletter.transports import Transport, account_of, make_transport
 
 log = logging.getLogger(__name__)
 

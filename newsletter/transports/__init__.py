@@ -5,42 +5,60 @@ Takes in ``Envelope`` values (a complete message for one recipient, made by
 for now (worth a retry) or failed for good. Sending, proofs and sign-up
 confirmations all go out this way; SMTP, an outbox folder and each
 provider's HTTP API sit behind the same ``Transport.send_many``.
+
+A provider is its settings and its module. config.py declares the settings
+(``provider=<name>``: names, defaults, what a publication's ``sending:``
+block may set), which makes ``<name>`` a TRANSPORT value. Its module here,
+``<name>.py``, holds the ``Transport`` subclass that says ``TRANSPORT =
+"<name>"`` and declares the rest: ``from_settings`` (how one is made),
+``account_key`` (which account the shared rate limiter counts its mail
+against) and ``webhook`` (its module in ``feedback/webhooks/``, if it has
+one). A module is imported only when its transport is asked for; SES
+imports boto3 only when one is made.
 """
 
 import importlib
 
 from newsletter.addresses import local_part_is_ascii
+from newsletter.config import TRANSPORTS, Settings
 
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, Result, Transport, TransportError
 
-# TRANSPORT value -> module and class; imported only when chosen (SES needs boto3 only when made).
-PROVIDERS = {
-    "ses": ("ses", "SesTransport"),
-    "sendgrid": ("sendgrid", "SendGridTransport"),
-    "postmark": ("postmark", "PostmarkTransport"),
-    "mailgun": ("mailgun", "MailgunTransport"),
-}
-BUILT_IN = {"outbox": ("outbox", "OutboxTransport"), "smtp": ("smtp", "SmtpTransport")}
-
-__all__ = ["Envelope", "Result", "Transport", "TransportError", "SENT", "TEMPORARY", "PERMANENT", "make_transport",
-           "transport_class", "why_never_delivered"]
+__all__ = ["Envelope", "Result", "Transport", "TransportError", "SENT", "TEMPORARY", "PERMANENT", "TRANSPORTS",
+           "account_of", "make_transport", "transport_class", "why_never_delivered"]
 
 
 def transport_class(name: str) -> type[Transport]:
-    """The class a TRANSPORT value names."""
-    found = BUILT_IN.get(name) or PROVIDERS.get(name)
-    if found is None:
+    """The class a TRANSPORT value names: the one in ``newsletter/transports/<name>.py`` that says so."""
+    if name not in TRANSPORTS:
         raise TransportError(f"unknown transport {name!r}")
-    module_name, class_name = found
-    return getattr(importlib.import_module(f"newsletter.transports.{module_name}"), class_name)
+    module = importlib.import_module(f"newsletter.transports.{name}")
+    found = [value for value in vars(module).values()
+             if isinstance(value, type) and issubclass(value, Transport) and value.__dict__.get("TRANSPORT") == name]
+    if len(found) != 1:
+        raise TransportError(f"{module.__name__} should have one Transport class with TRANSPORT = {name!r}")
+    return found[0]
 
 
-def make_transport(settings) -> Transport:
+def make_transport(settings: Settings) -> Transport:
     """The transport the settings name."""
-    cls = transport_class(settings.transport)
-    if settings.transport == "outbox":
-        return cls(settings.outbox_dir)
-    return cls.from_settings(settings)
+    return transport_class(settings.transport).from_settings(settings)
+
+
+def account_of(settings: Settings, block) -> str:
+    """The account a publication's mail is counted against: the rate-limit key.
+
+    Set by ``sending.account`` (``block``, its ``SendingBlock``); otherwise
+    RATE_LIMIT_ACCOUNT, when the publication logs in as the environment does
+    (``settings`` are its lane's); otherwise made by its transport from who
+    logs in (host and user, or a short hash of the API key), so two
+    publications with the same credentials share a limit and two others never do.
+    """
+    if block.account:
+        return block.account
+    if settings.rate_limit_account:
+        return settings.rate_limit_account
+    return transport_class(settings.transport).account_key(settings)
 
 
 def why_never_delivered(transport: str | Transport, address: str) -> str:

@@ -25,6 +25,7 @@ from newsletter.transports.http import (
     Outcome,
     check_batch_size,
     json_or_none,
+    key_fingerprint,
     merge_content,
     merge_values,
     personal_headers,
@@ -47,6 +48,8 @@ def merge_tag(name: str, part: str) -> str:
 
 
 class MailgunTransport(HttpTransport):
+    TRANSPORT = "mailgun"  # its settings: the mailgun group of config.py
+    webhook = "mailgun"  # feedback/webhooks/mailgun.py
     name = "Mailgun"
     utf8_local_parts = True  # its messages API sends with SMTPUTF8 (its "Internationalization" guide)
     credentials = "MAILGUN_API_KEY (and MAILGUN_API_URL for the EU region)"
@@ -74,6 +77,10 @@ class MailgunTransport(HttpTransport):
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
         )
+
+    @staticmethod
+    def account_key(settings) -> str:
+        return f"mailgun:{settings.mailgun_domain}:{key_fingerprint(settings.mailgun_api_key)}"
 
     def send_batch(self, batch: list[Envelope]) -> list[Result]:
         response = self.api.post(self.path, data=self.form(batch))

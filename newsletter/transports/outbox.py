@@ -25,11 +25,20 @@ from newsletter.transports.base import SENT, TEMPORARY, Envelope, Result, Transp
 
 
 class OutboxTransport(Transport):
+    TRANSPORT = "outbox"  # its one setting, OUTBOX_DIR: the outbox group of config.py
     name = "outbox"
     utf8_local_parts = True  # a file takes any address
 
     def __init__(self, folder: Path | str):
         self.folder = Path(folder)
+
+    @classmethod
+    def from_settings(cls, settings) -> OutboxTransport:
+        return cls(settings.outbox_dir)
+
+    @staticmethod
+    def account_key(settings) -> str:
+        return "outbox"
 
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:
         return [self._write(envelope) for envelope in envelopes]

@@ -25,6 +25,7 @@ from newsletter.transports.http import (
     Outcome,
     check_batch_size,
     json_or_none,
+    key_fingerprint,
     personal_headers,
     require,
     shared_headers,
@@ -47,6 +48,8 @@ _NOT_THE_RECIPIENTS_FAULT = {
 
 
 class PostmarkTransport(HttpTransport):
+    TRANSPORT = "postmark"  # its settings: the postmark group of config.py
+    webhook = "postmark"  # feedback/webhooks/postmark.py
     name = "Postmark"
     utf8_local_parts = False  # not documented as taking a local part beyond ASCII
     credentials = "POSTMARK_SERVER_TOKEN"
@@ -73,6 +76,10 @@ class PostmarkTransport(HttpTransport):
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
         )
+
+    @staticmethod
+    def account_key(settings) -> str:
+        return f"postmark:{key_fingerprint(settings.postmark_server_token)}"
 
     def send_batch(self, batch: list[Envelope]) -> list[Result]:
         results: list[Result] = []

@@ -25,6 +25,7 @@ from newsletter.transports.http import (
     Outcome,
     check_batch_size,
     json_or_none,
+    key_fingerprint,
     merge_content,
     merge_values,
     personal_headers,
@@ -42,6 +43,8 @@ def merge_tag(name: str, part: str) -> str:
 
 
 class SendGridTransport(HttpTransport):
+    TRANSPORT = "sendgrid"  # its settings: the sendgrid group of config.py
+    webhook = "sendgrid"  # feedback/webhooks/sendgrid.py
     name = "SendGrid"
     utf8_local_parts = False  # refuses a local part beyond ASCII ("501 Recipient syntax error")
     credentials = "SENDGRID_API_KEY"
@@ -66,6 +69,10 @@ class SendGridTransport(HttpTransport):
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
         )
+
+    @staticmethod
+    def account_key(settings) -> str:
+        return f"sendgrid:{key_fingerprint(settings.sendgrid_api_key)}"
 
     def send_batch(self, batch: list[Envelope]) -> list[Result]:
         response = self.api.post("/v3/mail/send", json=self.payload(batch))

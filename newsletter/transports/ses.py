@@ -44,6 +44,8 @@ _ACCOUNT_TROUBLE = {
 
 
 class SesTransport(Transport):
+    TRANSPORT = "ses"  # its settings: the ses group of config.py
+    webhook = "ses_sns"  # its events arrive through SNS: feedback/webhooks/ses_sns.py
     name = "Amazon SES"
     # "Amazon SES does not support the SMTPUTF8 extension": a local part must be 7-bit ASCII.
     utf8_local_parts = False
@@ -73,6 +75,10 @@ class SesTransport(Transport):
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
         )
+
+    @staticmethod
+    def account_key(settings) -> str:
+        return f"ses:{settings.ses_region or 'default'}:{settings.ses_access_key_id or 'default'}"
 
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Result]:
         throttle: list[Result] = []  # the first throttled answer of this chunk

@@ -50,6 +50,7 @@ SECURITY_MODES = ("starttls", "tls", "none")
 
 
 class SmtpTransport(Transport):
+    TRANSPORT = "smtp"  # its settings: the smtp group of config.py
     name = "smtp"
     concurrent_calls = True  # send_many may be called again before the last call returns
     withdraws = True  # asks may_hand_over before each message's MAIL FROM
@@ -106,6 +107,12 @@ class SmtpTransport(Transport):
             chunking=settings.smtp_chunking,
             window=settings.smtp_window,
         )
+
+    @staticmethod
+    def account_key(settings) -> str:
+        """The relay login the shared rate limit is kept under."""
+        s = settings
+        return f"smtp:{s.smtp_username + '@' if s.smtp_username else ''}{s.smtp_host}:{s.smtp_port}"
 
     @property
     def where(self) -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from newsletter.authoring.content import load_publication
-from newsletter.authoring.sending_block import SendingBlock, account_of, lane_settings, link_problem
+from newsletter.authoring.sending_block import SendingBlock, lane_settings, link_problem
+from newsletter.transports import account_of
 from newsletter.config import ConfigError
 from newsletter.errors import InputError
 from newsletter.store.publications import settings_for, sync_publication

@@ -1,21 +1,25 @@
 """Provider webhooks: verify first, then parse into ``events.Event`` values.
 
 Each provider has a module with ``SOURCE`` and ``receive(session, settings,
-inbound, now=None, **options) -> list[Event]``. ``receive`` raises
-``Refused`` (a 4xx) before anything is parsed when a request is not provably
-from the provider or is stale; and ``Malformed`` (a 400) when a verified body
-is not what the provider documents. The same request again is not refused:
-every event is recorded once by its key, so a replay changes nothing and is
-answered 200 (what providers expect of a retry), for every provider alike.
+inbound, now=None, **options) -> list[Event]``, named by its transport's
+``webhook`` (transports/<name>.py); its settings are in the transport's group
+in config.py. ``receive`` raises ``Refused`` (a 4xx) before anything is
+parsed when a request is not provably from the provider or is stale; and
+``Malformed`` (a 400) when a verified body is not what the provider
+documents. The same request again is not refused: every event is recorded
+once by its key, so a replay changes nothing and is answered 200 (what
+providers expect of a retry), for every provider alike.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from typing import Iterator, Mapping
 
 from sqlalchemy import select
@@ -115,7 +119,11 @@ def fingerprint(item) -> str:
     return hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest()
 
 
+@cache
 def providers() -> dict:
-    from newsletter.feedback.webhooks import mailgun, postmark, sendgrid, ses_sns
+    """SOURCE -> module, for every transport that names a webhook module (its ``webhook``)."""
+    from newsletter.transports import TRANSPORTS, transport_class
 
-    return {module.SOURCE: module for module in (ses_sns, sendgrid, mailgun, postmark)}
+    named = (getattr(transport_class(name), "webhook", "") for name in TRANSPORTS)
+    modules = [importlib.import_module(f"{__name__}.{module}") for module in named if module]
+    return {module.SOURCE: module for module in modules}
