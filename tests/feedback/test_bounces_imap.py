@@ -13,12 +13,8 @@ from newsletter.feedback import bounces
 from newsletter.errors import InputError, NewsletterError
 from newsletter.store.models import ProviderEvent
 from tests import imap_server
-from tests.feedback import test_bounces
 from tests.conftest import _missing
-from tests.feedback.test_bounces import BOUNCE_DOMAIN, arf, dsn, suppressions
-
-# The Maildir tests' fixtures: a finished send with VERP return paths.
-verp, sent = test_bounces.verp, test_bounces.sent
+from tests.feedback.bounce_reports import BOUNCE_DOMAIN, arf, dsn, suppressions
 
 AUTO_REPLY = (b"From: someone@example.net\r\nTo: bounces@" + BOUNCE_DOMAIN.encode()
               + b"\r\nSubject: Out of office\r\n\r\nAway until Monday.\r\n")

@@ -11,7 +11,7 @@ import pytest
 
 from newsletter.web import create_app
 from newsletter.feedback.webhooks.mailgun import signature_of
-from tests.feedback.test_webhooks_ses import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
+from tests.feedback.webhook_checks import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
 
 URL = "/webhooks/mailgun"
 KEY = "key-0123456789abcdef"

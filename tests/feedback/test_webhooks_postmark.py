@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from newsletter.web import create_app
-from tests.feedback.test_webhooks_ses import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
+from tests.feedback.webhook_checks import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
 
 URL = "/webhooks/postmark"
 

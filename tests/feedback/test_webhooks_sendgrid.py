@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from newsletter.web import create_app
-from tests.feedback.test_webhooks_ses import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
+from tests.feedback.webhook_checks import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
 
 URL = "/webhooks/sendgrid"
 

@@ -12,12 +12,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from sqlalchemy import delete, func, select
+from sqlalchemy import select
 
 from newsletter.store.db import session_scope
-from newsletter.store.models import ProviderEvent, Suppression
+from newsletter.store.models import ProviderEvent
 from newsletter.web import create_app
 from newsletter.feedback.webhooks.ses_sns import SnsFetcher, canonical_string, is_sns_url
+from tests.feedback.webhook_checks import assert_replay_changes_nothing, event_count, lift_suppressions, suppressed
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:newsletter-events"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem"
@@ -74,30 +75,6 @@ def bounce(message_id="sns-1", address="reader@example.com", bounce_type="Perman
         "mail": {"messageId": "0102018c-ses-id", "commonHeaders": {"messageId": "<other@example.org>"}},
     }
     return {"Type": "Notification", "MessageId": message_id, "Message": json.dumps(ses)}
-
-
-def suppressed(settings) -> dict:
-    with session_scope(settings) as session:
-        return dict(session.execute(select(Suppression.email, Suppression.reason)).all())
-
-
-def event_count(settings) -> int:
-    with session_scope(settings) as session:
-        return session.scalar(select(func.count()).select_from(ProviderEvent))
-
-
-def lift_suppressions(settings) -> None:
-    """What an operator does after a bounce they know was a mistake: a replay must not undo it."""
-    with session_scope(settings) as session:
-        session.execute(delete(Suppression))
-
-
-def assert_replay_changes_nothing(settings, first, replay) -> None:
-    """The same request again: 200, its events counted as duplicates, nothing applied again."""
-    assert first.status_code == 200 and first.get_json()["recorded"] >= 1
-    assert replay.status_code == 200
-    assert replay.get_json() == {"recorded": 0, "duplicates": first.get_json()["recorded"]}
-    assert suppressed(settings) == {}
 
 
 def test_a_signed_hard_bounce_suppresses_the_address(world, signing_key):
