@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from tests.authoring.test_render import every_kind, make_issue
+from tests.authoring.example_issue import every_kind, make_issue
 
 from newsletter.authoring.checks import check_issue
 from newsletter.authoring.issue import Image, Item, Section, Source

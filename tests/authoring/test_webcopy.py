@@ -12,7 +12,7 @@ import pytest
 from newsletter.authoring.checks import WORST_CASE_VALUES
 from newsletter.authoring.render import render_issue
 from newsletter.authoring.webcopy import write_site
-from tests.authoring.test_render import make_issue
+from tests.authoring.example_issue import make_issue
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 
