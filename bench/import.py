@@ -32,7 +32,8 @@ from newsletter.authoring.issue import Publication  # noqa: E402
 from newsletter.store.publications import sync_publication  # noqa: E402
 from newsletter.store.db import engine_for, make_engine, session_scope  # noqa: E402
 from newsletter.store.migrate import upgrade  # noqa: E402
-from newsletter.audience.csv_import import export_csv, import_csv  # noqa: E402
+from newsletter.audience.csv_export import export_csv  # noqa: E402
+from newsletter.audience.csv_import import import_csv  # noqa: E402
 from newsletter.audience.subscribers import create_list  # noqa: E402
 
 DEFAULT_POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

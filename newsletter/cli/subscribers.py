@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from newsletter.audience import csv_import
+from newsletter.audience import csv_export, csv_import
 from newsletter.audience import subscribers as subs
 from newsletter.cli import LazyConsole, err_console, main
 from newsletter.config import get_settings
@@ -297,7 +297,7 @@ def subscribers_export(path, list_slug, unconfirmed, publication) -> None:
     status = "unconfirmed" if unconfirmed else "confirmed"
     with database() as session:
         if path == "-":
-            csv_import.export_csv(session, sys.stdout, list_slug, publication_slug=publication, status=status)
+            csv_export.export_csv(session, sys.stdout, list_slug, publication_slug=publication, status=status)
             return
-        count = csv_import.export_csv(session, path, list_slug, publication_slug=publication, status=status)
+        count = csv_export.export_csv(session, path, list_slug, publication_slug=publication, status=status)
     err_console.print(f"wrote {count} subscribers to {path}", highlight=False)

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, and_, exists, select
 from sqlalchemy.orm import Session
 
 from newsletter.audience.segments import audience_filter, get_segment, publication_list_ids
-from newsletter.audience.csv_import import CSV_COLUMNS, formula_safe
+from newsletter.audience.csv_format import CSV_COLUMNS, formula_safe
 from newsletter.errors import InputError, Problem
 from newsletter.store.lookups import keyset_pages
 from newsletter.store.models import MailingList, Membership, PublicationRow, Subscriber

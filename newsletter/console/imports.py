@@ -24,7 +24,8 @@ from email_validator import EmailNotValidError
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.audience.csv_import import PROBLEM_COLUMNS, formula_safe, import_csv, unformula
+from newsletter.audience.csv_format import PROBLEM_COLUMNS, formula_safe, unformula
+from newsletter.audience.csv_import import import_csv
 from newsletter.audience.subscribers import JOIN_STATUSES, normalise_address
 from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem

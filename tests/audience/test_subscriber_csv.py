@@ -14,7 +14,7 @@ import io
 import pytest
 from sqlalchemy import delete, select
 
-from newsletter.audience import csv_import
+from newsletter.audience import csv_export, csv_import
 from newsletter.audience import subscribers as subs
 from newsletter.store.models import Membership, Subscriber
 from tests.audience.test_subscribers import memberships, monthly, write_csv  # noqa: F401 (fixture)
@@ -231,7 +231,7 @@ def test_export_neutralises_formulas_and_imports_back_the_same(session, monthly,
         subs.add_subscriber(session, email, name, ["monthly"], {"note": "\t=1+1" if email == "at@example.com" else "ok"})
     exported = tmp_path / "export.csv"
 
-    assert csv_import.export_csv(session, exported) == len(FORMULAS)
+    assert csv_export.export_csv(session, exported) == len(FORMULAS)
 
     cells = [cell for row in csv.reader(exported.open(encoding="utf-8", newline="")) for cell in row]
     assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
@@ -255,7 +255,7 @@ def test_an_export_to_a_stream_is_neutralised_too(session, monthly):
     subs.add_subscriber(session, "one@example.com", "@SUM(A1:A9)", ["monthly"], {"=team": "=1"})
     out = io.StringIO()
 
-    csv_import.export_csv(session, out)
+    csv_export.export_csv(session, out)
 
     assert out.getvalue().splitlines() == ["email,name,lists,'=team", "one@example.com,'@SUM(A1:A9),monthly,'=1"]
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
-from newsletter.audience import csv_import
+from newsletter.audience import csv_export, csv_import
 from newsletter.audience import subscribers as subs
 from newsletter.errors import InputError, NotFound
 from newsletter.authoring.issue import Colours, Publication
@@ -331,7 +331,7 @@ def test_export_round_trips_through_import(session, monthly, tmp_path):
     subs.unsubscribe(session, "left@example.com")
     exported = tmp_path / "export.csv"
 
-    assert csv_import.export_csv(session, exported) == 2
+    assert csv_export.export_csv(session, exported) == 2
 
     rows = list(csv.DictReader(exported.open(encoding="utf-8")))
     assert rows == [
@@ -347,6 +347,6 @@ def test_export_of_one_list_writes_only_its_members(session, monthly):
     subs.add_subscriber(session, "monthly-only@example.com", lists=["monthly"])
     out = io.StringIO()
 
-    csv_import.export_csv(session, out, "staff")
+    csv_export.export_csv(session, out, "staff")
 
     assert out.getvalue().splitlines() == ["email,name,lists", "both@example.com,,staff"]
