@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from datetime import timedelta
 
@@ -14,41 +13,9 @@ from newsletter.errors import InputError
 from newsletter.sending.scheduling import schedule_send
 from newsletter.sending.lifecycle import freeze_audience
 from newsletter.store.models import Delivery, IssueRow, Membership, PublicationRow, Subscriber, utcnow
-from newsletter.audience.subscribers import create_list, get_list, unsubscribe
+from newsletter.audience.subscribers import get_list, unsubscribe
 from newsletter.audience.tokens import BadToken
-from tests.memory_transport import MemoryTransport
-
-PUB = "together-were-better"
-
-
-@pytest.fixture
-def world(session):
-    session.add(PublicationRow(
-        slug=PUB, name="Together We're Better", from_name="Together We're Better", from_email="news@example.org",
-        reply_to="communications@example.org", postal_address="1 Partnership Way, Stafford",
-        web_base_url="https://newsletter.example.org/together-were-better/", settings={},
-    ))
-    session.flush()
-    create_list(session, PUB, "news", "Monthly news")
-    session.commit()
-    return session
-
-
-@pytest.fixture
-def mail():
-    return MemoryTransport()
-
-
-def ask(session, settings, mail, email="ann@example.com", name="Ann", list_slug="news"):
-    return signup.request_subscription(session, settings, PUB, list_slug, email, name, transport=mail)
-
-
-def confirm_link(message) -> str:
-    return re.search(r"https?://\S+/confirm/\S+", message.get_body(("plain",)).get_content()).group(0)
-
-
-def token_of(message) -> str:
-    return confirm_link(message).rsplit("/", 1)[1]
+from tests.audience.signups import PUB, ask, confirm_link, token_of
 
 
 def membership_status(session, email="ann@example.com"):
@@ -56,8 +23,8 @@ def membership_status(session, email="ann@example.com"):
     return session.scalar(select(Membership.status).join(Subscriber).where(Subscriber.email == email))
 
 
-def test_a_sign_up_sends_one_confirmation_email_and_waits_for_the_link(world, settings, mail):
-    assert ask(world, settings, mail) == signup.EMAIL_SENT
+def test_a_sign_up_sends_one_confirmation_email_and_waits_for_the_link(signup_world, settings, mail):
+    assert ask(signup_world, settings, mail) == signup.EMAIL_SENT
 
     [message] = mail.parsed()
     assert message["To"].addresses[0].addr_spec == "ann@example.com"
@@ -67,65 +34,65 @@ def test_a_sign_up_sends_one_confirmation_email_and_waits_for_the_link(world, se
     assert message["Auto-Submitted"] == "auto-generated"
     assert "List-Unsubscribe" not in message  # a transactional message, not an issue
     assert confirm_link(message).startswith(f"{settings.base_url}/confirm/")
-    assert membership_status(world) == "unconfirmed"
+    assert membership_status(signup_world) == "unconfirmed"
 
 
-def test_unconfirmed_people_get_no_issue_until_they_confirm(world, settings, mail):
-    ask(world, settings, mail)
-    ask(world, settings, mail, email="bob@example.com", name="")
-    signup.confirm_subscription(world, settings, token_of(mail.parsed()[0]))
+def test_unconfirmed_people_get_no_issue_until_they_confirm(signup_world, settings, mail):
+    ask(signup_world, settings, mail)
+    ask(signup_world, settings, mail, email="bob@example.com", name="")
+    signup.confirm_subscription(signup_world, settings, token_of(mail.parsed()[0]))
 
-    send_id = _send_to_news(world)
-    freeze_audience(world, send_id)
-    frozen = world.scalars(select(Delivery.email).where(Delivery.send_id == send_id)).all()
+    send_id = _send_to_news(signup_world)
+    freeze_audience(signup_world, send_id)
+    frozen = signup_world.scalars(select(Delivery.email).where(Delivery.send_id == send_id)).all()
     assert frozen == ["ann@example.com"]
 
 
-def test_confirming_moves_the_membership_to_confirmed_and_a_second_click_says_so(world, settings, mail):
-    ask(world, settings, mail)
+def test_confirming_moves_the_membership_to_confirmed_and_a_second_click_says_so(signup_world, settings, mail):
+    ask(signup_world, settings, mail)
     token = token_of(mail.parsed()[0])
 
-    first = signup.confirm_subscription(world, settings, token)
-    second = signup.confirm_subscription(world, settings, token)
+    first = signup.confirm_subscription(signup_world, settings, token)
+    second = signup.confirm_subscription(signup_world, settings, token)
 
     assert (first.outcome, second.outcome) == (signup.CONFIRMED, signup.ALREADY_CONFIRMED)
     assert first.mailing_list.slug == "news" and first.publication.slug == PUB
-    assert membership_status(world) == "confirmed"
+    assert membership_status(signup_world) == "confirmed"
 
 
-def test_at_most_one_email_per_address_within_the_window(world, settings, mail):
-    results = [ask(world, settings, mail, email=e) for e in ("ann@example.com", " ann@example.com ", "ann@EXAMPLE.COM")]
+def test_at_most_one_email_per_address_within_the_window(signup_world, settings, mail):
+    results = [ask(signup_world, settings, mail, email=e) for e in ("ann@example.com", " ann@example.com ", "ann@EXAMPLE.COM")]
 
     assert results == [signup.EMAIL_SENT, signup.RECENTLY_SENT, signup.RECENTLY_SENT]
     assert mail.recipients() == ["ann@example.com"]
 
 
-def test_after_the_window_a_new_email_goes_out(world, settings, mail):
+def test_after_the_window_a_new_email_goes_out(signup_world, settings, mail):
     quick = replace(settings, signup_email_window_seconds=0)
-    assert [ask(world, quick, mail), ask(world, quick, mail)] == [signup.EMAIL_SENT, signup.EMAIL_SENT]
+    assert [ask(signup_world, quick, mail), ask(signup_world, quick, mail)] == [signup.EMAIL_SENT, signup.EMAIL_SENT]
     assert len(mail.accepted) == 2
 
 
-def test_an_address_already_subscribed_gets_the_same_answer_and_stays_subscribed(world, settings, mail):
+def test_an_address_already_subscribed_gets_the_same_answer_and_stays_subscribed(signup_world, settings, mail):
     quick = replace(settings, signup_email_window_seconds=0)
-    ask(world, quick, mail)
-    signup.confirm_subscription(world, quick, token_of(mail.parsed()[0]))
+    ask(signup_world, quick, mail)
+    signup.confirm_subscription(signup_world, quick, token_of(mail.parsed()[0]))
 
     # Someone else types the same address with another name: same answer, nothing changes.
-    assert ask(world, quick, mail, name="Mallory") == signup.EMAIL_SENT
-    assert membership_status(world) == "confirmed"
-    assert world.scalar(select(Subscriber.name).where(Subscriber.email == "ann@example.com")) == "Ann"
-    assert signup.confirm_subscription(world, quick, token_of(mail.parsed()[1])).outcome == signup.ALREADY_CONFIRMED
+    assert ask(signup_world, quick, mail, name="Mallory") == signup.EMAIL_SENT
+    assert membership_status(signup_world) == "confirmed"
+    assert signup_world.scalar(select(Subscriber.name).where(Subscriber.email == "ann@example.com")) == "Ann"
+    assert signup.confirm_subscription(signup_world, quick, token_of(mail.parsed()[1])).outcome == signup.ALREADY_CONFIRMED
 
 
 @pytest.mark.parametrize("email", ["not an address", "ann@", "ann@example..com", ""])
-def test_a_bad_address_is_refused_with_the_reason_and_nothing_is_written(world, settings, mail, email):
+def test_a_bad_address_is_refused_with_the_reason_and_nothing_is_written(signup_world, settings, mail, email):
     with pytest.raises(InputError) as caught:
-        ask(world, settings, mail, email=email)
+        ask(signup_world, settings, mail, email=email)
 
     [problem] = caught.value.problems
     assert problem.where == "field email" and "not an email address" in problem.message
-    assert world.scalar(select(func.count()).select_from(Subscriber)) == 0
+    assert signup_world.scalar(select(func.count()).select_from(Subscriber)) == 0
     assert mail.accepted == []
 
 
@@ -133,82 +100,82 @@ def test_a_bad_address_is_refused_with_the_reason_and_nothing_is_written(world, 
     "Ann\r\nBcc: everyone@example.net", "Ann\nX", "Ann\rX", "Ann%0d%0aBcc: x@example.net",
     "=?utf-8?q?Ann=0D=0ABcc:_x@example.net?=", "Ann\u2028X", "x" * 201,
 ])
-def test_a_name_that_could_add_a_header_is_refused_and_nothing_is_written(world, settings, mail, name):
+def test_a_name_that_could_add_a_header_is_refused_and_nothing_is_written(signup_world, settings, mail, name):
     with pytest.raises(InputError) as caught:
-        ask(world, settings, mail, name=name)
+        ask(signup_world, settings, mail, name=name)
 
     assert [p.where for p in caught.value.problems] == ["field name"]
-    assert world.scalar(select(func.count()).select_from(Subscriber)) == 0
+    assert signup_world.scalar(select(func.count()).select_from(Subscriber)) == 0
     assert mail.accepted == []
 
 
-def test_a_suppressed_address_gets_no_email(world, settings, mail):
+def test_a_suppressed_address_gets_no_email(signup_world, settings, mail):
     from newsletter.audience.suppressions import add_suppression
 
-    add_suppression(world, "ann@example.com", "complaint", "test")
-    world.commit()
+    add_suppression(signup_world, "ann@example.com", "complaint", "test")
+    signup_world.commit()
 
-    assert ask(world, settings, mail) == signup.SUPPRESSED
+    assert ask(signup_world, settings, mail) == signup.SUPPRESSED
     assert mail.accepted == []
 
 
-def test_an_old_link_does_not_undo_leaving_but_a_new_sign_up_does(world, settings, mail):
+def test_an_old_link_does_not_undo_leaving_but_a_new_sign_up_does(signup_world, settings, mail):
     quick = replace(settings, signup_email_window_seconds=0)
-    ask(world, quick, mail)
+    ask(signup_world, quick, mail)
     old_token = token_of(mail.parsed()[0])
-    signup.confirm_subscription(world, quick, old_token)
-    unsubscribe(world, "ann@example.com")  # leaves everything
-    world.commit()
+    signup.confirm_subscription(signup_world, quick, old_token)
+    unsubscribe(signup_world, "ann@example.com")  # leaves everything
+    signup_world.commit()
 
-    assert signup.confirm_subscription(world, quick, old_token).outcome == signup.LEFT_SINCE
-    assert membership_status(world) == "unsubscribed"
+    assert signup.confirm_subscription(signup_world, quick, old_token).outcome == signup.LEFT_SINCE
+    assert membership_status(signup_world) == "unsubscribed"
 
-    ask(world, quick, mail)
-    assert signup.confirm_subscription(world, quick, token_of(mail.parsed()[1])).outcome == signup.CONFIRMED
-    assert membership_status(world) == "confirmed"
-    assert world.scalar(select(Subscriber.status).where(Subscriber.email == "ann@example.com")) == "active"
+    ask(signup_world, quick, mail)
+    assert signup.confirm_subscription(signup_world, quick, token_of(mail.parsed()[1])).outcome == signup.CONFIRMED
+    assert membership_status(signup_world) == "confirmed"
+    assert signup_world.scalar(select(Subscriber.status).where(Subscriber.email == "ann@example.com")) == "active"
 
 
 @pytest.mark.parametrize("tamper", [lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"), lambda t: "x" + t])
-def test_a_tampered_link_is_refused(world, settings, mail, tamper):
-    ask(world, settings, mail)
+def test_a_tampered_link_is_refused(signup_world, settings, mail, tamper):
+    ask(signup_world, settings, mail)
     with pytest.raises(BadToken) as caught:
-        signup.confirm_subscription(world, settings, tamper(token_of(mail.parsed()[0])))
+        signup.confirm_subscription(signup_world, settings, tamper(token_of(mail.parsed()[0])))
     assert not caught.value.expired
-    assert membership_status(world) == "unconfirmed"
+    assert membership_status(signup_world) == "unconfirmed"
 
 
-def test_an_expired_link_is_refused_and_a_new_one_can_be_sent(world, settings, mail, token_clock):
+def test_an_expired_link_is_refused_and_a_new_one_can_be_sent(signup_world, settings, mail, token_clock):
     short = replace(settings, confirm_max_age_seconds=1, signup_email_window_seconds=0)
-    ask(world, short, mail)
+    ask(signup_world, short, mail)
     token = token_of(mail.parsed()[0])
     token_clock.advance(2)  # past the second a link may be old
 
     with pytest.raises(BadToken) as caught:
-        signup.confirm_subscription(world, short, token)
+        signup.confirm_subscription(signup_world, short, token)
     assert caught.value.expired
-    assert membership_status(world) == "unconfirmed"
+    assert membership_status(signup_world) == "unconfirmed"
 
-    assert signup.renew_confirmation(world, short, token, transport=mail) == signup.EMAIL_SENT
+    assert signup.renew_confirmation(signup_world, short, token, transport=mail) == signup.EMAIL_SENT
     fresh = token_of(mail.parsed()[1])
-    assert signup.confirm_subscription(world, short, fresh).outcome == signup.CONFIRMED
+    assert signup.confirm_subscription(signup_world, short, fresh).outcome == signup.CONFIRMED
 
 
-def test_when_the_email_cannot_be_sent_the_person_can_ask_again_at_once(world, settings, mail):
+def test_when_the_email_cannot_be_sent_the_person_can_ask_again_at_once(signup_world, settings, mail):
     mail.permanent["ann@example.com"] = (550, "5.7.1", "relaying denied")
     with pytest.raises(signup.ConfirmationNotSent):
-        ask(world, settings, mail)
+        ask(signup_world, settings, mail)
 
     del mail.permanent["ann@example.com"]
-    assert ask(world, settings, mail) == signup.EMAIL_SENT
+    assert ask(signup_world, settings, mail) == signup.EMAIL_SENT
     assert mail.recipients() == ["ann@example.com"]
 
 
-def test_an_unknown_list_is_not_found(world, settings, mail):
+def test_an_unknown_list_is_not_found(signup_world, settings, mail):
     from newsletter.errors import NotFound
 
     with pytest.raises(NotFound):
-        ask(world, settings, mail, list_slug="weekly")
+        ask(signup_world, settings, mail, list_slug="weekly")
     assert mail.accepted == []
 
 
@@ -239,40 +206,40 @@ def _send_to_news(session) -> int:
     return send.id
 
 
-def test_the_confirm_link_uses_the_publications_own_web_address(world, settings, mail):
-    world.get(PublicationRow, 1).sending = {"base_url": "https://links.partnership.example"}
-    world.commit()
-    assert ask(world, settings, mail) == signup.EMAIL_SENT
+def test_the_confirm_link_uses_the_publications_own_web_address(signup_world, settings, mail):
+    signup_world.get(PublicationRow, 1).sending = {"base_url": "https://links.partnership.example"}
+    signup_world.commit()
+    assert ask(signup_world, settings, mail) == signup.EMAIL_SENT
     [message] = mail.parsed()
     assert confirm_link(message).startswith("https://links.partnership.example/confirm/")
     # The link works wherever the web app answers: the token is the install's.
-    assert signup.confirm_subscription(world, settings, token_of(message))
+    assert signup.confirm_subscription(signup_world, settings, token_of(message))
 
 
 # -- addresses beyond ASCII ------------------------------------------------------
 
 
-def test_a_sign_up_beyond_ascii_gets_its_confirmation_over_smtputf8(world, settings):
+def test_a_sign_up_beyond_ascii_gets_its_confirmation_over_smtputf8(signup_world, settings):
     from tests.smtp_server import SmtpTestServer
     from newsletter.transports.smtp import SmtpTransport
 
     with SmtpTestServer(smtputf8=True) as server, \
             SmtpTransport(server.host, server.port, security="none", connections=1, timeout=5) as transport:
-        assert signup.request_subscription(world, settings, PUB, "news", "jörg@Bücher.example", "Jörg",
+        assert signup.request_subscription(signup_world, settings, PUB, "news", "jörg@Bücher.example", "Jörg",
                                            transport=transport) == signup.EMAIL_SENT
     [received] = server.messages
     assert received.recipients == ["jörg@xn--bcher-kva.example"]
     assert "<jörg@xn--bcher-kva.example>" in received.data.split(b"\r\n\r\n")[0].decode("utf-8")
 
 
-def test_a_sign_up_the_publications_transport_can_never_deliver_is_refused_with_the_reason(world, settings, mail):
+def test_a_sign_up_the_publications_transport_can_never_deliver_is_refused_with_the_reason(signup_world, settings, mail):
     by_sendgrid = replace(settings, transport="sendgrid")
     with pytest.raises(InputError) as caught:
-        ask(world, by_sendgrid, mail, email="jörg@example.org")
+        ask(signup_world, by_sendgrid, mail, email="jörg@example.org")
 
     [problem] = caught.value.problems
     assert problem.where == "field email"
     assert "letters beyond ASCII before the @" in problem.message and "SendGrid" in problem.message
-    assert world.scalar(select(func.count()).select_from(Subscriber)) == 0
+    assert signup_world.scalar(select(func.count()).select_from(Subscriber)) == 0
     assert mail.accepted == []
-    assert ask(world, by_sendgrid, mail, email="jo@bücher.example") == signup.EMAIL_SENT  # a domain is fine
+    assert ask(signup_world, by_sendgrid, mail, email="jo@bücher.example") == signup.EMAIL_SENT  # a domain is fine
