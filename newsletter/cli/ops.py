@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from newsletter.sending import scheduling
+from newsletter.sending import scheduling, send_record
 from newsletter.cli import LazyConsole, main
 from newsletter.cli.sends import sends
 from newsletter.config import get_settings
@@ -89,7 +89,7 @@ def retry_failed(send_id: int):
     upgrade(settings.effective_database_url)
     with session_scope(settings) as session:
         count = scheduling.retry_failed(session, send_id)
-        state = scheduling.get_send(session, send_id).state
+        state = send_record.get_send(session, send_id).state
     if count:
         console.print(f"{count} failed recipient(s) of send {send_id} will be sent again; the send is [bold]{state}[/].")
     else:

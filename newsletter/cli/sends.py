@@ -8,7 +8,7 @@ import click
 from rich import box
 from rich.table import Table
 
-from newsletter.sending import lifecycle, scheduling
+from newsletter.sending import lifecycle, scheduling, send_record
 from newsletter.cli import LazyConsole, main, print_problems
 from newsletter.config import get_settings
 from newsletter.errors import EXIT_CODES_HELP, InputError, Problem
@@ -166,14 +166,14 @@ def show_send(send_id: int):
 
     settings, scope = _session()
     with scope as session:
-        send = scheduling.get_send(session, send_id)
-        tz = scheduling.publication_of(session, send).timezone
+        send = send_record.get_send(session, send_id)
+        tz = send_record.publication_of(session, send).timezone
         p = lifecycle.progress(session, send_id)
         history = session.scalars(select(SendEvent).where(SendEvent.send_id == send_id).order_by(SendEvent.id)).all()
         when = scheduling.when_from_utc(send.scheduled_at, tz)
         console.print(f"Send {send_id}: [bold]{p.state}[/], scheduled for {when.describe()}")
         slugs = session.scalars(
-            select(MailingList.slug).where(MailingList.id.in_(scheduling.list_ids_of(session, send))).order_by(MailingList.slug)
+            select(MailingList.slug).where(MailingList.id.in_(send_record.list_ids_of(session, send))).order_by(MailingList.slug)
         ).all()
         segment = f"; segment {send.segment_name}: {send.segment_condition}" if send.segment_name else ""
         console.print(f"To: list(s) {', '.join(slugs)}{segment}", highlight=False)
@@ -244,8 +244,8 @@ def reschedule_send(send_id: int, at_text: str):
     """Move a scheduled send to another time."""
     settings, scope = _session()
     with scope as session:
-        send = scheduling.get_send(session, send_id)
-        tz = scheduling.publication_of(session, send).timezone
+        send = send_record.get_send(session, send_id)
+        tz = send_record.publication_of(session, send).timezone
         when = scheduling.parse_send_time(at_text, tz)
         scheduling.reschedule(session, send_id, when.utc)
     console.print(f"Send {send_id} now goes at {when.describe()}.")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.ops.sends import SendStatus, error_groups, send_status
-from newsletter.sending.scheduling import list_ids_of, list_labels
+from newsletter.sending.send_record import list_ids_of, list_labels
 from newsletter.store.models import (
     Delivery,
     Draft,

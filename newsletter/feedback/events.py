@@ -181,7 +181,7 @@ def _suppress(session: Session, email: str, reason: str, source: str, report: Ev
 def _unsubscribe(session: Session, email: str, delivery: Delivery | None, report: EventReport) -> None:
     """Someone left through the provider's own link: leave the lists the
     message was sent to, or everything when we cannot tell which message."""
-    from newsletter.sending.scheduling import list_ids_of
+    from newsletter.sending.send_record import list_ids_of
     from newsletter.audience.subscribers import find_subscriber, unsubscribe
     from newsletter.store.models import MailingList
 

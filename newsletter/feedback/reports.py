@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.sending.scheduling import When, list_labels, when_from_utc
+from newsletter.sending.scheduling import When, when_from_utc
+from newsletter.sending.send_record import list_labels
 from newsletter.sending.lifecycle import Progress, progress
 from newsletter.store.models import IssueRow, PublicationRow, Send
 

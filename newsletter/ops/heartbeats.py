@@ -19,7 +19,7 @@ from sqlalchemy import case, delete, literal, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.sending.delivery import BatchReport
+from newsletter.sending.records import BatchReport
 from newsletter.store.db import session_scope
 from newsletter.store.models import BatchRun, UTCDateTime, WorkerHeartbeat, utcnow
 from newsletter.store.upsert import dialect_insert

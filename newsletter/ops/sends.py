@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.sending.leases import holder_is_gone, live_holders
-from newsletter.sending.scheduling import list_labels
+from newsletter.sending.send_record import list_labels
 from newsletter.sending.lifecycle import ACTIVE_ROW_STATES, LOST_BATCHES_EVENT, progress
 from newsletter.store.models import (
     ClaimLease, Delivery, IssueRow, MailingList, PublicationRow, RateLimitThrottle, Send, SendEvent, Suppression,

@@ -31,7 +31,7 @@ class ChunkStatements:
     send_state: Select  # send_id: the send's state now
     mark_sending: Update  # ids, holder, by_transport, for_account: the rows still held, as "sending"; their ids
     lock_for_record: Select  # ids, holder: the held rows locked, with the database's time
-    record_result: Update  # executemany, one row's values each (see Deliverer._record_results)
+    record_result: Update  # executemany, one row's values each (see records.record_results)
     count_for_error_budget: Update  # send_id, now, attempted, failed, window: the window's counts
 
 

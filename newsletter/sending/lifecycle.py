@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, aliased
 
 from newsletter.config import Settings
 from newsletter.sending.leases import unheld
-from newsletter.sending.scheduling import get_send, had_issue, list_ids_of, publication_of, reached_before, record_send_event
+from newsletter.sending.scheduling import had_issue, reached_before
+from newsletter.sending.send_record import get_send, list_ids_of, publication_of, record_send_event
 from newsletter.audience.segments import audience_filter
 from newsletter.store import clock
 from newsletter.store.models import (

@@ -14,12 +14,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.authoring.message import MessageTemplate, publication_template
 from newsletter.config import Settings
-from newsletter.errors import InputError, NotFound, Problem
+from newsletter.errors import InputError, Problem
 from newsletter.audience.segments import audience_filter
 from newsletter.sending.links import ALLOW_FLAG, check_links_allowed
-from newsletter.store.publications import sending_block, settings_for
+from newsletter.sending.send_record import get_send, header_list_of, list_ids_of, publication_of, record_send_event
+from newsletter.sending.send_template import message_template
+from newsletter.store.publications import settings_for
 from newsletter.store.models import (
     Batch,
     Delivery,
@@ -29,7 +30,6 @@ from newsletter.store.models import (
     PublicationRow,
     Segment,
     Send,
-    SendEvent,
     SendList,
     Subscriber,
     utcnow,
@@ -98,21 +98,6 @@ def parse_local_time(text: str, tz_name: str) -> When:
 
 def when_from_utc(moment: datetime, tz_name: str) -> When:
     return When(utc=moment.astimezone(timezone.utc), local=moment.astimezone(zone(tz_name)))
-
-
-def record_send_event(session: Session, send_id: int, kind: str, detail: str = "") -> None:
-    """Add a line to the send's history (``newsletter sends show``, the ops dashboard)."""
-    session.add(SendEvent(send_id=send_id, kind=kind, detail=detail))
-
-
-def get_send(session: Session, send_id: int, *, lock: bool = False) -> Send:
-    query = select(Send).where(Send.id == send_id)
-    if lock:
-        query = query.with_for_update()
-    send = session.scalars(query).one_or_none()
-    if send is None:
-        raise NotFound(f"there is no send {send_id}; `newsletter sends list` shows them")
-    return send
 
 
 @dataclass(frozen=True)
@@ -263,60 +248,6 @@ def schedule_send(
     return send
 
 
-def message_template(
-    issue: IssueRow, publication: PublicationRow, mailing_list: MailingList | None, send_id: int, subject_prefix: str = ""
-) -> MessageTemplate:
-    list_name, list_slug = (
-        (f"{publication.name}: {mailing_list.name}", f"{mailing_list.slug}.{publication.slug}")
-        if mailing_list
-        else (publication.name, publication.slug)
-    )
-    block = sending_block(publication)
-    return publication_template(
-        publication,
-        subject=issue.subject,
-        html=issue.html,
-        text=issue.text,
-        list_name=list_name,
-        list_slug=list_slug,
-        list_id_domain=block.list_id_domain,
-        # campaign:list:publication:sender, as mailbox providers' feedback loops expect
-        feedback_id=f"{send_id}:{list_slug.split('.')[0]}:{publication.slug}:{block.feedback_id_sender or 'newsletter'}",
-        subject_prefix=subject_prefix,
-    )
-
-
-def header_list_of(session: Session, send: Send) -> MailingList | None:
-    """The list a send's List-Id names: its list when it goes to one, else None, and
-    the List-Id is the publication's own (``message_template``): a message that goes
-    to people on several lists, each once, is not one list's more than another's."""
-    list_ids = list_ids_of(session, send)
-    return session.get(MailingList, list_ids[0]) if len(list_ids) == 1 else None
-
-
-def list_slugs_of(session: Session, send_ids: Sequence[int]) -> dict[int, list[str]]:
-    """Each send's lists, by slug, in the order they were given (for people to read)."""
-    found: dict[int, list[str]] = {}
-    rows = session.execute(
-        select(SendList.send_id, MailingList.slug).join(MailingList, MailingList.id == SendList.list_id)
-        .where(SendList.send_id.in_(send_ids)).order_by(SendList.send_id, SendList.id)
-    ).all()
-    for send_id, slug in rows:
-        found.setdefault(send_id, []).append(slug)
-    missing = [i for i in send_ids if i not in found]  # sends made before there could be several
-    if missing:
-        for send_id, slug in session.execute(
-            select(Send.id, MailingList.slug).join(MailingList, MailingList.id == Send.list_id).where(Send.id.in_(missing))
-        ).all():
-            found[send_id] = [slug]
-    return found
-
-
-def list_labels(session: Session, send_ids: Sequence[int]) -> dict[int, str]:
-    """Each send's lists as people read them: "staff", or "staff, board" for a send to several."""
-    return {send_id: ", ".join(slugs) for send_id, slugs in list_slugs_of(session, send_ids).items()}
-
-
 def _check_headers(session: Session, send: Send, issue: IssueRow, mailing_list: MailingList | None) -> None:
     """Build the send's message template now, as the workers will: whatever they would
     refuse (a list name that could add a header, say) is refused here, before anything is stored."""
@@ -342,12 +273,6 @@ def _check_audience(session: Session, issue: IssueRow, targets: list[MailingList
     if not targets and session.scalar(select(MailingList.id).where(MailingList.publication_id == issue.publication_id)) is None:
         raise InputError(Problem("--segment", "the publication has no lists, so nobody has agreed to receive it",
                                  "create a list and add subscribers first"))
-
-
-def list_ids_of(session: Session, send: Send) -> list[int]:
-    """The lists a send goes to (sends made before there could be several have one)."""
-    found = session.scalars(select(SendList.list_id).where(SendList.send_id == send.id).order_by(SendList.id)).all()
-    return list(found) or [send.list_id]
 
 
 def reschedule(session: Session, send_id: int, at: datetime, *, now: datetime | None = None) -> Send:
@@ -476,12 +401,6 @@ def retry_failed(session: Session, send_id: int, *, now: datetime | None = None)
     record_send_event(session, send_id, "retry failed", f"{retried} failed recipient(s) to be sent again")
     session.refresh(send)
     return retried
-
-
-def publication_of(session: Session, send: Send) -> PublicationRow:
-    return session.scalars(
-        select(PublicationRow).join(IssueRow, IssueRow.publication_id == PublicationRow.id).where(IssueRow.id == send.issue_id)
-    ).one()
 
 
 # --- a send time as a person types it (the CLI's --at and the console's form) ------------------

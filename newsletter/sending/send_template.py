@@ -2,7 +2,7 @@
 
 Takes in a send's stored issue and its publication's lane, and hands on each
 recipient's ``Envelope``: the message template compiled once per send in each
-worker (``scheduling.message_template``, with its counted links rewritten
+worker (``message_template``, with its counted links rewritten
 once), then for each ledger row the recipient's links and tokens, the
 message built from its parts, signed by the lane's DKIM keys, and its
 return path (VERP when a bounce domain is set).
@@ -17,16 +17,48 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.tokens import preferences_url, unsubscribe_url
 from newsletter.authoring import counted_links as clicks
-from newsletter.authoring.message import Envelope, Recipient, UnsendableAddress, make_message_id
+from newsletter.authoring.message import (
+    Envelope,
+    MessageTemplate,
+    Recipient,
+    UnsendableAddress,
+    make_message_id,
+    publication_template,
+)
 from newsletter.config import Settings
 from newsletter.errors import Problem
 from newsletter.sending.lanes import Lane, Lanes
 from newsletter.sending.links import check_links_allowed
 from newsletter.sending.return_path import verp_address
-from newsletter.sending.scheduling import header_list_of, message_template
-from newsletter.store.models import IssueRow, PublicationRow, Send, utcnow
+from newsletter.sending.send_record import header_list_of
+from newsletter.store.models import IssueRow, MailingList, PublicationRow, Send, utcnow
 from newsletter.store.publications import sending_block
 from newsletter.transports import why_never_delivered
+
+
+def message_template(
+    issue: IssueRow, publication: PublicationRow, mailing_list: MailingList | None, send_id: int, subject_prefix: str = ""
+) -> MessageTemplate:
+    """The send's message before anyone's values are in it: List-Id names its
+    list (or the publication, for a send to several), Feedback-ID the send."""
+    list_name, list_slug = (
+        (f"{publication.name}: {mailing_list.name}", f"{mailing_list.slug}.{publication.slug}")
+        if mailing_list
+        else (publication.name, publication.slug)
+    )
+    block = sending_block(publication)
+    return publication_template(
+        publication,
+        subject=issue.subject,
+        html=issue.html,
+        text=issue.text,
+        list_name=list_name,
+        list_slug=list_slug,
+        list_id_domain=block.list_id_domain,
+        # campaign:list:publication:sender, as mailbox providers' feedback loops expect
+        feedback_id=f"{send_id}:{list_slug.split('.')[0]}:{publication.slug}:{block.feedback_id_sender or 'newsletter'}",
+        subject_prefix=subject_prefix,
+    )
 
 
 class SendTemplate:
@@ -60,7 +92,7 @@ class SendTemplate:
         return cls(lane, send, issue, publication, template)
 
     def envelope(self, send: Send, row) -> Envelope:
-        """The envelope for ``row``, a ledger row a batch run claimed (``delivery.Claimed``)."""
+        """The envelope for ``row``, a ledger row a batch run claimed (``claims.Claimed``)."""
         if not row.email.isascii() and (never := why_never_delivered(self.lane.transport, row.email)):
             raise UnsendableAddress(Problem("field email", never, "send through a transport that has SMTPUTF8"))
         recipient = Recipient(

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.authoring.issue import Colours
 from newsletter.ops import admins, audit
-from newsletter.sending import scheduling
+from newsletter.sending import scheduling, send_record
 from newsletter.errors import InputError
 from newsletter.errors import NotFound as NoSuchThing
 from newsletter.ops.status import Status, collect_status
@@ -196,7 +196,7 @@ def confirm_action(send_id: int, action_name: str):
         return message_page("No such action", "Go back to the dashboard.", status=404)
     with database() as db:
         try:
-            send = scheduling.get_send(db, send_id)
+            send = send_record.get_send(db, send_id)
         except NoSuchThing as exc:
             return message_page("No such send", str(exc), status=404)
         return ops_page("ops/confirm.html", send=send, action=action, action_name=action_name)

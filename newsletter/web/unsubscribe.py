@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.audience import subscribers
-from newsletter.sending.scheduling import list_ids_of
+from newsletter.sending.send_record import list_ids_of
 from newsletter.store.models import MailingList, Membership, PublicationRow, Send, Subscriber, utcnow
 from newsletter.audience.tokens import PREFERENCES, UNSUBSCRIBE, BadToken, preferences_url, read_token
 from newsletter.web import security

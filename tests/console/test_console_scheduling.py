@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from newsletter.audience.subscribers import add_subscriber, create_list
-from newsletter.sending import scheduling
+from newsletter.sending import scheduling, send_record
 from newsletter.sending.lifecycle import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, Send, Subscriber
@@ -62,7 +62,7 @@ def test_two_overlapping_lists_ticked_make_one_send_and_one_copy_each(world, app
 
     with session_scope(world.settings) as session:
         [send] = session.scalars(select(Send)).all()
-        assert scheduling.list_labels(session, [send.id]) == {send.id: "everyone, board"}
+        assert send_record.list_labels(session, [send.id]) == {send.id: "everyone, board"}
     copies = frozen(world.settings)
     assert copies == {**{f"reader{n}@example.org": 1 for n in range(6)}, "trustee@example.org": 1}
     results = editor.get(f"{page}/results").get_data(as_text=True)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.errors import InputError
-from newsletter.sending import scheduling
+from newsletter.sending import scheduling, send_record
 from newsletter.store.models import Delivery, MailingList, Membership, SendEvent, Subscriber
 from tests.memory_transport import MemoryTransport
 from tests.sending.world import make_world, run_send, states
@@ -149,7 +149,7 @@ def test_a_send_to_several_lists_names_the_publication_in_its_list_id(session, w
     transport = MemoryTransport()
     run_send(session, fast, transport, one.send.id)
     assert {m["List-Id"] for m in transport.parsed()} == {'"The Gazette: Staff" <staff.gazette.gazette.example.org>'}
-    assert scheduling.list_labels(session, [both.send.id, one.send.id]) == {both.send.id: "all, staff", one.send.id: "staff"}
+    assert send_record.list_labels(session, [both.send.id, one.send.id]) == {both.send.id: "all, staff", one.send.id: "staff"}
 
 
 def test_schedule_issue_refuses_links_subscribers_could_not_follow_unless_allowed(session, world, fast):
