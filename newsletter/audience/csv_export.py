@@ -1,21 +1,26 @@
 """Subscribers out to CSV, in the columns the import reads (email, name, lists,
 then the custom fields), spreadsheet formulas neutralised: an export imports
-back unchanged. Keyset pages of subscribers, so memory stays flat however
-many there are.
+back unchanged. The CLI's file and the console's download of a list or a
+segment are one export: one pass for the custom fields, one query a page for
+the list slugs, one writer. Keyset pages of subscribers, so memory stays flat
+however many there are, and the console sends each page as it is made.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Iterator, TextIO
 
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, and_, exists, select
 from sqlalchemy.orm import Session
 
 from newsletter.audience.csv_format import CSV_COLUMNS, SafeWriter, write_whole
+from newsletter.audience.segments import audience_filter, get_segment, publication_list_ids
 from newsletter.audience.subscribers import JOIN_STATUSES, check_status, resolve_list
+from newsletter.errors import InputError, Problem
 from newsletter.store.lookups import keyset_pages
-from newsletter.store.models import MailingList, Membership, Subscriber
+from newsletter.store.models import MailingList, Membership, PublicationRow, Subscriber
 from newsletter.store.publications import get_publication
 
 EXPORT_PAGE = 5000
@@ -37,9 +42,46 @@ def export_csv(
     """
     check_status(status, JOIN_STATUSES)
     list_ids = _export_list_ids(session, list, publication_slug)
+    pages = _row_pages(session, _members(list_ids, status), list_ids, status)
     if isinstance(path_or_file, (str, Path)):
-        return _export_to_path(session, Path(path_or_file), list_ids, status)
-    return _write_export(session, path_or_file, list_ids, status)
+        return write_whole(Path(path_or_file), lambda handle: _write(handle, pages))
+    return _write(path_or_file, pages)
+
+
+def list_export(session: Session, publication: PublicationRow, list_slug: str) -> Iterator[str]:
+    """The list's confirmed, active subscribers (whom ``export_csv`` writes for it) as CSV text,
+    a page at a time. An unknown list is an InputError now, before the first page."""
+    mailing_list = session.scalar(select(MailingList).where(MailingList.publication_id == publication.id,
+                                                            MailingList.slug == list_slug))
+    if mailing_list is None:
+        raise InputError(Problem("list", f"{publication.slug} has no list {list_slug!r}", "choose one of its lists"))
+    return text_pages(session, _members([mailing_list.id], "confirmed"), [mailing_list.id])
+
+
+def segment_export(session: Session, publication: PublicationRow, name: str) -> Iterator[str]:
+    """The segment's audience today (``segments.audience_filter``: also without suppressed
+    addresses) as CSV text, a page at a time. An unknown segment is NotFound now."""
+    segment = get_segment(session, publication.slug, name)
+    list_ids = publication_list_ids(session, publication)
+    return text_pages(session, audience_filter(session, publication, list_ids, segment.condition), list_ids)
+
+
+def text_pages(session: Session, where: ColumnElement[bool], list_ids: list[int],
+               status: str = "confirmed") -> Iterator[str]:
+    """The subscribers ``where`` picks as CSV text: the header, then a piece per page."""
+    for rows in _row_pages(session, where, list_ids, status):
+        out = io.StringIO()
+        SafeWriter(out).writerows(rows)
+        yield out.getvalue()
+
+
+def _write(out: TextIO, pages: Iterator[list[list]]) -> int:
+    writer, count = SafeWriter(out), 0
+    writer.writerows(next(pages))  # the header
+    for rows in pages:
+        writer.writerows(rows)
+        count += len(rows)
+    return count
 
 
 def _export_list_ids(session: Session, list, publication_slug: str | None) -> list[int]:
@@ -51,53 +93,44 @@ def _export_list_ids(session: Session, list, publication_slug: str | None) -> li
     return [*session.scalars(query)]
 
 
-def _export_to_path(session: Session, path: Path, list_ids: list[int], status: str) -> int:
-    return write_whole(path, lambda handle: _write_export(session, handle, list_ids, status))
-
-
-def _write_export(session: Session, out: TextIO, list_ids: list[int], status: str) -> int:
-    keys = sorted({key for attributes in _export_pages(session, list_ids, status, attributes_only=True) for key in attributes})
-    keys = [key for key in keys if key not in CSV_COLUMNS]
-    writer = SafeWriter(out)
-    writer.writerow([*CSV_COLUMNS, *keys])
-    count = 0
-    for subscriber_id, email, name, attributes, slugs in _export_pages(session, list_ids, status):
-        writer.writerow([email, name, ";".join(slugs), *(attributes.get(key, "") for key in keys)])
-        count += 1
-    return count
-
-
-def _export_pages(session: Session, list_ids: list[int], status: str, attributes_only: bool = False) -> Iterator:
-    """Keyset pages of the exported subscribers, so memory stays flat however many there are."""
+def _members(list_ids: list[int], status: str) -> ColumnElement[bool]:
+    """Active subscribers with a membership of ``status`` in one of the lists."""
     member = select(Membership.id).where(
         Membership.subscriber_id == Subscriber.id, Membership.status == status, Membership.list_id.in_(list_ids)
     )
-    query = (
-        select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.attributes)
-        .where(Subscriber.status == "active", exists(member))
-        .order_by(Subscriber.id)
-        .limit(EXPORT_PAGE)
-    )
+    return and_(Subscriber.status == "active", exists(member))
+
+
+def _row_pages(session: Session, where: ColumnElement[bool], list_ids: list[int], status: str) -> Iterator[list[list]]:
+    """The header row, then each keyset page of rows: email, name, the slugs of the lists
+    (of ``list_ids``) where the membership has ``status``, each custom field."""
+    keys = sorted({key for attributes in _attribute_pages(session, where) for key in attributes} - set(CSV_COLUMNS))
+    yield [[*CSV_COLUMNS, *keys]]
+    slug_of = dict(session.execute(select(MailingList.id, MailingList.slug).where(MailingList.id.in_(list_ids))).all())
+    query = (select(Subscriber.id, Subscriber.email, Subscriber.name, Subscriber.attributes)
+             .where(where).order_by(Subscriber.id).limit(EXPORT_PAGE))
     for page in keyset_pages(session, query, Subscriber.id):
-        if attributes_only:
-            yield from (row.attributes or {} for row in page)
-            continue
-        slugs = _export_slugs(session, [row.id for row in page], list_ids, status)
-        for row in page:
-            yield row.id, row.email, row.name, row.attributes or {}, slugs.get(row.id, [])
+        lists = _page_lists(session, page[0].id, page[-1].id, list_ids, status)
+        yield [[row.email, row.name, ";".join(sorted(slug_of[list_id] for list_id in lists.get(row.id, []))),
+                *((row.attributes or {}).get(key, "") for key in keys)] for row in page]
 
 
-def _export_slugs(session: Session, page_ids: list[int], list_ids: list[int], status: str) -> dict[int, list[str]]:
-    """Each subscriber's list slugs, for one page. An id range, not IN (ids), so the
+def _attribute_pages(session: Session, where: ColumnElement[bool]) -> Iterator[dict]:
+    """Each exported subscriber's custom fields, read a keyset page at a time."""
+    query = select(Subscriber.id, Subscriber.attributes).where(where).order_by(Subscriber.id).limit(EXPORT_PAGE)
+    for page in keyset_pages(session, query, Subscriber.id):
+        yield from (row.attributes or {} for row in page)
+
+
+def _page_lists(session: Session, first_id: int, last_id: int, list_ids: list[int], status: str) -> dict[int, list[int]]:
+    """The ids of each subscriber's lists, for one page. An id range, not IN (ids), so the
     (list, status, subscriber) index answers it without a plan that depends on statistics."""
-    slug_of = {list_id: slug for list_id, slug in session.execute(select(MailingList.id, MailingList.slug))}
-    found: dict[int, list[str]] = {}
-    rows = session.execute(
+    found: dict[int, list[int]] = {}
+    for subscriber_id, list_id in session.execute(
         select(Membership.subscriber_id, Membership.list_id).where(
             Membership.list_id.in_(list_ids), Membership.status == status,
-            Membership.subscriber_id.between(page_ids[0], page_ids[-1]),
+            Membership.subscriber_id.between(first_id, last_id),
         )
-    )
-    for subscriber_id, list_id in rows:
-        found.setdefault(subscriber_id, []).append(slug_of[list_id])
-    return {subscriber_id: sorted(slugs) for subscriber_id, slugs in found.items()}
+    ):
+        found.setdefault(subscriber_id, []).append(list_id)
+    return found

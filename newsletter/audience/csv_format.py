@@ -48,6 +48,10 @@ class SafeWriter:
     def writerow(self, values: list) -> None:
         self._writer.writerow([formula_safe(value) if isinstance(value, str) else value for value in values])
 
+    def writerows(self, rows) -> None:
+        for values in rows:
+            self.writerow(values)
+
 
 def write_whole(path: Path, write):
     """``write(file)`` into a file beside ``path``, renamed into place: never half a file."""

@@ -260,6 +260,48 @@ def test_an_export_to_a_stream_is_neutralised_too(session, monthly):
     assert out.getvalue().splitlines() == ["email,name,lists,'=team", "one@example.com,'@SUM(A1:A9),monthly,'=1"]
 
 
+# -- one export for the file and the console's download -------------------------
+
+
+def test_an_export_over_several_pages_keeps_each_persons_lists_and_fields(session, monthly, monkeypatch):
+    monkeypatch.setattr(csv_export, "EXPORT_PAGE", 2)
+    for n in range(5):
+        lists = ["monthly", "staff"] if n % 2 else ["monthly"]
+        subs.add_subscriber(session, f"p{n}@example.com", f"P {n}", lists, {"team": f"T{n}"} if n == 4 else {})
+    subs.add_subscriber(session, "staff-only@example.com", "S", ["staff"])
+    out = io.StringIO()
+
+    assert csv_export.export_csv(session, out, "monthly", publication_slug="together") == 5
+
+    assert out.getvalue().splitlines() == [
+        "email,name,lists,team", "p0@example.com,P 0,monthly,", "p1@example.com,P 1,monthly,",
+        "p2@example.com,P 2,monthly,", "p3@example.com,P 3,monthly,", "p4@example.com,P 4,monthly,T4",
+    ]
+    everyone = io.StringIO()
+    assert csv_export.export_csv(session, everyone) == 6
+    assert everyone.getvalue().splitlines()[2] == "p1@example.com,P 1,monthly;staff,"
+
+
+def test_the_consoles_download_of_a_list_is_the_export_of_it_a_page_at_a_time(session, monthly, monkeypatch):
+    from newsletter.errors import InputError
+    from newsletter.store.publications import get_publication
+
+    monkeypatch.setattr(csv_export, "EXPORT_PAGE", 2)
+    for n, (email, name) in enumerate(FORMULAS.items()):
+        subs.add_subscriber(session, email, name, ["monthly", "staff"] if n % 2 else ["monthly"], {"note": f"={n}"})
+    subs.add_subscriber(session, "left@example.com", "Left", ["monthly"])
+    subs.unsubscribe(session, "left@example.com")
+    written = io.StringIO()
+    csv_export.export_csv(session, written, "monthly", publication_slug="together")
+
+    pieces = csv_export.list_export(session, get_publication(session, "together"), "monthly")
+
+    assert [piece.count("\n") for piece in pieces] == [1, 2, 2, 2]  # the header, then a piece per page
+    assert "".join(csv_export.list_export(session, get_publication(session, "together"), "monthly")) == written.getvalue()
+    with pytest.raises(InputError, match="together has no list 'weekly'"):
+        csv_export.list_export(session, get_publication(session, "together"), "weekly")  # before the first page
+
+
 # -- chunks written at once (one statement a chunk on PostgreSQL) --------------
 
 

@@ -8,8 +8,8 @@ import re
 from flask import Response, abort, g, jsonify, request, stream_with_context, url_for
 from sqlalchemy import select
 
-from newsletter.audience import segments
-from newsletter.console import exports, imports, segment_form
+from newsletter.audience import csv_export, segments
+from newsletter.console import imports, segment_form
 from newsletter.ops import audit
 from newsletter.web import auth
 from newsletter.errors import InputError, NotFound
@@ -180,12 +180,12 @@ def _download(make, filename: str, what: str):
 
 @blueprint.get("/lists/<slug>/export.csv")
 def export_list(slug: str):
-    return _download(lambda db, publication: exports.list_export(db, publication, slug), f"{slug}.csv", f"list {slug}")
+    return _download(lambda db, publication: csv_export.list_export(db, publication, slug), f"{slug}.csv", f"list {slug}")
 
 
 @blueprint.get("/segments/<name>/export.csv")
 def export_segment(name: str):
-    return _download(lambda db, publication: exports.segment_export(db, publication, name), f"segment-{name}.csv",
+    return _download(lambda db, publication: csv_export.segment_export(db, publication, name), f"segment-{name}.csv",
                      f"segment {name}")
 
 
