@@ -197,12 +197,12 @@ class Settings:
     # outbox: a folder of .eml files.
     outbox_dir: Path = setting("OUTBOX_DIR", DEFAULT_DATA_DIR / "outbox", read=_in_data_dir, shown="`var/outbox`",
                                provider="outbox", sending="dir")
-    # smtp: a relay or server; sessions, pipelining and chunking in transports/smtp.py.
+    # smtp: a relay or server, security starttls, tls or none (transports/smtp.py).
     smtp_host: str = setting("SMTP_HOST", "127.0.0.1", provider="smtp", sending="host")
     smtp_port: int = setting("SMTP_PORT", 25, provider="smtp", sending="port")
     smtp_username: str = setting("SMTP_USERNAME", "", provider="smtp", sending="username")
     smtp_password: str = setting("SMTP_PASSWORD", "", provider="smtp", sending="password", secret=True)
-    smtp_security: str = setting("SMTP_SECURITY", "starttls", provider="smtp", sending="security")  # starttls | tls | none
+    smtp_security: str = setting("SMTP_SECURITY", "starttls", provider="smtp", sending="security")
     smtp_verify_certificates: bool = setting("SMTP_VERIFY_CERTIFICATES", True, provider="smtp",
                                              sending="verify_certificates")
     smtp_timeout: float = setting("SMTP_TIMEOUT", 30.0, provider="smtp", sending="timeout")
