@@ -198,7 +198,7 @@ def test_a_reply_to_the_send_could_not_use_is_refused_at_its_line(issue_folder):
 
 
 def test_schedule_refuses_a_subject_with_a_line_break_and_stores_nothing(cli, issue_folder):
-    from tests.cli.test_sends import count
+    from tests.cli.stored import count
     from newsletter.store.models import IssueRow, Send
 
     assert cli("publications", "add", issue_folder.parent.parent).exit_code == 0
@@ -263,7 +263,7 @@ def test_schedule_refuses_what_the_send_would_refuse_and_stores_nothing(cli, iss
     from newsletter.config import get_settings
     from newsletter.store.db import session_scope
     from newsletter.store.models import IssueRow, MailingList, Send
-    from tests.cli.test_sends import count
+    from tests.cli.stored import count
 
     assert cli("publications", "add", issue_folder.parent.parent).exit_code == 0
     assert cli("lists", "create", "staff", "--name", "Staff").exit_code == 0

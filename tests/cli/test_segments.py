@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from newsletter.config import get_settings
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, Segment, Send, SendList
+from tests.cli.stored import count
 from tests.conftest import SAMPLE_ISSUE
 
 
@@ -24,11 +25,6 @@ def people(cli):
     assert cli("subscribers", "add", "Chair@Example.com", "--name", "Chair", "--list", "board").exit_code == 0
     # The same person in another case: still one subscriber, now on both lists.
     assert cli("subscribers", "add", "CHAIR@example.com", "--list", "staff").exit_code == 0
-
-
-def count(model) -> int:
-    with session_scope(get_settings()) as session:
-        return session.scalar(select(func.count()).select_from(model))
 
 
 def test_create_list_show_and_count_a_segment(cli, people):

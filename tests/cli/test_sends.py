@@ -6,11 +6,12 @@ import shutil
 from email import message_from_bytes, policy
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from newsletter.config import get_settings
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, IssueRow, Send
+from tests.cli.stored import count
 from tests.conftest import SAMPLE_ISSUE
 
 
@@ -26,11 +27,6 @@ def staff(cli):
     assert result.exit_code == 0, result.output
     assert cli("subscribers", "add", "reader1@example.com", "--list", "staff").exit_code == 0
     return "staff"
-
-
-def count(model) -> int:
-    with session_scope(get_settings()) as session:
-        return session.scalar(select(func.count()).select_from(model))
 
 
 def test_schedule_shows_local_time_and_utc(cli, staff):
