@@ -8,7 +8,7 @@ Each field of ``Settings`` is declared once, in its section, with the
 environment variable it is read from (``setting``); ``settings_from`` reads
 them all the same way. A transport's settings form a group of their own
 (``provider=``), which also says what a publication's ``sending:`` block may
-set; the transport's module (``newsletter/transports/<name>.py``) says the
+set; the transport's module (``newsletter.transports.<name>``) says the
 rest: its class, its account key and its webhook. README.md's configuration
 tables list every variable read here, with its default (tests/test_config.py).
 """
@@ -197,7 +197,7 @@ class Settings:
     # outbox: a folder of .eml files.
     outbox_dir: Path = setting("OUTBOX_DIR", DEFAULT_DATA_DIR / "outbox", read=_in_data_dir, shown="`var/outbox`",
                                provider="outbox", sending="dir")
-    # smtp: a relay or server, security starttls, tls or none (transports/smtp.py).
+    # smtp: a relay or server, security starttls, tls or none (newsletter.transports.smtp).
     smtp_host: str = setting("SMTP_HOST", "127.0.0.1", provider="smtp", sending="host")
     smtp_port: int = setting("SMTP_PORT", 25, provider="smtp", sending="port")
     smtp_username: str = setting("SMTP_USERNAME", "", provider="smtp", sending="username")
@@ -349,7 +349,7 @@ class Settings:
 
 
 # The TRANSPORT values, in the order their settings are declared: each names
-# newsletter/transports/<name>.py.
+# a module, newsletter.transports.<name>.
 TRANSPORTS = tuple(dict.fromkeys(f.metadata["provider"] for f in fields(Settings) if f.metadata["provider"]))
 
 

@@ -9,7 +9,7 @@ provider's HTTP API sit behind the same ``Transport.send_many``.
 A provider is its settings and its module. config.py declares the settings
 (``provider=<name>``: names, defaults, what a publication's ``sending:``
 block may set), which makes ``<name>`` a TRANSPORT value. Its module here,
-``<name>.py``, holds the ``Transport`` subclass that says ``TRANSPORT =
+``transports.<name>``, holds the ``Transport`` subclass that says ``TRANSPORT =
 "<name>"`` and declares the rest: ``from_settings`` (how one is made),
 ``account_key`` (which account the shared rate limiter counts its mail
 against) and ``webhook`` (its module in ``feedback/webhooks/``, if it has
@@ -29,7 +29,7 @@ __all__ = ["Envelope", "Result", "Transport", "TransportError", "SENT", "TEMPORA
 
 
 def transport_class(name: str) -> type[Transport]:
-    """The class a TRANSPORT value names: the one in ``newsletter/transports/<name>.py`` that says so."""
+    """The class a TRANSPORT value names: the one in ``newsletter.transports.<name>`` that says so."""
     if name not in TRANSPORTS:
         raise TransportError(f"unknown transport {name!r}")
     module = importlib.import_module(f"newsletter.transports.{name}")
