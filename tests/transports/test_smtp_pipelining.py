@@ -16,7 +16,7 @@ import trustme
 from newsletter.config import settings_from
 from newsletter.transports import make_transport
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Result
-from newsletter.transports.smtp_pipeline import Work
+from newsletter.transports.smtp.pipelining import Work
 from tests import postfix_server, smtp_sink
 from tests.conftest import _missing
 from tests.scripted_smtp import ScriptedSmtpServer

@@ -1,6 +1,6 @@
 """The mail transactions of one SMTP session, pipelined when the server offers it.
 
-(With CHUNKING too, a session streams its messages instead: smtp_chunking.py.
+(With CHUNKING too, a session streams its messages instead: chunking.py.
 The lanes here, and the queue of work they share, serve both.)
 
 One command at a time, a message costs four round trips: MAIL, RCPT, DATA
@@ -340,7 +340,7 @@ class Lane:
         self._open_session = open_session
         self._limit = limit
         self._pipelining = pipelining
-        # smtp_chunking.Chunking, or None: streams messages with BDAT when the server offers CHUNKING.
+        # chunking.Chunking, or None: streams messages with BDAT when the server offers CHUNKING.
         self._chunking = chunking
         self._smtp: smtplib.SMTP | None = None
         self._used = 0

@@ -9,8 +9,8 @@ slowest connection. Connections stay open between chunks and are replaced after
 ``messages_per_connection`` messages, after a 421, or when the server drops
 them. On each, messages are streamed when the server offers PIPELINING and
 CHUNKING (up to ``window`` messages in flight, none waiting for a round trip of
-its own; see smtp_chunking.py), pipelined with DATA when it offers PIPELINING
-only (one round trip a message instead of four; see smtp_pipeline.py), and sent
+its own; see chunking.py), pipelined with DATA when it offers PIPELINING
+only (one round trip a message instead of four; see pipelining.py), and sent
 one command at a time otherwise.
 
 Every outcome is a Result, never an exception:
@@ -19,7 +19,7 @@ Every outcome is a Result, never an exception:
 - 4xx, 421, a dropped line or a timeout: TEMPORARY; a 421 or a 4.7.x rate
   limit is also ``throttled``, and what is not yet started, of this call and
   of any other call waiting, is held back untried until this call returns
-  (see ``Work`` in smtp_pipeline.py);
+  (see ``Work`` in pipelining.py);
 - 5xx for the recipient or the message: PERMANENT, with the enhanced code;
 - a line that broke after the message went out but before the answer came:
   TEMPORARY with ``uncertain=True`` (the server may have taken it);
@@ -41,8 +41,8 @@ import threading
 from typing import Callable, Sequence
 
 from newsletter.transports.base import Envelope, Result, Transport, TransportError
-from newsletter.transports.smtp_chunking import WINDOW, Chunking
-from newsletter.transports.smtp_pipeline import Lane, Pipelining, SetupFailed, Work, reply_text
+from newsletter.transports.smtp.chunking import WINDOW, Chunking
+from newsletter.transports.smtp.pipelining import Lane, Pipelining, SetupFailed, Work, reply_text
 
 log = logging.getLogger(__name__)
 
