@@ -36,7 +36,7 @@ from newsletter.sending.delivery import Deliverer  # noqa: E402
 from newsletter.sending.heap import keep_freed_memory  # noqa: E402
 from newsletter.store.db import session_scope  # noqa: E402
 from newsletter.transports.base import SENT, Result, Transport  # noqa: E402
-from newsletter.transports.smtp.pipelining import _dot_stuffed  # noqa: E402
+from newsletter.transports.smtp.wire import _dot_stuffed  # noqa: E402
 
 
 class AcceptingTransport(Transport):

@@ -26,7 +26,7 @@ STAGES = [
     ("dot-stuffing", ("_dot_stuffed (",)),
     ("logging", ("(logging/", "newsletter/logs.py")),
     ("building the message", ("envelope (newsletter/sending/send_template.py", "newsletter/authoring/message.py")),
-    ("SMTP: socket reads and writes", ("_write (newsletter/transports/smtp/pipelining.py", "(socket.py", "(ssl.py")),
+    ("SMTP: socket reads and writes", ("_write (newsletter/transports/smtp/wire.py", "(socket.py", "(ssl.py")),
     ("SMTP: commands and replies", ("newsletter/transports/smtp", "(smtplib.py")),
     ("ledger: claim", ("claim_rows (newsletter/sending/claims.py", "Lease.take (")),
     ("ledger: late unsubscribes and suppressions", ("skip_unwanted (",)),

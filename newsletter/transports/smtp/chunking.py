@@ -23,7 +23,7 @@ Each message's outcome stays exact:
   been taken (BDAT LAST counts its bytes) and goes back for one more try;
 - a 421: that message fails for now, throttled; those behind it were never
   read by the server and come back throttled, untried, with the rest of the
-  work the throttle holds back (see ``Work`` in pipelining.py); a 450,
+  work the throttle holds back (see ``Work`` in work.py); a 450,
   451 or 452 that is a throttle (``is_throttle``) fails its message for now,
   throttled, and no more messages start on the session;
 - "452 too many recipients": that message and the ones behind it go back
@@ -41,20 +41,10 @@ import socket
 from collections import deque
 
 from newsletter.transports.base import SENT, Result
-from newsletter.transports.smtp.pipelining import (
-    Lane,
-    Work,
-    _Broken,
-    _broke,
-    _InFlight,
-    _OutOfTurn,
-    _queue_id,
-    _read,
-    _refused,
-    _too_many_recipients,
-    _uncertain,
-    _write,
-)
+from newsletter.transports.smtp.pipelining import Lane
+from newsletter.transports.smtp.replies import _broke, _queue_id, _refused, _too_many_recipients, _uncertain
+from newsletter.transports.smtp.wire import _Broken, _InFlight, _OutOfTurn, _read, _write
+from newsletter.transports.smtp.work import Work
 
 WINDOW = 16  # messages in flight on one session
 WINDOW_BYTES = 2 * 1024 * 1024  # and about this much of them

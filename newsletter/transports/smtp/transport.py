@@ -19,7 +19,7 @@ Every outcome is a Result, never an exception:
 - 4xx, 421, a dropped line or a timeout: TEMPORARY; a 421 or a 4.7.x rate
   limit is also ``throttled``, and what is not yet started, of this call and
   of any other call waiting, is held back untried until this call returns
-  (see ``Work`` in pipelining.py);
+  (see ``Work`` in work.py);
 - 5xx for the recipient or the message: PERMANENT, with the enhanced code;
 - a line that broke after the message went out but before the answer came:
   TEMPORARY with ``uncertain=True`` (the server may have taken it);
@@ -42,7 +42,9 @@ from typing import Callable, Sequence
 
 from newsletter.transports.base import Envelope, Result, Transport, TransportError
 from newsletter.transports.smtp.chunking import WINDOW, Chunking
-from newsletter.transports.smtp.pipelining import Lane, Pipelining, SetupFailed, Work, reply_text
+from newsletter.transports.smtp.pipelining import Lane
+from newsletter.transports.smtp.replies import reply_text
+from newsletter.transports.smtp.work import Pipelining, SetupFailed, Work
 
 log = logging.getLogger(__name__)
 
