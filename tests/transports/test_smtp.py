@@ -10,46 +10,7 @@ from newsletter.transports import make_transport
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Envelope, TransportError
 from newsletter.transports.smtp import SmtpTransport
 from tests.smtp_server import SmtpTestServer, free_loopback_port, smtp_server  # noqa: F401 (a fixture)
-
-
-def message_bytes(recipient: str) -> bytes:
-    return (
-        "From: Together We're Better <news@example.org>\r\n"
-        f"To: {recipient}\r\n"
-        "Subject: Together We're Better - September 2021\r\n"
-        f"Message-ID: <{recipient.replace('@', '.')}@news.example.org>\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: text/plain; charset="utf-8"\r\n'
-        "Content-Transfer-Encoding: 8bit\r\n"
-        "\r\n"
-        "Welcome to the September issue.\r\n"
-        ".This line starts with a dot and must arrive with exactly one.\r\n"
-        "..And this one with two.\r\n"
-        ".\r\n"
-        "Vaccination clinics at the Café in the Park.\r\n"
-    ).encode("utf-8")
-
-
-def envelopes(count: int, start: int = 1) -> list[Envelope]:
-    return [
-        Envelope(
-            delivery_id=i,
-            sender="bounces@example.org",
-            recipient=f"reader{i}@example.com",
-            message=message_bytes(f"reader{i}@example.com"),
-        )
-        for i in range(start, start + count)
-    ]
-
-
-def plain_transport(server, **options) -> SmtpTransport:
-    options.setdefault("security", "none")
-    options.setdefault("timeout", 10)
-    return SmtpTransport(server.host, server.port, local_hostname="sender.example.org", **options)
-
-
-def statuses(results) -> list[str]:
-    return [r.status for r in results]
+from tests.transports.smtp_messages import envelopes, plain_transport, statuses
 
 
 def test_messages_arrive_byte_for_byte_with_their_envelope(smtp_server):

@@ -1,17 +1,16 @@
 """CHUNKING (BDAT, RFC 3030): messages streamed on a connection, none waiting for
 a reply of its own. Against the scripted server for the faults inside the
-stream, and against a real Postfix smtpd, which offers CHUNKING."""
+stream (those a pipelined session meets too are in test_smtp_modes.py, run in
+both modes), and against a real Postfix smtpd, which offers CHUNKING."""
 
 from __future__ import annotations
 
 import logging
 import socket
-import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import trustme
 
 from newsletter.config import settings_from
 from newsletter.transports import make_transport
@@ -19,14 +18,9 @@ from newsletter.transports.base import PERMANENT, SENT, TEMPORARY
 from tests import postfix_server
 from tests.conftest import _missing
 from tests.scripted_smtp import ScriptedSmtpServer
-from tests.transports.test_smtp import envelopes, plain_transport, statuses
-from tests.transports.test_smtp_pipelining import addresses, as_sunk, recipients, sink, sink_options  # noqa: F401
+from tests.transports.smtp_messages import accepted, addresses, as_sunk, envelopes, plain_transport, recipients, statuses
 
 GROUP = ["RSET", "MAIL", "RCPT", "BDAT"]
-
-
-def accepted(server) -> list[str]:
-    return sorted(r for m in server.messages if m.accepted for r in m.recipients)
 
 
 def test_messages_are_streamed_with_bdat_none_waiting_for_a_reply():
@@ -46,22 +40,6 @@ def test_messages_are_streamed_with_bdat_none_waiting_for_a_reply():
     assert server.connections == 1
 
 
-def test_streaming_over_verified_tls():
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    sent = envelopes(4)
-    with ScriptedSmtpServer(chunking=True, hold_replies=True, expected=4, ssl_context=server_context) as server:
-        with plain_transport(server, security="tls", ssl_context=client_context, connections=1) as transport:
-            results = transport.send_many(sent)
-
-    assert statuses(results) == [SENT] * 4
-    assert [m.data for m in server.messages] == [e.message for e in sent]
-    assert server.verbs.count("BDAT") == 4
-
-
 def test_the_window_bounds_the_messages_in_flight():
     # With a window of 2, the server holding its replies until the fifth
     # message gets two a connection, and no answer until the fifth.
@@ -71,38 +49,6 @@ def test_the_window_bounds_the_messages_in_flight():
 
     assert [m.connection for m in server.messages] == [1, 1, 2, 2, 3]
     assert [(r.status, r.uncertain) for r in results] == [(TEMPORARY, True)] * 4 + [(SENT, False)]
-
-
-def test_a_refused_recipient_inside_the_stream_fails_that_recipient_only():
-    with ScriptedSmtpServer(chunking=True, reject=("reader2@example.com",)) as server:
-        with plain_transport(server, connections=1) as transport:
-            results = transport.send_many(envelopes(4))
-
-    assert statuses(results) == [SENT, PERMANENT, SENT, SENT]
-    assert results[1].code == 550 and results[1].hard_bounce
-    assert "reader2@example.com" in results[1].error
-    assert recipients(server) == addresses([1, 3, 4])
-    assert server.connections == 1
-
-
-def test_452_after_n_recipients_sends_the_rest_on_new_connections_once_each():
-    with ScriptedSmtpServer(chunking=True, rcpt_limit=2) as server:
-        with plain_transport(server, connections=1) as transport:
-            results = transport.send_many(envelopes(5))
-
-    assert statuses(results) == [SENT] * 5
-    assert recipients(server) == addresses(range(1, 6))
-    assert [m.connection for m in server.messages] == [1, 1, 2, 2, 3]
-
-
-def test_452_twice_for_the_same_message_fails_it_for_now():
-    with ScriptedSmtpServer(chunking=True, rcpt_limit=0) as server:
-        with plain_transport(server, connections=1) as transport:
-            results = transport.send_many(envelopes(3))
-
-    assert statuses(results) == [TEMPORARY] * 3
-    assert [r.code for r in results] == [452] * 3
-    assert server.messages == []
 
 
 def test_a_line_dropped_after_the_last_chunk_leaves_exactly_the_unanswered_messages_uncertain():
@@ -153,21 +99,6 @@ def test_421_after_a_last_chunk_is_a_throttle_and_holds_back_the_ones_streamed_b
     assert [(m.recipients[0], m.connection) for m in server.messages] == [
         ("reader1@example.com", 1), ("reader2@example.com", 1),
         ("reader3@example.com", 2), ("reader4@example.com", 2), ("reader5@example.com", 2),
-    ]
-
-
-def test_421_to_mail_inside_the_stream_is_a_throttle_and_holds_back_the_rest():
-    with ScriptedSmtpServer(chunking=True, mail_421=(2,)) as server:
-        with plain_transport(server, connections=1) as transport:
-            results = transport.send_many(envelopes(4))
-            assert statuses(results) == [SENT, TEMPORARY, TEMPORARY, TEMPORARY]
-            assert results[1].code == 421 and not results[1].uncertain and results[1].throttled
-            assert all(r.held_back and "not sent yet" in r.error for r in results[2:])
-            again = transport.send_many(envelopes(2, start=3))
-
-    assert statuses(again) == [SENT, SENT]
-    assert [(m.recipients, m.connection) for m in server.messages] == [
-        (["reader1@example.com"], 1), (["reader3@example.com"], 2), (["reader4@example.com"], 2),
     ]
 
 

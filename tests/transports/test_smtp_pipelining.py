@@ -1,6 +1,7 @@
 """SMTP PIPELINING (RFC 2920): against real servers that announce it (Postfix's
 smtp-sink, and Postfix's smtpd in front of one), and a scripted server for the
-faults inside a pipelined group. The aiosmtpd server of
+faults inside a pipelined group (those that streaming with BDAT meets too
+are in test_smtp_modes.py, run in both modes). The aiosmtpd server of
 tests/transports/test_smtp.py does not announce it: those tests are the
 one-command-at-a-time path."""
 
@@ -8,27 +9,17 @@ from __future__ import annotations
 
 import logging
 import smtplib
-import ssl
 
 import pytest
-import trustme
 
 from newsletter.config import settings_from
 from newsletter.transports import make_transport
 from newsletter.transports.base import PERMANENT, SENT, TEMPORARY, Result
-from newsletter.transports.smtp.pipelining import Work
-from tests import postfix_server, smtp_sink
+from newsletter.transports.smtp.work import Work
+from tests import postfix_server
 from tests.conftest import _missing
 from tests.scripted_smtp import ScriptedSmtpServer
-from tests.transports.test_smtp import envelopes, plain_transport, statuses
-
-
-def recipients(server) -> list[str]:
-    return sorted(r for m in server.messages for r in m.recipients)
-
-
-def addresses(numbers) -> list[str]:
-    return sorted(f"reader{n}@example.com" for n in numbers)
+from tests.transports.smtp_messages import addresses, as_sunk, envelopes, plain_transport, recipients, statuses
 
 
 # -- the scripted server: proof of grouping, and faults inside a group -----------------
@@ -49,56 +40,6 @@ def test_each_message_is_one_group_and_the_next_group_follows_the_final_dot():
     assert [m.recipients for m in server.messages] == [[e.recipient] for e in sent]
     assert server.groups == [["MAIL", "RCPT", "DATA"]] * 5
     assert server.connections == 1
-
-
-def test_pipelining_over_verified_tls():
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    sent = envelopes(3)
-    with ScriptedSmtpServer(hold_replies=True, expected=3, ssl_context=server_context) as server:
-        with plain_transport(server, security="tls", ssl_context=client_context, connections=1) as transport:
-            results = transport.send_many(sent)
-
-    assert statuses(results) == [SENT] * 3
-    assert [m.data for m in server.messages] == [e.message for e in sent]
-    assert server.groups == [["MAIL", "RCPT", "DATA"]] * 3
-
-
-def test_a_refused_recipient_inside_a_group_fails_that_recipient_only():
-    with ScriptedSmtpServer(hold_replies=True, expected=3, reject=("reader2@example.com",)) as server:
-        with plain_transport(server, connections=1) as transport:
-            results = transport.send_many(envelopes(4))
-
-    assert statuses(results) == [SENT, PERMANENT, SENT, SENT]
-    assert results[1].code == 550 and results[1].hard_bounce
-    assert "reader2@example.com" in results[1].error
-    assert recipients(server) == addresses([1, 3, 4])
-    # The refused transaction is reset before the next group, on the same connection.
-    assert server.groups[2] == ["RSET", "MAIL", "RCPT", "DATA"]
-    assert server.connections == 1
-
-
-def test_452_after_n_recipients_sends_the_rest_on_new_connections_once_each():
-    with ScriptedSmtpServer(rcpt_limit=2) as server:
-        with plain_transport(server, connections=1) as transport:
-            results = transport.send_many(envelopes(5))
-
-    assert statuses(results) == [SENT] * 5
-    assert recipients(server) == addresses(range(1, 6))
-    assert [m.connection for m in server.messages] == [1, 1, 2, 2, 3]
-
-
-def test_452_twice_for_the_same_message_fails_it_for_now():
-    with ScriptedSmtpServer(rcpt_limit=0) as server:  # every session is full at once
-        with plain_transport(server, connections=1) as transport:
-            results = transport.send_many(envelopes(2))
-
-    assert statuses(results) == [TEMPORARY, TEMPORARY]
-    assert [r.code for r in results] == [452, 452]
-    assert server.messages == []
 
 
 def test_a_line_dropped_after_the_dot_leaves_that_message_uncertain_and_the_next_unharmed():
@@ -131,21 +72,6 @@ def test_421_after_a_dot_fails_that_message_for_now_and_holds_back_the_group_beh
     assert server.connections == 1
 
 
-def test_421_to_mail_inside_a_group_fails_that_message_for_now_and_holds_back_the_rest():
-    with ScriptedSmtpServer(mail_421=(2,)) as server:
-        with plain_transport(server, connections=1) as transport:
-            results = transport.send_many(envelopes(4))
-            assert statuses(results) == [SENT, TEMPORARY, TEMPORARY, TEMPORARY]
-            assert results[1].code == 421 and not results[1].uncertain and results[1].throttled
-            assert "not sent yet" in results[2].error
-            again = transport.send_many(envelopes(2, start=3))
-
-    assert statuses(again) == [SENT, SENT]
-    assert [(m.recipients, m.connection) for m in server.messages] == [
-        (["reader1@example.com"], 1), (["reader3@example.com"], 2), (["reader4@example.com"], 2),
-    ]
-
-
 def test_a_server_that_answers_a_group_out_of_turn_gets_one_command_at_a_time(caplog):
     with ScriptedSmtpServer(out_of_turn=True) as server:
         with plain_transport(server, connections=1) as transport:
@@ -175,23 +101,6 @@ def test_pipelining_can_be_turned_off():
 
 
 # -- Postfix's smtp-sink --------------------------------------------------------------
-
-
-@pytest.fixture
-def sink_options():
-    return ()
-
-
-@pytest.fixture
-def sink(sink_options):
-    if not smtp_sink.installed():
-        _missing("smtp-sink", "Postfix is not installed; scripts/install-test-services installs it")
-    with smtp_sink.SmtpSink(*sink_options) as server:
-        yield server
-
-
-def as_sunk(message: bytes) -> bytes:
-    return message.replace(b"\r\n", b"\n")
 
 
 @pytest.mark.parametrize("sink_options", [(), ("-p",)], ids=["pipelining", "without-pipelining"])
