@@ -10,9 +10,13 @@ import csv
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from email_validator import EmailNotValidError
+
+from newsletter.addresses import normalise_address
 from newsletter.errors import InputError, Problem
 
 CSV_COLUMNS = ("email", "name", "lists")
@@ -67,40 +71,78 @@ def write_whole(path: Path, write):
     return result
 
 
-def read_text(path: Path) -> str:
+@dataclass(frozen=True)
+class HeaderRules:
+    """What a way in asks of a file's first line, and the words of its advice."""
+
+    email_required: bool  # False where the columns are mapped after the upload
+    example: str  # the columns an example first line names
+    again: str  # what to do once the file is corrected
+
+
+FILE = HeaderRules(True, "email,name,lists", "import it again")  # `newsletter subscribers import`
+UPLOAD = HeaderRules(False, "email,name", "upload it again")  # the console's upload, mapped after
+
+
+@dataclass(frozen=True)
+class Header:
+    names: list[str]  # as the file spells them, without spaces around or a formula's quote
+    lines: int  # the lines the header takes
+
+    @property
+    def columns(self) -> list[str]:
+        """The names as the importer reads them: email, name, lists and custom fields, in lower case."""
+        return [name.lower() for name in self.names]
+
+
+def read_text(path: Path, rules: HeaderRules = FILE) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(Problem(str(path), f"cannot read the file: {exc.strerror}", "check the path")) from None
+    return decode_text(data, str(path), rules)
+
+
+def decode_text(data: bytes, where: str, rules: HeaderRules = FILE) -> str:
+    """The file's text (UTF-8, a byte order mark dropped); InputError naming the line that is not."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise InputError(
-            Problem(f"{path}:{line}", "the file is not UTF-8 text",
-                    "save it as 'CSV UTF-8' (in a spreadsheet: Save As, CSV UTF-8) and import it again")
-        ) from None
+        raise InputError(Problem(f"{where}:{line}", "the file is not UTF-8 text",
+                                 f"save it as 'CSV UTF-8' (in a spreadsheet: Save As, CSV UTF-8) and {rules.again}")) from None
 
 
-def read_header(path: Path, lines: list[str]) -> tuple[list[str], int]:
-    """The column names, and how many lines the header takes."""
+def read_header(lines: list[str], where: str, rules: HeaderRules = FILE) -> Header:
+    """The first record of the file's ``lines`` checked as the names of its columns: one check
+    for every way in. InputError names the file and line, what is wrong and what to do."""
     reader = csv.reader(lines)
     try:
-        header = next(reader, None)
+        header = next(reader, [])
     except csv.Error as exc:
-        raise InputError(Problem(f"{path}:1", f"cannot read the header: {exc}", "")) from None
-    if not header:
-        raise InputError(Problem(str(path), "the file is empty", "the first line must name the columns, e.g. email,name,lists"))
+        raise InputError(Problem(f"{where}:1", f"cannot read the first line: {exc}", "correct its quoting")) from None
+    if not any(line.strip() for line in lines):
+        raise InputError(Problem(where, "the file is empty", f"the first line must name the columns, e.g. {rules.example}"))
     if any("\x00" in name for name in header):
-        raise InputError(Problem(f"{path}:1", "the header contains NUL characters (zero bytes): the file is not CSV text",
-                                 "save it as 'CSV UTF-8' (not 'Unicode text' or UTF-16) and import it again"))
-    columns = [unformula(name.strip()).lower() for name in header]
-    if "email" not in columns:
-        raise InputError(
-            Problem(f"{path}:1", f"no email column (the columns are: {', '.join(columns)})",
-                    "the first line must name the columns, e.g. email,name,lists")
-        )
+        raise InputError(Problem(f"{where}:1", "the header contains NUL characters (zero bytes): the file is not CSV text",
+                                 f"save it as 'CSV UTF-8' (not 'Unicode text' or UTF-16) and {rules.again}"))
+    names = [unformula(name.strip()) for name in header]
+    for name in names:
+        try:
+            normalise_address(name)
+        except EmailNotValidError:
+            continue
+        raise InputError(Problem(f"{where}:1", f"the first line holds an address ({name}), not column names",
+                                 f"add a first line that names the columns, e.g. {rules.example}, and {rules.again}"))
+    if not any(names):
+        raise InputError(Problem(f"{where}:1", "the first line names no columns",
+                                 f"the first line must name the columns, e.g. {rules.example}"))
+    found = Header(names, reader.line_num)
+    columns = found.columns
+    if rules.email_required and "email" not in columns:
+        raise InputError(Problem(f"{where}:1", f"no email column (the columns are: {', '.join(columns)})",
+                                 f"the first line must name the columns, e.g. {rules.example}"))
     repeated = sorted({name for name in columns if name and columns.count(name) > 1})
     if repeated:
-        raise InputError(Problem(f"{path}:1", f"columns named twice: {', '.join(repeated)}", "give each column its own name"))
-    return columns, reader.line_num
+        raise InputError(Problem(f"{where}:1", f"columns named twice: {', '.join(repeated)}", "give each column its own name"))
+    return found

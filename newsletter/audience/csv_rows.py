@@ -50,7 +50,8 @@ def read_rows(path: Path, lists_by_slug: dict, default_ids: tuple[int, ...], rej
     the good rows after it are kept.
     """
     lines = io.StringIO(read_text(path), newline="").readlines()
-    columns, position = read_header(path, lines)
+    header = read_header(lines, str(path))
+    columns, position = header.columns, header.lines
     rows: list[CsvRow] = []
     first_line: dict[str, int] = {}
     while position is not None:

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from email_validator import EmailNotValidError
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.audience.csv_format import PROBLEM_COLUMNS, formula_safe, unformula
+from newsletter.audience.csv_format import CSV_COLUMNS, PROBLEM_COLUMNS, UPLOAD, decode_text, formula_safe, read_header
 from newsletter.audience.csv_import import import_csv
-from newsletter.audience.subscribers import JOIN_STATUSES, normalise_address
+from newsletter.audience.subscribers import JOIN_STATUSES
 from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.models import ImportJob, MailingList, PublicationRow, utcnow
@@ -46,8 +45,6 @@ TARGET_LABELS = {"email": "Email address", "name": "Name", "lists": "Lists (slug
 _EMAIL_NAMES = {"email", "e-mail", "email address", "e-mail address", "mail", "address", "email_address"}
 _NAME_NAMES = {"name", "full name", "fullname", "full_name"}
 FIELD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,59}$")
-_RESERVED = {"email", "name", "lists"}
-SAVE_AS = "save it as 'CSV UTF-8' (in a spreadsheet: Save As, CSV UTF-8) and upload it again"
 
 
 # --- the upload ----------------------------------------------------------------------------
@@ -63,59 +60,29 @@ class Column:
 
 
 def read_upload(data: bytes, filename: str) -> tuple[list[str], int]:
-    """The header's column names and the number of data rows; InputError naming what is wrong."""
+    """The header's column names and the number of data rows; InputError naming what is wrong.
+
+    The header is checked as the CLI's import checks it (``csv_format.read_header``),
+    but no column need be named email yet: the mapping says which one is."""
     if len(data) > MAX_BYTES:
         raise InputError(Problem(filename, f"the file is {len(data) / 1024 / 1024:.1f} MB, more than the "
                                  f"{MAX_BYTES // 1024 // 1024} MB an upload may be",
                                  "split it into smaller files, or import it with `newsletter subscribers import`"))
-    if not data.strip():
-        raise InputError(Problem(filename, "the file is empty", "the first line must name the columns, e.g. email,name"))
     if b"\x00" in data:  # UTF-16 ("Unicode text") or not text at all
         raise InputError(Problem(filename, "the file contains NUL characters (zero bytes): it is not CSV text",
                                  "save it as 'CSV UTF-8' (not 'Unicode text' or UTF-16) and upload it again"))
-    text = _text(data, filename)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except csv.Error as exc:
-        raise InputError(Problem(f"{filename}:1", f"cannot read the first line: {exc}", "correct its quoting")) from None
-    header = [unformula(name.strip()) for name in header]
-    _check_header(header, filename)
+    text = decode_text(data, filename, UPLOAD)
+    lines = io.StringIO(text, newline="").readlines()
+    header = read_header(lines, filename, UPLOAD)
     rows = 0
     try:
-        rows = sum(1 for values in reader if any(value.strip() for value in values))
+        rows = sum(1 for values in csv.reader(lines[header.lines:]) if any(value.strip() for value in values))
     except csv.Error:
         rows = max(text.count("\n") - 1, 1)  # the importer names the line it cannot read
     if not rows:
         raise InputError(Problem(filename, "the file has column names but no rows under them",
                                  "add a row per subscriber under the first line"))
-    return header, rows
-
-
-def _text(data: bytes, filename: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InputError(Problem(f"{filename}:{line}", "the file is not UTF-8 text", SAVE_AS)) from None
-
-
-def _check_header(header: list[str], filename: str) -> None:
-    for name in header:
-        try:
-            normalise_address(name)
-        except EmailNotValidError:
-            continue
-        raise InputError(Problem(f"{filename}:1", f"the first line holds an address ({name}), not column names",
-                                 "add a first line that names the columns, e.g. email,name, and upload it again"))
-    if not any(header):
-        raise InputError(Problem(f"{filename}:1", "the first line names no columns",
-                                 "the first line must name the columns, e.g. email,name"))
-    lowered = [name.lower() for name in header]
-    repeated = sorted({name for name in lowered if name and lowered.count(name) > 1})
-    if repeated:
-        raise InputError(Problem(f"{filename}:1", f"columns named twice: {', '.join(repeated)}",
-                                 "give each column its own name"))
+    return header.names, rows
 
 
 def guess_mapping(header: list[str]) -> list[Column]:
@@ -124,7 +91,7 @@ def guess_mapping(header: list[str]) -> list[Column]:
     for name in header:
         key = name.strip().lower()
         target = ("email" if key in _EMAIL_NAMES else "name" if key in _NAME_NAMES else "lists" if key == "lists"
-                  else "field" if FIELD_NAME.match(name.strip()) and key not in _RESERVED else "ignore")
+                  else "field" if FIELD_NAME.match(name.strip()) and key not in CSV_COLUMNS else "ignore")
         if target in ("email", "name", "lists") and target in seen:
             target = "ignore"
         seen.add(target)
@@ -205,7 +172,7 @@ def set_mapping(session: Session, job: ImportJob, targets: list[str], fields: li
         elif target == "field" and not FIELD_NAME.match(field):
             problems.append(Problem(where, f"{field!r} cannot name a custom field" if field else "the custom field has no name",
                                     "use letters, digits, spaces, - and _ (at most 60)"))
-        elif target == "field" and field.lower() in _RESERVED:
+        elif target == "field" and field.lower() in CSV_COLUMNS:
             problems.append(Problem(where, f"{field!r} is a built-in column, not a custom field", f"choose {field.lower()} instead"))
         columns.append(Column(header, target, field.lower() if target == "field" else ""))
     for target in ("email", "name", "lists"):

@@ -154,6 +154,32 @@ def test_a_file_that_cannot_be_imported_says_why_and_nothing_is_stored(world, ed
     assert jobs(world.settings) == []
 
 
+@pytest.mark.parametrize("header, expected", [
+    ("ada@example.org,Ada", "the first line holds an address (ada@example.org), not column names"),
+    (" , ", "the first line names no columns"),
+    ("Email,email", "columns named twice: email"),
+    ("email," + "x" * 200_000, "cannot read the first line: field larger than field limit (131072)"),
+])
+def test_the_upload_and_the_cli_import_check_a_header_alike(world, tmp_path, header, expected):
+    from newsletter.audience.csv_import import import_csv
+    from newsletter.errors import InputError
+
+    data = f"{header}\nbo@example.org,Bo\n".encode()
+    path = tmp_path / "people.csv"
+    path.write_bytes(data)
+
+    with pytest.raises(InputError) as uploaded:
+        imports.read_upload(data, "people.csv")
+    with session_scope(world.settings) as session, pytest.raises(InputError) as imported:
+        import_csv(session, path, ["everyone"])
+
+    [by_upload], [by_import] = uploaded.value.problems, imported.value.problems
+    assert (by_upload.where, by_upload.message) == ("people.csv:1", expected)
+    assert (by_import.where, by_import.message) == (f"{path}:1", expected)
+    # The advice is the same, in each way in's words: the CLI's file may name its lists.
+    assert by_upload.fix and by_import.fix == by_upload.fix.replace("email,name", "email,name,lists").replace("upload", "import")
+
+
 def test_a_file_over_the_limit_is_refused_before_it_is_read(world, editor, monkeypatch):
     import newsletter.web.console as console
 
