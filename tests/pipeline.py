@@ -6,6 +6,7 @@ them), a real broker, a real database and a real SMTP server on loopback.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -170,3 +171,16 @@ class Pipeline:
     def with_settings(self, **changes):
         self.settings = replace(self.settings, **changes)
         return self
+
+
+def newsletter(pipeline, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The command as an operator types it, in its own process."""
+    result = subprocess.run([sys.executable, "-m", "newsletter", *args], env=pipeline.env,
+                            capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def status(pipeline) -> dict:
+    return json.loads(newsletter(pipeline, "ops", "status", "--json").stdout)

@@ -4,14 +4,12 @@ PostgreSQL and an SMTP server: what an operator sees while a send runs."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 
-from tests.pipeline import Pipeline
+from tests.pipeline import Pipeline, newsletter, status
 from tests.smtp_server import SmtpTestServer
 
 pytestmark = pytest.mark.slow
@@ -29,19 +27,6 @@ def pipeline(tmp_path, postgres_url, redis_url, smtp):
     p.env["COLUMNS"] = "200"  # a wide terminal: table cells are not wrapped
     yield p
     p.stop_all()
-
-
-def newsletter(pipeline, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """The command as an operator types it, in its own process."""
-    result = subprocess.run([sys.executable, "-m", "newsletter", *args], env=pipeline.env,
-                            capture_output=True, text=True, timeout=60)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def status(pipeline) -> dict:
-    return json.loads(newsletter(pipeline, "ops", "status", "--json").stdout)
 
 
 def send_in(snapshot: dict, send_id: int) -> dict:

@@ -9,8 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from newsletter.web import create_app
-from tests.cli.test_ops import status as cli_status
-from tests.pipeline import Pipeline
+from tests.pipeline import Pipeline, status as cli_status
 from tests.smtp_server import SmtpTestServer
 
 
