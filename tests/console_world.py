@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import patch
 
+from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
 from newsletter.ops import admins
@@ -17,6 +18,7 @@ from newsletter.console.drafts import store_publication_files
 from newsletter.authoring.content import load_publication
 from newsletter.store.publications import sync_publication
 from newsletter.store.db import session_scope
+from newsletter.store.models import Draft
 from newsletter.audience.subscribers import add_subscriber, create_list
 from tests.conftest import SAMPLE_ISSUE
 
@@ -141,3 +143,14 @@ def client_of(app, email: str):
     client = app.test_client()
     assert log_in(client, email).status_code == 303
     return client
+
+
+def the_draft(settings) -> Draft:
+    """The one draft in the database."""
+    with session_scope(settings) as session:
+        return session.scalars(select(Draft)).one()
+
+
+def press(client, draft_id: int, step: str, data: dict | None = None):
+    """A step's button on the issue's page (submit, approve, ...), as the page posts it."""
+    return post(client, f"/console/issues/{draft_id}/{step}", data, page=f"/console/issues/{draft_id}")

@@ -17,23 +17,14 @@ from newsletter.store.db import session_scope
 from newsletter.store.models import AuditEntry, Draft, DraftFile, Send
 from tests.conftest import SAMPLE_ISSUE
 from tests.console_world import (
-    ADMIN, APPROVER, EDITOR, OPERATOR, client_of, csrf_of, form_fields, log_in, make_world, post, sample_zip, upload,
+    ADMIN, APPROVER, EDITOR, OPERATOR, client_of, csrf_of, form_fields, log_in, make_world, post, press, sample_zip, the_draft,
+    upload,
 )
 
 
 @pytest.fixture
 def world(settings):
     return make_world(settings, subscribers=3)
-
-
-@pytest.fixture
-def editor(app):
-    return client_of(app, EDITOR)
-
-
-def the_draft(settings) -> Draft:
-    with session_scope(settings) as session:
-        return session.scalars(select(Draft)).one()
 
 
 def file_text(settings, name: str) -> str:
@@ -212,10 +203,6 @@ def outbox(settings) -> list:
 
 def to(settings, address: str) -> list[str]:
     return [m["Subject"] for m in outbox(settings) if m["To"] == address]
-
-
-def press(client, draft_id: int, step: str, data: dict | None = None):
-    return post(client, f"/console/issues/{draft_id}/{step}", data, page=f"/console/issues/{draft_id}")
 
 
 @pytest.fixture

@@ -38,11 +38,6 @@ def world(settings):
     return world
 
 
-@pytest.fixture
-def editor(app):
-    return client_of(app, EDITOR)
-
-
 def submit(client, rules: list[tuple[str, str, str]], do: str = "preview", join: str = "and", name: str = ""):
     token = csrf_of(client, f"/console/segments/new?publication={SLUG}")
     return client.post("/console/segments/new", data={
@@ -132,8 +127,7 @@ def test_approvers_see_segments_but_do_not_build_them(world, app):
 
 @pytest.fixture
 def approved(world, app, editor):
-    from tests.console.test_console import client_of, press, the_draft
-    from tests.console_world import sample_zip, upload
+    from tests.console_world import press, sample_zip, the_draft, upload
 
     upload(editor, sample_zip(), publication_id=world.publication_id)
     draft_id = the_draft(world.settings).id
