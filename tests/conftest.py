@@ -291,6 +291,15 @@ def redis_url(redis_server):
 
 
 @pytest.fixture
+def smtp():
+    """An SMTP server on loopback that keeps what it receives (tests/smtp_server.py)."""
+    from tests.smtp_server import SmtpTestServer
+
+    with SmtpTestServer() as server:
+        yield server
+
+
+@pytest.fixture
 def cli(monkeypatch, tmp_path, database_url):
     """Run ``newsletter ARGS...`` against this test's own database and data folder."""
     from click.testing import CliRunner

@@ -12,15 +12,8 @@ from email import message_from_bytes, policy
 import pytest
 
 from tests.pipeline import Pipeline
-from tests.smtp_server import SmtpTestServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def smtp():
-    with SmtpTestServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -10,15 +10,8 @@ from collections import Counter
 import pytest
 
 from tests.pipeline import Pipeline, newsletter, status
-from tests.smtp_server import SmtpTestServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def smtp():
-    with SmtpTestServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Fixtures of the tests in this folder: the sample issue rendered, an SMTP server on
-loopback, and the console served on a loopback port with a real worker and beat behind it."""
+"""Fixtures of the tests in this folder: the sample issue rendered, and the console
+served on a loopback port with a real worker and beat behind it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from newsletter.web import create_app
 from tests.conftest import SAMPLE_ISSUE, free_port
 from tests.console_world import make_world
 from tests.pipeline import Pipeline
-from tests.smtp_server import SmtpTestServer
 from tests.web.browser import SUBSCRIBERS
 
 
@@ -22,12 +21,6 @@ def rendered():
     from newsletter.authoring.publishing import checked_render
 
     return checked_render(SAMPLE_ISSUE)[0]
-
-
-@pytest.fixture
-def smtp():
-    with SmtpTestServer() as server:
-        yield server
 
 
 @pytest.fixture
