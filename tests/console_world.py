@@ -13,7 +13,7 @@ from unittest.mock import patch
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
-from newsletter.ops import admins
+from newsletter.accounts import admins
 from newsletter.console.drafts import store_publication_files
 from newsletter.authoring.content import load_publication
 from newsletter.store.publications import sync_publication

@@ -29,6 +29,7 @@ STAGES = (
     ("sending", ("newsletter.sending",)),
     ("feedback", ("newsletter.feedback",)),
     ("ops", ("newsletter.ops",)),
+    ("accounts", ("newsletter.accounts",)),  # who logs in: accounts, roles, sessions, invitations, the audit log
     ("console", ("newsletter.console",)),  # the comms console's library: drafts, approval, results
 )
 FRONT_DOORS = ("newsletter.web", "newsletter.cli", "newsletter.__main__", "workers")

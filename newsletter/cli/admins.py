@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from newsletter.ops import admins as operators
+from newsletter.accounts import admins as operators
 from newsletter.cli import LazyConsole, main
 from newsletter.config import get_settings
 from newsletter.store.db import session_scope

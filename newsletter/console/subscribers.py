@@ -26,7 +26,7 @@ from newsletter.audience import erasure
 from newsletter.audience import subscribers as subs
 from newsletter.audience.suppressions import find_suppression
 from newsletter.errors import InputError, NotFound, Problem
-from newsletter.ops import audit
+from newsletter.accounts import audit
 from newsletter.console.workflow import Actor
 from newsletter.console.clicks import click_moments
 from newsletter.store.models import (

@@ -22,7 +22,7 @@ from newsletter.addresses import HASH_PREFIX, address_key
 from newsletter.audience.subscribers import checked_address
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.feedback import events
-from newsletter.ops import audit
+from newsletter.accounts import audit
 from newsletter.console.subscribers import REASONS, require_admin
 from newsletter.console.workflow import Actor
 from newsletter.store.models import Suppression

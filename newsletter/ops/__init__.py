@@ -2,8 +2,8 @@
 
 Takes in the database (sends, the ledger, heartbeats, queue samples) and the
 broker. Hands on one ``status.Status`` snapshot, problems worth a person's
-attention (``problems.OpsProblem``), Prometheus metrics, and the operators
-who may log in to the dashboard (``admins``).
+attention (``problems.OpsProblem``) and Prometheus metrics. The accounts
+that may log in to the dashboard are ``newsletter.accounts``.
 
 The terminal (``newsletter ops``), ``/metrics`` and the dashboard all read the
 same snapshot (``status.collect_status``), so they always show the same numbers.

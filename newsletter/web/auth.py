@@ -1,7 +1,7 @@
 """One login for the comms console and the ops dashboard: /console/login.
 
 The session cookie (Flask's, signed, HttpOnly, SameSite=Lax, Secure behind
-https) carries only a random token; ``newsletter.ops.websessions`` keeps the
+https) carries only a random token; ``newsletter.accounts.websessions`` keeps the
 session on the server, so logging out, a new password and a revoked account
 end it at once on every web process.
 
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, flash, g, get_flashed_messages, redirect, render_template, request, session, url_for
 
 from newsletter.authoring.issue import Colours
-from newsletter.ops import admins, audit, websessions
+from newsletter.accounts import admins, audit, websessions
 from newsletter.web import security
 from newsletter.web.pages import database, settings
 

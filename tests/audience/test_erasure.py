@@ -99,7 +99,7 @@ def test_erasing_twice_is_harmless_and_a_previous_suppression_reason_is_noted(se
 
 
 def test_erasure_takes_the_address_out_of_the_audit_log_word_for_word(session, world):
-    from newsletter.ops import audit
+    from newsletter.accounts import audit
     from newsletter.store.models import AuditEntry
 
     for detail in (f"{ADDRESS.upper()}: asked by phone", "xreader001@example.com: someone else",

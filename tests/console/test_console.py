@@ -392,7 +392,7 @@ def test_an_invitation_link_sets_a_password_once_and_a_revoked_account_is_out_at
 
 
 def test_a_reset_link_expires_and_a_tampered_one_does_not_work(world, app, monkeypatch):
-    from newsletter.console import invitations
+    from newsletter.accounts import invitations
 
     client = app.test_client()
     post(client, "/console/forgot", {"email": EDITOR}, page="/console/forgot")

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
-from newsletter.ops import admins
+from newsletter.accounts import admins
 from newsletter.store.db import session_scope
 from newsletter.store.models import Admin, AuditEntry
 from newsletter.web import create_app

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from newsletter.ops import admins
+from newsletter.accounts import admins
 from newsletter.errors import InputError, NotFound
 from newsletter.store.models import Admin
 

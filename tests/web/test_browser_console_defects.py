@@ -297,8 +297,8 @@ def walk_setup(settings, world) -> dict[str, str]:
     from urllib.parse import urlsplit
 
     from newsletter.audience.suppressions import add_suppression
-    from newsletter.console import invitations
-    from newsletter.ops import admins
+    from newsletter.accounts import invitations
+    from newsletter.accounts import admins
     from newsletter.store.db import session_scope
     from newsletter.store.models import Draft, Send, Subscriber, Suppression
     from tests.console_world import APPROVER, form_fields, log_in, post

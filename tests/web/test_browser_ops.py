@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 from werkzeug.serving import make_server
 
-from newsletter.ops import admins
+from newsletter.accounts import admins
 from newsletter.config import settings_from
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from newsletter.ops import admins
+from newsletter.accounts import admins
 from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, SendEvent, utcnow
 from newsletter.web import create_app

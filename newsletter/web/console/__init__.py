@@ -1,7 +1,7 @@
 """/console: the comms console. Write, preview, check, proof, approve, schedule, follow.
 
 A thin layer over ``newsletter.console`` (drafts, checks, the approval flow,
-results) and ``newsletter.ops.admins`` (accounts and roles). One login serves
+results) and ``newsletter.accounts.admins`` (accounts and roles). One login serves
 this and the ops dashboard (``newsletter.web.auth``). Every page works
 without JavaScript; only the live progress refresh uses a small script of
 the app's own, and the preview is shown in frames.
@@ -20,7 +20,7 @@ from flask import Blueprint, Response, abort, flash, g, get_flashed_messages, re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.ops import admins
+from newsletter.accounts import admins
 from newsletter.console.workflow import Actor
 from newsletter.authoring.issue import Colours
 from newsletter.store.models import PublicationRow

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import abort, current_app, g, request, url_for
 from sqlalchemy import select
 
-from newsletter.ops import admins, audit
-from newsletter.console import invitations
+from newsletter.accounts import admins, audit
+from newsletter.accounts import invitations
 from newsletter.console.workflow import SELF_APPROVAL
 from newsletter.errors import InputError
 from newsletter.store.models import ROLES, Admin, PublicationRow

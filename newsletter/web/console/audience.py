@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from newsletter.audience import csv_export, segments
 from newsletter.console import imports, segment_form
-from newsletter.ops import audit
+from newsletter.accounts import audit
 from newsletter.web import auth
 from newsletter.errors import InputError, NotFound
 from newsletter.store.models import ImportJob, MailingList, PublicationRow

@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 from flask import Response, abort, g, request, url_for
 from sqlalchemy import select
 
-from newsletter.ops import audit
+from newsletter.accounts import audit
 from newsletter.console import bundles, drafts, pictures, sections, workflow
 from newsletter.console.images import check_image
 from newsletter.authoring.content import MANIFEST_FILE

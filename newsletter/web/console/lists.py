@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from newsletter.audience import subscribers as people
 from newsletter.errors import InputError, NotFound
-from newsletter.ops import audit
+from newsletter.accounts import audit
 from newsletter.store.models import MailingList
 from newsletter.store.publications import settings_for
 from newsletter.web import auth

@@ -10,7 +10,7 @@ from flask import Response, abort, g, request, url_for
 from newsletter.console import pictures as library
 from newsletter.errors import InputError, NotFound
 from newsletter.store.models import Draft
-from newsletter.ops import audit
+from newsletter.accounts import audit
 from newsletter.web import auth
 from newsletter.web.console import blueprint, done, field_errors, page, require, roles_in
 from newsletter.web.console.audience import _publication

@@ -16,7 +16,7 @@ from newsletter.authoring.content import PUBLICATION_FILE
 from newsletter.console import drafts
 from newsletter.console import publication_form as form_spec
 from newsletter.errors import InputError
-from newsletter.ops import audit
+from newsletter.accounts import audit
 from newsletter.sending.lanes import sending_summary
 from newsletter.store.models import PublicationRow
 from newsletter.web import auth

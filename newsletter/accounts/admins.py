@@ -31,7 +31,7 @@ from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.models import ROLES, AccountRole, Admin, LoginClient, PublicationRow, utcnow
 from newsletter.audience.subscribers import checked_address
-from newsletter.ops.websessions import end_sessions_of
+from newsletter.accounts.websessions import end_sessions_of
 
 log = logging.getLogger(__name__)
 

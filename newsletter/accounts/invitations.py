@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from newsletter.ops import admins
+from newsletter.accounts import admins
 from newsletter.config import Settings
-from newsletter.console.notices import send_notice
+from newsletter.accounts.notices import send_notice
 from newsletter.errors import InputError, Problem
 from newsletter.store.models import Admin, PublicationRow
 from newsletter.audience.tokens import ACCOUNT, BadToken, make_token, read_token
