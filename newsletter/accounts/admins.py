@@ -6,10 +6,9 @@ invites the others from the console and gives them roles per publication
 (editor, approver, operator; ``ROLES``). Passwords are kept only as
 werkzeug's salted scrypt hashes.
 
-Failed logins are limited per client address and per account (``LoginLimit``,
-with the ``limits`` library: in Redis when configured, so every web process
-agrees, in memory otherwise), and a failed login never says whether the
-account exists: an unknown address costs the same hash as a wrong password.
+A failed login never says whether the account exists: an unknown address
+costs the same hash as a wrong password. How many logins may fail is
+``login_limit``'s to say.
 """
 
 from __future__ import annotations
@@ -19,17 +18,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from limits import RateLimitItemPerSecond
-from limits.errors import StorageError
-from limits.storage import MemoryStorage, storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
-from newsletter.store.models import ROLES, AccountRole, Admin, LoginClient, PublicationRow, utcnow
+from newsletter.store.models import ROLES, AccountRole, Admin, PublicationRow, utcnow
 from newsletter.audience.subscribers import checked_address
 from newsletter.accounts.websessions import end_sessions_of
 
@@ -231,100 +225,9 @@ def people_with_role(session: Session, publication_id: int, role: str) -> list[s
     return sorted(set(session.scalars(query)))
 
 
-# --- known clients: the per-account limit lets the owner through ---------------------
-
-
-def client_key(client: str, secret: str) -> str:
-    """A keyed hash: the table never holds a client's address."""
-    return hashlib.sha256(f"{secret}\0{client}".encode()).hexdigest()
-
-
-def remember_client(session: Session, admin_id: int, key: str) -> None:
-    row = session.scalars(select(LoginClient).where(LoginClient.admin_id == admin_id,
-                                                    LoginClient.client_key == key)).one_or_none()
-    if row is None:
-        session.add(LoginClient(admin_id=admin_id, client_key=key))
-    else:
-        row.last_login_at = utcnow()
-
-
-def is_known_client(session: Session, email: str, key: str) -> bool:
-    admin = _find(session, login_name(email))
-    return admin is not None and session.scalar(
-        select(LoginClient.id).where(LoginClient.admin_id == admin.id, LoginClient.client_key == key)) is not None
-
-
 def _find(session: Session, address: str) -> Admin | None:
     return session.scalars(select(Admin).where(Admin.email == address)).one_or_none()
 
 
 def _hash(password: str) -> str:
     return generate_password_hash(password, method=HASH_METHOD)
-
-
-# --- the login limit ------------------------------------------------------------------
-
-
-class LoginLimit:
-    """At most ``ops_login_attempts`` failed logins per window per client address and per account.
-
-    Only failures count (``failed``), and a login that succeeds clears its
-    account's count (``succeeded``): a team behind one outgoing address logs in
-    all morning without meeting the limit, while a guesser meets it after a few
-    wrong passwords. ``check`` is asked before the password is; the per-account
-    limit must not lock the owner out, so it tells the two limits apart and the
-    caller lets an account-limited login through from an address the account
-    has logged in from before (``is_known_client``).
-
-    The counts are a moving window of the ``limits`` library: in Redis when it
-    is configured, so every web process agrees, in memory otherwise. When Redis
-    cannot be reached this process counts alone rather than lock everyone out.
-    """
-
-    CLIENT, ACCOUNT = "client", "account"
-
-    def __init__(self, settings: Settings, prefix: str = "ops-login"):
-        self.attempts = settings.ops_login_attempts
-        self.item = RateLimitItemPerSecond(max(1, self.attempts), max(1, settings.ops_login_window_seconds))
-        self.prefix = prefix
-        self._local = MovingWindowRateLimiter(MemoryStorage())
-        self._shared = MovingWindowRateLimiter(storage_from_string(
-            settings.redis_url, key_prefix="newsletter", wrap_exceptions=True,
-            socket_connect_timeout=2, socket_timeout=2)) if settings.redis_url else None
-
-    def check(self, client: str, email: str) -> str:
-        """"" when a login may be tried now, else which limit it met (CLIENT or ACCOUNT)."""
-        if self.attempts <= 0:
-            return ""
-        if not self._ask("test", self.CLIENT, client):
-            return self.CLIENT
-        if not self._ask("test", self.ACCOUNT, login_name(email)):
-            return self.ACCOUNT
-        return ""
-
-    def failed(self, client: str, email: str) -> None:
-        """Count a wrong password (or an unknown account) against the address and the account."""
-        if self.attempts > 0:
-            self._ask("hit", self.CLIENT, client)
-            self._ask("hit", self.ACCOUNT, login_name(email))
-
-    def succeeded(self, email: str) -> None:
-        """The owner is in: the account's failures no longer count."""
-        if self.attempts > 0:
-            self._ask("clear", self.ACCOUNT, login_name(email))
-
-    def allow(self, client: str, email: str) -> bool:
-        """Count one request that is not a login (a password reset) and say whether it may go ahead."""
-        return self.attempts <= 0 or (self._ask("hit", "reset-" + self.CLIENT, client) and
-                                      self._ask("hit", "reset-" + self.ACCOUNT, login_name(email)))
-
-    def _ask(self, what: str, kind: str, who: str):
-        keys = (self.prefix, kind, who)
-        if self._shared is not None:
-            try:
-                return getattr(self._shared, what)(self.item, *keys)
-            except StorageError:
-                # The dashboard is where an operator sees that Redis is down:
-                # count in this process rather than lock them out.
-                log.warning("Redis unreachable for the login limit; counting in this process")
-        return getattr(self._local, what)(self.item, *keys)

@@ -6,9 +6,9 @@ session on the server, so logging out, a new password and a revoked account
 end it at once on every web process.
 
 Failed logins are limited per client address (a hard limit) and per account
-(``admins.LoginLimit``); a login that succeeds clears its account's count. An
-account that met its limit still lets its owner in from an address they have
-logged in from before, so guessers cannot lock them out.
+(``login_limit.LoginLimit``); a login that succeeds clears its account's
+count. An account that met its limit still lets its owner in from an address
+they have logged in from before, so guessers cannot lock them out.
 
 The console and the dashboard both send people here (``login_url``), and
 both record ``install`` on their blueprints: the pages' security headers,
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, flash, g, get_flashed_messages, redirect, render_template, request, session, url_for
 
 from newsletter.authoring.issue import Colours
-from newsletter.accounts import admins, audit, websessions
+from newsletter.accounts import admins, audit, login_limit, websessions
 from newsletter.web import security
 from newsletter.web.pages import database, settings
 
@@ -51,7 +51,7 @@ def install(state) -> None:
         return
     install_pages(state)  # security headers, CSRF tokens in templates
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=app.config["SETTINGS"].ops_session_seconds)
-    app.extensions["newsletter.login_limit"] = admins.LoginLimit(app.config["SETTINGS"])
+    app.extensions["newsletter.login_limit"] = login_limit.LoginLimit(app.config["SETTINGS"])
 
 
 blueprint.record_once(install)
@@ -134,11 +134,11 @@ def current_account() -> admins.Operator | None:
 def log_in(email: str, password: str, where: str) -> tuple[admins.Operator | None, str, int]:
     """(account, problem, status): the account when the password is right and no limit is met."""
     client = client_address()
-    limit: admins.LoginLimit = current_app.extensions["newsletter.login_limit"]
+    limit: login_limit.LoginLimit = current_app.extensions["newsletter.login_limit"]
     limited = limit.check(client, email)
-    key = admins.client_key(client, settings().signing_keys[-1])
+    key = login_limit.client_key(client, settings().signing_keys[-1])
     with database() as db:
-        if limited == limit.CLIENT or (limited == limit.ACCOUNT and not admins.is_known_client(db, email, key)):
+        if limited == limit.CLIENT or (limited == limit.ACCOUNT and not login_limit.is_known_client(db, email, key)):
             log.warning("login refused: too many failed attempts (%s limit, client %s)", limited, client)
             return None, LIMITED, 429
         account = admins.authenticate(db, email, password)
@@ -146,7 +146,7 @@ def log_in(email: str, password: str, where: str) -> tuple[admins.Operator | Non
             limit.failed(client, email)
             log.info("failed login to the %s (client %s)", where, client)
             return None, WRONG, 401
-        admins.remember_client(db, account.id, key)
+        login_limit.remember_client(db, account.id, key)
         token = websessions.open_session(db, account.id, client, settings().ops_session_seconds)
         audit.record(db, account.email, "logged in", where, client=client)
     limit.succeeded(email)
