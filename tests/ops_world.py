@@ -1,5 +1,5 @@
 """The ops dashboard's world, shared by its tests (tests/web/test_ops.py, the
-browser's tests/web/test_browser_ops.py, tests/ops/test_accounts.py): an
+browser's tests/web/test_browser_ops.py, tests/accounts/test_accounts.py): an
 operator's account and login, and a send under way with batches delivered by
 hand, as workers would."""
 
