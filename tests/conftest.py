@@ -238,6 +238,29 @@ def session(settings):
         yield s
 
 
+# The sample issue's publication, as a row: what publication_row() adds unless told otherwise.
+PUBLICATION_ROW = dict(
+    slug="together-were-better", name="Together We're Better", from_name="Together We're Better",
+    from_email="news@example.org", reply_to="communications@example.org", postal_address="1 Partnership Way, Stafford",
+    web_base_url="https://newsletter.example.org/together-were-better/",
+)
+
+
+@pytest.fixture
+def publication_row():
+    """Add a publication row to a session and flush it: the sample issue's
+    publication, with any field given changed. Returns the row."""
+    from newsletter.store.models import PublicationRow
+
+    def add(session, **changes) -> PublicationRow:
+        row = PublicationRow(**(PUBLICATION_ROW | {"settings": {}} | changes))  # a dict of its own
+        session.add(row)
+        session.flush()
+        return row
+
+    return add
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> str:
     import redis

@@ -6,20 +6,14 @@ from __future__ import annotations
 import pytest
 
 from newsletter.audience.subscribers import create_list
-from newsletter.store.models import PublicationRow
 from tests.audience.signups import PUB
 from tests.memory_transport import MemoryTransport
 
 
 @pytest.fixture
-def signup_world(session):
+def signup_world(session, publication_row):
     """The session, with a publication that has a "news" list (the sign-up tests' world)."""
-    session.add(PublicationRow(
-        slug=PUB, name="Together We're Better", from_name="Together We're Better", from_email="news@example.org",
-        reply_to="communications@example.org", postal_address="1 Partnership Way, Stafford",
-        web_base_url="https://newsletter.example.org/together-were-better/", settings={},
-    ))
-    session.flush()
+    publication_row(session, slug=PUB)
     create_list(session, PUB, "news", "Monthly news")
     session.commit()
     return session

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import update
 
 from newsletter.authoring.sending_block import SecretRef, SendingBlock
-from newsletter.ops import admins
+from newsletter.accounts import admins
 from newsletter.store.db import session_scope
 from newsletter.store.models import PublicationRow
 from newsletter.web import create_app
@@ -18,17 +18,15 @@ OUTSIDER = "outsider@example.org"  # an editor of another publication only
 
 
 @pytest.fixture
-def world(settings):
+def world(settings, publication_row):
     world = make_world(settings, subscribers=1)
     block = SendingBlock(base_url="https://news.example.org", transport="sendgrid", account="partnership-sendgrid",
                          secrets=(("sendgrid_api_key", SecretRef("sending.sendgrid.api_key_env", env="TWB_SG_KEY")),))
     with session_scope(settings) as session:
         session.execute(update(PublicationRow).where(PublicationRow.slug == world.slug).values(sending=block.to_json()))
-        other = PublicationRow(slug="other", name="Other Times", from_name="Other", from_email="news@other.example",
-                               reply_to="news@other.example", postal_address="1 Other Street",
-                               web_base_url="https://other.example/")
-        session.add(other)
-        session.flush()
+        other = publication_row(session, slug="other", name="Other Times", from_name="Other",
+                                from_email="news@other.example", reply_to="news@other.example",
+                                postal_address="1 Other Street", web_base_url="https://other.example/")
         account = admins.invite_account(session, OUTSIDER, other.id, ["editor"])
         admins.set_password(session, account, PASSWORD)
     return world

@@ -14,10 +14,10 @@ from sqlalchemy.engine import Engine
 from newsletter.audience.subscribers import add_subscriber, create_list, unsubscribe
 from newsletter.audience.suppressions import hashed_address
 from newsletter.feedback.events import Event, record_events
-from newsletter.ops import admins
+from newsletter.accounts import admins
 from newsletter.store.db import session_scope
 from newsletter.store.models import (
-    AuditEntry, Delivery, Membership, ProviderEvent, PublicationRow, Subscriber, Suppression, utcnow,
+    AuditEntry, Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow,
 )
 from newsletter.web import create_app
 from tests.console_world import ADMIN, APPROVER, EDITOR, OPERATOR, PASSWORD, client_of, make_world, post, sample_zip, upload
@@ -27,17 +27,15 @@ ADA = "Ada.Lovelace@example.org"
 
 
 @pytest.fixture
-def world(settings):
+def world(settings, publication_row):
     world = make_world(settings, subscribers=3)
     with session_scope(settings) as session:
         create_list(session, world.slug, "staff", "Staff news")
         add_subscriber(session, ADA, "Ada Lovelace", ["everyone"], {"organisation": "Analytical Engines"},
                        publication_slug=world.slug, source="import")
-        other = PublicationRow(slug="other", name="Other Times", from_name="Other", from_email="news@other.example",
-                               reply_to="news@other.example", postal_address="1 Other Street",
-                               web_base_url="https://other.example")
-        session.add(other)
-        session.flush()
+        other = publication_row(session, slug="other", name="Other Times", from_name="Other",
+                                from_email="news@other.example", reply_to="news@other.example",
+                                postal_address="1 Other Street", web_base_url="https://other.example")
         create_list(session, "other", "readers", "Other readers")
         add_subscriber(session, "stranger@example.net", "Sam Stranger", ["readers"], publication_slug="other")
         account = admins.invite_account(session, OUTSIDER, other.id, ["editor"])

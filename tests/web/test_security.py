@@ -12,7 +12,6 @@ import pytest
 from newsletter.config import settings_from
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
-from newsletter.store.models import PublicationRow
 from newsletter.audience.subscribers import add_subscriber, create_list
 from newsletter.audience.tokens import preferences_url
 from newsletter.web import create_app
@@ -21,16 +20,13 @@ PUB = "together-were-better"
 
 
 @pytest.fixture
-def site_settings(tmp_path, sqlite_url):
+def site_settings(tmp_path, sqlite_url, publication_row):
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
                        secret_keys=("security-test-key",), base_url="https://newsletter.example.org")
     upgrade(settings.effective_database_url)
     with session_scope(settings) as session:
-        session.add(PublicationRow(
-            slug=PUB, name="Together We're Better", from_name="Together We're Better", from_email="news@example.org",
-            reply_to="", postal_address="1 Partnership Way", web_base_url=f"{settings.base_url}/{PUB}/", settings={},
-        ))
-        session.flush()
+        publication_row(session, slug=PUB, reply_to="", postal_address="1 Partnership Way",
+                        web_base_url=f"{settings.base_url}/{PUB}/")
         create_list(session, PUB, "news", "Monthly news")
         add_subscriber(session, "ann@example.com", "Ann", ["news"], publication_slug=PUB)
     return settings

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from newsletter.config import settings_from
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
-from newsletter.store.models import Membership, PublicationRow, Subscriber
+from newsletter.store.models import Membership, Subscriber
 from newsletter.audience.subscribers import create_list
 from newsletter.audience.tokens import UNSUBSCRIBE, make_token
 from newsletter.web import create_app
@@ -23,17 +23,13 @@ FORM = f"/subscribe/{PUB}/news"
 
 
 @pytest.fixture
-def site_settings(tmp_path, sqlite_url):
+def site_settings(tmp_path, sqlite_url, publication_row):
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
                        secret_keys=("web-test-key",), base_url="http://newsletter.example.org")
     upgrade(settings.effective_database_url)
     with session_scope(settings) as session:
-        session.add(PublicationRow(
-            slug=PUB, name="Together We're Better", from_name="Together We're Better", from_email="news@example.org",
-            reply_to="communications@example.org", postal_address="1 Partnership Way, Stafford",
-            web_base_url=f"{settings.base_url}/{PUB}/", language="en-GB", settings={"colours": {"primary": "#005eb8"}},
-        ))
-        session.flush()
+        publication_row(session, slug=PUB, web_base_url=f"{settings.base_url}/{PUB}/", language="en-GB",
+                        settings={"colours": {"primary": "#005eb8"}})
         create_list(session, PUB, "news", "Monthly news", "The partnership's news, once a month")
     return settings
 

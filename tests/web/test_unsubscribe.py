@@ -23,15 +23,10 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
 @pytest.fixture
-def world(settings):
+def world(settings, publication_row):
     """Ann and Bob on two lists of one publication, and a send of an issue to "news"."""
     with session_scope(settings) as session:
-        session.add(PublicationRow(
-            slug=PUB, name="Together We're Better", from_name="Together We're Better", from_email="news@example.org",
-            reply_to="communications@example.org", postal_address="1 Partnership Way, Stafford",
-            web_base_url=f"{settings.base_url}/{PUB}/", settings={},
-        ))
-        session.flush()
+        publication_row(session, slug=PUB, web_base_url=f"{settings.base_url}/{PUB}/")
         create_list(session, PUB, "news", "Monthly news")
         create_list(session, PUB, "events", "Events")
         ann = add_subscriber(session, "ann@example.com", "Ann", ["news", "events"], publication_slug=PUB)
