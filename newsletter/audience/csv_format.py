@@ -95,12 +95,23 @@ class Header:
         return [name.lower() for name in self.names]
 
 
-def read_text(path: Path, rules: HeaderRules = FILE) -> str:
+def read_source(source: TextIO | str | Path, name: str = "") -> tuple[str, str]:
+    """What names a CSV source in problems (``name``, or the path, or the stream's own name), and
+    its text: a path's file read as UTF-8, or a text stream read to its end (a byte order mark
+    dropped, as from a file)."""
+    if isinstance(source, (str, Path)):
+        where = name or str(source)
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise InputError(Problem(where, f"cannot read the file: {exc.strerror}", "check the path")) from None
+        return where, decode_text(data, where)
+    where = name or str(getattr(source, "name", "")) or "the CSV text"
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(Problem(str(path), f"cannot read the file: {exc.strerror}", "check the path")) from None
-    return decode_text(data, str(path), rules)
+        return where, source.read().removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        raise InputError(Problem(where, "the file is not UTF-8 text",
+                                 f"save it as 'CSV UTF-8' (in a spreadsheet: Save As, CSV UTF-8) and {FILE.again}")) from None
 
 
 def decode_text(data: bytes, where: str, rules: HeaderRules = FILE) -> str:

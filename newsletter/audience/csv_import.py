@@ -31,7 +31,7 @@ from newsletter.store.models import (
 )
 from newsletter.store.bulk import insert_many_ignoring
 from newsletter.store.lookups import among
-from newsletter.audience.csv_format import PROBLEM_COLUMNS, SafeWriter, write_whole
+from newsletter.audience.csv_format import PROBLEM_COLUMNS, SafeWriter, read_source, write_whole
 from newsletter.audience.csv_rows import CsvRow, read_rows
 from newsletter.audience.subscribers import CHUNK, JOIN_STATUSES, chunks, get_list
 from newsletter.audience.suppressions import suppressed_addresses
@@ -64,15 +64,20 @@ class RowProblem(Problem):
 
 def import_csv(
     session: Session,
-    path: str | Path,
+    source: TextIO | str | Path,
     list_slugs: Iterable[str] = (),
     publication_slug: str | None = None,
     status: str = "confirmed",
     progress: Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
+    *,
+    name: str = "",
 ) -> ImportReport:
-    """Add or update the subscribers in a CSV file; the file's bad rows are reported, not fatal.
+    """Add or update the subscribers in CSV text; its bad rows are reported, not fatal.
 
+    ``source`` is a text stream (opened with ``newline=""``, as for ``csv``),
+    or the path of a file (read as UTF-8, a byte that is not named by its
+    line). Problems name it by ``name``, the stream's own name, or the path.
     Columns: email (required), name, lists (list slugs separated by ";", added
     to ``list_slugs``); any other column becomes a custom attribute. Importing
     the same file again changes nothing. ``progress(rows written, good rows)``
@@ -84,9 +89,10 @@ def import_csv(
         raise InputError(Problem("field status", f"{status!r} is not a status to join with", "use confirmed or unconfirmed"))
     default_ids = tuple(get_list(session, publication_slug, slug).id for slug in list_slugs)
     lists_by_slug = _lists_by_slug(session, publication_slug)
-    report = ImportReport(path=str(path))
+    where, text = read_source(source, name)
+    report = ImportReport(path=where)
     never = _never_delivered(session, settings) if settings is not None else None
-    rows = read_rows(Path(path), lists_by_slug, default_ids, report.reject, never)
+    rows = read_rows(text, where, lists_by_slug, default_ids, report.reject, never)
     done = 0
     for chunk in chunks(rows, CHUNK):
         _apply_chunk(session, chunk, status, report)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 from email_validator import EmailNotValidError
 
 from newsletter.addresses import address_key
 from newsletter.errors import InputError
-from newsletter.audience.csv_format import read_header, read_text, unformula
+from newsletter.audience.csv_format import read_header, unformula
 from newsletter.audience.subscribers import NEVER_DELIVERED_FIX, checked_name, normalise_address
 
 
@@ -40,17 +39,18 @@ class RowRejected(Exception):
         self.message, self.fix, self.column = message, fix, column
 
 
-def read_rows(path: Path, lists_by_slug: dict, default_ids: tuple[int, ...], reject: Callable[..., None],
+def read_rows(text: str, where: str, lists_by_slug: dict, default_ids: tuple[int, ...], reject: Callable[..., None],
               never: Callable[[CsvRow], str] | None = None) -> list[CsvRow]:
-    """Every good row, each address once; ``reject(line, message, fix, column)`` is told of each other.
+    """Every good row of the CSV ``text`` (named ``where`` in problems), each address once;
+    ``reject(line, message, fix, column)`` is told of each other row.
 
     A quote that is never closed (or closed lines later) would swallow the
     rows after it into one value. Such a record is rejected with the line
     where the quote opened, and reading starts again on the next line, so
     the good rows after it are kept.
     """
-    lines = io.StringIO(read_text(path), newline="").readlines()
-    header = read_header(lines, str(path))
+    lines = io.StringIO(text, newline="").readlines()
+    header = read_header(lines, where)
     columns, position = header.columns, header.lines
     rows: list[CsvRow] = []
     first_line: dict[str, int] = {}

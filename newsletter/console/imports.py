@@ -4,7 +4,8 @@ consent rules), its progress, and the report of rejected rows.
 
 The uploaded file is kept in its ``import_jobs`` row (the database, so any web
 or worker host can read it) only until the import has run; then, or when an
-upload is left unmapped for a day, it is deleted. A small file is imported
+upload is left unmapped for a day, it is deleted. The import reads it from the
+row as a text stream: no copy is written to the disk of the host that runs it. A small file is imported
 while the page waits; a larger one waits for a worker, which a beat task
 hands it to (``due_jobs``), and the page follows ``rows_done``.
 """
@@ -15,7 +16,6 @@ import csv
 import io
 import logging
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -248,18 +248,15 @@ def run_job(session: Session, job_id: int, settings: Settings | None = None) -> 
     mailing_list = session.get(MailingList, job.list_id)
     if job.data is None or mailing_list is None:
         return _fail(session, job, "the uploaded file is no longer there; upload it again")
-    handle = tempfile.NamedTemporaryFile("wb", prefix="newsletter-import-", suffix=".csv", delete=False)
+
+    def progress(done: int, good: int) -> None:
+        job.rows_done = min(job.rows_total, max(job.rows_total - good, 0) + done)
+        job.updated_at = utcnow()
+        session.commit()
+
     try:
-        with handle:
-            handle.write(mapped_file(job))
-
-        def progress(done: int, good: int) -> None:
-            job.rows_done = min(job.rows_total, max(job.rows_total - good, 0) + done)
-            job.updated_at = utcnow()
-            session.commit()
-
-        report = import_csv(session, handle.name, [mailing_list.slug], publication.slug, job.join_status,
-                            progress=progress, settings=settings)
+        report = import_csv(session, io.StringIO(mapped_text(job), newline=""), [mailing_list.slug], publication.slug,
+                            job.join_status, progress=progress, settings=settings, name=job.filename)
     except InputError as exc:
         session.rollback()
         return _fail(session, get_job(session, job_id), "; ".join(f"{p.message} ({p.fix})" if p.fix else p.message
@@ -268,8 +265,6 @@ def run_job(session: Session, job_id: int, settings: Settings | None = None) -> 
         log.exception("import %s failed unexpectedly", job_id)
         session.rollback()
         return _failed_try(session, get_job(session, job_id), f"{type(exc).__name__}: {exc}")
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
     job.added, job.updated, job.unchanged = report.added, report.updated, report.unchanged
     job.rejected, job.not_resubscribed = report.rejected, report.not_resubscribed
     job.problems = [[p.line, p.column, p.severity, p.message, p.fix] for p in report.problems]
@@ -306,7 +301,7 @@ def _fail(session: Session, job: ImportJob, error: str) -> ImportJob:
     return job
 
 
-def mapped_file(job: ImportJob) -> bytes:
+def mapped_text(job: ImportJob) -> str:
     """The upload with its first line replaced by the mapped column names (ignored columns
     unnamed, which the importer skips), so every row keeps its line number."""
     text = job.data.decode("utf-8-sig")
@@ -320,7 +315,7 @@ def mapped_file(job: ImportJob) -> bytes:
         [names.get(c.target, c.field) for c in mapping_of(job)])
     out.write("\n" * (header_lines - 1))
     out.writelines(lines[header_lines:])
-    return out.getvalue().encode("utf-8")
+    return out.getvalue()
 
 
 def problems_csv(job: ImportJob) -> str:

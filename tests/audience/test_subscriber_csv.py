@@ -96,6 +96,36 @@ def test_the_cli_add_refuses_a_name_with_a_line_break(session, monthly):
     assert stored(session) == {}
 
 
+# -- a text stream, not only a file -------------------------------------------
+
+
+def test_a_text_stream_imports_as_its_file_does_and_problems_carry_its_name(session, monthly, tmp_path):
+    text = "\ufeffEmail,Name\r\nann@example.com,Ann\r\nnot-an-address,Bo\r\n\"=cal@example.com\",Cal\r\n"
+
+    report = csv_import.import_csv(session, io.StringIO(text, newline=""), ["monthly"], name="people.csv")
+
+    assert (report.path, report.added, report.rejected) == ("people.csv", 2, 1)
+    assert [(p.where, p.column) for p in report.problems] == [("people.csv:3", "email")]
+    assert stored(session) == {"ann@example.com": "Ann", "=cal@example.com": "Cal"}
+    path = write_csv(tmp_path, text.removeprefix("\ufeff"))
+    with path.open(encoding="utf-8", newline="") as opened:  # a stream names itself
+        again = csv_import.import_csv(session, opened, ["monthly"])
+    assert (again.path, again.unchanged, again.rejected) == (str(path), 2, 1)
+
+
+def test_a_stream_that_is_not_utf8_is_named_as_such(session, monthly, tmp_path):
+    from newsletter.errors import InputError
+
+    path = tmp_path / "people.csv"
+    path.write_bytes("email,name\nr@example.com,Ren\xe9e\n".encode("latin-1"))
+
+    with path.open(encoding="utf-8", newline="") as opened, pytest.raises(InputError, match="not UTF-8") as raised:
+        csv_import.import_csv(session, opened, ["monthly"])
+
+    assert raised.value.problems[0].where == str(path) and "CSV UTF-8" in raised.value.problems[0].fix
+    assert stored(session) == {}
+
+
 # -- NUL bytes ---------------------------------------------------------------
 
 

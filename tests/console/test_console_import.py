@@ -243,6 +243,25 @@ def test_a_large_file_waits_for_a_worker_and_the_page_follows_its_progress(world
     assert (done["state"], done["rows_done"], done["added"], done["rejected"]) == ("finished", 2501, 2500, 1)
 
 
+def test_a_worker_imports_the_upload_from_its_row_without_writing_a_file(world, editor, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(imports, "INLINE_ROWS", 0)
+    job_path = upload(editor, "email\nx@example.org\n").headers["Location"]
+    map_and_import(editor, job_path)
+
+    def no_file(*args, **kwargs):
+        raise AssertionError("a file was written")
+
+    for name in ("NamedTemporaryFile", "TemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, no_file)
+    with session_scope(world.settings) as session:
+        [job_id] = imports.due_jobs(session)
+        imports.run_job(session, job_id)
+    [job] = jobs(world.settings)
+    assert (job.state, job.added, job.error) == ("finished", 1, "")
+
+
 def test_a_job_whose_worker_was_lost_is_handed_out_again(world, editor, monkeypatch):
     from datetime import timedelta
 
