@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.audience.csv_format import CSV_COLUMNS, PROBLEM_COLUMNS, UPLOAD, decode_text, formula_safe, read_header
+from newsletter.audience.csv_format import CSV_COLUMNS, PROBLEM_COLUMNS, UPLOAD, SafeWriter, decode_text, read_header
 from newsletter.audience.csv_import import import_csv
 from newsletter.audience.subscribers import JOIN_STATUSES
 from newsletter.config import Settings
@@ -321,10 +321,9 @@ def mapped_text(job: ImportJob) -> str:
 def problems_csv(job: ImportJob) -> str:
     """The rejected rows and warnings as CSV (line, column, severity, problem, what to do), formulas as text."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = SafeWriter(out)
     writer.writerow(PROBLEM_COLUMNS)
-    for row in job.problems or []:
-        writer.writerow([formula_safe(v) if isinstance(v, str) else v for v in row])
+    writer.writerows(job.problems or [])
     return out.getvalue()
 
 

@@ -114,6 +114,17 @@ def test_upload_preview_map_import_and_download_the_rejected_rows(world, editor)
     assert ("imported a CSV file", "people.csv (4 rows) into everyone, import 1") in audit_log(world.settings)
 
 
+def test_the_rejected_rows_file_keeps_formulas_as_text_as_the_clis_does():
+    job = ImportJob(problems=[[3, "email", "error", "=cmd@example.com is also on line 2", "keep one row per address"],
+                              [4, "name", "warning", "@SUM(1)", "-"]])
+
+    rows = list(csv.reader(io.StringIO(imports.problems_csv(job))))
+
+    assert rows == [["line", "column", "severity", "problem", "what to do"],
+                    ["3", "email", "error", "'=cmd@example.com is also on line 2", "keep one row per address"],
+                    ["4", "name", "warning", "'@SUM(1)", "'-"]]
+
+
 def test_the_same_file_again_changes_nothing(world, editor):
     for _ in range(2):
         job_path = upload(editor, GOOD).headers["Location"]
