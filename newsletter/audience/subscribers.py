@@ -1,4 +1,4 @@
-"""Subscribers and lists: add, remove, search, unsubscribe (CSV files: subscriber_csv.py).
+"""Subscribers and lists: add, remove, search, unsubscribe (CSV files: csv_import.py, csv_export.py).
 
 A subscriber is one address across the whole install (``Subscriber``); being
 on a list is a ``Membership`` whose status is unconfirmed, confirmed or
