@@ -1,7 +1,8 @@
 """What every subscriber CSV file shares, in and out: the columns, spreadsheet
 formulas neutralised on the way out and restored on the way in, one writer
-that does it, files written whole or not at all, and the text and header of a
-file read in.
+that does it, files written whole or not at all, and the text of a file read
+in with the one check of its header (``read_header``) that the CLI's import
+and the console's upload both make, each in its own words (``HeaderRules``).
 """
 
 from __future__ import annotations
@@ -110,8 +111,7 @@ def read_source(source: TextIO | str | Path, name: str = "") -> tuple[str, str]:
     try:
         return where, source.read().removeprefix("\ufeff")
     except UnicodeDecodeError:
-        raise InputError(Problem(where, "the file is not UTF-8 text",
-                                 f"save it as 'CSV UTF-8' (in a spreadsheet: Save As, CSV UTF-8) and {FILE.again}")) from None
+        raise InputError(Problem(where, "the file is not UTF-8 text", _save_as_utf8(FILE))) from None
 
 
 def decode_text(data: bytes, where: str, rules: HeaderRules = FILE) -> str:
@@ -120,8 +120,11 @@ def decode_text(data: bytes, where: str, rules: HeaderRules = FILE) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise InputError(Problem(f"{where}:{line}", "the file is not UTF-8 text",
-                                 f"save it as 'CSV UTF-8' (in a spreadsheet: Save As, CSV UTF-8) and {rules.again}")) from None
+        raise InputError(Problem(f"{where}:{line}", "the file is not UTF-8 text", _save_as_utf8(rules))) from None
+
+
+def _save_as_utf8(rules: HeaderRules) -> str:
+    return f"save it as 'CSV UTF-8' (in a spreadsheet: Save As, CSV UTF-8) and {rules.again}"
 
 
 def read_header(lines: list[str], where: str, rules: HeaderRules = FILE) -> Header:
@@ -138,12 +141,8 @@ def read_header(lines: list[str], where: str, rules: HeaderRules = FILE) -> Head
         raise InputError(Problem(f"{where}:1", "the header contains NUL characters (zero bytes): the file is not CSV text",
                                  f"save it as 'CSV UTF-8' (not 'Unicode text' or UTF-16) and {rules.again}"))
     names = [unformula(name.strip()) for name in header]
-    for name in names:
-        try:
-            normalise_address(name)
-        except EmailNotValidError:
-            continue
-        raise InputError(Problem(f"{where}:1", f"the first line holds an address ({name}), not column names",
+    if address := next((name for name in names if _is_address(name)), None):
+        raise InputError(Problem(f"{where}:1", f"the first line holds an address ({address}), not column names",
                                  f"add a first line that names the columns, e.g. {rules.example}, and {rules.again}"))
     if not any(names):
         raise InputError(Problem(f"{where}:1", "the first line names no columns",
@@ -157,3 +156,11 @@ def read_header(lines: list[str], where: str, rules: HeaderRules = FILE) -> Head
     if repeated:
         raise InputError(Problem(f"{where}:1", f"columns named twice: {', '.join(repeated)}", "give each column its own name"))
     return found
+
+
+def _is_address(text: str) -> bool:
+    try:
+        normalise_address(text)
+    except EmailNotValidError:
+        return False
+    return True
