@@ -42,28 +42,28 @@ def axe_source() -> str:
     return AXE_SCRIPT.read_text(encoding="utf-8")
 
 
-@pytest.fixture
-def browser(tmp_path):
-    """Headless Chromium (Debian's, with its driver) through Selenium: skips, or
-    fails under NEWSLETTER_REQUIRE_SERVICES, where it is not installed."""
-    from tests.web.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory):
+    """One headless Chromium per test process (each start costs seconds), started
+    at the first test that asks; skips, or fails under NEWSLETTER_REQUIRE_SERVICES,
+    where Debian's Chromium and its driver are not installed."""
+    from tests.web.browser import CHROMEDRIVER, CHROMIUM, Chromium
 
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         message = "Chromium is not installed (scripts/install-browser installs it)"
         if REQUIRE_SERVICES:
             pytest.fail(message + "; NEWSLETTER_REQUIRE_SERVICES is set, so this is a failure", pytrace=False)
         pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    chromium = Chromium(tmp_path_factory.mktemp("chromium-profile"))
+    yield chromium
+    chromium.quit()
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
+
+@pytest.fixture
+def browser(chromium):
+    """Chromium through Selenium, as new to each test: no cookies, no cache, no
+    emulated screen or colour scheme, the first window size, an empty log."""
+    return chromium.fresh()
 
 
 def free_port() -> int:
@@ -347,9 +347,13 @@ def cli(monkeypatch, tmp_path, database_url):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked slow (they start processes) run first: with two test
-    processes, the long ones then overlap with the many short ones instead of
-    leaving one process alone with them at the end."""
+    """A test that takes the browser fixture starts Chromium: it is slow, whether
+    or not its module says so. Tests marked slow (they start processes) run
+    first: with two test processes, the long ones then overlap with the many
+    short ones instead of leaving one process alone with them at the end."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

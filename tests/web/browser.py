@@ -7,6 +7,7 @@ screenshot scripts start it the same way.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,53 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage")
 SUBSCRIBERS = 6  # the readers of the ``console`` fixture's publication (tests/web/conftest.py)
+
+
+class Chromium:
+    """A headless Chromium kept for the tests of one process, made as new for each."""
+
+    # What a test may have changed that outlives its pages.
+    RESET = (("Network.clearBrowserCookies", {}), ("Network.clearBrowserCache", {}),
+             ("Emulation.clearDeviceMetricsOverride", {}), ("Emulation.setEmulatedMedia", {"media": "", "features": []}))
+
+    def __init__(self, profile: Path):
+        self.profile, self.driver, self.window = profile, None, None
+
+    def fresh(self):
+        if self.driver is not None:
+            try:
+                self.reset()
+            except Exception:  # noqa: BLE001 - a browser left unusable (an alert, a crash): start another
+                self.quit()
+        if self.driver is None:
+            self.start()
+        return self.driver
+
+    def start(self) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        profile = tempfile.mkdtemp(dir=self.profile)  # a folder of its own: one that crashed may have left a lock
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        self.driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        self.driver.set_page_load_timeout(30)
+        self.window = self.driver.get_window_size()
+
+    def reset(self) -> None:
+        driver = self.driver
+        driver.get("about:blank")
+        for command, arguments in self.RESET:
+            driver.execute_cdp_cmd(command, arguments)
+        driver.set_window_size(self.window["width"], self.window["height"])
+        driver.get_log("browser")  # what the last test's pages logged is not this test's
+
+    def quit(self) -> None:
+        if self.driver is not None:
+            self.driver.quit()
+            self.driver = None
 
 
 def wait_for_heading(browser, text: str) -> None:
