@@ -76,9 +76,17 @@ def user_environment(home: Path, venv: Path, **settings: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "build", "--wheel", "--outdir", out, ROOT])
+def wheel(tmp_path_factory, worker_id) -> Path:
+    """The wheel, built once per test run: the xdist workers share the run's
+    base folder, and the first to get there builds it while the others wait."""
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    out = shared / "dist"
+    with open(shared / "dist.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not list(out.glob("*.whl")):
+            run([sys.executable, "-m", "build", "--wheel", "--outdir", out, ROOT])
     (built,) = out.glob("*.whl")
     return built
 
@@ -90,8 +98,11 @@ def server_venv(tmp_path_factory, wheel) -> Path:
 
 def installed(tmp_path_factory, wheel: Path, extras: str) -> Path:
     venv = tmp_path_factory.mktemp(f"venv-{extras or 'bare'}")
-    run([sys.executable, "-m", "venv", venv])
-    run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", f"{wheel}[{extras}]" if extras else wheel])
+    # pip itself need not be copied into each environment (ensurepip costs seconds):
+    # this run's pip installs into it, as the environment's own pip would.
+    run([sys.executable, "-m", "venv", "--without-pip", venv])
+    run([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--quiet",
+         f"{wheel}[{extras}]" if extras else wheel])
     return venv
 
 
