@@ -267,6 +267,7 @@ def spamassassin() -> str:
     return path
 
 
+@pytest.mark.slow  # starts SpamAssassin
 def test_spamassassin_scores_the_message_below_zero(spamassassin, issue_folder, tmp_path):
     build_issue(issue_folder, tmp_path / "out")
     message = (tmp_path / "out" / "sample.eml").read_bytes()

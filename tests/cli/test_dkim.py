@@ -36,6 +36,7 @@ def published_value(zone_line: str) -> str:
     return "".join(re.findall(r'"([^"]*)"', zone_line))
 
 
+@pytest.mark.slow  # starts processes of its own
 @pytest.mark.parametrize("kind", ["rsa", "ed25519"])
 def test_keygen_prints_a_record_that_verifies_what_the_key_signs(tmp_path, kind):
     key = tmp_path / "news2026.pem"

@@ -16,6 +16,8 @@ from tests import imap_server
 from tests.conftest import _missing
 from tests.feedback.bounce_reports import BOUNCE_DOMAIN, arf, dsn, suppressions
 
+pytestmark = pytest.mark.slow  # a Dovecot started for each test
+
 AUTO_REPLY = (b"From: someone@example.net\r\nTo: bounces@" + BOUNCE_DOMAIN.encode()
               + b"\r\nSubject: Out of office\r\n\r\nAway until Monday.\r\n")
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
+
 from newsletter.ops.health import worker_health
 from newsletter.ops.heartbeats import record_heartbeat
 from newsletter.web import create_app
@@ -43,6 +45,7 @@ def test_worker_health_needs_a_fresh_heartbeat_for_every_queue(settings, session
     assert get(settings, "/healthz/workers").status_code == 200
 
 
+@pytest.mark.slow  # starts processes of its own
 def test_the_worker_health_command_exits_non_zero_when_no_worker_answers(settings, session, tmp_path):
     env = {"NEWSLETTER_DATA_DIR": str(settings.data_dir), "DATABASE_URL": settings.database_url,
            "PATH": "/usr/bin:/bin", "SECRET_KEYS": "test-secret-key"}

@@ -36,6 +36,8 @@ from tests.conftest import SAMPLE_ISSUE, free_port
 from tests.memory_transport import MemoryTransport
 from tests.web.browser import wait_for_heading
 
+pytestmark = pytest.mark.slow
+
 @pytest.fixture
 def site(tmp_path, sqlite_url):
     """The app on a loopback port, the sample issue stored with its web copy served by the app."""

@@ -35,6 +35,8 @@ from newsletter.web import create_app
 from tests.conftest import SAMPLE_ISSUE, free_port
 from tests.memory_transport import MemoryTransport
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def delivered(tmp_path, sqlite_url):

@@ -24,6 +24,8 @@ from tests.memory_transport import MemoryTransport
 from tests.web.browser import wait_for_heading
 from tests.ops_world import OPERATOR, PASSWORD, deliver_batches, send_state, start_send
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def dashboard(tmp_path, sqlite_url):

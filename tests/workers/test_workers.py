@@ -4,6 +4,8 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
+
 from newsletter.config import settings_from
 from newsletter.ops import queues
 from workers.celery import make_app
@@ -73,6 +75,7 @@ def _run_in(tmp_path, command: list[str], **env: str):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # starts processes of its own
 def test_beat_creates_its_data_folder_and_schedule_file(tmp_path, redis_url):
     import os
     import signal
@@ -95,6 +98,7 @@ def test_beat_creates_its_data_folder_and_schedule_file(tmp_path, redis_url):
         beat.wait(timeout=30)
 
 
+@pytest.mark.slow  # starts processes of its own
 def test_a_data_folder_that_cannot_be_made_names_the_setting_without_a_traceback(tmp_path, redis_url):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -114,6 +118,7 @@ def test_a_data_folder_that_cannot_be_made_names_the_setting_without_a_traceback
     assert "set NEWSLETTER_DATA_DIR" in cli.stderr and "Traceback" not in cli.stderr
 
 
+@pytest.mark.slow  # starts processes of its own
 def test_a_database_that_cannot_be_reached_is_a_message_not_a_traceback(tmp_path):
     from tests.conftest import free_port
 
