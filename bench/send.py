@@ -447,7 +447,7 @@ class Pipeline:
 
     def wait_sent(self, send_id: int, expected: int, timeout: float) -> None:
         """Until every ledger row of the send is final; fails when it stops moving."""
-        from newsletter.sending.lifecycle import UNFINISHED_ROW_STATES
+        from newsletter.store.models import UNFINISHED_ROW_STATES
         from newsletter.store.models import Delivery
 
         last, last_change = None, time.monotonic()

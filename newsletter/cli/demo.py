@@ -140,6 +140,7 @@ def _start_processes(env: dict, folder: Path) -> list[subprocess.Popen]:
 def _watch(settings, send_id: int, timeout: int, processes) -> None:
     from newsletter.sending.lifecycle import progress
     from newsletter.store.db import session_scope
+    from newsletter.store.models import SendState
 
     deadline = time.monotonic() + timeout
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -148,9 +149,9 @@ def _watch(settings, send_id: int, timeout: int, processes) -> None:
         while time.monotonic() < deadline:
             with session_scope(settings) as session:
                 p = progress(session, send_id)
-            if p.state != "scheduled":
+            if p.state != SendState.SCHEDULED:
                 bar.update(task, description=f"send {send_id}: {p.state}", total=p.audience or None, completed=p.done)
-            if p.state in ("finished", "cancelled", "paused"):
+            if p.state in (SendState.FINISHED, SendState.CANCELLED, SendState.PAUSED):
                 return
             for process in processes:
                 if process.poll() is not None:

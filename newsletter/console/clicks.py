@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.console.results import unsubscribed_after
 from newsletter.feedback.click_results import ClickResults, issue_clicks
-from newsletter.store.models import ClickMessage, Delivery, Draft, IssueRow, Send
+from newsletter.store.models import ClickMessage, Delivery, DeliveryState, Draft, IssueRow, Send
 
 COMPARED = 10
 
@@ -80,7 +80,7 @@ def _figures(session: Session, issue: IssueRow, current: bool) -> IssueFigures:
     delivered = human = left = 0
     if ids:
         delivered = session.scalar(select(func.count()).select_from(Delivery).where(
-            Delivery.send_id.in_(ids), Delivery.state == "sent")) or 0
+            Delivery.send_id.in_(ids), Delivery.state == DeliveryState.SENT)) or 0
         human = session.scalar(select(func.count()).select_from(ClickMessage).where(
             ClickMessage.send_id.in_(ids), ClickMessage.human > 0)) or 0
         left = sum(unsubscribed_after(session, send) for send in sends)

@@ -15,6 +15,7 @@ from newsletter.ops.sends import SendStatus, error_groups, send_status
 from newsletter.sending.send_record import list_ids_of, list_labels
 from newsletter.store.models import (
     Delivery,
+    DeliveryState,
     Draft,
     IssueRow,
     MailingList,
@@ -69,7 +70,7 @@ def unsubscribed_after(session: Session, send: Send) -> int:
         select(func.count(func.distinct(Delivery.subscriber_id)))
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .join(Membership, and_(Membership.subscriber_id == Subscriber.id, Membership.list_id.in_(list_ids)))
-        .where(Delivery.send_id == send.id, Delivery.state == "sent", left)
+        .where(Delivery.send_id == send.id, Delivery.state == DeliveryState.SENT, left)
     ) or 0
 
 
@@ -82,7 +83,7 @@ def failures_csv(session: Session, draft: Draft) -> str:
         rows = session.execute(
             select(Send.id, Delivery.email, Delivery.attempts, Delivery.last_error)
             .join(Send, Send.id == Delivery.send_id)
-            .where(Send.issue_id == draft.issue_id, Delivery.state == "failed").order_by(Send.id, Delivery.id)
+            .where(Send.issue_id == draft.issue_id, Delivery.state == DeliveryState.FAILED).order_by(Send.id, Delivery.id)
         ).all()
         labels = list_labels(session, sorted({row[0] for row in rows}))
         for send_id, *rest in rows:

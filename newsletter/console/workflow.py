@@ -19,15 +19,15 @@ from typing import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter.ops import admins, audit
+from newsletter.accounts import admins, audit
 from newsletter.sending import scheduling
 from newsletter.config import Settings
 from newsletter.console import drafts
 from newsletter.console.findings import Finding, check_folder
-from newsletter.console.notices import send_notice
+from newsletter.accounts.notices import send_notice
 from newsletter.errors import InputError, Problem
 from newsletter.authoring.render import RenderedIssue
-from newsletter.store.models import Draft, Membership, PublicationRow, Send, Subscriber, utcnow
+from newsletter.store.models import Draft, Membership, PublicationRow, Send, SendState, Subscriber, utcnow
 from newsletter.audience.suppressions import suppressed_in_sql
 
 # The one publication setting the console adds: may one person edit and approve an issue?
@@ -102,10 +102,10 @@ def display_state(session: Session, draft: Draft) -> str:
     if draft.state != "scheduled" or draft.issue_id is None:
         return draft.state
     states = set(session.scalars(select(Send.state).where(Send.issue_id == draft.issue_id)))
-    for state, shown in (("sending", "sending"), ("paused", "paused"), ("scheduled", "scheduled")):
+    for state, shown in ((SendState.SENDING, "sending"), (SendState.PAUSED, "paused"), (SendState.SCHEDULED, "scheduled")):
         if state in states:
             return shown
-    if "finished" in states:
+    if SendState.FINISHED in states:
         return "sent"
     return "cancelled" if states else "approved"
 
@@ -313,7 +313,7 @@ def scheduled_sends(session: Session, draft: Draft) -> list[Send]:
 
 def waiting_sends(session: Session, draft: Draft, fix: str) -> list[Send]:
     """The issue's sends still waiting for their time, or an error that says what to do instead."""
-    waiting = [s for s in scheduled_sends(session, draft) if s.state == "scheduled"]
+    waiting = [s for s in scheduled_sends(session, draft) if s.state == SendState.SCHEDULED]
     if not waiting:
         raise InputError(Problem(f"issue {draft.slug}", "it has no send waiting to start", fix))
     return waiting
@@ -352,7 +352,7 @@ def waiting_recipients(session: Session, draft: Draft) -> int:
     """How many people the draft's waiting sends would go to if they started now."""
     total = 0
     for send in scheduled_sends(session, draft):
-        if send.state == "scheduled":
+        if send.state == SendState.SCHEDULED:
             audience, had = scheduling.audience_today(session, send)
             total += audience if send.resend else audience - had
     return total

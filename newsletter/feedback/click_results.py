@@ -21,6 +21,7 @@ from newsletter.feedback.clicks import CLASSES
 from newsletter.authoring.counted_links import TRAP, issue_links
 from newsletter.store.models import (
     ClickCount, ClickMessage, Delivery, IssueRow, PageView, PublicationRow, Send,
+    DeliveryState,
 )
 
 FIRST_HOURS = 72
@@ -133,7 +134,7 @@ def _results(session: Session, issue: IssueRow, sends: list[Send]) -> ClickResul
         any_messages = session.scalar(select(func.count()).select_from(ClickMessage).where(
             ClickMessage.send_id.in_(send_ids))) or 0
         delivered = session.scalar(select(func.count()).select_from(Delivery).where(
-            Delivery.send_id.in_(send_ids), Delivery.state == "sent")) or 0
+            Delivery.send_id.in_(send_ids), Delivery.state == DeliveryState.SENT)) or 0
     views = session.execute(
         select(PageView.path, func.sum(PageView.views)).where(
             PageView.publication_id == issue.publication_id, PageView.path.startswith(f"{issue.slug}/"))

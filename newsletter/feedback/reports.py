@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from newsletter.sending.scheduling import When, when_from_utc
 from newsletter.sending.send_record import list_labels
 from newsletter.sending.lifecycle import Progress, progress
-from newsletter.store.models import IssueRow, PublicationRow, Send
+from newsletter.store.models import IssueRow, PublicationRow, Send, SendState
 
 
 @dataclass
@@ -33,7 +33,7 @@ def send_overview(session: Session, *, include_finished: bool = False, limit: in
         .limit(limit)
     )
     if not include_finished:
-        query = query.where(Send.state.in_(("scheduled", "sending", "paused")))
+        query = query.where(Send.state.in_((SendState.SCHEDULED, SendState.SENDING, SendState.PAUSED)))
     found = session.execute(query).all()
     lists = list_labels(session, [send.id for send, *_ in found])
     rows = []

@@ -10,6 +10,7 @@ from newsletter.sending.delivery import SEND_TIME_FAILURE
 from newsletter.ops.broker import QueueStats
 from newsletter.ops.heartbeats import WorkerStatus
 from newsletter.ops.sends import SendStatus
+from newsletter.store.models import SendState
 
 # Mailbox providers start filtering or blocking senders above this complaint rate.
 COMPLAINT_RATE_PROVIDERS_ACT = 0.003
@@ -67,7 +68,7 @@ def worker_problems(workers: list[WorkerStatus]) -> list[OpsProblem]:
 def send_problems(settings: Settings, send: SendStatus, now: datetime) -> list[OpsProblem]:
     subject = f"send {send.send_id}"
     problems = []
-    if send.state == "sending" and send.pending and send.last_progress_at:
+    if send.state == SendState.SENDING and send.pending and send.last_progress_at:
         idle = (now - send.last_progress_at).total_seconds()
         if idle > settings.stall_warning_seconds:
             problems.append(OpsProblem(
@@ -98,12 +99,12 @@ def send_problems(settings: Settings, send: SendStatus, now: datetime) -> list[O
             "rows that were being sent are counted as possible duplicates. If this stays, check that a send "
             "worker and the beat are running",
         ))
-    if send.state == "paused" and send.paused_reason.startswith("error budget"):
+    if send.state == SendState.PAUSED and send.paused_reason.startswith("error budget"):
         problems.append(OpsProblem(
             "paused_by_error_budget", CRITICAL, subject, send.paused_reason,
             f"fix the cause, then `newsletter sends resume {send.send_id}`",
         ))
-    if send.state == "paused" and send.paused_reason.startswith(SEND_TIME_FAILURE):
+    if send.state == SendState.PAUSED and send.paused_reason.startswith(SEND_TIME_FAILURE):
         problems.append(OpsProblem(
             "paused_by_send_failure", CRITICAL, subject, send.paused_reason,
             f"nothing more goes out until this is fixed; fix what it names, then `newsletter sends resume {send.send_id}`",

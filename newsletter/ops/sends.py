@@ -13,9 +13,12 @@ from sqlalchemy.orm import Session
 
 from newsletter.sending.leases import holder_is_gone, live_holders
 from newsletter.sending.send_record import list_labels
-from newsletter.sending.lifecycle import ACTIVE_ROW_STATES, LOST_BATCHES_EVENT, progress
+from newsletter.sending.lifecycle import LOST_BATCHES_EVENT, progress
 from newsletter.store.models import (
+    ACTIVE_ROW_STATES,
     ClaimLease, Delivery, IssueRow, MailingList, PublicationRow, RateLimitThrottle, Send, SendEvent, Suppression,
+    DeliveryState,
+    SendState,
 )
 
 RATE_WINDOW = timedelta(seconds=60)
@@ -108,7 +111,7 @@ def send_statuses(session: Session, now: datetime, limit: int = 20, *,
                   throttled_after: timedelta = timedelta(seconds=60)) -> list[SendStatus]:
     """Sends that are sending or paused, and those that ended in the last hours."""
     query = _labelled(select(Send, PublicationRow.slug, IssueRow.slug, MailingList.slug)).where(
-        or_(Send.state.in_(("sending", "paused")), and_(Send.state.in_(("finished", "cancelled")), Send.finished_at >= now - RECENT))
+        or_(Send.state.in_((SendState.SENDING, SendState.PAUSED)), and_(Send.state.in_((SendState.FINISHED, SendState.CANCELLED)), Send.finished_at >= now - RECENT))
     ).order_by(Send.id.desc()).limit(limit)
     found = session.execute(query).all()
     lists = list_labels(session, [send.id for send, *_ in found])
@@ -118,7 +121,7 @@ def send_statuses(session: Session, now: datetime, limit: int = 20, *,
 
 def scheduled_sends(session: Session, limit: int = SCHEDULED_SHOWN) -> list[ScheduledSend]:
     query = _labelled(select(Send.id, PublicationRow.slug, IssueRow.slug, MailingList.slug, Send.scheduled_at))
-    query = query.where(Send.state == "scheduled").order_by(Send.scheduled_at, Send.id).limit(limit)
+    query = query.where(Send.state == SendState.SCHEDULED).order_by(Send.scheduled_at, Send.id).limit(limit)
     found = session.execute(query).all()
     lists = list_labels(session, [row[0] for row in found])
     return [ScheduledSend(send_id, publication, issue, lists[send_id], at) for send_id, publication, issue, _, at in found]
@@ -129,12 +132,12 @@ def send_status(session: Session, send: Send, labels: tuple[str, str, str], now:
     p = progress(session, send.id)
     rate = sending_rate(session, send, now)
     pending = p.pending
-    finish = now + timedelta(seconds=pending / rate) if send.state == "sending" and rate > 0 and pending else None
+    finish = now + timedelta(seconds=pending / rate) if send.state == SendState.SENDING and rate > 0 and pending else None
     errors = error_groups(session, send.id)
     return SendStatus(
         send_id=send.id, publication=labels[0], issue=labels[1], list=labels[2], state=send.state,
-        audience=send.audience_size, sent=p.counts.get("sent", 0), failed=p.counts.get("failed", 0),
-        skipped=p.counts.get("skipped", 0), cancelled=p.counts.get("cancelled", 0), pending=pending,
+        audience=send.audience_size, sent=p.counts.get(DeliveryState.SENT, 0), failed=p.counts.get(DeliveryState.FAILED, 0),
+        skipped=p.counts.get(DeliveryState.SKIPPED, 0), cancelled=p.counts.get(DeliveryState.CANCELLED, 0), pending=pending,
         possible_duplicates=p.possible_duplicates, extra_copies=p.extra_copies,
         orphaned_claims=orphaned_claims(session, send.id, now),
         rate_per_second=rate, expected_finish_at=finish, scheduled_at=send.scheduled_at,
@@ -155,7 +158,7 @@ def sending_rate(session: Session, send: Send, now: datetime) -> float:
     seconds = max((now - since).total_seconds(), 1.0)
     sent = session.scalar(
         select(func.count()).select_from(Delivery)
-        .where(Delivery.send_id == send.id, Delivery.state == "sent", Delivery.sent_at > since)
+        .where(Delivery.send_id == send.id, Delivery.state == DeliveryState.SENT, Delivery.sent_at > since)
     )
     return (sent or 0) / seconds
 
@@ -165,16 +168,16 @@ def throttled_accounts(session: Session, send: Send, now: datetime, after: timed
     keeps asking to slow down (a 421 or 429 within ``after``), when nothing of the
     send went out for ``after``. Each deferral is an answer, so the send never
     looks stalled; this is what says so."""
-    if send.state != "sending" or send.started_at is None or send.started_at > now - after:
+    if send.state != SendState.SENDING or send.started_at is None or send.started_at > now - after:
         return []
     since = now - after
-    sent = select(Delivery.id).where(Delivery.send_id == send.id, Delivery.state == "sent", Delivery.sent_at > since)
+    sent = select(Delivery.id).where(Delivery.send_id == send.id, Delivery.state == DeliveryState.SENT, Delivery.sent_at > since)
     if session.scalar(select(sent.exists())):
         return []
     rows = session.execute(
         select(Delivery.transport, Delivery.account, func.count(), RateLimitThrottle.last_error)
         .join(RateLimitThrottle, RateLimitThrottle.account == Delivery.account)
-        .where(Delivery.send_id == send.id, Delivery.state == "retry", RateLimitThrottle.last_at > since)
+        .where(Delivery.send_id == send.id, Delivery.state == DeliveryState.RETRY, RateLimitThrottle.last_at > since)
         .group_by(Delivery.transport, Delivery.account, RateLimitThrottle.last_error)
     ).all()
     return [Throttled(transport, account, waiting, error, after.total_seconds())
@@ -183,7 +186,7 @@ def throttled_accounts(session: Session, send: Send, now: datetime, after: timed
 
 def recent_loss(session: Session, send: Send, now: datetime) -> str:
     """What the beat said when it last handed out batches of this send that the broker lost, if lately."""
-    if send.state not in ("sending", "paused"):
+    if send.state not in (SendState.SENDING, SendState.PAUSED):
         return ""
     detail = session.scalar(
         select(SendEvent.detail).where(SendEvent.send_id == send.id, SendEvent.kind == LOST_BATCHES_EVENT,
@@ -215,7 +218,7 @@ def orphaned_claims(session: Session, send_id: int, now: datetime) -> int:
 def error_groups(session: Session, send_id: int, shown: int = 5) -> list[ErrorGroup]:
     """Why rows failed or wait for a retry, most common reason first."""
     counts = Counter()
-    for text, count in _error_texts(session, send_id, ("failed", "retry")):
+    for text, count in _error_texts(session, send_id, (DeliveryState.FAILED, DeliveryState.RETRY)):
         counts[error_reason(text)] += count
     return [ErrorGroup(reason, count) for reason, count in counts.most_common(shown)]
 
@@ -241,7 +244,7 @@ def is_permanent_failure(text: str) -> bool:
 def bounces(session: Session, send: Send) -> int:
     """Failed rows the server refused for good (5xx / 5.x.x), plus hard bounces
     reported later for this send's recipients."""
-    failed = sum(count for text, count in _error_texts(session, send.id, ("failed",)) if is_permanent_failure(text))
+    failed = sum(count for text, count in _error_texts(session, send.id, (DeliveryState.FAILED,)) if is_permanent_failure(text))
     # A hard bounce found at sending time is both a failed row and a suppression.
     later = suppressed_since_start(session, send, ("hard_bounce",), exclude_failed=True)
     return failed + later
@@ -256,5 +259,5 @@ def suppressed_since_start(session: Session, send: Send, reasons: tuple[str, ...
         .where(Suppression.reason.in_(reasons), Suppression.created_at >= send.started_at)
     )
     if exclude_failed:
-        query = query.where(Delivery.state != "failed")
+        query = query.where(Delivery.state != DeliveryState.FAILED)
     return session.scalar(query) or 0

@@ -17,10 +17,9 @@ from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select, Update
 
-from newsletter.sending.lifecycle import ACTIVE_ROW_STATES
 from newsletter.store.clock import now_in
 from newsletter.store.lookups import among_param
-from newsletter.store.models import Delivery, Send
+from newsletter.store.models import ACTIVE_ROW_STATES, Delivery, DeliveryState, Send
 
 _deliveries = Delivery.__table__
 _sends = Send.__table__
@@ -49,8 +48,8 @@ def _built_for(dialect: str) -> ChunkStatements:
         send_state=select(_sends.c.state).where(_sends.c.id == bindparam("send_id")),
         mark_sending=(
             update(_deliveries)
-            .where(among_param(dialect, c.id, "ids"), held, c.state == "claimed")
-            .values(state="sending", claimed_at=now, updated_at=now,
+            .where(among_param(dialect, c.id, "ids"), held, c.state == DeliveryState.CLAIMED)
+            .values(state=DeliveryState.SENDING, claimed_at=now, updated_at=now,
                     transport=bindparam("by_transport"), account=bindparam("for_account"))
             .returning(c.id)
         ),

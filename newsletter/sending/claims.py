@@ -21,12 +21,22 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.suppressions import suppressed_addresses
 from newsletter.sending.leases import holder_is_gone, unheld
-from newsletter.sending.lifecycle import ACTIVE_ROW_STATES
 from newsletter.sending.ratelimit import RateLimitDeferred
 from newsletter.sending.send_record import list_ids_of
 from newsletter.store import clock
 from newsletter.store.lookups import among
-from newsletter.store.models import Batch, Delivery, Membership, Send, Subscriber, utcnow
+from newsletter.store.models import (
+    ACTIVE_ROW_STATES,
+    Batch,
+    BatchState,
+    Delivery,
+    DeliveryState,
+    Membership,
+    Send,
+    SendState,
+    Subscriber,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -53,10 +63,10 @@ def claim_rows(session: Session, batch: Batch, holder: str, now: datetime | None
     ).all()
     gone = [h for h in holders if holder_is_gone(h)]
     now = clock.now_sql(session, now)  # leases are judged by the database's clock
-    in_doubt = Delivery.state == "sending"
+    in_doubt = Delivery.state == DeliveryState.SENDING
     takeable = or_(
-        Delivery.state == "pending",
-        and_(Delivery.state == "retry", Delivery.next_attempt_at <= now),
+        Delivery.state == DeliveryState.PENDING,
+        and_(Delivery.state == DeliveryState.RETRY, Delivery.next_attempt_at <= now),
         and_(
             Delivery.state.in_(ACTIVE_ROW_STATES),
             Delivery.claimed_by != holder,
@@ -69,7 +79,7 @@ def claim_rows(session: Session, batch: Batch, holder: str, now: datetime | None
         update(Delivery)
         .where(in_batch, takeable)
         .values(
-            state="claimed",
+            state=DeliveryState.CLAIMED,
             claimed_by=holder,
             claimed_at=now,
             possible_duplicate=or_(Delivery.possible_duplicate, in_doubt),
@@ -120,21 +130,21 @@ def skip_unwanted(session: Session, send: Send, holder: str, claimed: list[Claim
     if unwanted:
         skipped = session.execute(
             update(Delivery)
-            .where(Delivery.id.in_(unwanted), Delivery.claimed_by == holder, Delivery.state == "claimed")
-            .values(state="skipped", last_error="unsubscribed or suppressed before sending", updated_at=utcnow())
+            .where(Delivery.id.in_(unwanted), Delivery.claimed_by == holder, Delivery.state == DeliveryState.CLAIMED)
+            .values(state=DeliveryState.SKIPPED, last_error="unsubscribed or suppressed before sending", updated_at=utcnow())
         ).rowcount
     return [c for c in claimed if c.delivery_id in wanted], skipped
 
 
 def release(session: Session, holder: str, rows: list[Claimed], state: str) -> int:
     """Give back claimed rows when a send is paused (pending) or cancelled."""
-    target = "cancelled" if state == "cancelled" else "pending"
+    target = DeliveryState.CANCELLED if state == SendState.CANCELLED else DeliveryState.PENDING
     return session.execute(
         update(Delivery)
         .where(
             Delivery.id.in_([c.delivery_id for c in rows]),
             Delivery.claimed_by == holder,
-            Delivery.state == "claimed",
+            Delivery.state == DeliveryState.CLAIMED,
         )
         .values(state=target, claimed_by="", updated_at=clock.now_sql(session))
     ).rowcount
@@ -146,8 +156,8 @@ def defer(session: Session, holder: str, rows: list[Claimed], wait: RateLimitDef
     return session.execute(
         update(Delivery)
         .where(Delivery.id.in_([c.delivery_id for c in rows]), Delivery.claimed_by == holder,
-               Delivery.state == "claimed")
-        .values(state="retry", claimed_by="", next_attempt_at=now + timedelta(seconds=wait.seconds),
+               Delivery.state == DeliveryState.CLAIMED)
+        .values(state=DeliveryState.RETRY, claimed_by="", next_attempt_at=now + timedelta(seconds=wait.seconds),
                 last_error=f"waiting for the rate limit: {wait}"[:2000], updated_at=now)
     ).rowcount
 
@@ -163,10 +173,10 @@ def give_back(session: Session, rows: tuple[int, int, int], holder: str) -> int:
         Delivery.id <= last,
         Delivery.claimed_by == holder,
     )
-    in_doubt = Delivery.state == "sending"
+    in_doubt = Delivery.state == DeliveryState.SENDING
     return session.execute(
         update(Delivery).where(in_batch, Delivery.state.in_(ACTIVE_ROW_STATES))
-        .values(state="pending", claimed_by="", updated_at=clock.now_sql(session),
+        .values(state=DeliveryState.PENDING, claimed_by="", updated_at=clock.now_sql(session),
                 possible_duplicate=or_(Delivery.possible_duplicate, in_doubt),
                 extra_copies=Delivery.extra_copies + case((in_doubt, 1), else_=0))
     ).rowcount
@@ -174,7 +184,7 @@ def give_back(session: Session, rows: tuple[int, int, int], holder: str) -> int:
 
 def hand_out_again(session: Session, batch_id: int) -> None:
     """Let the next beat tick enqueue the batch (lifecycle.batches_to_requeue)."""
-    session.execute(update(Batch).where(Batch.id == batch_id).values(state="waiting"))
+    session.execute(update(Batch).where(Batch.id == batch_id).values(state=BatchState.WAITING))
 
 
 def close_batch(session: Session, batch: Batch) -> None:
@@ -183,6 +193,6 @@ def close_batch(session: Session, batch: Batch) -> None:
         Delivery.send_id == batch.send_id,
         Delivery.id >= batch.first_delivery_id,
         Delivery.id <= batch.last_delivery_id,
-        Delivery.state.in_(("pending", "claimed", "sending")),
+        Delivery.state.in_((DeliveryState.PENDING, DeliveryState.CLAIMED, DeliveryState.SENDING)),
     )
-    session.execute(update(Batch).where(Batch.id == batch.id, ~open_rows).values(state="done"))
+    session.execute(update(Batch).where(Batch.id == batch.id, ~open_rows).values(state=BatchState.DONE))

@@ -39,7 +39,7 @@ from newsletter.sending.records import BatchReport
 from newsletter.sending.send_record import pause_send
 from newsletter.sending.send_template import SendTemplate
 from newsletter.store import clock
-from newsletter.store.models import Batch, Send
+from newsletter.store.models import Batch, BatchState, Send, SendState
 from newsletter.transports.base import PERMANENT, Result, Transport
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class Deliverer:
             report.stopped = "no such batch"
             return report
         send = session.get(Send, batch.send_id)
-        if send.state != "sending":
+        if send.state != SendState.SENDING:
             report.stopped = send.state
             return report
         try:  # before claiming anything: a message that cannot be built stops the send
@@ -213,8 +213,8 @@ class Deliverer:
                     # to hand it out again (sends.batches_to_requeue).
                     out.record()
                     report.stopped = "held for the rate limit"
-                    report.held += claims.release(session, lease.holder, claimed[start:], "paused")
-                    session.execute(update(Batch).where(Batch.id == batch.id).values(state="held"))
+                    report.held += claims.release(session, lease.holder, claimed[start:], SendState.PAUSED)
+                    session.execute(update(Batch).where(Batch.id == batch.id).values(state=BatchState.HELD))
                     log.info("batch %s gives its worker to other work: %s", batch.id, wait,
                              extra={"batch_id": batch.id})
                     session.commit()
@@ -225,7 +225,7 @@ class Deliverer:
                     # it is never sent again. The rest goes back for the beat.
                     out.record()
                     report.stopped = "rate limiter unavailable"
-                    report.released += claims.release(session, lease.holder, claimed[start:], "paused")
+                    report.released += claims.release(session, lease.holder, claimed[start:], SendState.PAUSED)
                     claims.hand_out_again(session, batch.id)
                     log.warning("batch %s stops: %s", batch.id, exc, extra={"batch_id": batch.id})
                     session.commit()
@@ -236,7 +236,7 @@ class Deliverer:
                     # beat hands the batch out again.
                     out.record()
                     report.stopped = "claim lapsed"
-                    report.released += claims.release(session, lease.holder, claimed[start:], "paused")
+                    report.released += claims.release(session, lease.holder, claimed[start:], SendState.PAUSED)
                     claims.hand_out_again(session, batch.id)
                     session.commit()
                     break
@@ -271,7 +271,7 @@ class Deliverer:
         # After that record, which may have spent the error budget: a paused
         # send hands nothing more over, whichever worker paused it.
         state = session.scalar(chunk_statements(session).send_state, {"send_id": send.id})
-        if state != "sending":
+        if state != SendState.SENDING:
             raise _SendStopped(state)
         lane = template.lane
         if getattr(lane.limiter, "limited", True):  # an account with no limit is not asked at all

@@ -29,20 +29,24 @@ from newsletter.sending.send_record import get_send, list_ids_of, publication_of
 from newsletter.audience.segments import audience_filter
 from newsletter.store import clock
 from newsletter.store.models import (
+    ACTIVE_ROW_STATES,
     Batch,
+    BatchState,
     ClaimLease,
     Delivery,
+    DeliveryState,
+    FINAL_ROW_STATES,
     Membership,
     Send,
+    SendState,
     Subscriber,
+    UNFINISHED_ROW_STATES,
     UTCDateTime,
     utcnow,
 )
 
 log = logging.getLogger(__name__)
 
-ACTIVE_ROW_STATES = ("claimed", "sending")
-UNFINISHED_ROW_STATES = ("pending", "claimed", "sending", "retry")
 LOST_BATCHES_EVENT = "batches_lost"  # a send event: the broker lost batches, handed out again
 FREEZE_PAGE = 50_000  # subscriber ids per INSERT .. SELECT when an audience is frozen
 
@@ -59,14 +63,14 @@ def claim_due_sends(session: Session, settings: Settings, now: datetime | None =
     """
     now = now or utcnow()
     due = session.scalars(
-        select(Send.id).where(Send.state == "scheduled", Send.scheduled_at <= now).order_by(Send.scheduled_at)
+        select(Send.id).where(Send.state == SendState.SCHEDULED, Send.scheduled_at <= now).order_by(Send.scheduled_at)
     ).all()
     batch_ids: list[int] = []
     for send_id in due:
         claimed = session.execute(
             update(Send)
-            .where(Send.id == send_id, Send.state == "scheduled")
-            .values(state="sending", started_at=now, last_progress_at=now, updated_at=now)
+            .where(Send.id == send_id, Send.state == SendState.SCHEDULED)
+            .values(state=SendState.SENDING, started_at=now, last_progress_at=now, updated_at=now)
         ).rowcount
         if claimed != 1:
             continue  # another tick got it first
@@ -108,7 +112,7 @@ def freeze_audience(session: Session, send_id: int) -> int:
         "resend": had_issue(send.issue_id, send_id) if send.resend and earlier else literal(False),
         "subscriber_id": Subscriber.id,
         "email": Subscriber.email,
-        "state": literal("pending"),
+        "state": literal(DeliveryState.PENDING.value),
         "attempts": literal(0),
         "last_error": literal(""),
         "message_id": literal(""),
@@ -170,7 +174,7 @@ def plan_batches(session: Session, send_id: int, *, now: datetime) -> list[int]:
         .subquery()
     )
     pages = (
-        select(literal(send_id), func.min(numbered.c.id), func.max(numbered.c.id), func.count(), literal("queued"),
+        select(literal(send_id), func.min(numbered.c.id), func.max(numbered.c.id), func.count(), literal(BatchState.QUEUED.value),
                literal(now, UTCDateTime()), literal(1))
         .group_by(numbered.c.page)
         .order_by(numbered.c.page)
@@ -211,18 +215,18 @@ def batches_to_requeue(session: Session, settings: Settings, now: datetime | Non
         Delivery.id >= Batch.first_delivery_id,
         Delivery.id <= Batch.last_delivery_id,
     )
-    retry_due = exists().where(in_range, Delivery.state == "retry", Delivery.next_attempt_at <= now)
+    retry_due = exists().where(in_range, Delivery.state == DeliveryState.RETRY, Delivery.next_attempt_at <= now)
     unfinished = exists().where(in_range, Delivery.state.in_(UNFINISHED_ROW_STATES))
     orphaned = exists().where(in_range, Delivery.state.in_(ACTIVE_ROW_STATES), unheld(now))
     stalled_send = or_(Send.last_progress_at.is_(None), Send.last_progress_at < now - stall)
     query = (
         select(Batch.id)
         .join(Send, Send.id == Batch.send_id)
-        .where(Send.state == "sending")
+        .where(Send.state == SendState.SENDING)
         .where(
             or_(
-                Batch.state == "waiting",
-                and_(Batch.state == "done", retry_due),
+                Batch.state == BatchState.WAITING,
+                and_(Batch.state == BatchState.DONE, retry_due),
                 and_(Batch.enqueued_at < now - lease, orphaned),
                 and_(Batch.enqueued_at < now - stall, stalled_send, unfinished),
             )
@@ -238,12 +242,12 @@ def batches_to_requeue(session: Session, settings: Settings, now: datetime | Non
     paced = session.scalars(
         select(func.min(Batch.id))
         .join(Send, Send.id == Batch.send_id)
-        .where(Send.state == "sending", Batch.state == "held",
-               ~exists().where(out.send_id == Batch.send_id, out.state.in_(("queued", "paced"))))
+        .where(Send.state == SendState.SENDING, Batch.state == BatchState.HELD,
+               ~exists().where(out.send_id == Batch.send_id, out.state.in_((BatchState.QUEUED, BatchState.PACED))))
         .group_by(Batch.send_id)
     ).all()
     paced = [i for i in paced if i not in ids]
-    for batch_ids, state in ((ids, "queued"), (paced, "paced")):
+    for batch_ids, state in ((ids, BatchState.QUEUED), (paced, BatchState.PACED)):
         if batch_ids:
             session.execute(
                 update(Batch)
@@ -273,7 +277,7 @@ def others_need_the_worker(session: Session, send_id: int, batch_id: int, now: d
     waiting = (
         select(Batch.id)
         .join(Send, Send.id == Batch.send_id)
-        .where(Batch.state == "queued", Batch.send_id != send_id, Send.state == "sending", Batch.id.not_in(live))
+        .where(Batch.state == BatchState.QUEUED, Batch.send_id != send_id, Send.state == SendState.SENDING, Batch.id.not_in(live))
         .exists()
     )
     return bool(session.scalar(select(or_(same_send_earlier, waiting))))
@@ -292,7 +296,7 @@ def lost_batches(session: Session, settings: Settings, now: datetime) -> list[in
     )
     return session.scalars(
         select(Batch.id).join(Send, Send.id == Batch.send_id)
-        .where(Send.state == "sending", Batch.state.in_(("queued", "paced")),
+        .where(Send.state == SendState.SENDING, Batch.state.in_((BatchState.QUEUED, BatchState.PACED)),
                Batch.enqueued_at < now - timedelta(seconds=settings.batch_lost_seconds),
                or_(Batch.taken_at.is_(None), Batch.taken_at < Batch.enqueued_at), unfinished)
         .order_by(Batch.id)
@@ -318,13 +322,13 @@ def finish_sends(session: Session, now: datetime | None = None) -> list[int]:
     """Mark finished every sending send whose ledger rows are all final."""
     now = now or utcnow()
     open_rows = exists().where(Delivery.send_id == Send.id, Delivery.state.in_(UNFINISHED_ROW_STATES))
-    ids = session.scalars(select(Send.id).where(Send.state == "sending", ~open_rows)).all()
+    ids = session.scalars(select(Send.id).where(Send.state == SendState.SENDING, ~open_rows)).all()
     finished = []
     for send_id in ids:
         done = session.execute(
             update(Send)
-            .where(Send.id == send_id, Send.state == "sending", ~open_rows)
-            .values(state="finished", finished_at=now, updated_at=now)
+            .where(Send.id == send_id, Send.state == SendState.SENDING, ~open_rows)
+            .values(state=SendState.FINISHED, finished_at=now, updated_at=now)
         ).rowcount
         if done:
             record_send_event(session, send_id, "finished", summary_line(progress(session, send_id)))
@@ -363,7 +367,7 @@ class Progress:
 
     @property
     def done(self) -> int:
-        return sum(self.counts.get(s, 0) for s in ("sent", "failed", "skipped", "cancelled"))
+        return sum(self.counts.get(s, 0) for s in FINAL_ROW_STATES)
 
     @property
     def pending(self) -> int:

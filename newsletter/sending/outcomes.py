@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from newsletter.config import Settings
-from newsletter.store.models import POLICY_REFUSAL
+from newsletter.store.models import DeliveryState, POLICY_REFUSAL
 from newsletter.transports.base import SENT, TEMPORARY, Result
 
 THROTTLED_TOO_LONG = "gave up: the server kept asking to slow down until the retry window (RETRY_WINDOW_SECONDS) ran out"
@@ -73,18 +73,18 @@ def outcome(result: Result, row: Row, *, now: datetime, window_end: datetime, se
         "next_attempt_at": None,
     }
     if result.status == SENT:
-        values.update(state="sent", sent_at=now)
+        values.update(state=DeliveryState.SENT, sent_at=now)
         return Outcome(values, SENT_COUNT, False, False)
     if result.unsendable:
-        values.update(state="failed")
+        values.update(state=DeliveryState.FAILED)
         return Outcome(values, UNSENDABLE, False, False)
     if result.throttled and now >= window_end:
-        values.update(state="failed", attempts=row.attempts,
+        values.update(state=DeliveryState.FAILED, attempts=row.attempts,
                       last_error=f"{THROTTLED_TOO_LONG}: {result.error}"[:MAX_ERROR])
         return Outcome(values, EXPIRED, False, False)
     if result.throttled:
         pause = settings.rate_limit_throttle_seconds if result.retry_after is None else result.retry_after
-        values.update(state="retry", attempts=row.attempts, next_attempt_at=now + timedelta(seconds=pause),
+        values.update(state=DeliveryState.RETRY, attempts=row.attempts, next_attempt_at=now + timedelta(seconds=pause),
                       possible_duplicate=row.possible_duplicate or result.uncertain,
                       extra_copies=row.extra_copies + result.uncertain)
         return Outcome(values, THROTTLED, False, False)
@@ -93,12 +93,12 @@ def outcome(result: Result, row: Row, *, now: datetime, window_end: datetime, se
         if result.uncertain:
             values["possible_duplicate"] = True
         if attempts >= settings.retry_attempts or retry_at > window_end:
-            values.update(state="failed", last_error=f"gave up after {attempts} attempts: {result.error}"[:MAX_ERROR])
+            values.update(state=DeliveryState.FAILED, last_error=f"gave up after {attempts} attempts: {result.error}"[:MAX_ERROR])
             return Outcome(values, FAILED, True, False)
         # A copy the server may have taken goes out again: count it.
-        values.update(state="retry", next_attempt_at=retry_at, extra_copies=row.extra_copies + result.uncertain)
+        values.update(state=DeliveryState.RETRY, next_attempt_at=retry_at, extra_copies=row.extra_copies + result.uncertain)
         return Outcome(values, RETRY, True, False)
-    values.update(state="failed")
+    values.update(state=DeliveryState.FAILED)
     if result.policy_refusal:  # the sender or the content, not the address: never suppressed
         values["last_error"] = f"{POLICY_REFUSAL}: {result.error}"[:MAX_ERROR]
     return Outcome(values, FAILED, True, bool(result.hard_bounce))

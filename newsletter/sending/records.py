@@ -26,7 +26,7 @@ from newsletter.sending.ratelimit import RateLimiterUnavailable
 from newsletter.sending.send_record import pause_send
 from newsletter.store import clock
 from newsletter.store.lookups import among
-from newsletter.store.models import Delivery, RateLimitThrottle, Send
+from newsletter.store.models import Delivery, DeliveryState, RateLimitThrottle, Send
 from newsletter.store.upsert import dialect_insert
 from newsletter.transports.base import SENT, Envelope, Result
 
@@ -107,7 +107,7 @@ def record_results(session: Session, settings: Settings, send: Send, lane: Lane,
     if withdrawn:
         report.withdrawn += session.execute(
             update(Delivery).where(Delivery.id.in_(withdrawn))
-            .values(state="pending", claimed_by="", updated_at=now)
+            .values(state=DeliveryState.PENDING, claimed_by="", updated_at=now)
         ).rowcount
     if not updates:
         return  # nothing answered: no progress

@@ -23,7 +23,9 @@ from newsletter.sending.send_template import message_template
 from newsletter.store.publications import settings_for
 from newsletter.store.models import (
     Batch,
+    BatchState,
     Delivery,
+    DeliveryState,
     IssueRow,
     MailingList,
     POLICY_REFUSAL,
@@ -31,6 +33,7 @@ from newsletter.store.models import (
     Segment,
     Send,
     SendList,
+    SendState,
     Subscriber,
     utcnow,
 )
@@ -191,7 +194,7 @@ def had_issue(issue_id: int, other_than: int | None = None):
 def holds_issue() -> tuple:
     """A ledger row that gives its person the issue: ``models.HOLDS_ISSUE``, the one-copy
     index's condition, spelled alike so that the database can answer from that index."""
-    return ~Delivery.resend, Delivery.state.not_in(("cancelled", "skipped"))
+    return ~Delivery.resend, Delivery.state.not_in((DeliveryState.CANCELLED, DeliveryState.SKIPPED))
 
 
 def schedule_send(
@@ -231,7 +234,7 @@ def schedule_send(
     send = Send(
         issue_id=issue.id,
         list_id=targets[0].id,
-        state="scheduled",
+        state=SendState.SCHEDULED,
         scheduled_at=at or now,
         batch_size=batch_size,
         segment_name=segment.name if segment else "",
@@ -288,7 +291,7 @@ def send_now(session: Session, send_id: int, *, now: datetime | None = None) -> 
 
 def _move_scheduled(session: Session, send_id: int, at: datetime, kind: str) -> Send:
     result = session.execute(
-        update(Send).where(Send.id == send_id, Send.state == "scheduled").values(scheduled_at=at, updated_at=utcnow())
+        update(Send).where(Send.id == send_id, Send.state == SendState.SCHEDULED).values(scheduled_at=at, updated_at=utcnow())
     )
     send = get_send(session, send_id)
     if result.rowcount != 1:
@@ -300,7 +303,7 @@ def _move_scheduled(session: Session, send_id: int, at: datetime, kind: str) -> 
 def unschedule(session: Session, send_id: int) -> Send:
     """Take a send off the calendar before it starts (it is kept, cancelled)."""
     result = session.execute(
-        update(Send).where(Send.id == send_id, Send.state == "scheduled").values(state="cancelled", updated_at=utcnow())
+        update(Send).where(Send.id == send_id, Send.state == SendState.SCHEDULED).values(state=SendState.CANCELLED, updated_at=utcnow())
     )
     send = get_send(session, send_id)
     if result.rowcount != 1:
@@ -313,7 +316,7 @@ def unschedule(session: Session, send_id: int) -> Send:
 
 def pause(session: Session, send_id: int, reason: str = "paused by an operator") -> Send:
     """Stop handing out messages; workers notice before their next chunk."""
-    return _transition(session, send_id, ("sending",), "paused", "paused", reason)
+    return _transition(session, send_id, (SendState.SENDING,), SendState.PAUSED, "paused", reason)
 
 
 def resume(session: Session, send_id: int) -> Send:
@@ -324,38 +327,38 @@ def resume(session: Session, send_id: int) -> Send:
     refused by policy (5.7.x: the sender or the content, not the address) are
     tried again: the pause was the time to fix the cause.
     """
-    send = _transition(session, send_id, ("paused",), "sending", "resumed", "")
+    send = _transition(session, send_id, (SendState.PAUSED,), SendState.SENDING, "resumed", "")
     now = utcnow()
     session.execute(
         update(Delivery)
-        .where(Delivery.send_id == send_id, Delivery.state == "failed", Delivery.last_error.startswith(POLICY_REFUSAL),
+        .where(Delivery.send_id == send_id, Delivery.state == DeliveryState.FAILED, Delivery.last_error.startswith(POLICY_REFUSAL),
                ~suppressed_in_sql(Delivery.email))
-        .values(state="retry", next_attempt_at=now, claimed_by="", updated_at=now)
+        .values(state=DeliveryState.RETRY, next_attempt_at=now, claimed_by="", updated_at=now)
     )
-    session.execute(update(Batch).where(Batch.send_id == send_id, Batch.state != "done").values(state="waiting"))
+    session.execute(update(Batch).where(Batch.send_id == send_id, Batch.state != BatchState.DONE).values(state=BatchState.WAITING))
     return send
 
 
 def cancel(session: Session, send_id: int) -> Send:
     """End a send for good; recipients not yet sent to are marked cancelled."""
-    send = _transition(session, send_id, ("scheduled", "sending", "paused"), "cancelled", "cancelled", "")
+    send = _transition(session, send_id, (SendState.SCHEDULED, SendState.SENDING, SendState.PAUSED), SendState.CANCELLED, "cancelled", "")
     session.execute(
         update(Delivery)
-        .where(Delivery.send_id == send_id, Delivery.state.in_(("pending", "retry")))
-        .values(state="cancelled", updated_at=utcnow())
+        .where(Delivery.send_id == send_id, Delivery.state.in_((DeliveryState.PENDING, DeliveryState.RETRY)))
+        .values(state=DeliveryState.CANCELLED, updated_at=utcnow())
     )
     return send
 
 
 def _transition(session, send_id, from_states, to_state, kind, reason) -> Send:
     values = {"state": to_state, "updated_at": utcnow()}
-    if to_state == "paused":
+    if to_state == SendState.PAUSED:
         values["paused_reason"] = reason
-    elif to_state == "sending":
+    elif to_state == SendState.SENDING:
         values["paused_reason"] = ""
         values["last_progress_at"] = utcnow()  # a resumed send is not "stalled"
         values["budget_attempts"] = values["budget_failures"] = 0  # its error budget starts afresh
-    if to_state == "cancelled":
+    if to_state == SendState.CANCELLED:
         values["finished_at"] = utcnow()
     result = session.execute(update(Send).where(Send.id == send_id, Send.state.in_(from_states)).values(**values))
     send = get_send(session, send_id)
@@ -378,7 +381,7 @@ def retry_failed(session: Session, send_id: int, *, now: datetime | None = None)
     """
     now = now or utcnow()
     send = get_send(session, send_id)
-    if send.state not in ("sending", "paused", "finished"):
+    if send.state not in (SendState.SENDING, SendState.PAUSED, SendState.FINISHED):
         raise InputError(
             Problem(f"send {send_id}", f"it is {send.state}", "only a send that is sending, paused or finished can retry its failures")
         )
@@ -386,17 +389,17 @@ def retry_failed(session: Session, send_id: int, *, now: datetime | None = None)
         update(Delivery)
         .where(
             Delivery.send_id == send_id,
-            Delivery.state == "failed",
+            Delivery.state == DeliveryState.FAILED,
             ~suppressed_in_sql(Delivery.email),
             ~or_(Delivery.last_error.like("5.1.%"), Delivery.last_error.like("% 5.1.%")),
         )
-        .values(state="retry", next_attempt_at=now, claimed_by="", updated_at=now)
+        .values(state=DeliveryState.RETRY, next_attempt_at=now, claimed_by="", updated_at=now)
     ).rowcount
     session.execute(update(Send).where(Send.id == send_id).values(budget_attempts=0, budget_failures=0))
-    if retried and send.state == "finished":
+    if retried and send.state == SendState.FINISHED:
         session.execute(
-            update(Send).where(Send.id == send_id, Send.state == "finished")
-            .values(state="sending", finished_at=None, last_progress_at=now, updated_at=now)
+            update(Send).where(Send.id == send_id, Send.state == SendState.FINISHED)
+            .values(state=SendState.SENDING, finished_at=None, last_progress_at=now, updated_at=now)
         )
     record_send_event(session, send_id, "retry failed", f"{retried} failed recipient(s) to be sent again")
     session.refresh(send)

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from newsletter.errors import NotFound
-from newsletter.store.models import IssueRow, MailingList, PublicationRow, Send, SendEvent, SendList, utcnow
+from newsletter.store.models import IssueRow, MailingList, PublicationRow, Send, SendEvent, SendList, SendState, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def get_send(session: Session, send_id: int, *, lock: bool = False) -> Send:
 def pause_send(session: Session, send_id: int, reason: str) -> bool:
     """Pause a send that is sending, with its reason in its history; whether it was."""
     paused = session.execute(
-        update(Send).where(Send.id == send_id, Send.state == "sending")
-        .values(state="paused", paused_reason=reason[:2000], updated_at=utcnow())
+        update(Send).where(Send.id == send_id, Send.state == SendState.SENDING)
+        .values(state=SendState.PAUSED, paused_reason=reason[:2000], updated_at=utcnow())
     ).rowcount
     if paused:
         record_send_event(session, send_id, "paused", reason[:2000])

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.store.publications import get_publication, sync_publication
-from newsletter.store.models import IssueRow, Send, utcnow
+from newsletter.store.models import IssueRow, Send, SendState, utcnow
 
 
 def store_issue(session: Session, rendered) -> IssueRow:
@@ -54,7 +54,7 @@ def store_issue(session: Session, rendered) -> IssueRow:
 
 def _has_started(session: Session, issue_id: int) -> bool:
     return session.scalar(
-        select(Send.id).where(Send.issue_id == issue_id, Send.state.in_(("sending", "paused", "finished"))).limit(1)
+        select(Send.id).where(Send.issue_id == issue_id, Send.state.in_((SendState.SENDING, SendState.PAUSED, SendState.FINISHED))).limit(1)
     ) is not None
 
 

@@ -9,6 +9,7 @@ sends and their ledger, feedback, ops, accounts, and the console's own.
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
+from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
@@ -243,7 +244,44 @@ class ConfirmationEmail(Base):
 # --- Sends and the ledger: an issue going to lists, one row per recipient -------------------------
 
 
-SEND_STATES = ("scheduled", "sending", "paused", "finished", "cancelled")
+class SendState(StrEnum):
+    """A send's state (``Send.state``). Members are the strings stored, and equal them."""
+
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+class BatchState(StrEnum):
+    """A batch's state (``Batch.state``): see ``Batch``."""
+
+    QUEUED = "queued"
+    DONE = "done"
+    WAITING = "waiting"
+    HELD = "held"
+    PACED = "paced"
+
+
+class DeliveryState(StrEnum):
+    """A ledger row's state (``Delivery.state``): see ``Delivery``."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    SENDING = "sending"
+    RETRY = "retry"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+# A row a run holds under its lease: claimed, or handed to the transport (sending).
+ACTIVE_ROW_STATES = (DeliveryState.CLAIMED, DeliveryState.SENDING)
+# A row whose recipient may still get the message: a send is finished when it has none.
+UNFINISHED_ROW_STATES = (DeliveryState.PENDING, *ACTIVE_ROW_STATES, DeliveryState.RETRY)
+FINAL_ROW_STATES = (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SKIPPED, DeliveryState.CANCELLED)
 
 
 class Send(Base):
@@ -260,7 +298,7 @@ class Send(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id"))
     list_id: Mapped[int] = mapped_column(ForeignKey("lists.id"))
-    state: Mapped[str] = mapped_column(String(20), default="scheduled")
+    state: Mapped[str] = mapped_column(String(20), default=SendState.SCHEDULED)
     scheduled_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -319,7 +357,7 @@ class Batch(Base):
     first_delivery_id: Mapped[int] = mapped_column(Id)
     last_delivery_id: Mapped[int] = mapped_column(Id)
     size: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(20), default="queued")
+    state: Mapped[str] = mapped_column(String(20), default=BatchState.QUEUED)
     enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     times_enqueued: Mapped[int] = mapped_column(Integer, default=1)
     # When a run last began on it (the database's clock): a batch enqueued since
@@ -327,8 +365,6 @@ class Batch(Base):
     taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
-DELIVERY_STATES = ("pending", "claimed", "sending", "retry", "sent", "failed", "skipped", "cancelled")
-FINAL_DELIVERY_STATES = ("sent", "failed", "skipped", "cancelled")
 # A ledger row that gives its person the issue, or may still: every row but an
 # explicit resend and those that ended without a copy (skipped, cancelled). The
 # database keeps one such row per issue and person (uq_deliveries_issue_subscriber),
@@ -370,7 +406,7 @@ class Delivery(Base):
     issue_id: Mapped[int] = mapped_column(Id)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True)
     email: Mapped[str] = mapped_column(String(320))  # frozen with the audience
-    state: Mapped[str] = mapped_column(String(20), default="pending")
+    state: Mapped[str] = mapped_column(String(20), default=DeliveryState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     message_id: Mapped[str] = mapped_column(String(300), default="")

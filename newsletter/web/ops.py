@@ -37,12 +37,12 @@ from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
 from newsletter.authoring.issue import Colours
-from newsletter.ops import admins, audit
+from newsletter.accounts import admins, audit
 from newsletter.sending import scheduling, send_record
 from newsletter.errors import InputError
 from newsletter.errors import NotFound as NoSuchThing
 from newsletter.ops.status import Status, collect_status
-from newsletter.store.models import BatchRun, Delivery, QueueSample, SendEvent
+from newsletter.store.models import BatchRun, Delivery, DeliveryState, QueueSample, SendEvent, SendState
 from newsletter.web import auth, security
 from newsletter.web.pages import database, settings
 
@@ -174,13 +174,13 @@ def _retry_failed(db: Session, send_id: int, operator: admins.Operator) -> str:
 
 ACTIONS = {
     "pause": Action("Pause", "Workers stop before their next chunk of messages. Nobody is sent to twice; "
-                    "you can resume later.", ("sending",), _pause),
-    "resume": Action("Resume", "Workers pick the send up again where it stopped.", ("paused",), _resume),
+                    "you can resume later.", (SendState.SENDING,), _pause),
+    "resume": Action("Resume", "Workers pick the send up again where it stopped.", (SendState.PAUSED,), _resume),
     "cancel": Action("Cancel", "The send ends for good: recipients not yet sent to are marked cancelled "
-                     "and will not get this issue. This cannot be undone.", ("scheduled", "sending", "paused"), _cancel),
+                     "and will not get this issue. This cannot be undone.", (SendState.SCHEDULED, SendState.SENDING, SendState.PAUSED), _cancel),
     "retry-failed": Action("Retry failed", "The recipients whose delivery failed are sent to again, and "
                            "nobody else. Suppressed addresses and hard bounces stay failed.",
-                           ("sending", "paused", "finished"), _retry_failed),
+                           (SendState.SENDING, SendState.PAUSED, SendState.FINISHED), _retry_failed),
 }
 
 
@@ -257,7 +257,7 @@ def build_charts(db: Session, status: Status, now: datetime) -> list[Chart]:
     end = datetime.fromtimestamp((int(now.timestamp()) // step + 1) * step, now.tzinfo)
     since = end - timedelta(hours=CHART_HOURS)
     buckets = int(timedelta(hours=CHART_HOURS) / CHART_BUCKET)
-    sent = bucket_sums(db, Delivery.sent_at, func.count(), since, buckets, Delivery.state == "sent")
+    sent = bucket_sums(db, Delivery.sent_at, func.count(), since, buckets, Delivery.state == DeliveryState.SENT)
     errors = bucket_sums(db, BatchRun.finished_at, func.sum(BatchRun.failed + BatchRun.retry), since, buckets)
     minutes = int(CHART_BUCKET.total_seconds() // 60)
     return [
