@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.addresses import address_key, normalise_address
 from newsletter.errors import InputError, NotFound, Problem
-from newsletter.authoring.message import header_field_problems
+from newsletter.authoring.header_checks import header_field_problems
 from newsletter.config import Settings
 from newsletter.store.publications import get_publication, settings_for
 from newsletter.transports import why_never_delivered

@@ -25,7 +25,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import ContentError, InputError, Problem
 from newsletter.authoring.issue import DARK_COLOURS, SECTION_KINDS, Colours, Issue, Item, Publication, Section, Source
-from newsletter.authoring.message import header_field_problems
+from newsletter.authoring.header_checks import header_field_problems
 from newsletter.authoring.yamlsource import LineMap, parse_yaml, split_front_matter, location
 from newsletter.authoring.fields import COLOUR, Fields, checked_slug, https_url, image_file, slugify
 from newsletter.authoring.sending_block import read_sending_block

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from newsletter.errors import Problem
 from newsletter.authoring.issue import Source
-from newsletter.authoring.message import header_field_problems
+from newsletter.authoring.header_checks import header_field_problems
 from newsletter.authoring.yamlsource import LineList, LineMap, location
 
 # Formats every common mail client shows; SVG and WebP are not among them.

@@ -8,9 +8,10 @@ costs a few small encodes and one join instead of a trip through
 ``email.message`` (about ten times slower; ``build_reference`` keeps that
 obvious way as the yardstick the tests compare against).
 
-Every value that goes into a header is checked: a line break, raw or hidden in
-an RFC 2047 encoded word, is refused with an ``InputError`` naming the field,
-so a subscriber's name can never add a header (a Bcc, say) to a message.
+Every value that goes into a header is checked (``header_checks.py``): a line
+break, raw or hidden in an RFC 2047 encoded word, is refused with an
+``InputError`` naming the field, so a subscriber's name can never add a header
+(a Bcc, say) to a message. The bodies are encoded by ``quoted_printable.py``.
 
 A recipient's address goes out in its wire form (``addresses.wire_address``:
 the domain in IDNA ASCII). A local part that is not ASCII goes into the To
@@ -20,8 +21,6 @@ address that cannot go into a header at all raises ``UnsendableAddress``.
 
 from __future__ import annotations
 
-import binascii
-import html
 import re
 import secrets
 import time
@@ -29,14 +28,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from email import policy as email_policy
-from email.header import Header, decode_header, make_header
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 
-from newsletter.addresses import wire_address
 from newsletter.authoring import placeholders
-from newsletter.errors import InputError, Problem
+from newsletter.authoring.header_checks import check_recipient, check_template
+from newsletter.authoring.quoted_printable import (
+    HTML_PART_HEADERS,
+    TEXT_PART_HEADERS,
+    EncodedPart,
+    canonical_body,
+    qp_value,
+)
 
 # The word a greeting uses when we do not know the subscriber's name.
 GREETING_FALLBACK = "reader"
@@ -44,32 +49,10 @@ PROOF_PREFIX = "[PROOF] "
 
 CRLF = b"\r\n"
 _POLICY = email_policy.SMTP
-_SOFT_BREAK = b"=\r\n"
-_QP_LINE_LENGTH = 76  # octets, the soft break's "=" included (RFC 2045, 6.7)
 
-# Characters that end or break a header line in some reader: C0 controls but
-# tab, DEL, and the Unicode line and paragraph separators.
-_LINE_BREAKING = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
-_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
-# A dot-atom address with an ASCII domain: what we can put in a header as is.
-_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-# A recipient's address in wire form: the same, but a local part may hold
-# characters beyond ASCII (sent with SMTPUTF8).
-_RECIPIENT_ADDRESS = re.compile(
-    r"(?:[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f\s\x85\u2028\u2029])+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-_PERCENT_LINE_BREAK = re.compile(r"%0[adAD]")
-_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[A-Za-z0-9.-]+>")
-# ASCII printable but space, double quote and angle brackets.
-_URL = re.compile(r"[!#-;=?-~]+")
-_MAX_URL_LENGTH = 600  # keeps List-Unsubscribe under the 998-octet line limit
-_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 # A display name that needs neither quotes nor encoding: atext words.
 _MAX_UNFOLDED_NAME = 200  # longer names are folded, to keep To under 998 octets
 _PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/?^_`{|}~-]+)*")
-
-
-class UnsendableAddress(InputError):
-    """The recipient's address cannot be put on a message at all: the row can never be sent."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +182,7 @@ class MessageTemplate:
     _encoded: _EncodedTemplate = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_template(self)
+        check_template(self)
         # Frozen, so the encoded pieces can never drift from the fields they came from.
         object.__setattr__(self, "_encoded", _EncodedTemplate.of(self))
 
@@ -226,7 +209,7 @@ class MessageTemplate:
     def parts(self, recipient: Recipient) -> MessageParts:
         """The recipient's message as the pieces it is joined from: what a DKIM
         signer takes, to canonicalise the pieces every message shares only once."""
-        return self._parts(recipient, *_check_recipient(recipient))
+        return self._parts(recipient, *check_recipient(recipient))
 
     def _parts(self, recipient: Recipient, name: str, address: str) -> MessageParts:
         values = _placeholder_values(recipient, name)
@@ -247,7 +230,7 @@ class MessageTemplate:
                  sign: Callable[[MessageParts], bytes] | None = None) -> Envelope:
         """What a transport takes for this recipient; ``sign`` (a DKIM signer's
         ``sign_parts``) makes the signed message from its parts."""
-        name, address = _check_recipient(recipient)
+        name, address = check_recipient(recipient)
         parts = self._parts(recipient, name, address)
         return Envelope(
             delivery_id=delivery_id,
@@ -255,7 +238,7 @@ class MessageTemplate:
             recipient=address,
             message=sign(parts) if sign is not None else parts.message(),
             message_id=recipient.message_id,
-            # The body's pieces never start a line with a dot (_qp_piece), nor do
+            # The body's pieces never start a line with a dot (quoted_printable.qp_piece), nor do
             # the header fields, whose lines start with a name or folding space;
             # the head is looked at all the same, being the recipient's.
             dot_free=b"\n." not in parts.head,
@@ -266,11 +249,11 @@ class MessageTemplate:
     # For provider APIs that personalise a batch themselves (transports/http.py).
     def bodies(self) -> tuple[str, str]:
         """The text and HTML with their placeholders, line endings as every message has them."""
-        return _canonical_body(self.text), _canonical_body(self.html)
+        return canonical_body(self.text), canonical_body(self.html)
 
     def values_for(self, recipient: Recipient) -> tuple[str, dict[str, str]]:
         """The recipient's name as shown and placeholder values, checked as build checks them."""
-        name = _check_recipient(recipient)[0]
+        name = check_recipient(recipient)[0]
         return name, _placeholder_values(recipient, name)
 
 
@@ -279,7 +262,7 @@ def build_reference(template: MessageTemplate, recipient: Recipient) -> bytes:
 
     Kept as the yardstick for ``MessageTemplate.build`` in tests and benchmarks.
     """
-    name, address = _check_recipient(recipient)
+    name, address = check_recipient(recipient)
     values = _placeholder_values(recipient, name)
     msg = EmailMessage(policy=_POLICY)
     msg["From"] = Address(template.from_name, addr_spec=template.from_email)
@@ -328,11 +311,11 @@ class _EncodedTemplate:
         # "=_" never occurs in quoted-printable, so one boundary serves every message.
         boundary = b"=_nl_" + secrets.token_hex(12).encode()
         reply_to = _header_line("Reply-To", t.reply_to) if t.reply_to else b""
-        text = _EncodedPart.compile(_canonical_body(t.text), "text")
-        html = _EncodedPart.compile(_canonical_body(t.html), "html")
-        shared, slots = [b"--" + boundary + CRLF + _TEXT_PART_HEADERS + text.statics[0]], []
+        text = EncodedPart.compile(canonical_body(t.text), "text")
+        html = EncodedPart.compile(canonical_body(t.html), "html")
+        shared, slots = [b"--" + boundary + CRLF + TEXT_PART_HEADERS + text.statics[0]], []
         for escape_html, part, after in (
-            (False, text, CRLF + b"--" + boundary + CRLF + _HTML_PART_HEADERS),
+            (False, text, CRLF + b"--" + boundary + CRLF + HTML_PART_HEADERS),
             (True, html, CRLF + b"--" + boundary + b"--" + CRLF),
         ):
             for name, static in zip(part.names, part.statics[1:]):
@@ -351,7 +334,7 @@ class _EncodedTemplate:
 
     def personal(self, values: dict[str, str]) -> tuple[bytes, ...]:
         """The recipient's encoded values, one per slot: each distinct slot encoded once."""
-        return self._lay_out([_qp_value(values[name], escape_html) for escape_html, name in self._distinct])
+        return self._lay_out([qp_value(values[name], escape_html) for escape_html, name in self._distinct])
 
 
 def _slot_plan(slots: tuple[tuple[bool, str], ...]):
@@ -363,82 +346,6 @@ def _slot_plan(slots: tuple[tuple[bool, str], ...]):
     if len(index) > 1:
         return distinct, itemgetter(*index)
     return distinct, lambda encoded: tuple(encoded[i] for i in index)
-
-
-# --- bodies ---------------------------------------------------------------
-
-_TEXT_PART_HEADERS = (
-    b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
-)
-_HTML_PART_HEADERS = (
-    b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
-)
-
-
-@dataclass(frozen=True)
-class _EncodedPart:
-    """A body as quoted-printable pieces: statics[0], names[0], statics[1], ...
-
-    Every piece ends on a line break, so the pieces and the recipient's
-    encoded values join into valid quoted-printable with lines under 77 octets
-    (and each can be DKIM-canonicalised on its own).
-    """
-
-    statics: tuple[bytes, ...]
-    names: tuple[str, ...]
-
-    @classmethod
-    def compile(cls, body: str, field_name: str) -> _EncodedPart:
-        pieces = placeholders.PATTERN.split(body)
-        names = tuple(pieces[1::2])
-        unknown = sorted(set(names) - set(placeholders.NAMES))
-        if unknown:
-            raise InputError(Problem(
-                f"field {field_name}",
-                "unknown placeholder " + ", ".join(f"%%{n}%%" for n in unknown),
-                "use only " + ", ".join(f"%%{n}%%" for n in placeholders.NAMES),
-            ))
-        return cls(tuple(_qp_piece(p) for p in pieces[0::2]), names)
-
-
-def _canonical_body(body: str) -> str:
-    # One line ending, and a final line break: what email.message makes too.
-    body = body.replace("\r\n", "\n").replace("\r", "\n")
-    return body if body.endswith("\n") else body + "\n"
-
-
-def _qp_piece(text: str) -> bytes:
-    """Quoted-printable lines ending on a line break, none of them starting with a dot."""
-    if not text:
-        return b""
-    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", CRLF)
-    return _no_line_starts_with_dot(encoded if encoded.endswith(CRLF) else encoded + _SOFT_BREAK)
-
-
-def _no_line_starts_with_dot(encoded: bytes) -> bytes:
-    """Each line that starts with "." starts with its encoding "=2E" instead (any
-    octet may be encoded: RFC 2045, 6.7): the same text to a reader, and nothing
-    for SMTP to dot-stuff, so the transport need not look for such lines in
-    every message (``Envelope.dot_free``). A line that would grow past 76 octets gives
-    its dot a line of its own, ended by a soft break."""
-    if not encoded.startswith(b".") and b"\n." not in encoded:
-        return encoded
-    out = []
-    for line in encoded.split(CRLF):
-        while line.startswith(b"."):
-            if len(line) + 2 <= _QP_LINE_LENGTH:
-                line = b"=2E" + line[1:]
-                break
-            out.append(b"=2E=")
-            line = line[1:]
-        out.append(line)
-    return CRLF.join(out)
-
-
-def _qp_value(value: str, escape_html: bool) -> bytes:
-    if escape_html:
-        value = html.escape(value, quote=True)
-    return _qp_piece(value)
 
 
 def _placeholder_values(recipient: Recipient, name: str) -> dict[str, str]:
@@ -530,94 +437,3 @@ class _DateLine:
 
 
 _DATE_LINE = _DateLine()
-
-
-# --- checks ---------------------------------------------------------------
-
-
-def _check_template(t: MessageTemplate) -> None:
-    problems = [
-        *_header_text_problems("subject", t.full_subject),
-        *_header_text_problems("from_name", t.from_name),
-        *_header_text_problems("list_id", t.list_id),
-        *_header_text_problems("feedback_id", t.feedback_id),
-        *_address_problems("from_email", t.from_email),
-        *_address_problems("return_path", t.return_path),
-    ]
-    if t.reply_to:
-        problems += _address_problems("reply_to", t.reply_to)
-    if t.unsubscribe_mailto:
-        problems += _address_problems("unsubscribe_mailto", t.unsubscribe_mailto)
-    if not t.subject.strip():
-        problems.append(Problem("field subject", "is empty", "give the issue a subject"))
-    if not _DOMAIN.fullmatch(t.domain):
-        problems.append(Problem("field domain", f"{t.domain!r} is not a domain name", "use e.g. example.org"))
-    if problems:
-        raise InputError(problems)
-
-
-def _check_recipient(r: Recipient) -> tuple[str, str]:
-    """Refuse values that could break a header; return the name as shown and the address in wire form."""
-    address = wire_address(r.email)
-    unsendable = _recipient_address_problems(r.email, address)
-    if unsendable:
-        raise UnsendableAddress(unsendable)
-    problems = _header_text_problems("name", r.name, r.email)
-    if not (r.message_id.isascii() and _MESSAGE_ID.fullmatch(r.message_id)):
-        problems.append(Problem("field message_id", f"{r.message_id!r} is not a Message-ID",
-                                "make it with message.make_message_id"))
-    for label, url in (("unsubscribe_url", r.unsubscribe_url), ("preferences_url", r.preferences_url),
-                       ("web_url", r.web_url), ("click_ref", r.click_ref)):
-        if (url or label == "unsubscribe_url") and not (_URL.fullmatch(url) and len(url) <= _MAX_URL_LENGTH):
-            problems.append(Problem(f"field {label}", f"{url!r} is not a usable link",
-                                    "links must be ASCII, one line, with no spaces or angle brackets"))
-    if problems:
-        raise InputError(problems)
-    # Runs of spaces and tabs in a name are typing accidents; show one space.
-    return " ".join(r.name.split()), address
-
-
-def _recipient_address_problems(stored: str, address: str) -> list[Problem]:
-    if _LINE_BREAKING.search(address) or _PERCENT_LINE_BREAK.search(address):
-        return [Problem("field email", f"{stored!r} contains a line break or control character",
-                        "correct the address; it could add headers to the message")]
-    if not _RECIPIENT_ADDRESS.fullmatch(address):
-        return [Problem("field email", f"{stored!r} is not an address we can send to",
-                        "correct the address: a plain address like name@example.org")]
-    return []
-
-
-def header_field_problems(label: str, value: str, *, address: bool = False) -> list[Problem]:
-    """The one rule for a value bound for a header (a line break, raw or encoded,
-    or an address we cannot send from), shared by the loader, and so by check,
-    build, proof and schedule, and by every message a send builds."""
-    return _address_problems(label, value) if address else _header_text_problems(label, value)
-
-
-def _header_text_problems(label: str, value: str, recipient: str = "") -> list[Problem]:
-    whose = f" (recipient {recipient!r})" if recipient else ""
-    if _LINE_BREAKING.search(value) or _hides_line_break(value):
-        return [Problem(f"field {label}", f"contains a line break or control character{whose}",
-                        f"remove it from the {label.replace('_', ' ')}; it could add headers to the message")]
-    return []
-
-
-def _hides_line_break(value: str) -> bool:
-    """True if an RFC 2047 encoded word in value decodes to a line break."""
-    if "=?" not in value or not _ENCODED_WORD.search(value):
-        return False
-    try:
-        decoded = str(make_header(decode_header(value)))
-    except (ValueError, LookupError, binascii.Error):  # undecodable: refuse it too
-        return True
-    return bool(_LINE_BREAKING.search(decoded))
-
-
-def _address_problems(label: str, value: str) -> list[Problem]:
-    if _LINE_BREAKING.search(value) or _PERCENT_LINE_BREAK.search(value):
-        return [Problem(f"field {label}", f"{value!r} contains a line break or control character",
-                        "correct the address; it could add headers to the message")]
-    if not _ADDRESS.fullmatch(value):
-        return [Problem(f"field {label}", f"{value!r} is not an address we can send to",
-                        "use a plain ASCII address like name@example.org")]
-    return []

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from newsletter.authoring.message import UnsendableAddress
+from newsletter.authoring.header_checks import UnsendableAddress
 from newsletter.config import ConfigError, Settings
 from newsletter.errors import InputError
 from newsletter.sending import claims, records

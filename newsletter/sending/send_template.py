@@ -17,14 +17,8 @@ from sqlalchemy.orm import Session
 
 from newsletter.audience.tokens import preferences_url, unsubscribe_url
 from newsletter.authoring import counted_links as clicks
-from newsletter.authoring.message import (
-    Envelope,
-    MessageTemplate,
-    Recipient,
-    UnsendableAddress,
-    make_message_id,
-    publication_template,
-)
+from newsletter.authoring.header_checks import UnsendableAddress
+from newsletter.authoring.message import Envelope, MessageTemplate, Recipient, make_message_id, publication_template
 from newsletter.config import Settings
 from newsletter.errors import Problem
 from newsletter.sending.lanes import Lane, Lanes
