@@ -28,7 +28,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.urls import iri_to_uri
 
 from newsletter.authoring.sending_block import CLICKS_PER_PERSON
-from newsletter.feedback.clicks import Click, ClickCounter, client_digest, request_rule
+from newsletter.feedback.click_counter import ClickCounter
+from newsletter.feedback.clicks import Click, client_digest, request_rule
 from newsletter.authoring.counted_links import TRAP, BadClickToken, read_ref, read_token
 from newsletter.store.db import session_scope
 from newsletter.store.models import IssueRow, PublicationRow, Send

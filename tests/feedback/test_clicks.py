@@ -224,7 +224,7 @@ def test_counts_add_up_and_clicks_of_a_send_that_is_gone_are_dropped(session):
 def test_a_burst_spread_over_two_web_processes_is_caught_through_short_lived_redis_keys(settings, redis_url):
     import redis
 
-    from newsletter.feedback.clicks import ClickCounter, SharedMemory
+    from newsletter.feedback.click_counter import ClickCounter, SharedMemory
     from newsletter.store.db import session_scope
 
     with session_scope(settings) as db:
@@ -248,7 +248,7 @@ def test_a_burst_spread_over_two_web_processes_is_caught_through_short_lived_red
 
 
 def test_without_redis_each_process_goes_on_with_its_own_memory(settings):
-    from newsletter.feedback.clicks import ClickCounter
+    from newsletter.feedback.click_counter import ClickCounter
     from newsletter.store.db import session_scope
 
     with session_scope(settings) as db:
