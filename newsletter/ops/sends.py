@@ -201,7 +201,7 @@ def orphaned_claims(session: Session, send_id: int, now: datetime) -> int:
     worker died, was stuck for CLAIM_TIMEOUT_SECONDS, or lost the database), or
     its process is gone from this host.
 
-    The beat hands their batch out again once per lease (sending.batches_to_requeue),
+    The beat hands their batch out again once per lease (lifecycle.batches_to_requeue),
     and the worker that claims it takes them over.
     """
     held = session.execute(

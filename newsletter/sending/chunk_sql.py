@@ -5,7 +5,7 @@ millisecond of CPU before the database sees it (building it, then its cache
 key). At a hundred messages a chunk, the handful a chunk runs were a tenth of
 the CPU a send worker spends on a message (bench/deliver.py). These are built
 once for each dialect and run with parameters; what they do is described where
-they are run (sending/delivery.py).
+they are run (delivery.py, records.py).
 """
 
 from __future__ import annotations

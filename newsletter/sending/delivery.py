@@ -210,7 +210,7 @@ class Deliverer:
                     # The account's limit has no room for now and other work
                     # needs the worker: what is out is recorded, the rest goes
                     # back untouched and the batch waits, held, for the beat
-                    # to hand it out again (sends.batches_to_requeue).
+                    # to hand it out again (lifecycle.batches_to_requeue).
                     out.record()
                     report.stopped = "held for the rate limit"
                     report.held += claims.release(session, lease.holder, claimed[start:], SendState.PAUSED)

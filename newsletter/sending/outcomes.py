@@ -1,6 +1,6 @@
 """What one answer from the transport means for its ledger row.
 
-Pure: no database, no clock of its own. A batch run (``delivery.py``) locks
+Pure: no database, no clock of its own. A batch run's record (``records.py``) locks
 the rows it still holds, asks ``outcome`` about each answer, and writes what it
 says in one statement. The rules:
 

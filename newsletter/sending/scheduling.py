@@ -376,7 +376,7 @@ def retry_failed(session: Session, send_id: int, *, now: datetime | None = None)
 
     Suppressed addresses (hard bounces, complaints, ...) and hard bounces
     (5.1.x) stay failed. The rows wait as "retry", due now; the beat tick hands
-    their batches out again (``sending.batches_to_requeue``). A finished send
+    their batches out again (``lifecycle.batches_to_requeue``). A finished send
     is sending again until they are done. Returns how many rows will be retried.
     """
     now = now or utcnow()

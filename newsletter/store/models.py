@@ -315,7 +315,7 @@ class Send(Base):
     # The operator asked for the issue to go again to people who already had it
     # from an earlier send (see ``Delivery.resend``).
     resend: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # The error budget's current window (newsletter/sending/delivery.py): the
+    # The error budget's current window (newsletter/sending/records.py): the
     # results of this send counted as each chunk is recorded, by every worker.
     budget_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     budget_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
