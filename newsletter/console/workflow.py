@@ -3,7 +3,7 @@ rejected, scheduled, and frozen once sending.
 
 Every step is a function over a database session and is recorded in the
 audit log by the caller's ``actor``; the people concerned get an email
-(``notices``). Rendering, checks, proofs, storing and scheduling are the
+(``accounts.notices``). Rendering, checks, proofs, storing and scheduling are the
 CLI's own functions: there is one renderer and one set of checks.
 """
 
