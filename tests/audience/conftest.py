@@ -1,11 +1,15 @@
-"""Fixtures of the sign-up tests: a publication with a "news" list, and a
-transport that records the confirmation emails."""
+"""Fixtures of the audience tests: a publication with "monthly" and "staff" lists;
+for the sign-up tests, one with a "news" list, and a transport that records
+the confirmation emails."""
 
 from __future__ import annotations
 
 import pytest
 
+from newsletter.audience import subscribers as subs
 from newsletter.audience.subscribers import create_list
+from newsletter.store.publications import sync_publication
+from tests.audience.lists import publication
 from tests.audience.signups import PUB
 from tests.memory_transport import MemoryTransport
 
@@ -22,3 +26,11 @@ def signup_world(session, publication_row):
 @pytest.fixture
 def mail():
     return MemoryTransport()
+
+
+@pytest.fixture
+def monthly(session):
+    sync_publication(session, publication())
+    subs.create_list(session, "together", "monthly", "Monthly newsletter")
+    subs.create_list(session, "together", "staff", "Staff briefing")
+    return "monthly"

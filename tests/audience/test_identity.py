@@ -23,7 +23,6 @@ from newsletter.store.models import (
     MailingList,
     Membership,
     ProviderEvent,
-    PublicationRow,
     Subscriber,
     SubscriberMerge,
 )

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from newsletter.audience import csv_export, csv_import
 from newsletter.audience import subscribers as subs
 from newsletter.store.models import Membership, Subscriber
-from tests.audience.test_subscribers import memberships, monthly, write_csv  # noqa: F401 (fixture)
+from tests.audience.lists import memberships, write_csv
 
 
 def stored(session) -> dict[str, str]:

@@ -12,38 +12,10 @@ from sqlalchemy import select
 from newsletter.audience import csv_export, csv_import
 from newsletter.audience import subscribers as subs
 from newsletter.errors import InputError, NotFound
-from newsletter.authoring.issue import Colours, Publication
+from newsletter.authoring.issue import Colours
 from newsletter.store.publications import get_publication, sync_publication
 from newsletter.store.models import IssueRow, Membership, Send, Subscriber, Suppression
-
-
-def publication(slug: str = "together", **changes) -> Publication:
-    values = dict(
-        slug=slug, name="Together We're Better", from_name="Together We're Better",
-        from_email="news@example.org", reply_to="team@example.org",
-        postal_address="1 Example Street, Example Town", web_base_url="https://news.example.org/",
-        why_receiving="You receive this because you work in the partnership.",
-    )
-    return Publication(**{**values, **changes})
-
-
-@pytest.fixture
-def monthly(session):
-    sync_publication(session, publication())
-    subs.create_list(session, "together", "monthly", "Monthly newsletter")
-    subs.create_list(session, "together", "staff", "Staff briefing")
-    return "monthly"
-
-
-def write_csv(tmp_path, text: str, name: str = "people.csv"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def memberships(session, email: str) -> dict[str, str]:
-    subscriber = subs.get_subscriber(session, email)
-    return dict(subs.memberships_of(session, [subscriber.id]).get(subscriber.id, []))
+from tests.audience.lists import memberships, publication, write_csv
 
 
 # -- publications ------------------------------------------------------------

@@ -16,7 +16,7 @@ from newsletter.console import imports
 from newsletter.store.db import session_scope
 from newsletter.store.models import ImportJob, Subscriber
 from newsletter.web import create_app
-from tests.console_world import APPROVER, EDITOR, client_of, csrf_of, form_fields, log_in, make_world
+from tests.console_world import APPROVER, EDITOR, csrf_of, form_fields, log_in, make_world
 
 GOOD = (
     "E-mail,Full name,Organisation,Notes\n"
@@ -30,11 +30,6 @@ GOOD = (
 @pytest.fixture
 def world(settings):
     return make_world(settings, subscribers=2)
-
-
-@pytest.fixture
-def editor(app):
-    return client_of(app, EDITOR)
 
 
 def upload(client, data: bytes | str, name: str = "people.csv", list_slug: str = "everyone", status: str = "confirmed"):

@@ -109,6 +109,7 @@ print(json.dumps([limiter.acquire() for _ in range(count)]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 def test_a_per_second_limit_holds_across_two_worker_processes(redis_url):
     account = unique("relay-login")

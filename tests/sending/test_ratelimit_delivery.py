@@ -212,6 +212,7 @@ def add_publication(session, slug, count, sending=None):
     return mailing_list, issue
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_a_send_waiting_for_its_accounts_limit_leaves_the_workers_to_a_send_that_can_go_now(
@@ -314,6 +315,7 @@ def test_an_account_with_no_limit_sends_without_asking_the_limiter(session, sett
     assert sorted(transport.recipients()) == [f"reader{i:03d}@example.com" for i in range(20)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_the_limiters_redis_going_away_mid_batch_sends_nothing_twice(session, settings, smtp_server):
     own = OwnRedis().start()

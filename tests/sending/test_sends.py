@@ -630,6 +630,7 @@ def test_a_failure_with_chunks_out_records_what_was_answered_and_flags_what_was_
     assert session.scalar(select(func.count()).select_from(ClaimLease)) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_the_error_budget_pauses_a_send_as_the_refusals_arrive_whichever_worker_meets_them(session, settings, smtp_server):
     # A server that refuses everything; two workers, each on a batch of 100 in

@@ -196,6 +196,7 @@ class RecordingRelay:
             pass
 
 
+@pytest.mark.slow  # starts Postfix's smtpd and smtp-sink
 def test_a_real_postfix_takes_streamed_bdat_messages_and_refuses_one_recipient_only(sink):
     why_not = postfix_server.usable()
     if why_not:

@@ -103,6 +103,7 @@ def test_pipelining_can_be_turned_off():
 # -- Postfix's smtp-sink --------------------------------------------------------------
 
 
+@pytest.mark.slow  # starts Postfix's smtp-sink
 @pytest.mark.parametrize("sink_options", [(), ("-p",)], ids=["pipelining", "without-pipelining"])
 def test_many_messages_reach_smtp_sink_byte_for_byte_once_each(sink, sink_options):
     sent = envelopes(60)
@@ -117,6 +118,7 @@ def test_many_messages_reach_smtp_sink_byte_for_byte_once_each(sink, sink_option
         assert received[envelope.recipient].mail_from == envelope.sender
 
 
+@pytest.mark.slow  # starts Postfix's smtp-sink
 @pytest.mark.parametrize("sink_options", [("-q", ".")])
 def test_smtp_sink_hanging_up_after_each_dot_leaves_each_message_uncertain_and_sent_once(sink):
     with plain_transport(sink, connections=2) as transport:
@@ -127,6 +129,7 @@ def test_smtp_sink_hanging_up_after_each_dot_leaves_each_message_uncertain_and_s
     assert sorted(m.recipients[0] for m in sink.messages()) == addresses(range(1, 7))
 
 
+@pytest.mark.slow  # starts Postfix's smtp-sink
 @pytest.mark.parametrize("sink_options", [("-f", "rcpt")])
 def test_smtp_sink_refusing_every_recipient_fails_each_for_good(sink):
     with plain_transport(sink, connections=1) as transport:
@@ -141,6 +144,7 @@ def test_smtp_sink_refusing_every_recipient_fails_each_for_good(sink):
 # -- Postfix's own smtpd, passing what it accepts on to smtp-sink ----------------------
 
 
+@pytest.mark.slow  # starts Postfix's smtpd and smtp-sink
 def test_a_real_postfix_takes_pipelined_messages_and_refuses_one_recipient_only(sink):
     why_not = postfix_server.usable()
     if why_not:
