@@ -97,11 +97,15 @@ def postgres_url(postgres_server):
         conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
     url = _in_schema(postgres_server, schema)
     _SCHEMAS[url] = schema
+    admin.dispose()
     yield url
     del _SCHEMAS[url]
     from newsletter.store.db import engine_for
 
     engine_for.cache_clear()
+    if _POOL:
+        _POOL[0].give_back(schema)  # emptied for the next test if its structure is unchanged, else dropped
+        return
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
@@ -123,8 +127,10 @@ def database_url(request, tmp_path):
 # Running every migration costs 0.1 s on SQLite and 0.25 s on PostgreSQL; a
 # thousand tests start from a migrated database. Each test process migrates
 # once, then each test gets a copy: the SQLite file copied, the PostgreSQL
-# schema replayed from pg_dump's text of it. The copy is the migrations' own
-# result (triggers and all); tests/store/test_migrations.py runs them for real.
+# schema replayed from pg_dump's text of it, or more often one an earlier test
+# left with that structure, emptied (tests/postgres_schemas.py). The copy is the
+# migrations' own result (triggers and all); tests/store/test_migrations.py
+# runs them for real.
 
 
 @pytest.fixture(scope="session")
@@ -178,6 +184,22 @@ def migrated_postgres(postgres_server) -> tuple[str, str] | None:
     return schema, "\n".join(lines)
 
 
+@pytest.fixture(scope="session")
+def postgres_schema_pool(postgres_server, migrated_postgres):
+    """This process's migrated schemas left by tests and emptied, for the next
+    tests to take (None without pg_dump); dropped at the end."""
+    from tests.postgres_schemas import SchemaPool
+
+    if migrated_postgres is None:
+        yield None
+        return
+    pool = SchemaPool(_libpq(postgres_server), *migrated_postgres)
+    _POOL.append(pool)
+    yield pool
+    _POOL.remove(pool)
+    pool.close()
+
+
 def _libpq(url: str) -> str:
     """A SQLAlchemy URL as libpq (pg_dump, psycopg) takes it."""
     import sqlalchemy
@@ -203,18 +225,22 @@ def _migrate(request, url: str) -> None:
             return
     else:
         schema = _SCHEMAS.get(url)
-        migrated = request.getfixturevalue("migrated_postgres") if schema else None
-        if migrated is not None:
+        pool = request.getfixturevalue("postgres_schema_pool") if schema else None
+        if pool is not None:
+            if pool.take(schema):
+                return
             import psycopg
 
-            template, sql = migrated
+            template, sql = request.getfixturevalue("migrated_postgres")
             with psycopg.connect(_libpq(request.getfixturevalue("postgres_server")), autocommit=True) as conn:
                 conn.execute(sql.replace(template, schema))
+            pool.note_fresh(schema)
             return
     upgrade(url)
 
 
 _SCHEMAS: dict[str, str] = {}  # the schema of each postgres_url this process handed out
+_POOL: list = []  # this process's SchemaPool, once a test has asked for a migrated schema
 
 
 @pytest.fixture
