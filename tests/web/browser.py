@@ -89,8 +89,8 @@ def wait_for_heading(browser, text: str) -> None:
     WebDriverWait(browser, 20).until(shows, f"the page headed {text!r}")
 
 
-def axe_problems(driver) -> list[str]:
-    """Serious and critical axe-core violations on the page shown."""
+def axe_problems(driver, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:
+    """axe-core's violations of these impacts (serious and critical unless told) on the page shown."""
     if not AXE_SCRIPT.is_file():
         message = "axe-core is not installed (scripts/install-test-services installs it)"
         if REQUIRE_SERVICES:
@@ -105,7 +105,7 @@ def axe_problems(driver) -> list[str]:
           .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));
     """)
     return [f"{v['id']} ({v['impact']}): {v['help']} at {v['nodes'][:3]}" for v in violations
-            if v["impact"] in ("serious", "critical")]
+            if v["impact"] in impacts]
 
 
 class Steps:

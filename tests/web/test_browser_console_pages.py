@@ -25,9 +25,9 @@ from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
 from newsletter.store.models import DraftFile, MailingList, PublicationRow
 from newsletter.web import create_app
-from tests.conftest import AXE_SCRIPT, REQUIRE_SERVICES, free_port
+from tests.conftest import free_port
 from tests.console_world import ADMIN, EDITOR, make_world, sample_zip
-from tests.web.browser import Steps, wait_for_heading
+from tests.web.browser import Steps, axe_problems, wait_for_heading
 
 pytestmark = pytest.mark.slow
 
@@ -55,19 +55,7 @@ def console(tmp_path, postgres_url):
 
 def every_violation(driver) -> list[str]:
     """axe-core's violations of any impact on the page shown."""
-    if not AXE_SCRIPT.is_file():
-        message = "axe-core is not installed (scripts/install-browser installs it)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    driver.execute_script(AXE_SCRIPT.read_text())
-    violations = driver.execute_async_script("""
-        const done = arguments[arguments.length - 1];
-        axe.run(document, {resultTypes: ['violations']})
-          .then(r => done(r.violations.map(v => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.slice(0, 3).map(n => n.target.join(' '))}`)))
-          .catch(e => done([`axe-error: ${e}`]));
-    """)
-    return violations
+    return axe_problems(driver, impacts=("minor", "moderate", "serious", "critical"))
 
 
 def checked_at_both_widths(driver) -> None:
