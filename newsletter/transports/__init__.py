@@ -18,6 +18,7 @@ imports boto3 only when one is made.
 """
 
 import importlib
+from functools import lru_cache
 
 from newsletter.addresses import local_part_is_ascii
 from newsletter.config import TRANSPORTS, Settings
@@ -28,6 +29,7 @@ __all__ = ["Envelope", "Result", "Transport", "TransportError", "SENT", "TEMPORA
            "account_of", "make_transport", "transport_class", "why_never_delivered"]
 
 
+@lru_cache(maxsize=None)  # a few names; asked for each address an import checks (why_never_delivered)
 def transport_class(name: str) -> type[Transport]:
     """The class a TRANSPORT value names: the one in ``newsletter.transports.<name>`` that says so."""
     if name not in TRANSPORTS:
