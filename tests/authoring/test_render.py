@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import replace
 
@@ -118,6 +119,21 @@ def test_a_publication_templates_folder_overrides_a_default(tmp_path):
     (own / "text.mjml.j2").write_text(
         '<mj-section><mj-column><mj-text><h2>{{ section.title }} (our way)</h2></mj-text></mj-column></mj-section>\n')
     assert "Get in touch (our way)" in render_issue(issue).html
+
+
+def test_a_template_edited_between_renders_is_used_at_once_even_with_the_same_time_stamp(tmp_path):
+    """Templates are compiled once per process; an edit is seen by its content, not its file time."""
+    issue = make_issue(tmp_path / "issue")
+    own = issue.publication.source.path.parent / "templates" / "email" / "sections"
+    own.mkdir(parents=True)
+    template = own / "text.mjml.j2"
+    template.write_text('<mj-section><mj-column><mj-text><h2>{{ section.title }} (one)</h2></mj-text></mj-column></mj-section>\n')
+    stamp = template.stat().st_mtime_ns
+    assert "Get in touch (one)" in render_issue(issue).html
+    template.write_text('<mj-section><mj-column><mj-text><h2>{{ section.title }} (two)</h2></mj-text></mj-column></mj-section>\n')
+    os.utime(template, ns=(stamp, stamp))
+    html = render_issue(issue).html
+    assert "Get in touch (two)" in html and "(one)" not in html
 
 
 @pytest.mark.parametrize("template, message", [
