@@ -100,6 +100,7 @@ def postgres_url(postgres_server):
     admin.dispose()
     yield url
     del _SCHEMAS[url]
+    _MIGRATED.discard(schema)
     from newsletter.store.db import engine_for
 
     engine_for.cache_clear()
@@ -227,6 +228,9 @@ def _migrate(request, url: str) -> None:
         schema = _SCHEMAS.get(url)
         pool = request.getfixturevalue("postgres_schema_pool") if schema else None
         if pool is not None:
+            if schema in _MIGRATED:  # a test that takes both settings and the cli
+                return
+            _MIGRATED.add(schema)
             if pool.take(schema):
                 return
             import psycopg
@@ -239,7 +243,15 @@ def _migrate(request, url: str) -> None:
     upgrade(url)
 
 
+@pytest.fixture
+def migrate(request):
+    """``migrate(url)`` gives a test's own empty database every migration, as
+    ``store.migrate.upgrade`` would, from this process's migrated copy."""
+    return lambda url: _migrate(request, url)
+
+
 _SCHEMAS: dict[str, str] = {}  # the schema of each postgres_url this process handed out
+_MIGRATED: set[str] = set()  # those of them given their migrations
 _POOL: list = []  # this process's SchemaPool, once a test has asked for a migrated schema
 
 
@@ -349,13 +361,16 @@ def smtp():
 
 
 @pytest.fixture
-def cli(monkeypatch, tmp_path, database_url):
-    """Run ``newsletter ARGS...`` against this test's own database and data folder."""
+def cli(monkeypatch, tmp_path, database_url, migrate):
+    """Run ``newsletter ARGS...`` against this test's own database and data folder,
+    migrated (each command would migrate it on its first run: tests/store/test_migrations.py
+    and ``db upgrade``'s tests run the migrations for real)."""
     from click.testing import CliRunner
 
     from newsletter.cli import main
     from newsletter.config import get_settings
 
+    migrate(database_url)
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("NEWSLETTER_DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("OUTBOX_DIR", str(tmp_path / "outbox"))

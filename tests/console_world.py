@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from unittest.mock import patch
 
 from sqlalchemy import select
-from werkzeug.security import generate_password_hash
 
 from newsletter.accounts import admins
 from newsletter.console.drafts import store_publication_files
@@ -21,6 +18,7 @@ from newsletter.store.db import session_scope
 from newsletter.store.models import Draft
 from newsletter.audience.subscribers import add_subscriber, create_list
 from tests.conftest import SAMPLE_ISSUE
+from tests.passwords import quick_hashes
 
 PASSWORD = "correct horse battery staple"
 ADMIN, EDITOR, APPROVER, OPERATOR = ("admin@example.org", "editor@example.org", "approver@example.org",
@@ -36,18 +34,12 @@ class World:
     slug: str
 
 
-@functools.cache
-def _hash_once(password: str) -> str:
-    return generate_password_hash(password, method=admins.HASH_METHOD)
-
-
 def make_world(settings, subscribers: int = 0) -> World:
     """The sample publication as `newsletter publications add` records it, an admin, one
     account per role, and a list with ``subscribers`` confirmed readers."""
     publication = load_publication(PUBLICATION_FOLDER / "publication.yaml")
-    # scrypt costs 0.1 s a hash, four a world: the accounts share one hash of
-    # PASSWORD, made once per test process (logging in still checks it for real).
-    with session_scope(settings) as session, patch.object(admins, "_hash", _hash_once):
+    # The accounts' passwords are quick to check (tests/passwords.py): a console test logs in several times.
+    with session_scope(settings) as session, quick_hashes():
         row = sync_publication(session, publication)
         store_publication_files(session, row, PUBLICATION_FOLDER)
         admins.create_admin(session, ADMIN, PASSWORD)

@@ -6,6 +6,7 @@ installed copy can migrate without an alembic.ini or a checkout.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
@@ -41,5 +42,6 @@ def current_revision(url: str) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+@lru_cache(maxsize=1)  # the scripts ship with the package: reading them is 20 files parsed
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("")).get_current_head()

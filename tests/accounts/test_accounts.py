@@ -13,12 +13,13 @@ from newsletter.accounts import admins
 from newsletter.store.db import session_scope
 from newsletter.store.models import Admin, AuditEntry
 from newsletter.web import create_app
+from tests.passwords import quick_hashes
 from tests.ops_world import OPERATOR, PASSWORD, csrf_of, log_in
 
 
 @pytest.fixture
 def app(settings):
-    with session_scope(settings) as session:
+    with session_scope(settings) as session, quick_hashes():
         admins.create_admin(session, OPERATOR, PASSWORD)
     return create_app(settings)
 

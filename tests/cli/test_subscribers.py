@@ -12,7 +12,6 @@ from newsletter.config import get_settings
 from newsletter.authoring.issue import Publication
 from newsletter.store.publications import sync_publication
 from newsletter.store.db import session_scope
-from newsletter.store.migrate import upgrade
 
 
 @pytest.fixture
@@ -32,9 +31,9 @@ def run(monkeypatch, tmp_path, database_url):
 
 
 @pytest.fixture
-def publication(run):
+def publication(run, migrate):
     settings = get_settings()
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     with session_scope(settings) as session:
         sync_publication(
             session,

@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from newsletter.console import imports
 from newsletter.store.db import session_scope
-from newsletter.store.migrate import upgrade
 from newsletter.store.models import ImportJob, PublicationRow, Subscriber
 from tests.console_world import make_world
 from tests.pipeline import Pipeline
@@ -21,11 +20,11 @@ ROWS = 2500
 
 
 @pytest.mark.parametrize("broker", ["embedded", "redis"])
-def test_a_waiting_import_is_run_by_the_worker(tmp_path, sqlite_url, request, broker):
+def test_a_waiting_import_is_run_by_the_worker(tmp_path, sqlite_url, request, broker, migrate):
     redis_url = request.getfixturevalue("redis_url") if broker == "redis" else ""
     no_smtp = SimpleNamespace(host="127.0.0.1", port=9)  # the import sends nothing
     pipeline = Pipeline(tmp_path, sqlite_url, redis_url, no_smtp)
-    upgrade(pipeline.settings.effective_database_url)
+    migrate(pipeline.settings.effective_database_url)
     assert pipeline.settings.embedded == (broker == "embedded")
     make_world(pipeline.settings)
     data = ("email,name\n" + "".join(f"person{n}@example.org,Person {n}\n" for n in range(ROWS))).encode()

@@ -8,7 +8,6 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from newsletter.store.migrate import upgrade
 from newsletter.web import create_app
 from tests.conftest import SAMPLE_ISSUE, free_port
 from tests.console_world import make_world
@@ -24,12 +23,12 @@ def rendered():
 
 
 @pytest.fixture
-def console(tmp_path, postgres_url, redis_url, smtp):
+def console(tmp_path, postgres_url, redis_url, smtp, migrate):
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     pipeline = Pipeline(tmp_path, postgres_url, redis_url, smtp, BASE_URL=base_url)
     settings = pipeline.settings
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     world = make_world(settings, subscribers=SUBSCRIBERS)
     server = make_server("127.0.0.1", port, create_app(settings), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

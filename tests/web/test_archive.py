@@ -13,7 +13,6 @@ from newsletter.authoring.content import load_issue
 from newsletter.authoring.render import render_issue
 from newsletter.store.db import session_scope
 from newsletter.store.issues import store_issue
-from newsletter.store.migrate import upgrade
 from newsletter.audience.subscribers import add_subscriber, create_list
 from newsletter.web import create_app
 from newsletter.authoring.webcopy import write_site
@@ -30,11 +29,11 @@ def rendered():
 
 
 @pytest.fixture
-def site(tmp_path, sqlite_url, rendered):
+def site(tmp_path, sqlite_url, rendered, migrate):
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
                        secret_keys=("archive-test-key",), base_url="https://newsletter.example.org",
                        web_copy_dir=tmp_path / "web")
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     write_site(settings.web_copy_dir, rendered.issue.publication, [rendered])
     with session_scope(settings) as session:
         store_issue(session, rendered)

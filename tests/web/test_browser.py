@@ -28,7 +28,6 @@ from newsletter.sending.delivery import Deliverer
 from newsletter.sending.lifecycle import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.issues import store_issue
-from newsletter.store.migrate import upgrade
 from newsletter.audience.subscribers import add_subscriber, create_list, get_list
 from newsletter.authoring.webcopy import write_site
 from newsletter.web import create_app
@@ -39,13 +38,13 @@ from tests.web.browser import wait_for_heading
 pytestmark = pytest.mark.slow
 
 @pytest.fixture
-def site(tmp_path, sqlite_url):
+def site(tmp_path, sqlite_url, migrate):
     """The app on a loopback port, the sample issue stored with its web copy served by the app."""
     port = free_port()
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
                        secret_keys=("browser-test-key",), base_url=f"http://127.0.0.1:{port}",
                        web_copy_dir=tmp_path / "web")
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     issue = load_issue(SAMPLE_ISSUE)
     # In a deployment web_base_url points at this app: the email's links come here.
     publication = replace(issue.publication, web_base_url=f"{settings.base_url}/{issue.publication.slug}/")

@@ -29,7 +29,6 @@ from newsletter.sending.scheduling import schedule_send
 from newsletter.sending.lifecycle import claim_due_sends
 from newsletter.store.db import session_scope
 from newsletter.store.issues import store_issue
-from newsletter.store.migrate import upgrade
 from newsletter.store.models import ClickCount
 from newsletter.web import create_app
 from tests.conftest import SAMPLE_ISSUE, free_port
@@ -39,12 +38,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def delivered(tmp_path, sqlite_url):
+def delivered(tmp_path, sqlite_url, migrate):
     port = free_port()
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
                        secret_keys=("browser-clicks-key",), base_url=f"http://127.0.0.1:{port}",
                        web_copy_dir=tmp_path / "web")
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     issue = load_issue(SAMPLE_ISSUE)
     publication = replace(issue.publication, web_base_url=f"{settings.base_url}/{issue.publication.slug}/")
     rendered = render_issue(replace(issue, publication=publication))

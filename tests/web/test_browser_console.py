@@ -24,7 +24,6 @@ from werkzeug.serving import make_server
 
 from newsletter.sending.scheduling import when_from_utc
 from newsletter.store.db import session_scope
-from newsletter.store.migrate import upgrade
 from newsletter.store.models import utcnow
 from newsletter.web import create_app
 from tests.conftest import free_port
@@ -172,7 +171,7 @@ def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser,
 
 
 @pytest.fixture
-def quiet_console(tmp_path, sqlite_url):
+def quiet_console(tmp_path, sqlite_url, migrate):
     """The app alone (no worker), on SQLite: for pages that need no delivery."""
     from dataclasses import replace
 
@@ -182,7 +181,7 @@ def quiet_console(tmp_path, sqlite_url):
     base_url = f"http://127.0.0.1:{port}"
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
                        secret_keys=("browser-console-key",), base_url=base_url, web_copy_dir=tmp_path / "web")
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     world = make_world(settings, subscribers=3)
     server = make_server("127.0.0.1", port, create_app(settings), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

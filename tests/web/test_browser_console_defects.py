@@ -18,7 +18,6 @@ import pytest
 from werkzeug.serving import make_server
 
 from newsletter.config import settings_from
-from newsletter.store.migrate import upgrade
 from newsletter.web import create_app
 from tests.conftest import SAMPLE_ISSUE, free_port
 from tests.console_world import EDITOR, PASSWORD, make_world, sample_zip
@@ -30,13 +29,13 @@ LOGIN_ATTEMPTS = 3
 
 
 @pytest.fixture
-def site(tmp_path, sqlite_url):
+def site(tmp_path, sqlite_url, migrate):
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
                        secret_keys=("browser-defects-key",), base_url=base_url, web_copy_dir=tmp_path / "web",
                        ops_login_attempts=LOGIN_ATTEMPTS)
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     world = make_world(settings, subscribers=20)  # the walk's sent issue fails two of them
     server = make_server("127.0.0.1", port, create_app(settings), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

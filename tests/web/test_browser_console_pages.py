@@ -22,7 +22,6 @@ from werkzeug.serving import make_server
 from newsletter.config import settings_from
 from newsletter.console import bundles, drafts
 from newsletter.store.db import session_scope
-from newsletter.store.migrate import upgrade
 from newsletter.store.models import DraftFile, MailingList, PublicationRow
 from newsletter.web import create_app
 from tests.conftest import free_port
@@ -35,12 +34,12 @@ WIDTHS = (1280, 375)
 
 
 @pytest.fixture
-def console(tmp_path, postgres_url):
+def console(tmp_path, postgres_url, migrate):
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=postgres_url,
                        secret_keys=("browser-test-key",), base_url=base_url)
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     world = make_world(settings)
     with session_scope(settings) as session:
         files = bundles.read_issue_zip(sample_zip()).files

@@ -16,7 +16,6 @@ from werkzeug.serving import make_server
 from newsletter.audience.subscribers import add_subscriber, create_list
 from newsletter.config import settings_from
 from newsletter.store.db import session_scope
-from newsletter.store.migrate import upgrade
 from newsletter.store.models import Membership, Subscriber, Suppression
 from newsletter.web import create_app
 from tests.conftest import free_port
@@ -29,12 +28,12 @@ ADA = "Ada.Lovelace@example.org"
 
 
 @pytest.fixture
-def console(tmp_path, postgres_url):
+def console(tmp_path, postgres_url, migrate):
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=postgres_url,
                        secret_keys=("browser-test-key",), base_url=base_url)
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     world = make_world(settings, subscribers=12)
     with session_scope(settings) as session:
         create_list(session, world.slug, "staff", "Staff news")

@@ -17,7 +17,6 @@ from werkzeug.serving import make_server
 from newsletter.accounts import admins
 from newsletter.config import settings_from
 from newsletter.store.db import session_scope
-from newsletter.store.migrate import upgrade
 from newsletter.web import create_app
 from tests.conftest import free_port
 from tests.memory_transport import MemoryTransport
@@ -28,11 +27,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def dashboard(tmp_path, sqlite_url):
+def dashboard(tmp_path, sqlite_url, migrate):
     port = free_port()
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
                        secret_keys=("browser-ops-key",), base_url=f"http://127.0.0.1:{port}")
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     with session_scope(settings) as session:
         admins.create_admin(session, OPERATOR, PASSWORD)
     server = make_server("127.0.0.1", port, create_app(settings), threaded=True)

@@ -17,6 +17,7 @@ from newsletter.store.db import session_scope
 from newsletter.store.models import Delivery, SendEvent, utcnow
 from newsletter.web import create_app
 from tests.memory_transport import MemoryTransport
+from tests.passwords import quick_hashes
 from tests.ops_world import (
     OPERATOR, PASSWORD, Broker, address, csrf_of, deliver_batches, log_in, send_state, start_send,
 )
@@ -24,7 +25,7 @@ from tests.ops_world import (
 
 @pytest.fixture
 def app(settings):
-    with session_scope(settings) as session:
+    with session_scope(settings) as session, quick_hashes():
         admins.create_admin(session, OPERATOR, PASSWORD)
     return create_app(settings)
 

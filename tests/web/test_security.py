@@ -11,7 +11,6 @@ import pytest
 
 from newsletter.config import settings_from
 from newsletter.store.db import session_scope
-from newsletter.store.migrate import upgrade
 from newsletter.audience.subscribers import add_subscriber, create_list
 from newsletter.audience.tokens import preferences_url
 from newsletter.web import create_app
@@ -20,10 +19,10 @@ PUB = "together-were-better"
 
 
 @pytest.fixture
-def site_settings(tmp_path, sqlite_url, publication_row):
+def site_settings(tmp_path, sqlite_url, publication_row, migrate):
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
                        secret_keys=("security-test-key",), base_url="https://newsletter.example.org")
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     with session_scope(settings) as session:
         publication_row(session, slug=PUB, reply_to="", postal_address="1 Partnership Way",
                         web_base_url=f"{settings.base_url}/{PUB}/")

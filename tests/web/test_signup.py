@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 
 from newsletter.config import settings_from
 from newsletter.store.db import session_scope
-from newsletter.store.migrate import upgrade
 from newsletter.store.models import Membership, Subscriber
 from newsletter.audience.subscribers import create_list
 from newsletter.audience.tokens import UNSUBSCRIBE, make_token
@@ -23,10 +22,10 @@ FORM = f"/subscribe/{PUB}/news"
 
 
 @pytest.fixture
-def site_settings(tmp_path, sqlite_url, publication_row):
+def site_settings(tmp_path, sqlite_url, publication_row, migrate):
     settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(tmp_path / "var")}), database_url=sqlite_url,
                        secret_keys=("web-test-key",), base_url="http://newsletter.example.org")
-    upgrade(settings.effective_database_url)
+    migrate(settings.effective_database_url)
     with session_scope(settings) as session:
         publication_row(session, slug=PUB, web_base_url=f"{settings.base_url}/{PUB}/", language="en-GB",
                         settings={"colours": {"primary": "#005eb8"}})
