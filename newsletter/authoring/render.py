@@ -85,7 +85,7 @@ def render_issue(issue: Issue, templates_dir: Path | None = None) -> RenderedIss
     )
 
 
-class _CompiledTemplates(jinja2.BytecodeCache):
+class CompiledTemplates(jinja2.BytecodeCache):
     """Templates compiled once per process, not once per render: each render
     has an environment of its own (its folders are the publication's), and
     Jinja's parse and code generation cost about 0.1 s a render. Jinja keys
@@ -114,7 +114,7 @@ class _CompiledTemplates(jinja2.BytecodeCache):
                 self._entries.popitem(last=False)
 
 
-_COMPILED = _CompiledTemplates()
+COMPILED_TEMPLATES = CompiledTemplates()  # the issue's templates and the web app's pages
 
 
 def template_environment(publication: Publication, templates_dir: Path | None = None) -> jinja2.Environment:
@@ -134,7 +134,7 @@ def template_environment(publication: Publication, templates_dir: Path | None = 
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,  # an included partial ends its own last line
-        bytecode_cache=_COMPILED,
+        bytecode_cache=COMPILED_TEMPLATES,
     )
     env.filters.update(
         markdown=lambda md: Markup(markup.to_html(md or "")),

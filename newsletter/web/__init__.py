@@ -13,6 +13,7 @@ import importlib
 
 from flask import Flask
 
+from newsletter.authoring.render import COMPILED_TEMPLATES
 from newsletter.config import Settings, get_settings
 from newsletter.logs import configure_logging
 
@@ -35,6 +36,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     configure_logging(settings)
     app = Flask(__name__, template_folder=str(settings.templates_dir / "site"))
+    # Pages are compiled once per process, not once per app (Jinja checks each file's content).
+    app.jinja_options = {**app.jinja_options, "bytecode_cache": COMPILED_TEMPLATES}
     app.config["SETTINGS"] = settings
     app.config["SECRET_KEY"] = settings.signing_keys[0]
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # no form or webhook needs more

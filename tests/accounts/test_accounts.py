@@ -60,7 +60,7 @@ def test_a_password_change_and_a_revoked_account_end_sessions_at_once(app, setti
 
 def test_guessers_meet_the_account_limit_but_the_owner_gets_in_from_a_known_address(settings):
     settings = replace(settings, ops_login_attempts=3)
-    with session_scope(settings) as session:
+    with session_scope(settings) as session, quick_hashes():
         admins.create_admin(session, OPERATOR, PASSWORD)
     app = create_app(settings)
     assert log_in(app.test_client(), REMOTE_ADDR="198.51.100.9").status_code == 303  # the owner, at the office
@@ -75,7 +75,7 @@ def test_only_failures_count_and_a_success_clears_the_accounts_count(settings, s
     if shared == "redis":
         settings = replace(settings, redis_url=request.getfixturevalue("redis_url"))
     settings = replace(settings, ops_login_attempts=3)
-    with session_scope(settings) as session:
+    with session_scope(settings) as session, quick_hashes():
         admins.create_admin(session, OPERATOR, PASSWORD)
     app = create_app(settings)
     # A team behind one outgoing address logs in all morning.

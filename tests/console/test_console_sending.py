@@ -12,6 +12,7 @@ from newsletter.accounts import admins
 from newsletter.store.db import session_scope
 from newsletter.store.models import PublicationRow
 from newsletter.web import create_app
+from tests.passwords import quick_hashes
 from tests.console_world import ADMIN, EDITOR, PASSWORD, log_in, make_world
 
 OUTSIDER = "outsider@example.org"  # an editor of another publication only
@@ -22,7 +23,7 @@ def world(settings, publication_row):
     world = make_world(settings, subscribers=1)
     block = SendingBlock(base_url="https://news.example.org", transport="sendgrid", account="partnership-sendgrid",
                          secrets=(("sendgrid_api_key", SecretRef("sending.sendgrid.api_key_env", env="TWB_SG_KEY")),))
-    with session_scope(settings) as session:
+    with session_scope(settings) as session, quick_hashes():
         session.execute(update(PublicationRow).where(PublicationRow.slug == world.slug).values(sending=block.to_json()))
         other = publication_row(session, slug="other", name="Other Times", from_name="Other",
                                 from_email="news@other.example", reply_to="news@other.example",

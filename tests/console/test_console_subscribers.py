@@ -20,6 +20,7 @@ from newsletter.store.models import (
     AuditEntry, Delivery, Membership, ProviderEvent, Subscriber, Suppression, utcnow,
 )
 from newsletter.web import create_app
+from tests.passwords import quick_hashes
 from tests.console_world import ADMIN, APPROVER, EDITOR, OPERATOR, PASSWORD, client_of, make_world, post, sample_zip, upload
 
 OUTSIDER = "outsider@example.org"  # an editor of another publication only
@@ -29,7 +30,7 @@ ADA = "Ada.Lovelace@example.org"
 @pytest.fixture
 def world(settings, publication_row):
     world = make_world(settings, subscribers=3)
-    with session_scope(settings) as session:
+    with session_scope(settings) as session, quick_hashes():
         create_list(session, world.slug, "staff", "Staff news")
         add_subscriber(session, ADA, "Ada Lovelace", ["everyone"], {"organisation": "Analytical Engines"},
                        publication_slug=world.slug, source="import")
