@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import re
 import textwrap
-import threading
 import traceback
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import jinja2
+from jinja2.utils import LRUCache
 import mjml
 import PIL.Image
 from markupsafe import Markup, escape
@@ -88,30 +87,21 @@ def render_issue(issue: Issue, templates_dir: Path | None = None) -> RenderedIss
 class CompiledTemplates(jinja2.BytecodeCache):
     """Templates compiled once per process, not once per render: each render
     has an environment of its own (its folders are the publication's), and
-    Jinja's parse and code generation cost about 0.1 s a render. Jinja keys
-    each entry by the template's name and file and recompiles a file whose
-    source has changed (its checksum), so an edited template is never served stale."""
+    parsing and compiling the templates cost about 40 ms of the sample's 50 ms
+    render. Jinja keys each entry by the template's name and file and compiles
+    again a file whose source has changed (its checksum), so an edited template
+    is never served stale. The entries are kept in Jinja's own thread-safe LRU cache."""
 
     def __init__(self, capacity: int = 512):
-        self._entries: OrderedDict[str, bytes] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
+        self._entries = LRUCache(capacity)
 
     def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        with self._lock:
-            code = self._entries.get(bucket.key)
-            if code is not None:
-                self._entries.move_to_end(bucket.key)
+        code = self._entries.get(bucket.key)
         if code is not None:
             bucket.bytecode_from_string(code)
 
     def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        code = bucket.bytecode_to_string()
-        with self._lock:
-            self._entries[bucket.key] = code
-            self._entries.move_to_end(bucket.key)
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+        self._entries[bucket.key] = bucket.bytecode_to_string()
 
 
 COMPILED_TEMPLATES = CompiledTemplates()  # the issue's templates and the web app's pages
