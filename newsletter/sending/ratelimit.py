@@ -33,6 +33,11 @@ caller's ``should_wait`` (when given) whether waiting is worth a worker: if
 not, it raises ``RateLimitYield``, having waited for nothing, and the caller
 gives the worker to other work. A limiter whose ``limited`` is False (no
 limit set) need not be asked at all.
+
+This module is longer than the 450 lines the codebase aims for, on purpose:
+the Redis scripts and the in-memory limiter are two implementations of one
+algorithm, and they are kept side by side so that a change to one is read
+beside the other.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Schema changes go through Alembic (``newsletter/store/migrations``); tests
 check that the migrations and these models agree. The tables come in the
 order of the pipeline, a section each: publications and issues, the audience,
 sends and their ledger, feedback, ops, accounts, and the console's own.
+
+It is one module of more than 450 lines on purpose: the schema is read, and
+compared with the migrations, as a whole, and one file keeps every foreign
+key next to the table it points at.
 """
 
 from __future__ import annotations
