@@ -36,6 +36,7 @@ from email.utils import formataddr, formatdate
 from newsletter.authoring import placeholders
 from newsletter.authoring.header_checks import check_recipient, check_template
 from newsletter.authoring.quoted_printable import (
+    CRLF,
     HTML_PART_HEADERS,
     TEXT_PART_HEADERS,
     EncodedPart,
@@ -47,7 +48,6 @@ from newsletter.authoring.quoted_printable import (
 GREETING_FALLBACK = "reader"
 PROOF_PREFIX = "[PROOF] "
 
-CRLF = b"\r\n"
 _POLICY = email_policy.SMTP
 
 # A display name that needs neither quotes nor encoding: atext words.
