@@ -201,7 +201,7 @@ def send_proof(session: Session, settings: Settings, draft: Draft, actor: Actor,
         transport = transport or make_transport(
             lane_settings(settings, publication.sending or SendingBlock(), publication.slug))
         try:
-            results = proof(settings, rendered, addresses, transport)
+            results = proof(settings, rendered, addresses, transport, where="field To")
         finally:
             if own:
                 transport.close()

@@ -8,6 +8,8 @@ from newsletter.config import Settings
 from newsletter.authoring.sending_block import SendingBlock, lane_settings
 from newsletter.authoring.message import PROOF_PREFIX, MessageTemplate, Recipient, publication_template
 from newsletter.audience.subscribers import checked_address
+from newsletter.errors import InputError, Problem
+from newsletter.transports import why_never_delivered
 from newsletter.transports.base import Result, Transport
 
 PROOF_LINK = "#proof-link-not-active"
@@ -20,11 +22,15 @@ def proof_template(rendered) -> MessageTemplate:
     )
 
 
-def send_proof(settings: Settings, rendered, addresses: Sequence[str], transport: Transport) -> list[Result]:
+def send_proof(settings: Settings, rendered, addresses: Sequence[str], transport: Transport,
+               where: str = "--to") -> list[Result]:
     """Send the rendered issue to each address, marked "[PROOF]" in the subject.
 
     No subscriber, send or ledger row is created or touched; the unsubscribe
-    and preferences links of a proof lead nowhere.
+    and preferences links of a proof lead nowhere. An address that is not one,
+    or that this transport can never send to (``why_never_delivered``, the
+    rule imports and sends follow), stops the proof before any copy goes:
+    an InputError at ``where``.
     """
     import secrets
 
@@ -32,7 +38,11 @@ def send_proof(settings: Settings, rendered, addresses: Sequence[str], transport
     publication = rendered.issue.publication
     # The publication's own web address (its sending block), as its sends have.
     settings = lane_settings(settings, publication.sending or SendingBlock(), publication.slug, secrets=False)
-    checked = [checked_address(a, where="--to") for a in addresses]
+    checked = [checked_address(a, where=where) for a in addresses]
+    for address in checked:
+        if never := why_never_delivered(transport, address):
+            raise InputError(Problem(where, never, "send the proof to another address; the publication's "
+                                                   "subscribers with such an address are not sent the issue either"))
     envelopes = []
     for number, address in enumerate(checked, start=1):
         recipient = Recipient(
