@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import threading
-from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
-from newsletter.config import settings_from
 from newsletter.store.db import session_scope
-from newsletter.store.migrate import upgrade
 from newsletter.web import create_app
-from tests.conftest import free_port
-from tests.console_world import APPROVER, EDITOR, PASSWORD, form_fields, log_in, make_world, post, sample_zip, upload
+from tests.console_world import APPROVER, EDITOR, form_fields, log_in, make_world, post, sample_zip, upload
 
 
 def prepare(settings, world, app) -> int:
@@ -154,37 +148,17 @@ def prepare_import(settings, app) -> tuple[int, int]:
 
 
 def main(out: Path, narrow: bool = False) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    from tests.web.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+    from tests.web.browser import photographer, screenshot_settings
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(Path(tmp) / "var")}),
-                           secret_keys=("screenshots",), base_url=base_url, web_copy_dir=Path(tmp) / "web")
-        upgrade(settings.effective_database_url)
+        settings = screenshot_settings(Path(tmp))
+        base_url = settings.base_url
         world = make_world(settings, subscribers=40)
         app = create_app(settings)
         sent_id = prepare(settings, world, app)
         mapping_id, report_id = prepare_import(settings, app)
-        server = make_server("127.0.0.1", port, app, threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}", "--hide-scrollbars"):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        try:
-            driver.set_window_size(1280, 900)
-            driver.get(f"{base_url}/console/login")
-            driver.find_element("id", "email").send_keys(EDITOR)
-            driver.find_element("id", "password").send_keys(PASSWORD)
-            driver.find_element("css selector", "main button[type=submit]").click()
-            driver.find_element("css selector", "table")
+        with photographer(app, settings, EDITOR, Path(tmp) / "profile") as driver:
             driver.save_screenshot(str(out / "console-issues.png"))
             driver.set_window_size(1280, 1500)
             driver.get(f"{base_url}/console/issues/{sent_id + 2}")
@@ -213,9 +187,6 @@ def main(out: Path, narrow: bool = False) -> None:
                 driver.set_window_size(width, 1750 if width > 400 else 2600)
                 driver.save_screenshot(str(out / f"console-segment{suffix}.png"))
             photograph_people(driver, base_url, settings, world, app, out)
-        finally:
-            driver.quit()
-            server.shutdown()
     print(f"screenshots written to {out}")
 
 

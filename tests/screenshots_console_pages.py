@@ -14,18 +14,12 @@ from __future__ import annotations
 import io
 import sys
 import tempfile
-import threading
-from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-from werkzeug.serving import make_server
 
-from newsletter.config import settings_from
-from newsletter.store.migrate import upgrade
 from newsletter.web import create_app
-from tests.conftest import free_port
-from tests.console_world import ADMIN, PASSWORD, log_in, make_world, post
+from tests.console_world import ADMIN, log_in, make_world, post
 
 
 def chart() -> bytes:
@@ -39,18 +33,12 @@ def chart() -> bytes:
 
 
 def main(out: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    from tests.web.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, wait_for_heading
+    from tests.web.browser import photographer, screenshot_settings
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(Path(tmp) / "var")}),
-                           secret_keys=("screenshots",), base_url=base_url)
-        upgrade(settings.effective_database_url)
+        settings = screenshot_settings(Path(tmp))
+        base_url = settings.base_url
         world = make_world(settings, subscribers=5)
         app = create_app(settings)
         admin = app.test_client()
@@ -63,21 +51,7 @@ def main(out: Path) -> None:
         post(admin, "/console/lists/new", {"publication": world.slug, "slug": "staff", "name": "Staff news",
                                            "description": "News for everyone who works in the partnership."},
              page=new_list)
-        server = make_server("127.0.0.1", port, app, threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}", "--hide-scrollbars"):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        try:
-            driver.set_window_size(1280, 900)
-            driver.get(f"{base_url}/console/login")
-            driver.find_element("id", "email").send_keys(ADMIN)
-            driver.find_element("id", "password").send_keys(PASSWORD)
-            driver.find_element("css selector", "main button[type=submit]").click()
-            wait_for_heading(driver, "Issues")
+        with photographer(app, settings, ADMIN, Path(tmp) / "profile") as driver:
             driver.set_window_size(1280, 1700)
             driver.get(f"{base_url}/console/publications/{world.slug}/edit")
             field = driver.find_element("id", "f-colours-primary")
@@ -91,9 +65,6 @@ def main(out: Path) -> None:
             driver.set_window_size(1280, 1150)
             driver.get(f"{base_url}{library}")
             driver.save_screenshot(str(out / "console-pictures.png"))
-        finally:
-            driver.quit()
-            server.shutdown()
 
 
 if __name__ == "__main__":

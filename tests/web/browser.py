@@ -2,13 +2,18 @@
 the steps of a user in the console (each page checked with axe-core on the way).
 
 The ``browser`` fixture (tests/conftest.py) starts Chromium with these flags; the
-screenshot scripts start it the same way.
+screenshot scripts start it the same way (``screenshot_settings``, ``photographer``).
 """
 
 from __future__ import annotations
 
 import tempfile
+import threading
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -68,6 +73,47 @@ class Chromium:
         if self.driver is not None:
             self.driver.quit()
             self.driver = None
+
+
+def screenshot_settings(folder: Path):
+    """Settings for a screenshot script: a migrated SQLite database and the web
+    copies in ``folder``, and a free port on loopback for ``photographer``."""
+    from newsletter.config import settings_from
+    from newsletter.store.migrate import upgrade
+    from tests.conftest import free_port
+
+    settings = replace(settings_from({"NEWSLETTER_DATA_DIR": str(folder / "var")}), secret_keys=("screenshots",),
+                       base_url=f"http://127.0.0.1:{free_port()}", web_copy_dir=folder / "web")
+    upgrade(settings.effective_database_url)
+    return settings
+
+
+@contextmanager
+def photographer(app, settings, email: str, profile: Path) -> Iterator:
+    """``app`` served at ``settings.base_url`` and a headless Chromium without
+    scroll bars, 1280 x 900, logged in to the console as ``email``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", urlsplit(settings.base_url).port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--hide-scrollbars"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.set_window_size(1280, 900)
+        driver.get(f"{settings.base_url}/console/login")
+        driver.find_element("id", "email").send_keys(email)
+        driver.find_element("id", "password").send_keys(PASSWORD)
+        driver.find_element("css selector", "main button[type=submit]").click()
+        wait_for_heading(driver, "Issues")
+        yield driver
+    finally:
+        driver.quit()
+        server.shutdown()
 
 
 def wait_for_heading(browser, text: str) -> None:
