@@ -14,30 +14,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from newsletter.authoring.sending_block import DkimKeyRef, SendingBlock
-from newsletter.sending import dkim, lifecycle, scheduling
+from newsletter.sending import dkim, scheduling
 from newsletter.sending.delivery import Deliverer
 from newsletter.sending.lanes import Lanes
-from newsletter.store.models import Delivery, Send, utcnow
+from newsletter.store.models import Delivery, Send
 from tests.memory_transport import MemoryTransport
-from tests.sending.world import make_world
+from tests.sending.world import make_world, run_sends
 from tests.smtp_server import SmtpTestServer
 
 
 def publication(session, slug: str, sending: dict | None = None, readers: int = 10):
     """A publication of its own slug, name and readers (``<slug>000@example.com`` ...)."""
     return make_world(session, readers, slug=slug, name=slug.title(), sending=sending, reader=slug)
-
-
-def run(session, settings, deliverer, *send_ids, rounds=20):
-    now = utcnow()
-    for _ in range(rounds):
-        for batch_id in lifecycle.tick(session, settings, now):
-            deliverer.deliver_batch(session, batch_id)
-        session.expire_all()
-        if all(session.get(Send, s).state in ("finished", "paused", "cancelled") for s in send_ids):
-            return
-        now = utcnow()
-    raise AssertionError("the sends did not finish")
 
 
 @pytest.fixture
@@ -58,7 +46,7 @@ def test_a_secret_variable_unset_pauses_that_send_naming_publication_and_field(s
     _, lst, issue = publication(session, "gazette", block)
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=5)
     session.commit()
-    run(session, fast, Deliverer(fast, MemoryTransport()), send.id)
+    run_sends(session, fast, Deliverer(fast, MemoryTransport()), send.id)
     reason = session.get(Send, send.id).paused_reason
     assert "publication 'gazette', sending.smtp.password_env" in reason
     assert "GAZETTE_SMTP_PASSWORD is not set" in reason
@@ -71,7 +59,7 @@ def test_a_dkim_key_file_that_cannot_be_read_pauses_that_send_naming_publication
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=5)
     session.commit()
     transport = MemoryTransport()
-    run(session, fast, Deliverer(fast, transport), send.id)
+    run_sends(session, fast, Deliverer(fast, transport), send.id)
     reason = session.get(Send, send.id).paused_reason
     assert "publication 'gazette', sending.dkim[1], key_file" in reason and "missing.pem cannot be read" in reason
     assert transport.accepted == []
@@ -86,7 +74,7 @@ def test_one_publications_failures_never_pause_anothers_send(session, fast):
     transport = MemoryTransport()
     for i in range(10):
         transport.permanent[f"stormy{i:03d}@example.com"] = (550, "5.7.1", "blocked")
-    run(session, fast, Deliverer(fast, transport), a.id, b.id)
+    run_sends(session, fast, Deliverer(fast, transport), a.id, b.id)
     assert session.get(Send, a.id).state == "paused"
     assert "error budget exceeded" in session.get(Send, a.id).paused_reason
     assert session.get(Send, b.id).state == "finished"
@@ -101,7 +89,7 @@ def test_a_real_send_refuses_links_that_are_not_https_and_public_unless_allowed(
         refused = scheduling.schedule_send(session, issue, lst, None, batch_size=5)
         session.commit()
         deliverer = Deliverer(fast)
-        run(session, fast, deliverer, refused.id)
+        run_sends(session, fast, deliverer, refused.id)
         reason = session.get(Send, refused.id).paused_reason
         assert "publication 'gazette', sending.base_url" in reason
         assert "http://127.0.0.1:8000 does not use https" in reason and "--allow-private-links" in reason
@@ -110,7 +98,7 @@ def test_a_real_send_refuses_links_that_are_not_https_and_public_unless_allowed(
         scheduling.cancel(session, refused.id)  # its people had nothing: a new send of the issue reaches them
         allowed = scheduling.schedule_send(session, issue, lst, None, batch_size=5, allow_private_links=True)
         session.commit()
-        run(session, fast, deliverer, allowed.id)
+        run_sends(session, fast, deliverer, allowed.id)
         deliverer.close()
         assert session.get(Send, allowed.id).state == "finished"
         assert len(smtp.messages) == 3
@@ -122,7 +110,7 @@ def test_the_outbox_is_exempt_from_the_link_rule(session, fast):
     send = scheduling.schedule_send(session, issue, lst, None, batch_size=5)
     session.commit()
     transport = MemoryTransport()
-    run(session, fast, Deliverer(fast, transport), send.id)
+    run_sends(session, fast, Deliverer(fast, transport), send.id)
     assert session.get(Send, send.id).state == "finished"
     assert "http://127.0.0.1:8000/u/" in transport.accepted[0].message.decode()
 

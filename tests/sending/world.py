@@ -51,17 +51,21 @@ def make_world(session, count=20, *, slug="gazette", name="The Gazette", sending
 
 def run_send(session, settings, transport, send_id, *, now=None, rounds=20):
     """Drive ticks and batches the way beat and workers would, until finished."""
-    deliverer = delivery.Deliverer(settings, transport)
+    run_sends(session, settings, delivery.Deliverer(settings, transport), send_id, now=now, rounds=rounds)
+
+
+def run_sends(session, settings, deliverer, *send_ids, now=None, rounds=20):
+    """``run_send`` for several sends at once, through a deliverer of the caller's."""
     now = now or utcnow()
     for _ in range(rounds):
-        batch_ids = lifecycle.tick(session, settings, now)
-        for batch_id in batch_ids:
+        for batch_id in lifecycle.tick(session, settings, now):
             deliverer.deliver_batch(session, batch_id)
         session.expire_all()
-        if session.get(Send, send_id).state in ("finished", "cancelled", "paused"):
+        if all(session.get(Send, s).state in ("finished", "cancelled", "paused") for s in send_ids):
             return
         now = utcnow()
-    raise AssertionError(f"send {send_id} did not finish: {lifecycle.summary_line(lifecycle.progress(session, send_id))}")
+    raise AssertionError("did not finish: " + "; ".join(
+        f"send {s}: {lifecycle.summary_line(lifecycle.progress(session, s))}" for s in send_ids))
 
 
 def states(session, send_id):
