@@ -147,20 +147,12 @@ class Lease:
         """The run moved on (a chunk began or came back): keep renewing."""
         self._touched = time.monotonic()
 
-    def renew(self, session: Session, now: datetime | None = None) -> bool:
-        """Extend the lease; False if it had already lapsed (it stays lapsed).
-        ``now``: the database's clock unless given."""
+    def renew(self, session: Session) -> bool:
+        """Extend the lease, by the database's clock; False if it had already
+        lapsed (it stays lapsed)."""
         asked = time.monotonic()
-        if now is None:  # the usual case, once a chunk: a statement built once
-            renewed = session.execute(_renewal(session.get_bind().dialect.name),
-                                      {"lease_holder": self.holder, "seconds": self.settings.claim_lease_seconds})
-        else:
-            renewed = session.execute(
-                update(ClaimLease)
-                .where(ClaimLease.holder == self.holder, ClaimLease.expires_at >= now_sql(session, now))
-                .values(expires_at=later_sql(session, self.settings.claim_lease_seconds, now))
-                .execution_options(synchronize_session=False)  # read from the database, never from the object
-            )
+        renewed = session.execute(_renewal(session.get_bind().dialect.name),
+                                  {"lease_holder": self.holder, "seconds": self.settings.claim_lease_seconds})
         renewed = renewed.rowcount == 1
         if renewed:  # the database's new expiry is at least this far from when it was asked
             self._valid_until = max(self._valid_until, asked + self.settings.claim_lease_seconds - MARGIN)
