@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, insert, literal, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from newsletter.config import Settings
@@ -37,6 +38,7 @@ from newsletter.store.models import (
     DeliveryState,
     FINAL_ROW_STATES,
     Membership,
+    ONE_COPY_INDEX,
     Send,
     SendState,
     Subscriber,
@@ -74,14 +76,29 @@ def claim_due_sends(session: Session, settings: Settings, now: datetime | None =
         ).rowcount
         if claimed != 1:
             continue  # another tick got it first
-        earlier = reached_before(session, get_send(session, send_id))  # asked before its own rows exist
-        size = freeze_audience(session, send_id)
-        batch_ids += plan_batches(session, send_id, now=now)
-        left_out = _left_out(session, send_id) if earlier else ""
-        record_send_event(session, send_id, "started", f"audience frozen at {size} recipients{left_out}")
-        session.commit()
+        try:
+            earlier = reached_before(session, get_send(session, send_id))  # asked before its own rows exist
+            size = freeze_audience(session, send_id)
+            planned = plan_batches(session, send_id, now=now)
+            left_out = _left_out(session, send_id) if earlier else ""
+            record_send_event(session, send_id, "started", f"audience frozen at {size} recipients{left_out}")
+            session.commit()
+        except IntegrityError as exc:
+            # Only this send's claim is undone: the sends before it are committed, and
+            # their batches are still returned. It stays scheduled for the next tick.
+            session.rollback()
+            log.warning("send not started, tried again at the next tick: %s", _why_not_frozen(exc),
+                        extra={"send_id": send_id})
+            continue
+        batch_ids += planned
         log.info("send started", extra={"send_id": send_id, "audience": size})
     return batch_ids
+
+
+def _why_not_frozen(exc: IntegrityError) -> str:
+    if ONE_COPY_INDEX in str(exc.orig):
+        return "another send of its issue was taking some of the same people at the same moment"
+    return str(exc.orig).splitlines()[0]
 
 
 def freeze_audience(session: Session, send_id: int) -> int:
@@ -98,9 +115,10 @@ def freeze_audience(session: Session, send_id: int) -> int:
     One copy of an issue per person, across its sends: people an earlier send
     of the issue reached (or is reaching) are left out, unless this send is an
     explicit resend, whose rows for them are marked ``resend``. The database
-    holds to it too (``uq_deliveries_issue_subscriber``): two sends of one issue
-    frozen at the same moment cannot both take a person; the second fails,
-    its claim is rolled back, and the next tick starts it again.
+    holds to it too (``ONE_COPY_INDEX``): two sends of one issue frozen at the
+    same moment (two beats) cannot both take a person; the second's INSERT
+    fails once the first commits, ``claim_due_sends`` rolls back its claim
+    alone, and the next tick starts it without the people the first took.
     """
     send = get_send(session, send_id)
     publication, list_ids = publication_of(session, send), list_ids_of(session, send)

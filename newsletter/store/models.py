@@ -371,10 +371,11 @@ class Batch(Base):
 
 # A ledger row that gives its person the issue, or may still: every row but an
 # explicit resend and those that ended without a copy (skipped, cancelled). The
-# database keeps one such row per issue and person (uq_deliveries_issue_subscriber),
+# database keeps one such row per issue and person (ONE_COPY_INDEX),
 # whatever sends and lists the issue went to. A row never comes back from
 # skipped or cancelled, so only an INSERT (a freeze) can meet the rule.
 HOLDS_ISSUE = "NOT resend AND state NOT IN ('cancelled', 'skipped')"
+ONE_COPY_INDEX = "uq_deliveries_issue_subscriber"
 # How ``last_error`` of a row failed by a policy refusal (5.7.x) begins: the
 # sender or the content was refused, not the address. Such a row is sent again
 # when its send is resumed (sending.scheduling.resume).
@@ -396,7 +397,7 @@ class Delivery(Base):
         UniqueConstraint("send_id", "subscriber_id"),
         Index("ix_deliveries_send_state", "send_id", "state"),
         # One copy of an issue per person, across all its sends: see HOLDS_ISSUE.
-        Index("uq_deliveries_issue_subscriber", "issue_id", "subscriber_id", unique=True,
+        Index(ONE_COPY_INDEX, "issue_id", "subscriber_id", unique=True,
               postgresql_where=text(HOLDS_ISSUE), sqlite_where=text(HOLDS_ISSUE)),
         # A person's rows (erasure; deleting a subscriber sets them to NULL, found by it).
         Index("ix_deliveries_subscriber_id", "subscriber_id"),

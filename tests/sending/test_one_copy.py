@@ -162,3 +162,68 @@ def test_schedule_issue_refuses_links_subscribers_could_not_follow_unless_allowe
     with pytest.raises(InputError, match="tick the box"):
         scheduling.schedule_issue(session, over_smtp, issue, [everyone], None, how_to_allow="tick the box")
     assert scheduling.schedule_issue(session, over_smtp, issue, [everyone], None, allow_private_links=True).send.id
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite lets one writer in at a time
+def test_a_send_freezing_while_another_send_of_the_issue_freezes_starts_at_the_next_tick(session, world, fast, caplog):
+    """Two beats at once: one is freezing "all" (not committed yet) while the
+    other freezes "staff", which shares two people with it. The second waits on
+    the first's rows, is refused by the database once they commit, and stays
+    scheduled; its tick goes on; the next tick starts it with the other two."""
+    import threading
+    import time
+    from datetime import timedelta
+
+    from sqlalchemy import text, update
+
+    from newsletter.sending import lifecycle
+    from newsletter.store.db import session_scope
+    from newsletter.store.models import Send, utcnow
+
+    _pub, everyone, staff, issue = world
+    first = scheduling.schedule_issue(session, fast, issue, [everyone], None).send.id
+    second = scheduling.schedule_issue(session, fast, issue, [staff], None).send.id
+    due = utcnow() - timedelta(minutes=1)
+    session.execute(update(Send).where(Send.id == second).values(scheduled_at=due - timedelta(seconds=1)))
+    session.execute(update(Send).where(Send.id == first).values(scheduled_at=due))
+    session.commit()
+
+    with session_scope(fast) as beat_one:  # the first beat, mid-claim: "all" frozen, not committed
+        beat_one.execute(update(Send).where(Send.id == first).values(state="sending"))
+        lifecycle.freeze_audience(beat_one, first)
+        pid = beat_one.scalar(text("SELECT pg_backend_pid()"))
+        started: list = []
+        failed: list = []
+        second_pid: list = []
+
+        def beat_two():
+            try:
+                with session_scope(fast) as own:
+                    second_pid.append(own.scalar(text("SELECT pg_backend_pid()")))
+                    started.extend(lifecycle.claim_due_sends(own, fast))
+            except Exception as exc:  # noqa: BLE001 - what the test asserts on
+                failed.append(exc)
+
+        other = threading.Thread(target=beat_two)
+        other.start()
+        for _ in range(1000):  # until the second beat waits on the first's rows
+            with session_scope(fast) as look:
+                if second_pid and look.scalar(text("SELECT :first = ANY(pg_blocking_pids(:second))"),
+                                              {"first": pid, "second": second_pid[0]}):
+                    break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the second beat never waited on the first")
+    other.join(timeout=30)  # the first beat has committed
+
+    assert failed == [] and started == []  # its tick went on; it started nothing
+    session.expire_all()
+    assert session.get(Send, second).state == "scheduled"
+    assert "another send of its issue was taking some of the same people" in caplog.text
+    assert states(session, second) == {}
+
+    lifecycle.tick(session, fast)  # the next tick
+    assert session.get(Send, second).state == "sending"
+    assert "2 who already had this issue from an earlier send are left out" in started_line(session, second)
+    frozen = session.scalars(select(Delivery.email).where(Delivery.send_id == second).order_by(Delivery.email)).all()
+    assert frozen == readers(6, 7)
