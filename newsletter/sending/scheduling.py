@@ -20,6 +20,7 @@ from newsletter.audience.segments import audience_filter
 from newsletter.sending.links import ALLOW_FLAG, check_links_allowed
 from newsletter.sending.send_record import get_send, header_list_of, list_ids_of, publication_of, record_send_event
 from newsletter.sending.send_template import message_template
+from newsletter.store import clock
 from newsletter.store.publications import settings_for
 from newsletter.store.models import (
     Batch,
@@ -219,8 +220,9 @@ def schedule_send(
     ``resend``: people who already had the issue from an earlier send get it
     again (without it they are left out when the audience is frozen).
     Front doors call ``schedule_issue``, which checks the links first.
+    "Now" is the database's clock, the one the beat reads.
     """
-    now = now or utcnow()
+    now = clock.read(session, now)
     targets = [lists] if isinstance(lists, MailingList) else list(dict.fromkeys(lists or ()))
     _check_audience(session, issue, targets, segment)
     if not targets:
@@ -286,7 +288,8 @@ def reschedule(session: Session, send_id: int, at: datetime, *, now: datetime | 
 
 
 def send_now(session: Session, send_id: int, *, now: datetime | None = None) -> Send:
-    return _move_scheduled(session, send_id, now or utcnow(), "send now")
+    """Make a scheduled send due now, by the database's clock (the one the beat reads)."""
+    return _move_scheduled(session, send_id, clock.read(session, now), "send now")
 
 
 def _move_scheduled(session: Session, send_id: int, at: datetime, kind: str) -> Send:
@@ -328,7 +331,7 @@ def resume(session: Session, send_id: int) -> Send:
     tried again: the pause was the time to fix the cause.
     """
     send = _transition(session, send_id, (SendState.PAUSED,), SendState.SENDING, "resumed", "")
-    now = utcnow()
+    now = clock.read(session)  # the rows are due by the clock the beat reads, whatever this host's says
     session.execute(
         update(Delivery)
         .where(Delivery.send_id == send_id, Delivery.state == DeliveryState.FAILED, Delivery.last_error.startswith(POLICY_REFUSAL),
@@ -351,15 +354,16 @@ def cancel(session: Session, send_id: int) -> Send:
 
 
 def _transition(session, send_id, from_states, to_state, kind, reason) -> Send:
-    values = {"state": to_state, "updated_at": utcnow()}
+    now = clock.read(session)
+    values = {"state": to_state, "updated_at": now}
     if to_state == SendState.PAUSED:
         values["paused_reason"] = reason
     elif to_state == SendState.SENDING:
         values["paused_reason"] = ""
-        values["last_progress_at"] = utcnow()  # a resumed send is not "stalled"
+        values["last_progress_at"] = now  # a resumed send is not "stalled" (by the beat's clock)
         values["budget_attempts"] = values["budget_failures"] = 0  # its error budget starts afresh
     if to_state == SendState.CANCELLED:
-        values["finished_at"] = utcnow()
+        values["finished_at"] = now
     result = session.execute(update(Send).where(Send.id == send_id, Send.state.in_(from_states)).values(**values))
     send = get_send(session, send_id)
     if result.rowcount != 1:
@@ -379,7 +383,7 @@ def retry_failed(session: Session, send_id: int, *, now: datetime | None = None)
     their batches out again (``lifecycle.batches_to_requeue``). A finished send
     is sending again until they are done. Returns how many rows will be retried.
     """
-    now = now or utcnow()
+    now = clock.read(session, now)  # due by the beat's clock
     send = get_send(session, send_id)
     if send.state not in (SendState.SENDING, SendState.PAUSED, SendState.FINISHED):
         raise InputError(

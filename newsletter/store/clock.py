@@ -1,7 +1,8 @@
 """The database's clock.
 
 Time that decides who holds what (a lease, a retry that is due, a batch the
-broker lost) and the times written in the ledger are the database's, never a
+broker lost, a send that is due, "now" in an operator's command) and the
+times written in the ledger are the database's, never a
 host's: one host whose clock runs fast must not take rows from a live worker,
 nor write a ``sent_at`` in the future. Leases are judged inside the SQL that
 claims and renews them (``now_sql``, ``later_sql``); a time that is written
