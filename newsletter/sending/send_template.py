@@ -25,7 +25,8 @@ from newsletter.sending.lanes import Lane, Lanes
 from newsletter.sending.links import check_links_allowed
 from newsletter.sending.return_path import verp_address
 from newsletter.sending.send_record import header_list_of
-from newsletter.store.models import IssueRow, MailingList, PublicationRow, Send, utcnow
+from newsletter.store import clock
+from newsletter.store.models import IssueRow, MailingList, PublicationRow, Send
 from newsletter.store.publications import sending_block
 from newsletter.transports import why_never_delivered
 
@@ -59,8 +60,10 @@ class SendTemplate:
     """A compiled issue ready to be personalised for the recipients of one send,
     through its publication's lane: its links, return path, List-Id, keys."""
 
-    def __init__(self, lane: Lane, send: Send, issue: IssueRow, publication: PublicationRow, template):
+    def __init__(self, lane: Lane, send: Send, issue: IssueRow, publication: PublicationRow, template,
+                 now: clock.Carried):
         self.lane = lane
+        self.now = now  # the database's clock: which DKIM key signs a message is decided by it
         self.settings = lane.settings
         self.send_id = send.id
         self.web_url = f"{publication.web_base_url.rstrip('/')}/{issue.slug}/"
@@ -82,8 +85,9 @@ class SendTemplate:
         template = message_template(issue, publication, header_list_of(session, send), send.id, subject_prefix)
         lane = (lanes or Lanes(settings)).lane(publication)
         check_links_allowed(publication, lane.settings, send.allow_private_links)
-        lane.signer(utcnow())  # a key that cannot be used stops the send before anything is claimed
-        return cls(lane, send, issue, publication, template)
+        now = clock.Carried(session)
+        lane.signer(now.now())  # a key that cannot be used stops the send before anything is claimed
+        return cls(lane, send, issue, publication, template, now)
 
     def envelope(self, send: Send, row) -> Envelope:
         """The envelope for ``row``, a ledger row a batch run claimed (``claims.Claimed``)."""
@@ -98,7 +102,7 @@ class SendTemplate:
             web_url=self.web_url,
             click_ref=self.click_refs.make(row.subscriber_id) if self.click_refs else "",
         )
-        signer = self.lane.signer(utcnow())
+        signer = self.lane.signer(self.now.now())
         # Signed from its parts: what every recipient shares is canonicalised once.
         sign = None if signer is None else partial(signer.sign_parts, domain=self.domain)
         envelope = self.template.envelope(row.delivery_id, recipient, sign=sign)

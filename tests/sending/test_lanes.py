@@ -149,3 +149,28 @@ def test_a_new_key_signs_from_its_active_from_and_the_old_one_then_signs_nothing
         signed = lane.signer(now).sign(message, "gazette.example.org")
         assert dkimpy.verify(signed, dnsfunc=lambda name, timeout=5: records.get(name))
         assert b"s=" + selector + b";" in signed and b"s=" + other + b";" not in signed
+
+
+def test_a_worker_whose_clock_is_an_hour_fast_signs_with_the_key_of_the_databases_time(session, fast, tmp_path):
+    """The new key's record is published just before its active_from: a worker that
+    switched early by its own clock would send mail that fails DKIM until then."""
+    import time_machine
+
+    from newsletter.store import clock
+
+    old_pem, new_pem = rsa_pem(), rsa_pem()
+    (tmp_path / "old.pem").write_bytes(old_pem)
+    (tmp_path / "new.pem").write_bytes(new_pem)
+    now = clock.read(session)
+    block = SendingBlock(dkim=(DkimKeyRef("old", "gazette.example.org", key_file=str(tmp_path / "old.pem")),
+                               DkimKeyRef("new", "gazette.example.org", key_file=str(tmp_path / "new.pem"),
+                                          active_from=now + timedelta(minutes=30))))
+    _, lst, issue = publication(session, "gazette", block.to_json(), readers=3)
+    send = scheduling.schedule_send(session, issue, lst, None, batch_size=5)
+    session.commit()
+    transport = MemoryTransport()
+    with time_machine.travel(now + timedelta(hours=1), tick=True):
+        run_sends(session, fast, Deliverer(fast, transport), send.id)
+
+    signatures = [m["DKIM-Signature"] for m in transport.parsed()]
+    assert len(signatures) == 3 and all("s=old;" in s.replace(" ", "") for s in signatures)
