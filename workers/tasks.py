@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 from sqlalchemy import select
@@ -17,7 +18,7 @@ from newsletter.ops.queues import SEND
 from newsletter.ops.queue_history import record_queue_depths
 from newsletter.sending.heap import keep_freed_memory
 from newsletter.store.db import session_scope
-from newsletter.store.models import Batch, utcnow
+from newsletter.store.models import Batch
 from workers.celery import app
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def run_import(job_id: int) -> None:
 @app.task(ignore_result=True, autoretry_for=delivery.DATABASE_AWAY, retry_backoff=True, retry_backoff_max=30,
           retry_jitter=True, max_retries=None)
 def deliver_batch(batch_id: int) -> None:
-    started = utcnow()
+    started = time.monotonic()
     with session_scope() as session:
         send_id = session.scalar(select(Batch.send_id).where(Batch.id == batch_id))
         # The batch is bound already (_bind_batch_to_logs); its send stays bound
@@ -126,7 +127,7 @@ def deliver_batch(batch_id: int) -> None:
             report = deliverer().deliver_batch(session, batch_id)
             if send_id is not None:
                 record_batch_run(session, report, send_id=send_id, worker=report.holder or deliverer().identity,
-                                 started_at=started)
+                                 seconds=time.monotonic() - started)
             log.info(
                 "batch %s: %s sent, %s failed, %s unsendable, %s retry, %s skipped%s",
                 batch_id, report.sent, report.failed, report.unsendable, report.retry, report.skipped,

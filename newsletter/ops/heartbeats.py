@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.sending.records import BatchReport
+from newsletter.store import clock
 from newsletter.store.db import session_scope
-from newsletter.store.models import BatchRun, UTCDateTime, WorkerHeartbeat, utcnow
+from newsletter.store.models import BatchRun, UTCDateTime, WorkerHeartbeat
 from newsletter.store.upsert import dialect_insert
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,9 @@ def record_heartbeat(
     session: Session, *, node: str, queues: tuple[str, ...], concurrency: int, active_tasks: int,
     now: datetime | None = None,
 ) -> None:
-    """Upsert this worker's row; called from the worker's heartbeat thread."""
-    now = now or utcnow()
+    """Upsert this worker's row; called from the worker's heartbeat thread.
+    Its times are the database's, the clock they are judged by."""
+    now = clock.read(session, now)
     values = {
         "node": node, "hostname": socket.gethostname(), "pid": os.getpid(), "queues": ",".join(queues),
         "concurrency": concurrency, "active_tasks": active_tasks, "state": "running", "last_seen_at": now,
@@ -75,13 +77,13 @@ def record_stopped(session: Session, node: str) -> None:
     """A clean shutdown: the worker is not gone, it was stopped."""
     session.execute(
         update(WorkerHeartbeat).where(WorkerHeartbeat.node == node, WorkerHeartbeat.pid == os.getpid())
-        .values(state="stopped", active_tasks=0, last_seen_at=utcnow())
+        .values(state="stopped", active_tasks=0, last_seen_at=clock.now_sql(session))
     )
 
 
 def worker_statuses(session: Session, settings: Settings, now: datetime | None = None) -> list[WorkerStatus]:
-    """Running workers, and those stopped or gone within the last hour."""
-    now = now or utcnow()
+    """Running workers, and those stopped or gone within the last hour (by the database's clock)."""
+    now = clock.read(session, now)
     rows = session.scalars(
         select(WorkerHeartbeat)
         .where(WorkerHeartbeat.last_seen_at >= now - SHOWN_AFTER_STOPPING)
@@ -117,16 +119,15 @@ def _process_is_gone(hostname: str, pid: int) -> bool:
     return False
 
 
-def record_batch_run(
-    session: Session, report: BatchReport, *, send_id: int, worker: str, started_at: datetime,
-    finished_at: datetime | None = None,
-) -> None:
-    """Keep how long a batch task took and what it did (for batch duration metrics)."""
-    finished_at = finished_at or utcnow()
+def record_batch_run(session: Session, report: BatchReport, *, send_id: int, worker: str, seconds: float) -> None:
+    """Keep how long a batch task took (``seconds``, by the worker's monotonic
+    clock) and what it did, for the batch duration metrics. Its times are the
+    database's: it finished now, and started ``seconds`` before."""
+    finished_at = clock.read(session)
     session.add(
         BatchRun(
-            batch_id=report.batch_id, send_id=send_id, worker=worker, started_at=started_at,
-            finished_at=finished_at, duration_seconds=(finished_at - started_at).total_seconds(),
+            batch_id=report.batch_id, send_id=send_id, worker=worker,
+            started_at=finished_at - timedelta(seconds=seconds), finished_at=finished_at, duration_seconds=seconds,
             sent=report.sent, failed=report.failed + report.unsendable + report.expired, retry=report.retry,
             skipped=report.skipped,
             stopped=(report.stopped or "")[:40],

@@ -45,6 +45,32 @@ def test_worker_health_needs_a_fresh_heartbeat_for_every_queue(settings, session
     assert get(settings, "/healthz/workers").status_code == 200
 
 
+def test_a_worker_whose_clock_is_off_is_judged_by_the_databases_clock(settings, session):
+    """A worker ten minutes slow is alive, and a probe on a host ten minutes fast
+    does not call it gone: a liveness check must not restart a healthy worker."""
+    from datetime import timedelta
+
+    import time_machine
+
+    from newsletter.ops.heartbeats import record_batch_run, worker_statuses
+    from newsletter.sending.records import BatchReport
+    from newsletter.store import clock
+    from newsletter.store.models import BatchRun
+
+    now = clock.read(session)
+    with time_machine.travel(now - timedelta(minutes=10), tick=True):
+        record_heartbeat(session, node="send@slow", queues=("send",), concurrency=2, active_tasks=1)
+        record_batch_run(session, BatchReport(batch_id=7), send_id=3, worker="send@slow", seconds=1.5)
+        session.commit()
+    with time_machine.travel(now + timedelta(minutes=10), tick=True):
+        assert worker_health(settings, ("send",)).ok
+        [worker] = worker_statuses(session, settings)
+    assert worker.alive and worker.seconds_since_seen < 60
+    run = session.query(BatchRun).one()
+    assert run.duration_seconds == 1.5 and (run.finished_at - run.started_at).total_seconds() == 1.5
+    assert abs((run.finished_at - now).total_seconds()) < 60  # the database's time, not the slow host's
+
+
 @pytest.mark.slow  # starts processes of its own
 def test_the_worker_health_command_exits_non_zero_when_no_worker_answers(settings, session, tmp_path):
     env = {"NEWSLETTER_DATA_DIR": str(settings.data_dir), "DATABASE_URL": settings.database_url,
