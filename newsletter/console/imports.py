@@ -28,7 +28,8 @@ from newsletter.audience.csv_import import import_csv
 from newsletter.audience.subscribers import JOIN_STATUSES
 from newsletter.config import Settings
 from newsletter.errors import InputError, NotFound, Problem
-from newsletter.store.models import ImportJob, MailingList, PublicationRow, utcnow
+from newsletter.store import clock
+from newsletter.store.models import ImportJob, MailingList, PublicationRow
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def start(session: Session, job: ImportJob) -> None:
     """The mapping is done: the job waits for a worker (or for ``run_job`` in the request)."""
     if job.state != "uploaded":
         raise InputError(Problem(f"import {job.id}", f"this import is {job.state}", "upload the file again"))
-    job.state, job.updated_at = "waiting", utcnow()
+    job.state, job.updated_at = "waiting", clock.read(session)
 
 
 def runs_inline(job: ImportJob) -> bool:
@@ -211,12 +212,12 @@ def due_jobs(session: Session, now=None) -> list[int]:
     """Jobs to hand to a worker now: waiting ones, and those whose worker was lost (queued or
     running with no progress for STALE); each is marked queued. Unmapped uploads past
     UPLOAD_KEPT are deleted."""
-    now = now or utcnow()
+    now = clock.read(session, now)  # the database's clock: who holds a job is decided by it
     session.execute(delete(ImportJob).where(ImportJob.state == "uploaded", ImportJob.created_at < now - UPLOAD_KEPT))
     lost = ImportJob.state.in_(("queued", "running")) & (ImportJob.updated_at < now - STALE)
     for job in session.scalars(select(ImportJob).where(lost, ImportJob.tries >= TRIES)):
         _give_up(session, job)
-    ids = session.scalars(select(ImportJob.id).where(or_(ImportJob.state == "waiting", lost))).all()
+    ids = session.scalars(select(ImportJob.id).where(or_(ImportJob.state == "waiting", lost)).order_by(ImportJob.id)).all()
     handed = []
     for job_id in ids:
         claimed = session.execute(update(ImportJob).where(ImportJob.id == job_id, or_(ImportJob.state == "waiting", lost))
@@ -229,7 +230,8 @@ def due_jobs(session: Session, now=None) -> list[int]:
 def claim(session: Session, job_id: int) -> bool:
     """Take a waiting or queued job to run it; False when another run has it (or it is done)."""
     taken = session.execute(update(ImportJob).where(ImportJob.id == job_id, ImportJob.state.in_(("waiting", "queued")))
-                            .values(state="running", rows_done=0, tries=ImportJob.tries + 1, updated_at=utcnow()))
+                            .values(state="running", rows_done=0, tries=ImportJob.tries + 1,
+                                    updated_at=clock.now_sql(session)))
     return bool(taken.rowcount)
 
 
@@ -251,7 +253,7 @@ def run_job(session: Session, job_id: int, settings: Settings | None = None) -> 
 
     def progress(done: int, good: int) -> None:
         job.rows_done = min(job.rows_total, max(job.rows_total - good, 0) + done)
-        job.updated_at = utcnow()
+        job.updated_at = clock.read(session)
         session.commit()
 
     try:
@@ -269,7 +271,7 @@ def run_job(session: Session, job_id: int, settings: Settings | None = None) -> 
     job.rejected, job.not_resubscribed = report.rejected, report.not_resubscribed
     job.problems = [[p.line, p.column, p.severity, p.message, p.fix] for p in report.problems]
     job.rows_done, job.state, job.data, job.error = job.rows_total, "finished", None, ""  # an earlier try's error is over
-    job.finished_at = job.updated_at = utcnow()
+    job.finished_at = job.updated_at = clock.read(session)
     session.commit()
     return job
 
@@ -280,7 +282,7 @@ def _failed_try(session: Session, job: ImportJob, error: str) -> ImportJob:
     job.error = f"try {job.tries} of {TRIES} failed with an unexpected error: {error}"[:2000]
     if job.tries >= TRIES:
         return _give_up(session, job)
-    job.state, job.updated_at = "queued", utcnow()  # as if its worker were lost: handed out again after STALE
+    job.state, job.updated_at = "queued", clock.read(session)  # as if its worker were lost: handed out again after STALE
     session.commit()
     return job
 
@@ -296,7 +298,7 @@ def _give_up(session: Session, job: ImportJob) -> ImportJob:
 
 def _fail(session: Session, job: ImportJob, error: str) -> ImportJob:
     job.state, job.error, job.data = "failed", error, None
-    job.finished_at = job.updated_at = utcnow()
+    job.finished_at = job.updated_at = clock.read(session)
     session.commit()
     return job
 

@@ -56,7 +56,7 @@ def map_and_import(client, job_path: str, **changes):
 
 def jobs(settings) -> list[ImportJob]:
     with session_scope(settings) as session:
-        return list(session.scalars(select(ImportJob)))
+        return list(session.scalars(select(ImportJob).order_by(ImportJob.id)))
 
 
 def audit_log(settings) -> list[tuple[str, str]]:
@@ -283,6 +283,27 @@ def test_a_job_whose_worker_was_lost_is_handed_out_again(world, editor, monkeypa
         assert imports.due_jobs(session, now=utcnow() + imports.STALE + timedelta(seconds=1)) == [job_id]
         imports.run_job(session, job_id)
     assert subscriber(world.settings, "x@example.org") is not None
+
+
+def test_a_job_running_on_a_worker_whose_clock_is_slow_is_not_handed_out_again(world, editor, monkeypatch):
+    """Who holds a job is judged by the database's clock: a worker fifteen minutes
+    slow (more than STALE) is not taken for lost while it works."""
+    from datetime import timedelta
+
+    import time_machine
+
+    from newsletter.store import clock
+
+    monkeypatch.setattr(imports, "INLINE_ROWS", 0)
+    job_path = upload(editor, "email\nx@example.org\n").headers["Location"]
+    map_and_import(editor, job_path)
+    with session_scope(world.settings) as session:
+        [job_id] = imports.due_jobs(session)
+        slow = clock.read(session) - imports.STALE - timedelta(minutes=5)
+    with time_machine.travel(slow, tick=True), session_scope(world.settings) as session:
+        assert imports.claim(session, job_id)
+    with session_scope(world.settings) as session:
+        assert imports.due_jobs(session) == []  # it is still the slow worker's
 
 
 def test_an_import_that_keeps_failing_unexpectedly_gives_up_after_a_few_tries_and_says_why(world, editor, monkeypatch):
