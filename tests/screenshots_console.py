@@ -148,6 +148,8 @@ def prepare_import(settings, app) -> tuple[int, int]:
 
 
 def main(out: Path, narrow: bool = False) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
     from tests.web.browser import photographer, screenshot_settings
 
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +185,7 @@ def main(out: Path, narrow: bool = False) -> None:
                     driver.find_element("id", f"value-{n}").send_keys(value)
                 driver.find_element("id", "segment-name").send_keys("council-clerks")
                 driver.find_element("css selector", "button[value=preview]").click()
-                driver.find_element("css selector", "[data-field=count]")
+                WebDriverWait(driver, 30).until(lambda d: d.find_elements("css selector", "[data-field=count]"))
                 driver.set_window_size(width, 1750 if width > 400 else 2600)
                 driver.save_screenshot(str(out / f"console-segment{suffix}.png"))
             photograph_people(driver, base_url, settings, world, app, out)

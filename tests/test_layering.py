@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # In the order data flows; each stage may use those above it.
 STAGES = (
-    ("base", ("newsletter.config", "newsletter.errors", "newsletter.logs", "newsletter.addresses")),
+    ("base", ("newsletter.config", "newsletter.errors", "newsletter.logs", "newsletter.addresses",
+              "newsletter.wording")),
     ("authoring", ("newsletter.authoring",)),
     ("store", ("newsletter.store",)),
     ("transports", ("newsletter.transports",)),

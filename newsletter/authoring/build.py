@@ -27,6 +27,7 @@ from newsletter.authoring.message import Recipient, make_message_id, publication
 from newsletter.authoring.publishing import checked_render
 from newsletter.authoring.render import RenderedIssue, render_issue
 from newsletter.authoring.webcopy import write_site
+from newsletter.wording import counted
 
 # The made-up subscriber of sample.eml: example.com is reserved for examples.
 SAMPLE_READER = Recipient(
@@ -90,7 +91,7 @@ def _archive_issues(issue: Issue, rendered: RenderedIssue,
             if other.publication.slug == issue.publication.slug:
                 archive.append(render_issue(other, templates_dir))
         except InputError as exc:
-            skipped.append(Problem(str(sibling), f"left out of the archive: {len(exc.problems)} problem(s)",
+            skipped.append(Problem(str(sibling), f"left out of the archive: {counted(len(exc.problems), 'problem')}",
                                    f"run `newsletter check {sibling}`", "warning"))
     return archive, skipped
 

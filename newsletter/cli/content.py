@@ -15,6 +15,7 @@ from newsletter.authoring.content import load_issue
 from newsletter.errors import CONTENT_ERRORS, EXIT_CODES_HELP
 from newsletter.authoring.preview import PreviewServer
 from newsletter.authoring.render import render_issue
+from newsletter.wording import counted
 
 console = LazyConsole(highlight=False, soft_wrap=True)
 
@@ -40,9 +41,9 @@ def check(folder: Path, templates_dir: Path | None) -> None:
     errors = sum(p.is_error for p in problems)
     warnings = len(problems) - errors
     if errors:
-        console.print(f"[red]{errors} error(s)[/], {warnings} warning(s): fix the errors before sending.")
+        console.print(f"[red]{counted(errors, 'error')}[/], {counted(warnings, 'warning')}: fix the errors before sending.")
         sys.exit(CONTENT_ERRORS)
-    console.print(f"[green]No errors[/] in {escape(repr(issue.title))}, {warnings} warning(s).")
+    console.print(f"[green]No errors[/] in {escape(repr(issue.title))}, {counted(warnings, 'warning')}.")
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -70,7 +71,7 @@ def preview(folder: Path, port: int, templates_dir: Path | None) -> None:
     """
     def on_refresh(state) -> None:
         print_problems(state.problems)
-        console.print(f"re-rendered ({len(state.problems)} problem(s))")
+        console.print(f"re-rendered ({counted(len(state.problems), 'problem')})")
 
     server = PreviewServer(folder, templates_dir, port, on_refresh=on_refresh)
     print_problems(server.state.problems)

@@ -20,6 +20,7 @@ from newsletter.config import get_settings
 from newsletter.ops.status import Status, collect_status
 from newsletter.store.db import session_scope
 from newsletter.store.migrate import upgrade
+from newsletter.wording import counted
 
 console = LazyConsole()
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
@@ -91,7 +92,7 @@ def retry_failed(send_id: int):
         count = scheduling.retry_failed(session, send_id)
         state = send_record.get_send(session, send_id).state
     if count:
-        console.print(f"{count} failed recipient(s) of send {send_id} will be sent again; the send is [bold]{state}[/].")
+        console.print(f"{counted(count, 'failed recipient')} of send {send_id} will be sent again; the send is [bold]{state}[/].")
     else:
         console.print(f"Send {send_id} has no failed recipient to retry (suppressed and hard-bounced ones stay failed).")
 

@@ -10,6 +10,7 @@ from newsletter.audience import segments as segs
 from newsletter.cli import LazyConsole, main
 from newsletter.cli.subscribers import database, only_publication, publication_option
 from newsletter.store.publications import get_publication
+from newsletter.wording import counted
 
 console = LazyConsole()
 
@@ -40,7 +41,7 @@ def segments_create(name: str, condition: str, description: str, publication: st
         publication = publication or only_publication(session)
         segment = segs.create_segment(session, publication, name, condition, description)
         shown = segs.segment_preview(session, segment)
-    console.print(f"created segment [bold]{name}[/] in {publication}: {shown.count} subscriber(s) today")
+    console.print(f"created segment [bold]{name}[/] in {publication}: {counted(shown.count, 'subscriber')} today")
 
 
 @segments.command("list")
@@ -92,7 +93,7 @@ def segments_count(name: str | None, condition: str | None, publication: str | N
 
 def show_audience(shown: segs.Preview) -> None:
     """The count, then up to ten people, so a wrong condition shows before anything is sent."""
-    console.print(f"{shown.count} subscriber(s) today (active, not suppressed, confirmed on a list).")
+    console.print(f"{counted(shown.count, 'subscriber')} today (active, not suppressed, confirmed on a list).")
     if not shown.sample:
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"the first {len(shown.sample)}", title_justify="left")

@@ -176,7 +176,7 @@ def show_send(send_id: int):
             select(MailingList.slug).where(MailingList.id.in_(send_record.list_ids_of(session, send))).order_by(MailingList.slug)
         ).all()
         segment = f"; segment {send.segment_name}: {send.segment_condition}" if send.segment_name else ""
-        console.print(f"To: list(s) {', '.join(slugs)}{segment}", highlight=False)
+        console.print(f"To: {'list' if len(slugs) == 1 else 'lists'} {', '.join(slugs)}{segment}", highlight=False)
         if send.started_at is None:
             console.print("The audience is frozen when the send starts.")
         else:

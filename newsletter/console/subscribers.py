@@ -42,6 +42,7 @@ from newsletter.store.models import (
     Subscriber,
     Suppression,
 )
+from newsletter.wording import counted
 
 PAGE_SIZE = 50
 HISTORY_LIMIT = 500  # moments shown on one subscriber's page, newest first
@@ -199,7 +200,7 @@ def history(session: Session, publication_id: int, subscriber: Subscriber, lists
     confirmation = session.scalars(select(ConfirmationEmail).where(ConfirmationEmail.subscriber_id == subscriber.id)).first()
     if confirmation is not None:
         moments.append(Moment(confirmation.last_sent_at, "confirmation", "A link to confirm was emailed",
-                              f"{confirmation.emails_sent} such email(s) in all; this is the latest"))
+                              f"{counted(confirmation.emails_sent, 'such email')} in all; this is the latest"))
     delivery_ids = []
     for delivery, send, issue in session.execute(
         select(Delivery, Send, IssueRow).join(Send, Delivery.send_id == Send.id).join(IssueRow, Send.issue_id == IssueRow.id)

@@ -29,6 +29,7 @@ from newsletter.errors import InputError, Problem
 from newsletter.authoring.render import RenderedIssue
 from newsletter.store.models import Draft, Membership, PublicationRow, Send, SendState, Subscriber, utcnow
 from newsletter.audience.suppressions import suppressed_in_sql
+from newsletter.wording import counted
 
 # The one publication setting the console adds: may one person edit and approve an issue?
 SELF_APPROVAL = "one_person_may_approve"
@@ -90,7 +91,7 @@ def _require_no_errors(session: Session, settings: Settings, draft: Draft, step:
     findings = check(session, settings, draft)
     errors = [f for f in findings if f.is_error]
     if errors:
-        raise InputError(Problem(f"issue {draft.slug}", f"the checks found {len(errors)} error(s)",
+        raise InputError(Problem(f"issue {draft.slug}", f"the checks found {counted(len(errors), 'error')}",
                                  f"fix them before you {step}; the list is beside the preview"))
 
 
@@ -193,7 +194,7 @@ def send_proof(session: Session, settings: Settings, draft: Draft, actor: Actor,
     with rendering(session, settings, draft) as (rendered, findings):
         errors = [f for f in findings if f.is_error]
         if rendered is None or errors:
-            raise InputError(Problem(f"issue {draft.slug}", f"the checks found {len(errors)} error(s)",
+            raise InputError(Problem(f"issue {draft.slug}", f"the checks found {counted(len(errors), 'error')}",
                                      "fix them before sending a proof"))
         own = transport is None
         publication = rendered.issue.publication

@@ -10,6 +10,7 @@ from newsletter.config import Settings
 from newsletter.ops.broker import broker_view, queue_names
 from newsletter.ops.heartbeats import worker_statuses
 from newsletter.store.db import session_scope
+from newsletter.wording import counted
 
 
 @dataclass(frozen=True)
@@ -54,4 +55,4 @@ def worker_health(settings: Settings, queues: tuple[str, ...] = (), node: str | 
     missing = [q for q in (queues or queue_names()) if not any(q in w.queues for w in running)]
     if missing:
         return Health(False, f"no running worker consumes: {', '.join(missing)}")
-    return Health(True, f"{len(running)} worker(s) running")
+    return Health(True, f"{counted(len(running), 'worker')} running")

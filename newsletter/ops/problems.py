@@ -11,6 +11,7 @@ from newsletter.ops.broker import QueueStats
 from newsletter.ops.heartbeats import WorkerStatus
 from newsletter.ops.sends import SendStatus
 from newsletter.store.models import SendState
+from newsletter.wording import counted
 
 # Mailbox providers start filtering or blocking senders above this complaint rate.
 COMPLAINT_RATE_PROVIDERS_ACT = 0.003
@@ -45,7 +46,7 @@ def queue_problems(queues: list[QueueStats], workers: list[WorkerStatus]) -> lis
     return [
         OpsProblem(
             "queue_without_consumer", CRITICAL, f"queue {q.name}",
-            f"{q.depth} message(s) waiting and no running worker consumes this queue",
+            f"{counted(q.depth, 'message')} waiting and no running worker consumes this queue",
             f"start a worker with --queues {q.name} (see the Procfile)",
         )
         for q in queues
@@ -72,14 +73,14 @@ def send_problems(settings: Settings, send: SendStatus, now: datetime) -> list[O
         idle = (now - send.last_progress_at).total_seconds()
         if idle > settings.stall_warning_seconds:
             problems.append(OpsProblem(
-                "stalled_send", CRITICAL, subject, f"no progress for {idle:.0f}s with {send.pending} recipient(s) to go",
+                "stalled_send", CRITICAL, subject, f"no progress for {idle:.0f}s with {counted(send.pending, 'recipient')} to go",
                 "check that send workers are running and the transport answers (newsletter ops status)",
             ))
     for lane in send.throttled:
         problems.append(OpsProblem(
             "throttled_send", CRITICAL, subject,
             f"the server keeps asking {lane.transport} account '{lane.account}' to slow down and nothing went out "
-            f"for over {lane.seconds:.0f}s; {lane.waiting} recipient(s) wait (last answer: {lane.last_error[:200]})",
+            f"for over {lane.seconds:.0f}s; {counted(lane.waiting, 'recipient')} waiting (last answer: {lane.last_error[:200]})",
             "ask the provider about the account's limits or reputation, or lower its rate (RATE_LIMIT_PER_SECOND "
             "or the publication's sending.rate); rows still unsent when RETRY_WINDOW_SECONDS runs out fail with the reason",
         ))
@@ -93,7 +94,7 @@ def send_problems(settings: Settings, send: SendStatus, now: datetime) -> list[O
     if send.orphaned_claims:
         problems.append(OpsProblem(
             "orphaned_claims", WARNING, subject,
-            f"{send.orphaned_claims} recipient row(s) claimed by a worker that stopped renewing its claim "
+            f"{counted(send.orphaned_claims, 'recipient row')} claimed by a worker that stopped renewing its claim "
             "(it died, hung, or lost the database)",
             "a running send worker takes them over when the next beat tick hands their batch out again; "
             "rows that were being sent are counted as possible duplicates. If this stays, check that a send "

@@ -22,6 +22,7 @@ from newsletter.sending.send_record import get_send, header_list_of, list_ids_of
 from newsletter.sending.send_template import message_template
 from newsletter.store import clock
 from newsletter.store.publications import settings_for
+from newsletter.wording import counted
 from newsletter.store.models import (
     Batch,
     BatchState,
@@ -118,8 +119,8 @@ class Scheduled:
         if not had:
             return ""
         if self.send.resend:
-            return f"{had} of its {audience} recipient(s) already had this issue from an earlier send and get it again."
-        return (f"{had} of its {audience} recipient(s) already had this issue from an earlier send and are left out "
+            return f"{had:,} of its {counted(audience, 'recipient')} already had this issue from an earlier send and get it again."
+        return (f"{had:,} of its {counted(audience, 'recipient')} already had this issue from an earlier send and are left out "
                 f"(one copy per person; {how_to_resend} to send it to them again).")
 
 
@@ -152,7 +153,7 @@ def schedule_issue(
     audience, had = audience_today(session, send)
     if had:
         record_send_event(session, send.id, "resend" if resend else "already had it",
-                          f"{had} of {audience} recipient(s) already had this issue from an earlier send: "
+                          f"{had:,} of {counted(audience, 'recipient')} already had this issue from an earlier send: "
                           + ("they get it again" if resend else "they are left out"))
     return Scheduled(send, audience, had)
 
@@ -405,7 +406,7 @@ def retry_failed(session: Session, send_id: int, *, now: datetime | None = None)
             update(Send).where(Send.id == send_id, Send.state == SendState.FINISHED)
             .values(state=SendState.SENDING, finished_at=None, last_progress_at=now, updated_at=now)
         )
-    record_send_event(session, send_id, "retry failed", f"{retried} failed recipient(s) to be sent again")
+    record_send_event(session, send_id, "retry failed", f"{counted(retried, 'failed recipient')} to be sent again")
     session.refresh(send)
     return retried
 

@@ -16,6 +16,7 @@ from flask import Flask
 from newsletter.authoring.render import COMPILED_TEMPLATES
 from newsletter.config import Settings, get_settings
 from newsletter.logs import configure_logging
+from newsletter.wording import counted
 
 # module -> URL prefix; each module defines ``blueprint``.
 BLUEPRINTS = {
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, template_folder=str(settings.templates_dir / "site"))
     # Pages are compiled once per process, not once per app (Jinja checks each file's content).
     app.jinja_options = {**app.jinja_options, "bytecode_cache": COMPILED_TEMPLATES}
+    app.add_template_filter(counted)  # {{ n | counted("recipient") }}: "1 recipient", "25,000 recipients"
     app.config["SETTINGS"] = settings
     app.config["SECRET_KEY"] = settings.signing_keys[0]
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # no form or webhook needs more

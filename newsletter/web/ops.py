@@ -45,6 +45,7 @@ from newsletter.ops.status import Status, collect_status
 from newsletter.store.models import BatchRun, Delivery, DeliveryState, QueueSample, SendEvent, SendState
 from newsletter.web import auth, security
 from newsletter.web.pages import database, settings
+from newsletter.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def _retry_failed(db: Session, send_id: int, operator: admins.Operator) -> str:
     count = scheduling.retry_failed(db, send_id)
     if not count:
         return f"Send {send_id} has no failed recipient to retry (suppressed and hard-bounced ones stay failed)."
-    return f"{count} failed recipient(s) of send {send_id} will be sent again."
+    return f"{counted(count, 'failed recipient')} of send {send_id} will be sent again."
 
 
 ACTIONS = {

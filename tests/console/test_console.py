@@ -309,7 +309,7 @@ def test_schedule_in_local_time_with_utc_and_a_dst_warning_then_send_now_and_see
     form = editor.get(f"{page}/schedule?lists=everyone&at={at.replace(' ', '+')}").get_data(as_text=True)
     assert f"{shown} ({utc} UTC)" in form
     assert "The clocks go" in form
-    assert "Send now to 3 recipient(s)" in form
+    assert "Send now to 3 recipients" in form
     scheduled = post(editor, f"{page}/schedule", {"lists": "everyone", "at": at, "when": "at"}, page=page)
     assert scheduled.status_code == 303
     with session_scope(world.settings) as session:
@@ -322,7 +322,7 @@ def test_schedule_in_local_time_with_utc_and_a_dst_warning_then_send_now_and_see
     assert refused.status_code == 409 and "unschedule it first" in refused.get_data(as_text=True)
 
     confirm = editor.get(f"{page}/confirm/send-now").get_data(as_text=True)
-    assert "It goes to <strong>3 recipient(s)</strong>" in confirm
+    assert "It goes to <strong>3 recipients</strong>" in confirm
     assert post(editor, f"{page}/send-now", page=f"{page}/confirm/send-now").status_code == 303
 
     transport = MemoryTransport()
@@ -436,7 +436,7 @@ def test_reschedule_and_unschedule_a_scheduled_issue(world, editor, approved):
     page = f"/console/issues/{approved}"
     post(editor, f"{page}/schedule", {"lists": "everyone", "at": "2099-03-01 09:00", "when": "at"}, page=page)
     confirm = editor.get(f"{page}/confirm/reschedule").get_data(as_text=True)
-    assert "3 recipient(s) are waiting for it" in confirm
+    assert "3 recipients are waiting for it" in confirm
     moved = post(editor, f"{page}/reschedule", {"at": "2099-03-02 10:30"}, page=f"{page}/confirm/reschedule")
     assert moved.status_code == 303
     with session_scope(world.settings) as session:

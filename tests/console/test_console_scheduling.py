@@ -56,7 +56,7 @@ def frozen(settings) -> dict[str, int]:
 def test_two_overlapping_lists_ticked_make_one_send_and_one_copy_each(world, approved):
     editor, page = approved
     form = editor.get(f"{page}/schedule?lists=everyone&lists=board").get_data(as_text=True)
-    assert "<strong>7 recipient(s)</strong>" in form  # the two on both lists counted once
+    assert "<strong>7 recipients</strong>" in form  # the two on both lists counted once
 
     assert post(editor, f"{page}/schedule", {"lists": ["everyone", "board"], "when": "now"}, page=page).status_code == 303
 
@@ -93,14 +93,14 @@ def test_the_console_and_the_command_line_schedule_through_one_function_and_one_
     response = post(editor, f"{page}/schedule", {"lists": ["everyone", "board"], "when": "now"}, page=page)
     assert response.status_code == 303
     shown = editor.get(page).get_data(as_text=True)
-    assert "6 of its 7 recipient(s) already had this issue from an earlier send and are left out" in shown
+    assert "6 of its 7 recipients already had this issue from an earlier send and are left out" in shown
     assert frozen(world.settings) == {**{f"reader{n}@example.org": 1 for n in range(6)}, "trustee@example.org": 1}
     assert calls == [False, False]
 
     # Asked for explicitly, a resend from the command line reaches everyone on "board" again.
     again = cli("schedule", SAMPLE_ISSUE, "--list", "board", "--now", "--resend")
     assert again.exit_code == 0, again.output
-    assert "3 of its 3 recipient(s) already had this issue from an earlier send and get it again" in again.output
+    assert "3 of its 3 recipients already had this issue from an earlier send and get it again" in again.output
     copies = frozen(world.settings)
     assert copies == {"reader0@example.org": 2, "reader1@example.org": 2, "trustee@example.org": 2,
                       **{f"reader{n}@example.org": 1 for n in range(2, 6)}}

@@ -144,14 +144,14 @@ def test_schedule_an_issue_to_a_segment_after_seeing_its_count_and_ten_of_them(w
     submit(editor, [("email", "starts with", "clerk0")], do="save", name="first-clerks")
     page = f"/console/issues/{approved}"
     form = editor.get(f"{page}/schedule?segment=first-clerks&lists=everyone").get_data(as_text=True)
-    assert "segment first-clerks" in form and "<strong>10 recipient(s)</strong>" in form
+    assert "segment first-clerks" in form and "<strong>10 recipients</strong>" in form
     assert form.count("@example.org</td>") == 10 and "clerk10@example.org" not in form
     assert '<input type="hidden" name="segment" value="first-clerks">' in form
     response = post(editor, f"{page}/schedule", {"lists": "everyone", "segment": "first-clerks", "when": "at",
                                                   "at": "2099-01-07 09:00"}, page=page)
     assert response.status_code == 303
     assert "Scheduled to everyone (segment first-clerks)" in editor.get(page).get_data(as_text=True)
-    assert "It goes to <strong>10 recipient(s)</strong>" in editor.get(f"{page}/confirm/send-now").get_data(as_text=True)
+    assert "It goes to <strong>10 recipients</strong>" in editor.get(f"{page}/confirm/send-now").get_data(as_text=True)
     assert post(editor, f"{page}/send-now", page=page).status_code == 303
     with session_scope(world.settings) as session:
         [send] = session.scalars(select(Send)).all()

@@ -265,7 +265,7 @@ def test_erasing_asks_first_says_what_goes_and_then_does_what_the_cli_does(world
 
     confirm = text_of(admin.get(f"{page}/erase"))
     assert "Erase Ada.Lovelace@example.org?" in confirm and "cannot be undone" in confirm
-    assert "1 list membership(s)" in confirm and "1 record(s) of emails sent" in confirm
+    assert "1 list membership" in confirm and "1 record of emails sent" in confirm
     assert "audit log quotes it (1 entry)" in confirm
     assert subscriber_id(world.settings, ADA) == ada  # asking changed nothing
 

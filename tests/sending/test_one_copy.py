@@ -64,7 +64,7 @@ def test_scheduling_the_issue_again_to_an_overlapping_list_reaches_only_the_new_
     session.commit()
     # Said when it is scheduled, and again when it starts.
     assert (second.audience, second.already_had) == (4, 2)
-    assert "2 of its 4 recipient(s) already had this issue" in second.already_had_words("--resend")
+    assert "2 of its 4 recipients already had this issue" in second.already_had_words("--resend")
     assert "--resend" in second.already_had_words("--resend")
     later = MemoryTransport()
     run_send(session, fast, later, second.send.id)

@@ -63,7 +63,7 @@ def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser,
     heading.clear()
     heading.send_keys("Frailty: a strategy for healthy ageing")
     steps.press("Save this section")
-    assert "02-priorities.md is saved. The checks found 0 error(s) in it." in steps.notice()
+    assert "02-priorities.md is saved. The checks found 0 errors in it." in steps.notice()
     assert steps.find("#f-items-0-heading").get_attribute("value") == "Frailty: a strategy for healthy ageing"
 
     # 4. Break a link: the check fails, its finding links to the field; fix it.
@@ -73,7 +73,7 @@ def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser,
     url.clear()
     url.send_keys("http://www.example.org/not-secure")
     steps.press("Save this section")
-    assert "The checks found 1 error(s) in it." in steps.notice()
+    assert "The checks found 1 error in it." in steps.notice()
     finding = steps.find(".findings li.error a")
     assert finding.get_attribute("href").endswith(f"#{field_id}")
     steps.accessible()
@@ -83,7 +83,7 @@ def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser,
     url.clear()
     url.send_keys(good)
     steps.press("Save this section")
-    assert "The checks found 0 error(s) in it." in steps.notice()
+    assert "The checks found 0 errors in it." in steps.notice()
 
     # 5. Send a proof and see it arrive.
     browser.get(issue_url)
@@ -134,9 +134,9 @@ def test_write_check_proof_approve_schedule_deliver_and_see_the_results(browser,
     assert steps.find("#state").text == "scheduled"
     steps.follow("Send now…")
     wait_for_heading(browser, "Send “Together We're Better Monthly Newsletter” now?")
-    assert f"It goes to {SUBSCRIBERS} recipient(s)" in steps.find("main").text
+    assert f"It goes to {SUBSCRIBERS} recipients" in steps.find("main").text
     steps.accessible()
-    steps.press(f"Send now to {SUBSCRIBERS} recipient(s)")
+    steps.press(f"Send now to {SUBSCRIBERS} recipients")
     assert "Sending now" in steps.notice()
 
     # 9. A real worker delivers it over SMTP.

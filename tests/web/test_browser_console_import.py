@@ -64,7 +64,7 @@ def test_import_a_csv_watch_it_run_download_the_rejected_rows_then_build_a_segme
         ["email", "name", "field", "field"]
     assert "person00000@example.org" in steps.find("section[aria-labelledby=h-preview]").text
     Select(steps.find("#target-3")).select_by_value("ignore")
-    steps.press(f"Import {ROWS + 2} row(s)")
+    steps.press(f"Import {ROWS + 2:,} rows")
 
     # The progress bar, until a worker takes the job; then the report replaces it.
     steps.wait(lambda: steps.finds("#h-progress"), "the progress bar")
@@ -108,7 +108,7 @@ def test_import_a_csv_watch_it_run_download_the_rejected_rows_then_build_a_segme
     steps.find("#value-0").send_keys("board")
     steps.press("Count and show ten")
     steps.wait(lambda: steps.finds("[data-field=count]"), "the count")
-    assert steps.find("[data-field=count]").text == str(ROWS // 3)
+    assert steps.find("[data-field=count]").text == f"{ROWS // 3:,}"
     assert steps.find("[data-field=condition]").text == 'team is "board"'
     steps.accessible()
     Select(steps.find("#operator-1")).select_by_value("after")

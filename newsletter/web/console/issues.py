@@ -19,6 +19,7 @@ from newsletter.authoring.issue import SECTION_KINDS
 from newsletter.store.models import Draft, PublicationRow
 from newsletter.web.console import actor, blueprint, done, message, page, problem_text, require, roles_in, visible_publications
 from newsletter.web.pages import database, settings
+from newsletter.wording import counted
 
 
 @blueprint.get("/")
@@ -157,7 +158,7 @@ def _edit(draft_id: int, change) -> Response:
         return message("Nothing was changed", *problem_text(exc), status=409,
                        back=url_for("console.issue_page", draft_id=draft_id))
     errors = sum(f.is_error for f in findings)
-    return done(f"{text} The checks found {errors} error(s) and {len(findings) - errors} warning(s).",
+    return done(f"{text} The checks found {counted(errors, 'error')} and {counted(len(findings) - errors, 'warning')}.",
                 url_for("console.issue_page", draft_id=draft_id))
 
 
@@ -234,7 +235,7 @@ def save_section(draft_id: int, name: str):
     target = url_for("console.section_form", draft_id=draft_id, name=name)
     if adding_row:
         return done("Saved.", target)
-    return done(f"{name} is saved. The checks found {errors} error(s) in it.", target)
+    return done(f"{name} is saved. The checks found {counted(errors, 'error')} in it.", target)
 
 
 def _file(db, draft: Draft, name: str):
