@@ -27,6 +27,19 @@ from newsletter.errors import (
     in_reading_order,
 )
 
+def by_operator() -> str:
+    """Who steered a send from here, for its history: the login and the host
+    (the command line has no console account to name)."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container user with no name
+        user = "an operator"
+    return f"by {user} on {socket.gethostname()} from the command line"
+
+
 class LazyConsole:
     """A rich Console made at the moment it prints, so it sees the terminal
     (and COLUMNS) of that moment rather than of import time."""

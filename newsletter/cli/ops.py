@@ -14,7 +14,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from newsletter.sending import scheduling, send_record
-from newsletter.cli import LazyConsole, main
+from newsletter.cli import LazyConsole, by_operator, main
 from newsletter.cli.sends import sends
 from newsletter.config import get_settings
 from newsletter.ops.status import Status, collect_status
@@ -89,7 +89,7 @@ def retry_failed(send_id: int):
     settings = get_settings()
     upgrade(settings.effective_database_url)
     with session_scope(settings) as session:
-        count = scheduling.retry_failed(session, send_id)
+        count = scheduling.retry_failed(session, send_id, by=by_operator())
         state = send_record.get_send(session, send_id).state
     if count:
         console.print(f"{counted(count, 'failed recipient')} of send {send_id} will be sent again; the send is [bold]{state}[/].")

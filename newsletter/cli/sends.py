@@ -9,7 +9,7 @@ from rich import box
 from rich.table import Table
 
 from newsletter.sending import lifecycle, scheduling, send_record
-from newsletter.cli import LazyConsole, main, print_problems
+from newsletter.cli import LazyConsole, by_operator, main, print_problems
 from newsletter.config import get_settings
 from newsletter.errors import EXIT_CODES_HELP, InputError, Problem
 from newsletter.store.db import session_scope
@@ -195,14 +195,14 @@ def show_send(send_id: int):
 def _steer(action, send_id: int, *args):
     settings, scope = _session()
     with scope as session:
-        state = action(session, send_id, *args).state
+        state = action(session, send_id, *args, by=by_operator()).state
     # Only now, after the commit: an operator who reads "paused" can rely on it.
     console.print(f"Send {send_id} is now [bold]{state}[/].")
 
 
 @sends.command("pause")
 @click.argument("send_id", type=int)
-@click.option("--reason", default="paused by an operator")
+@click.option("--reason", default="", help="Why, for the send's history (who and where are added).")
 def pause_send(send_id: int, reason: str):
     """Stop handing out messages; workers stop within one chunk."""
     _steer(scheduling.pause, send_id, reason)
@@ -247,7 +247,7 @@ def reschedule_send(send_id: int, at_text: str):
         send = send_record.get_send(session, send_id)
         tz = send_record.publication_of(session, send).timezone
         when = scheduling.parse_send_time(at_text, tz)
-        scheduling.reschedule(session, send_id, when.utc)
+        scheduling.reschedule(session, send_id, when.utc, by=by_operator())
     console.print(f"Send {send_id} now goes at {when.describe()}.")
 
 

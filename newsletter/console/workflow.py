@@ -324,7 +324,7 @@ def unschedule(session: Session, draft: Draft, actor: Actor) -> None:
     require_role(session, actor, draft, "editor")
     waiting = waiting_sends(session, draft, "nothing to unschedule")
     for send in waiting:
-        scheduling.unschedule(session, send.id)
+        scheduling.unschedule(session, send.id, by=f"by {actor.email} from the console")
     draft.state = "approved"
     log(session, actor, draft, "unscheduled")
 
@@ -335,7 +335,7 @@ def reschedule(session: Session, draft: Draft, actor: Actor, at_text: str) -> sc
     when = scheduling.parse_send_time(at_text, publication.timezone, where=TIME_FIELD)
     waiting = waiting_sends(session, draft, "schedule it instead")
     for send in waiting:
-        scheduling.reschedule(session, send.id, when.utc)
+        scheduling.reschedule(session, send.id, when.utc, by=f"by {actor.email} from the console")
     log(session, actor, draft, "rescheduled", f"to {when.describe()}")
     return when
 
@@ -344,7 +344,7 @@ def send_now(session: Session, draft: Draft, actor: Actor) -> int:
     require_role(session, actor, draft, "editor")
     waiting = waiting_sends(session, draft, "schedule it first")
     for send in waiting:
-        scheduling.send_now(session, send.id)
+        scheduling.send_now(session, send.id, by=f"by {actor.email} from the console")
     log(session, actor, draft, "send now")
     return len(waiting)
 

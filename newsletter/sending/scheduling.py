@@ -281,30 +281,38 @@ def _check_audience(session: Session, issue: IssueRow, targets: list[MailingList
                                  "create a list and add subscribers first"))
 
 
-def reschedule(session: Session, send_id: int, at: datetime, *, now: datetime | None = None) -> Send:
-    now = now or utcnow()
+# Each way of steering a send takes ``by``: who did it and from where ("by
+# ops@example.org from the dashboard"), written in the send's history.
+
+
+def _with_by(detail: str, by: str) -> str:
+    return ", ".join(part for part in (detail, by) if part)
+
+
+def reschedule(session: Session, send_id: int, at: datetime, *, now: datetime | None = None, by: str = "") -> Send:
+    now = clock.read(session, now)
     if at < now - timedelta(seconds=1):
         raise InputError(Problem("--at", f"{at:%Y-%m-%d %H:%M} UTC is in the past", "give a later time"))
-    return _move_scheduled(session, send_id, at, "rescheduled")
+    return _move_scheduled(session, send_id, at, "rescheduled", by)
 
 
-def send_now(session: Session, send_id: int, *, now: datetime | None = None) -> Send:
+def send_now(session: Session, send_id: int, *, now: datetime | None = None, by: str = "") -> Send:
     """Make a scheduled send due now, by the database's clock (the one the beat reads)."""
-    return _move_scheduled(session, send_id, clock.read(session, now), "send now")
+    return _move_scheduled(session, send_id, clock.read(session, now), "send now", by)
 
 
-def _move_scheduled(session: Session, send_id: int, at: datetime, kind: str) -> Send:
+def _move_scheduled(session: Session, send_id: int, at: datetime, kind: str, by: str) -> Send:
     result = session.execute(
         update(Send).where(Send.id == send_id, Send.state == SendState.SCHEDULED).values(scheduled_at=at, updated_at=utcnow())
     )
     send = get_send(session, send_id)
     if result.rowcount != 1:
         raise InputError(Problem(f"send {send_id}", f"it is {send.state}, not scheduled", "only a scheduled send can be moved"))
-    record_send_event(session, send_id, kind, f"for {at:%Y-%m-%d %H:%M:%S} UTC")
+    record_send_event(session, send_id, kind, _with_by(f"for {at:%Y-%m-%d %H:%M:%S} UTC", by))
     return send
 
 
-def unschedule(session: Session, send_id: int) -> Send:
+def unschedule(session: Session, send_id: int, *, by: str = "") -> Send:
     """Take a send off the calendar before it starts (it is kept, cancelled)."""
     result = session.execute(
         update(Send).where(Send.id == send_id, Send.state == SendState.SCHEDULED).values(state=SendState.CANCELLED, updated_at=utcnow())
@@ -314,16 +322,17 @@ def unschedule(session: Session, send_id: int) -> Send:
         raise InputError(
             Problem(f"send {send_id}", f"it is {send.state}, not scheduled", "a started send is paused or cancelled instead")
         )
-    record_send_event(session, send_id, "unscheduled")
+    record_send_event(session, send_id, "unscheduled", by)
     return send
 
 
-def pause(session: Session, send_id: int, reason: str = "paused by an operator") -> Send:
+def pause(session: Session, send_id: int, reason: str = "", *, by: str = "") -> Send:
     """Stop handing out messages; workers notice before their next chunk."""
+    reason = _with_by(reason, by) or "paused by an operator"
     return _transition(session, send_id, (SendState.SENDING,), SendState.PAUSED, "paused", reason)
 
 
-def resume(session: Session, send_id: int) -> Send:
+def resume(session: Session, send_id: int, *, by: str = "") -> Send:
     """Carry on with a paused send (by an operator or by its error budget).
 
     Its unfinished batches are marked for the next beat tick to hand out, so
@@ -331,7 +340,7 @@ def resume(session: Session, send_id: int) -> Send:
     refused by policy (5.7.x: the sender or the content, not the address) are
     tried again: the pause was the time to fix the cause.
     """
-    send = _transition(session, send_id, (SendState.PAUSED,), SendState.SENDING, "resumed", "")
+    send = _transition(session, send_id, (SendState.PAUSED,), SendState.SENDING, "resumed", by)
     now = clock.read(session)  # the rows are due by the clock the beat reads, whatever this host's says
     session.execute(
         update(Delivery)
@@ -343,9 +352,10 @@ def resume(session: Session, send_id: int) -> Send:
     return send
 
 
-def cancel(session: Session, send_id: int) -> Send:
+def cancel(session: Session, send_id: int, *, by: str = "") -> Send:
     """End a send for good; recipients not yet sent to are marked cancelled."""
-    send = _transition(session, send_id, (SendState.SCHEDULED, SendState.SENDING, SendState.PAUSED), SendState.CANCELLED, "cancelled", "")
+    send = _transition(session, send_id, (SendState.SCHEDULED, SendState.SENDING, SendState.PAUSED), SendState.CANCELLED,
+                       "cancelled", by)
     session.execute(
         update(Delivery)
         .where(Delivery.send_id == send_id, Delivery.state.in_((DeliveryState.PENDING, DeliveryState.RETRY)))
@@ -376,7 +386,7 @@ def _transition(session, send_id, from_states, to_state, kind, reason) -> Send:
     return send
 
 
-def retry_failed(session: Session, send_id: int, *, now: datetime | None = None) -> int:
+def retry_failed(session: Session, send_id: int, *, now: datetime | None = None, by: str = "") -> int:
     """Send again to the recipients whose delivery failed, and to no one else.
 
     Suppressed addresses (hard bounces, complaints, ...) and hard bounces
@@ -406,7 +416,7 @@ def retry_failed(session: Session, send_id: int, *, now: datetime | None = None)
             update(Send).where(Send.id == send_id, Send.state == SendState.FINISHED)
             .values(state=SendState.SENDING, finished_at=None, last_progress_at=now, updated_at=now)
         )
-    record_send_event(session, send_id, "retry failed", f"{counted(retried, 'failed recipient')} to be sent again")
+    record_send_event(session, send_id, "retry failed", _with_by(f"{counted(retried, 'failed recipient')} to be sent again", by))
     session.refresh(send)
     return retried
 

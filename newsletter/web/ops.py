@@ -42,7 +42,7 @@ from newsletter.sending import scheduling, send_record
 from newsletter.errors import InputError
 from newsletter.errors import NotFound as NoSuchThing
 from newsletter.ops.status import Status, collect_status
-from newsletter.store.models import BatchRun, Delivery, DeliveryState, QueueSample, SendEvent, SendState
+from newsletter.store.models import BatchRun, Delivery, DeliveryState, QueueSample, SendState
 from newsletter.web import auth, security
 from newsletter.web.pages import database, settings
 from newsletter.wording import counted
@@ -152,22 +152,22 @@ class Action:
 
 
 def _pause(db: Session, send_id: int, operator: admins.Operator) -> str:
-    scheduling.pause(db, send_id, reason=f"paused by {operator.email} from the dashboard")
+    scheduling.pause(db, send_id, by=f"by {operator.email} from the dashboard")
     return f"Send {send_id} is paused."
 
 
 def _resume(db: Session, send_id: int, operator: admins.Operator) -> str:
-    scheduling.resume(db, send_id)
+    scheduling.resume(db, send_id, by=f"by {operator.email} from the dashboard")
     return f"Send {send_id} is sending again."
 
 
 def _cancel(db: Session, send_id: int, operator: admins.Operator) -> str:
-    scheduling.cancel(db, send_id)
+    scheduling.cancel(db, send_id, by=f"by {operator.email} from the dashboard")
     return f"Send {send_id} is cancelled."
 
 
 def _retry_failed(db: Session, send_id: int, operator: admins.Operator) -> str:
-    count = scheduling.retry_failed(db, send_id)
+    count = scheduling.retry_failed(db, send_id, by=f"by {operator.email} from the dashboard")
     if not count:
         return f"Send {send_id} has no failed recipient to retry (suppressed and hard-bounced ones stay failed)."
     return f"{counted(count, 'failed recipient')} of send {send_id} will be sent again."
@@ -215,7 +215,6 @@ def run_action(send_id: int, action_name: str):
     try:
         with database() as db:
             done = action.run(db, send_id, operator)
-            db.add(SendEvent(send_id=send_id, kind="operator", detail=f"{action_name} by {operator.email} (dashboard)"))
             audit.record(db, operator.email, action_name, f"send {send_id} (dashboard)", client=auth.client_address())
     except NoSuchThing as exc:
         return message_page("No such send", str(exc), status=404)

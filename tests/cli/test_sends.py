@@ -79,6 +79,12 @@ def test_pause_resume_cancel_and_list(cli, staff):
     shown = cli("sends", "show", "1").output
     assert "cancelled, scheduled for" in shown and "for 2099-07-01 08:30:00 UTC" in shown  # the first time
     assert [line.split()[3] for line in shown.splitlines() if line.startswith("  20")] == ["scheduled", "send", "cancelled"]
+    import getpass
+    import socket
+
+    by = f"by {getpass.getuser()} on {socket.gethostname()} from the command line"  # who steered it, and where
+    assert [line for line in shown.splitlines() if "cancelled  " in line][0].endswith(by)
+    assert f"UTC, {by}" in shown  # send now
     unknown = cli("sends", "show", "99")
     assert unknown.exit_code == 2 and "no send 99" in unknown.output
 

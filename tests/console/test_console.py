@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.store.db import session_scope
-from newsletter.store.models import AuditEntry, Draft, DraftFile, Send
+from newsletter.store.models import AuditEntry, Draft, DraftFile, Send, SendEvent
 from tests.conftest import SAMPLE_ISSUE
 from tests.console_world import (
     ADMIN, APPROVER, EDITOR, OPERATOR, client_of, csrf_of, form_fields, log_in, make_world, post, press, sample_zip, the_draft,
@@ -446,4 +446,9 @@ def test_reschedule_and_unschedule_a_scheduled_issue(world, editor, approved):
     assert post(editor, f"{page}/unschedule", page=f"{page}/confirm/unschedule").status_code == 303
     with session_scope(world.settings) as session:
         assert session.scalars(select(Send.state)).all() == ["cancelled"]
+        history = session.execute(select(SendEvent.kind, SendEvent.detail).order_by(SendEvent.id)).all()
     assert the_draft(world.settings).state == "approved"  # it can be scheduled again
+    # The send's history (sends show, the dashboard) says who moved it and from where.
+    assert [tuple(h) for h in history[-2:]] == [
+        ("rescheduled", f"for 2099-03-02 10:30:00 UTC, by {EDITOR} from the console"),
+        ("unscheduled", f"by {EDITOR} from the console")]

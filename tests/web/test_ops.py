@@ -184,6 +184,12 @@ def test_the_dashboard_charts_what_was_sent_and_polls_with_its_own_script(app, s
 # --- the buttons ----------------------------------------------------------------------------
 
 
+def history(settings, send_id) -> list[tuple[str, str]]:
+    with session_scope(settings) as session:
+        return [tuple(row) for row in session.execute(select(SendEvent.kind, SendEvent.detail)
+                                                       .where(SendEvent.send_id == send_id).order_by(SendEvent.id))]
+
+
 def test_pause_stops_the_workers_and_resume_starts_them_again(app, settings, rendered, operator, caplog):
     send_id = start_send(settings, rendered, 30)
     transport = MemoryTransport()
@@ -195,15 +201,14 @@ def test_pause_stops_the_workers_and_resume_starts_them_again(app, settings, ren
     assert send_state(settings, send_id) == "paused"
     assert f"Send {send_id} is paused." in operator.get("/ops/").get_data(as_text=True)
     assert any(OPERATOR in r.getMessage() and "pause" in r.getMessage() for r in caplog.records)
-    with session_scope(settings) as session:
-        details = session.scalars(select(SendEvent.detail).where(SendEvent.send_id == send_id)).all()
-    assert f"pause by {OPERATOR} (dashboard)" in details
+    assert history(settings, send_id)[-1] == ("paused", f"by {OPERATOR} from the dashboard")  # who, in the send's history
 
     reports = deliver_batches(settings, transport, send_id)
     assert len(transport.accepted) == 10 and {r.stopped for r in reports[1:]} == {"paused"}
 
     press(operator, send_id, "resume")
     assert send_state(settings, send_id) == "sending"
+    assert history(settings, send_id)[-1] == ("resumed", f"by {OPERATOR} from the dashboard")
     deliver_batches(settings, transport, send_id)
     assert sorted(transport.recipients()) == [address(n) for n in range(30)]
 
@@ -221,6 +226,9 @@ def test_cancel_and_retry_failed(app, settings, rendered, operator):
 
     press(operator, send_id, "cancel")
     assert send_state(settings, send_id) == "cancelled"
+    assert history(settings, send_id)[-2:] == [
+        ("retry failed", f"1 failed recipient to be sent again, by {OPERATOR} from the dashboard"),
+        ("cancelled", f"by {OPERATOR} from the dashboard")]
     with session_scope(settings) as session:
         states = session.scalars(select(Delivery.state).where(Delivery.send_id == send_id)).all()
     assert states.count("cancelled") == 11 and states.count("sent") == 9
