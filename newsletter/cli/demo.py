@@ -60,7 +60,7 @@ def demo(count: int, delay: int, folder: Path, timeout: int):
         _watch(settings, send_id, timeout, processes)
         _summary(settings, send_id, sink, folder, site)
     finally:
-        _stop(processes)
+        _stop(processes, env)
         sink.stop()
 
 
@@ -172,12 +172,17 @@ def _summary(settings, send_id: int, sink, folder: Path, build) -> None:
         console.print(f"  {label}: {path}")
 
 
-def _stop(processes) -> None:
-    for process in processes:
+def _stop(processes, env: dict) -> None:
+    """The beat first, then the worker; then the beat's last ticks, which no
+    worker will take now, are emptied from the control queue, so that
+    `newsletter ops status` afterwards finds nothing wrong."""
+    for process in reversed(processes):  # started worker, then beat
         if process.poll() is None:
             process.terminate()
-    for process in processes:
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+    if processes:
+        subprocess.run([sys.executable, "-m", "celery", "-A", "workers.celery", "purge", "--force", "--queues", "control"],
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
