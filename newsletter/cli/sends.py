@@ -192,12 +192,13 @@ def show_send(send_id: int):
             console.print(f"  {shown:%Y-%m-%d %H:%M:%S %Z}  {event.kind}  {event.detail}", highlight=False)
 
 
-def _steer(action, send_id: int, *args):
+def _steer(action, send_id: int, *args, done: str = ""):
     settings, scope = _session()
     with scope as session:
         state = action(session, send_id, *args, by=by_operator()).state
     # Only now, after the commit: an operator who reads "paused" can rely on it.
-    console.print(f"Send {send_id} is now [bold]{state}[/].")
+    console.print(done.format(send_id=send_id, beat=f"{settings.beat_interval_seconds:g}")
+                  or f"Send {send_id} is now [bold]{state}[/].")
 
 
 @sends.command("pause")
@@ -234,7 +235,8 @@ def unschedule_send(send_id: int):
 @click.argument("send_id", type=int)
 def send_now(send_id: int):
     """Start a scheduled send at once."""
-    _steer(scheduling.send_now, send_id)
+    _steer(scheduling.send_now, send_id, done="Send {send_id} is due now: the beat starts it within {beat} seconds "
+                                              "(workers and beat must be running; see the Procfile).")
 
 
 @sends.command("reschedule")

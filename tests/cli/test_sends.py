@@ -73,7 +73,8 @@ def test_pause_resume_cancel_and_list(cli, staff):
     assert "2021-09" in listed.output and "scheduled" in listed.output
     paused = cli("sends", "pause", "1")
     assert paused.exit_code == 2 and "scheduled" in paused.output  # nothing to pause yet
-    assert cli("sends", "now", "1").exit_code == 0
+    now = cli("sends", "now", "1")
+    assert now.exit_code == 0 and "Send 1 is due now: the beat starts it within" in now.output
     assert "cancelled" in cli("sends", "cancel", "1", "--yes").output
     assert cli("sends", "resume", "1").exit_code == 2
     shown = cli("sends", "show", "1").output
