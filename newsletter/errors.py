@@ -6,7 +6,9 @@ a field) and what to do about it. Commands print these instead of tracebacks.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # "path/to/file.md:14" at the start of a Problem's ``where``.
@@ -39,6 +41,14 @@ class Problem:
         if match:
             return match["file"], int(match["line"]), self.message
         return self.where, 0, self.message
+
+
+def spelling_fix(word: object, choices: Sequence[str], what: str) -> str:
+    """The fix for a name that is not one of ``choices``: the nearest, when one
+    is near ("did you mean `teasers`?"), then every choice."""
+    near = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6) if isinstance(word, str) else []
+    listed = f"{what}: {', '.join(choices)}"
+    return f"did you mean `{near[0]}`? The {listed}" if near else f"check the spelling; the {listed}"
 
 
 def in_reading_order(problems: list[Problem]) -> list[Problem]:

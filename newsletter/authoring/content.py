@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-from newsletter.errors import ContentError, InputError, Problem
+from newsletter.errors import ContentError, InputError, Problem, spelling_fix
 from newsletter.authoring.issue import DARK_COLOURS, SECTION_KINDS, Colours, Issue, Item, Publication, Section, Source
 from newsletter.authoring.header_checks import header_field_problems
 from newsletter.authoring.yamlsource import LineMap, parse_yaml, split_front_matter, location
@@ -223,7 +223,7 @@ def _read_section(path: Path, folder: Path, problems: list[Problem]) -> Section 
     fields = Fields(values, path, "the section", problems)
     kind = fields.text("kind", required=True)
     if kind and kind not in SECTION_KINDS:
-        fields.problem("kind", f"there is no section kind {kind!r}", f"use one of: {', '.join(SECTION_KINDS)}")
+        fields.problem("kind", f"there is no section kind {kind!r}", spelling_fix(kind, SECTION_KINDS, "kinds are"))
     if kind not in SECTION_KINDS:
         return None
     fields.what, fields.known = f"this {kind} section", COMMON_FIELDS + KIND_FIELDS[kind]

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from newsletter.errors import Problem
+from newsletter.errors import Problem, spelling_fix
 from newsletter.authoring.issue import Source
 from newsletter.authoring.header_checks import header_field_problems
 from newsletter.authoring.yamlsource import LineList, LineMap, location
@@ -116,7 +116,7 @@ class Fields:
         for key in self.values:
             if key not in self.known:
                 self.problem(key, f"{self.what} has an unknown field `{key}`",
-                             f"check the spelling; the fields it can have are: {', '.join(self.known)}")
+                             spelling_fix(key, self.known, "fields it can have are"))
 
 
 def _describe(value: object) -> str:

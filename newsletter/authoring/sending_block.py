@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from newsletter.config import TRANSPORTS, Settings, read_secret, secret_is_set
 from newsletter.authoring.fields import Fields
-from newsletter.errors import Problem
+from newsletter.errors import Problem, spelling_fix
 from newsletter.authoring.yamlsource import LineMap, location
 
 SECRET = "secret"  # a field given as <name>_env or <name>_file, never inline
@@ -291,7 +291,7 @@ def _read_transport_fields(block: Fields, name: str, slug: str, options: dict, s
                         f"or `{key}_file: /run/secrets/...` (a secrets file) instead")
         elif key not in allowed and base not in known:
             sub.problem(key, f"publication '{slug}': `sending.{name}` has an unknown field `{key}`",
-                        f"check the spelling; the fields it can have are: {', '.join(allowed)}")
+                        spelling_fix(key, allowed, "fields it can have are"))
     for key, (setting, kind) in known.items():
         where = f"publication '{slug}': `sending.{name}.{key}`"
         if kind == SECRET:

@@ -264,6 +264,19 @@ def test_unknown_kind_lists_the_kinds_that_exist(issue_dir):
     assert "letter, teasers, news, figures, image, text" in problem.fix
 
 
+def test_a_misspelt_kind_or_field_gets_the_nearest_name(issue_dir):
+    write(issue_dir, "issue.yaml", manifest("01-x.md", "02-y.md"))
+    write(issue_dir, "01-x.md", "---\ntitle: Hi\nkind: teaser\n---\nHello\n")
+    write(issue_dir, "02-y.md", "---\nkind: letter\nauthor: A\nsignof: Best\n---\nDear all\n")
+    problems = problems_of(issue_dir)
+    kind, field = problem_at(problems, "01-x.md:3"), problem_at(problems, "02-y.md:4")
+    assert kind.fix.startswith("did you mean `teasers`?") and "letter, teasers, news" in kind.fix
+    assert field.fix.startswith("did you mean `signoff`?")
+
+    write(issue_dir, "01-x.md", "---\ntitle: Hi\nkind: zzz\n---\nHello\n")  # nothing near it
+    assert problem_at(problems_of(issue_dir), "01-x.md:3").fix.startswith("check the spelling; the kinds are")
+
+
 def test_missing_required_field_names_the_field(issue_dir):
     write(issue_dir, "issue.yaml", manifest("01-letter.md"))
     write(issue_dir, "01-letter.md", "---\nkind: letter\nrole: Chair\n---\nDear all\n")
