@@ -187,6 +187,45 @@ def subscribers_unsubscribe(email, list_slug, publication) -> None:
     console.print(f"unsubscribed {address} {where}", highlight=False)
 
 
+@subscribers.command("show")
+@click.argument("email")
+@publication_option("Only this publication (without it, each publication whose lists they are on).")
+def subscribers_show(email, publication) -> None:
+    """One person: their lists, any suppression, and what happened to each issue
+    sent to them, newest first (the console's subscriber page, in the terminal)."""
+    from sqlalchemy import select
+
+    from newsletter.console.subscribers import subscriber_view
+    from newsletter.store.models import MailingList, Membership, PublicationRow
+
+    with database() as session:
+        row = subs.get_subscriber(session, email)
+        query = (select(PublicationRow.id, PublicationRow.slug).join(MailingList).join(Membership)
+                 .where(Membership.subscriber_id == row.id).distinct().order_by(PublicationRow.slug))
+        if publication:
+            query = query.where(PublicationRow.slug == publication)
+        views = [(slug, subscriber_view(session, publication_id, row.id)) for publication_id, slug in session.execute(query)]
+        name = f" ({row.name})" if row.name else ""
+        console.print(f"[bold]{escape(row.email)}[/]{escape(name)}: {row.status}, subscriber {row.id} since "
+                      f"{row.created_at:%Y-%m-%d %H:%M} UTC", highlight=False)
+        for key, value in sorted((row.attributes or {}).items()):
+            console.print(f"  {escape(key)}: {escape(str(value))}", highlight=False)
+        if views and views[0][1].suppression is not None:
+            suppression = views[0][1].suppression
+            console.print(f"[yellow]Suppressed[/] since {suppression.created_at:%Y-%m-%d %H:%M} UTC "
+                          f"({escape(suppression.reason)}, {escape(suppression.source)}): never mailed again",
+                          highlight=False)
+        if not views:
+            console.print(f"not on any list{' of ' + publication if publication else ''}", highlight=False)
+        for slug, view in views:
+            console.print(f"\n[bold]{slug}[/]: " + ", ".join(f"{line.slug} ({line.status})" for line in view.lists),
+                          highlight=False)
+            table = Table("when (UTC)", "what", "detail", box=None, pad_edge=False)
+            for moment in view.history:
+                table.add_row(f"{moment.at:%Y-%m-%d %H:%M}", escape(moment.text), escape(moment.detail))
+            console.print(table)
+
+
 @subscribers.command("purge-unconfirmed")
 def subscribers_purge_unconfirmed() -> None:
     """Forget sign-ups not confirmed within UNCONFIRMED_RETENTION_DAYS (the beat does this too)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from email import message_from_bytes, policy
 
@@ -192,3 +193,30 @@ def test_a_sends_command_announces_the_new_state_only_once_it_is_committed(
     assert result.exit_code == 0, result.output
     said = [(text, state) for text, state in watching.lines if "is now" in text]
     assert said == [(f"Send {send_id} is now [bold]{announced}[/].", announced)], watching.lines
+
+
+def test_subscribers_show_answers_why_someone_did_or_did_not_get_an_issue(cli, staff):
+    """The operator's question on call: what happened to this person's copy?"""
+    from newsletter.sending import lifecycle
+    from newsletter.sending.delivery import Deliverer
+    from tests.memory_transport import MemoryTransport
+
+    assert cli("subscribers", "add", "reader2@example.com", "--name", "Reader Two", "--list", staff).exit_code == 0
+    assert cli("suppressions", "add", "Reader2@Example.com", "--note", "asked by phone").exit_code == 0
+    assert cli("schedule", SAMPLE_ISSUE, "--list", staff, "--now").exit_code == 0
+    settings = get_settings()
+    with session_scope(settings) as session:
+        deliverer = Deliverer(settings, MemoryTransport())
+        for batch_id in lifecycle.tick(session, settings):
+            deliverer.deliver_batch(session, batch_id)
+
+    one = cli("subscribers", "show", "READER1@example.com")
+    assert one.exit_code == 0, one.output
+    assert "reader1@example.com (Reader One): active" in one.output
+    assert "together-were-better: staff (confirmed)" in one.output
+    assert re.search(r"“Together We're Better Monthly Newsletter” \(01 September 2021\) +sent", one.output)
+    two = cli("subscribers", "show", "reader2@example.com").output
+    assert "Suppressed since" in two and "never mailed again" in two
+    assert "Together We're Better Monthly Newsletter" not in two  # suppressed before the send: never in its audience
+    missing = cli("subscribers", "show", "nobody@example.com")
+    assert missing.exit_code == 2 and "no subscriber nobody@example.com" in missing.output and "search" in missing.output
