@@ -130,7 +130,8 @@ def _lists_by_slug(session: Session, publication_slug: str | None) -> dict[str, 
 
 
 def write_problems(report: ImportReport, path: str | Path) -> int:
-    """Every problem of an import as CSV (line, column, severity, problem, what to do); returns how many."""
+    """Every problem of an import (of subscribers or of suppressions: anything with
+    ``problems``) as CSV (line, column, severity, problem, what to do); returns how many."""
 
     def write(out: TextIO) -> int:
         writer = SafeWriter(out)

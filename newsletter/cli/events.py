@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from newsletter.feedback import bounces, events
 from newsletter.audience import erasure
+from newsletter.audience.suppression_import import IMPORT_REASONS
 from newsletter.cli import main
 from newsletter.cli.subscribers import database, subscribers
 from newsletter.config import get_settings
@@ -72,6 +74,47 @@ def suppressions_add(email: str, note: str) -> None:
     with database() as session:
         added = events.suppress_manually(session, email, note)
     console.print(f"suppressed {email}" if added else f"{email} was suppressed already")
+
+
+@suppressions.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--reason", type=click.Choice(IMPORT_REASONS), default="manual",
+              show_default=True, help="For rows without a reason column (or with it empty).")
+@click.option("--errors", "errors_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=str),
+              help="Write every problem (line, column, reason, what to do) to this CSV file.")
+def suppressions_import(path: str, reason: str, errors_path: str | None) -> None:
+    """Suppress every address in the CSV file PATH: the bounces, complaints and
+    unsubscribes a team brings from another provider, before its first send.
+
+    Columns: email (required), reason (hard_bounce, complaint, soft_bounce or
+    manual), note. Rows that cannot be used are listed by line and the rest are
+    taken; the exit status is 1 when any were rejected. An address suppressed
+    already keeps its entry, so importing the file again changes nothing.
+    """
+    from rich.markup import escape
+
+    from newsletter.audience.csv_import import write_problems
+    from newsletter.audience.suppression_import import import_suppressions
+    from newsletter.cli import err_console
+
+    if errors_path and Path(errors_path).resolve() == Path(path).resolve():
+        raise InputError(Problem("--errors", "is the file being imported", "name another file for the problems"))
+    with database() as session:
+        report = import_suppressions(session, path, reason)
+    if errors_path:
+        write_problems(report, errors_path)
+    shown = 5 if errors_path else 50
+    for problem in report.problems[:shown]:
+        err_console.print(f"[red]{escape(str(problem))}[/]", highlight=False, soft_wrap=True)
+    if len(report.problems) > shown:
+        err_console.print(f"... and {len(report.problems) - shown} more"
+                          + (f": all of them are in {errors_path}" if errors_path else "; import again with --errors FILE"),
+                          highlight=False, markup=False)
+    table = Table("suppressed now", "suppressed already", "rejected", title=escape(report.path))
+    table.add_row(f"{report.added:,}", f"{report.already:,}", f"{report.rejected:,}")
+    console.print(table)
+    if report.rejected:
+        sys.exit(1)
 
 
 @suppressions.command("remove")

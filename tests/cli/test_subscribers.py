@@ -213,3 +213,22 @@ def test_the_errors_file_may_not_be_the_file_imported(run, monthly, tmp_path):
 
     assert result.exit_code == 2 and "--errors" in result.stderr
     assert source.read_text(encoding="utf-8") == "email\nnot-an-address\n"
+
+
+def test_suppressions_import_takes_the_good_rows_and_names_the_bad_ones(run, tmp_path, migrate):
+    migrate(get_settings().effective_database_url)
+    path = tmp_path / "from-the-old-provider.csv"
+    path.write_text("email,reason\ngone@example.org,cleaned\nbroken,manual\nangry@example.org,spam report\n")
+    errors = tmp_path / "problems.csv"
+
+    result = run("suppressions", "import", str(path), "--errors", str(errors))
+    assert result.exit_code == 1  # a row was rejected
+    assert "from-the-old-provider.csv:3" in result.output and "'broken' is not an email address" in result.output
+    assert "│ 2              │ 0                  │ 1        │" in result.output
+    with errors.open(newline="") as handle:
+        assert [row["line"] for row in csv.DictReader(handle)] == ["3"]
+    listed = run("suppressions", "list").output
+    assert "gone@example.org" in listed and "hard_bounce" in listed and "complaint" in listed
+
+    again = run("suppressions", "import", str(path))
+    assert "│ 0              │ 2                  │ 1        │" in again.output
