@@ -123,7 +123,7 @@ def queues_table(snapshot: Status) -> Table:
     consumers = {q: sum(1 for w in snapshot.workers if w.alive and q in w.queues) for q in (x.name for x in snapshot.queues)}
     table = Table("queue", "waiting", "oldest", "workers", title="Queues", title_justify="left")
     for q in snapshot.queues:
-        table.add_row(q.name, str(q.depth), seconds(q.oldest_age_seconds), str(consumers[q.name]))
+        table.add_row(q.name, f"{q.depth:,}", seconds(q.oldest_age_seconds), str(consumers[q.name]))
     return table
 
 
@@ -154,8 +154,8 @@ def sends_table(snapshot: Status, bars: bool):
     table = Table(*columns, *(["progress"] if bars else []), title="Sends (times in UTC)", title_justify="left")
     for s in snapshot.sends:
         row = [
-            str(s.send_id), f"{s.issue} → {s.list}", s.state, str(s.sent), str(s.failed), str(s.skipped),
-            str(s.pending), duplicates_cell(s), str(s.orphaned_claims), f"{s.rate_per_second:.1f}",
+            str(s.send_id), f"{s.issue} → {s.list}", s.state, f"{s.sent:,}", f"{s.failed:,}", f"{s.skipped:,}",
+            f"{s.pending:,}", duplicates_cell(s), f"{s.orphaned_claims:,}", f"{s.rate_per_second:.1f}",
             f"{s.expected_finish_at:%H:%M:%S}" if s.expected_finish_at else "", f"{s.bounce_rate:.2%}",
             f"{s.complaint_rate:.2%}",
         ]
@@ -171,7 +171,7 @@ def errors_tables(snapshot: Status) -> list[Table]:
         if s.errors:
             table = Table("count", "reason", title=f"Send {s.send_id}: failures and retries by reason", title_justify="left")
             for group in s.errors:
-                table.add_row(str(group.count), group.reason)
+                table.add_row(f"{group.count:,}", group.reason)
             tables.append(table)
     return tables
 

@@ -151,7 +151,7 @@ def list_sends(show_all: bool):
         counts = r.progress.counts
         table.add_row(
             str(r.send_id), f"{r.issue} → {r.list}", r.state, f"{r.when.local:%Y-%m-%d %H:%M %Z}",
-            str(counts.get("sent", 0)), str(counts.get("failed", 0)), str(r.progress.possible_duplicates),
+            f"{counts.get('sent', 0):,}", f"{counts.get('failed', 0):,}", f"{r.progress.possible_duplicates:,}",
         )
     console.print(table)
 

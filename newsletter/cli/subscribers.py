@@ -100,7 +100,7 @@ def lists_list(publication: str | None) -> None:
         return
     table = Table("publication", "list", "name", "confirmed", "unconfirmed", "unsubscribed")
     for s in summaries:
-        table.add_row(s.publication, s.slug, s.name, str(s.confirmed), str(s.unconfirmed), str(s.unsubscribed))
+        table.add_row(s.publication, s.slug, s.name, f"{s.confirmed:,}", f"{s.unconfirmed:,}", f"{s.unsubscribed:,}")
     console.print(table)
 
 
@@ -322,7 +322,7 @@ def show_report(report: csv_import.ImportReport, errors_path: str | None = None)
         err_console.print(f"... and {len(report.problems) - shown} more; import again with --errors FILE "
                           "to get every problem in a CSV file", highlight=False, markup=False)
     table = Table("added", "updated", "unchanged", "not resubscribed", "rejected", title=escape(report.path))
-    table.add_row(*(str(n) for n in (report.added, report.updated, report.unchanged, report.not_resubscribed, report.rejected)))
+    table.add_row(*(f"{n:,}" for n in (report.added, report.updated, report.unchanged, report.not_resubscribed, report.rejected)))
     console.print(table)
 
 
