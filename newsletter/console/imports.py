@@ -23,7 +23,8 @@ from pathlib import Path
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.audience.csv_format import CSV_COLUMNS, PROBLEM_COLUMNS, UPLOAD, SafeWriter, decode_text, read_header
+from newsletter.audience.csv_format import (
+    CSV_COLUMNS, PROBLEM_COLUMNS, UPLOAD, HeaderRules, SafeWriter, decode_text, read_header)
 from newsletter.audience.csv_import import import_csv
 from newsletter.audience.subscribers import JOIN_STATUSES
 from newsletter.config import Settings
@@ -60,19 +61,26 @@ class Column:
     field: str = ""
 
 
+def upload_text(data: bytes, filename: str, rules: HeaderRules = UPLOAD,
+                command: str = "newsletter subscribers import") -> str:
+    """An uploaded CSV file's text; InputError for one too large (``command`` takes any size),
+    not text, or not UTF-8 (naming the line). Every CSV upload of the console is read so."""
+    if len(data) > MAX_BYTES:
+        raise InputError(Problem(filename, f"the file is {len(data) / 1024 / 1024:.1f} MB, more than the "
+                                 f"{MAX_BYTES // 1024 // 1024} MB an upload may be",
+                                 f"split it into smaller files, or import it with `{command}`"))
+    if b"\x00" in data:  # UTF-16 ("Unicode text") or not text at all
+        raise InputError(Problem(filename, "the file contains NUL characters (zero bytes): it is not CSV text",
+                                 f"save it as 'CSV UTF-8' (not 'Unicode text' or UTF-16) and {rules.again}"))
+    return decode_text(data, filename, rules)
+
+
 def read_upload(data: bytes, filename: str) -> tuple[list[str], int]:
     """The header's column names and the number of data rows; InputError naming what is wrong.
 
     The header is checked as the CLI's import checks it (``csv_format.read_header``),
     but no column need be named email yet: the mapping says which one is."""
-    if len(data) > MAX_BYTES:
-        raise InputError(Problem(filename, f"the file is {len(data) / 1024 / 1024:.1f} MB, more than the "
-                                 f"{MAX_BYTES // 1024 // 1024} MB an upload may be",
-                                 "split it into smaller files, or import it with `newsletter subscribers import`"))
-    if b"\x00" in data:  # UTF-16 ("Unicode text") or not text at all
-        raise InputError(Problem(filename, "the file contains NUL characters (zero bytes): it is not CSV text",
-                                 "save it as 'CSV UTF-8' (not 'Unicode text' or UTF-16) and upload it again"))
-    text = decode_text(data, filename, UPLOAD)
+    text = upload_text(data, filename)
     lines = io.StringIO(text, newline="").readlines()
     header = read_header(lines, filename, UPLOAD)
     rows = 0

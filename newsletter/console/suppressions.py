@@ -1,11 +1,15 @@
-"""The suppression list in the console: view, search, add with a reason, remove with a reason.
+"""The suppression list in the console: view, search, add with a reason, remove with a reason,
+and import another provider's list from an uploaded CSV file.
 
 Takes in a search text or an address and a reason typed by a person; hands
 on pages of ``Suppression`` rows. Adding and removing call what
 ``newsletter suppressions add|remove`` call (``feedback.events``), so the
 address is checked as an import checks it, and each writes an audit entry in
-the same transaction. The list is the whole install's: one entry stops mail
-from every publication.
+the same transaction. An uploaded file is read as every CSV upload is
+(``imports.upload_text``: at most ``imports.MAX_BYTES``, UTF-8), then as
+``newsletter suppressions import`` reads one (``suppression_import``), with
+one audit entry for the whole file. The list is the whole install's: one
+entry stops mail from every publication.
 
 Removing a complaint's entry needs an admin: the person said the mail was
 unwanted. An erased address (kept only as a hash) cannot be removed at all.
@@ -13,16 +17,21 @@ unwanted. An erased address (kept only as a hash) cannot be removed at all.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from newsletter.addresses import HASH_PREFIX, address_key
+from newsletter.audience.csv_format import HeaderRules
 from newsletter.audience.subscribers import checked_address
+from newsletter.audience.suppression_import import IMPORT_REASONS, SuppressionImportReport, import_suppressions
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.feedback import events
 from newsletter.accounts import audit
+from newsletter.console import imports
 from newsletter.console.subscribers import REASONS, require_admin
 from newsletter.console.workflow import Actor
 from newsletter.store.models import Suppression
@@ -30,6 +39,7 @@ from newsletter.store.models import Suppression
 PAGE_SIZE = 50
 REASON_MAX = 200
 ADMIN_ONLY = ("complaint",)
+UPLOAD = HeaderRules(True, "email,reason,note", "upload it again")  # the advice of an uploaded file's problems
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,22 @@ def add(session: Session, actor: Actor, email: str, reason: str) -> tuple[str, b
     if added:
         audit.record(session, actor.email, "added to the suppression list", f"{key}: {reason}", client=actor.client)
     return key, added
+
+
+def import_file(session: Session, actor: Actor, data: bytes, filename: str, reason: str = "manual"
+                ) -> SuppressionImportReport:
+    """Suppress every address in an uploaded CSV file (``reason`` for rows that give none);
+    bad rows are in the report by line. InputError, and nothing stored, for a file that
+    cannot be read at all. One audit entry says what the file did."""
+    filename = Path(filename or "upload.csv").name[:255]
+    if reason not in IMPORT_REASONS:
+        raise InputError(Problem("field reason", f"{reason!r} is not a reason to suppress for", "choose one from the list"))
+    text = imports.upload_text(data, filename, UPLOAD, "newsletter suppressions import")
+    report = import_suppressions(session, io.StringIO(text, newline=""), reason, name=filename)
+    audit.record(session, actor.email, "imported to the suppression list",
+                 f"{filename}: {report.added:,} added, {report.already:,} already there, {report.rejected:,} rejected",
+                 client=actor.client)
+    return report
 
 
 def get(session: Session, suppression_id: int) -> Suppression:

@@ -1,6 +1,7 @@
 """Subscribers and the suppression list in real headless Chromium, on PostgreSQL:
 an editor searches, opens a subscriber and takes them off a list; a wrong
-address on the suppression list is refused at its field; an admin erases. The
+address on the suppression list is refused at its field; another provider's
+list is uploaded there; an admin erases. The
 pages fit a 375 px wide phone, and axe-core finds no serious or critical
 violation on any of them."""
 
@@ -57,7 +58,7 @@ def fits(driver) -> bool:
     return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
 
 
-def test_search_open_a_subscriber_take_them_off_a_list_and_erase(browser, console):
+def test_search_open_a_subscriber_take_them_off_a_list_and_erase(browser, console, tmp_path):
     from selenium.webdriver.common.by import By
 
     settings, base_url = console
@@ -109,6 +110,31 @@ def test_search_open_a_subscriber_take_them_off_a_list_and_erase(browser, consol
     wait_for_heading(browser, "Suppression list")
     assert "field email: 'ada@lovelace' is not an email address" in steps.find("#add-problems").text
     assert steps.find("#email").get_attribute("value") == "ada@lovelace"
+    steps.accessible()
+    browser.set_window_size(375, 800)
+    assert fits(browser)
+    browser.set_window_size(1280, 1000)
+
+    # Another provider's list: the good rows are taken, the bad one named by its line; a file that is not
+    # UTF-8 stores nothing. Both pages fit a phone.
+    old_list = tmp_path / "old-provider.csv"
+    old_list.write_text("email,reason,note\ngone@example.org,cleaned,\nnot-an-address,spam,\n", encoding="utf-8")
+    steps.find("#import-file").send_keys(str(old_list))
+    steps.press("Suppress the addresses in this file")
+    wait_for_heading(browser, "Suppression list")
+    assert steps.find("#import-report").text == ("From old-provider.csv: 1 address suppressed now, 0 were already, "
+                                                 "1 row rejected.")
+    assert "old-provider.csv:3: 'not-an-address' is not an email address" in steps.find("#import-rejected").text
+    steps.accessible()
+    browser.set_window_size(375, 800)
+    assert fits(browser)
+    steps.accessible()
+    browser.set_window_size(1280, 1000)
+    old_list.write_bytes(b"email\ncaf\xe9@example.org\n")
+    steps.find("#import-file").send_keys(str(old_list))
+    steps.press("Suppress the addresses in this file")
+    wait_for_heading(browser, "Suppression list")
+    assert "old-provider.csv:2: the file is not UTF-8 text" in steps.find("#import-problems").text
     steps.accessible()
     browser.set_window_size(375, 800)
     assert fits(browser)

@@ -35,6 +35,9 @@ OPEN_ENDPOINTS = {"console.static", "console.welcome_form", "console.welcome", "
 EXTRA_POLICY = "; frame-src 'self'; script-src 'self'; connect-src 'self'"
 UPLOAD_BYTES = 25 * 1024 * 1024  # a zipped issue with its pictures
 IMPORT_BYTES = 10 * 1024 * 1024 + 64 * 1024  # a subscriber CSV (console.imports.MAX_BYTES) and the form around it
+# The CSV uploads (each at most console.imports.MAX_BYTES), and the command that takes a larger file.
+IMPORT_ENDPOINTS = {"console.import_upload": "newsletter subscribers import",
+                    "console.suppression_import": "newsletter suppressions import"}
 
 
 blueprint.record_once(auth.install)
@@ -52,7 +55,7 @@ def require_account():
     if request.endpoint in ("console.new_issue", "console.upload_image", "console.publication_create",
                             "console.publication_save", "console.picture_upload"):
         request.max_content_length = UPLOAD_BYTES  # the app's default is for forms
-    if request.endpoint == "console.import_upload":
+    if request.endpoint in IMPORT_ENDPOINTS:
         request.max_content_length = IMPORT_BYTES
     if request.endpoint in OPEN_ENDPOINTS:
         return None
@@ -135,8 +138,13 @@ def field_errors(exc, fields: dict[str, str]) -> dict[str, list[str]]:
 def problem_text(exc) -> list[str]:
     problems = getattr(exc, "problems", None)
     if problems:
-        return [for_people(f"{p.where}: {p.message}" + (f" ({p.fix})" if p.fix else "")) for p in problems]
+        return problem_lines(problems)
     return [for_people(str(exc))]
+
+
+def problem_lines(problems) -> list[str]:
+    """Each problem as the page shows it: where, what is wrong, and what to do."""
+    return [for_people(f"{p.where}: {p.message}" + (f" ({p.fix})" if p.fix else "")) for p in problems]
 
 
 # The library's problems name the command line's options; the console's forms have labels.
@@ -171,10 +179,10 @@ def not_found(error):
 
 @blueprint.errorhandler(413)
 def too_large(error):
-    if request.endpoint == "console.import_upload":
+    if request.endpoint in IMPORT_ENDPOINTS:
         return message("That file is too large", f"A CSV file can be at most {IMPORT_BYTES // 1024 // 1024} MB. "
                        "Nothing was stored.", "Split it into smaller files, or import it with "
-                       "`newsletter subscribers import`.", status=413)
+                       f"`{IMPORT_ENDPOINTS[request.endpoint]}`.", status=413)
     return message("That file is too large", f"Uploads can be at most {UPLOAD_BYTES // 1024 // 1024} MB. "
                    "Nothing was stored.", "Make the pictures smaller, zip the issue again and upload it.", status=413)
 

@@ -3,7 +3,9 @@
 Thin: ``newsletter.console.subscribers`` and ``newsletter.console.suppressions``
 do the work and write the audit log. Every account with a role in a
 publication sees its subscribers and may change their lists; erasing needs an
-admin, and so does removing a complaint from the suppression list.
+admin, and so does removing a complaint from the suppression list. Adding to
+the suppression list, one address or a file of them, only ever stops mail: any
+account with a role in any publication may.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 from flask import abort, g, make_response, redirect, request, url_for
 from sqlalchemy import select
 
+from newsletter.audience.suppression_import import IMPORT_REASONS
+from newsletter.console import imports
 from newsletter.console import subscribers as people
 from newsletter.console import suppressions
 from newsletter.errors import InputError, NotFound
 from newsletter.feedback.events import SUPPRESSION_REASONS
 from newsletter.store.models import PublicationRow
-from newsletter.web.console import actor, blueprint, done, message, page, problem_text, require, visible_publications
+from newsletter.web.console import (
+    actor, blueprint, done, message, page, problem_lines, problem_text, require, visible_publications)
 from newsletter.web.pages import database
 
 
@@ -160,7 +165,13 @@ def _require_some_role(db) -> None:
         abort(403, "The suppression list is for accounts with a role in a publication.")
 
 
-def _suppressions_page(db, status: int = 200, problems=(), email: str = "", reason: str = ""):
+SHOWN_PROBLEMS = 50  # rejected rows listed after an import; the next show once they are corrected
+
+
+def _suppressions_page(db, status: int = 200, problems=(), email: str = "", reason: str = "", *, imported=None,
+                       import_problems=(), import_reason: str = "manual"):
+    """The list and its forms; ``problems`` of the add form, ``import_problems`` of a file that
+    could not be read, ``imported`` the report of one that was."""
     text, shown_reason = request.args.get("q", ""), request.args.get("reason", "")
     try:
         found = suppressions.search(db, text, shown_reason, before=_int("before"))
@@ -170,7 +181,10 @@ def _suppressions_page(db, status: int = 200, problems=(), email: str = "", reas
     why_not = {row.id: suppressions.why_not_removable(row, actor()) for row in found.rows}
     return page("console/suppressions.html", status, found=found, q=text.strip(), reason=shown_reason,
                 before=_int("before"), reasons=SUPPRESSION_REASONS, labels=people.REASONS, why_not=why_not,
-                problems=list(problems), email=email, new_reason=reason)
+                problems=list(problems), email=email, new_reason=reason, import_reasons=IMPORT_REASONS,
+                import_reason=import_reason, import_problems=list(import_problems), imported=imported,
+                rejected=problem_lines(imported.problems[:SHOWN_PROBLEMS]) if imported else [],
+                max_mb=imports.MAX_BYTES // 1024 // 1024)
 
 
 @blueprint.get("/suppressions")
@@ -193,6 +207,23 @@ def suppression_add():
     text = f"{key} is on the suppression list: it will not be mailed again." if added else \
         f"{key} was on the suppression list already: nothing changed."
     return done(text, url_for("console.suppression_list"))
+
+
+@blueprint.post("/suppressions/import")
+def suppression_import():
+    """Another provider's suppression list, uploaded as CSV: the page then says what it did."""
+    upload, reason = request.files.get("file"), request.form.get("reason", "manual")
+    try:
+        with database() as db:
+            _require_some_role(db)
+            if upload is None or not upload.filename:
+                raise InputError("no file was chosen", "file", "choose the CSV file to import")
+            report = suppressions.import_file(db, actor(), upload.read(), upload.filename, reason)
+    except InputError as exc:
+        with database() as db:
+            return _suppressions_page(db, 400, import_problems=problem_text(exc), import_reason=reason)
+    with database() as db:
+        return _suppressions_page(db, imported=report, import_reason=reason)
 
 
 def _removable(db, suppression_id: int):
