@@ -78,6 +78,10 @@ def import_suppressions(session: Session, source: TextIO | str | Path, reason: s
     header = read_header(text.splitlines(keepends=True), where, RULES)
     report = SuppressionImportReport(path=where)
     rows = _rows(text, header, where, reason, report)
+    if not rows and not report.problems and not report.already:
+        raise InputError(Problem(where, "the file has no rows under its first line",
+                                 f"add a row for each address under the column names ({RULES.example}), "
+                                 f"and {RULES.again}"))
     for chunk in chunks(list(rows.values()), CHUNK):
         keys = [row["email"] for row in chunk]
         known = set(session.scalars(select(Suppression.email).where(among(session, Suppression.email, keys))))

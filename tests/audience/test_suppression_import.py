@@ -70,6 +70,7 @@ def test_an_erased_persons_address_is_not_written_back(session):
 @pytest.mark.parametrize("text, problem", [
     ("address\nx@example.org\n", "no email column"),
     ("", "the file is empty"),
+    ("email,reason\n\n", "no rows under its first line"),
 ])
 def test_a_file_that_cannot_be_read_stores_nothing_and_says_why(session, text, problem):
     with pytest.raises(InputError) as raised:
