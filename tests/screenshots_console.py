@@ -97,9 +97,11 @@ def photograph_people(driver, base_url: str, settings, world, app, out: Path) ->
         driver.set_window_size(width, height)
         driver.get(f"{base_url}{page}")
         driver.save_screenshot(str(out / name))
-    for width, height, name in ((1280, 1100, "console-suppressions.png"), (375, 1800, "console-suppressions-375.png")):
-        driver.set_window_size(width, height)
-        driver.get(f"{base_url}/console/suppressions")
+    for width, name in ((1280, "console-suppressions.png"), (375, "console-suppressions-375.png")):
+        driver.set_window_size(width, 900)
+        driver.get(f"{base_url}/console/suppressions")  # the whole page: the forms, then the entries
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(width, min(height + 100, 5000))
         driver.save_screenshot(str(out / name))
 
 
