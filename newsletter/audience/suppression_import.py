@@ -67,21 +67,24 @@ class SuppressionImportReport:
 
 
 def import_suppressions(session: Session, source: TextIO | str | Path, reason: str = "manual", *,
-                        name: str = "") -> SuppressionImportReport:
+                        name: str = "", rules: HeaderRules = RULES,
+                        reason_field: str = "--reason") -> SuppressionImportReport:
     """Suppress every address in the CSV ``source`` (a path, or a text stream opened
     with ``newline=""``); bad rows are reported, not fatal. Problems name the file
-    by ``name``, the stream's own name, or the path."""
+    by ``name``, the stream's own name, or the path; a ``reason`` that is not one,
+    the ``reason_field`` it was given in. ``rules``: the words of the advice about
+    the file's first line (the console's upload says "upload it again")."""
     if reason not in IMPORT_REASONS:
-        raise InputError(Problem("--reason", f"{reason!r} is not a reason to suppress for",
+        raise InputError(Problem(reason_field, f"{reason!r} is not a reason to suppress for",
                                  spelling_fix(reason, IMPORT_REASONS, "reasons are")))
     where, text = read_source(source, name)
-    header = read_header(text.splitlines(keepends=True), where, RULES)
+    header = read_header(text.splitlines(keepends=True), where, rules)
     report = SuppressionImportReport(path=where)
     rows = _rows(text, header, where, reason, report)
     if not rows and not report.problems and not report.already:
         raise InputError(Problem(where, "the file has no rows under its first line",
-                                 f"add a row for each address under the column names ({RULES.example}), "
-                                 f"and {RULES.again}"))
+                                 f"add a row for each address under the column names ({rules.example}), "
+                                 f"and {rules.again}"))
     for chunk in chunks(list(rows.values()), CHUNK):
         keys = [row["email"] for row in chunk]
         known = set(session.scalars(select(Suppression.email).where(among(session, Suppression.email, keys))))

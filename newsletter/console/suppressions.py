@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from newsletter.addresses import HASH_PREFIX, address_key
 from newsletter.audience.csv_format import HeaderRules
 from newsletter.audience.subscribers import checked_address
-from newsletter.audience.suppression_import import IMPORT_REASONS, SuppressionImportReport, import_suppressions
+from newsletter.audience.suppression_import import SuppressionImportReport, import_suppressions
 from newsletter.errors import InputError, NotFound, Problem
 from newsletter.feedback import events
 from newsletter.accounts import audit
@@ -109,10 +109,9 @@ def import_file(session: Session, actor: Actor, data: bytes, filename: str, reas
     bad rows are in the report by line. InputError, and nothing stored, for a file that
     cannot be read at all. One audit entry says what the file did."""
     filename = Path(filename or "upload.csv").name[:255]
-    if reason not in IMPORT_REASONS:
-        raise InputError(Problem("field reason", f"{reason!r} is not a reason to suppress for", "choose one from the list"))
     text = imports.upload_text(data, filename, UPLOAD, "newsletter suppressions import")
-    report = import_suppressions(session, io.StringIO(text, newline=""), reason, name=filename)
+    report = import_suppressions(session, io.StringIO(text, newline=""), reason, name=filename, rules=UPLOAD,
+                                 reason_field="field reason")
     audit.record(session, actor.email, "imported to the suppression list",
                  f"{filename}: {report.added:,} added, {report.already:,} already there, {report.rejected:,} rejected",
                  client=actor.client)
