@@ -95,21 +95,14 @@ def suppressions_import(path: str, reason: str, errors_path: str | None) -> None
 
     from newsletter.audience.csv_import import write_problems
     from newsletter.audience.suppression_import import import_suppressions
-    from newsletter.cli import err_console
+    from newsletter.cli.subscribers import check_errors_path, show_problems
 
-    if errors_path and Path(errors_path).resolve() == Path(path).resolve():
-        raise InputError(Problem("--errors", "is the file being imported", "name another file for the problems"))
+    check_errors_path(path, errors_path)
     with database() as session:
         report = import_suppressions(session, path, reason)
     if errors_path:
         write_problems(report, errors_path)
-    shown = 5 if errors_path else 50
-    for problem in report.problems[:shown]:
-        err_console.print(f"[red]{escape(str(problem))}[/]", highlight=False, soft_wrap=True)
-    if len(report.problems) > shown:
-        err_console.print(f"... and {len(report.problems) - shown} more"
-                          + (f": all of them are in {errors_path}" if errors_path else "; import again with --errors FILE"),
-                          highlight=False, markup=False)
+    show_problems(report, errors_path)
     table = Table("suppressed now", "suppressed already", "rejected", title=escape(report.path))
     table.add_row(f"{report.added:,}", f"{report.already:,}", f"{report.rejected:,}")
     console.print(table)

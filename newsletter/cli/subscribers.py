@@ -25,6 +25,7 @@ from newsletter.errors import InputError, Problem
 from newsletter.store.publications import known_publications, list_publications
 from newsletter.store import migrate
 from newsletter.store.db import session_scope
+from newsletter.wording import counted
 
 console = LazyConsole()
 PROBLEMS_SHOWN = 50  # an import of a wrong file could otherwise print a line per row
@@ -298,8 +299,7 @@ def subscribers_import(path, list_slugs, unconfirmed, errors_path, publication) 
     is signed up again.
     """
     status = "unconfirmed" if unconfirmed else "confirmed"
-    if errors_path and Path(errors_path).resolve() == Path(path).resolve():
-        raise InputError(Problem("--errors", "is the file being imported", "name another file for the problems"))
+    check_errors_path(path, errors_path)
     with database() as session:
         report = csv_import.import_csv(session, path, list_slugs, publication, status, settings=get_settings())
     if errors_path:
@@ -309,21 +309,33 @@ def subscribers_import(path, list_slugs, unconfirmed, errors_path, publication) 
         sys.exit(1)
 
 
+def check_errors_path(path: str, errors_path: str | None) -> None:
+    """--errors FILE must not name the file being imported (it would be overwritten)."""
+    if errors_path and Path(errors_path).resolve() == Path(path).resolve():
+        raise InputError(Problem("--errors", "is the file being imported", "name another file for the problems"))
+
+
 def show_report(report: csv_import.ImportReport, errors_path: str | None = None) -> None:
+    show_problems(report, errors_path)
+    table = Table("added", "updated", "unchanged", "not resubscribed", "rejected", title=escape(report.path))
+    table.add_row(*(f"{n:,}" for n in (report.added, report.updated, report.unchanged, report.not_resubscribed, report.rejected)))
+    console.print(table)
+
+
+def show_problems(report, errors_path: str | None = None) -> None:
+    """An import's problems (of subscribers or suppressions): the first 50, or the first few
+    and where the rest are when --errors FILE has them all."""
     shown = PROBLEMS_SHOWN if errors_path is None else PROBLEMS_SHOWN_WITH_FILE
     for problem in report.problems[:shown]:
         style = "red" if problem.is_error else "yellow"
         err_console.print(f"[{style}]{escape(str(problem))}[/]", highlight=False, soft_wrap=True, markup=True)
     warnings = len(report.problems) - report.rejected
     if errors_path is not None:
-        err_console.print(f"{report.rejected} rows rejected and {warnings} warnings: "
-                          f"all {len(report.problems)} problems are in {errors_path}", highlight=False, markup=False)
+        err_console.print(f"{counted(report.rejected, 'row')} rejected and {counted(warnings, 'warning')}: "
+                          f"every problem is in {errors_path}", highlight=False, markup=False)
     elif len(report.problems) > shown:
         err_console.print(f"... and {len(report.problems) - shown} more; import again with --errors FILE "
                           "to get every problem in a CSV file", highlight=False, markup=False)
-    table = Table("added", "updated", "unchanged", "not resubscribed", "rejected", title=escape(report.path))
-    table.add_row(*(f"{n:,}" for n in (report.added, report.updated, report.unchanged, report.not_resubscribed, report.rejected)))
-    console.print(table)
 
 
 @subscribers.command("export")
