@@ -50,6 +50,11 @@ class Actor:
     def email(self) -> str:
         return self.operator.email
 
+    @property
+    def by(self) -> str:
+        """Who steered a send, for its history."""
+        return f"by {self.email} from the console"
+
 
 def log(session: Session, actor: Actor, draft: Draft, action: str, detail: str = "") -> None:
     audit.record(session, actor.email, action, detail, client=actor.client,
@@ -324,7 +329,7 @@ def unschedule(session: Session, draft: Draft, actor: Actor) -> None:
     require_role(session, actor, draft, "editor")
     waiting = waiting_sends(session, draft, "nothing to unschedule")
     for send in waiting:
-        scheduling.unschedule(session, send.id, by=f"by {actor.email} from the console")
+        scheduling.unschedule(session, send.id, by=actor.by)
     draft.state = "approved"
     log(session, actor, draft, "unscheduled")
 
@@ -335,7 +340,7 @@ def reschedule(session: Session, draft: Draft, actor: Actor, at_text: str) -> sc
     when = scheduling.parse_send_time(at_text, publication.timezone, where=TIME_FIELD)
     waiting = waiting_sends(session, draft, "schedule it instead")
     for send in waiting:
-        scheduling.reschedule(session, send.id, when.utc, by=f"by {actor.email} from the console")
+        scheduling.reschedule(session, send.id, when.utc, by=actor.by)
     log(session, actor, draft, "rescheduled", f"to {when.describe()}")
     return when
 
@@ -344,7 +349,7 @@ def send_now(session: Session, draft: Draft, actor: Actor) -> int:
     require_role(session, actor, draft, "editor")
     waiting = waiting_sends(session, draft, "schedule it first")
     for send in waiting:
-        scheduling.send_now(session, send.id, by=f"by {actor.email} from the console")
+        scheduling.send_now(session, send.id, by=actor.by)
     log(session, actor, draft, "send now")
     return len(waiting)
 

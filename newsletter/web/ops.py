@@ -151,23 +151,28 @@ class Action:
     run: Callable[[Session, int, admins.Operator], str]  # does it; says what was done
 
 
+def _by(operator: admins.Operator) -> str:
+    """Who steered the send, for its history."""
+    return f"by {operator.email} from the dashboard"
+
+
 def _pause(db: Session, send_id: int, operator: admins.Operator) -> str:
-    scheduling.pause(db, send_id, by=f"by {operator.email} from the dashboard")
+    scheduling.pause(db, send_id, by=_by(operator))
     return f"Send {send_id} is paused."
 
 
 def _resume(db: Session, send_id: int, operator: admins.Operator) -> str:
-    scheduling.resume(db, send_id, by=f"by {operator.email} from the dashboard")
+    scheduling.resume(db, send_id, by=_by(operator))
     return f"Send {send_id} is sending again."
 
 
 def _cancel(db: Session, send_id: int, operator: admins.Operator) -> str:
-    scheduling.cancel(db, send_id, by=f"by {operator.email} from the dashboard")
+    scheduling.cancel(db, send_id, by=_by(operator))
     return f"Send {send_id} is cancelled."
 
 
 def _retry_failed(db: Session, send_id: int, operator: admins.Operator) -> str:
-    count = scheduling.retry_failed(db, send_id, by=f"by {operator.email} from the dashboard")
+    count = scheduling.retry_failed(db, send_id, by=_by(operator))
     if not count:
         return f"Send {send_id} has no failed recipient to retry (suppressed and hard-bounced ones stay failed)."
     return f"{counted(count, 'failed recipient')} of send {send_id} will be sent again."
